@@ -1,0 +1,174 @@
+/// The parsed, not yet resolved form of a spec file.
+
+/// Which way guest memory travels for the driver: `in` it reads, `out` it writes.
+public enum Direction: String, Sendable, Codable, CaseIterable {
+    case input = "in"
+    case output = "out"
+    case both = "inout"
+
+    /// The driver reads this memory: the guest's bytes must be gathered.
+    public var reads: Bool { self != .output }
+    /// The driver writes this memory: the bytes go back to the guest.
+    public var writes: Bool { self != .input }
+}
+
+/// An expression over fields, parameters, constants and plug-in variables.
+public indirect enum Expr: Sendable, CustomStringConvertible {
+    case integer(Int64, SourceLocation)
+    case name([String], SourceLocation)
+    case variable(String, [Expr], SourceLocation)
+    case unary(String, Expr, SourceLocation)
+    case binary(String, Expr, Expr, SourceLocation)
+    case call(String, [Expr], SourceLocation)
+    case sizeof(TypeSyntax, SourceLocation)
+    case membership(Expr, [Expr], SourceLocation)
+
+    public var location: SourceLocation {
+        switch self {
+        case .integer(_, let l), .name(_, let l), .variable(_, _, let l), .unary(_, _, let l),
+            .binary(_, _, _, let l), .call(_, _, let l), .sizeof(_, let l), .membership(_, _, let l):
+            return l
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .integer(let v, _): return v > 9 || v < 0 ? "0x" + String(UInt64(bitPattern: v), radix: 16) : String(v)
+        case .name(let path, _): return path.joined(separator: ".")
+        case .variable(let n, let args, _):
+            return args.isEmpty ? "$\(n)" : "$\(n)(\(args.map(\.description).joined(separator: ", ")))"
+        case .unary(let op, let e, _): return "\(op)\(e)"
+        case .binary(let op, let a, let b, _): return "(\(a) \(op) \(b))"
+        case .call(let f, let args, _): return "\(f)(\(args.map(\.description).joined(separator: ", ")))"
+        case .sizeof(let t, _): return "sizeof(\(t))"
+        case .membership(let e, let set, _): return "\(e) in (\(set.map(\.description).joined(separator: ", ")))"
+        }
+    }
+
+    /// Names the expression reads (first path component), for checks.
+    func visitNames(_ body: (String, SourceLocation) -> Void) {
+        switch self {
+        case .integer, .sizeof: break
+        case .name(let p, let l): body(p[0], l)
+        case .variable(_, let args, _), .call(_, let args, _): args.forEach { $0.visitNames(body) }
+        case .unary(_, let e, _): e.visitNames(body)
+        case .binary(_, let a, let b, _): a.visitNames(body); b.visitNames(body)
+        case .membership(let e, let s, _): e.visitNames(body); s.forEach { $0.visitNames(body) }
+        }
+    }
+
+    var usesVariables: Bool {
+        switch self {
+        case .integer, .sizeof, .name: return false
+        case .variable: return true
+        case .call(_, let args, _): return args.contains { $0.usesVariables }
+        case .unary(_, let e, _): return e.usesVariables
+        case .binary(_, let a, let b, _): return a.usesVariables || b.usesVariables
+        case .membership(let e, let s, _): return e.usesVariables || s.contains { $0.usesVariables }
+        }
+    }
+}
+
+public struct LengthSyntax: Sendable {
+    public var count: Expr
+    public var copyOut: Expr?      // `capacity n` → n; `n -> m` → m
+}
+
+public indirect enum TypeSyntax: Sendable, CustomStringConvertible {
+    case named(String, SourceLocation)
+    case pointer(wide: Bool, Direction, TypeSyntax, SourceLocation)
+    case descriptor(Direction, width: Int, SourceLocation)
+    case record(RecordSyntax)
+    case array(TypeSyntax, LengthSyntax, SourceLocation)
+
+    public var location: SourceLocation {
+        switch self {
+        case .named(_, let l), .pointer(_, _, _, let l), .descriptor(_, _, let l), .array(_, _, let l): return l
+        case .record(let r): return r.location
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .named(let n, _): return n
+        case .pointer(let wide, let d, let t, _): return "\(wide ? "ptr64" : "ptr")<\(d.rawValue), \(t)>"
+        case .descriptor(let d, let w, _): return "\(w == 8 ? "fd64" : "fd")<\(d.rawValue)>"
+        case .record(let r): return r.isUnion ? "union {…}" : "struct {…}"
+        case .array(let t, let l, _): return "\(t)[\(l.count)]"
+        }
+    }
+}
+
+public struct FieldSyntax: Sendable {
+    public var name: String
+    public var type: TypeSyntax
+    public var location: SourceLocation
+    public var enumName: (String, SourceLocation)?
+    public var flagsName: (String, SourceLocation)?
+    public var maxCount: Expr?
+    public var maxBytes: Expr?
+    public var when: Expr?
+    public var align: Expr?
+    public var cName: String?
+}
+
+public struct RecordSyntax: Sendable {
+    public var name: String?
+    public var isUnion: Bool
+    public var cName: String?
+    public var packed = false
+    public var align: Expr?
+    public var fields: [FieldSyntax] = []
+    public var location: SourceLocation
+}
+
+public struct ParameterSyntax: Sendable {
+    public var name: String
+    public var range: (Expr, Expr)?
+    public var location: SourceLocation
+}
+
+public enum EncodingSyntax: Sendable {
+    case io(kind: String, type: Expr, nr: Expr, argType: TypeSyntax?)   // _IO / _IOR / _IOW / _IOWR
+    case ioc(dir: Expr, type: Expr, nr: Expr, size: Expr)
+    case raw(Expr)
+}
+
+public enum ArgumentSyntax: Sendable {
+    case none
+    case value
+    case descriptor
+    case pointer(TypeSyntax)
+}
+
+public struct IoctlSyntax: Sendable {
+    public var name: String
+    public var parameters: [ParameterSyntax]
+    public var encoding: EncodingSyntax
+    public var argument: ArgumentSyntax?
+    public var blocking = false
+    public var returnsDescriptor = false
+    public var maxBytes: Expr?
+    public var cExpression: String?
+    public var verify = true
+    public var location: SourceLocation
+}
+
+public struct EnumMemberSyntax: Sendable {
+    public var name: String
+    public var value: Expr?
+    public var verify: Bool
+    public var location: SourceLocation
+}
+
+public enum DeclarationSyntax: Sendable {
+    case headers([String], SourceLocation)
+    case cflags([String], SourceLocation)
+    case facts(String, SourceLocation)
+    case specClass(name: String, devices: [String], plugin: String?, SourceLocation)
+    case constant(name: String, value: Expr, verify: Bool, SourceLocation)
+    case enumeration(name: String, isFlags: Bool, members: [EnumMemberSyntax], SourceLocation)
+    case alias(name: String, type: TypeSyntax, SourceLocation)
+    case record(RecordSyntax)
+    case ioctl(IoctlSyntax)
+}

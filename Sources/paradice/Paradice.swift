@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Paradice: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "paradice",
+        abstract: "I/O paravirtualization at the device-file boundary.",
+        subcommands: [SpecCommand.self]
+    )
+}

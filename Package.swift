@@ -16,7 +16,9 @@ let package = Package(
         // Specs (data) → spec compiler: lexer, parser, type checker, layout.
         .target(name: "ParadiceSpec"),
         // Memory plans: which guest regions one ioctl call may read and write.
-        .target(name: "ParadicePlan", dependencies: ["ParadiceSpec"]),
+        .target(name: "ParadicePlan", dependencies: ["ParadiceSpec", "CParadice"]),
+        // Small C wrappers for calls Swift cannot import (process_vm_readv, …).
+        .target(name: "CParadice"),
         // Checks spec layouts and numbers against the real C headers.
         .target(name: "ParadiceVerify", dependencies: ["ParadiceSpec"]),
         .executableTarget(

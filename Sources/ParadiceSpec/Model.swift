@@ -3,6 +3,11 @@
 public struct IntegerType: Sendable, Hashable {
     public var size: Int
     public var signed: Bool
+
+    public init(size: Int, signed: Bool) {
+        self.size = size
+        self.signed = signed
+    }
 }
 
 /// A type with its layout known.

@@ -311,12 +311,13 @@ public final class SpecSet: @unchecked Sendable {
     }
 
     /// Resolves a type that must have a fixed size. Variable arrays are handled by the callers that allow them.
-    private func resolveType(_ syntax: TypeSyntax, parameters: [String]) throws -> SpecType {
+    private func resolveType(_ syntax: TypeSyntax, parameters: [String], pointee: Bool = false) throws -> SpecType {
         switch syntax {
         case .named(let name, let loc):
             if let scalar = Self.scalarTypes[name] { return .integer(scalar) }
             if let record = records[name] {
-                layout(record)
+                // A pointer may point at a struct still being laid out (a linked list's next field).
+                if !(pointee && record.layoutState == .inProgress) { layout(record) }
                 return .record(record)
             }
             if aliasSyntax[name] != nil { return try resolveAlias(name, loc) }
@@ -359,10 +360,8 @@ public final class SpecSet: @unchecked Sendable {
             }
             pointer.length = ArrayLength(count: length.count, copyOut: length.copyOut)
         } else {
-            pointer.pointee = try resolveType(pointee, parameters: parameters)
-            if case .record(let r) = pointer.pointee, r.flexibleField != nil, direction == .output,
-                r.flexibleField?.flexible?.count.description != nil
-            {
+            pointer.pointee = try resolveType(pointee, parameters: parameters, pointee: true)
+            if case .record(let r) = pointer.pointee, r.layoutState == .done, r.flexibleField != nil, direction == .output {
                 // An out-only struct with a flexible tail: its length must come from data the guest sends.
                 error(loc, "the flexible array of '\(r.displayName)' is sized by a field the driver only writes; use inout")
             }

@@ -15,7 +15,7 @@ struct PlanShape {
         }
         head += " 0x" + String(number, radix: 16)
         if case .generic(let dir, _, _, _) = ioctl.encoding {
-            head += " (dir \(["none", "write", "read", "read|write"][Int(dir)]), type '\(Character(UnicodeScalar(UInt8(IoctlNumber.type(number)))))', nr \(IoctlNumber.nr(number)), size \(IoctlNumber.size(number)))"
+            head += " (dir \(["none", "write", "read", "read|write"][Int(dir)]), type \(typeLabel(IoctlNumber.type(number))), nr \(IoctlNumber.nr(number)), size \(IoctlNumber.size(number)))"
         }
         out.append(head)
         var flags: [String] = []
@@ -32,6 +32,10 @@ struct PlanShape {
         case .pointer(let p): region(p, path: "arg", depth: 1, into: &out, seen: [])
         }
         return out.joined(separator: "\n")
+    }
+
+    private func typeLabel(_ t: UInt32) -> String {
+        (0x21...0x7e).contains(t) ? "'\(Character(UnicodeScalar(UInt8(t))))'" : "0x" + String(t, radix: 16)
     }
 
     private func region(_ p: PointerType, path: String, depth: Int, into out: inout [String], seen: Set<ObjectIdentifier>) {

@@ -1,0 +1,117 @@
+import ParadiceSpec
+
+/// The guest memory one ioctl call may touch: regions to gather before the call (in), regions to
+/// scatter back after it (out), and where pointers and file descriptors sit inside them.
+/// It is plain data so that it can travel to class-agnostic frontends.
+public struct MemoryPlan: Sendable, Codable, Equatable {
+    public enum Argument: Sendable, Codable, Equatable {
+        /// The driver gets 0.
+        case none
+        /// An integer passed unchanged.
+        case value(UInt64)
+        /// One of the guest's descriptors, passed by value.
+        case descriptor(Int32)
+        /// A pointer to the first region.
+        case region(Int)
+        /// A NULL pointer where the ioctl takes one: the driver decides (usually EFAULT).
+        case null
+    }
+
+    public struct Region: Sendable, Codable, Equatable {
+        public var address: UInt64
+        public var length: Int
+        public var direction: Direction
+
+        public init(address: UInt64, length: Int, direction: Direction) {
+            self.address = address
+            self.length = length
+            self.direction = direction
+        }
+    }
+
+    /// A pointer at `offset` in region `region` that must point at region `target` in the driver's copy.
+    public struct PointerSlot: Sendable, Codable, Equatable {
+        public var region: Int
+        public var offset: Int
+        public var target: Int
+
+        public init(region: Int, offset: Int, target: Int) {
+            self.region = region
+            self.offset = offset
+            self.target = target
+        }
+    }
+
+    /// A file descriptor number at `offset` in region `region`.
+    public struct DescriptorSlot: Sendable, Codable, Equatable {
+        public var region: Int
+        public var offset: Int
+        public var width: Int
+        public var direction: Direction
+    }
+
+    public var command: UInt32
+    public var ioctl: String
+    public var argument: Argument
+    public var regions: [Region] = []
+    public var pointers: [PointerSlot] = []
+    public var descriptors: [DescriptorSlot] = []
+    public var returnsDescriptor = false
+    public var blocking = false
+
+    public var inputBytes: Int { regions.filter { $0.direction.reads }.reduce(0) { $0 + $1.length } }
+    public var outputBytes: Int { regions.filter { $0.direction.writes }.reduce(0) { $0 + $1.length } }
+}
+
+/// Why a plan could not be made. Each case maps to the errno a guest sees.
+public enum PlanError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Guest memory that the plan needs is not readable: EFAULT.
+    case fault(address: UInt64, length: Int)
+    /// The planner needs guest bytes it has not been given yet (the engine fetches them and retries).
+    case missing(address: UInt64, length: Int)
+    /// The spec has no such command for this class: ENOTTY.
+    case unknownCommand(UInt32)
+    /// The argument breaks a cap or a value check, or a plug-in refuses it.
+    case rejected(errno: Int32, message: String)
+
+    public var errno: Int32 {
+        switch self {
+        case .fault: return 14          // EFAULT
+        case .missing: return 14
+        case .unknownCommand: return 25 // ENOTTY
+        case .rejected(let e, _): return e
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .fault(let a, let l): return "guest memory 0x\(String(a, radix: 16)) (+\(l)) is not readable"
+        case .missing(let a, let l): return "needs guest memory 0x\(String(a, radix: 16)) (+\(l))"
+        case .unknownCommand(let c): return "no spec for ioctl 0x\(String(c, radix: 16))"
+        case .rejected(_, let m): return m
+        }
+    }
+}
+
+/// Reads guest memory while a plan is made (the frontend's own memory, or a backend's snapshot of it).
+public protocol GuestMemory {
+    func read(address: UInt64, count: Int) throws -> [UInt8]
+}
+
+/// Values that a class plug-in keeps per open file and specs read as `$name` or `$name(args)`.
+public protocol PlanVariables {
+    /// The value, or nil when the plug-in does not know the name. A plug-in may throw
+    /// `PlanError.rejected` with the errno its driver would give (ALSA: EBADFD before HW_PARAMS).
+    func value(of name: String, arguments: [Int64]) throws -> Int64?
+}
+
+/// Caps that apply where a spec says nothing.
+public struct PlanLimits: Sendable {
+    public var elementsPerPointer = 4096
+    public var bytesPerPointer = 16 << 20
+    public var bytesPerCall = 64 << 20
+    public var regionsPerCall = 1024
+    public var listNodes = 16
+
+    public init() {}
+}

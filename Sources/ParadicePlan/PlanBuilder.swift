@@ -1,0 +1,172 @@
+import ParadiceSpec
+
+/// Walks an argument through its spec types, adding a region for every pointer it follows.
+final class PlanBuilder<Memory: GuestMemory> {
+    let call: PlannedCall
+    let memory: Memory
+    let limits: PlanLimits
+    let maxBytes: Int
+    var totalBytes = 0
+
+    init(call: PlannedCall, memory: Memory, limits: PlanLimits, maxBytes: Int) {
+        self.call = call
+        self.memory = memory
+        self.limits = limits
+        self.maxBytes = maxBytes
+    }
+
+    private var specs: SpecSet { call.specs }
+
+    private func reject(_ message: String) -> PlanError { .rejected(errno: 22, message: message) }
+
+    private func evaluate(_ expr: Expr, _ frame: Frame) throws -> Int64 {
+        do {
+            return try specs.evaluate(expr, in: FrameScope(frame: frame, call: call, memory: memory))
+        } catch let e as EvaluationError {
+            throw PlanError.rejected(errno: e.errno ?? 22, message: e.description)
+        }
+    }
+
+    private func addRegion(address: UInt64, length: Int, direction: Direction, path: String) throws -> Int {
+        guard call.plan.regions.count < limits.regionsPerCall else {
+            throw reject("\(call.ioctl.name): more than \(limits.regionsPerCall) regions at \(path)")
+        }
+        let (end, overflow) = address.addingReportingOverflow(UInt64(length))
+        guard !overflow, end <= 0x0000_8000_0000_0000 || length == 0 else { throw PlanError.fault(address: address, length: length) }
+        totalBytes += length
+        guard totalBytes <= maxBytes else {
+            throw reject("\(call.ioctl.name): \(path) brings the call to \(totalBytes) bytes, over its cap of \(maxBytes)")
+        }
+        let bytes = direction.reads && length > 0
+            ? try memory.read(address: address, count: length)
+            : [UInt8](repeating: 0, count: length)
+        call.plan.regions.append(MemoryPlan.Region(address: address, length: length, direction: direction))
+        call.buffers.append(bytes)
+        return call.plan.regions.count - 1
+    }
+
+    /// Follows a pointer value. Returns the new region, or nil for NULL.
+    func follow(_ p: PointerType, address: UInt64, frame: Frame, path: String) throws -> Int? {
+        guard address != 0 else { return nil }
+        let elementSize = p.pointee.size
+        var count = 1
+        if let length = p.length {
+            let n = try evaluate(length.count, frame)
+            let cap = p.maxCount ?? limits.elementsPerPointer
+            guard n >= 0 else { throw reject("\(path): negative element count \(n)") }
+            guard n <= Int64(cap) else { throw reject("\(path): \(n) elements, over the cap of \(cap)") }
+            count = Int(n)
+        }
+        if case .record(let r) = p.pointee {
+            var depth = 0
+            var f: Frame? = frame
+            while let current = f { if current.record === r { depth += 1 }; f = current.parent }
+            let cap = p.maxCount ?? limits.listNodes
+            if depth >= cap { throw reject("\(path): a list of \(r.displayName) longer than \(cap) nodes") }
+        }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: elementSize)
+        let byteCap = p.maxBytes ?? limits.bytesPerPointer
+        guard !overflow, bytes <= byteCap else { throw reject("\(path): \(count) × \(elementSize) bytes, over the cap of \(byteCap)") }
+
+        let region: Int
+        if p.length == nil, case .record(let r) = p.pointee, let flex = r.flexibleField {
+            region = try addFlexible(r, flex, address: address, direction: p.direction, frame: frame, path: path)
+        } else {
+            region = try addRegion(address: address, length: bytes, direction: p.direction, path: path)
+            if p.direction.writes, let length = p.length, let after = length.copyOut {
+                call.copyOutRules[region] = PlannedCall.CopyOutRule(header: 0, elementSize: elementSize, countBefore: count,
+                                                                     countAfter: after, frame: frame)
+            }
+            if p.pointee.needsVisit && p.direction.reads || p.pointee.containsReferences {
+                for i in 0..<count { try visit(p.pointee, region: region, offset: i * elementSize, frame: frame, path: "\(path)[\(i)]") }
+            }
+        }
+        return region
+    }
+
+    /// A struct ending in a flexible array: read the fixed part, size the tail from it, extend.
+    private func addFlexible(_ r: Record, _ flex: Field, address: UInt64, direction: Direction, frame: Frame, path: String) throws -> Int {
+        let header = try addRegion(address: address, length: r.size, direction: direction, path: path)
+        let recordFrame = Frame(record: r, region: header, offset: 0, parent: frame)
+        let length = flex.flexible!
+        let n = try direction.reads ? evaluate(length.count, recordFrame) : 0
+        let cap = flex.maxCount ?? limits.elementsPerPointer
+        guard n >= 0 else { throw reject("\(path).\(flex.name): negative element count \(n)") }
+        guard n <= Int64(cap) else { throw reject("\(path).\(flex.name): \(n) elements, over the cap of \(cap)") }
+        let total = max(r.size, flex.offset + Int(n) * flex.type.size)
+        guard total <= limits.bytesPerPointer else { throw reject("\(path): \(total) bytes, over the cap of \(limits.bytesPerPointer)") }
+        if total > r.size {
+            totalBytes += total - r.size
+            guard totalBytes <= maxBytes else { throw reject("\(call.ioctl.name): \(path) brings the call over its cap of \(maxBytes) bytes") }
+            let more = direction.reads
+                ? try memory.read(address: address + UInt64(r.size), count: total - r.size)
+                : [UInt8](repeating: 0, count: total - r.size)
+            call.buffers[header] += more
+            call.plan.regions[header].length = total
+        }
+        if direction.writes, let after = length.copyOut {
+            call.copyOutRules[header] = PlannedCall.CopyOutRule(header: flex.offset, elementSize: flex.type.size, countBefore: Int(n),
+                                                                 countAfter: after, frame: recordFrame)
+        }
+        try visitFields(r, frame: recordFrame, path: path, flexibleCount: Int(n))
+        return header
+    }
+
+    func visit(_ type: SpecType, region: Int, offset: Int, frame: Frame, path: String) throws {
+        switch type {
+        case .integer, .string:
+            return
+        case .array(let element, let n):
+            guard element.needsVisit else { return }
+            for i in 0..<n { try visit(element, region: region, offset: offset + i * element.size, frame: frame, path: "\(path)[\(i)]") }
+        case .pointer(let p):
+            let slot = call.plan.regions[region]
+            guard slot.direction.reads else { return }   // a pointer only the driver writes is not followed
+            let address = UInt64(bitPattern: readValue(type, call.buffers[region], offset))
+            if let target = try follow(p, address: address, frame: frame, path: path) {
+                call.plan.pointers.append(MemoryPlan.PointerSlot(region: region, offset: offset, target: target))
+            }
+        case .descriptor(let direction, let width):
+            call.plan.descriptors.append(MemoryPlan.DescriptorSlot(region: region, offset: offset, width: width, direction: direction))
+        case .record(let r):
+            guard r.needsVisit else { return }
+            let inner = Frame(record: r, region: region, offset: offset, parent: frame)
+            try visitFields(r, frame: inner, path: path, flexibleCount: 0)
+        }
+    }
+
+    private func visitFields(_ r: Record, frame: Frame, path: String, flexibleCount: Int) throws {
+        let reads = call.plan.regions[frame.region].direction.reads
+        if r.isUnion {
+            // Only the live member of a discriminated union is looked into; a plain union is bytes.
+            guard r.isDiscriminated, reads else { return }
+            for f in r.fields {
+                guard let condition = f.when else { continue }
+                if try evaluate(condition, frame) != 0 {
+                    try visit(f.type, region: frame.region, offset: frame.offset + f.offset, frame: frame, path: "\(path).\(f.name)")
+                    return
+                }
+            }
+            return
+        }
+        for f in r.fields {
+            let at = frame.offset + f.offset
+            let fieldPath = f.isAnonymous ? path : "\(path).\(f.name)"
+            if let condition = f.when, try evaluate(condition, frame) == 0 { continue }
+            if let check = f.check, reads {
+                let value = readValue(f.type, call.buffers[frame.region], at)
+                guard check.accepts(value) else {
+                    throw reject("\(fieldPath) = \(value) is not \(check.isFlags ? "within the flags of" : "a member of") \(check.name)")
+                }
+            }
+            if f.flexible != nil {
+                guard f.type.needsVisit || f.type.containsReferences else { continue }
+                for i in 0..<flexibleCount {
+                    try visit(f.type, region: frame.region, offset: at + i * f.type.size, frame: frame, path: "\(fieldPath)[\(i)]")
+                }
+                continue
+            }
+            try visit(f.type, region: frame.region, offset: at, frame: frame, path: fieldPath)
+        }
+    }
+}

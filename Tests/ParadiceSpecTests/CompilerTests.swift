@@ -1,0 +1,166 @@
+import ParadicePlan
+import ParadiceSpec
+import ParadiceVerify
+import Testing
+
+@Suite("Spec compiler")
+struct CompilerTests {
+    func compile(_ text: String, file: String = "t.spec") throws -> SpecSet {
+        try SpecSet.compile(sources: [(file, text)])
+    }
+
+    func errors(_ text: String) -> [String] {
+        do {
+            _ = try compile(text, file: "bad.spec")
+            return []
+        } catch let e as SpecErrors {
+            return e.diagnostics.map(\.description)
+        } catch {
+            return ["\(error)"]
+        }
+    }
+
+    @Test func malformedSpecsGiveFileLineColumn() {
+        let found = errors("""
+            struct a {
+              x u32
+              y nosuch
+              z ptr<sideways, u8>
+            }
+            const Q = R + 1
+            ioctl FOO = _IOR('x', 1, a) bogus
+            union u { p ptr<in, u8> ; q u32 }
+            struct b { w u8[n]; n u32 }
+            ioctl BAR(len) = _IOC(_IOC_READ, 'E', 0x06, len)
+            struct a { z u8 }
+            ioctl BAZ = _IOW('x', 2, u8[99999999])
+            """)
+        #expect(found.contains("bad.spec:3:5: unknown type 'nosuch'"))
+        #expect(found.contains("bad.spec:4:9: unknown direction 'sideways'; expected in, out or inout"))
+        #expect(found.contains("bad.spec:6:11: unknown name 'R'"))
+        #expect(found.contains("bad.spec:7:29: unknown ioctl option 'bogus'"))
+        #expect(found.contains("bad.spec:8:11: member 'p' of a union holding pointers or fds needs 'when CONDITION'"))
+        #expect(found.contains { $0.hasPrefix("bad.spec:9:16: a variable array [n] must be the last field") })
+        #expect(found.contains("bad.spec:10:7: ioctl 'BAR' needs 'arg …': its encoding does not name the argument type"))
+        #expect(found.contains { $0.hasPrefix("bad.spec:11:8: 'a' is already declared at bad.spec:1:8") })
+        #expect(found.contains { $0.hasPrefix("bad.spec:12:") })
+        #expect(found.count >= 9)
+    }
+
+    @Test func syntaxErrorsRecoverAndReportEach() {
+        let found = errors("""
+            struct s {
+              a u32 max
+              b u32
+            }
+            ioctl X = _IOR('x', 1 s)
+            const Y = 3 +
+            enum e { A = 1, B = , C }
+            """)
+        #expect(found.contains { $0.hasPrefix("bad.spec:2:12:") })
+        #expect(found.contains { $0.hasPrefix("bad.spec:5:23: expected ','") })
+        #expect(found.contains { $0.hasPrefix("bad.spec:6:14: expected an expression") })
+        #expect(found.contains { $0.hasPrefix("bad.spec:7:21: expected an expression") })
+    }
+
+    @Test func cLayoutRules() throws {
+        let s = try compile("""
+            struct natural { a u8; b u64; c u16 }
+            struct packed_one packed { a u8; b u64; c u16 }
+            struct aligned align(16) { a u32 }
+            struct field_aligned { a u32; b u32 align(8) }
+            union u { a u8; b u64; c char[13] }
+            struct flex { n u32; items u64[n] }
+            struct strs { name char[7]; x u32 }
+            """)
+        #expect(s.record(named: "natural")!.size == 24)
+        #expect(s.record(named: "natural")!.field(named: "c")!.offset == 16)
+        #expect(s.record(named: "packed_one")!.size == 11)
+        #expect(s.record(named: "packed_one")!.alignment == 1)
+        #expect(s.record(named: "aligned")!.size == 16)
+        #expect(s.record(named: "field_aligned")!.field(named: "b")!.offset == 8)
+        #expect(s.record(named: "u")!.size == 16)
+        #expect(s.record(named: "flex")!.size == 8)
+        #expect(s.record(named: "flex")!.field(named: "items")!.offset == 8)
+        #expect(s.record(named: "strs")!.field(named: "x")!.offset == 8)
+    }
+
+    @Test func ioctlNumbersComeFromTheComputedSize() throws {
+        let s = try compile("""
+            struct v4l2_capability_like { driver char[16]; card char[32]; bus_info char[32]; version u32; capabilities u32; device_caps u32; reserved u32[3] }
+            class c { devices "/dev/x" }
+            ioctl Q = _IOR('V', 0, v4l2_capability_like)
+            ioctl R(len) = _IOC(_IOC_READ, 'E', 0x06, len) arg ptr<out, char[len]>
+            ioctl T = 0x5401 arg ptr<out, u32>
+            """)
+        #expect(try s.ioctl(named: "Q")!.command(in: s, parameters: [:]) == 0x8068_5600)   // VIDIOC_QUERYCAP
+        #expect(try s.ioctl(named: "R")!.command(in: s, parameters: ["len": 256]) == 0x8100_4506)
+        #expect(s.match(command: 0x5401, inClass: "c")?.ioctl.name == "T")
+        #expect(s.match(command: 0x8100_4506, inClass: "c")?.parameters == ["len": 256])
+    }
+
+    @Test func duplicateCommandNumbersInAClassAreErrors() {
+        let found = errors("""
+            class c { devices "/dev/x" }
+            ioctl A = _IO('x', 1)
+            ioctl B = _IO('x', 1)
+            """)
+        #expect(found.contains { $0.hasPrefix("bad.spec:3:7: 'B' has the same number 0x7801") })
+    }
+
+    @Test func repositorySpecsMeetTheFloors() throws {
+        let counts = Dictionary(uniqueKeysWithValues: repositorySpecs.classes.map { ($0.name, $0.ioctls.count) })
+        #expect(counts["drm", default: 0] >= 60)
+        #expect(counts["v4l2", default: 0] >= 80)
+        #expect(counts["alsa", default: 0] >= 60)
+        #expect(counts["evdev", default: 0] >= 25)
+        #expect(counts["netmap", default: 0] >= 5)
+        for name in ["tty", "tun", "kvm", "loop"] { #expect(counts[name, default: 0] > 0, "class \(name)") }
+    }
+
+    @Test func everyEvdevCommandOfTheHeaderIsDeclared() throws {
+        let names = Set(repositorySpecs.specClass(named: "evdev")!.ioctls.map(\.name))
+        for n in ["EVIOCGVERSION", "EVIOCGID", "EVIOCGREP", "EVIOCSREP", "EVIOCGKEYCODE", "EVIOCGKEYCODE_V2", "EVIOCSKEYCODE",
+                  "EVIOCSKEYCODE_V2", "EVIOCGNAME", "EVIOCGPHYS", "EVIOCGUNIQ", "EVIOCGPROP", "EVIOCGMTSLOTS", "EVIOCGKEY",
+                  "EVIOCGLED", "EVIOCGSND", "EVIOCGSW", "EVIOCGBIT", "EVIOCGABS", "EVIOCSABS", "EVIOCSFF", "EVIOCRMFF",
+                  "EVIOCGEFFECTS", "EVIOCGRAB", "EVIOCREVOKE", "EVIOCGMASK", "EVIOCSMASK", "EVIOCSCLOCKID"] {
+            #expect(names.contains(n), "\(n)")
+        }
+    }
+}
+
+@Suite("Header verification")
+struct VerifyTests {
+    @Test func allRepositorySpecsMatchTheHeaders() throws {
+        let reports = Verifier().verify(repositorySpecs)
+        for report in reports {
+            #expect(report.mismatches.isEmpty, "\(report.file): \(report.mismatches.map(\.description).joined(separator: "\n"))")
+        }
+        let checked = reports.reduce(0) { $0 + $1.structs + $1.fields + $1.ioctls }
+        #expect(checked > 2000)
+    }
+
+    @Test func aDeliberatelyWrongSpecFails() throws {
+        let specs = try SpecSet.compile(sources: [("wrong.spec", """
+            headers "linux/if_tun.h" "linux/filter.h"
+            class wrong { devices "/dev/net/tun" }
+            struct sock_filter {
+              code u16
+              jt   u8
+              jf   u16        # really a u8: shifts k and grows the struct
+              k    u32
+            }
+            const TUN_F_CSUM = 0x02
+            ioctl TUNGETFEATURES = _IOR('T', 207, u64)
+            ioctl TUNNOSUCH = _IO('T', 250)
+            """)])
+        let report = Verifier().verify(specs.files[0], in: specs)
+        let messages = report.mismatches.map(\.description)
+        #expect(messages.contains("wrong.spec:3:8: struct sock_filter: size, alignment: spec says 12, 4, C says 8, 4"))
+        #expect(messages.contains("wrong.spec:6:3: struct sock_filter.jf: offset, size: spec says 4, 2, C says 3, 1"))
+        #expect(messages.contains("wrong.spec:7:3: struct sock_filter.k: offset, size: spec says 8, 4, C says 4, 4"))
+        #expect(messages.contains("wrong.spec:9:7: constant TUN_F_CSUM: spec says 2, C says 1"))
+        #expect(messages.contains("wrong.spec:10:7: ioctl TUNGETFEATURES: spec says 0x800854cf, C says 0x800454cf"))
+        #expect(messages.contains { $0.hasPrefix("wrong.spec:11:7: ioctl TUNNOSUCH: the C compiler rejects it") })
+    }
+}

@@ -1,0 +1,300 @@
+import ParadicePlan
+import ParadiceSpec
+import Testing
+
+@Suite("Memory plans from real argument bytes")
+struct PlanTests {
+    @Test func drmGetResourcesGivesFourCapacityRegions() throws {
+        let res = Arg("drm_mode_card_res")
+        let fbs = Arg(bytes: 4 * 2), crtcs = Arg(bytes: 4 * 3), connectors = Arg(bytes: 4 * 4), encoders = Arg(bytes: 4 * 5)
+        res.set("fb_id_ptr", fbs); res.set("count_fbs", 2)
+        res.set("crtc_id_ptr", crtcs); res.set("count_crtcs", 3)
+        res.set("connector_id_ptr", connectors); res.set("count_connectors", 4)
+        res.set("encoder_id_ptr", encoders); res.set("count_encoders", 5)
+        let call = try plan("drm", "DRM_IOCTL_MODE_GETRESOURCES", res.address)
+        #expect(call.plan.regions.count == 5)
+        #expect(region(call, at: res.address) == .init(address: res.address, length: 64, direction: .both))
+        for (arg, n) in [(fbs, 2), (crtcs, 3), (connectors, 4), (encoders, 5)] {
+            #expect(region(call, at: arg.address) == .init(address: arg.address, length: 4 * n, direction: .output))
+        }
+        #expect(call.plan.pointers.count == 4)
+
+        // The driver reports more connectors than the capacity and fewer encoders: copy back min(capacity, real).
+        var after = call.buffers
+        func setCount(_ field: String, _ v: UInt32) {
+            let (o, _) = res.offset(field)
+            withUnsafeBytes(of: v.littleEndian) { after[0].replaceSubrange(o..<(o + 4), with: $0) }
+        }
+        setCount("count_connectors", 9)
+        setCount("count_encoders", 1)
+        call.buffers = after
+        let lengths = call.copyOutLengths()
+        let index = { (a: Arg) in call.plan.regions.firstIndex { $0.address == a.address }! }
+        #expect(lengths[index(connectors)] == 16)
+        #expect(lengths[index(encoders)] == 4)
+        #expect(lengths[index(fbs)] == 8)
+        #expect(lengths[0] == 64)
+    }
+
+    @Test func drmGetResourcesWithZeroCountsTouchesOnlyTheStruct() throws {
+        let res = Arg("drm_mode_card_res")
+        let call = try plan("drm", "DRM_IOCTL_MODE_GETRESOURCES", res.address)
+        #expect(call.plan.regions.count == 1)
+        #expect(call.plan.pointers.isEmpty)
+    }
+
+    @Test func drmAtomicSumsTheCountArray() throws {
+        let atomic = Arg("drm_mode_atomic")
+        let objs = Arg(bytes: 8), counts = Arg(bytes: 8), props = Arg(bytes: 4 * 5), values = Arg(bytes: 8 * 5)
+        counts.set(at: 0, size: 4, 2); counts.set(at: 4, size: 4, 3)
+        atomic.set("count_objs", 2)
+        atomic.set("objs_ptr", objs); atomic.set("count_props_ptr", counts)
+        atomic.set("props_ptr", props); atomic.set("prop_values_ptr", values)
+        let call = try plan("drm", "DRM_IOCTL_MODE_ATOMIC", atomic.address)
+        #expect(region(call, at: props.address)?.length == 20)
+        #expect(region(call, at: values.address)?.length == 40)
+        #expect(region(call, at: objs.address)?.length == 8)
+        #expect(region(call, at: props.address)?.direction == .input)
+    }
+
+    @Test func drmPrimeHandleToFdReturnsAnFdInAField() throws {
+        let prime = Arg("drm_prime_handle")
+        let call = try plan("drm", "DRM_IOCTL_PRIME_HANDLE_TO_FD", prime.address)
+        let (fdOffset, _) = prime.offset("fd")
+        #expect(call.plan.descriptors.contains { $0.offset == fdOffset && $0.direction == .output })
+    }
+
+    @Test func v4l2UserptrBufferGivesTheUserBuffer() throws {
+        let buf = Arg("v4l2_buffer")
+        let data = Arg(bytes: 4096)
+        buf.set("type", 1)        // V4L2_BUF_TYPE_VIDEO_CAPTURE
+        buf.set("memory", 2)      // V4L2_MEMORY_USERPTR
+        buf.set("m.userptr", data)
+        buf.set("length", 4096)
+        let call = try plan("v4l2", "VIDIOC_QBUF", buf.address)
+        #expect(call.plan.regions.count == 2)
+        #expect(region(call, at: buf.address)?.length == 88)
+        #expect(region(call, at: data.address)?.length == 4096)
+        #expect(call.plan.pointers == [.init(region: 0, offset: buf.offset("m").0, target: 1)])
+    }
+
+    @Test func v4l2MmapBufferHasNoPointer() throws {
+        let buf = Arg("v4l2_buffer")
+        buf.set("type", 1); buf.set("memory", 1); buf.set("m.offset", 0x1234); buf.set("length", 4096)
+        let call = try plan("v4l2", "VIDIOC_QBUF", buf.address)
+        #expect(call.plan.regions.count == 1)
+        #expect(call.plan.pointers.isEmpty)
+    }
+
+    @Test func v4l2MultiplanarBufferFollowsPlanesAndTheirUnions() throws {
+        let buf = Arg("v4l2_buffer")
+        let plane = repositorySpecs.record(named: "v4l2_plane")!
+        let planes = Arg(bytes: plane.size * 2)
+        let data = Arg(bytes: 1000)
+        buf.set("type", 9)        // VIDEO_CAPTURE_MPLANE
+        buf.set("memory", 2)      // USERPTR
+        buf.set("m.planes", planes)
+        buf.set("length", 2)
+        let (userptr, _) = { () -> (Int, Int) in
+            let (m, _) = plane.field(named: "m").map { ($0.offset, 0) }!
+            return (m, 8)
+        }()
+        let (lengthOffset, _) = plane.field(named: "length").map { ($0.offset, 0) }!
+        planes.set(at: userptr, size: 8, Int64(bitPattern: data.address))
+        planes.set(at: lengthOffset, size: 4, 1000)
+        let call = try plan("v4l2", "VIDIOC_QBUF", buf.address)
+        #expect(region(call, at: planes.address)?.length == plane.size * 2)
+        #expect(region(call, at: data.address)?.length == 1000)
+        // The second plane's userptr is NULL: no region for it.
+        #expect(call.plan.regions.count == 3)
+    }
+
+    @Test func v4l2BadEnumIsEinval() throws {
+        let buf = Arg("v4l2_buffer")
+        buf.set("type", 0x7777)
+        #expect(throws: PlanError.self) { try plan("v4l2", "VIDIOC_QBUF", buf.address) }
+        do { _ = try plan("v4l2", "VIDIOC_QBUF", buf.address) } catch let e as PlanError { #expect(e.errno == 22) }
+    }
+
+    @Test func evdevNameFamilyGivesALenBytesOutRegion() throws {
+        let name = Arg(bytes: 64)
+        let number = command("EVIOCGNAME", ["len": 64])
+        #expect(number == 0x8040_4506)
+        let match = try #require(repositorySpecs.match(command: number, inClass: "evdev"))
+        #expect(match.ioctl.name == "EVIOCGNAME")
+        #expect(match.parameters["len"] == 64)
+        let call = try Planner(specs: repositorySpecs).plan(command: number, argument: name.address, className: "evdev", memory: LocalMemory())
+        #expect(call.plan.regions == [.init(address: name.address, length: 64, direction: .output)])
+    }
+
+    @Test func evdevBitAndAbsFamiliesSolveTheirParameters() throws {
+        // EVIOCGBIT(EV_KEY, 96) and EVIOCSABS(ABS_MT_SLOT)
+        let bit = try #require(repositorySpecs.match(command: 0x8060_4521, inClass: "evdev"))
+        #expect(bit.ioctl.name == "EVIOCGBIT" && bit.parameters == ["ev": 1, "len": 96])
+        let sabs = try #require(repositorySpecs.match(command: 0x4018_45ef, inClass: "evdev"))
+        #expect(sabs.ioctl.name == "EVIOCSABS" && sabs.parameters == ["abs": 0x2f])
+        #expect(repositorySpecs.match(command: 0x4018_46ef, inClass: "evdev") == nil)
+    }
+
+    @Test func evdevMtSlotsReadsTheCodeAndWritesValues() throws {
+        let slots = Arg(bytes: 4 + 4 * 10)
+        slots.set(at: 0, size: 4, 0x35)
+        let call = try plan("evdev", "EVIOCGMTSLOTS", slots.address, parameters: ["len": 44])
+        #expect(call.plan.regions == [.init(address: slots.address, length: 44, direction: .both)])
+    }
+
+    @Test func kvmCpuidFlexibleArrayOfThree() throws {
+        let entry = repositorySpecs.record(named: "kvm_cpuid_entry2")!
+        let cpuid = Arg("kvm_cpuid2", extra: entry.size * 3)
+        cpuid.set("nent", 3)
+        let call = try plan("kvm", "KVM_GET_SUPPORTED_CPUID", cpuid.address)
+        let header = repositorySpecs.record(named: "kvm_cpuid2")!.size
+        #expect(call.plan.regions == [.init(address: cpuid.address, length: header + 3 * entry.size, direction: .both)])
+    }
+
+    @Test func kvmCreateVmReturnsAnFd() throws {
+        let call = try plan("kvm", "KVM_CREATE_VM", 0)
+        #expect(call.plan.returnsDescriptor)
+        #expect(call.plan.argument == .value(0))
+        #expect(call.plan.regions.isEmpty)
+    }
+
+    @Test func alsaWriteiUsesThePluginFrameSize() throws {
+        let xfer = Arg("snd_xferi")
+        let audio = Arg(bytes: 256 * 4)
+        xfer.set("buf", audio)
+        xfer.set("frames", 256)
+        let call = try plan("alsa", "SNDRV_PCM_IOCTL_WRITEI_FRAMES", xfer.address,
+                            variables: FixedVariables(values: ["frame_bytes": 4]))
+        #expect(region(call, at: audio.address) == .init(address: audio.address, length: 1024, direction: .input))
+        #expect(call.plan.blocking)
+        // With no plug-in state there is no frame size: refused, not guessed.
+        #expect(throws: PlanError.self) { try plan("alsa", "SNDRV_PCM_IOCTL_WRITEI_FRAMES", xfer.address) }
+    }
+
+    @Test func alsaWritenFollowsOnePointerPerChannel() throws {
+        let xfer = Arg("snd_xfern")
+        let left = Arg(bytes: 200), right = Arg(bytes: 200)
+        let bufs = Arg(bytes: 16)
+        bufs.set(at: 0, size: 8, Int64(bitPattern: left.address))
+        bufs.set(at: 8, size: 8, Int64(bitPattern: right.address))
+        xfer.set("bufs", bufs)
+        xfer.set("frames", 100)
+        let call = try plan("alsa", "SNDRV_PCM_IOCTL_WRITEN_FRAMES", xfer.address,
+                            variables: FixedVariables(values: ["channels": 2, "sample_bytes": 2]))
+        #expect(region(call, at: bufs.address)?.length == 16)
+        #expect(region(call, at: left.address)?.length == 200)
+        #expect(region(call, at: right.address)?.length == 200)
+        #expect(call.plan.pointers.count == 3)
+    }
+
+    @Test func alsaElemListCopiesBackOnlyUsed() throws {
+        let list = Arg("snd_ctl_elem_list")
+        let id = repositorySpecs.record(named: "snd_ctl_elem_id")!
+        let pids = Arg(bytes: id.size * 8)
+        list.set("space", 8); list.set("pids", pids)
+        let call = try plan("alsa", "SNDRV_CTL_IOCTL_ELEM_LIST", list.address)
+        let index = call.plan.regions.firstIndex { $0.address == pids.address }!
+        #expect(call.plan.regions[index].length == id.size * 8)
+        let (usedOffset, _) = list.offset("used")
+        call.buffers[0][usedOffset] = 3
+        #expect(call.copyOutLengths()[index] == id.size * 3)
+    }
+
+    @Test func netmapOptionChainOfTwo() throws {
+        let header = Arg("nmreq_header")
+        let body = Arg("nmreq_register")
+        let optionSize = repositorySpecs.record(named: "nmreq_option")!.size
+        let first = Arg("nmreq_option", extra: 16), second = Arg("nmreq_option")
+        first.set("nro_next", second)
+        first.set("nro_size", Int64(optionSize + 16))
+        second.set("nro_size", Int64(optionSize))
+        header.set("nr_reqtype", 1)      // NETMAP_REQ_REGISTER
+        header.set("nr_body", body)
+        header.set("nr_options", first)
+        let call = try plan("netmap", "NIOCCTRL", header.address)
+        #expect(region(call, at: body.address)?.length == repositorySpecs.record(named: "nmreq_register")!.size)
+        #expect(region(call, at: first.address)?.length == optionSize + 16)
+        #expect(region(call, at: second.address)?.length == optionSize)
+        #expect(call.plan.regions.count == 4)
+    }
+
+    @Test func netmapCyclicOptionChainIsCut() throws {
+        let header = Arg("nmreq_header")
+        let option = Arg("nmreq_option")
+        option.set("nro_next", option)
+        option.set("nro_size", Int64(repositorySpecs.record(named: "nmreq_option")!.size))
+        header.set("nr_reqtype", 1)
+        header.set("nr_options", option)
+        #expect(throws: PlanError.self) { try plan("netmap", "NIOCCTRL", header.address) }
+    }
+
+    @Test func tunSetIffTakesAnIfreqDespiteItsEncoding() throws {
+        let number = command("TUNSETIFF")
+        #expect(number == 0x4004_54ca)
+        let ifr = Arg("ifreq")
+        let call = try plan("tun", "TUNSETIFF", ifr.address)
+        #expect(call.plan.regions == [.init(address: ifr.address, length: 40, direction: .both)])
+        let persist = try plan("tun", "TUNSETPERSIST", 1)
+        #expect(persist.plan.argument == .value(1) && persist.plan.regions.isEmpty)
+    }
+
+    @Test func tunFilterArrayFromALengthField() throws {
+        let prog = Arg("sock_fprog")
+        let insns = Arg(bytes: 8 * 4)
+        prog.set("len", 4); prog.set("filter", insns)
+        let call = try plan("tun", "TUNATTACHFILTER", prog.address)
+        #expect(region(call, at: insns.address) == .init(address: insns.address, length: 32, direction: .input))
+    }
+
+    @Test func capsCutOversizedCounts() throws {
+        let prog = Arg("sock_fprog")
+        let insns = Arg(bytes: 8)
+        prog.set("len", 5000); prog.set("filter", insns)
+        do {
+            _ = try plan("tun", "TUNATTACHFILTER", prog.address)
+            Issue.record("an oversized count was accepted")
+        } catch let e as PlanError {
+            #expect(e.errno == 22)
+            #expect(e.description.contains("5000 elements, over the cap of 4096"))
+        }
+    }
+
+    @Test func badGuestPointerIsEfaultNotACrash() throws {
+        let prog = Arg("sock_fprog")
+        prog.set("len", 4); prog.set("filter", 0x10)
+        #expect(throws: PlanError.fault(address: 0x10, length: 32)) { try plan("tun", "TUNATTACHFILTER", prog.address) }
+        #expect(throws: PlanError.self) { try plan("tun", "TUNSETIFF", 0x8) }
+    }
+
+    @Test func nullArgumentIsPassedThrough() throws {
+        let call = try plan("tun", "TUNSETIFF", 0)
+        #expect(call.plan.argument == .null)
+    }
+
+    @Test func snapshotMemoryAsksForWhatItLacks() throws {
+        let prog = Arg("sock_fprog")
+        let insns = Arg(bytes: 16)
+        prog.set("len", 2); prog.set("filter", insns)
+        let bytes = Array(UnsafeRawBufferPointer(start: prog.pointer, count: prog.size))
+        let snapshot = SnapshotMemory([(prog.address, bytes)])
+        #expect(throws: PlanError.missing(address: insns.address, length: 16)) {
+            try plan("tun", "TUNATTACHFILTER", prog.address, memory: snapshot)
+        }
+    }
+
+    @Test func unknownCommandIsEnotty() throws {
+        #expect(throws: PlanError.unknownCommand(0xdead_beef)) {
+            try Planner(specs: repositorySpecs).plan(command: 0xdead_beef, argument: 0, className: "tun", memory: LocalMemory())
+        }
+    }
+
+    @Test func plansAreSerializable() throws {
+        let res = Arg("drm_mode_card_res")
+        let fbs = Arg(bytes: 8)
+        res.set("fb_id_ptr", fbs); res.set("count_fbs", 2)
+        let call = try plan("drm", "DRM_IOCTL_MODE_GETRESOURCES", res.address)
+        let json = try JSONRoundTrip.roundTrip(call.plan)
+        #expect(json == call.plan)
+    }
+}

@@ -21,12 +21,19 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
         public var address: UInt64
         public var length: Int
         public var direction: Direction
+        /// An out region whose copy back may be shorter than the region (a capacity array): its guest
+        /// bytes are gathered too, so that what the driver leaves untouched goes back unchanged.
+        public var preserve: Bool
 
-        public init(address: UInt64, length: Int, direction: Direction) {
+        public init(address: UInt64, length: Int, direction: Direction, preserve: Bool = false) {
             self.address = address
             self.length = length
             self.direction = direction
+            self.preserve = preserve
         }
+
+        /// The frontend sends these bytes with the request.
+        public var gathered: Bool { direction.reads || preserve }
     }
 
     /// A pointer at `offset` in region `region` that must point at region `target` in the driver's copy.

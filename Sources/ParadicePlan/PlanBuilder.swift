@@ -27,7 +27,7 @@ final class PlanBuilder<Memory: GuestMemory> {
         }
     }
 
-    private func addRegion(address: UInt64, length: Int, direction: Direction, path: String) throws -> Int {
+    private func addRegion(address: UInt64, length: Int, direction: Direction, preserve: Bool = false, path: String) throws -> Int {
         guard call.plan.regions.count < limits.regionsPerCall else {
             throw reject("\(call.ioctl.name): more than \(limits.regionsPerCall) regions at \(path)")
         }
@@ -37,10 +37,11 @@ final class PlanBuilder<Memory: GuestMemory> {
         guard totalBytes <= maxBytes else {
             throw reject("\(call.ioctl.name): \(path) brings the call to \(totalBytes) bytes, over its cap of \(maxBytes)")
         }
-        let bytes = direction.reads && length > 0
+        let region = MemoryPlan.Region(address: address, length: length, direction: direction, preserve: preserve && !direction.reads)
+        let bytes = region.gathered && length > 0
             ? try memory.read(address: address, count: length)
             : [UInt8](repeating: 0, count: length)
-        call.plan.regions.append(MemoryPlan.Region(address: address, length: length, direction: direction))
+        call.plan.regions.append(region)
         call.buffers.append(bytes)
         return call.plan.regions.count - 1
     }
@@ -72,7 +73,8 @@ final class PlanBuilder<Memory: GuestMemory> {
         if p.length == nil, case .record(let r) = p.pointee, let flex = r.flexibleField {
             region = try addFlexible(r, flex, address: address, direction: p.direction, frame: frame, path: path)
         } else {
-            region = try addRegion(address: address, length: bytes, direction: p.direction, path: path)
+            region = try addRegion(address: address, length: bytes, direction: p.direction,
+                                   preserve: p.length?.copyOut != nil, path: path)
             if p.direction.writes, let length = p.length, let after = length.copyOut {
                 call.copyOutRules[region] = PlannedCall.CopyOutRule(header: 0, elementSize: elementSize, countBefore: count,
                                                                      countAfter: after, frame: frame)

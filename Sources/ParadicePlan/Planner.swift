@@ -20,6 +20,9 @@ public struct Planner: Sendable {
     public func plan(_ match: SpecSet.Match, command: UInt32, argument: UInt64,
                      memory: some GuestMemory, variables: (any PlanVariables)? = nil) throws -> PlannedCall {
         let ioctl = match.ioctl
+        if let reason = ioctl.refusal {
+            throw PlanError.rejected(errno: 1, message: "\(ioctl.name) is not forwarded: \(reason)")   // EPERM
+        }
         let call = PlannedCall(specs: specs, command: command, ioctl: ioctl, variables: variables)
         let builder = PlanBuilder(call: call, memory: memory, limits: limits, maxBytes: ioctl.maxBytes ?? limits.bytesPerCall)
         let root = Frame(record: nil, region: -1, offset: 0, parent: nil, parameters: match.parameters)
@@ -48,6 +51,8 @@ public final class PlannedCall: @unchecked Sendable {
     /// One buffer per region: the guest's bytes for in/inout regions, zeros for out regions.
     /// After the call, put the driver's results here before asking for `copyOutLengths()`.
     public var buffers: [[UInt8]] = []
+    /// The ioctl's return value, which copy-back expressions may read as `result`.
+    public var result: Int64?
     let specs: SpecSet
     let variables: (any PlanVariables)?
     var copyOutRules: [Int: CopyOutRule] = [:]
@@ -132,6 +137,10 @@ struct FrameScope: EvaluationScope {
             return readValue(field.type, buffer, offset)
         }
         if path.count == 1, let v = frame.root.parameters[path[0]] { return v }
+        if path == ["result"] {
+            guard let r = call.result else { throw EvaluationError(location, "'result' is known only after the call") }
+            return r
+        }
         return nil
     }
 

@@ -250,6 +250,8 @@ public final class Ioctl: @unchecked Sendable {
     public internal(set) var maxBytes: Int?
     public internal(set) var cExpression: String?
     public internal(set) var verify = true
+    /// Declared, but never forwarded: the reason, for the guest's log and the backend's.
+    public internal(set) var refusal: String?
     public internal(set) weak var specClass: SpecClass?
     public let file: String
 

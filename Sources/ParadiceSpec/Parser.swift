@@ -340,7 +340,7 @@ public struct Parser {
         let encoding = try ioctlEncoding()
         var ioctl = IoctlSyntax(name: name, parameters: parameters, encoding: encoding, location: loc)
         while !atStatementEnd {
-            let (option, optLoc) = try identifier("an ioctl option (arg, blocking, returns, maxbytes, c, noverify)")
+            let (option, optLoc) = try identifier("an ioctl option (arg, blocking, returns, max, maxbytes, c, noverify, refuse)")
             switch option {
             case "arg":
                 if isKeyword("none") { _ = advance(); ioctl.argument = ArgumentSyntax.none }
@@ -361,6 +361,8 @@ public struct Parser {
             case "maxbytes": ioctl.maxBytes = try expression()
             case "c": ioctl.cExpression = try stringLiteral("a C expression")
             case "noverify": ioctl.verify = false
+            case "max": ioctl.maxCount = try expression()
+            case "refuse": ioctl.refusal = try stringLiteral("the reason the ioctl is refused")
             default: throw fail("unknown ioctl option '\(option)'", at: optLoc)
             }
         }

@@ -271,7 +271,7 @@ public final class SpecSet: @unchecked Sendable {
     private func checkNames(_ expr: Expr, parameters: [String]) {
         expr.visitNames { name, loc in
             if constantSyntax[name] == nil && constantValues[name] == nil && Self.builtinConstants[name] == nil
-                && !knownFieldNames.contains(name) && !parameters.contains(name)
+                && !knownFieldNames.contains(name) && !parameters.contains(name) && name != "result"
             {
                 error(loc, "unknown name '\(name)': not a field, parameter or constant")
             }
@@ -528,6 +528,7 @@ public final class SpecSet: @unchecked Sendable {
         ioctl.returnsDescriptor = syntax.returnsDescriptor
         ioctl.cExpression = syntax.cExpression
         ioctl.verify = syntax.verify
+        ioctl.refusal = syntax.refusal
         if let m = syntax.maxBytes, let v = constantExpression(m) { ioctl.maxBytes = Int(v) }
 
         switch syntax.argument {
@@ -544,6 +545,11 @@ public final class SpecSet: @unchecked Sendable {
                 error(syntax.location, "ioctl '\(syntax.name)' needs 'arg …': its encoding does not name the argument type")
             }
             ioctl.argument = defaultArgument
+        }
+
+        if let m = syntax.maxCount, let v = constantExpression(m) {
+            if case .pointer(let p) = ioctl.argument, p.length != nil { p.maxCount = Int(v) }
+            else { error(m.location, "'max' applies to an argument that points to a variable array") }
         }
 
         // Each parameter must be recoverable from an incoming number.

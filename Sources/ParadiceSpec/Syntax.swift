@@ -151,6 +151,8 @@ public struct IoctlSyntax: Sendable {
     public var maxBytes: Expr?
     public var cExpression: String?
     public var verify = true
+    public var refusal: String?
+    public var maxCount: Expr?
     public var location: SourceLocation
 }
 

@@ -22,6 +22,7 @@ struct PlanShape {
         if ioctl.blocking { flags.append("blocking") }
         if ioctl.returnsDescriptor { flags.append("returns a new fd") }
         if let m = ioctl.maxBytes { flags.append("at most \(m) bytes") }
+        if let r = ioctl.refusal { flags.append("refused: \(r)") }
         if !flags.isEmpty { out.append("  " + flags.joined(separator: ", ")) }
         out.append("  argument: \(ioctl.argument)")
         out.append("plan:")
@@ -74,7 +75,8 @@ struct PlanShape {
             let offset = base + f.offset
             var line = "\(indent)+\(String(offset).padding(4)) \(f.name.padding(18)) "
             if let flex = f.flexible {
-                line += "\(f.type)[\(ArrayLength(count: flex.count, copyOut: flex.copyOut))]  (flexible)"
+                line += "\(f.type)[\(ArrayLength(count: flex.count, copyOut: flex.copyOut))]  (flexible"
+                line += f.maxCount.map { ", max \($0))" } ?? ")"
             } else {
                 line += "\(f.type)  (\(f.type.size) bytes)"
             }

@@ -15,7 +15,7 @@ struct PlanTests {
         #expect(call.plan.regions.count == 5)
         #expect(region(call, at: res.address) == .init(address: res.address, length: 64, direction: .both))
         for (arg, n) in [(fbs, 2), (crtcs, 3), (connectors, 4), (encoders, 5)] {
-            #expect(region(call, at: arg.address) == .init(address: arg.address, length: 4 * n, direction: .output))
+            #expect(region(call, at: arg.address) == .init(address: arg.address, length: 4 * n, direction: .output, preserve: true))
         }
         #expect(call.plan.pointers.count == 4)
 
@@ -124,7 +124,21 @@ struct PlanTests {
         #expect(match.ioctl.name == "EVIOCGNAME")
         #expect(match.parameters["len"] == 64)
         let call = try Planner(specs: repositorySpecs).plan(command: number, argument: name.address, className: "evdev", memory: LocalMemory())
-        #expect(call.plan.regions == [.init(address: name.address, length: 64, direction: .output)])
+        // Gathered as well, so that the bytes past what the driver reports written go back unchanged.
+        #expect(call.plan.regions == [.init(address: name.address, length: 64, direction: .output, preserve: true)])
+        call.result = 9
+        #expect(call.copyOutLengths() == [9])
+    }
+
+    @Test func refusedIoctlsAreEpermWithTheReason() throws {
+        let region = Arg("kvm_userspace_memory_region")
+        do {
+            _ = try plan("kvm", "KVM_SET_USER_MEMORY_REGION", region.address)
+            Issue.record("a refused ioctl was planned")
+        } catch let e as PlanError {
+            #expect(e.errno == 1)
+            #expect(e.description.contains("cannot travel as bytes"))
+        }
     }
 
     @Test func evdevBitAndAbsFamiliesSolveTheirParameters() throws {

@@ -55,6 +55,13 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
         public var offset: Int
         public var width: Int
         public var direction: Direction
+
+        public init(region: Int, offset: Int, width: Int, direction: Direction) {
+            self.region = region
+            self.offset = offset
+            self.width = width
+            self.direction = direction
+        }
     }
 
     public var command: UInt32

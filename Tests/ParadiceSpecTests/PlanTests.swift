@@ -64,6 +64,27 @@ struct PlanTests {
         #expect(call.plan.descriptors.contains { $0.offset == fdOffset && $0.direction == .output })
     }
 
+    @Test func drmPrimeFdToHandleTakesAnFdInAField() throws {
+        let prime = Arg("drm_prime_handle")
+        let call = try plan("drm", "DRM_IOCTL_PRIME_FD_TO_HANDLE", prime.address)
+        let (fdOffset, _) = prime.offset("fd")
+        #expect(call.plan.descriptors == [.init(region: 0, offset: fdOffset, width: 4, direction: .input)])
+    }
+
+    @Test func flagSetsRejectUnknownBits() throws {
+        let atomic = Arg("drm_mode_atomic")
+        atomic.set("flags", 0x8000_0000)
+        do {
+            _ = try plan("drm", "DRM_IOCTL_MODE_ATOMIC", atomic.address)
+            Issue.record("unknown flag bits were accepted")
+        } catch let e as PlanError {
+            #expect(e.errno == 22)
+            #expect(e.description.contains("flags"))
+        }
+        atomic.set("flags", 0x100)   // DRM_MODE_ATOMIC_TEST_ONLY
+        _ = try plan("drm", "DRM_IOCTL_MODE_ATOMIC", atomic.address)
+    }
+
     @Test func v4l2UserptrBufferGivesTheUserBuffer() throws {
         let buf = Arg("v4l2_buffer")
         let data = Arg(bytes: 4096)

@@ -6,11 +6,14 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "paradice", targets: ["paradice"]),
+        .executable(name: "paradice-backend", targets: ["paradice-backend"]),
+        .library(name: "ParadiceClient", targets: ["ParadiceClient"]),
         .library(name: "ParadiceSpec", targets: ["ParadiceSpec"]),
         .library(name: "ParadicePlan", targets: ["ParadicePlan"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // Specs (data) → spec compiler: lexer, parser, type checker, layout.
@@ -21,12 +24,34 @@ let package = Package(
         .target(name: "CParadice"),
         // Checks spec layouts and numbers against the real C headers.
         .target(name: "ParadiceVerify", dependencies: ["ParadiceSpec"]),
+        // The wire protocol: frames built from the C structs of paradice_wire.h.
+        .target(name: "ParadiceWire", dependencies: ["CParadice"]),
+        // Transports behind one interface: unix sockets and TCP.
+        .target(name: "ParadiceTransport", dependencies: ["ParadiceWire", "CParadice"]),
+        // The generic forwarding engine (backend side): sessions, handles, spec-driven ioctls.
+        .target(
+            name: "ParadiceEngine",
+            dependencies: ["ParadiceSpec", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "CParadice",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
+        // The client library (frontend side): remote files that behave like local ones.
+        .target(name: "ParadiceClient", dependencies: ["ParadicePlan", "ParadiceWire", "ParadiceTransport", "CParadice"]),
+        .executableTarget(
+            name: "paradice-backend",
+            dependencies: ["ParadiceEngine", "ParadiceSpec", "ParadiceTransport",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "paradice",
             dependencies: [
-                "ParadiceSpec", "ParadicePlan", "ParadiceVerify",
+                "ParadiceSpec", "ParadicePlan", "ParadiceVerify", "ParadiceClient", "ParadiceTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        .testTarget(
+            name: "ParadiceEngineTests",
+            dependencies: ["ParadiceClient", "CParadice"]
         ),
         .testTarget(
             name: "ParadiceSpecTests",

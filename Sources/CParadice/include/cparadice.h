@@ -8,4 +8,18 @@ ssize_t paradice_read_process(pid_t pid, void *local, unsigned long remote, size
 /// process_vm_writev likewise.
 ssize_t paradice_write_process(pid_t pid, const void *local, unsigned long remote, size_t length);
 
+
+
+/// ioctl with the argument as an integer (a value or an address).
+long paradice_ioctl(int fd, unsigned long command, unsigned long argument);
+
+/// accept4 with SOCK_CLOEXEC; fills the peer address.
+int paradice_accept(int fd, void *address, unsigned int *length);
+/// The pid and uid of a unix socket's peer (SO_PEERCRED). Returns 0 on success.
+int paradice_peer_credentials(int fd, int *pid, unsigned int *uid);
+
+/// eventfd(0, EFD_CLOEXEC): a wake-up channel for poll loops.
+int paradice_eventfd(void);
+/// O_DIRECT, which glibc hides without _GNU_SOURCE.
+int paradice_o_direct(void);
 #endif

@@ -1,0 +1,165 @@
+/*
+ * paradice_wire.h — the Paradice wire protocol. This header is the one definition of the frame
+ * layout: the Swift engine and client import it, and C frontends include it. All integers are
+ * little-endian; every structure is naturally aligned and padded to 8 bytes.
+ *
+ * A frame is a pd_header followed by `length` bytes of body. Requests flow frontend → backend and
+ * carry a `request` id the reply echoes; the backend may also push PD_EVENT frames (request 0).
+ */
+#ifndef PARADICE_WIRE_H
+#define PARADICE_WIRE_H
+#include <stdint.h>
+
+#define PD_MAGIC          0x45434450u   /* "PDCE" */
+#define PD_VERSION_MAJOR  1
+#define PD_VERSION_MINOR  0
+#define PD_MAX_FRAME      (80u << 20)   /* larger frames are a protocol error */
+
+enum pd_op {
+    PD_HELLO   = 1,   /* pd_hello + guest name                        → pd_hello_reply + devices */
+    PD_OPEN    = 2,   /* pd_open + path                               → result = handle, pd_stat */
+    PD_CLOSE   = 3,   /* (handle)                                     → result */
+    PD_READ    = 4,   /* pd_io                                        → result = bytes, then data */
+    PD_WRITE   = 5,   /* pd_io + data                                 → result */
+    PD_IOCTL   = 6,   /* pd_ioctl + regions                           → pd_ioctl_done, or PD_NEED */
+    PD_POLL    = 7,   /* pd_poll                                      → result = revents */
+    PD_LLSEEK  = 8,   /* pd_llseek                                    → result = offset */
+    PD_FSYNC   = 9,   /* (handle)                                     → result */
+    PD_FASYNC  = 10,  /* pd_flags (on/off)                            → result */
+    PD_SETFL   = 11,  /* pd_flags (O_NONBLOCK, O_APPEND, …)           → result */
+    PD_WATCH   = 12,  /* pd_poll (events; timeout ignored)            → result 0; later one PD_EVENT */
+    PD_PREAD   = 13,  /* pd_io                                        → like PD_READ */
+    PD_PWRITE  = 14,  /* pd_io + data                                 → like PD_WRITE */
+    PD_FSTAT   = 15,  /* (handle)                                     → pd_stat */
+
+    PD_REPLY   = 0x80, /* pd_reply + op-specific data */
+    PD_NEED    = 0x81, /* pd_need: an ioctl needs more guest memory; resend PD_IOCTL with it */
+    PD_EVENT   = 0x82, /* pd_event: readiness of a watched handle */
+};
+
+struct pd_header {
+    uint32_t length;     /* body bytes after this header */
+    uint16_t op;         /* enum pd_op */
+    uint16_t flags;
+    uint32_t request;    /* frontend's id, echoed; 0 for events */
+    uint32_t handle;     /* the remote file the operation is on */
+};
+
+/* Capabilities exchanged in the handshake. */
+#define PD_CAP_EVENTS     0x1u   /* PD_WATCH / PD_EVENT */
+#define PD_CAP_FD_SLOTS   0x2u   /* the frontend translates descriptors named in PD_NEED */
+
+struct pd_hello {
+    uint32_t magic;
+    uint16_t major, minor;
+    uint32_t capabilities;
+    uint32_t pid;              /* the guest process, for logs */
+    /* then the guest's name (UTF-8), to the end of the body */
+};
+
+struct pd_hello_reply {
+    uint32_t magic;
+    uint16_t major, minor;
+    uint32_t capabilities;
+    uint32_t session;
+    uint32_t device_count;
+    uint32_t reserved;
+    /* then device_count × (pd_device, path bytes, class bytes, padding to 8) */
+};
+
+struct pd_device {
+    uint32_t path_length;
+    uint32_t class_length;
+    uint32_t mode;             /* st_mode of the node, 0 for a pattern */
+    uint32_t reserved;
+    uint64_t rdev;             /* st_rdev, 0 for a pattern */
+};
+
+struct pd_open {
+    int32_t  flags;            /* Linux open(2) flags */
+    uint32_t mode;
+    /* then the path (UTF-8), to the end of the body */
+};
+
+struct pd_stat {
+    uint32_t mode;
+    uint32_t reserved;
+    uint64_t rdev;
+    uint64_t size;
+};
+
+/* Every reply starts with this. result < 0 never happens: failures set error (an errno) and result -1. */
+struct pd_reply {
+    int64_t  result;
+    int32_t  error;
+    uint32_t reserved;
+};
+
+struct pd_io {
+    uint64_t count;
+    int64_t  offset;           /* PD_PREAD / PD_PWRITE */
+};
+
+#define PD_IOCTL_TRANSLATED  0x1u  /* descriptors in the regions and argument are handles already */
+
+struct pd_ioctl {
+    uint32_t command;
+    uint32_t region_count;
+    uint64_t argument;
+    /* then region_count × (pd_region, bytes, padding to 8) */
+};
+
+struct pd_region {
+    uint64_t address;          /* guest address */
+    uint32_t length;
+    uint32_t reserved;
+};
+
+/* Where a descriptor number sits in guest memory (or, with address 0, the argument itself). */
+struct pd_slot {
+    uint64_t address;
+    uint32_t width;            /* 4 or 8 */
+    uint32_t direction;        /* 1 in, 2 out, 3 inout */
+};
+
+#define PD_NEED_ARGUMENT_FD  0x1u  /* the ioctl's argument is a descriptor by value */
+
+struct pd_need {
+    uint32_t region_count;     /* pd_region × n: memory to gather */
+    uint32_t slot_count;       /* pd_slot × n: descriptors the frontend translates before resending */
+    uint32_t flags;
+    uint32_t reserved;
+};
+
+#define PD_DONE_RESULT_HANDLE  0x1u  /* result is a new remote handle */
+
+/* After pd_reply for PD_IOCTL. */
+struct pd_ioctl_done {
+    uint32_t region_count;     /* pd_region + bytes × n: to scatter into guest memory */
+    uint32_t slot_count;       /* pd_slot × n: new handles written into those regions */
+    uint32_t flags;
+    uint32_t reserved;
+};
+
+struct pd_poll {
+    int32_t  events;
+    int32_t  timeout_ms;       /* -1: wait for ever */
+};
+
+struct pd_llseek {
+    int64_t  offset;
+    int32_t  whence;
+    uint32_t reserved;
+};
+
+struct pd_flags {
+    int32_t  flags;
+    uint32_t reserved;
+};
+
+struct pd_event {
+    int32_t  revents;
+    uint32_t reserved;
+};
+
+#endif

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import ParadicePlan
+import ParadiceSpec
+import ParadiceTransport
+
+/// What a backend serves and where.
+public struct BackendConfiguration: Sendable {
+    public var listen: [Endpoint] = []
+    public var plugins: [String] = []
+    public var devices: [DeviceExport] = []
+    public var specsDirectory: String
+
+    public init(specsDirectory: String) { self.specsDirectory = specsDirectory }
+}
+
+public enum BackendError: Error, CustomStringConvertible {
+    case unknownPlugin(String, available: [String])
+    case noListener
+
+    public var description: String {
+        switch self {
+        case .unknownPlugin(let n, let available):
+            return "no plug-in named '\(n)' (available: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
+        case .noListener: return "nothing to listen on: give --listen"
+        }
+    }
+}
+
+/// The backend: owns the real devices, serves guests over its listeners, one session per connection.
+public final class Backend: @unchecked Sendable {
+    public let configuration: BackendConfiguration
+    public let specs: SpecSet
+    let planner: Planner
+    let exports: ExportTable
+    let plugins: [String: any DevicePlugin]
+    let logger: Logger
+    public private(set) var listeners: [Listener] = []
+    private let sessionsLock = Lock()
+    private var sessions: [UInt32: Session] = [:]
+    private var nextSession: UInt32 = 1
+
+    public init(configuration: BackendConfiguration, availablePlugins: [any DevicePlugin.Type], logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        specs = try SpecSet.load(directory: configuration.specsDirectory)
+        planner = Planner(specs: specs)
+        exports = ExportTable(exports: configuration.devices, specs: specs)
+        var enabled: [String: any DevicePlugin] = [:]
+        for name in configuration.plugins {
+            guard let type = availablePlugins.first(where: { $0.name == name }) else {
+                throw BackendError.unknownPlugin(name, available: availablePlugins.map { $0.name })
+            }
+            enabled[name] = type.init()
+        }
+        plugins = enabled
+        guard !configuration.listen.isEmpty else { throw BackendError.noListener }
+        installInterruptHandler()
+        for endpoint in configuration.listen { listeners.append(try Listener(endpoint)) }
+    }
+
+    /// Accepts guests on every listener; returns only if every listener fails.
+    public func run() {
+        for listener in listeners {
+            logger.info("listening", metadata: ["endpoint": "\(listener.endpoint)"])
+            startThread { [self] in acceptLoop(listener) }
+        }
+        while true { pause() }
+    }
+
+    private func acceptLoop(_ listener: Listener) {
+        while true {
+            do {
+                let socket = try listener.accept()
+                let session = sessionsLock.withLock { () -> Session in
+                    let id = nextSession
+                    nextSession &+= 1
+                    let s = Session(id: id, socket: socket, backend: self)
+                    sessions[id] = s
+                    return s
+                }
+                startThread { [self] in
+                    session.run()
+                    sessionsLock.withLock { _ = sessions.removeValue(forKey: session.id) }
+                }
+            } catch {
+                logger.error("accept failed", metadata: ["endpoint": "\(listener.endpoint)", "error": "\(error)"])
+                usleep(100_000)
+            }
+        }
+    }
+
+    /// The plug-in state for a newly opened file of a class, if the class's plug-in is enabled.
+    func pluginState(for specClass: SpecClass?, path: String) -> (any DeviceFileState)? {
+        guard let name = specClass?.plugin, let plugin = plugins[name] else { return nil }
+        return plugin.state(forPath: path)
+    }
+
+    public var activeSessions: Int { sessionsLock.withLock { sessions.count } }
+}

@@ -1,0 +1,188 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CParadice
+import ParadicePlan
+import ParadiceSpec
+import ParadiceWire
+
+/// Guest bytes the frontend sent with an ioctl. Whatever else planning reads is noted, and read as
+/// zeros, so that one round trip asks for every region of the next level at once.
+final class CollectingMemory: GuestMemory {
+    let regions: [(address: UInt64, bytes: ArraySlice<UInt8>)]
+    private(set) var missing: [(address: UInt64, length: Int)] = []
+
+    init(_ regions: [(address: UInt64, bytes: ArraySlice<UInt8>)]) { self.regions = regions }
+
+    func read(address: UInt64, count: Int) throws -> [UInt8] {
+        for r in regions where address >= r.address && address - r.address + UInt64(count) <= UInt64(r.bytes.count) {
+            let start = r.bytes.startIndex + Int(address - r.address)
+            return Array(r.bytes[start..<(start + count)])
+        }
+        if !missing.contains(where: { $0.address == address && $0.length >= count }) { missing.append((address, count)) }
+        return [UInt8](repeating: 0, count: count)
+    }
+}
+
+extension Session {
+    /// PD_IOCTL: plan from the spec, ask for missing guest memory, rebuild the argument, call the driver,
+    /// return only the declared out-regions.
+    func ioctl(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let request = try reader.read(pd_ioctl.self)
+        var gathered: [(address: UInt64, bytes: ArraySlice<UInt8>)] = []
+        gathered.reserveCapacity(Int(request.region_count))
+        for _ in 0..<request.region_count {
+            let region = try reader.read(pd_region.self)
+            gathered.append((region.address, try reader.readBytes(Int(region.length))))
+            reader.skipPadding()
+        }
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        guard let specClass = file.specClass else {
+            logger.notice("ioctl on a file no spec class serves", metadata: ["path": "\(file.path)", "command": "\(hex(request.command))"])
+            return fail(frame.request, ENOTTY)
+        }
+        let memory = CollectingMemory(gathered)
+        let call: PlannedCall
+        do {
+            call = try backend.planner.plan(command: request.command, argument: request.argument, className: specClass.name,
+                                            memory: memory, variables: file.state)
+        } catch let error as PlanError {
+            if !memory.missing.isEmpty { return need(frame.request, memory.missing, slots: [], argumentFD: false) }
+            switch error {
+            case .unknownCommand:
+                logger.notice("unknown ioctl", metadata: ["class": "\(specClass.name)", "command": "\(hex(request.command))"])
+            default:
+                logger.notice("ioctl refused", metadata: ["class": "\(specClass.name)", "command": "\(hex(request.command))", "reason": "\(error)"])
+            }
+            return fail(frame.request, error.errno)
+        }
+        if !memory.missing.isEmpty { return need(frame.request, memory.missing, slots: [], argumentFD: false) }
+
+        let inSlots = call.plan.descriptors.filter { $0.direction.reads }
+        var argumentFD = false
+        if case .descriptor = call.plan.argument { argumentFD = true }
+        if (!inSlots.isEmpty || argumentFD) && frame.flags & UInt16(PD_IOCTL_TRANSLATED) == 0 {
+            // The frontend rewrites its descriptor numbers as handles, then sends again.
+            let slots = inSlots.map { pd_slot(address: call.plan.regions[$0.region].address + UInt64($0.offset), width: UInt32($0.width), direction: 1) }
+            return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: slots, argumentFD: argumentFD)
+        }
+        let work: @Sendable () -> Void = { [self] in
+            execute(call, on: file, request: frame.request)
+            watcher.rearm(frame.handle)
+        }
+        call.plan.blocking ? offload(work) : work()
+    }
+
+    private func need(_ request: UInt32, _ regions: [(address: UInt64, length: Int)], slots: [pd_slot], argumentFD: Bool) {
+        var w = BodyWriter()
+        w.append(pd_need(region_count: UInt32(regions.count), slot_count: UInt32(slots.count),
+                         flags: argumentFD ? PD_NEED_ARGUMENT_FD : 0, reserved: 0))
+        for r in regions { w.append(pd_region(address: r.address, length: UInt32(r.length), reserved: 0)) }
+        for s in slots { w.append(s) }
+        send(Frame(op: PD_NEED.code, request: request, body: w.bytes))
+    }
+
+    private func execute(_ call: PlannedCall, on file: OpenFile, request: UInt32) {
+        let plan = call.plan
+        let originals = call.buffers   // the guest's bytes, to restore its pointers and descriptor numbers
+        let buffers = plan.regions.map { UnsafeMutableRawPointer.allocate(byteCount: max($0.length, 1), alignment: 16) }
+        defer { buffers.forEach { $0.deallocate() } }
+        for (i, bytes) in call.buffers.enumerated() {
+            bytes.withUnsafeBytes { buffers[i].copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+        // Embedded pointers point at the backend's copies; descriptors become the backend's.
+        for slot in plan.pointers {
+            buffers[slot.region].storeBytes(of: UInt64(UInt(bitPattern: buffers[slot.target])), toByteOffset: slot.offset, as: UInt64.self)
+        }
+        var inputFiles: [Int: OpenFile] = [:]   // slot index → file, kept alive for the call
+        for (index, slot) in plan.descriptors.enumerated() where slot.direction.reads {
+            let value = readSigned(buffers[slot.region], slot.offset, slot.width)
+            guard value >= 0 else { continue }   // -1 and friends mean "no descriptor"
+            guard let input = self.file(UInt32(truncatingIfNeeded: value)) else { return fail(request, EBADF) }
+            inputFiles[index] = input
+            writeInteger(buffers[slot.region], slot.offset, slot.width, Int64(input.fd))
+        }
+        var argument: UInt = 0
+        var argumentFile: OpenFile?
+        switch plan.argument {
+        case .none, .null: argument = 0
+        case .value(let v): argument = UInt(v)
+        case .region(let i): argument = UInt(bitPattern: buffers[i])
+        case .descriptor(let h):
+            guard let f = self.file(UInt32(bitPattern: h)) else { return fail(request, EBADF) }
+            argumentFile = f
+            argument = UInt(bitPattern: Int(f.fd))
+        }
+
+        let (r, e) = retrying { paradice_ioctl(file.fd, UInt(plan.command), argument) }
+        withExtendedLifetime(argumentFile) {}
+        withExtendedLifetime(inputFiles) {}
+
+        // The driver's results, back where the copy-back rules can read them.
+        for (i, region) in plan.regions.enumerated() where region.direction.writes {
+            call.buffers[i] = Array(UnsafeRawBufferPointer(start: buffers[i], count: region.length))
+        }
+        call.result = Int64(r)
+        file.state?.ioctlCompleted(call, result: Int64(r))
+        var lengths = call.copyOutLengths()
+        if r < 0 {
+            // A failed call returns what the guest sent and the driver may have updated (an error index),
+            // never an out-only buffer the driver did not fill.
+            for (i, region) in plan.regions.enumerated() where !(region.direction.reads && region.direction.writes) { lengths[i] = 0 }
+        }
+        var newSlots: [pd_slot] = []
+        var output = BodyWriter(capacity: 64 + lengths.reduce(0, +))
+        var regionCount: UInt32 = 0
+        var regionBytes = BodyWriter(capacity: lengths.reduce(0, +) + 16 * lengths.count)
+        for (i, region) in plan.regions.enumerated() where region.direction.writes && lengths[i] > 0 {
+            // The guest sees its own pointers and descriptor numbers where it wrote them.
+            var bytes = call.buffers[i]
+            let original = originals[i]
+            for slot in plan.pointers where slot.region == i && slot.offset + 8 <= bytes.count {
+                bytes.replaceSubrange(slot.offset..<(slot.offset + 8), with: original[slot.offset..<(slot.offset + 8)])
+            }
+            for (index, slot) in plan.descriptors.enumerated() where slot.region == i && slot.offset + slot.width <= lengths[i] {
+                let value = bytes.withUnsafeBytes { readSigned(UnsafeMutableRawPointer(mutating: $0.baseAddress!), slot.offset, slot.width) }
+                if let input = inputFiles[index], value == Int64(input.fd) || !slot.direction.writes {
+                    // The driver left the guest's descriptor: give back the guest's number.
+                    bytes.replaceSubrange(slot.offset..<(slot.offset + slot.width), with: original[slot.offset..<(slot.offset + slot.width)])
+                } else if slot.direction.writes && r >= 0 && value >= 0 {
+                    let created = OpenFile(fd: Int32(truncatingIfNeeded: value), path: "\(file.path) (fd from \(plan.ioctl))",
+                                           specClass: nil, state: nil, nonBlocking: false)
+                    let handle = register(created)
+                    bytes.withUnsafeMutableBytes { writeInteger($0.baseAddress!, slot.offset, slot.width, Int64(handle)) }
+                    newSlots.append(pd_slot(address: region.address + UInt64(slot.offset), width: UInt32(slot.width), direction: 2))
+                }
+            }
+            regionBytes.append(pd_region(address: region.address, length: UInt32(lengths[i]), reserved: 0))
+            regionBytes.append(bytes: bytes[0..<lengths[i]])
+            regionBytes.pad()
+            regionCount += 1
+        }
+        var result = Int64(r)
+        var flags: UInt32 = 0
+        if plan.returnsDescriptor && r >= 0 {
+            let created = OpenFile(fd: Int32(r), path: "\(file.path) (fd from \(plan.ioctl))", specClass: file.specClass,
+                                   state: backend.pluginState(for: file.specClass, path: file.path), nonBlocking: false)
+            result = Int64(register(created))
+            flags |= PD_DONE_RESULT_HANDLE
+        }
+        output.append(pd_reply(result: r < 0 ? -1 : result, error: r < 0 ? e : 0, reserved: 0))
+        output.append(pd_ioctl_done(region_count: regionCount, slot_count: UInt32(newSlots.count), flags: flags, reserved: 0))
+        output.append(bytes: regionBytes.bytes)
+        for s in newSlots { output.append(s) }
+        send(Frame(op: PD_REPLY.code, request: request, body: output.bytes))
+    }
+}
+
+func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
+
+func readSigned(_ base: UnsafeMutableRawPointer, _ offset: Int, _ width: Int) -> Int64 {
+    width == 8 ? base.loadUnaligned(fromByteOffset: offset, as: Int64.self) : Int64(base.loadUnaligned(fromByteOffset: offset, as: Int32.self))
+}
+
+func writeInteger(_ base: UnsafeMutableRawPointer, _ offset: Int, _ width: Int, _ value: Int64) {
+    if width == 8 { base.storeBytes(of: value, toByteOffset: offset, as: Int64.self) }
+    else { base.storeBytes(of: Int32(truncatingIfNeeded: value), toByteOffset: offset, as: Int32.self) }
+}

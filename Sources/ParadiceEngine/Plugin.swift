@@ -1,0 +1,22 @@
+import ParadicePlan
+import ParadiceSpec
+
+/// Per-class code for what a spec cannot say. The engine knows plug-ins only through this protocol:
+/// it never names a device class.
+public protocol DevicePlugin: AnyObject, Sendable {
+    /// The name that specs (`plugin NAME`) and `--plugins` use.
+    static var name: String { get }
+    init()
+    /// State for one open file of the plug-in's class; nil when the plug-in keeps none.
+    func state(forPath path: String) -> (any DeviceFileState)?
+}
+
+/// What a plug-in keeps per open file: the variables specs read, and what it learns from calls.
+public protocol DeviceFileState: AnyObject, PlanVariables {
+    /// Called after each forwarded ioctl with the driver's result and the region contents after the call.
+    func ioctlCompleted(_ call: PlannedCall, result: Int64)
+}
+
+extension DeviceFileState {
+    public func ioctlCompleted(_ call: PlannedCall, result: Int64) {}
+}

@@ -1,0 +1,362 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CParadice
+import Logging
+import ParadicePlan
+import ParadiceSpec
+import ParadiceTransport
+import ParadiceWire
+
+/// One guest connection: its handle table, its workers, its watches. Everything it opened is closed
+/// when the guest goes away, however it goes.
+final class Session: @unchecked Sendable {
+    let id: UInt32
+    let socket: FrameSocket
+    unowned let backend: Backend
+    var logger: Logger
+
+    let lock = Lock()
+    private var handles: [UInt32: OpenFile] = [:]
+    private var nextHandle: UInt32 = 1
+    private var workers: [UInt64: pthread_t] = [:]
+    private var nextWorker: UInt64 = 0
+    private(set) var cancelled = false
+    lazy var watcher = Watcher(session: self)
+
+    init(id: UInt32, socket: FrameSocket, backend: Backend) {
+        self.id = id
+        self.socket = socket
+        self.backend = backend
+        var logger = backend.logger
+        logger[metadataKey: "session"] = "\(id)"
+        logger[metadataKey: "peer"] = "\(socket.peer)"
+        self.logger = logger
+    }
+
+    // MARK: lifecycle
+
+    func run() {
+        defer { teardown() }
+        do {
+            guard let hello = try socket.receive(), hello.op == PD_HELLO.code else {
+                logger.warning("connection without a handshake")
+                return
+            }
+            try handshake(hello)
+            while let frame = try socket.receive() {
+                dispatch(frame)
+            }
+            logger.info("guest disconnected")
+        } catch {
+            logger.info("guest connection ended", metadata: ["reason": "\(error)"])
+        }
+    }
+
+    private func teardown() {
+        lock.withLock { cancelled = true }
+        watcher.stop()
+        // Interrupt workers blocked in driver calls until every one has returned.
+        while true {
+            let remaining = lock.withLock { Array(workers.values) }
+            if remaining.isEmpty { break }
+            for thread in remaining { pthread_kill(thread, interruptSignal) }
+            usleep(1000)
+        }
+        let count = lock.withLock { () -> Int in
+            let n = handles.count
+            handles.removeAll()
+            return n
+        }
+        socket.close()
+        if count > 0 { logger.info("closed the guest's files", metadata: ["count": "\(count)"]) }
+    }
+
+    private func handshake(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let hello = try reader.read(pd_hello.self)
+        let name = String(decoding: reader.readRest(), as: UTF8.self)
+        guard hello.magic == PD_MAGIC, hello.major == PD_VERSION_MAJOR else {
+            logger.warning("incompatible guest", metadata: ["version": "\(hello.major).\(hello.minor)"])
+            var w = BodyWriter()
+            w.append(pd_reply(result: -1, error: EPROTONOSUPPORT, reserved: 0))
+            try socket.send(Frame(op: PD_REPLY.code, request: frame.request, body: w.bytes))
+            throw ProtocolError("version \(hello.major).\(hello.minor)")
+        }
+        logger[metadataKey: "guest"] = "\(name.isEmpty ? "?" : name) pid \(hello.pid)"
+        logger.info("guest connected")
+        var w = BodyWriter()
+        let exports = backend.configuration.devices
+        w.append(pd_hello_reply(magic: PD_MAGIC, major: UInt16(PD_VERSION_MAJOR), minor: UInt16(PD_VERSION_MINOR),
+                                capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS, session: id,
+                                device_count: UInt32(exports.count), reserved: 0))
+        for export in exports {
+            let path = Array(export.pattern.utf8)
+            let className = Array((backend.exports.classFor(export.pattern)??.name ?? export.className ?? "").utf8)
+            var st = stat()
+            let isNode = stat(export.pattern, &st) == 0
+            w.append(pd_device(path_length: UInt32(path.count), class_length: UInt32(className.count),
+                               mode: isNode ? st.st_mode : 0, reserved: 0, rdev: isNode ? UInt64(st.st_rdev) : 0))
+            w.append(bytes: path)
+            w.append(bytes: className)
+            w.pad()
+        }
+        try socket.send(Frame(op: PD_REPLY.code, request: frame.request, body: w.bytes))
+    }
+
+    // MARK: handles
+
+    func file(_ handle: UInt32) -> OpenFile? { lock.withLock { handles[handle] } }
+
+    func register(_ file: OpenFile) -> UInt32 {
+        lock.withLock {
+            let h = nextHandle
+            nextHandle &+= 1
+            if nextHandle == 0 { nextHandle = 1 }
+            handles[h] = file
+            return h
+        }
+    }
+
+    func handle(of fd: Int32) -> UInt32? { lock.withLock { handles.first { $0.value.fd == fd }?.key } }
+
+    // MARK: replies
+
+    func reply(_ request: UInt32, result: Int64, error: Int32 = 0, data: [UInt8] = [], op: UInt16 = PD_REPLY.code) {
+        var w = BodyWriter(capacity: MemoryLayout<pd_reply>.size + data.count)
+        w.append(pd_reply(result: error == 0 ? result : -1, error: error, reserved: 0))
+        w.append(bytes: data)
+        send(Frame(op: op, request: request, body: w.bytes))
+    }
+
+    func fail(_ request: UInt32, _ error: Int32) { reply(request, result: -1, error: error) }
+
+    func send(_ frame: Frame) {
+        do { try socket.send(frame) } catch { socket.shutdownBoth() }
+    }
+
+    /// Runs an operation that may sleep in the driver on its own thread, so that this guest's other
+    /// requests and every other guest go on. The thread is interrupted if the guest goes away.
+    func offload(_ body: @escaping @Sendable () -> Void) {
+        let token: UInt64? = lock.withLock {
+            guard !cancelled else { return nil }
+            nextWorker &+= 1
+            return nextWorker
+        }
+        guard let token else { return }
+        let started = Semaphore()
+        let thread = startThread { [self] in
+            started.wait()
+            body()
+            lock.withLock { _ = workers.removeValue(forKey: token) }
+        }
+        lock.withLock { workers[token] = thread }
+        started.signal()
+    }
+
+    /// Repeats a syscall interrupted by a signal, unless the interruption is the session ending.
+    func retrying(_ call: () -> Int) -> (Int, Int32) {
+        while true {
+            let r = call()
+            if r >= 0 { return (r, 0) }
+            let e = errno
+            if e == EINTR && !lock.withLock({ cancelled }) { continue }
+            return (r, e)
+        }
+    }
+
+    // MARK: dispatch
+
+    private func dispatch(_ frame: Frame) {
+        do {
+            switch frame.op {
+            case PD_OPEN.code: try open(frame)
+            case PD_CLOSE.code: close(frame)
+            case PD_READ.code, PD_PREAD.code: try read(frame)
+            case PD_WRITE.code, PD_PWRITE.code: try write(frame)
+            case PD_IOCTL.code: try ioctl(frame)
+            case PD_POLL.code: try poll(frame)
+            case PD_LLSEEK.code: try llseek(frame)
+            case PD_FSYNC.code: fsync(frame)
+            case PD_FSTAT.code: fstat(frame)
+            case PD_SETFL.code: try setfl(frame)
+            case PD_FASYNC.code: try fasync(frame)
+            case PD_WATCH.code: try watch(frame)
+            default:
+                logger.warning("unknown operation", metadata: ["op": "\(frame.op)"])
+                fail(frame.request, ENOSYS)
+            }
+        } catch {
+            logger.warning("malformed request", metadata: ["op": "\(frame.op)", "error": "\(error)"])
+            fail(frame.request, EINVAL)
+        }
+    }
+
+    private func open(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let request = try reader.read(pd_open.self)
+        let path = String(decoding: reader.readRest(), as: UTF8.self)
+        guard let specClass = backend.exports.classFor(path) else {
+            logger.notice("open of a path that is not exported", metadata: ["path": "\(path)"])
+            return fail(frame.request, ENOENT)
+        }
+        // The guest's own flags, minus what only makes sense in the guest's process.
+        let allowed = O_ACCMODE | O_NONBLOCK | O_APPEND | O_SYNC | O_DSYNC | O_NOCTTY | O_EXCL | paradice_o_direct()
+        let flags = (request.flags & Int32(allowed)) | O_CLOEXEC | O_NOCTTY
+        let fd = Glibc.open(path, flags, mode_t(request.mode))
+        guard fd >= 0 else { return fail(frame.request, errno) }
+        let file = OpenFile(fd: fd, path: path, specClass: specClass, state: backend.pluginState(for: specClass, path: path),
+                            nonBlocking: request.flags & O_NONBLOCK != 0)
+        let handle = register(file)
+        logger.debug("opened", metadata: ["path": "\(path)", "handle": "\(handle)", "class": "\(specClass?.name ?? "-")"])
+        reply(frame.request, result: Int64(handle), data: statBytes(fd))
+    }
+
+    private func statBytes(_ fd: Int32) -> [UInt8] {
+        var st = stat()
+        var w = BodyWriter()
+        if Glibc.fstat(fd, &st) == 0 {
+            w.append(pd_stat(mode: st.st_mode, reserved: 0, rdev: UInt64(st.st_rdev), size: UInt64(st.st_size)))
+        } else {
+            w.append(pd_stat())
+        }
+        return w.bytes
+    }
+
+    private func close(_ frame: Frame) {
+        let removed = lock.withLock { handles.removeValue(forKey: frame.handle) }
+        guard removed != nil else { return fail(frame.request, EBADF) }
+        watcher.forget(frame.handle)
+        reply(frame.request, result: 0)
+    }
+
+    private func fstat(_ frame: Frame) {
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        reply(frame.request, result: 0, data: statBytes(file.fd))
+    }
+
+    private func read(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let io = try reader.read(pd_io.self)
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        let count = Int(min(io.count, UInt64(PD_MAX_FRAME) - 64))
+        let positional = frame.op == PD_PREAD.code
+        let work: @Sendable () -> Void = { [self] in
+            var data = [UInt8](repeating: 0, count: count)
+            let (n, e) = retrying {
+                data.withUnsafeMutableBytes { positional ? pread(file.fd, $0.baseAddress, count, off_t(io.offset)) : Glibc.read(file.fd, $0.baseAddress, count) }
+            }
+            if n >= 0 { data.removeSubrange(n...) }
+            reply(frame.request, result: Int64(n), error: e, data: n > 0 ? data : [])
+            watcher.rearm(frame.handle)
+        }
+        file.nonBlocking ? work() : offload(work)
+    }
+
+    private func write(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let io = try reader.read(pd_io.self)
+        let data = reader.readRest()
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        let positional = frame.op == PD_PWRITE.code
+        let work: @Sendable () -> Void = { [self] in
+            let (n, e) = retrying {
+                data.withUnsafeBytes { positional ? pwrite(file.fd, $0.baseAddress, $0.count, off_t(io.offset)) : Glibc.write(file.fd, $0.baseAddress, $0.count) }
+            }
+            reply(frame.request, result: Int64(n), error: e)
+            watcher.rearm(frame.handle)
+        }
+        file.nonBlocking ? work() : offload(work)
+    }
+
+    private func poll(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let request = try reader.read(pd_poll.self)
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        let work: @Sendable () -> Void = { [self] in
+            var p = pollfd(fd: file.fd, events: Int16(truncatingIfNeeded: request.events), revents: 0)
+            let (n, e) = retrying { Int(Glibc.poll(&p, 1, request.timeout_ms)) }
+            reply(frame.request, result: n > 0 ? Int64(p.revents) : 0, error: e)
+        }
+        request.timeout_ms == 0 ? work() : offload(work)
+    }
+
+    private func llseek(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let request = try reader.read(pd_llseek.self)
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        let r = lseek(file.fd, off_t(request.offset), request.whence)
+        reply(frame.request, result: Int64(r), error: r < 0 ? errno : 0)
+    }
+
+    private func fsync(_ frame: Frame) {
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        offload { [self] in
+            let (r, e) = retrying { Int(Glibc.fsync(file.fd)) }
+            reply(frame.request, result: Int64(r), error: e)
+        }
+    }
+
+    private func setfl(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let request = try reader.read(pd_flags.self)
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        let settable = O_NONBLOCK | O_APPEND
+        let current = fcntl(file.fd, F_GETFL)
+        let r = fcntl(file.fd, F_SETFL, (current & ~Int32(settable)) | (request.flags & Int32(settable)))
+        if r == 0 { lock.withLock { file.nonBlocking = request.flags & O_NONBLOCK != 0 } }
+        reply(frame.request, result: Int64(r), error: r < 0 ? errno : 0)
+    }
+
+    private func fasync(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let request = try reader.read(pd_flags.self)
+        guard file(frame.handle) != nil else { return fail(frame.request, EBADF) }
+        // The guest raises SIGIO itself: the backend pushes an event whenever the file becomes ready.
+        if request.flags != 0 {
+            watcher.watch(frame.handle, events: Int16(POLLIN | POLLOUT | POLLPRI), persistent: true)
+        } else {
+            watcher.forget(frame.handle)
+        }
+        reply(frame.request, result: 0)
+    }
+
+    private func watch(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let request = try reader.read(pd_poll.self)
+        guard file(frame.handle) != nil else { return fail(frame.request, EBADF) }
+        watcher.watch(frame.handle, events: Int16(truncatingIfNeeded: request.events), persistent: false)
+        reply(frame.request, result: 0)
+    }
+}
+
+/// A counting semaphore on a mutex and condition.
+final class Semaphore: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var count = 0
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(&condition)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    func signal() {
+        pthread_mutex_lock(&mutex)
+        count += 1
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func wait() {
+        pthread_mutex_lock(&mutex)
+        while count == 0 { pthread_cond_wait(&condition, &mutex) }
+        count -= 1
+        pthread_mutex_unlock(&mutex)
+    }
+}

@@ -1,0 +1,59 @@
+/// Where a backend listens or a frontend connects: `unix:/path` or `tcp://host:port`.
+public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
+    case unix(path: String)
+    case tcp(host: String, port: UInt16)
+
+    public init(_ url: String) throws {
+        if url.hasPrefix("unix:") {
+            var path = String(url.dropFirst(5))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a unix endpoint needs a path") }
+            self = .unix(path: path)
+            return
+        }
+        var rest: Substring
+        if url.hasPrefix("tcp://") { rest = url.dropFirst(6) } else if url.hasPrefix("tcp:") { rest = url.dropFirst(4) } else {
+            throw TransportError.badEndpoint(url, "use unix:/path or tcp://host:port")
+        }
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else {
+            throw TransportError.badEndpoint(url, "a tcp endpoint needs host:port")
+        }
+        var host = String(rest[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self = .tcp(host: host.isEmpty ? "127.0.0.1" : host, port: port)
+    }
+
+    public var description: String {
+        switch self {
+        case .unix(let path): return "unix:\(path)"
+        case .tcp(let host, let port): return host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
+        }
+    }
+}
+
+public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible {
+    case badEndpoint(String, String)
+    case system(String, Int32)
+    case closed
+
+    public var description: String {
+        switch self {
+        case .badEndpoint(let url, let why): return "bad endpoint '\(url)': \(why)"
+        case .system(let what, let e): return "\(what): \(String(cString: strerror(e)))"
+        case .closed: return "connection closed"
+        }
+    }
+
+    public var errno: Int32 {
+        switch self {
+        case .system(_, let e): return e
+        case .closed: return 5   // EIO
+        case .badEndpoint: return 22
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

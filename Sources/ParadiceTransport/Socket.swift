@@ -1,0 +1,197 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ParadiceWire
+import CParadice
+
+/// A connected stream socket (unix or TCP) that carries frames. Sending is serialized by a lock,
+/// so several threads may send; receiving belongs to one thread at a time.
+public final class FrameSocket: @unchecked Sendable {
+    public let fd: Int32
+    public let peer: String
+    private var buffer: [UInt8]
+    private var start = 0
+    private var end = 0
+    private var sendLock = pthread_mutex_t()
+    private var closed = false
+
+    public init(fd: Int32, peer: String) {
+        self.fd = fd
+        self.peer = peer
+        self.buffer = [UInt8](repeating: 0, count: 1 << 16)
+        pthread_mutex_init(&sendLock, nil)
+    }
+
+    deinit {
+        close()
+        pthread_mutex_destroy(&sendLock)
+    }
+
+    public func close() {
+        pthread_mutex_lock(&sendLock)
+        if !closed {
+            closed = true
+            Glibc.close(fd)
+        }
+        pthread_mutex_unlock(&sendLock)
+    }
+
+    /// Wakes a thread blocked in receive (the socket stays open until `close`).
+    public func shutdownBoth() { _ = shutdown(fd, Int32(SHUT_RDWR)) }
+
+    public func send(_ frame: Frame) throws { try sendRaw(frame.encoded()) }
+
+    public func sendRaw(_ bytes: [UInt8]) throws {
+        pthread_mutex_lock(&sendLock)
+        defer { pthread_mutex_unlock(&sendLock) }
+        if closed { throw TransportError.closed }
+        try bytes.withUnsafeBytes { raw in
+            var sent = 0
+            while sent < raw.count {
+                let n = Glibc.send(fd, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw errno == EPIPE || errno == ECONNRESET ? TransportError.closed : TransportError.system("send", errno)
+                }
+                sent += n
+            }
+        }
+    }
+
+    /// The next frame, or nil at a clean end of stream.
+    public func receive() throws -> Frame? {
+        guard try fill(Frame.headerSize) else { return nil }
+        let header = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: start, as: pd_header.self) }
+        start += Frame.headerSize
+        let length = Int(header.length)
+        guard length <= Int(PD_MAX_FRAME) else { throw ProtocolError("frame of \(length) bytes") }
+        var body = [UInt8]()
+        if length > 0 {
+            if length > buffer.count {
+                // A large body: copy what is buffered, read the rest straight into place.
+                body = [UInt8](repeating: 0, count: length)
+                let have = end - start
+                body.withUnsafeMutableBytes { dst in
+                    buffer.withUnsafeBytes { src in dst.baseAddress!.copyMemory(from: src.baseAddress! + start, byteCount: have) }
+                }
+                start = end
+                var got = have
+                while got < length {
+                    let n = body.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, length - got, 0) }
+                    if n == 0 { throw TransportError.closed }
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw TransportError.system("recv", errno)
+                    }
+                    got += n
+                }
+            } else {
+                guard try fill(length) else { throw TransportError.closed }
+                body = Array(buffer[start..<(start + length)])
+                start += length
+            }
+        }
+        return Frame(op: header.op, flags: header.flags, request: header.request, handle: header.handle, body: body)
+    }
+
+    /// Ensures `count` bytes are buffered. False at end of stream before any byte of them.
+    private func fill(_ count: Int) throws -> Bool {
+        if end - start >= count { return true }
+        if start > 0 {
+            let have = end - start
+            buffer.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: $0.baseAddress! + start, byteCount: have) }
+            start = 0
+            end = have
+        }
+        while end - start < count {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + end, $0.count - end, 0) }
+            if n == 0 {
+                if end == start { return false }
+                throw TransportError.closed
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == ECONNRESET { throw TransportError.closed }
+                throw TransportError.system("recv", errno)
+            }
+            end += n
+        }
+        return true
+    }
+
+    // MARK: connecting
+
+    public static func connect(_ endpoint: Endpoint) throws -> FrameSocket {
+        switch endpoint {
+        case .unix(let path):
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw TransportError.system("socket", errno) }
+            var addr = try unixAddress(path)
+            let r = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            if r != 0 {
+                let e = errno
+                Glibc.close(fd)
+                throw TransportError.system("connect \(endpoint)", e)
+            }
+            return FrameSocket(fd: fd, peer: endpoint.description)
+        case .tcp(let host, let port):
+            var lastError: Int32 = ECONNREFUSED
+            for candidate in try resolve(host, port, passive: false) {
+                let fd = socket(candidate.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                guard fd >= 0 else { lastError = errno; continue }
+                let r = candidate.address.withUnsafeBytes {
+                    Glibc.connect(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
+                }
+                if r == 0 {
+                    var one: Int32 = 1
+                    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                    return FrameSocket(fd: fd, peer: endpoint.description)
+                }
+                lastError = errno
+                Glibc.close(fd)
+            }
+            throw TransportError.system("connect \(endpoint)", lastError)
+        }
+    }
+
+    static func unixAddress(_ path: String) throws -> sockaddr_un {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            throw TransportError.badEndpoint(path, "unix socket path too long")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        return addr
+    }
+
+    struct ResolvedAddress {
+        var family: Int32
+        var address: [UInt8]
+    }
+
+    static func resolve(_ host: String, _ port: UInt16, passive: Bool) throws -> [ResolvedAddress] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        if passive { hints.ai_flags = AI_PASSIVE }
+        var result: UnsafeMutablePointer<addrinfo>?
+        let r = getaddrinfo(host, String(port), &hints, &result)
+        guard r == 0, let first = result else {
+            throw TransportError.badEndpoint("\(host):\(port)", String(cString: gai_strerror(r)))
+        }
+        defer { freeaddrinfo(first) }
+        var out: [ResolvedAddress] = []
+        var p: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = p {
+            let bytes = Array(UnsafeRawBufferPointer(start: ai.pointee.ai_addr, count: Int(ai.pointee.ai_addrlen)))
+            out.append(ResolvedAddress(family: ai.pointee.ai_family, address: bytes))
+            p = ai.pointee.ai_next
+        }
+        return out
+    }
+}

@@ -1,0 +1,6 @@
+import ParadiceEngine
+
+/// The plug-ins built into this backend; `--plugins` enables them by name.
+enum AvailablePlugins {
+    static let all: [any DevicePlugin.Type] = []
+}

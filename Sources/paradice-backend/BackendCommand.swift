@@ -1,0 +1,120 @@
+import ArgumentParser
+import Logging
+import ParadiceEngine
+import ParadiceSpec
+import ParadiceTransport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct BackendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "paradice-backend",
+        abstract: "Serve this machine's device files to Paradice guests.",
+        discussion: """
+            Every guest that connects gets a session of its own: the files it opens, and everything they \
+            return, are closed when it disconnects or dies. Ioctls are forwarded as the specs say; an ioctl \
+            no spec describes fails with ENOTTY.
+
+            Example: paradice-backend --listen unix:/run/paradice.sock --listen tcp://127.0.0.1:7000 \
+            --device /dev/ptmx --device '/dev/pts/*' --device /dev/net/tun --device /dev/kvm
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("Where to accept guests: unix:/path or tcp://host:port (repeatable).", valueName: "url"))
+    var listen: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Plug-ins to enable, comma-separated (repeatable).", valueName: "list"))
+    var plugins: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("A device (or glob) to export, with its spec class if the specs do not claim it (repeatable).", valueName: "path[=class]"))
+    var device: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("The spec folder.", valueName: "dir"))
+    var specs: String?
+
+    @Option(name: .long, help: ArgumentHelp("A config file with the same settings: listen, plugins, device, specs, log-level.", valueName: "file"))
+    var config: String?
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String?
+
+    mutating func run() throws {
+        var settings = ConfigFile.Settings()
+        if let config {
+            do { settings = try ConfigFile.load(config) } catch { throw ValidationError("\(error)") }
+        }
+        let listen = settings.listen + self.listen
+        let plugins = (settings.plugins + self.plugins).flatMap { $0.split(separator: ",").map { String($0).trimmed } }.filter { !$0.isEmpty }
+        let devices = settings.devices + device
+        let level = logLevel ?? settings.logLevel ?? "info"
+        guard let logLevelValue = Logger.Level(rawValue: level) else { throw ValidationError("unknown log level '\(level)'") }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevelValue
+            return handler
+        }
+        let logger = Logger(label: "paradice.backend")
+
+        guard let specFolder = specs ?? settings.specs ?? locateSpecs() else {
+            throw ValidationError("no spec folder found; pass --specs DIR")
+        }
+        var configuration = BackendConfiguration(specsDirectory: specFolder)
+        do {
+            configuration.listen = try listen.map(Endpoint.init)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        configuration.plugins = plugins
+        configuration.devices = devices.map(DeviceExport.init)
+
+        let backend: Backend
+        do {
+            backend = try Backend(configuration: configuration, availablePlugins: AvailablePlugins.all, logger: logger)
+        } catch let errors as SpecErrors {
+            for d in errors.diagnostics { printError("\(d)") }
+            throw ExitCode(1)
+        } catch {
+            printError("paradice-backend: \(error)")
+            throw ExitCode(1)
+        }
+        // One line per listener on stdout, so that a parent that asked for port 0 learns the port.
+        for listener in backend.listeners {
+            var line = "paradice-backend: listening on \(listener.endpoint)\n"
+            _ = line.withUTF8 { write(1, $0.baseAddress, $0.count) }
+        }
+        backend.run()
+    }
+
+    private func locateSpecs() -> String? {
+        if let env = getenv("PARADICE_SPECS") { return String(cString: env) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        var parts = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: "/").dropLast()
+        for _ in 0..<4 {
+            let base = "/" + parts.joined(separator: "/")
+            for candidate in [base + "/Specs", base + "/share/paradice/Specs"] {
+                var st = stat()
+                if stat(candidate, &st) == 0 { return candidate }
+            }
+            parts = parts.dropLast()
+        }
+        return nil
+    }
+}
+
+extension String {
+    var trimmed: String {
+        var s = Substring(self)
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return String(s)
+    }
+}
+
+func printError(_ s: String) {
+    var line = s + "\n"
+    _ = line.withUTF8 { write(2, $0.baseAddress, $0.count) }
+}

@@ -57,10 +57,12 @@ final class Session: @unchecked Sendable {
         lock.withLock { cancelled = true }
         watcher.stop()
         // Interrupt workers blocked in driver calls until every one has returned.
-        while true {
-            let remaining = lock.withLock { Array(workers.values) }
-            if remaining.isEmpty { break }
-            for thread in remaining { pthread_kill(thread, interruptSignal) }
+        // A worker leaves the table, under the lock, before its thread ends: signalling under the lock
+        // never reaches a thread that is gone.
+        while lock.withLock({ () -> Bool in
+            for thread in workers.values { pthread_kill(thread, interruptSignal) }
+            return !workers.isEmpty
+        }) {
             usleep(1000)
         }
         let count = lock.withLock { () -> Int in

@@ -45,7 +45,7 @@ let package = Package(
         .executableTarget(
             name: "paradice",
             dependencies: [
-                "ParadiceSpec", "ParadicePlan", "ParadiceVerify", "ParadiceClient", "ParadiceTransport",
+                "ParadiceSpec", "ParadicePlan", "ParadiceVerify", "ParadiceClient", "ParadiceTransport", "ParadiceWire", "CParadice",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

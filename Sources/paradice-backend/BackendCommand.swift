@@ -40,6 +40,9 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
+    @Flag(name: .long, help: .hidden)
+    var echo = false
+
     mutating func run() throws {
         var settings = ConfigFile.Settings()
         if let config {
@@ -56,6 +59,11 @@ struct BackendCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "paradice.backend")
+        if echo {
+            let listeners = try listen.map { try Listener(Endpoint($0)) }
+            announce(listeners)
+            EchoServer.run(listeners)
+        }
 
         guard let specFolder = specs ?? settings.specs ?? locateSpecs() else {
             throw ValidationError("no spec folder found; pass --specs DIR")
@@ -79,11 +87,7 @@ struct BackendCommand: ParsableCommand {
             printError("paradice-backend: \(error)")
             throw ExitCode(1)
         }
-        // One line per listener on stdout, so that a parent that asked for port 0 learns the port.
-        for listener in backend.listeners {
-            var line = "paradice-backend: listening on \(listener.endpoint)\n"
-            _ = line.withUTF8 { write(1, $0.baseAddress, $0.count) }
-        }
+        announce(backend.listeners)
         backend.run()
     }
 
@@ -117,4 +121,12 @@ extension String {
 func printError(_ s: String) {
     var line = s + "\n"
     _ = line.withUTF8 { write(2, $0.baseAddress, $0.count) }
+}
+
+/// One line per listener on stdout, so that a parent that asked for port 0 learns the port.
+func announce(_ listeners: [Listener]) {
+    for listener in listeners {
+        var line = "paradice-backend: listening on \(listener.endpoint)\n"
+        _ = line.withUTF8 { write(1, $0.baseAddress, $0.count) }
+    }
 }

@@ -14,9 +14,7 @@ struct SpecOptions: ParsableArguments {
     }
 
     func specFolder() throws -> String {
-        if let specs { return specs }
-        if let env = getenv("PARADICE_SPECS") { return String(cString: env) }
-        if let found = SpecLocator.find() { return found }
+        if let found = specs ?? SpecLocator.defaultFolder() { return found }
         throw ValidationError("no spec folder found; pass --specs DIR")
     }
 }
@@ -38,6 +36,12 @@ func printError(_ s: String) {
 }
 
 enum SpecLocator {
+    /// $PARADICE_SPECS, else the nearest Specs/ above the current folder, else the one beside the program.
+    static func defaultFolder() -> String? {
+        if let env = getenv("PARADICE_SPECS") { return String(cString: env) }
+        return find()
+    }
+
     static func find() -> String? {
         var dir = currentDirectory()
         for _ in 0..<12 {

@@ -1,0 +1,351 @@
+import ArgumentParser
+import CParadice
+import ParadiceClient
+import ParadicePlan
+import ParadiceSpec
+import ParadiceTransport
+import ParadiceWire
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Prints, in one run, each forwarded operation next to its native baseline and to the raw round trip
+/// of the transport it uses, so that ratios compare figures taken on the same machine at the same time.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmark forwarded operations against native calls and the raw transport.",
+        discussion: "Starts its own paradice-backend (and an echo peer) from the folder of this program.")
+
+    @Option(help: "Timed repetitions of each small operation.") var iterations = 20000
+    @Option(help: "Bytes to move in each throughput run.") var bulkBytes = 64 << 20
+    @Option(help: "The spec folder for the backend.") var specs: String?
+    @Option(help: ArgumentHelp("Only time forwarded TIOCGWINSZ against this running backend (it must export /dev/ptmx).", valueName: "url"))
+    var backend: String?
+
+    func run() throws {
+        if let backend {
+            let client = try ParadiceClient.connect(backend, name: "bench")
+            let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
+            let ws = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+            defer { ws.deallocate() }
+            var table = Table()
+            table.add("\(backend): forwarded TIOCGWINSZ", measure(iterations) { _ = try? master.ioctl(0x5413, ws) })
+            table.print()
+            return
+        }
+        let folder = try temporaryFolder()
+        let backendPath = programFolder() + "/paradice-backend"
+        guard let specFolder = specs ?? SpecLocator.defaultFolder() else { throw ValidationError("no spec folder found; pass --specs DIR") }
+        let backend = try Child(backendPath, ["--listen", "unix:\(folder)/backend.sock", "--listen", "tcp://127.0.0.1:0",
+                                              "--device", "/dev/ptmx", "--device", "/dev/pts/*", "--device", "/dev/kvm",
+                                              "--specs", specFolder, "--log-level", "warning"], listeners: 2)
+        let echo = try Child(backendPath, ["--echo", "--listen", "unix:\(folder)/echo.sock", "--listen", "tcp://127.0.0.1:0"], listeners: 2)
+        defer { backend.stop(); echo.stop(); rmdir(folder) }
+
+        print("paradice bench: \(iterations) iterations per small operation, \(bulkBytes >> 20) MiB per throughput run")
+        print("machine: \(cpuModel()), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores\n")
+        var table = Table()
+
+        // What the engine adds per call, in process: planning from the spec.
+        let specSet = try SpecSet.load(directory: specFolder)
+        let planner = Planner(specs: specSet)
+        let winsize = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+        defer { winsize.deallocate() }
+        let snapshot = SnapshotMemory()
+        let planning = measure(iterations) {
+            _ = try? planner.plan(command: 0x5413, argument: UInt64(UInt(bitPattern: winsize)), className: "tty", memory: snapshot)
+        }
+        table.add("in process: plan TIOCGWINSZ", planning)
+
+        let nativePty = try NativePty()
+        let ws = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+        defer { ws.deallocate() }
+        let native = measure(iterations) { _ = paradice_ioctl(nativePty.master, 0x5413, UInt(bitPattern: ws)) }
+        table.add("native TIOCGWINSZ", native)
+
+        let cpuidBytes = 8 + 40 * 102   // a 4 KiB in/out argument: kvm_cpuid2 with 102 entries
+        let cpuid = UnsafeMutableRawPointer.allocate(byteCount: cpuidBytes, alignment: 16)
+        defer { cpuid.deallocate() }
+        let kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC)
+        var nativeCpuid: Stats?
+        if kvm >= 0 {
+            nativeCpuid = measure(iterations / 4) {
+                cpuid.storeBytes(of: UInt32(102), as: UInt32.self)
+                _ = paradice_ioctl(kvm, 0xC008_AE05, UInt(bitPattern: cpuid))
+            }
+            table.add("native KVM_GET_SUPPORTED_CPUID (4 KiB in/out)", nativeCpuid!)
+            close(kvm)
+        }
+
+        for (name, backendURL, echoURL) in [("unix", backend.endpoints[0], echo.endpoints[0]), ("tcp", backend.endpoints[1], echo.endpoints[1])] {
+            print("")
+            let socket = try FrameSocket.connect(Endpoint(echoURL))
+            let probe = Frame(op: PD_IOCTL.code, request: 1, handle: 1, body: [UInt8](repeating: 0, count: 40))
+            let raw = measure(iterations) {
+                try? socket.send(probe)
+                _ = try? socket.receive()
+            }
+            socket.close()
+            table.add("\(name): raw round trip (echo, 40-byte frame)", raw)
+
+            let client = try ParadiceClient.connect(backendURL, name: "bench")
+            let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
+            let forwarded = measure(iterations) { _ = try? master.ioctl(0x5413, ws) }
+            table.add("\(name): forwarded TIOCGWINSZ", forwarded, versus: [("native", native), ("raw", raw)])
+
+            if let nativeCpuid {
+                let remoteKvm = try client.open("/dev/kvm", flags: O_RDWR)
+                let forwardedCpuid = measure(iterations / 4) {
+                    cpuid.storeBytes(of: UInt32(102), as: UInt32.self)
+                    _ = try? remoteKvm.ioctl(0xC008_AE05, cpuid)
+                }
+                table.add("\(name): forwarded KVM_GET_SUPPORTED_CPUID (4 KiB)", forwardedCpuid,
+                          versus: [("native", nativeCpuid), ("raw", raw)])
+            }
+            try? master.close()
+        }
+
+        print("")
+        for chunk in [4096, 65536, 1 << 20] {
+            let nativeRate = try nativePtyThroughput(chunk: chunk)
+            let client = try ParadiceClient.connect(backend.endpoints[0], name: "bench")
+            let forwardedRate = try forwardedPtyThroughput(client, chunk: chunk)
+            table.addRate("pty write, \(chunk / 1024) KiB writes: native", nativeRate)
+            table.addRate("pty write, \(chunk / 1024) KiB writes: forwarded (unix)", forwardedRate, versus: nativeRate)
+        }
+        table.print()
+    }
+
+    // MARK: throughput
+
+    /// Bytes per second written into a pty master while a thread drains the raw-mode slave.
+    private func nativePtyThroughput(chunk: Int) throws -> Double {
+        let pty = try NativePty()
+        return try ptyThroughput(slave: pty.slave, chunk: chunk) { buffer in write(pty.master, buffer.baseAddress, buffer.count) }
+    }
+
+    private func forwardedPtyThroughput(_ client: ParadiceClient, chunk: Int) throws -> Double {
+        let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
+        let number = UnsafeMutableRawPointer.allocate(byteCount: 4, alignment: 4)
+        defer { number.deallocate() }
+        try master.ioctl(0x8004_5430, number)
+        number.storeBytes(of: Int32(0), as: Int32.self)
+        try master.ioctl(0x4004_5431, number)
+        try master.ioctl(0x8004_5430, number)
+        let slave = open("/dev/pts/\(number.load(as: UInt32.self))", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        guard slave >= 0 else { throw Errno(errno) }
+        makeRaw(slave)
+        defer { try? master.close() }
+        return try ptyThroughput(slave: slave, chunk: chunk) { buffer in (try? master.write(buffer)) ?? -1 }
+    }
+
+    private func ptyThroughput(slave: Int32, chunk: Int, write: (UnsafeRawBufferPointer) -> Int) throws -> Double {
+        let total = bulkBytes
+        let drained = Drain(fd: slave, expected: total)
+        drained.start()
+        let data = [UInt8](repeating: 0x61, count: chunk)
+        let start = now()
+        var sent = 0
+        while sent < total {
+            let n = data.withUnsafeBytes { write(UnsafeRawBufferPointer(rebasing: $0[0..<min(chunk, total - sent)])) }
+            guard n > 0 else { throw Errno(EIO) }
+            sent += n
+        }
+        drained.wait()
+        let seconds = Double(now() - start) / 1e9
+        close(slave)
+        return Double(total) / seconds
+    }
+}
+
+// MARK: measuring
+
+struct Stats {
+    var median: Double   // nanoseconds
+    var p90: Double
+}
+
+func now() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+}
+
+/// Times each call separately after a warm-up; the median is what the ratios use.
+func measure(_ iterations: Int, _ body: () -> Void) -> Stats {
+    for _ in 0..<max(iterations / 10, 100) { body() }
+    var samples = [UInt64](repeating: 0, count: iterations)
+    for i in 0..<iterations {
+        let t0 = now()
+        body()
+        samples[i] = now() - t0
+    }
+    samples.sort()
+    return Stats(median: Double(samples[iterations / 2]), p90: Double(samples[iterations * 9 / 10]))
+}
+
+struct Table {
+    var rows: [(String, String, String)] = []
+
+    mutating func add(_ name: String, _ stats: Stats, versus baselines: [(String, Stats)] = []) {
+        let ratios = baselines.map { String(format2(stats.median / $0.1.median)) + "× " + $0.0 }.joined(separator: ", ")
+        rows.append((name, "\(us(stats.median)) µs (p90 \(us(stats.p90)))", ratios))
+    }
+
+    mutating func addRate(_ name: String, _ rate: Double, versus baseline: Double? = nil) {
+        rows.append((name, "\(format2(rate / 1e6)) MB/s", baseline.map { "\(format2(rate / $0))× native" } ?? ""))
+    }
+
+    func print() {
+        let width = (rows.map { $0.0.count }.max() ?? 0) + 2
+        for row in rows {
+            Swift.print(pad(row.0, width) + pad(row.1, 28) + row.2)
+        }
+    }
+
+    private func us(_ ns: Double) -> String { format2(ns / 1000) }
+}
+
+func format2(_ v: Double) -> String {
+    let scaled = (v * 100).rounded()
+    let whole = Int(scaled) / 100
+    let frac = abs(Int(scaled)) % 100
+    return "\(whole).\(frac < 10 ? "0" : "")\(frac)"
+}
+
+// MARK: helpers
+
+final class NativePty {
+    let master: Int32
+    let slave: Int32
+
+    init() throws {
+        master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        var value: Int32 = 0
+        guard master >= 0, paradice_ioctl(master, 0x4004_5431, UInt(bitPattern: withUnsafeMutablePointer(to: &value) { $0 })) == 0,
+              paradice_ioctl(master, 0x8004_5430, UInt(bitPattern: withUnsafeMutablePointer(to: &value) { $0 })) == 0
+        else { throw Errno(errno) }
+        slave = open("/dev/pts/\(value)", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        guard slave >= 0 else { throw Errno(errno) }
+        makeRaw(slave)
+    }
+
+    deinit {
+        close(master)
+        close(slave)
+    }
+}
+
+func makeRaw(_ fd: Int32) {
+    var t = termios()
+    tcgetattr(fd, &t)
+    cfmakeraw(&t)
+    tcsetattr(fd, TCSANOW, &t)
+}
+
+/// Reads a descriptor until `expected` bytes have come, on its own thread.
+final class Drain: @unchecked Sendable {
+    let fd: Int32
+    let expected: Int
+    private var thread = pthread_t()
+
+    init(fd: Int32, expected: Int) {
+        self.fd = fd
+        self.expected = expected
+    }
+
+    func start() {
+        let me = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let drain = Unmanaged<Drain>.fromOpaque(raw!).takeRetainedValue()
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            var got = 0
+            while got < drain.expected {
+                let n = read(drain.fd, &buffer, buffer.count)
+                if n <= 0 { break }
+                got += n
+            }
+            return nil
+        }, me)
+    }
+
+    func wait() { pthread_join(thread, nil) }
+}
+
+/// A child process whose stdout announces its listeners.
+final class Child {
+    let pid: pid_t
+    let endpoints: [String]
+
+    init(_ path: String, _ arguments: [String], listeners: Int) throws {
+        var pipeFDs: [Int32] = [0, 0]
+        guard pipe(&pipeFDs) == 0 else { throw Errno(errno) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+        posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let r = posix_spawn(&child, path, &actions, nil, argv, environ)
+        posix_spawn_file_actions_destroy(&actions)
+        close(pipeFDs[1])
+        guard r == 0 else { throw Errno(r) }
+        pid = child
+        var text = ""
+        var found: [String] = []
+        var byte: UInt8 = 0
+        while found.count < listeners, read(pipeFDs[0], &byte, 1) == 1 {
+            if byte == 10 {
+                if let last = text.split(separator: " ").last, text.contains("listening on") { found.append(String(last)) }
+                text = ""
+            } else {
+                text.append(Character(UnicodeScalar(byte)))
+            }
+        }
+        close(pipeFDs[0])
+        endpoints = found
+        guard found.count == listeners else { stop(); throw Errno(EIO) }
+    }
+
+    func stop() {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+    }
+}
+
+func programFolder() -> String {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    let path = String(decoding: buffer[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+}
+
+func temporaryFolder() throws -> String {
+    var template = Array("/tmp/paradice-bench-XXXXXX".utf8CString)
+    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { throw Errno(errno) }
+    return String(cString: made)
+}
+
+func cpuModel() -> String {
+    guard let f = fopen("/proc/cpuinfo", "r") else { return "unknown cpu" }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 512)
+    while fgets(&line, 512, f) != nil {
+        let s = String(cString: line)
+        if s.hasPrefix("model name"), let colon = s.firstIndex(of: ":") {
+            return String(s[s.index(after: colon)...]).trimmingWhitespace
+        }
+    }
+    return "unknown cpu"
+}
+
+extension String {
+    var trimmingWhitespace: String {
+        var s = Substring(self)
+        while let c = s.first, c == " " || c == "\t" || c == "\n" { s.removeFirst() }
+        while let c = s.last, c == " " || c == "\t" || c == "\n" { s.removeLast() }
+        return String(s)
+    }
+}

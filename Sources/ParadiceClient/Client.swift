@@ -30,8 +30,8 @@ public final class ParadiceClient: @unchecked Sendable {
     private var failure: Errno?
     /// Called for readiness events (PD_EVENT), on whichever thread is reading.
     public var onEvent: (@Sendable (_ handle: UInt32, _ revents: Int16) -> Void)?
-    /// Per ioctl number: how many bytes at the argument the backend asked for last time.
-    private var argumentSizes: [UInt32: Int] = [:]
+    /// Per ioctl number: the regions, relative to the argument, the backend asked for last time.
+    private var argumentShapes: [UInt32: [(offset: UInt64, length: Int)]] = [:]
 
     public static func connect(_ url: String, name: String = "paradice-client") throws -> ParadiceClient {
         let endpoint = try Endpoint(url)
@@ -47,7 +47,7 @@ public final class ParadiceClient: @unchecked Sendable {
         w.append(pd_hello(magic: PD_MAGIC, major: UInt16(PD_VERSION_MAJOR), minor: UInt16(PD_VERSION_MINOR),
                           capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS, pid: UInt32(getpid())))
         w.append(bytes: Array(name.utf8))
-        try socket.send(Frame(op: PD_HELLO.code, request: 0, body: w.bytes))
+        try socket.sendRaw(w.frame(op: PD_HELLO.code, request: 0))
         guard let reply = try socket.receive(), reply.op == PD_REPLY.code else { throw Errno.io }
         var reader = BodyReader(reply.body)
         guard reader.remaining >= MemoryLayout<pd_hello_reply>.size else {
@@ -83,7 +83,7 @@ public final class ParadiceClient: @unchecked Sendable {
         var w = BodyWriter()
         w.append(pd_open(flags: flags, mode: mode))
         w.append(bytes: Array(path.utf8))
-        let reply = try call(op: PD_OPEN.code, handle: 0, body: w.bytes)
+        let reply = try call(op: PD_OPEN.code, handle: 0, body: w)
         let (result, rest) = try Self.result(reply)
         var reader = BodyReader(Array(rest))
         let st = try reader.read(pd_stat.self)
@@ -98,7 +98,7 @@ public final class ParadiceClient: @unchecked Sendable {
     // MARK: requests
 
     /// Sends a request and waits for its reply (PD_REPLY or PD_NEED).
-    func call(op: UInt16, flags: UInt16 = 0, handle: UInt32, body: [UInt8]) throws -> Frame {
+    func call(op: UInt16, flags: UInt16 = 0, handle: UInt32, body: consuming BodyWriter) throws -> Frame {
         pthread_mutex_lock(&mutex)
         if let failure { pthread_mutex_unlock(&mutex); throw failure }
         let id = nextRequest
@@ -107,7 +107,7 @@ public final class ParadiceClient: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
 
         do {
-            try socket.send(Frame(op: op, flags: flags, request: id, handle: handle, body: body))
+            try socket.sendRaw(body.frame(op: op, flags: flags, request: id, handle: handle))
         } catch {
             fail(Errno.io)
             throw Errno.io
@@ -116,7 +116,7 @@ public final class ParadiceClient: @unchecked Sendable {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         while true {
-            if let reply = arrived.removeValue(forKey: id) { return reply }
+            if !arrived.isEmpty, let reply = arrived.removeValue(forKey: id) { return reply }
             if let failure { throw failure }
             if reading {
                 pthread_cond_wait(&condition, &mutex)
@@ -167,22 +167,28 @@ public final class ParadiceClient: @unchecked Sendable {
 
     /// The result of a PD_REPLY, or its errno thrown; and the op-specific data after it.
     static func result(_ frame: Frame) throws -> (Int64, ArraySlice<UInt8>) {
+        var (result, reader) = try resultReader(frame)
+        return (result, reader.readRest())
+    }
+
+    /// The result of a PD_REPLY, and a reader at the op-specific data after it.
+    static func resultReader(_ frame: Frame) throws -> (Int64, BodyReader) {
         guard frame.op == PD_REPLY.code else { throw Errno(EPROTO) }
         var reader = BodyReader(frame.body)
         let reply = try reader.read(pd_reply.self)
         if reply.error != 0 { throw Errno(reply.error) }
-        return (reply.result, reader.readRest())
+        return (reply.result, reader)
     }
 
-    func cachedArgumentSize(_ command: UInt32) -> Int? {
+    func argumentShape(_ command: UInt32) -> [(offset: UInt64, length: Int)]? {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        return argumentSizes[command]
+        return argumentShapes.isEmpty ? nil : argumentShapes[command]
     }
 
-    func rememberArgumentSize(_ command: UInt32, _ size: Int) {
+    func rememberArgumentShape(_ command: UInt32, _ shape: [(offset: UInt64, length: Int)]) {
         pthread_mutex_lock(&mutex)
-        argumentSizes[command] = size
+        argumentShapes[command] = shape
         pthread_mutex_unlock(&mutex)
     }
 }

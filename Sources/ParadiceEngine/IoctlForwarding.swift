@@ -45,7 +45,7 @@ extension Session {
         let memory = CollectingMemory(gathered)
         let call: PlannedCall
         do {
-            call = try backend.planner.plan(command: request.command, argument: request.argument, className: specClass.name,
+            call = try backend.planner.plan(command: request.command, argument: request.argument, specClass: specClass,
                                             memory: memory, variables: file.state)
         } catch let error as PlanError {
             if !memory.missing.isEmpty { return need(frame.request, memory.missing, slots: [], argumentFD: false) }
@@ -80,11 +80,16 @@ extension Session {
                          flags: argumentFD ? PD_NEED_ARGUMENT_FD : 0, reserved: 0))
         for r in regions { w.append(pd_region(address: r.address, length: UInt32(r.length), reserved: 0)) }
         for s in slots { w.append(s) }
-        send(Frame(op: PD_NEED.code, request: request, body: w.bytes))
+        send(w.frame(op: PD_NEED.code, request: request))
     }
 
     private func execute(_ call: PlannedCall, on file: OpenFile, request: UInt32) {
         let plan = call.plan
+        if plan.regions.count <= 1 && plan.pointers.isEmpty && plan.descriptors.isEmpty && !call.hasCopyOutRules
+            && !plan.returnsDescriptor && file.state == nil
+        {
+            return executeBlock(call, on: file, request: request)
+        }
         let originals = call.buffers   // the guest's bytes, to restore its pointers and descriptor numbers
         let buffers = plan.regions.map { UnsafeMutableRawPointer.allocate(byteCount: max($0.length, 1), alignment: 16) }
         defer { buffers.forEach { $0.deallocate() } }
@@ -132,9 +137,9 @@ extension Session {
             for (i, region) in plan.regions.enumerated() where !(region.direction.reads && region.direction.writes) { lengths[i] = 0 }
         }
         var newSlots: [pd_slot] = []
-        var output = BodyWriter(capacity: 64 + lengths.reduce(0, +))
         var regionCount: UInt32 = 0
-        var regionBytes = BodyWriter(capacity: lengths.reduce(0, +) + 16 * lengths.count)
+        var regionBytes = [UInt8]()
+        regionBytes.reserveCapacity(lengths.reduce(0, +) + 24 * lengths.count)
         for (i, region) in plan.regions.enumerated() where region.direction.writes && lengths[i] > 0 {
             // The guest sees its own pointers and descriptor numbers where it wrote them.
             var bytes = call.buffers[i]
@@ -155,9 +160,10 @@ extension Session {
                     newSlots.append(pd_slot(address: region.address + UInt64(slot.offset), width: UInt32(slot.width), direction: 2))
                 }
             }
-            regionBytes.append(pd_region(address: region.address, length: UInt32(lengths[i]), reserved: 0))
-            regionBytes.append(bytes: bytes[0..<lengths[i]])
-            regionBytes.pad()
+            var header = pd_region(address: region.address, length: UInt32(lengths[i]), reserved: 0)
+            withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
+            regionBytes.append(contentsOf: bytes[0..<lengths[i]])
+            while regionBytes.count % 8 != 0 { regionBytes.append(0) }
             regionCount += 1
         }
         var result = Int64(r)
@@ -168,11 +174,46 @@ extension Session {
             result = Int64(register(created))
             flags |= PD_DONE_RESULT_HANDLE
         }
+        var output = BodyWriter(capacity: 32 + regionBytes.count + 16 * newSlots.count)
         output.append(pd_reply(result: r < 0 ? -1 : result, error: r < 0 ? e : 0, reserved: 0))
         output.append(pd_ioctl_done(region_count: regionCount, slot_count: UInt32(newSlots.count), flags: flags, reserved: 0))
-        output.append(bytes: regionBytes.bytes)
+        output.append(bytes: regionBytes)
         for s in newSlots { output.append(s) }
-        send(Frame(op: PD_REPLY.code, request: request, body: output.bytes))
+        send(output.frame(op: PD_REPLY.code, request: request))
+    }
+}
+
+extension Session {
+    /// The common case — no argument, a value, or one block with nothing inside to rewrite — on a stack buffer.
+    fileprivate func executeBlock(_ call: PlannedCall, on file: OpenFile, request: UInt32) {
+        let plan = call.plan
+        let region = plan.regions.first
+        let length = region?.length ?? 0
+        withUnsafeTemporaryAllocation(byteCount: max(length, 1), alignment: 16) { buffer in
+            if let region, region.gathered {
+                call.buffers[0].withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) }
+            } else {
+                buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            var argument: UInt = 0
+            switch plan.argument {
+            case .region: argument = UInt(bitPattern: buffer.baseAddress)
+            case .value(let v): argument = UInt(v)
+            default: argument = 0
+            }
+            let (r, e) = retrying { paradice_ioctl(file.fd, UInt(plan.command), argument) }
+            // Written back: the block on success; on failure only what the guest sent both ways.
+            let back = region.map { $0.direction.writes && (r >= 0 || $0.direction.reads) } ?? false
+            var output = BodyWriter(capacity: 56 + length)
+            output.append(pd_reply(result: r < 0 ? -1 : Int64(r), error: r < 0 ? e : 0, reserved: 0))
+            output.append(pd_ioctl_done(region_count: back ? 1 : 0, slot_count: 0, flags: 0, reserved: 0))
+            if back, let region {
+                output.append(pd_region(address: region.address, length: UInt32(length), reserved: 0))
+                output.append(UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
+                output.pad()
+            }
+            send(output.frame(op: PD_REPLY.code, request: request))
+        }
     }
 }
 

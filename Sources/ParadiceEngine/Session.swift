@@ -17,8 +17,9 @@ final class Session: @unchecked Sendable {
     var logger: Logger
 
     let lock = Lock()
-    private var handles: [UInt32: OpenFile] = [:]
-    private var nextHandle: UInt32 = 1
+    /// Handle n is slot n; 0 is never a handle. Freed numbers are reused lowest first, like fds.
+    private var handles: [OpenFile?] = [nil]
+    private var openCount = 0
     private var workers: [UInt64: pthread_t] = [:]
     private var nextWorker: UInt64 = 0
     private(set) var cancelled = false
@@ -66,8 +67,9 @@ final class Session: @unchecked Sendable {
             usleep(1000)
         }
         let count = lock.withLock { () -> Int in
-            let n = handles.count
-            handles.removeAll()
+            let n = openCount
+            handles = [nil]
+            openCount = 0
             return n
         }
         socket.close()
@@ -108,19 +110,31 @@ final class Session: @unchecked Sendable {
 
     // MARK: handles
 
-    func file(_ handle: UInt32) -> OpenFile? { lock.withLock { handles[handle] } }
+    func file(_ handle: UInt32) -> OpenFile? {
+        lock.withLock { Int(handle) < handles.count ? handles[Int(handle)] : nil }
+    }
 
     func register(_ file: OpenFile) -> UInt32 {
         lock.withLock {
-            let h = nextHandle
-            nextHandle &+= 1
-            if nextHandle == 0 { nextHandle = 1 }
-            handles[h] = file
-            return h
+            openCount += 1
+            if let free = handles.indices.dropFirst().first(where: { handles[$0] == nil }) {
+                handles[free] = file
+                return UInt32(free)
+            }
+            handles.append(file)
+            return UInt32(handles.count - 1)
         }
     }
 
-    func handle(of fd: Int32) -> UInt32? { lock.withLock { handles.first { $0.value.fd == fd }?.key } }
+    /// Takes a handle out of the table; the descriptor closes when no call still uses it.
+    func unregister(_ handle: UInt32) -> OpenFile? {
+        lock.withLock {
+            guard Int(handle) < handles.count, let file = handles[Int(handle)] else { return nil }
+            handles[Int(handle)] = nil
+            openCount -= 1
+            return file
+        }
+    }
 
     // MARK: replies
 
@@ -128,13 +142,18 @@ final class Session: @unchecked Sendable {
         var w = BodyWriter(capacity: MemoryLayout<pd_reply>.size + data.count)
         w.append(pd_reply(result: error == 0 ? result : -1, error: error, reserved: 0))
         w.append(bytes: data)
-        send(Frame(op: op, request: request, body: w.bytes))
+        send(w.frame(op: op, request: request))
     }
 
     func fail(_ request: UInt32, _ error: Int32) { reply(request, result: -1, error: error) }
 
     func send(_ frame: Frame) {
-        do { try socket.send(frame) } catch { socket.shutdownBoth() }
+        send(frame.encoded())
+    }
+
+    /// Sends an encoded frame; a guest that cannot take it is disconnected.
+    func send(_ encoded: [UInt8]) {
+        do { try socket.sendRaw(encoded) } catch { socket.shutdownBoth() }
     }
 
     /// Runs an operation that may sleep in the driver on its own thread, so that this guest's other
@@ -226,8 +245,7 @@ final class Session: @unchecked Sendable {
     }
 
     private func close(_ frame: Frame) {
-        let removed = lock.withLock { handles.removeValue(forKey: frame.handle) }
-        guard removed != nil else { return fail(frame.request, EBADF) }
+        guard unregister(frame.handle) != nil else { return fail(frame.request, EBADF) }
         watcher.forget(frame.handle)
         reply(frame.request, result: 0)
     }

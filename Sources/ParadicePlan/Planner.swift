@@ -17,6 +17,12 @@ public struct Planner: Sendable {
         return try plan(match, command: command, argument: argument, memory: memory, variables: variables)
     }
 
+    public func plan(command: UInt32, argument: UInt64, specClass: SpecClass,
+                     memory: some GuestMemory, variables: (any PlanVariables)? = nil) throws -> PlannedCall {
+        guard let match = specs.match(command: command, in: specClass) else { throw PlanError.unknownCommand(command) }
+        return try plan(match, command: command, argument: argument, memory: memory, variables: variables)
+    }
+
     public func plan(_ match: SpecSet.Match, command: UInt32, argument: UInt64,
                      memory: some GuestMemory, variables: (any PlanVariables)? = nil) throws -> PlannedCall {
         let ioctl = match.ioctl
@@ -24,6 +30,18 @@ public struct Planner: Sendable {
             throw PlanError.rejected(errno: 1, message: "\(ioctl.name) is not forwarded: \(reason)")   // EPERM
         }
         let call = PlannedCall(specs: specs, command: command, ioctl: ioctl, variables: variables)
+        if case .pointer(let p) = ioctl.argument, p.isPlain, argument != 0 {
+            // One fixed block: no walk, no frames.
+            let size = p.pointee.size
+            guard size <= (ioctl.maxBytes ?? limits.bytesPerCall) else {
+                throw PlanError.rejected(errno: 22, message: "\(ioctl.name): \(size) bytes, over the cap")
+            }
+            let region = MemoryPlan.Region(address: argument, length: size, direction: p.direction)
+            call.plan.regions = [region]
+            call.buffers = [p.direction.reads && size > 0 ? try memory.read(address: argument, count: size) : [UInt8](repeating: 0, count: size)]
+            call.plan.argument = .region(0)
+            return call
+        }
         let builder = PlanBuilder(call: call, memory: memory, limits: limits, maxBytes: ioctl.maxBytes ?? limits.bytesPerCall)
         let root = Frame(record: nil, region: -1, offset: 0, parent: nil, parameters: match.parameters)
         switch ioctl.argument {
@@ -64,6 +82,9 @@ public final class PlannedCall: @unchecked Sendable {
         var countAfter: Expr
         var frame: Frame
     }
+
+    /// Some region copies back fewer bytes than it holds, depending on what the driver answers.
+    public var hasCopyOutRules: Bool { !copyOutRules.isEmpty }
 
     init(specs: SpecSet, command: UInt32, ioctl: Ioctl, variables: (any PlanVariables)?) {
         self.specs = specs

@@ -13,6 +13,7 @@ struct Lexer {
         self.file = file
     }
 
+    private static let singlePuncts = Set("{}()<>[],;=+-*/%&|^~!:.".utf8)
     private static let twoCharPuncts: Set<String> = ["==", "!=", "<=", ">=", "<<", ">>", "&&", "||", "->", ".."]
 
     mutating func tokenize() -> [Token] {
@@ -77,7 +78,7 @@ struct Lexer {
             }
         }
         let single = String(decoding: [c], as: UTF8.self)
-        if "{}()<>[],;=+-*/%&|^~!:.".contains(single) {
+        if Self.singlePuncts.contains(c) {
             index += 1
             if single == "(" || single == "[" { nesting += 1 }
             if (single == ")" || single == "]") && nesting > 0 { nesting -= 1 }

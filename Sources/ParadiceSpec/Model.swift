@@ -110,6 +110,9 @@ public final class PointerType: @unchecked Sendable, CustomStringConvertible {
         self.location = location
     }
 
+    /// One fixed-size block with nothing inside to follow or check: the common case, planned without a walk.
+    public private(set) lazy var isPlain: Bool = length == nil && !pointee.needsVisit && !pointee.containsReferences
+
     public var description: String {
         let target = length.map { "\(pointee)[\($0)]" } ?? pointee.description
         return "\(wide ? "ptr64" : "ptr")<\(direction.rawValue), \(target)>"
@@ -273,6 +276,9 @@ public final class SpecClass: @unchecked Sendable {
     public internal(set) var records: [Record] = []
     public let file: String
     public let location: SourceLocation
+    /// Command number → ioctl, for the ioctls without parameters.
+    var exactCommands: [UInt32: Ioctl] = [:]
+    var families: [Ioctl] = []
 
     init(name: String, devices: [String], plugin: String?, file: String, location: SourceLocation) {
         self.name = name

@@ -20,8 +20,6 @@ public final class SpecSet: @unchecked Sendable {
     private var aliasesInProgress: Set<String> = []
     private var declaredAt: [String: SourceLocation] = [:]
     private var knownFieldNames: Set<String> = []
-    private var exactCommands: [String: [UInt32: Ioctl]] = [:]
-    private var families: [String: [Ioctl]] = [:]
 
     public static let builtinConstants: [String: Int64] = [
         "_IOC_NONE": 0, "_IOC_WRITE": 1, "_IOC_READ": 2,
@@ -604,8 +602,8 @@ public final class SpecSet: @unchecked Sendable {
                 }
                 exact[number] = ioctl
             }
-            exactCommands[c.name] = exact
-            families[c.name] = fams
+            c.exactCommands = exact
+            c.families = fams
         }
     }
 
@@ -618,8 +616,13 @@ public final class SpecSet: @unchecked Sendable {
 
     /// The ioctl of a class that an incoming command number denotes, with its family parameters.
     public func match(command: UInt32, inClass className: String) -> Match? {
-        if let ioctl = exactCommands[className]?[command] { return Match(ioctl: ioctl, parameters: [:]) }
-        for ioctl in families[className] ?? [] {
+        guard let c = specClass(named: className) else { return nil }
+        return match(command: command, in: c)
+    }
+
+    public func match(command: UInt32, in specClass: SpecClass) -> Match? {
+        if let ioctl = specClass.exactCommands[command] { return Match(ioctl: ioctl, parameters: [:]) }
+        for ioctl in specClass.families {
             if let p = solve(ioctl, command) { return Match(ioctl: ioctl, parameters: p) }
         }
         return nil

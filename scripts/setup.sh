@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
-# Installs Paradice and runs its main job: compile every spec and prove it against the installed headers.
+# Installs Paradice and runs its main job: prove every spec against the installed headers, then serve
+# this machine's device files to a guest and show one forwarded call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 echo "building paradice (release)…"
 swift build -c release --product paradice 2>&1 | tail -1
+swift build -c release --product paradice-backend 2>&1 | tail -1
 install -D -m 0755 .build/release/paradice /usr/local/bin/paradice
+install -D -m 0755 .build/release/paradice-backend /usr/local/bin/paradice-backend
 mkdir -p /usr/local/share/paradice
 rm -rf /usr/local/share/paradice/Specs && cp -r Specs /usr/local/share/paradice/Specs
-echo "installed /usr/local/bin/paradice with specs in /usr/local/share/paradice/Specs"
-paradice spec list --specs /usr/local/share/paradice/Specs
-paradice spec verify --specs /usr/local/share/paradice/Specs
+echo "installed /usr/local/bin/paradice and paradice-backend, specs in /usr/local/share/paradice/Specs"
+export PARADICE_SPECS=/usr/local/share/paradice/Specs
+paradice spec list
+paradice spec verify
+
+echo
+echo "== a backend serving this machine's ptys, kvm and loop devices on unix:/run/paradice.sock"
+paradice-backend --listen unix:/run/paradice.sock --device /dev/ptmx --device '/dev/pts/*' \
+  --device /dev/kvm --device /dev/loop-control --log-level warning &
+backend=$!
+trap 'kill $backend 2>/dev/null' EXIT
+for _ in $(seq 50); do [ -S /run/paradice.sock ] && break; sleep 0.1; done
+paradice devices --backend unix:/run/paradice.sock
+echo "== forwarded vs native, measured now:"
+paradice bench --iterations 5000 --bulk-bytes 8388608

@@ -78,7 +78,7 @@ struct Bench: ParsableCommand {
         }
 
         for (name, backendURL, echoURL) in [("unix", backend.endpoints[0], echo.endpoints[0]), ("tcp", backend.endpoints[1], echo.endpoints[1])] {
-            print("")
+
             let socket = try FrameSocket.connect(Endpoint(echoURL))
             let probe = Frame(op: PD_IOCTL.code, request: 1, handle: 1, body: [UInt8](repeating: 0, count: 40))
             let raw = measure(iterations) {
@@ -105,7 +105,7 @@ struct Bench: ParsableCommand {
             try? master.close()
         }
 
-        print("")
+
         for chunk in [4096, 65536, 1 << 20] {
             let nativeRate = try nativePtyThroughput(chunk: chunk)
             let client = try ParadiceClient.connect(backend.endpoints[0], name: "bench")

@@ -80,6 +80,14 @@ public final class RemoteFile: @unchecked Sendable {
         _ = try ParadiceClient.result(client.call(op: PD_WATCH.code, handle: handle, body: w))
     }
 
+    /// O_ASYNC: while on, the backend pushes an event (to `client.onEvent`) each time the file becomes
+    /// ready after it was used; a frontend raises SIGIO from it.
+    public func setAsync(_ on: Bool) throws {
+        var w = BodyWriter()
+        w.append(pd_flags(flags: on ? 1 : 0, reserved: 0))
+        _ = try ParadiceClient.result(client.call(op: PD_FASYNC.code, handle: handle, body: w))
+    }
+
     public func seek(_ offset: Int64, whence: Int32 = SEEK_SET) throws -> Int64 {
         var w = BodyWriter()
         w.append(pd_llseek(offset: offset, whence: whence, reserved: 0))

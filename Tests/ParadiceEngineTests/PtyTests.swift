@@ -104,6 +104,40 @@ struct PtyTests {
         #expect((events.first?.1 ?? 0) & Int16(POLLIN) != 0)
     }
 
+    @Test func fasyncPushesAnEventEachTimeTheFileBecomesReady() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let client = try backend.connect()
+        let pty = try ForwardedPty(client)
+        defer { pty.closeSlave() }
+        let events = EventLog()
+        client.onEvent = { handle, revents in events.add(handle, revents) }
+        try pty.master.setAsync(true)
+        #expect(write(pty.slave, "a", 1) == 1)
+        let deadline = Date().addingTimeInterval(3)
+        while events.count == 0 && Date() < deadline { _ = try pty.master.poll(events: Int16(POLLPRI), timeout: 20) }
+        #expect(events.count >= 1)
+        _ = try pty.master.read(count: 8)   // using the file re-arms it
+        #expect(write(pty.slave, "b", 1) == 1)
+        let again = Date().addingTimeInterval(3)
+        while events.count < 2 && Date() < again { _ = try pty.master.poll(events: Int16(POLLPRI), timeout: 20) }
+        #expect(events.count >= 2)
+        try pty.master.setAsync(false)
+    }
+
+    @Test func seekSyncAndPositionalIoGiveTheDriversErrno() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let client = try backend.connect()
+        let pty = try ForwardedPty(client)
+        defer { pty.closeSlave() }
+        #expect(throws: Errno(ESPIPE)) { try pty.master.seek(0) }
+        #expect(throws: Errno(ESPIPE)) { try pty.master.pread(count: 4, offset: 0) }
+        #expect(throws: Errno(ESPIPE)) { try pty.master.pwrite([1], offset: 0) }
+        #expect(throws: Errno(EINVAL)) { try pty.master.fsync() }
+        // O_NONBLOCK set through F_SETFL: an empty read is EAGAIN, not a wait.
+        try pty.master.setFlags(O_NONBLOCK)
+        #expect(throws: Errno(EAGAIN)) { try pty.master.read(count: 4) }
+    }
+
     @Test func unexportedPathsAndUnknownIoctls() throws {
         let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
         let client = try backend.connect()
@@ -136,4 +170,5 @@ final class EventLog: @unchecked Sendable {
     func add(_ h: UInt32, _ r: Int16) { lock.lock(); entries.append((h, r)); lock.unlock() }
     var isEmpty: Bool { lock.lock(); defer { lock.unlock() }; return entries.isEmpty }
     var first: (UInt32, Int16)? { lock.lock(); defer { lock.unlock() }; return entries.first }
+    var count: Int { lock.lock(); defer { lock.unlock() }; return entries.count }
 }

@@ -4,7 +4,7 @@ import Glibc
 
 /// Starts a detached thread running `body`.
 @discardableResult
-func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+public func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
     final class Box: @unchecked Sendable { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
     let box = Unmanaged.passRetained(Box(body)).toOpaque()
     var thread = pthread_t()

@@ -5,9 +5,9 @@ import ParadiceTransport
 enum EchoServer {
     static func run(_ listeners: [Listener]) -> Never {
         for listener in listeners {
-            startDetached {
+            startThread {
                 while let socket = try? listener.accept() {
-                    startDetached {
+                    startThread {
                         while let frame = try? socket.receive() {
                             if (try? socket.send(frame)) == nil { break }
                         }
@@ -23,14 +23,4 @@ enum EchoServer {
 #if canImport(Glibc)
 import Glibc
 #endif
-
-func startDetached(_ body: @escaping @Sendable () -> Void) {
-    final class Box: @unchecked Sendable { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
-    var thread = pthread_t()
-    let box = Unmanaged.passRetained(Box(body)).toOpaque()
-    pthread_create(&thread, nil, { raw in
-        (Unmanaged<AnyObject>.fromOpaque(raw!).takeRetainedValue() as! Box).body()
-        return nil
-    }, box)
-    pthread_detach(thread)
-}
+import ParadiceEngine

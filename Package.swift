@@ -11,6 +11,8 @@ let package = Package(
         .executable(name: "paradice", targets: ["paradice"]),
         .executable(name: "paradice-backend", targets: ["paradice-backend"]),
         .library(name: "ParadiceClient", targets: ["ParadiceClient"]),
+        // LD_PRELOAD frontend for unmodified programs (C only: no Swift runtime in the program).
+        .library(name: "ParadicePreload", type: .dynamic, targets: ["ParadicePreload"]),
         .library(name: "ParadiceSpec", targets: ["ParadiceSpec"]),
         .library(name: "ParadicePlan", targets: ["ParadicePlan"]),
     ],
@@ -38,6 +40,9 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: hotPath
         ),
+        // The preload frontend: class-agnostic, it executes the plans the backend sends.
+        .target(name: "ParadicePreload", dependencies: ["CParadice"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread"),
+                                 .unsafeFlags(["-nostartfiles", "-static-stdlib", "-Xlinker", "--as-needed"])]),
         // The client library (frontend side): remote files that behave like local ones.
         .target(name: "ParadiceClient", dependencies: ["ParadicePlan", "ParadiceWire", "ParadiceTransport", "CParadice"],
                 swiftSettings: hotPath),

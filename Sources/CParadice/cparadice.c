@@ -41,3 +41,4 @@ int paradice_peer_credentials(int fd, int *pid, unsigned int *uid) {
 
 int paradice_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 int paradice_o_direct(void) { return O_DIRECT; }
+int paradice_o_path(void) { return O_PATH; }

@@ -223,6 +223,7 @@ final class Session: @unchecked Sendable {
         }
         // The guest's own flags, minus what only makes sense in the guest's process.
         let allowed = O_ACCMODE | O_NONBLOCK | O_APPEND | O_SYNC | O_DSYNC | O_NOCTTY | O_EXCL | paradice_o_direct()
+            | paradice_o_path()   // stat on a forwarded path: no open side effects
         let flags = (request.flags & Int32(allowed)) | O_CLOEXEC | O_NOCTTY
         let fd = Glibc.open(path, flags, mode_t(request.mode))
         guard fd >= 0 else { return fail(frame.request, errno) }

@@ -20,6 +20,7 @@ int paradice_peer_credentials(int fd, int *pid, unsigned int *uid);
 
 /// eventfd(0, EFD_CLOEXEC): a wake-up channel for poll loops.
 int paradice_eventfd(void);
-/// O_DIRECT, which glibc hides without _GNU_SOURCE.
+/// O_DIRECT and O_PATH, which glibc hides without _GNU_SOURCE.
 int paradice_o_direct(void);
+int paradice_o_path(void);
 #endif

@@ -1,0 +1,268 @@
+/* Which local descriptors stand for forwarded files, and the operations on those files. Each forwarded
+ * file is held locally by an eventfd placeholder: a real descriptor number, closed by close/exec like any
+ * other, so the program's descriptor bookkeeping stays true. */
+#include "shim.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define MAX_FDS 65536
+static struct pd_file *table[MAX_FDS];
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct pd_file *pd_lookup(int fd) {
+    if (fd < 0 || fd >= MAX_FDS) return NULL;
+    pthread_mutex_lock(&table_lock);
+    struct pd_file *f = table[fd];
+    pthread_mutex_unlock(&table_lock);
+    return f;
+}
+
+void pd_bind(int fd, struct pd_file *f) {
+    if (fd < 0 || fd >= MAX_FDS) return;
+    pthread_mutex_lock(&table_lock);
+    struct pd_file *old = table[fd];
+    table[fd] = f;
+    f->refs++;
+    pthread_mutex_unlock(&table_lock);
+    if (old) {
+        /* dup2 over a forwarded descriptor drops that one. */
+        pthread_mutex_lock(&table_lock);
+        int last = --old->refs == 0;
+        pthread_mutex_unlock(&table_lock);
+        if (last) {
+            if (old->owner == getpid()) {
+                struct pd_buffer b;
+                pd_buffer_init(&b, 0);
+                struct pd_frame reply = { 0 };
+                if (pd_call(PD_CLOSE, 0, old->handle, &b, &reply) == 0) pd_frame_free(&reply);
+                pd_buffer_free(&b);
+            }
+            free(old);
+        }
+    }
+}
+
+int pd_install(struct pd_file *f, int cloexec) {
+    int fd = eventfd(0, EFD_NONBLOCK | (cloexec ? EFD_CLOEXEC : 0));
+    if (fd < 0) return -1;
+    if (fd >= MAX_FDS) { pd_real.close(fd); errno = EMFILE; return -1; }
+    pd_bind(fd, f);
+    return fd;
+}
+
+int pd_adopt_handle(uint32_t handle, int flags) {
+    struct pd_file *f = calloc(1, sizeof *f);
+    f->handle = handle;
+    f->flags = flags;
+    f->owner = getpid();
+    int fd = pd_install(f, 0);
+    if (fd < 0) free(f);
+    return fd;
+}
+
+int pd_release(int fd) {
+    if (fd < 0 || fd >= MAX_FDS) return 0;
+    pthread_mutex_lock(&table_lock);
+    struct pd_file *f = table[fd];
+    if (!f) { pthread_mutex_unlock(&table_lock); return 0; }
+    table[fd] = NULL;
+    int last = --f->refs == 0;
+    pthread_mutex_unlock(&table_lock);
+    int r = 0;
+    if (last) {
+        if (f->owner == getpid()) {
+            struct pd_buffer b;
+            pd_buffer_init(&b, 0);
+            struct pd_frame reply = { 0 };
+            if (pd_call(PD_CLOSE, 0, f->handle, &b, &reply) == 0) {
+                if (pd_reply_result(&reply, NULL, NULL) < 0) r = -1;
+                pd_frame_free(&reply);
+            }
+            pd_buffer_free(&b);
+        }
+        free(f);
+    }
+    return r;
+}
+
+int pd_handle_for_fd(int fd, uint32_t *handle) {
+    struct pd_file *f = pd_lookup(fd);
+    if (!f) return -1;
+    *handle = f->handle;
+    return 0;
+}
+
+/* PARADICE_MAP="guest=backend:…" renames; PARADICE_FORWARD="pattern:…" says what goes to the backend. */
+int pd_forwarded_path(const char *path, char *backend_path, size_t size) {
+    if (!path || path[0] != '/') return 0;
+    const char *mapped = path;
+    const char *map = getenv("PARADICE_MAP");
+    char pair[512];
+    static __thread char target[512];
+    while (map && *map) {
+        const char *end = strchr(map, ':');
+        size_t n = end ? (size_t)(end - map) : strlen(map);
+        if (n < sizeof pair) {
+            memcpy(pair, map, n);
+            pair[n] = 0;
+            char *eq = strchr(pair, '=');
+            if (eq) {
+                *eq = 0;
+                if (strcmp(pair, path) == 0) {
+                    snprintf(target, sizeof target, "%s", eq + 1);
+                    mapped = target;
+                    break;
+                }
+            }
+        }
+        map = end ? end + 1 : NULL;
+    }
+    const char *forward = getenv("PARADICE_FORWARD");
+    int yes = mapped != path;
+    char pattern[512];
+    while (!yes && forward && *forward) {
+        const char *end = strchr(forward, ':');
+        size_t n = end ? (size_t)(end - forward) : strlen(forward);
+        if (n < sizeof pattern) {
+            memcpy(pattern, forward, n);
+            pattern[n] = 0;
+            if (fnmatch(pattern, mapped, FNM_PATHNAME) == 0) yes = 1;
+        }
+        forward = end ? end + 1 : NULL;
+    }
+    if (yes) snprintf(backend_path, size, "%s", mapped);
+    return yes;
+}
+
+int pd_open(const char *path, int flags, mode_t mode) {
+    struct pd_buffer b;
+    pd_buffer_init(&b, 16 + strlen(path));
+    struct pd_open o = { flags, mode };
+    pd_buffer_append(&b, &o, sizeof o);
+    pd_buffer_append(&b, path, strlen(path));
+    struct pd_frame reply = { 0 };
+    int r = pd_call(PD_OPEN, 0, 0, &b, &reply);
+    pd_buffer_free(&b);
+    if (r != 0) return -1;
+    const uint8_t *data;
+    size_t length;
+    int64_t handle = pd_reply_result(&reply, &data, &length);
+    if (handle < 0) { int e = errno; pd_frame_free(&reply); errno = e; return -1; }
+    struct pd_file *f = calloc(1, sizeof *f);
+    f->handle = (uint32_t)handle;
+    f->flags = flags & (O_ACCMODE | O_NONBLOCK | O_APPEND);
+    f->owner = getpid();
+    if (length >= sizeof(struct pd_stat)) {
+        struct pd_stat st;
+        memcpy(&st, data, sizeof st);
+        f->mode = st.mode;
+        f->rdev = st.rdev;
+    }
+    pd_frame_free(&reply);
+    int fd = pd_install(f, flags & O_CLOEXEC);
+    if (fd < 0) { int e = errno; f->refs = 1; f->owner = getpid(); pd_release(-1); free(f); errno = e; }
+    return fd;
+}
+
+/* A file inherited across fork belongs to the parent's session: it fails cleanly in the child. */
+static int usable(struct pd_file *f) {
+    if (f->owner != getpid()) { errno = EIO; return 0; }
+    return 1;
+}
+
+ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, off_t offset) {
+    if (!usable(f)) return -1;
+    struct pd_buffer b;
+    pd_buffer_init(&b, sizeof(struct pd_io));
+    struct pd_io io = { count, offset };
+    pd_buffer_append(&b, &io, sizeof io);
+    struct pd_frame reply = { 0 };
+    int r = pd_call(positional ? PD_PREAD : PD_READ, 0, f->handle, &b, &reply);
+    pd_buffer_free(&b);
+    if (r != 0) return -1;
+    const uint8_t *data;
+    size_t length;
+    int64_t n = pd_reply_result(&reply, &data, &length);
+    if (n > 0) memcpy(buffer, data, (size_t)n <= length ? (size_t)n : length);
+    int e = errno;
+    pd_frame_free(&reply);
+    errno = e;
+    return n;
+}
+
+ssize_t pd_write(struct pd_file *f, const void *buffer, size_t count, int positional, off_t offset) {
+    if (!usable(f)) return -1;
+    struct pd_buffer b;
+    pd_buffer_init(&b, sizeof(struct pd_io) + count);
+    struct pd_io io = { count, offset };
+    pd_buffer_append(&b, &io, sizeof io);
+    pd_buffer_append(&b, buffer, count);
+    struct pd_frame reply = { 0 };
+    int r = pd_call(positional ? PD_PWRITE : PD_WRITE, 0, f->handle, &b, &reply);
+    pd_buffer_free(&b);
+    if (r != 0) return -1;
+    int64_t n = pd_reply_result(&reply, NULL, NULL);
+    int e = errno;
+    pd_frame_free(&reply);
+    errno = e;
+    return n;
+}
+
+static int64_t simple(struct pd_file *f, uint16_t op, const void *body, size_t length, uint8_t *out, size_t outLength) {
+    if (!usable(f)) return -1;
+    struct pd_buffer b;
+    pd_buffer_init(&b, length);
+    if (length) pd_buffer_append(&b, body, length);
+    struct pd_frame reply = { 0 };
+    int r = pd_call(op, 0, f->handle, &b, &reply);
+    pd_buffer_free(&b);
+    if (r != 0) return -1;
+    const uint8_t *data;
+    size_t n;
+    int64_t result = pd_reply_result(&reply, &data, &n);
+    if (result >= 0 && out) memcpy(out, data, n < outLength ? n : outLength);
+    int e = errno;
+    pd_frame_free(&reply);
+    errno = e;
+    return result;
+}
+
+int pd_poll_one(struct pd_file *f, short events, int timeout_ms, short *revents) {
+    struct pd_poll p = { events, timeout_ms };
+    int64_t r = simple(f, PD_POLL, &p, sizeof p, NULL, 0);
+    if (r < 0) return -1;
+    *revents = (short)r;
+    return r != 0;
+}
+
+off_t pd_lseek(struct pd_file *f, off_t offset, int whence) {
+    struct pd_llseek l = { offset, whence, 0 };
+    return (off_t)simple(f, PD_LLSEEK, &l, sizeof l, NULL, 0);
+}
+
+int pd_setfl(struct pd_file *f, int flags) {
+    struct pd_flags p = { flags, 0 };
+    if (simple(f, PD_SETFL, &p, sizeof p, NULL, 0) < 0) return -1;
+    f->flags = (f->flags & ~(O_NONBLOCK | O_APPEND)) | (flags & (O_NONBLOCK | O_APPEND));
+    return 0;
+}
+
+int pd_fstat(struct pd_file *f, struct stat *st) {
+    struct pd_stat remote;
+    if (simple(f, PD_FSTAT, NULL, 0, (uint8_t *)&remote, sizeof remote) < 0) return -1;
+    memset(st, 0, sizeof *st);
+    st->st_mode = remote.mode;
+    st->st_rdev = remote.rdev;
+    st->st_size = (off_t)remote.size;
+    st->st_nlink = 1;
+    st->st_blksize = 4096;
+    st->st_uid = getuid();
+    st->st_gid = getgid();
+    return 0;
+}

@@ -1,0 +1,209 @@
+/* ioctl through the backend's memory plan: gather what PD_NEED names, translate descriptors in place,
+ * scatter what the reply returns. Nothing here knows a device class. */
+#include "shim.h"
+#include "cparadice.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+struct region {
+    uint64_t address;
+    uint32_t length;
+    uint8_t *bytes;
+};
+
+struct restore {
+    uint64_t address;
+    uint32_t width;
+    int64_t value;
+};
+
+/* Per command: the regions, relative to the argument, the backend asked for last time. */
+#define SHAPES 256
+#define SHAPE_PARTS 8
+static struct shape {
+    unsigned long command;
+    int parts;
+    uint64_t offset[SHAPE_PARTS];
+    uint32_t length[SHAPE_PARTS];
+} shapes[SHAPES];
+static pthread_mutex_t shapes_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int read_self(uint64_t address, void *into, size_t length) {
+    if (length == 0) return 0;
+    return paradice_read_process(getpid(), into, (unsigned long)address, length) == (ssize_t)length ? 0 : -1;
+}
+
+static int write_self(uint64_t address, const void *from, size_t length) {
+    if (length == 0) return 0;
+    return paradice_write_process(getpid(), from, (unsigned long)address, length) == (ssize_t)length ? 0 : -1;
+}
+
+static int add_region(struct region **regions, int *count, uint64_t address, uint32_t length) {
+    for (int i = 0; i < *count; i++)
+        if ((*regions)[i].address == address && (*regions)[i].length >= length) return 0;
+    uint8_t *bytes = malloc(length ? length : 1);
+    if (read_self(address, bytes, length) != 0) { free(bytes); errno = EFAULT; return -1; }
+    *regions = realloc(*regions, sizeof **regions * (*count + 1));
+    (*regions)[(*count)++] = (struct region){ address, length, bytes };
+    return 0;
+}
+
+static void free_regions(struct region *regions, int count) {
+    for (int i = 0; i < count; i++) free(regions[i].bytes);
+    free(regions);
+}
+
+static int64_t load(const uint8_t *p, uint32_t width) {
+    if (width == 8) { int64_t v; memcpy(&v, p, 8); return v; }
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static void store(uint8_t *p, uint32_t width, int64_t value) {
+    if (width == 8) { memcpy(p, &value, 8); return; }
+    int32_t v = (int32_t)value;
+    memcpy(p, &v, 4);
+}
+
+long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) {
+    if (f->owner != getpid()) { errno = EIO; return -1; }
+    struct region *regions = NULL;
+    int count = 0;
+    struct restore *restores = NULL;
+    int restoreCount = 0;
+    uint64_t sentArgument = argument;
+    int translated = 0;
+    struct shape asked = { command, 0 };
+
+    if (argument != 0) {
+        pthread_mutex_lock(&shapes_lock);
+        struct shape known = shapes[command % SHAPES];
+        pthread_mutex_unlock(&shapes_lock);
+        if (known.command == command)
+            for (int i = 0; i < known.parts; i++)
+                if (add_region(&regions, &count, argument + known.offset[i], known.length[i]) != 0) break;
+    }
+
+    long result = -1;
+    int error = EIO;
+    for (int round = 0; round < 64; round++) {
+        struct pd_buffer b;
+        size_t total = 0;
+        for (int i = 0; i < count; i++) total += sizeof(struct pd_region) + regions[i].length + 8;
+        pd_buffer_init(&b, sizeof(struct pd_ioctl) + total);
+        struct pd_ioctl request = { (uint32_t)command, (uint32_t)count, sentArgument };
+        pd_buffer_append(&b, &request, sizeof request);
+        for (int i = 0; i < count; i++) {
+            struct pd_region r = { regions[i].address, regions[i].length, 0 };
+            pd_buffer_append(&b, &r, sizeof r);
+            pd_buffer_append(&b, regions[i].bytes, regions[i].length);
+            pd_buffer_pad(&b);
+        }
+        struct pd_frame reply = { 0 };
+        int r = pd_call(PD_IOCTL, translated ? PD_IOCTL_TRANSLATED : 0, f->handle, &b, &reply);
+        pd_buffer_free(&b);
+        if (r != 0) { error = errno; break; }
+
+        if (reply.header.op == PD_NEED) {
+            struct pd_need need;
+            const uint8_t *p = reply.body;
+            if (reply.header.length < sizeof need) { pd_frame_free(&reply); error = EPROTO; break; }
+            memcpy(&need, p, sizeof need);
+            p += sizeof need;
+            int failed = 0;
+            for (uint32_t i = 0; i < need.region_count && !failed; i++) {
+                struct pd_region want;
+                memcpy(&want, p, sizeof want);
+                p += sizeof want;
+                if (want.address >= argument && want.address - argument < 65536 && asked.parts < SHAPE_PARTS) {
+                    asked.offset[asked.parts] = want.address - argument;
+                    asked.length[asked.parts++] = want.length;
+                }
+                if (add_region(&regions, &count, want.address, want.length) != 0) { failed = EFAULT; }
+            }
+            for (uint32_t i = 0; i < need.slot_count && !failed; i++) {
+                struct pd_slot slot;
+                memcpy(&slot, p, sizeof slot);
+                p += sizeof slot;
+                for (int k = 0; k < count; k++) {
+                    struct region *g = &regions[k];
+                    if (slot.address < g->address || slot.address + slot.width > g->address + g->length) continue;
+                    uint8_t *at = g->bytes + (slot.address - g->address);
+                    int64_t local = load(at, slot.width);
+                    /* Already a handle from an earlier round: the restore list knows the original. */
+                    int done = 0;
+                    for (int j = 0; j < restoreCount; j++) if (restores[j].address == slot.address) done = 1;
+                    if (done || local < 0) break;
+                    uint32_t handle;
+                    if (pd_handle_for_fd((int)local, &handle) != 0) { failed = EBADF; break; }
+                    store(at, slot.width, handle);
+                    restores = realloc(restores, sizeof *restores * (restoreCount + 1));
+                    restores[restoreCount++] = (struct restore){ slot.address, slot.width, local };
+                    break;
+                }
+            }
+            if (!failed && (need.flags & PD_NEED_ARGUMENT_FD) && sentArgument == argument) {
+                uint32_t handle;
+                if (pd_handle_for_fd((int)argument, &handle) != 0) failed = EBADF; else sentArgument = handle;
+            }
+            pd_frame_free(&reply);
+            if (failed) { error = failed; break; }
+            translated = 1;
+            continue;
+        }
+
+        /* The answer: scatter what came back (after a failure too: an error index, say), then the result. */
+        const uint8_t *data;
+        size_t length;
+        int64_t value = pd_reply_result(&reply, &data, &length);
+        int callError = value < 0 ? errno : 0;
+        if (reply.header.op != PD_REPLY) { pd_frame_free(&reply); error = EPROTO; break; }
+        if (length == 0 && value < 0) { pd_frame_free(&reply); error = callError; break; }
+        struct pd_ioctl_done done;
+        const uint8_t *p = data;
+        memcpy(&done, p, sizeof done);
+        p += sizeof done;
+        int faulted = 0;
+        for (uint32_t i = 0; i < done.region_count; i++) {
+            struct pd_region back;
+            memcpy(&back, p, sizeof back);
+            p += sizeof back;
+            if (write_self(back.address, p, back.length) != 0) faulted = 1;
+            p += (back.length + 7) / 8 * 8;
+        }
+        for (int j = 0; j < restoreCount; j++) {
+            uint8_t bytes[8];
+            store(bytes, restores[j].width, restores[j].value);
+            write_self(restores[j].address, bytes, restores[j].width);
+        }
+        for (uint32_t i = 0; i < done.slot_count; i++) {
+            struct pd_slot slot;
+            memcpy(&slot, p, sizeof slot);
+            p += sizeof slot;
+            uint8_t bytes[8];
+            if (read_self(slot.address, bytes, slot.width) != 0) continue;
+            int fd = pd_adopt_handle((uint32_t)load(bytes, slot.width), O_RDWR);
+            store(bytes, slot.width, fd);
+            write_self(slot.address, bytes, slot.width);
+        }
+        if (value >= 0 && (done.flags & PD_DONE_RESULT_HANDLE)) value = pd_adopt_handle((uint32_t)value, O_RDWR);
+        pd_frame_free(&reply);
+        if (faulted && value >= 0) { error = EFAULT; break; }
+        result = value;
+        error = callError;
+        if (asked.parts > 0) {
+            pthread_mutex_lock(&shapes_lock);
+            shapes[command % SHAPES] = asked;
+            pthread_mutex_unlock(&shapes_lock);
+        }
+        break;
+    }
+    free_regions(regions, count);
+    free(restores);
+    if (result < 0) errno = error;
+    return result;
+}

@@ -1,0 +1,87 @@
+/*
+ * The preload frontend's internals. It knows no device class: it forwards file operations on the paths
+ * the backend exports and, for ioctls, gathers and scatters exactly the guest memory the backend's plan
+ * names (PD_NEED / PD_REPLY regions).
+ */
+#ifndef PARADICE_SHIM_H
+#define PARADICE_SHIM_H
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include "paradice_wire.h"
+
+/* A frame received from the backend. */
+struct pd_frame {
+    struct pd_header header;
+    uint8_t *body;            /* malloc'ed, header.length bytes */
+};
+
+/* A growable byte buffer holding a frame being built; room for the header is kept in front. */
+struct pd_buffer {
+    uint8_t *data;
+    size_t length, capacity;
+};
+void pd_buffer_init(struct pd_buffer *b, size_t capacity);
+void pd_buffer_append(struct pd_buffer *b, const void *bytes, size_t n);
+void pd_buffer_pad(struct pd_buffer *b);
+void pd_buffer_free(struct pd_buffer *b);
+
+/* The connection to the backend, shared by the process's threads. */
+int pd_connect(void);                       /* 0, or -1 with errno */
+int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request, struct pd_frame *reply);
+void pd_frame_free(struct pd_frame *f);
+/* For PD_REPLY: the result, or -1 with errno set; data and length: what follows pd_reply. */
+int64_t pd_reply_result(const struct pd_frame *f, const uint8_t **data, size_t *length);
+
+/* A forwarded file, shared by the local descriptors that dup'ed it. */
+struct pd_file {
+    uint32_t handle;
+    int refs;
+    int flags;                /* the open flags the program gave (O_ACCMODE, O_NONBLOCK, O_APPEND) */
+    uint32_t mode;            /* st_mode and st_rdev on the backend */
+    uint64_t rdev;
+    pid_t owner;              /* the process whose connection holds the handle */
+};
+
+struct pd_file *pd_lookup(int fd);         /* NULL: not forwarded */
+int pd_install(struct pd_file *f, int cloexec);   /* a new local descriptor for f, or -1 */
+int pd_adopt_handle(uint32_t handle, int flags);  /* a new local descriptor for a handle the backend made */
+void pd_bind(int fd, struct pd_file *f);   /* fd now also names f (dup) */
+int pd_release(int fd);                    /* fd no longer names its file: closes it remotely when last */
+int pd_handle_for_fd(int fd, uint32_t *handle);
+
+/* Paths. */
+int pd_forwarded_path(const char *path, char *backend_path, size_t size);   /* 1 when forwarded */
+
+/* Operations. */
+int pd_open(const char *path, int flags, mode_t mode);
+long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument);
+ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, off_t offset);
+ssize_t pd_write(struct pd_file *f, const void *buffer, size_t count, int positional, off_t offset);
+int pd_poll_one(struct pd_file *f, short events, int timeout_ms, short *revents);
+off_t pd_lseek(struct pd_file *f, off_t offset, int whence);
+int pd_setfl(struct pd_file *f, int flags);
+int pd_fstat(struct pd_file *f, struct stat *st);
+
+/* The real libc functions. */
+struct pd_real {
+    int (*open)(const char *, int, ...);
+    int (*openat)(int, const char *, int, ...);
+    int (*close)(int);
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*write)(int, const void *, size_t);
+    int (*ioctl)(int, unsigned long, ...);
+    int (*fcntl)(int, int, ...);
+    int (*dup)(int);
+    int (*dup2)(int, int);
+    int (*dup3)(int, int, int);
+    int (*poll)(void *, unsigned long, int);
+};
+extern struct pd_real pd_real;
+void pd_resolve_real(void);
+
+void pd_log(const char *format, ...);
+#endif

@@ -1,0 +1,476 @@
+/* The libc entry points a program uses on device files, redirected for forwarded descriptors. Every
+ * other call goes straight to libc. */
+#include "shim.h"
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+struct pd_real pd_real;
+
+static void *next(const char *name) { return dlsym(RTLD_NEXT, name); }
+
+__attribute__((constructor)) void pd_resolve_real(void) {
+    if (pd_real.open) return;
+    pd_real.open = next("open");
+    pd_real.openat = next("openat");
+    pd_real.close = next("close");
+    pd_real.read = next("read");
+    pd_real.write = next("write");
+    pd_real.ioctl = next("ioctl");
+    pd_real.fcntl = next("fcntl");
+    pd_real.dup = next("dup");
+    pd_real.dup2 = next("dup2");
+    pd_real.dup3 = next("dup3");
+    pd_real.poll = next("poll");
+}
+
+#define REAL(fn) static __typeof__(&fn) real_##fn; if (!real_##fn) real_##fn = next(#fn)
+
+/* ---- opening ---- */
+
+static int open_common(int dirfd, const char *path, int flags, mode_t mode, int at) {
+    pd_resolve_real();
+    char backend[512];
+    if ((!at || dirfd == AT_FDCWD || (path && path[0] == '/')) && pd_forwarded_path(path, backend, sizeof backend))
+        return pd_open(backend, flags, mode);
+    return at ? pd_real.openat(dirfd, path, flags, mode) : pd_real.open(path, flags, mode);
+}
+
+#define MODE_ARG(flags) mode_t mode = 0; \
+    if ((flags) & (O_CREAT | __O_TMPFILE)) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); }
+
+int open(const char *path, int flags, ...) { MODE_ARG(flags); return open_common(AT_FDCWD, path, flags, mode, 0); }
+int open64(const char *path, int flags, ...) { MODE_ARG(flags); return open_common(AT_FDCWD, path, flags | O_LARGEFILE, mode, 0); }
+int openat(int dirfd, const char *path, int flags, ...) { MODE_ARG(flags); return open_common(dirfd, path, flags, mode, 1); }
+int openat64(int dirfd, const char *path, int flags, ...) { MODE_ARG(flags); return open_common(dirfd, path, flags | O_LARGEFILE, mode, 1); }
+int __open_2(const char *path, int flags) { return open_common(AT_FDCWD, path, flags, 0, 0); }
+int __open64_2(const char *path, int flags) { return open_common(AT_FDCWD, path, flags | O_LARGEFILE, 0, 0); }
+int __openat_2(int dirfd, const char *path, int flags) { return open_common(dirfd, path, flags, 0, 1); }
+int __openat64_2(int dirfd, const char *path, int flags) { return open_common(dirfd, path, flags | O_LARGEFILE, 0, 1); }
+
+/* stdio on a forwarded device: a cookie stream whose reads and writes are forwarded ones. */
+static ssize_t cookie_read(void *c, char *buffer, size_t size) {
+    struct pd_file *f = pd_lookup((int)(intptr_t)c);
+    return f ? pd_read(f, buffer, size, 0, 0) : -1;
+}
+static ssize_t cookie_write(void *c, const char *buffer, size_t size) {
+    struct pd_file *f = pd_lookup((int)(intptr_t)c);
+    return f ? pd_write(f, buffer, size, 0, 0) : -1;
+}
+static int cookie_seek(void *c, off64_t *offset, int whence) {
+    struct pd_file *f = pd_lookup((int)(intptr_t)c);
+    off_t r = f ? pd_lseek(f, *offset, whence) : -1;
+    if (r < 0) return -1;
+    *offset = r;
+    return 0;
+}
+static int cookie_close(void *c) {
+    int fd = (int)(intptr_t)c;
+    int r = pd_release(fd);
+    pd_real.close(fd);
+    return r;
+}
+
+static FILE *fopen_common(const char *path, const char *how, const char *symbol) {
+    pd_resolve_real();
+    char backend[512];
+    if (!pd_forwarded_path(path, backend, sizeof backend)) {
+        FILE *(*real)(const char *, const char *) = next(symbol);
+        return real(path, how);
+    }
+    int flags = strchr(how, '+') ? O_RDWR : how[0] == 'r' ? O_RDONLY : O_WRONLY;
+    if (how[0] == 'w') flags |= O_CREAT | O_TRUNC;
+    if (how[0] == 'a') flags |= O_CREAT | O_APPEND;
+    if (strchr(how, 'e')) flags |= O_CLOEXEC;
+    int fd = pd_open(backend, flags, 0666);
+    if (fd < 0) return NULL;
+    cookie_io_functions_t io = { cookie_read, cookie_write, cookie_seek, cookie_close };
+    return fopencookie((void *)(intptr_t)fd, how, io);
+}
+
+FILE *fopen(const char *path, const char *how) { return fopen_common(path, how, "fopen"); }
+FILE *fopen64(const char *path, const char *how) { return fopen_common(path, how, "fopen64"); }
+
+int close(int fd) {
+    pd_resolve_real();
+    if (pd_lookup(fd)) {
+        int r = pd_release(fd);
+        pd_real.close(fd);
+        return r;
+    }
+    return pd_real.close(fd);
+}
+
+/* ---- data ---- */
+
+ssize_t read(int fd, void *buffer, size_t count) {
+    pd_resolve_real();
+    struct pd_file *f = pd_lookup(fd);
+    return f ? pd_read(f, buffer, count, 0, 0) : pd_real.read(fd, buffer, count);
+}
+
+ssize_t __read_chk(int fd, void *buffer, size_t count, size_t size) {
+    if (count > size) abort();
+    return read(fd, buffer, count);
+}
+
+ssize_t write(int fd, const void *buffer, size_t count) {
+    pd_resolve_real();
+    struct pd_file *f = pd_lookup(fd);
+    return f ? pd_write(f, buffer, count, 0, 0) : pd_real.write(fd, buffer, count);
+}
+
+#define POSITIONAL(name, rtype, ptype, pdcall) \
+    rtype name(int fd, ptype buffer, size_t count, off_t offset) { \
+        REAL(name); \
+        struct pd_file *f = pd_lookup(fd); \
+        return f ? pdcall(f, buffer, count, 1, offset) : real_##name(fd, buffer, count, offset); \
+    }
+POSITIONAL(pread, ssize_t, void *, pd_read)
+POSITIONAL(pread64, ssize_t, void *, pd_read)
+POSITIONAL(pwrite, ssize_t, const void *, pd_write)
+POSITIONAL(pwrite64, ssize_t, const void *, pd_write)
+
+ssize_t readv(int fd, const struct iovec *iov, int n) {
+    REAL(readv);
+    struct pd_file *f = pd_lookup(fd);
+    if (!f) return real_readv(fd, iov, n);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += iov[i].iov_len;
+    char *buffer = malloc(total ? total : 1);
+    ssize_t got = pd_read(f, buffer, total, 0, 0);
+    for (ssize_t done = 0, i = 0; got > 0 && done < got && i < n; i++) {
+        size_t k = (size_t)(got - done) < iov[i].iov_len ? (size_t)(got - done) : iov[i].iov_len;
+        memcpy(iov[i].iov_base, buffer + done, k);
+        done += k;
+    }
+    int e = errno;
+    free(buffer);
+    errno = e;
+    return got;
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int n) {
+    REAL(writev);
+    struct pd_file *f = pd_lookup(fd);
+    if (!f) return real_writev(fd, iov, n);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += iov[i].iov_len;
+    char *buffer = malloc(total ? total : 1);
+    for (size_t done = 0, i = 0; i < (size_t)n; i++) { memcpy(buffer + done, iov[i].iov_base, iov[i].iov_len); done += iov[i].iov_len; }
+    ssize_t r = pd_write(f, buffer, total, 0, 0);
+    int e = errno;
+    free(buffer);
+    errno = e;
+    return r;
+}
+
+off_t lseek(int fd, off_t offset, int whence) {
+    REAL(lseek);
+    struct pd_file *f = pd_lookup(fd);
+    return f ? pd_lseek(f, offset, whence) : real_lseek(fd, offset, whence);
+}
+
+off64_t lseek64(int fd, off64_t offset, int whence) {
+    REAL(lseek64);
+    struct pd_file *f = pd_lookup(fd);
+    return f ? pd_lseek(f, offset, whence) : real_lseek64(fd, offset, whence);
+}
+
+/* ---- control ---- */
+
+int ioctl(int fd, unsigned long request, ...) {
+    va_list ap;
+    va_start(ap, request);
+    unsigned long argument = va_arg(ap, unsigned long);
+    va_end(ap);
+    pd_resolve_real();
+    struct pd_file *f = pd_lookup(fd);
+    if (!f) return pd_real.ioctl(fd, request, argument);
+    /* FIONBIO and FIOASYNC change the open file's flags: they are the frontend's, kept in step. */
+    if (request == FIONBIO) {
+        int on;
+        if (!argument || pd_real.ioctl(fd, FIONBIO, argument) != 0) { errno = EFAULT; return -1; }
+        memcpy(&on, (void *)argument, sizeof on);
+        return pd_setfl(f, on ? (f->flags | O_NONBLOCK) : (f->flags & ~O_NONBLOCK));
+    }
+    return (int)pd_ioctl(f, request, argument);
+}
+
+static int fcntl_common(int fd, int cmd, unsigned long argument, const char *symbol) {
+    pd_resolve_real();
+    int (*real)(int, int, ...) = symbol ? (int (*)(int, int, ...))next(symbol) : pd_real.fcntl;
+    struct pd_file *f = pd_lookup(fd);
+    if (!f) return real(fd, cmd, argument);
+    switch (cmd) {
+    case F_GETFL: return f->flags;
+    case F_SETFL: return pd_setfl(f, (int)argument);
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+        int copy = real(fd, cmd, argument);
+        if (copy >= 0) pd_bind(copy, f);
+        return copy;
+    }
+    default:
+        return real(fd, cmd, argument);   /* F_GETFD, F_SETFD, locks: the local descriptor's */
+    }
+}
+
+int fcntl(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    unsigned long argument = va_arg(ap, unsigned long);
+    va_end(ap);
+    return fcntl_common(fd, cmd, argument, NULL);
+}
+
+int fcntl64(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    unsigned long argument = va_arg(ap, unsigned long);
+    va_end(ap);
+    return fcntl_common(fd, cmd, argument, "fcntl64");
+}
+
+int dup(int fd) {
+    pd_resolve_real();
+    int copy = pd_real.dup(fd);
+    struct pd_file *f = pd_lookup(fd);
+    if (copy >= 0 && f) pd_bind(copy, f);
+    return copy;
+}
+
+static int dup_to(int fd, int target, int flags, int three) {
+    pd_resolve_real();
+    struct pd_file *f = pd_lookup(fd);
+    struct pd_file *old = pd_lookup(target);
+    int r = three ? pd_real.dup3(fd, target, flags) : pd_real.dup2(fd, target);
+    if (r < 0 || fd == target) return r;
+    if (f) pd_bind(target, f);
+    else if (old) { int e = errno; pd_release(target); errno = e; }
+    return r;
+}
+
+int dup2(int fd, int target) { return dup_to(fd, target, 0, 0); }
+int dup3(int fd, int target, int flags) { return dup_to(fd, target, flags, 1); }
+
+/* ---- terminals: glibc's tcgetattr/tcsetattr call the kernel directly, so they are redone here. ---- */
+
+struct kernel_termios {
+    tcflag_t c_iflag, c_oflag, c_cflag, c_lflag;
+    cc_t c_line;
+    cc_t c_cc[19];
+};
+
+int tcgetattr(int fd, struct termios *t) {
+    REAL(tcgetattr);
+    struct pd_file *f = pd_lookup(fd);
+    if (!f) return real_tcgetattr(fd, t);
+    struct kernel_termios k;
+    if (pd_ioctl(f, TCGETS, (unsigned long)&k) < 0) return -1;
+    memset(t, 0, sizeof *t);
+    t->c_iflag = k.c_iflag;
+    t->c_oflag = k.c_oflag;
+    t->c_cflag = k.c_cflag;
+    t->c_lflag = k.c_lflag;
+    t->c_line = k.c_line;
+    t->c_ispeed = t->c_ospeed = k.c_cflag & (CBAUD | CBAUDEX);
+    memcpy(t->c_cc, k.c_cc, sizeof k.c_cc);
+    return 0;
+}
+
+int tcsetattr(int fd, int action, const struct termios *t) {
+    REAL(tcsetattr);
+    struct pd_file *f = pd_lookup(fd);
+    if (!f) return real_tcsetattr(fd, action, t);
+    unsigned long command = action == TCSANOW ? TCSETS : action == TCSADRAIN ? TCSETSW : action == TCSAFLUSH ? TCSETSF : 0;
+    if (!command) { errno = EINVAL; return -1; }
+    struct kernel_termios k;
+    k.c_iflag = t->c_iflag;
+    k.c_oflag = t->c_oflag;
+    k.c_cflag = (t->c_cflag & ~(CBAUD | CBAUDEX)) | (t->c_ospeed & (CBAUD | CBAUDEX));
+    k.c_lflag = t->c_lflag;
+    k.c_line = t->c_line;
+    memcpy(k.c_cc, t->c_cc, sizeof k.c_cc);
+    return (int)pd_ioctl(f, command, (unsigned long)&k);
+}
+
+int isatty(int fd) {
+    REAL(isatty);
+    if (!pd_lookup(fd)) return real_isatty(fd);
+    struct termios t;
+    if (tcgetattr(fd, &t) == 0) return 1;
+    errno = ENOTTY;
+    return 0;
+}
+
+/* ---- status ---- */
+
+#define FSTAT(name, stype) \
+    int name(int fd, struct stype *st) { \
+        REAL(name); \
+        struct pd_file *f = pd_lookup(fd); \
+        if (!f) return real_##name(fd, st); \
+        struct stat s; \
+        if (pd_fstat(f, &s) != 0) return -1; \
+        memset(st, 0, sizeof *st); \
+        st->st_mode = s.st_mode; st->st_rdev = s.st_rdev; st->st_size = s.st_size; \
+        st->st_nlink = s.st_nlink; st->st_blksize = s.st_blksize; st->st_uid = s.st_uid; st->st_gid = s.st_gid; \
+        return 0; \
+    }
+FSTAT(fstat, stat)
+FSTAT(fstat64, stat64)
+
+/* stat on a forwarded path asks the backend about its node (opened O_PATH: no side effects). */
+static int stat_path(const char *path, struct stat *st) {
+    char backend[512];
+    if (!pd_forwarded_path(path, backend, sizeof backend)) return 1;
+    int fd = pd_open(backend, O_PATH | O_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int r = pd_fstat(pd_lookup(fd), st);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return r;
+}
+
+#define STAT(name, stype) \
+    int name(const char *path, struct stype *st) { \
+        REAL(name); \
+        struct stat s; \
+        int r = stat_path(path, &s); \
+        if (r == 1) return real_##name(path, st); \
+        if (r != 0) return -1; \
+        memset(st, 0, sizeof *st); \
+        st->st_mode = s.st_mode; st->st_rdev = s.st_rdev; st->st_size = s.st_size; \
+        st->st_nlink = s.st_nlink; st->st_blksize = s.st_blksize; st->st_uid = s.st_uid; st->st_gid = s.st_gid; \
+        return 0; \
+    }
+STAT(stat, stat)
+STAT(stat64, stat64)
+STAT(lstat, stat)
+STAT(lstat64, stat64)
+
+/* ---- readiness ---- */
+
+static long long now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
+/* poll over a mix of local and forwarded descriptors. One forwarded descriptor alone waits in the
+ * backend; a mix is looked at in slices of at most 10 ms. */
+static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
+    pd_resolve_real();
+    int (*real_poll)(struct pollfd *, nfds_t, int) = (void *)pd_real.poll;
+    nfds_t forwarded = 0;
+    for (nfds_t i = 0; i < n; i++) if (pd_lookup(fds[i].fd)) forwarded++;
+    if (forwarded == 0) return real_poll(fds, n, timeout);
+    if (n == 1) {
+        short revents = 0;
+        int r = pd_poll_one(pd_lookup(fds[0].fd), fds[0].events, timeout, &revents);
+        fds[0].revents = r > 0 ? revents : 0;
+        return r;
+    }
+    struct pollfd *local = calloc(n, sizeof *local);
+    long long deadline = timeout < 0 ? -1 : now_ms() + timeout;
+    int ready;
+    for (;;) {
+        ready = 0;
+        for (nfds_t i = 0; i < n; i++) {
+            struct pd_file *f = pd_lookup(fds[i].fd);
+            local[i] = fds[i];
+            local[i].revents = 0;
+            if (f) {
+                short revents = 0;
+                if (pd_poll_one(f, fds[i].events, 0, &revents) < 0) { ready = -1; break; }
+                fds[i].revents = revents;
+                local[i].fd = -1;   /* skipped by the local poll */
+            }
+        }
+        if (ready < 0) break;
+        long long left = deadline < 0 ? 10 : deadline - now_ms();
+        int slice = left <= 0 ? 0 : left > 10 ? 10 : (int)left;
+        int any = 0;
+        for (nfds_t i = 0; i < n; i++) if (pd_lookup(fds[i].fd) && fds[i].revents) any = 1;
+        int r = real_poll(local, n, any ? 0 : slice);
+        if (r < 0) { ready = -1; break; }
+        for (nfds_t i = 0; i < n; i++) if (!pd_lookup(fds[i].fd)) fds[i].revents = local[i].revents;
+        for (nfds_t i = 0; i < n; i++) if (fds[i].revents) ready++;
+        if (ready > 0 || (deadline >= 0 && now_ms() >= deadline)) break;
+    }
+    int e = errno;
+    free(local);
+    errno = e;
+    return ready;
+}
+
+int poll(struct pollfd *fds, nfds_t n, int timeout) { return poll_mixed(fds, n, timeout); }
+int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t size) {
+    if (n * sizeof *fds > size) abort();
+    return poll_mixed(fds, n, timeout);
+}
+
+int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout, const sigset_t *mask) {
+    REAL(ppoll);
+    int forwarded = 0;
+    for (nfds_t i = 0; i < n; i++) if (pd_lookup(fds[i].fd)) forwarded = 1;
+    if (!forwarded) return real_ppoll(fds, n, timeout, mask);
+    int ms = timeout ? (int)(timeout->tv_sec * 1000 + timeout->tv_nsec / 1000000) : -1;
+    return poll_mixed(fds, n, ms);
+}
+
+static int select_common(int nfds, fd_set *r, fd_set *w, fd_set *x, int timeout_ms) {
+    struct pollfd fds[FD_SETSIZE];
+    nfds_t n = 0;
+    for (int fd = 0; fd < nfds && fd < FD_SETSIZE; fd++) {
+        short events = 0;
+        if (r && FD_ISSET(fd, r)) events |= POLLIN;
+        if (w && FD_ISSET(fd, w)) events |= POLLOUT;
+        if (x && FD_ISSET(fd, x)) events |= POLLPRI;
+        if (events) fds[n++] = (struct pollfd){ fd, events, 0 };
+    }
+    int ready = poll_mixed(fds, n, timeout_ms);
+    if (ready < 0) return -1;
+    if (r) FD_ZERO(r);
+    if (w) FD_ZERO(w);
+    if (x) FD_ZERO(x);
+    int count = 0;
+    for (nfds_t i = 0; i < n; i++) {
+        if (r && fds[i].revents & (POLLIN | POLLHUP | POLLERR)) { FD_SET(fds[i].fd, r); count++; }
+        if (w && fds[i].revents & (POLLOUT | POLLERR)) { FD_SET(fds[i].fd, w); count++; }
+        if (x && fds[i].revents & POLLPRI) { FD_SET(fds[i].fd, x); count++; }
+    }
+    return count;
+}
+
+static int any_forwarded(int nfds, fd_set *r, fd_set *w, fd_set *x) {
+    for (int fd = 0; fd < nfds && fd < FD_SETSIZE; fd++)
+        if (((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x))) && pd_lookup(fd)) return 1;
+    return 0;
+}
+
+int select(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timeval *timeout) {
+    REAL(select);
+    if (!any_forwarded(nfds, r, w, x)) return real_select(nfds, r, w, x, timeout);
+    return select_common(nfds, r, w, x, timeout ? (int)(timeout->tv_sec * 1000 + timeout->tv_usec / 1000) : -1);
+}
+
+int pselect(int nfds, fd_set *r, fd_set *w, fd_set *x, const struct timespec *timeout, const sigset_t *mask) {
+    REAL(pselect);
+    if (!any_forwarded(nfds, r, w, x)) return real_pselect(nfds, r, w, x, timeout, mask);
+    return select_common(nfds, r, w, x, timeout ? (int)(timeout->tv_sec * 1000 + timeout->tv_nsec / 1000000) : -1);
+}

@@ -61,7 +61,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceEngineTests",
-            dependencies: ["ParadiceClient", "CParadice"]
+            dependencies: ["ParadiceClient", "CParadice"],
+            exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
         .testTarget(
             name: "ParadiceSpecTests",

@@ -1,0 +1,204 @@
+import CParadice
+import Foundation
+import ParadiceClient
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let programSources: String = {
+    let parts = #filePath.split(separator: "/").dropLast()
+    return "/" + parts.joined(separator: "/") + "/Programs"
+}()
+
+/// `paradice run --backend URL [extra] -- command…`, with its output.
+func paradiceRun(_ backend: String, _ command: [String], extra: [String] = [], timeout: Double = 30) throws -> (status: Int32, output: String, errors: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
+    p.arguments = ["run", "--backend", backend] + extra + ["--"] + command
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+            String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+}
+
+/// Compiles one of Programs/*.c into the backend's scratch folder.
+func compile(_ name: String, into folder: String, flags: [String] = ["-O1"]) throws -> String {
+    let output = folder + "/" + name
+    let r = try run("/usr/bin/gcc", flags + ["-pthread", "-o", output, programSources + "/\(name).c"])
+    guard r.status == 0 else { throw BackendFailure(log: "gcc \(name): \(r.output)") }
+    return output
+}
+
+/// A pty made natively on this machine; the program under test reaches its slave through Paradice.
+final class NativePty: @unchecked Sendable {
+    let master: Int32
+    let slavePath: String
+    init() throws {
+        master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        var unlock: Int32 = 0
+        var n: UInt32 = 0
+        guard master >= 0, paradice_ioctl(master, 0x4004_5431, UInt(bitPattern: withUnsafeMutablePointer(to: &unlock) { $0 })) == 0,
+              paradice_ioctl(master, 0x8004_5430, UInt(bitPattern: withUnsafeMutablePointer(to: &n) { $0 })) == 0
+        else { throw Errno(errno) }
+        slavePath = "/dev/pts/\(n)"
+    }
+    deinit { close(master) }
+}
+
+@Suite("unmodified programs through paradice run", .serialized)
+struct PreloadTests {
+    @Test func sttyReadsAndSetsAForwardedPty() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let pty = try NativePty()
+        let all = try paradiceRun(backend.endpoint, ["stty", "-F", pty.slavePath, "-a"])
+        #expect(all.status == 0, "\(all.errors)")
+        #expect(all.output.contains("speed 38400 baud"))
+        #expect(all.output.contains("intr = ^C"))
+        let set = try paradiceRun(backend.endpoint, ["stty", "-F", pty.slavePath, "cols", "100", "rows", "40"])
+        #expect(set.status == 0, "\(set.errors)")
+        // Checked on the backend side: the kernel's own window size of that pty.
+        var ws = [UInt16](repeating: 0, count: 4)
+        #expect(paradice_ioctl(pty.master, 0x5413, UInt(bitPattern: ws.withUnsafeMutableBytes { $0.baseAddress })) == 0)
+        #expect(ws[0] == 40 && ws[1] == 100)
+        #expect(backend.log.contains("guest=stty"))
+    }
+
+    @Test func ipTuntapAddsAndDeletesAnInterfaceOnTheBackend() throws {
+        let namespace = "pdrun\(getpid())"
+        try #require(run("/usr/sbin/ip", ["netns", "add", namespace]).status == 0)
+        defer { _ = try? run("/usr/sbin/ip", ["netns", "del", namespace]) }
+        let backend = try BackendProcess(devices: ["/dev/net/tun"], namespace: namespace)
+        let add = try paradiceRun(backend.endpoint, ["ip", "tuntap", "add", "dev", "pdt0", "mode", "tun"])
+        #expect(add.status == 0, "\(add.errors)")
+        #expect(try run("/usr/sbin/ip", ["-n", namespace, "link", "show", "pdt0"]).status == 0)
+        #expect(try run("/usr/sbin/ip", ["link", "show", "pdt0"]).status != 0)   // not on the guest's side
+        let del = try paradiceRun(backend.endpoint, ["ip", "tuntap", "del", "dev", "pdt0", "mode", "tun"])
+        #expect(del.status == 0, "\(del.errors)")
+        #expect(try run("/usr/sbin/ip", ["-n", namespace, "link", "show", "pdt0"]).status != 0)
+    }
+
+    @Test func pythonIoctlAndSelect() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let pty = try NativePty()
+        let script = """
+            import os, fcntl, termios, struct, select, sys
+            fd = os.open("\(pty.slavePath)", os.O_RDWR | os.O_NOCTTY)
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+            print("winsize", struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\\0" * 8))[:2])
+            r, _, _ = select.select([fd], [], [], 0.1)
+            print("before", bool(r), flush=True)
+            local, _ = os.pipe()   # a local descriptor in the same select: only the forwarded one wakes it
+            r, _, _ = select.select([fd, local], [], [], 10)
+            print("after", r == [fd], os.read(fd, 100))
+            """
+        let writer = Thread {
+            usleep(700_000)
+            _ = write(pty.master, "hello\n", 6)
+        }
+        writer.start()
+        let result = try paradiceRun(backend.endpoint, ["python3", "-c", script])
+        #expect(result.status == 0, "\(result.errors)")
+        #expect(result.output.contains("winsize (24, 80)"))
+        #expect(result.output.contains("before False"))
+        #expect(result.output.contains("after True b'hello\\n'"))
+    }
+
+    @Test func ddReadsAForwardedDevice() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let pty = try NativePty()
+        _ = write(pty.master, "line one\n", 9)
+        let result = try paradiceRun(backend.endpoint, ["dd", "if=\(pty.slavePath)", "bs=64", "count=1", "status=none"])
+        #expect(result.status == 0, "\(result.errors)")
+        #expect(result.output == "line one\n")
+    }
+
+    @Test func aMultithreadedProgram() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let program = try compile("threads", into: backend.folder)
+        let result = try paradiceRun(backend.endpoint, [program])
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+        #expect(result.output.contains("workers 4, reader got 4 bytes"))
+    }
+
+    @Test func aFortifiedLargeFileProgram() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let program = try compile("fortified", into: backend.folder, flags: ["-O2", "-D_FORTIFY_SOURCE=2", "-D_FILE_OFFSET_BITS=64"])
+        let symbols = try run("/usr/bin/nm", ["-D", program]).output
+        for symbol in ["__read_chk", "__poll_chk", "__open64_2"] { #expect(symbols.contains(symbol), "\(symbol)") }
+        let pty = try NativePty()
+        let writer = Thread {
+            usleep(700_000)
+            _ = write(pty.master, "fortified\n", 10)
+        }
+        writer.start()
+        let result = try paradiceRun(backend.endpoint, [program, pty.slavePath, "64"])
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+        // The backend's pty major (136) and the slave's minor.
+        let minor = pty.slavePath.split(separator: "/").last!
+        #expect(result.output.contains("read 10 bytes: fortified\n, major 136 minor \(minor), queued 0"))
+    }
+
+    @Test func descriptorsAcrossDupForkAndExec() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let program = try compile("lifecycle", into: backend.folder)
+        let result = try paradiceRun(backend.endpoint, [program])
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+        #expect(result.output.contains("exec child ok"))
+        #expect(result.output.contains("lifecycle ok"))
+    }
+
+    @Test func aMappedPath() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let pty = try NativePty()
+        _ = write(pty.master, "mapped\n", 7)
+        let result = try paradiceRun(backend.endpoint, ["dd", "if=/dev/paradice-console", "bs=64", "count=1", "status=none"],
+                                     extra: ["--map", "/dev/paradice-console=\(pty.slavePath)"])
+        #expect(result.status == 0, "\(result.errors)")
+        #expect(result.output == "mapped\n")
+    }
+
+    @Test func anUnreachableBackendIsOneClearLine() throws {
+        let result = try paradiceRun("unix:/nonexistent/paradice.sock", ["stty", "-F", "/dev/ptmx", "-a"])
+        #expect(result.status != 0)
+        #expect(result.errors.contains("paradice: cannot reach the backend at unix:/nonexistent/paradice.sock"))
+    }
+
+    @Test func aBackendThatDiesIsEioNotAHang() throws {
+        var backend: BackendProcess? = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let pty = try NativePty()
+        let endpoint = backend!.endpoint
+        let script = """
+            import os, sys, time, errno
+            fd = os.open("\(pty.slavePath)", os.O_RDWR | os.O_NOCTTY)
+            print("open", flush=True)
+            sys.stdin.readline()
+            try:
+                os.read(fd, 10)
+            except OSError as e:
+                print("error", errno.errorcode[e.errno], flush=True)
+            """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
+        p.arguments = ["run", "--backend", endpoint, "--", "python3", "-c", script]
+        let input = Pipe(), out = Pipe()
+        p.standardInput = input
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        var seen = ""
+        while !seen.contains("open") { seen += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self) }
+        kill(backend!.pid, SIGKILL)
+        backend = nil
+        input.fileHandleForWriting.write("go\n".data(using: .utf8)!)
+        p.waitUntilExit()
+        seen += String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(seen.contains("error EIO"))
+    }
+}

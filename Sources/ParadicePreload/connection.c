@@ -32,6 +32,8 @@ static struct {
     int complained;
 } conn = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, -1, 0, 0, 0, 1, NULL, 0 };
 
+static int event_reader_started;
+
 void pd_log(const char *format, ...) {
     char line[512];
     va_list ap;
@@ -152,6 +154,7 @@ int pd_connect(void) {
         conn.dead = 0;
         conn.reading = 0;
         conn.arrived = NULL;
+        event_reader_started = 0;   /* the thread did not survive the fork */
     }
     const char *url = getenv("PARADICE_BACKEND");
     if (!url) { pthread_mutex_unlock(&conn.lock); errno = ENOENT; return -1; }
@@ -259,6 +262,58 @@ int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *requ
         conn.arrived = p;
         pthread_cond_broadcast(&conn.cond);
     }
+}
+
+/* Once a program uses epoll, this thread reads the socket for good: events can come while no call is
+ * in flight. Callers then find their replies on the arrived list. */
+
+static void *event_reader(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&conn.lock);
+    while (conn.reading) pthread_cond_wait(&conn.cond, &conn.lock);
+    conn.reading = 1;
+    int fd = conn.fd;
+    for (;;) {
+        pthread_mutex_unlock(&conn.lock);
+        struct pd_frame f = { 0 };
+        int r = read_frame(fd, &f);
+        if (r == 0 && f.header.op == PD_EVENT) {
+            struct pd_event e = { 0 };
+            if (f.header.length >= sizeof e) memcpy(&e, f.body, sizeof e);
+            pd_event(f.header.handle, (short)e.revents);
+            pd_frame_free(&f);
+            pthread_mutex_lock(&conn.lock);
+            continue;
+        }
+        pthread_mutex_lock(&conn.lock);
+        if (r != 0) {
+            conn.reading = 0;
+            mark_dead();
+            pthread_mutex_unlock(&conn.lock);
+            return NULL;
+        }
+        struct pending *p = malloc(sizeof *p);
+        p->request = f.header.request;
+        p->frame = f;
+        p->next = conn.arrived;
+        conn.arrived = p;
+        pthread_cond_broadcast(&conn.cond);
+    }
+}
+
+void pd_start_event_reader(void) {
+    if (pd_connect() != 0) return;
+    pthread_mutex_lock(&conn.lock);
+    int start = !event_reader_started;
+    event_reader_started = 1;
+    pthread_mutex_unlock(&conn.lock);
+    if (!start) return;
+    pthread_t thread;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_create(&thread, &attributes, event_reader, NULL);
+    pthread_attr_destroy(&attributes);
 }
 
 int64_t pd_reply_result(const struct pd_frame *f, const uint8_t **data, size_t *length) {

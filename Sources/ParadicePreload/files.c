@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +53,37 @@ int pd_install(struct pd_file *f, int cloexec) {
     int fd = eventfd(0, EFD_NONBLOCK | (cloexec ? EFD_CLOEXEC : 0));
     if (fd < 0) return -1;
     if (fd >= MAX_FDS) { pd_real.close(fd); errno = EMFILE; return -1; }
+    f->placeholder = fd;
     pd_bind(fd, f);
     return fd;
+}
+
+void pd_event(uint32_t handle, short revents) {
+    int target = -1;
+    pthread_mutex_lock(&table_lock);
+    for (int fd = 0; fd < MAX_FDS && target < 0; fd++)
+        if (table[fd] && table[fd]->handle == handle && table[fd]->owner == getpid() && table[fd]->watch)
+            target = table[fd]->placeholder;
+    pthread_mutex_unlock(&table_lock);
+    if (target >= 0 && (revents & (POLLIN | POLLPRI | POLLHUP | POLLERR))) {
+        uint64_t one = 1;
+        ssize_t ignored = pd_real.write(target, &one, sizeof one);
+        (void)ignored;
+    }
+}
+
+void pd_rearm(struct pd_file *f) {
+    if (!f->watch || f->owner != getpid()) return;
+    uint64_t count;
+    ssize_t ignored = pd_real.read(f->placeholder, &count, sizeof count);   /* non-blocking: clears */
+    (void)ignored;
+    struct pd_buffer b;
+    pd_buffer_init(&b, sizeof(struct pd_poll));
+    struct pd_poll p = { f->watch, -1 };
+    pd_buffer_append(&b, &p, sizeof p);
+    struct pd_frame reply = { 0 };
+    if (pd_call(PD_WATCH, 0, f->handle, &b, &reply) == 0) pd_frame_free(&reply);
+    pd_buffer_free(&b);
 }
 
 int pd_adopt_handle(uint32_t handle, int flags) {
@@ -73,6 +103,8 @@ int pd_release(int fd) {
     if (!f) { pthread_mutex_unlock(&table_lock); return 0; }
     table[fd] = NULL;
     int last = --f->refs == 0;
+    if (!last && f->placeholder == fd)   /* events go to a descriptor that still names the file */
+        for (int other = 0; other < MAX_FDS; other++) if (table[other] == f) { f->placeholder = other; break; }
     pthread_mutex_unlock(&table_lock);
     int r = 0;
     if (last) {
@@ -192,6 +224,7 @@ ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, o
     if (n > 0) memcpy(buffer, data, (size_t)n <= length ? (size_t)n : length);
     int e = errno;
     pd_frame_free(&reply);
+    pd_rearm(f);
     errno = e;
     return n;
 }
@@ -210,6 +243,7 @@ ssize_t pd_write(struct pd_file *f, const void *buffer, size_t count, int positi
     int64_t n = pd_reply_result(&reply, NULL, NULL);
     int e = errno;
     pd_frame_free(&reply);
+    pd_rearm(f);
     errno = e;
     return n;
 }

@@ -204,6 +204,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
     }
     free_regions(regions, count);
     free(restores);
+    pd_rearm(f);
     if (result < 0) errno = error;
     return result;
 }

@@ -44,6 +44,8 @@ struct pd_file {
     uint32_t mode;            /* st_mode and st_rdev on the backend */
     uint64_t rdev;
     pid_t owner;              /* the process whose connection holds the handle */
+    int placeholder;          /* one local descriptor of it: events make it readable for epoll */
+    short watch;              /* events an epoll set waits for (0: none) */
 };
 
 struct pd_file *pd_lookup(int fd);         /* NULL: not forwarded */
@@ -52,6 +54,11 @@ int pd_adopt_handle(uint32_t handle, int flags);  /* a new local descriptor for 
 void pd_bind(int fd, struct pd_file *f);   /* fd now also names f (dup) */
 int pd_release(int fd);                    /* fd no longer names its file: closes it remotely when last */
 int pd_handle_for_fd(int fd, uint32_t *handle);
+
+/* Readiness for epoll: the backend's events mirrored into the placeholder eventfd. */
+void pd_start_event_reader(void);
+void pd_event(uint32_t handle, short revents);
+void pd_rearm(struct pd_file *f);          /* after the program used the file: clear, and watch again */
 
 /* Paths. */
 int pd_forwarded_path(const char *path, char *backend_path, size_t size);   /* 1 when forwarded */

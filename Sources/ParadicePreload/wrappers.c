@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/stat.h>
@@ -473,4 +474,21 @@ int pselect(int nfds, fd_set *r, fd_set *w, fd_set *x, const struct timespec *ti
     REAL(pselect);
     if (!any_forwarded(nfds, r, w, x)) return real_pselect(nfds, r, w, x, timeout, mask);
     return select_common(nfds, r, w, x, timeout ? (int)(timeout->tv_sec * 1000 + timeout->tv_nsec / 1000000) : -1);
+}
+
+/* epoll watches the placeholder eventfd, which mirrors the remote file's readiness: the backend pushes
+ * an event when it becomes readable, and the frontend clears and re-arms after each use. The placeholder
+ * is always writable, so EPOLLOUT is always reported for a forwarded file. */
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
+    REAL(epoll_ctl);
+    struct pd_file *f = pd_lookup(fd);
+    int r = real_epoll_ctl(epfd, op, fd, event);   /* the descriptor shares the placeholder's eventfd */
+    if (r != 0 || !f) return r;
+    if (op == EPOLL_CTL_DEL) { f->watch = 0; return 0; }
+    f->watch = (short)((event ? event->events : 0) & (EPOLLIN | EPOLLPRI | EPOLLRDNORM));
+    if (f->watch) {
+        pd_start_event_reader();
+        pd_rearm(f);
+    }
+    return 0;
 }

@@ -145,6 +145,35 @@ struct PreloadTests {
         #expect(result.output.contains("read 10 bytes: fortified\n, major 136 minor \(minor), queued 0"))
     }
 
+    @Test func epollWritevAndStdio() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let program = try compile("events", into: backend.folder)
+        let pty = try NativePty()
+        let writer = Thread {
+            usleep(800_000)
+            _ = write(pty.master, "evented\n", 8)
+        }
+        writer.start()
+        let result = try paradiceRun(backend.endpoint, [program, pty.slavePath])
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+        #expect(result.output.contains("before: 0"))
+        #expect(result.output.contains("after: 1 ready, forwarded yes"))
+        #expect(result.output.contains("read 8: evented"))
+        #expect(result.output.contains("drained: 0"))
+        #expect(result.output.contains("done"))
+        // What the program wrote (writev, then stdio) arrives at the native master, after the echo of the input.
+        var buffer = [UInt8](repeating: 0, count: 256)
+        var text = ""
+        var p = pollfd(fd: pty.master, events: Int16(POLLIN), revents: 0)
+        while poll(&p, 1, 500) == 1 {
+            let n = read(pty.master, &buffer, 256)
+            if n <= 0 { break }
+            text += String(decoding: buffer[0..<n], as: UTF8.self)
+        }
+        #expect(text.contains("vector\r\n"))
+        #expect(text.contains("stdio\r\n"))
+    }
+
     @Test func descriptorsAcrossDupForkAndExec() throws {
         let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
         let program = try compile("lifecycle", into: backend.folder)

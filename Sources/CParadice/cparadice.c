@@ -42,3 +42,43 @@ int paradice_peer_credentials(int fd, int *pid, unsigned int *uid) {
 int paradice_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 int paradice_o_direct(void) { return O_DIRECT; }
 int paradice_o_path(void) { return O_PATH; }
+
+#include <string.h>
+#include <errno.h>
+
+int paradice_send_with_descriptor(int sock, const void *bytes, size_t length, int descriptor) {
+    char control[CMSG_SPACE(sizeof(int))];
+    memset(control, 0, sizeof control);
+    struct iovec iov = { (void *)bytes, length };
+    struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&message);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &descriptor, sizeof(int));
+    ssize_t sent;
+    do { sent = sendmsg(sock, &message, MSG_NOSIGNAL); } while (sent < 0 && errno == EINTR);
+    if (sent < 0) return -1;
+    const char *rest = (const char *)bytes + sent;
+    size_t left = length - (size_t)sent;
+    while (left > 0) {
+        ssize_t k = send(sock, rest, left, MSG_NOSIGNAL);
+        if (k < 0) { if (errno == EINTR) continue; return -1; }
+        rest += k;
+        left -= (size_t)k;
+    }
+    return 0;
+}
+
+long paradice_recv_with_descriptor(int sock, void *bytes, size_t length, int *descriptor) {
+    char control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { bytes, length };
+    struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
+    *descriptor = -1;
+    ssize_t n = recvmsg(sock, &message, MSG_CMSG_CLOEXEC);
+    if (n > 0) {
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c; c = CMSG_NXTHDR(&message, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(descriptor, CMSG_DATA(c), sizeof(int));
+    }
+    return n;
+}

@@ -12,6 +12,9 @@ public struct BackendConfiguration: Sendable {
     public var plugins: [String] = []
     public var devices: [DeviceExport] = []
     public var specsDirectory: String
+    /// Hand the device's own descriptor to a guest on this machine (unix socket) so that its mmap is the
+    /// device's real, shared mapping. The guest then holds that descriptor: opt-in.
+    public var shareMappings = false
 
     public init(specsDirectory: String) { self.specsDirectory = specsDirectory }
 }

@@ -120,7 +120,7 @@ extension Session {
             argument = UInt(bitPattern: Int(f.fd))
         }
 
-        let (r, e) = retrying { paradice_ioctl(file.fd, UInt(plan.command), argument) }
+        let (r, e) = perform { paradice_ioctl(file.fd, UInt(plan.command), argument) }
         withExtendedLifetime(argumentFile) {}
         withExtendedLifetime(inputFiles) {}
 
@@ -201,7 +201,7 @@ extension Session {
             case .value(let v): argument = UInt(v)
             default: argument = 0
             }
-            let (r, e) = retrying { paradice_ioctl(file.fd, UInt(plan.command), argument) }
+            let (r, e) = perform { paradice_ioctl(file.fd, UInt(plan.command), argument) }
             // Written back: the block on success; on failure only what the guest sent both ways.
             let back = region.map { $0.direction.writes && (r >= 0 || $0.direction.reads) } ?? false
             var output = BodyWriter(capacity: 56 + length)

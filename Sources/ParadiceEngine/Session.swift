@@ -175,15 +175,11 @@ final class Session: @unchecked Sendable {
         started.signal()
     }
 
-    /// Repeats a syscall interrupted by a signal, unless the interruption is the session ending.
-    func retrying(_ call: () -> Int) -> (Int, Int32) {
-        while true {
-            let r = call()
-            if r >= 0 { return (r, 0) }
-            let e = errno
-            if e == EINTR && !lock.withLock({ cancelled }) { continue }
-            return (r, e)
-        }
+    /// One driver call and its errno. Never repeated on EINTR: the only signal the backend sends itself
+    /// ends the session, and a driver's own EINTR (KVM_RUN's immediate_exit) is the guest's answer.
+    func perform(_ call: () -> Int) -> (Int, Int32) {
+        let r = call()
+        return (r, r < 0 ? errno : 0)
     }
 
     // MARK: dispatch
@@ -203,6 +199,7 @@ final class Session: @unchecked Sendable {
             case PD_SETFL.code: try setfl(frame)
             case PD_FASYNC.code: try fasync(frame)
             case PD_WATCH.code: try watch(frame)
+            case PD_SHARE.code: share(frame)
             default:
                 logger.warning("unknown operation", metadata: ["op": "\(frame.op)"])
                 fail(frame.request, ENOSYS)
@@ -264,7 +261,7 @@ final class Session: @unchecked Sendable {
         let positional = frame.op == PD_PREAD.code
         let work: @Sendable () -> Void = { [self] in
             var data = [UInt8](repeating: 0, count: count)
-            let (n, e) = retrying {
+            let (n, e) = perform {
                 data.withUnsafeMutableBytes { positional ? pread(file.fd, $0.baseAddress, count, off_t(io.offset)) : Glibc.read(file.fd, $0.baseAddress, count) }
             }
             if n >= 0 { data.removeSubrange(n...) }
@@ -281,7 +278,7 @@ final class Session: @unchecked Sendable {
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
         let positional = frame.op == PD_PWRITE.code
         let work: @Sendable () -> Void = { [self] in
-            let (n, e) = retrying {
+            let (n, e) = perform {
                 data.withUnsafeBytes { positional ? pwrite(file.fd, $0.baseAddress, $0.count, off_t(io.offset)) : Glibc.write(file.fd, $0.baseAddress, $0.count) }
             }
             reply(frame.request, result: Int64(n), error: e)
@@ -296,7 +293,7 @@ final class Session: @unchecked Sendable {
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
         let work: @Sendable () -> Void = { [self] in
             var p = pollfd(fd: file.fd, events: Int16(truncatingIfNeeded: request.events), revents: 0)
-            let (n, e) = retrying { Int(Glibc.poll(&p, 1, request.timeout_ms)) }
+            let (n, e) = perform { Int(Glibc.poll(&p, 1, request.timeout_ms)) }
             reply(frame.request, result: n > 0 ? Int64(p.revents) : 0, error: e)
         }
         request.timeout_ms == 0 ? work() : offload(work)
@@ -313,7 +310,7 @@ final class Session: @unchecked Sendable {
     private func fsync(_ frame: Frame) {
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
         offload { [self] in
-            let (r, e) = retrying { Int(Glibc.fsync(file.fd)) }
+            let (r, e) = perform { Int(Glibc.fsync(file.fd)) }
             reply(frame.request, result: Int64(r), error: e)
         }
     }
@@ -340,6 +337,18 @@ final class Session: @unchecked Sendable {
             watcher.forget(frame.handle)
         }
         reply(frame.request, result: 0)
+    }
+
+    /// PD_SHARE: the device's descriptor for a same-host guest's mmap.
+    private func share(_ frame: Frame) {
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        guard backend.configuration.shareMappings, socket.isLocal else {
+            logger.notice("mmap refused: descriptors are not shared with this guest", metadata: ["path": "\(file.path)"])
+            return fail(frame.request, ENODEV)
+        }
+        var w = BodyWriter()
+        w.append(pd_reply(result: 0, error: 0, reserved: 0))
+        do { try socket.sendRaw(w.frame(op: PD_REPLY.code, request: frame.request), passing: file.fd) } catch { socket.shutdownBoth() }
     }
 
     private func watch(_ frame: Frame) throws {

@@ -1,6 +1,7 @@
 /* The connection to the backend: one per process, shared by its threads. The first waiting thread
  * reads the socket for all of them (a lone caller never changes threads). */
 #include "shim.h"
+#include "cparadice.h"
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -76,7 +77,12 @@ static int recv_all(int fd, void *buffer, size_t n) {
 }
 
 static int read_frame(int fd, struct pd_frame *f) {
-    if (recv_all(fd, &f->header, sizeof f->header) != 0) return -1;
+    /* A descriptor, when one is passed, comes with the first byte of its frame. */
+    f->descriptor = -1;
+    long first = paradice_recv_with_descriptor(fd, &f->header, sizeof f->header, &f->descriptor);
+    if (first == 0) { errno = EIO; return -1; }
+    if (first < 0) { if (errno != EINTR) return -1; first = 0; }
+    if (recv_all(fd, (uint8_t *)&f->header + first, sizeof f->header - (size_t)first) != 0) return -1;
     if (f->header.length > PD_MAX_FRAME) { errno = EPROTO; return -1; }
     f->body = malloc(f->header.length ? f->header.length : 1);
     if (!f->body) { errno = ENOMEM; return -1; }
@@ -87,6 +93,8 @@ static int read_frame(int fd, struct pd_frame *f) {
 void pd_frame_free(struct pd_frame *f) {
     free(f->body);
     f->body = NULL;
+    if (f->descriptor >= 0) pd_real.close(f->descriptor);   /* not taken by its receiver */
+    f->descriptor = -1;
 }
 
 static int finish_send(int fd, uint16_t op, uint16_t flags, uint32_t request, uint32_t handle, struct pd_buffer *b) {
@@ -173,7 +181,7 @@ int pd_connect(void) {
     pd_buffer_append(&b, &hello, sizeof hello);
     const char *name = program_invocation_short_name;
     pd_buffer_append(&b, name, strlen(name));
-    struct pd_frame reply = { 0 };
+    struct pd_frame reply = { .descriptor = -1 };
     int ok = finish_send(fd, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(fd, &reply) == 0
              && reply.header.op == PD_REPLY && reply.header.length >= sizeof(struct pd_hello_reply);
     pd_buffer_free(&b);
@@ -238,7 +246,7 @@ int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *requ
         if (conn.reading) { pthread_cond_wait(&conn.cond, &conn.lock); continue; }
         conn.reading = 1;
         pthread_mutex_unlock(&conn.lock);
-        struct pd_frame f = { 0 };
+        struct pd_frame f = { .descriptor = -1 };
         int r = read_frame(fd, &f);
         pthread_mutex_lock(&conn.lock);
         conn.reading = 0;
@@ -275,7 +283,7 @@ static void *event_reader(void *unused) {
     int fd = conn.fd;
     for (;;) {
         pthread_mutex_unlock(&conn.lock);
-        struct pd_frame f = { 0 };
+        struct pd_frame f = { .descriptor = -1 };
         int r = read_frame(fd, &f);
         if (r == 0 && f.header.op == PD_EVENT) {
             struct pd_event e = { 0 };

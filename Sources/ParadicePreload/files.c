@@ -12,6 +12,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+static int usable(struct pd_file *f);
+
 #define MAX_FDS 65536
 static struct pd_file *table[MAX_FDS];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -40,7 +42,7 @@ void pd_bind(int fd, struct pd_file *f) {
             if (old->owner == getpid()) {
                 struct pd_buffer b;
                 pd_buffer_init(&b, 0);
-                struct pd_frame reply = { 0 };
+                struct pd_frame reply = { .descriptor = -1 };
                 if (pd_call(PD_CLOSE, 0, old->handle, &b, &reply) == 0) pd_frame_free(&reply);
                 pd_buffer_free(&b);
             }
@@ -81,7 +83,7 @@ void pd_rearm(struct pd_file *f) {
     pd_buffer_init(&b, sizeof(struct pd_poll));
     struct pd_poll p = { f->watch, -1 };
     pd_buffer_append(&b, &p, sizeof p);
-    struct pd_frame reply = { 0 };
+    struct pd_frame reply = { .descriptor = -1 };
     if (pd_call(PD_WATCH, 0, f->handle, &b, &reply) == 0) pd_frame_free(&reply);
     pd_buffer_free(&b);
 }
@@ -91,6 +93,7 @@ int pd_adopt_handle(uint32_t handle, int flags) {
     f->handle = handle;
     f->flags = flags;
     f->owner = getpid();
+    f->shared = -1;
     int fd = pd_install(f, 0);
     if (fd < 0) free(f);
     return fd;
@@ -111,16 +114,39 @@ int pd_release(int fd) {
         if (f->owner == getpid()) {
             struct pd_buffer b;
             pd_buffer_init(&b, 0);
-            struct pd_frame reply = { 0 };
+            struct pd_frame reply = { .descriptor = -1 };
             if (pd_call(PD_CLOSE, 0, f->handle, &b, &reply) == 0) {
                 if (pd_reply_result(&reply, NULL, NULL) < 0) r = -1;
                 pd_frame_free(&reply);
             }
             pd_buffer_free(&b);
         }
+        if (f->shared >= 0) pd_real.close(f->shared);
         free(f);
     }
     return r;
+}
+
+int pd_shared_descriptor(struct pd_file *f) {
+    if (!usable(f)) return -1;
+    if (f->shared >= 0) return f->shared;
+    struct pd_buffer b;
+    pd_buffer_init(&b, 0);
+    struct pd_frame reply = { .descriptor = -1 };
+    int r = pd_call(PD_SHARE, 0, f->handle, &b, &reply);
+    pd_buffer_free(&b);
+    if (r != 0) return -1;
+    int64_t result = pd_reply_result(&reply, NULL, NULL);
+    int e = errno;
+    if (result >= 0 && reply.descriptor >= 0) {
+        f->shared = reply.descriptor;
+        reply.descriptor = -1;
+    } else if (result >= 0) {
+        e = ENODEV;
+    }
+    pd_frame_free(&reply);
+    if (f->shared < 0) errno = e;
+    return f->shared;
 }
 
 int pd_handle_for_fd(int fd, uint32_t *handle) {
@@ -178,7 +204,7 @@ int pd_open(const char *path, int flags, mode_t mode) {
     struct pd_open o = { flags, mode };
     pd_buffer_append(&b, &o, sizeof o);
     pd_buffer_append(&b, path, strlen(path));
-    struct pd_frame reply = { 0 };
+    struct pd_frame reply = { .descriptor = -1 };
     int r = pd_call(PD_OPEN, 0, 0, &b, &reply);
     pd_buffer_free(&b);
     if (r != 0) return -1;
@@ -190,6 +216,7 @@ int pd_open(const char *path, int flags, mode_t mode) {
     f->handle = (uint32_t)handle;
     f->flags = flags & (O_ACCMODE | O_NONBLOCK | O_APPEND);
     f->owner = getpid();
+    f->shared = -1;
     if (length >= sizeof(struct pd_stat)) {
         struct pd_stat st;
         memcpy(&st, data, sizeof st);
@@ -214,7 +241,7 @@ ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, o
     pd_buffer_init(&b, sizeof(struct pd_io));
     struct pd_io io = { count, offset };
     pd_buffer_append(&b, &io, sizeof io);
-    struct pd_frame reply = { 0 };
+    struct pd_frame reply = { .descriptor = -1 };
     int r = pd_call(positional ? PD_PREAD : PD_READ, 0, f->handle, &b, &reply);
     pd_buffer_free(&b);
     if (r != 0) return -1;
@@ -236,7 +263,7 @@ ssize_t pd_write(struct pd_file *f, const void *buffer, size_t count, int positi
     struct pd_io io = { count, offset };
     pd_buffer_append(&b, &io, sizeof io);
     pd_buffer_append(&b, buffer, count);
-    struct pd_frame reply = { 0 };
+    struct pd_frame reply = { .descriptor = -1 };
     int r = pd_call(positional ? PD_PWRITE : PD_WRITE, 0, f->handle, &b, &reply);
     pd_buffer_free(&b);
     if (r != 0) return -1;
@@ -253,7 +280,7 @@ static int64_t simple(struct pd_file *f, uint16_t op, const void *body, size_t l
     struct pd_buffer b;
     pd_buffer_init(&b, length);
     if (length) pd_buffer_append(&b, body, length);
-    struct pd_frame reply = { 0 };
+    struct pd_frame reply = { .descriptor = -1 };
     int r = pd_call(op, 0, f->handle, &b, &reply);
     pd_buffer_free(&b);
     if (r != 0) return -1;

@@ -103,7 +103,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             pd_buffer_append(&b, regions[i].bytes, regions[i].length);
             pd_buffer_pad(&b);
         }
-        struct pd_frame reply = { 0 };
+        struct pd_frame reply = { .descriptor = -1 };
         int r = pd_call(PD_IOCTL, translated ? PD_IOCTL_TRANSLATED : 0, f->handle, &b, &reply);
         pd_buffer_free(&b);
         if (r != 0) { error = errno; break; }

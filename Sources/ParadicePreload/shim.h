@@ -17,6 +17,7 @@
 struct pd_frame {
     struct pd_header header;
     uint8_t *body;            /* malloc'ed, header.length bytes */
+    int descriptor;           /* passed with the frame (PD_SHARE), or -1 */
 };
 
 /* A growable byte buffer holding a frame being built; room for the header is kept in front. */
@@ -46,6 +47,7 @@ struct pd_file {
     pid_t owner;              /* the process whose connection holds the handle */
     int placeholder;          /* one local descriptor of it: events make it readable for epoll */
     short watch;              /* events an epoll set waits for (0: none) */
+    int shared;               /* the device's own descriptor, for mmap on a same-host backend, or -1 */
 };
 
 struct pd_file *pd_lookup(int fd);         /* NULL: not forwarded */
@@ -72,6 +74,7 @@ int pd_poll_one(struct pd_file *f, short events, int timeout_ms, short *revents)
 off_t pd_lseek(struct pd_file *f, off_t offset, int whence);
 int pd_setfl(struct pd_file *f, int flags);
 int pd_fstat(struct pd_file *f, struct stat *st);
+int pd_shared_descriptor(struct pd_file *f);   /* for mmap: -1 with errno when the backend keeps it */
 
 /* The real libc functions. */
 struct pd_real {

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -491,4 +492,23 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
         pd_rearm(f);
     }
     return 0;
+}
+
+/* mmap of a forwarded device maps the device itself when the backend is on this machine and shares its
+ * descriptor; otherwise it fails with ENODEV, as for a device that has no mmap. */
+static void *mmap_common(void *address, size_t length, int protection, int flags, int fd, off_t offset, const char *symbol) {
+    void *(*real)(void *, size_t, int, int, int, off_t) = (void *(*)(void *, size_t, int, int, int, off_t))next(symbol);
+    struct pd_file *f = (flags & MAP_ANONYMOUS) ? NULL : pd_lookup(fd);
+    if (!f) return real(address, length, protection, flags, fd, offset);
+    int shared = pd_shared_descriptor(f);
+    if (shared < 0) { errno = ENODEV; return MAP_FAILED; }
+    return real(address, length, protection, flags, shared, offset);
+}
+
+void *mmap(void *address, size_t length, int protection, int flags, int fd, off_t offset) {
+    return mmap_common(address, length, protection, flags, fd, offset, "mmap");
+}
+
+void *mmap64(void *address, size_t length, int protection, int flags, int fd, off64_t offset) {
+    return mmap_common(address, length, protection, flags, fd, offset, "mmap64");
 }

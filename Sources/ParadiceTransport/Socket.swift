@@ -9,15 +9,18 @@ import CParadice
 public final class FrameSocket: @unchecked Sendable {
     public let fd: Int32
     public let peer: String
+    /// A unix socket: the peer is on this machine, and descriptors can travel.
+    public let isLocal: Bool
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
     private var sendLock = pthread_mutex_t()
     private var closed = false
 
-    public init(fd: Int32, peer: String) {
+    public init(fd: Int32, peer: String, isLocal: Bool = false) {
         self.fd = fd
         self.peer = peer
+        self.isLocal = isLocal
         self.buffer = [UInt8](repeating: 0, count: 1 << 16)
         pthread_mutex_init(&sendLock, nil)
     }
@@ -56,6 +59,15 @@ public final class FrameSocket: @unchecked Sendable {
                 sent += n
             }
         }
+    }
+
+    /// Sends an encoded frame with a descriptor attached (unix sockets only).
+    public func sendRaw(_ bytes: [UInt8], passing descriptor: Int32) throws {
+        pthread_mutex_lock(&sendLock)
+        defer { pthread_mutex_unlock(&sendLock) }
+        if closed { throw TransportError.closed }
+        let r = bytes.withUnsafeBytes { paradice_send_with_descriptor(fd, $0.baseAddress, $0.count, descriptor) }
+        if r != 0 { throw TransportError.system("sendmsg", errno) }
     }
 
     /// The next frame, or nil at a clean end of stream.
@@ -135,7 +147,7 @@ public final class FrameSocket: @unchecked Sendable {
                 Glibc.close(fd)
                 throw TransportError.system("connect \(endpoint)", e)
             }
-            return FrameSocket(fd: fd, peer: endpoint.description)
+            return FrameSocket(fd: fd, peer: endpoint.description, isLocal: true)
         case .tcp(let host, let port):
             var lastError: Int32 = ECONNREFUSED
             for candidate in try resolve(host, port, passive: false) {

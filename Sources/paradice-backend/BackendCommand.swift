@@ -40,6 +40,9 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
+    @Flag(name: .long, help: "Let guests on this machine (unix sockets) mmap devices for real: they receive the device's descriptor.")
+    var shareMappings = false
+
     @Flag(name: .long, help: .hidden)
     var echo = false
 
@@ -76,6 +79,7 @@ struct BackendCommand: ParsableCommand {
         }
         configuration.plugins = plugins
         configuration.devices = devices.map(DeviceExport.init)
+        configuration.shareMappings = shareMappings || settings.shareMappings
 
         let backend: Backend
         do {

@@ -16,6 +16,7 @@ enum ConfigFile {
         var devices: [String] = []
         var specs: String?
         var logLevel: String?
+        var shareMappings = false
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -45,6 +46,7 @@ enum ConfigFile {
             case "device", "devices": settings.devices += values
             case "specs": settings.specs = values.last
             case "log-level", "log_level": settings.logLevel = values.last
+            case "share-mappings", "share_mappings": settings.shareMappings = values.last == "true"
             default: throw Failure(description: "\(path):\(lineNumber):1: unknown setting '\(key)'")
             }
         }

@@ -183,6 +183,23 @@ struct PreloadTests {
         #expect(result.output.contains("lifecycle ok"))
     }
 
+    @Test func mmapIsTheDevicesOwnSharedMappingOnTheSameHost() throws {
+        let backend = try BackendProcess(devices: ["/dev/kvm"], extra: ["--share-mappings"])
+        let program = try compile("mapping", into: backend.folder)
+        let result = try paradiceRun(backend.endpoint, [program])
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+        #expect(result.output.contains("KVM_RUN -1 EINTR"))
+    }
+
+    @Test func mmapWithoutSharingIsEnodev() throws {
+        let backend = try BackendProcess(devices: ["/dev/kvm"])
+        let program = try compile("mapping", into: backend.folder)
+        let result = try paradiceRun(backend.endpoint, [program])
+        #expect(result.status == 3)
+        #expect(result.errors.contains("mmap: No such device"))
+        #expect(backend.log.contains("mmap refused"))
+    }
+
     @Test func aMappedPath() throws {
         let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
         let pty = try NativePty()

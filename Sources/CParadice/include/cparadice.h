@@ -18,6 +18,11 @@ int paradice_accept(int fd, void *address, unsigned int *length);
 /// The pid and uid of a unix socket's peer (SO_PEERCRED). Returns 0 on success.
 int paradice_peer_credentials(int fd, int *pid, unsigned int *uid);
 
+/// Sends bytes with a descriptor attached to the first of them (SCM_RIGHTS). 0, or -1 with errno.
+int paradice_send_with_descriptor(int socket, const void *bytes, size_t length, int descriptor);
+/// recv that also takes a descriptor passed with the bytes (*descriptor = -1 when none).
+long paradice_recv_with_descriptor(int socket, void *bytes, size_t length, int *descriptor);
+
 /// eventfd(0, EFD_CLOEXEC): a wake-up channel for poll loops.
 int paradice_eventfd(void);
 /// O_DIRECT and O_PATH, which glibc hides without _GNU_SOURCE.

@@ -31,6 +31,8 @@ enum pd_op {
     PD_PREAD   = 13,  /* pd_io                                        → like PD_READ */
     PD_PWRITE  = 14,  /* pd_io + data                                 → like PD_WRITE */
     PD_FSTAT   = 15,  /* (handle)                                     → pd_stat */
+    PD_SHARE   = 16,  /* (handle), unix transport only                → result 0; the backend's descriptor
+                                                                         travels with the reply (SCM_RIGHTS) */
 
     PD_REPLY   = 0x80, /* pd_reply + op-specific data */
     PD_NEED    = 0x81, /* pd_need: an ioctl needs more guest memory; resend PD_IOCTL with it */

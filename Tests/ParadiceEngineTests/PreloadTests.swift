@@ -152,6 +152,8 @@ struct PreloadTests {
         let writer = Thread {
             usleep(800_000)
             _ = write(pty.master, "evented\n", 8)
+            usleep(800_000)
+            _ = write(pty.master, "abcdefg\n", 8)
         }
         writer.start()
         let result = try paradiceRun(backend.endpoint, [program, pty.slavePath])
@@ -160,6 +162,8 @@ struct PreloadTests {
         #expect(result.output.contains("after: 1 ready, forwarded yes"))
         #expect(result.output.contains("read 8: evented"))
         #expect(result.output.contains("drained: 0"))
+        #expect(result.output.contains("ppoll 0 pselect 0"))
+        #expect(result.output.contains("ready again: ppoll 1 pselect 1, readv 8: abc|defg"))
         #expect(result.output.contains("done"))
         // What the program wrote (writev, then stdio) arrives at the native master, after the echo of the input.
         var buffer = [UInt8](repeating: 0, count: 256)

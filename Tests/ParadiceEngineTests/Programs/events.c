@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -27,9 +29,26 @@ int main(int argc, char **argv) {
     char line[64];
     ssize_t k = read(fd, line, sizeof line);
     printf("read %zd: %.*s", k, (int)(k > 0 ? k : 0), line);
-    /* Drained: no longer ready. */
+    /* Drained: no longer ready, by epoll, ppoll and pselect alike. */
     n = epoll_wait(ep, got, 4, 100);
     printf("drained: %d\n", n);
+    struct pollfd pf = { fd, POLLIN, 0 };
+    struct timespec short_wait = { 0, 50 * 1000 * 1000 };
+    fd_set set;
+    FD_ZERO(&set);
+    FD_SET(fd, &set);
+    printf("ppoll %d pselect %d\n", ppoll(&pf, 1, &short_wait, NULL), pselect(fd + 1, &set, NULL, NULL, &short_wait, NULL));
+    printf("second\n");
+    fflush(stdout);
+    pf.revents = 0;
+    FD_SET(fd, &set);
+    struct timespec long_wait = { 5, 0 };
+    int p1 = ppoll(&pf, 1, &long_wait, NULL);
+    int p2 = pselect(fd + 1, &set, NULL, NULL, &long_wait, NULL);
+    char a[3], b[16];
+    struct iovec into[2] = { { a, sizeof a }, { b, sizeof b } };
+    ssize_t got2 = readv(fd, into, 2);
+    printf("ready again: ppoll %d pselect %d, readv %zd: %.3s|%.*s", p1, p2, got2, a, (int)(got2 > 3 ? got2 - 3 : 0), b);
 
     /* writev through the forwarded descriptor, and stdio through fopen. */
     struct iovec parts[2] = { { "vec", 3 }, { "tor\\n", 5 } };

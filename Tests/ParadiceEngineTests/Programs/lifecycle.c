@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -39,6 +41,13 @@ int main(int argc, char **argv) {
     char c;
     check(read(d, &c, 1) == -1 && errno == EAGAIN, "non-blocking read is EAGAIN");
     check(ioctl(999, TIOCGWINSZ, &back) == -1 && errno == EBADF, "EBADF for a descriptor that is not open");
+    check(pread(d, &c, 1, 0) == -1 && errno == ESPIPE, "pread on a pty is ESPIPE, as the driver says");
+    int d4 = dup3(d, 70, O_CLOEXEC);
+    check(d4 == 70 && ioctl(70, TIOCGWINSZ, &back) == 0 && (fcntl(70, F_GETFD) & FD_CLOEXEC), "dup3");
+    check(close(70) == 0, "close a dup");
+    struct stat st;
+    check(stat("/dev/ptmx", &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 5 && minor(st.st_rdev) == 2,
+          "stat on a forwarded path: the backend's node");
 
     pid_t child = fork();
     if (child == 0) {

@@ -27,9 +27,17 @@ trap 'kill $backend 2>/dev/null' EXIT
 for _ in $(seq 50); do [ -S /run/paradice.sock ] && break; sleep 0.1; done
 paradice devices --backend unix:/run/paradice.sock
 echo "== an unmodified program on a forwarded pty: stty sets 100x40 through Paradice"
-pty=$(python3 -c 'import os,pty,time,sys; m,s=pty.openpty(); print(os.ttyname(s), flush=True); sys.stdout.close(); time.sleep(5)' &)
-sleep 0.3
+# A pty held open for the demo by a small local process; stty reaches it through the backend.
+ptyname=$(mktemp)
+python3 -c 'import os, pty, sys, time
+m, s = pty.openpty()
+open(sys.argv[1], "w").write(os.ttyname(s))
+time.sleep(30)' "$ptyname" &
+holder=$!
+trap 'kill $backend $holder 2>/dev/null; rm -f "$ptyname"' EXIT
+for _ in $(seq 50); do [ -s "$ptyname" ] && break; sleep 0.1; done
+pty=$(cat "$ptyname")
 paradice run --backend unix:/run/paradice.sock -- stty -F "$pty" cols 100 rows 40
-paradice run --backend unix:/run/paradice.sock -- stty -F "$pty" size
+echo "stty size of $pty, asked through Paradice: $(paradice run --backend unix:/run/paradice.sock -- stty -F "$pty" size)"
 echo "== forwarded vs native, measured now:"
 paradice bench --iterations 5000 --bulk-bytes 8388608

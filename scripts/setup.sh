@@ -20,11 +20,12 @@ paradice spec verify
 
 echo
 echo "== a backend serving this machine's ptys, kvm and loop devices on unix:/run/paradice.sock"
+rm -f /run/paradice.sock
 paradice-backend --listen unix:/run/paradice.sock --device /dev/ptmx --device '/dev/pts/*' \
   --device /dev/kvm --device /dev/loop-control --log-level warning &
 backend=$!
 trap 'kill $backend 2>/dev/null' EXIT
-for _ in $(seq 50); do [ -S /run/paradice.sock ] && break; sleep 0.1; done
+for _ in $(seq 50); do paradice devices --backend unix:/run/paradice.sock >/dev/null 2>&1 && break; sleep 0.1; done
 paradice devices --backend unix:/run/paradice.sock
 echo "== an unmodified program on a forwarded pty: stty sets 100x40 through Paradice"
 # A pty held open for the demo by a small local process; stty reaches it through the backend.

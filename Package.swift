@@ -46,9 +46,11 @@ let package = Package(
         // The client library (frontend side): remote files that behave like local ones.
         .target(name: "ParadiceClient", dependencies: ["ParadicePlan", "ParadiceWire", "ParadiceTransport", "CParadice"],
                 swiftSettings: hotPath),
+        // Plug-ins: per-class code for what a spec cannot say (Plugins/<Class>/).
+        .target(name: "KVMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan"], path: "Plugins/KVM"),
         .executableTarget(
             name: "paradice-backend",
-            dependencies: ["ParadiceEngine", "ParadiceSpec", "ParadiceTransport",
+            dependencies: ["ParadiceEngine", "ParadiceSpec", "ParadiceTransport", "KVMPlugin",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),

@@ -37,6 +37,16 @@ extension Session {
             gathered.append((region.address, try reader.readBytes(Int(region.length))))
             reader.skipPadding()
         }
+        // Mirrored mapping bytes the frontend sends because an earlier PD_NEED asked for them.
+        var mirrored: [(mapping: UInt32, offset: Int, bytes: ArraySlice<UInt8>)] = []
+        if frame.flags & UInt16(PD_IOCTL_MAPPINGS) != 0 {
+            let count = try reader.read(pd_mapping_count.self)
+            for _ in 0..<count.count {
+                let range = try reader.read(pd_mapping_range.self)
+                mirrored.append((range.mapping, Int(range.offset), try reader.readBytes(Int(range.length))))
+                reader.skipPadding()
+            }
+        }
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
         guard let specClass = file.specClass else {
             logger.notice("ioctl on a file no spec class serves", metadata: ["path": "\(file.path)", "command": "\(hex(request.command))"])
@@ -59,6 +69,16 @@ extension Session {
         }
         if !memory.missing.isEmpty { return need(frame.request, memory.missing, slots: [], argumentFD: false) }
 
+        // What the device must see of the guest's mirrors before this call, if the plug-in says so.
+        let pulls = mappingRanges(of: file, file.state?.mappedToDevice(before: call) ?? [])
+        let covered = pulls.allSatisfy { p in
+            mirrored.contains { $0.mapping == p.id && $0.offset <= p.offset && $0.offset + $0.bytes.count >= p.offset + p.length }
+        }
+        if !covered {
+            return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: [], argumentFD: false,
+                        mappings: pulls.map { pd_mapping_range(mapping: $0.id, length: UInt32($0.length), offset: UInt64($0.offset)) })
+        }
+
         let inSlots = call.plan.descriptors.filter { $0.direction.reads }
         var argumentFD = false
         if case .descriptor = call.plan.argument { argumentFD = true }
@@ -67,19 +87,27 @@ extension Session {
             let slots = inSlots.map { pd_slot(address: call.plan.regions[$0.region].address + UInt64($0.offset), width: UInt32($0.width), direction: 1) }
             return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: slots, argumentFD: argumentFD)
         }
-        let work: @Sendable () -> Void = { [self] in
+        let work: @Sendable () -> Void = { [self, mirrored] in
+            for m in mirrored {
+                // Only inside a mapping this guest holds on this file.
+                guard let target = lock.withLock({ mappings[m.mapping] }), target.file === file,
+                      m.offset >= 0, m.offset + m.bytes.count <= target.length else { continue }
+                m.bytes.withUnsafeBytes { (target.address + m.offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
             execute(call, on: file, request: frame.request)
             watcher.rearm(frame.handle)
         }
         call.plan.blocking ? offload(work) : work()
     }
 
-    private func need(_ request: UInt32, _ regions: [(address: UInt64, length: Int)], slots: [pd_slot], argumentFD: Bool) {
+    private func need(_ request: UInt32, _ regions: [(address: UInt64, length: Int)], slots: [pd_slot], argumentFD: Bool,
+                      mappings: [pd_mapping_range] = []) {
         var w = BodyWriter()
         w.append(pd_need(region_count: UInt32(regions.count), slot_count: UInt32(slots.count),
-                         flags: argumentFD ? PD_NEED_ARGUMENT_FD : 0, reserved: 0))
+                         flags: argumentFD ? PD_NEED_ARGUMENT_FD : 0, mapping_count: UInt32(mappings.count)))
         for r in regions { w.append(pd_region(address: r.address, length: UInt32(r.length), reserved: 0)) }
         for s in slots { w.append(s) }
+        for m in mappings { w.append(m) }
         send(w.frame(op: PD_NEED.code, request: request))
     }
 
@@ -174,11 +202,19 @@ extension Session {
             result = Int64(register(created))
             flags |= PD_DONE_RESULT_HANDLE
         }
-        var output = BodyWriter(capacity: 32 + regionBytes.count + 16 * newSlots.count)
+        // What the guest's mirrors must show after this call, if the plug-in says so.
+        let pushes = mappingRanges(of: file, file.state?.mappedToGuest(after: call, result: Int64(r)) ?? [])
+        var output = BodyWriter(capacity: 32 + regionBytes.count + 16 * newSlots.count + pushes.reduce(0) { $0 + $1.length + 24 })
         output.append(pd_reply(result: r < 0 ? -1 : result, error: r < 0 ? e : 0, reserved: 0))
-        output.append(pd_ioctl_done(region_count: regionCount, slot_count: UInt32(newSlots.count), flags: flags, reserved: 0))
+        output.append(pd_ioctl_done(region_count: regionCount, slot_count: UInt32(newSlots.count), flags: flags,
+                                    mapping_count: UInt32(pushes.count)))
         output.append(bytes: regionBytes)
         for s in newSlots { output.append(s) }
+        for p in pushes {
+            output.append(pd_mapping_range(mapping: p.id, length: UInt32(p.length), offset: UInt64(p.offset)))
+            output.append(UnsafeRawBufferPointer(start: p.mapping.address + p.offset, count: p.length))
+            output.pad()
+        }
         send(output.frame(op: PD_REPLY.code, request: request))
     }
 }
@@ -206,7 +242,7 @@ extension Session {
             let back = region.map { $0.direction.writes && (r >= 0 || $0.direction.reads) } ?? false
             var output = BodyWriter(capacity: 56 + length)
             output.append(pd_reply(result: r < 0 ? -1 : Int64(r), error: r < 0 ? e : 0, reserved: 0))
-            output.append(pd_ioctl_done(region_count: back ? 1 : 0, slot_count: 0, flags: 0, reserved: 0))
+            output.append(pd_ioctl_done(region_count: back ? 1 : 0, slot_count: 0, flags: 0, mapping_count: 0))
             if back, let region {
                 output.append(pd_region(address: region.address, length: UInt32(length), reserved: 0))
                 output.append(UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))

@@ -22,3 +22,20 @@ final class OpenFile: @unchecked Sendable {
 
     deinit { close(fd) }
 }
+
+/// A device mapping the backend holds for a guest that keeps a mirror of it.
+final class DeviceMapping: @unchecked Sendable {
+    let file: OpenFile
+    let address: UnsafeMutableRawPointer
+    let length: Int
+    let deviceOffset: UInt64
+
+    init(file: OpenFile, address: UnsafeMutableRawPointer, length: Int, deviceOffset: UInt64) {
+        self.file = file
+        self.address = address
+        self.length = length
+        self.deviceOffset = deviceOffset
+    }
+
+    deinit { munmap(address, length) }
+}

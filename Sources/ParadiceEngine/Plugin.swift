@@ -11,12 +11,21 @@ public protocol DevicePlugin: AnyObject, Sendable {
     func state(forPath path: String) -> (any DeviceFileState)?
 }
 
-/// What a plug-in keeps per open file: the variables specs read, and what it learns from calls.
+/// What a plug-in keeps per open file: the variables specs read, what it learns from calls, and the
+/// sync points of mapped memory when the guest keeps a mirror (a backend on another machine).
 public protocol DeviceFileState: AnyObject, PlanVariables {
     /// Called after each forwarded ioctl with the driver's result and the region contents after the call.
     func ioctlCompleted(_ call: PlannedCall, result: Int64)
+    /// Device mmap offsets whose guest copy must reach the device before this call (an output buffer
+    /// being queued; KVM's kvm_run before KVM_RUN).
+    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>]
+    /// Device mmap offsets whose contents the guest must see after this call (a captured frame after
+    /// DQBUF).
+    func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>]
 }
 
 extension DeviceFileState {
     public func ioctlCompleted(_ call: PlannedCall, result: Int64) {}
+    public func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] { [] }
+    public func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] { [] }
 }

@@ -23,6 +23,8 @@ final class Session: @unchecked Sendable {
     private var workers: [UInt64: pthread_t] = [:]
     private var nextWorker: UInt64 = 0
     private(set) var cancelled = false
+    var mappings: [UInt32: DeviceMapping] = [:]
+    private var nextMapping: UInt32 = 1
     lazy var watcher = Watcher(session: self)
 
     init(id: UInt32, socket: FrameSocket, backend: Backend) {
@@ -70,6 +72,7 @@ final class Session: @unchecked Sendable {
             let n = openCount
             handles = [nil]
             openCount = 0
+            mappings.removeAll()   // each unmaps itself
             return n
         }
         socket.close()
@@ -200,6 +203,8 @@ final class Session: @unchecked Sendable {
             case PD_FASYNC.code: try fasync(frame)
             case PD_WATCH.code: try watch(frame)
             case PD_SHARE.code: share(frame)
+            case PD_MMAP.code: try map(frame)
+            case PD_MUNMAP.code: try unmap(frame)
             default:
                 logger.warning("unknown operation", metadata: ["op": "\(frame.op)"])
                 fail(frame.request, ENOSYS)
@@ -337,6 +342,48 @@ final class Session: @unchecked Sendable {
             watcher.forget(frame.handle)
         }
         reply(frame.request, result: 0)
+    }
+
+    /// PD_MMAP: the backend maps the device; the guest keeps a mirror that the plug-in's sync points update.
+    private func map(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let request = try reader.read(pd_mmap.self)
+        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        guard request.length > 0, request.length <= 1 << 30 else { return fail(frame.request, EINVAL) }
+        let protection = request.prot & (PROT_READ | PROT_WRITE)
+        guard let address = Glibc.mmap(nil, Int(request.length), protection, MAP_SHARED, file.fd, off_t(request.offset)),
+              address != MAP_FAILED
+        else { return fail(frame.request, errno) }
+        let id = lock.withLock { () -> UInt32 in
+            let id = nextMapping
+            nextMapping &+= 1
+            mappings[id] = DeviceMapping(file: file, address: address, length: Int(request.length), deviceOffset: request.offset)
+            return id
+        }
+        logger.debug("mapped", metadata: ["path": "\(file.path)", "offset": "\(request.offset)", "length": "\(request.length)"])
+        reply(frame.request, result: Int64(id))
+    }
+
+    private func unmap(_ frame: Frame) throws {
+        var reader = BodyReader(frame.body)
+        let request = try reader.read(pd_munmap.self)
+        let removed = lock.withLock { mappings.removeValue(forKey: request.mapping) }
+        removed == nil ? fail(frame.request, EINVAL) : reply(frame.request, result: 0)
+    }
+
+    /// The parts of this file's mappings that a plug-in's device-offset ranges cover.
+    func mappingRanges(of file: OpenFile, _ ranges: [Range<UInt64>]) -> [(id: UInt32, mapping: DeviceMapping, offset: Int, length: Int)] {
+        guard !ranges.isEmpty else { return [] }
+        let mine = lock.withLock { mappings.filter { $0.value.file === file } }
+        var out: [(UInt32, DeviceMapping, Int, Int)] = []
+        for (id, m) in mine.sorted(by: { $0.key < $1.key }) {
+            let covered = m.deviceOffset..<(m.deviceOffset + UInt64(m.length))
+            for r in ranges where r.overlaps(covered) {
+                let lo = max(r.lowerBound, covered.lowerBound), hi = min(r.upperBound, covered.upperBound)
+                out.append((id, m, Int(lo - m.deviceOffset), Int(hi - lo)))
+            }
+        }
+        return out
     }
 
     /// PD_SHARE: the device's descriptor for a same-host guest's mmap.

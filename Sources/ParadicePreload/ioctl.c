@@ -76,6 +76,8 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
     struct restore *restores = NULL;
     int restoreCount = 0;
     uint64_t sentArgument = argument;
+    struct pd_mapping_range *pulls = NULL;   /* mirror bytes the backend asked for */
+    int pullCount = 0;
     int translated = 0;
     struct shape asked = { command, 0 };
 
@@ -103,8 +105,21 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             pd_buffer_append(&b, regions[i].bytes, regions[i].length);
             pd_buffer_pad(&b);
         }
+        if (pullCount > 0) {
+            struct pd_mapping_count n = { (uint32_t)pullCount, 0 };
+            pd_buffer_append(&b, &n, sizeof n);
+            for (int i = 0; i < pullCount; i++) {
+                uint8_t *bytes = pd_mirror_bytes(pulls[i].mapping, pulls[i].offset, pulls[i].length);
+                struct pd_mapping_range m = pulls[i];
+                if (!bytes) m.length = 0;
+                pd_buffer_append(&b, &m, sizeof m);
+                if (bytes) pd_buffer_append(&b, bytes, m.length);
+                pd_buffer_pad(&b);
+            }
+        }
         struct pd_frame reply = { .descriptor = -1 };
-        int r = pd_call(PD_IOCTL, translated ? PD_IOCTL_TRANSLATED : 0, f->handle, &b, &reply);
+        uint16_t flags = (translated ? PD_IOCTL_TRANSLATED : 0) | (pullCount > 0 ? PD_IOCTL_MAPPINGS : 0);
+        int r = pd_call(PD_IOCTL, flags, f->handle, &b, &reply);
         pd_buffer_free(&b);
         if (r != 0) { error = errno; break; }
 
@@ -145,6 +160,14 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
                     restores[restoreCount++] = (struct restore){ slot.address, slot.width, local };
                     break;
                 }
+            }
+            for (uint32_t i = 0; i < need.mapping_count && !failed; i++) {
+                struct pd_mapping_range m;
+                memcpy(&m, p, sizeof m);
+                p += sizeof m;
+                if (!pd_mirror_bytes(m.mapping, m.offset, m.length)) { failed = EFAULT; break; }
+                pulls = realloc(pulls, sizeof *pulls * (pullCount + 1));
+                pulls[pullCount++] = m;
             }
             if (!failed && (need.flags & PD_NEED_ARGUMENT_FD) && sentArgument == argument) {
                 uint32_t handle;
@@ -190,6 +213,14 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             store(bytes, slot.width, fd);
             write_self(slot.address, bytes, slot.width);
         }
+        for (uint32_t i = 0; i < done.mapping_count; i++) {
+            struct pd_mapping_range m;
+            memcpy(&m, p, sizeof m);
+            p += sizeof m;
+            uint8_t *into = pd_mirror_bytes(m.mapping, m.offset, m.length);
+            if (into) memcpy(into, p, m.length);
+            p += (m.length + 7) / 8 * 8;
+        }
         if (value >= 0 && (done.flags & PD_DONE_RESULT_HANDLE)) value = pd_adopt_handle((uint32_t)value, O_RDWR);
         pd_frame_free(&reply);
         if (faulted && value >= 0) { error = EFAULT; break; }
@@ -204,6 +235,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
     }
     free_regions(regions, count);
     free(restores);
+    free(pulls);
     pd_rearm(f);
     if (result < 0) errno = error;
     return result;

@@ -62,6 +62,12 @@ void pd_start_event_reader(void);
 void pd_event(uint32_t handle, short revents);
 void pd_rearm(struct pd_file *f);          /* after the program used the file: clear, and watch again */
 
+/* Mirrors of mappings a remote backend holds. */
+void *pd_mirror_map(struct pd_file *f, void *address, size_t length, int protection, int flags, off_t offset,
+                    void *(*real_mmap)(void *, size_t, int, int, int, off_t));
+int pd_mirror_unmap(void *address);
+uint8_t *pd_mirror_bytes(uint32_t id, uint64_t offset, uint32_t length);
+
 /* Paths. */
 int pd_forwarded_path(const char *path, char *backend_path, size_t size);   /* 1 when forwarded */
 

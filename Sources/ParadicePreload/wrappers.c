@@ -495,14 +495,22 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
 }
 
 /* mmap of a forwarded device maps the device itself when the backend is on this machine and shares its
- * descriptor; otherwise it fails with ENODEV, as for a device that has no mmap. */
+ * descriptor; otherwise the backend maps it and the program gets a mirror. A device without mmap answers
+ * as it would locally (ENODEV from the driver). */
 static void *mmap_common(void *address, size_t length, int protection, int flags, int fd, off_t offset, const char *symbol) {
     void *(*real)(void *, size_t, int, int, int, off_t) = (void *(*)(void *, size_t, int, int, int, off_t))next(symbol);
     struct pd_file *f = (flags & MAP_ANONYMOUS) ? NULL : pd_lookup(fd);
     if (!f) return real(address, length, protection, flags, fd, offset);
     int shared = pd_shared_descriptor(f);
-    if (shared < 0) { errno = ENODEV; return MAP_FAILED; }
-    return real(address, length, protection, flags, shared, offset);
+    if (shared >= 0) return real(address, length, protection, flags, shared, offset);
+    /* Not on this machine, or not shared: a mirror, kept coherent at the plug-in's sync points. */
+    return pd_mirror_map(f, address, length, protection, flags, offset, real);
+}
+
+int munmap(void *address, size_t length) {
+    REAL(munmap);
+    pd_mirror_unmap(address);
+    return real_munmap(address, length);
 }
 
 void *mmap(void *address, size_t length, int protection, int flags, int fd, off_t offset) {

@@ -1,6 +1,7 @@
+import KVMPlugin
 import ParadiceEngine
 
 /// The plug-ins built into this backend; `--plugins` enables them by name.
 enum AvailablePlugins {
-    static let all: [any DevicePlugin.Type] = []
+    static let all: [any DevicePlugin.Type] = [KVMPlugin.self]
 }

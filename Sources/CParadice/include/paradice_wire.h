@@ -31,6 +31,10 @@ enum pd_op {
     PD_PREAD   = 13,  /* pd_io                                        → like PD_READ */
     PD_PWRITE  = 14,  /* pd_io + data                                 → like PD_WRITE */
     PD_FSTAT   = 15,  /* (handle)                                     → pd_stat */
+    PD_MMAP    = 17,  /* pd_mmap                                      → result = a mapping id; the frontend
+                                                                         keeps a mirror, synced at the points
+                                                                         the class's plug-in names */
+    PD_MUNMAP  = 18,  /* pd_munmap                                    → result */
     PD_SHARE   = 16,  /* (handle), unix transport only                → result 0; the backend's descriptor
                                                                          travels with the reply (SCM_RIGHTS) */
 
@@ -103,6 +107,7 @@ struct pd_io {
 };
 
 #define PD_IOCTL_TRANSLATED  0x1u  /* descriptors in the regions and argument are handles already */
+#define PD_IOCTL_MAPPINGS    0x2u  /* after the regions: pd_mapping_count, then mirrored mapping bytes */
 
 struct pd_ioctl {
     uint32_t command;
@@ -130,7 +135,7 @@ struct pd_need {
     uint32_t region_count;     /* pd_region × n: memory to gather */
     uint32_t slot_count;       /* pd_slot × n: descriptors the frontend translates before resending */
     uint32_t flags;
-    uint32_t reserved;
+    uint32_t mapping_count;    /* pd_mapping_range × n: mirrored mapping bytes the device needs first */
 };
 
 #define PD_DONE_RESULT_HANDLE  0x1u  /* result is a new remote handle */
@@ -140,6 +145,31 @@ struct pd_ioctl_done {
     uint32_t region_count;     /* pd_region + bytes × n: to scatter into guest memory */
     uint32_t slot_count;       /* pd_slot × n: new handles written into those regions */
     uint32_t flags;
+    uint32_t mapping_count;    /* pd_mapping_range + bytes × n: to copy into the frontend's mirrors */
+};
+
+/* A mapping the backend holds for the guest, which keeps a mirror of it. */
+struct pd_mmap {
+    uint64_t offset;           /* the device's mmap offset */
+    uint64_t length;
+    int32_t  prot;
+    int32_t  flags;
+};
+
+struct pd_munmap {
+    uint32_t mapping;
+    uint32_t reserved;
+};
+
+/* A byte range of a mirrored mapping (followed by the bytes where data travels, padded to 8). */
+struct pd_mapping_range {
+    uint32_t mapping;
+    uint32_t length;
+    uint64_t offset;           /* within the mapping */
+};
+
+struct pd_mapping_count {
+    uint32_t count;
     uint32_t reserved;
 };
 

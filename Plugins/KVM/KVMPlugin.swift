@@ -1,0 +1,28 @@
+import ParadiceEngine
+import ParadicePlan
+
+/// KVM: a vcpu's state travels in its mmap'd kvm_run page, not in KVM_RUN's argument. Around KVM_RUN
+/// that page goes to the device and back, so a guest whose backend is on another machine (a mirror,
+/// not a shared mapping) sees what it would see locally.
+public final class KVMPlugin: DevicePlugin {
+    public static let name = "kvm"
+
+    public init() {}
+
+    public func state(forPath path: String) -> (any DeviceFileState)? { KVMFile() }
+}
+
+final class KVMFile: DeviceFileState {
+    /// The whole of whatever the guest mapped: kvm_run and the pages after it (the PIO data page).
+    private static let everything: [Range<UInt64>] = [0..<(1 << 24)]
+
+    func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
+
+    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
+        call.ioctl.name == "KVM_RUN" ? Self.everything : []
+    }
+
+    func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
+        call.ioctl.name == "KVM_RUN" ? Self.everything : []
+    }
+}

@@ -68,6 +68,10 @@ extension Session {
             return fail(frame.request, error.errno)
         }
         if !memory.missing.isEmpty { return need(frame.request, memory.missing, slots: [], argumentFD: false) }
+        if let reason = call.refusals.first {
+            logger.notice("ioctl refused", metadata: ["class": "\(specClass.name)", "command": "\(hex(request.command))", "reason": "\(reason)"])
+            return fail(frame.request, EINVAL)
+        }
 
         // What the device must see of the guest's mirrors before this call, if the plug-in says so.
         let pulls = mappingRanges(of: file, file.state?.mappedToDevice(before: call) ?? [])

@@ -145,6 +145,7 @@ final class PlanBuilder<Memory: GuestMemory> {
             for f in r.fields {
                 guard let condition = f.when else { continue }
                 if try evaluate(condition, frame) != 0 {
+                    if let reason = f.refusal { call.refusals.append("\(path).\(f.name): \(reason)") }
                     try visit(f.type, region: frame.region, offset: frame.offset + f.offset, frame: frame, path: "\(path).\(f.name)")
                     return
                 }
@@ -155,6 +156,7 @@ final class PlanBuilder<Memory: GuestMemory> {
             let at = frame.offset + f.offset
             let fieldPath = f.isAnonymous ? path : "\(path).\(f.name)"
             if let condition = f.when, try evaluate(condition, frame) == 0 { continue }
+            if let reason = f.refusal, reads { call.refusals.append("\(fieldPath): \(reason)") }
             if let check = f.check, reads {
                 let value = readValue(f.type, call.buffers[frame.region], at)
                 guard check.accepts(value) else {

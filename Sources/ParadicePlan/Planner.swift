@@ -71,6 +71,9 @@ public final class PlannedCall: @unchecked Sendable {
     public var buffers: [[UInt8]] = []
     /// The ioctl's return value, which copy-back expressions may read as `result`.
     public var result: Int64?
+    /// Live fields the spec marks `refuse`: the plan says what memory they name, and the engine does not
+    /// run a call that has any (EINVAL).
+    public internal(set) var refusals: [String] = []
     let specs: SpecSet
     let variables: (any PlanVariables)?
     var copyOutRules: [Int: CopyOutRule] = [:]

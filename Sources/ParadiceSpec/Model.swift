@@ -152,6 +152,8 @@ public struct Field: Sendable {
     /// Set for a flexible array member: `type` is the element type.
     public var flexible: ArrayLength?
     public var maxCount: Int?
+    /// When this field is live, the call is refused: its value cannot travel as bytes.
+    public var refusal: String?
 
     public var isAnonymous: Bool { name == "_" }
     public var isSpecOnly: Bool { name.hasPrefix("_") && name != "_" }

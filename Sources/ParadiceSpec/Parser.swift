@@ -240,7 +240,7 @@ public struct Parser {
         let type = try typeExpression()
         var field = FieldSyntax(name: name, type: type, location: loc)
         while !atStatementEnd {
-            let (attribute, attrLoc) = try identifier("a field attribute (enum, flags, max, maxbytes, when, align, c)")
+            let (attribute, attrLoc) = try identifier("a field attribute (enum, flags, max, maxbytes, when, align, c, refuse)")
             switch attribute {
             case "enum", "flags":
                 try expectPunct("(", "after '\(attribute)'")
@@ -255,6 +255,7 @@ public struct Parser {
                 field.align = try expression()
                 try expectPunct(")", "to close 'align('")
             case "c": field.cName = try stringLiteral("a C member designator")
+            case "refuse": field.refusal = try stringLiteral("the reason the field cannot be forwarded")
             default: throw fail("unknown field attribute '\(attribute)'", at: attrLoc)
             }
         }

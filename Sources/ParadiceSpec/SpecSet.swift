@@ -412,6 +412,7 @@ public final class SpecSet: @unchecked Sendable {
                 field = Field(name: f.name, type: type, offset: 0, location: f.location)
             }
             field.cDesignator = f.name == "_" ? "" : (f.cName ?? f.name)
+            field.refusal = f.refusal
             applyAttributes(f, to: &field, parameters: parameters)
 
             var fieldAlignment = record.packed ? 1 : field.type.alignment
@@ -437,7 +438,7 @@ public final class SpecSet: @unchecked Sendable {
         record.containsReferences = record.fields.contains { $0.type.containsReferences }
         record.isDiscriminated = record.fields.contains { $0.when != nil }
         record.needsVisit = record.fields.contains {
-            $0.type.needsVisit || $0.check != nil || $0.flexible != nil || $0.when != nil
+            $0.type.needsVisit || $0.check != nil || $0.flexible != nil || $0.when != nil || $0.refusal != nil
         }
         if record.isUnion && record.containsReferences {
             for f in record.fields where f.when == nil {

@@ -110,6 +110,7 @@ public struct FieldSyntax: Sendable {
     public var when: Expr?
     public var align: Expr?
     public var cName: String?
+    public var refusal: String?
 }
 
 public struct RecordSyntax: Sendable {

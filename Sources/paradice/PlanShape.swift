@@ -82,6 +82,7 @@ struct PlanShape {
             }
             if let c = f.check { line += " \(c.isFlags ? "flags" : "enum")(\(c.name))" }
             if let w = f.when { line += "  when \(w)" }
+            if let r = f.refusal { line += "  REFUSED: \(r)" }
             out.append(line)
             switch f.type {
             case .record(let inner) where inner.name == nil || inner.needsVisit:

@@ -97,6 +97,20 @@ struct PlanTests {
         #expect(region(call, at: buf.address)?.length == 88)
         #expect(region(call, at: data.address)?.length == 4096)
         #expect(call.plan.pointers == [.init(region: 0, offset: buf.offset("m").0, target: 1)])
+        // The driver keeps the pointer after the call: the plan says so, and the engine will not run it.
+        #expect(call.refusals.count == 1 && call.refusals[0].contains("USERPTR buffers cannot travel"))
+        buf.set("memory", 1)
+        #expect(try plan("v4l2", "VIDIOC_QBUF", buf.address).refusals.isEmpty)
+    }
+
+    @Test func netmapOptionsThatNameKernelMappedMemoryAreRefused() throws {
+        let header = Arg("nmreq_header")
+        let option = Arg("nmreq_option", extra: 128)
+        option.set("nro_reqtype", 1)      // NETMAP_REQ_OPT_EXTMEM
+        header.set("nr_reqtype", 1)
+        header.set("nr_options", option)
+        let call = try plan("netmap", "NIOCCTRL", header.address)
+        #expect(call.refusals.first?.contains("cannot travel as bytes") == true)
     }
 
     @Test func v4l2MmapBufferHasNoPointer() throws {

@@ -48,9 +48,10 @@ let package = Package(
                 swiftSettings: hotPath),
         // Plug-ins: per-class code for what a spec cannot say (Plugins/<Class>/).
         .target(name: "KVMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan"], path: "Plugins/KVM"),
+        .target(name: "V4L2Plugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/V4L2"),
         .executableTarget(
             name: "paradice-backend",
-            dependencies: ["ParadiceEngine", "ParadiceSpec", "ParadiceTransport", "KVMPlugin",
+            dependencies: ["ParadiceEngine", "ParadiceSpec", "ParadiceTransport", "KVMPlugin", "V4L2Plugin",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
@@ -65,6 +66,10 @@ let package = Package(
             name: "ParadiceEngineTests",
             dependencies: ["ParadiceClient", "CParadice"],
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
+        ),
+        .testTarget(
+            name: "PluginTests",
+            dependencies: ["V4L2Plugin", "KVMPlugin", "ParadiceEngine", "ParadicePlan", "ParadiceSpec"]
         ),
         .testTarget(
             name: "ParadiceSpecTests",

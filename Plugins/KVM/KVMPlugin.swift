@@ -9,7 +9,7 @@ public final class KVMPlugin: DevicePlugin {
 
     public init() {}
 
-    public func state(forPath path: String) -> (any DeviceFileState)? { KVMFile() }
+    public func state(for file: DeviceFile) -> (any DeviceFileState)? { KVMFile() }
 }
 
 final class KVMFile: DeviceFileState {

@@ -96,9 +96,9 @@ public final class Backend: @unchecked Sendable {
     }
 
     /// The plug-in state for a newly opened file of a class, if the class's plug-in is enabled.
-    func pluginState(for specClass: SpecClass?, path: String) -> (any DeviceFileState)? {
+    func pluginState(for specClass: SpecClass?, path: String, descriptor: Int32) -> (any DeviceFileState)? {
         guard let name = specClass?.plugin, let plugin = plugins[name] else { return nil }
-        return plugin.state(forPath: path)
+        return plugin.state(for: DeviceFile(path: path, descriptor: descriptor, specs: specs))
     }
 
     public var activeSessions: Int { sessionsLock.withLock { sessions.count } }

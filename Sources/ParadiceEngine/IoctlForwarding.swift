@@ -202,7 +202,8 @@ extension Session {
         var flags: UInt32 = 0
         if plan.returnsDescriptor && r >= 0 {
             let created = OpenFile(fd: Int32(r), path: "\(file.path) (fd from \(plan.ioctl))", specClass: file.specClass,
-                                   state: backend.pluginState(for: file.specClass, path: file.path), nonBlocking: false)
+                                   state: backend.pluginState(for: file.specClass, path: file.path, descriptor: Int32(r)),
+                                   nonBlocking: false)
             result = Int64(register(created))
             flags |= PD_DONE_RESULT_HANDLE
         }

@@ -8,7 +8,21 @@ public protocol DevicePlugin: AnyObject, Sendable {
     static var name: String { get }
     init()
     /// State for one open file of the plug-in's class; nil when the plug-in keeps none.
-    func state(forPath path: String) -> (any DeviceFileState)?
+    func state(for file: DeviceFile) -> (any DeviceFileState)?
+}
+
+/// An open device file as a plug-in sees it: it may ask the driver things itself (through the
+/// descriptor), and takes ioctl numbers and layouts from the verified specs rather than from constants.
+public struct DeviceFile: Sendable {
+    public let path: String
+    public let descriptor: Int32
+    public let specs: SpecSet
+
+    public init(path: String, descriptor: Int32, specs: SpecSet) {
+        self.path = path
+        self.descriptor = descriptor
+        self.specs = specs
+    }
 }
 
 /// What a plug-in keeps per open file: the variables specs read, what it learns from calls, and the

@@ -229,7 +229,7 @@ final class Session: @unchecked Sendable {
         let flags = (request.flags & Int32(allowed)) | O_CLOEXEC | O_NOCTTY
         let fd = Glibc.open(path, flags, mode_t(request.mode))
         guard fd >= 0 else { return fail(frame.request, errno) }
-        let file = OpenFile(fd: fd, path: path, specClass: specClass, state: backend.pluginState(for: specClass, path: path),
+        let file = OpenFile(fd: fd, path: path, specClass: specClass, state: backend.pluginState(for: specClass, path: path, descriptor: fd),
                             nonBlocking: request.flags & O_NONBLOCK != 0)
         let handle = register(file)
         logger.debug("opened", metadata: ["path": "\(path)", "handle": "\(handle)", "class": "\(specClass?.name ?? "-")"])

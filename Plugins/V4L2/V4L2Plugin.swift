@@ -1,0 +1,184 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CParadice
+import ParadiceEngine
+import ParadicePlan
+import ParadiceSpec
+
+/// V4L2: what videodev2.h's specs cannot say. Whether a control's value is a pointer (asked of the
+/// driver), how many pads and links a media entity has, and when mmap'd buffers change hands: a capture
+/// buffer's frame reaches the guest's mirror after DQBUF; an output buffer reaches the device at QBUF.
+public final class V4L2Plugin: DevicePlugin {
+    public static let name = "v4l2"
+
+    public init() {}
+
+    public func state(for file: DeviceFile) -> (any DeviceFileState)? {
+        guard let layout = V4L2Layout(file.specs) else { return nil }
+        return V4L2File(file: file, layout: layout)
+    }
+}
+
+/// Offsets and numbers from the verified specs, so that nothing here restates the header.
+struct V4L2Layout {
+    let type, index, memory, length, m: Int                   // in struct v4l2_buffer
+    let planeSize, planeLength, planeOffset: Int              // in struct v4l2_plane (m.mem_offset)
+    let queryExtCtrl: UInt32, queryExtCtrlSize, controlID, controlFlags: Int
+    let hasPayload: Int64, memoryMMAP: Int64
+    let enumEntities: UInt32, entitySize, entityID, entityPads, entityLinks: Int
+
+    init?(_ specs: SpecSet) {
+        func offset(_ record: String, _ field: String) -> Int? {
+            var r = specs.record(named: record)
+            var at = 0
+            for part in field.split(separator: ".") {
+                guard let (f, o) = r?.field(named: String(part)) else { return nil }
+                at += o
+                if case .record(let inner) = f.type { r = inner }
+            }
+            return at
+        }
+        func number(_ name: String) -> UInt32? { try? specs.ioctl(named: name)?.command(in: specs, parameters: [:]) }
+        guard let type = offset("v4l2_buffer", "type"), let index = offset("v4l2_buffer", "index"),
+              let memory = offset("v4l2_buffer", "memory"), let length = offset("v4l2_buffer", "length"),
+              let m = offset("v4l2_buffer", "m"),
+              let plane = specs.record(named: "v4l2_plane"), let planeLength = offset("v4l2_plane", "length"),
+              let planeOffset = offset("v4l2_plane", "m.mem_offset"),
+              let query = number("VIDIOC_QUERY_EXT_CTRL"), let queryRecord = specs.record(named: "v4l2_query_ext_ctrl"),
+              let controlID = offset("v4l2_query_ext_ctrl", "id"), let controlFlags = offset("v4l2_query_ext_ctrl", "flags"),
+              let hasPayload = try? specs.constantValue("V4L2_CTRL_FLAG_HAS_PAYLOAD"),
+              let mmap = try? specs.constantValue("V4L2_MEMORY_MMAP"),
+              let enumEntities = number("MEDIA_IOC_ENUM_ENTITIES"), let entity = specs.record(named: "media_entity_desc"),
+              let entityID = offset("media_entity_desc", "id"), let pads = offset("media_entity_desc", "pads"),
+              let links = offset("media_entity_desc", "links")
+        else { return nil }
+        (self.type, self.index, self.memory, self.length, self.m) = (type, index, memory, length, m)
+        (planeSize, self.planeLength, self.planeOffset) = (plane.size, planeLength, planeOffset)
+        (queryExtCtrl, queryExtCtrlSize, self.controlID, self.controlFlags) = (query, queryRecord.size, controlID, controlFlags)
+        (self.hasPayload, memoryMMAP) = (hasPayload, mmap)
+        (self.enumEntities, entitySize, self.entityID, entityPads, entityLinks) = (enumEntities, entity.size, entityID, pads, links)
+    }
+}
+
+final class V4L2File: DeviceFileState, @unchecked Sendable {
+    let file: DeviceFile
+    let layout: V4L2Layout
+    private var mutex = pthread_mutex_t()
+    private var pointerControls: [UInt32: Bool] = [:]
+    /// (buffer type, index) → the device offsets of its planes, as the driver reported them.
+    private var buffers: [UInt64: [Range<UInt64>]] = [:]
+
+    /// Capture and output buffer types (videodev2.h's enum v4l2_buf_type), and the multi-planar ones.
+    private static let capture: Set<UInt32> = [1, 4, 6, 9, 11, 13]
+    private static let output: Set<UInt32> = [2, 5, 7, 8, 10, 12, 14]
+    private static let multiplanar: Set<UInt32> = [9, 10]
+
+    init(file: DeviceFile, layout: V4L2Layout) {
+        self.file = file
+        self.layout = layout
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    deinit { pthread_mutex_destroy(&mutex) }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return body()
+    }
+
+    // MARK: variables the specs read
+
+    func value(of name: String, arguments: [Int64]) throws -> Int64? {
+        switch name {
+        case "ctrl_is_ptr":
+            guard let id = arguments.first.map({ UInt32(truncatingIfNeeded: $0) }) else { return nil }
+            return try controlIsPointer(id) ? 1 : 0
+        case "media_entity_pads", "media_entity_links":
+            guard let entity = arguments.first else { return nil }
+            return try entityCount(UInt32(truncatingIfNeeded: entity), links: name == "media_entity_links")
+        default:
+            return nil   // $overlay_bitmap_bytes: not tracked; an overlay bitmap is refused (EINVAL)
+        }
+    }
+
+    /// VIDIOC_QUERY_EXT_CTRL, asked of the driver once per control.
+    private func controlIsPointer(_ id: UInt32) throws -> Bool {
+        if let known = locked({ pointerControls[id] }) { return known }
+        var query = [UInt8](repeating: 0, count: layout.queryExtCtrlSize)
+        let r = query.withUnsafeMutableBytes { raw -> Int in
+            raw.storeBytes(of: id, toByteOffset: layout.controlID, as: UInt32.self)
+            return paradice_ioctl(file.descriptor, UInt(layout.queryExtCtrl), UInt(bitPattern: raw.baseAddress))
+        }
+        guard r == 0 else { throw PlanError.rejected(errno: errno, message: "control 0x\(String(id, radix: 16)) is unknown to the driver") }
+        let flags = query.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: layout.controlFlags, as: UInt32.self) }
+        let pointer = Int64(flags) & layout.hasPayload != 0
+        locked { pointerControls[id] = pointer }
+        return pointer
+    }
+
+    /// MEDIA_IOC_ENUM_ENTITIES for one entity: its pad or link count.
+    private func entityCount(_ entity: UInt32, links: Bool) throws -> Int64 {
+        var desc = [UInt8](repeating: 0, count: layout.entitySize)
+        let r = desc.withUnsafeMutableBytes { raw -> Int in
+            raw.storeBytes(of: entity, toByteOffset: layout.entityID, as: UInt32.self)
+            return paradice_ioctl(file.descriptor, UInt(layout.enumEntities), UInt(bitPattern: raw.baseAddress))
+        }
+        guard r == 0 else { throw PlanError.rejected(errno: errno, message: "media entity \(entity) is unknown to the driver") }
+        return desc.withUnsafeBytes { Int64($0.loadUnaligned(fromByteOffset: links ? layout.entityLinks : layout.entityPads, as: UInt16.self)) }
+    }
+
+    // MARK: mmap'd buffers changing hands
+
+    private func field(_ call: PlannedCall, _ offset: Int) -> UInt32 {
+        guard let bytes = call.buffers.first, offset + 4 <= bytes.count else { return 0 }
+        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
+    }
+
+    private func key(_ type: UInt32, _ index: UInt32) -> UInt64 { UInt64(type) << 32 | UInt64(index) }
+
+    /// The device offsets of the buffer a v4l2_buffer argument describes, as the driver filled it in.
+    private func ranges(of call: PlannedCall) -> [Range<UInt64>] {
+        guard Int64(field(call, layout.memory)) == layout.memoryMMAP else { return [] }
+        let type = field(call, layout.type)
+        if Self.multiplanar.contains(type) {
+            // m.planes points at the planes region: the pointer slot at m in the argument says which.
+            guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.m }),
+                  slot.target < call.buffers.count else { return [] }
+            let planes = call.buffers[slot.target]
+            let count = min(Int(field(call, layout.length)), planes.count / layout.planeSize)
+            return (0..<count).map { i in
+                planes.withUnsafeBytes { raw -> Range<UInt64> in
+                    let base = i * layout.planeSize
+                    let offset = UInt64(raw.loadUnaligned(fromByteOffset: base + layout.planeOffset, as: UInt32.self))
+                    let length = UInt64(raw.loadUnaligned(fromByteOffset: base + layout.planeLength, as: UInt32.self))
+                    return offset..<(offset + length)
+                }
+            }
+        }
+        let offset = UInt64(field(call, layout.m)), length = UInt64(field(call, layout.length))
+        return [offset..<(offset + length)]
+    }
+
+    func ioctlCompleted(_ call: PlannedCall, result: Int64) {
+        guard result >= 0, ["VIDIOC_QUERYBUF", "VIDIOC_QBUF", "VIDIOC_DQBUF", "VIDIOC_PREPARE_BUF"].contains(call.ioctl.name) else { return }
+        let found = ranges(of: call)
+        guard !found.isEmpty else { return }
+        let k = key(field(call, layout.type), field(call, layout.index))
+        locked { buffers[k] = found }
+    }
+
+    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
+        guard call.ioctl.name == "VIDIOC_QBUF" || call.ioctl.name == "VIDIOC_PREPARE_BUF",
+              Self.output.contains(field(call, layout.type)), Int64(field(call, layout.memory)) == layout.memoryMMAP
+        else { return [] }
+        let k = key(field(call, layout.type), field(call, layout.index))
+        return locked { buffers[k] ?? [] }
+    }
+
+    func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
+        guard result >= 0, call.ioctl.name == "VIDIOC_DQBUF", Self.capture.contains(field(call, layout.type)) else { return [] }
+        return ranges(of: call)
+    }
+}

@@ -1,0 +1,91 @@
+import ParadiceEngine
+import ParadicePlan
+import ParadiceSpec
+import Testing
+@testable import V4L2Plugin
+
+let specs: SpecSet = {
+    let parts = #filePath.split(separator: "/").dropLast(3)
+    return try! SpecSet.load(directory: "/" + parts.joined(separator: "/") + "/Specs")
+}()
+
+/// A v4l2_buffer (and planes) in this process's memory, planned as the backend would.
+final class Buffer {
+    let record = specs.record(named: "v4l2_buffer")!
+    let pointer = UnsafeMutableRawPointer.allocate(byteCount: 256, alignment: 16)
+    let planes = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 16)
+    init() {
+        pointer.initializeMemory(as: UInt8.self, repeating: 0, count: 256)
+        planes.initializeMemory(as: UInt8.self, repeating: 0, count: 512)
+    }
+    deinit { pointer.deallocate(); planes.deallocate() }
+    func set(_ path: String, _ value: UInt64, in base: UnsafeMutableRawPointer? = nil, record: Record? = nil) {
+        var r = record ?? self.record
+        var at = 0
+        var size = 0
+        for part in path.split(separator: ".") {
+            let (f, o) = r.field(named: String(part))!
+            at += o
+            size = f.type.size
+            if case .record(let inner) = f.type { r = inner }
+        }
+        for i in 0..<size { (base ?? pointer).storeBytes(of: UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))), toByteOffset: at + i, as: UInt8.self) }
+    }
+    func plan(_ name: String) throws -> PlannedCall {
+        let command = try specs.ioctl(named: name)!.command(in: specs, parameters: [:])
+        return try Planner(specs: specs).plan(command: command, argument: UInt64(UInt(bitPattern: pointer)), className: "v4l2", memory: LocalMemory())
+    }
+}
+
+@Suite("v4l2 plug-in")
+struct V4L2PluginTests {
+    let state = V4L2Plugin().state(for: DeviceFile(path: "/dev/video0", descriptor: -1, specs: specs))!
+
+    @Test func aCapturedFrameGoesToTheGuestAfterDQBUF() throws {
+        let b = Buffer()
+        b.set("type", 1)                 // VIDEO_CAPTURE
+        b.set("memory", 1)               // MMAP
+        b.set("index", 2)
+        b.set("m.offset", 0x20_0000)
+        b.set("length", 614_400)
+        let call = try b.plan("VIDIOC_DQBUF")
+        #expect(state.mappedToGuest(after: call, result: 0) == [0x20_0000..<(0x20_0000 + 614_400)])
+        #expect(state.mappedToGuest(after: call, result: -1).isEmpty)
+        #expect(state.mappedToDevice(before: call).isEmpty)
+    }
+
+    @Test func multiplanarBuffersSyncEachPlane() throws {
+        let b = Buffer()
+        let plane = specs.record(named: "v4l2_plane")!
+        b.set("type", 9)                 // VIDEO_CAPTURE_MPLANE
+        b.set("memory", 1)
+        b.set("length", 2)
+        b.set("m.planes", UInt64(UInt(bitPattern: b.planes)))
+        b.set("m.mem_offset", 0x1000, in: b.planes, record: plane)
+        b.set("length", 100, in: b.planes, record: plane)
+        b.set("m.mem_offset", 0x9000, in: b.planes + plane.size, record: plane)
+        b.set("length", 50, in: b.planes + plane.size, record: plane)
+        let call = try b.plan("VIDIOC_DQBUF")
+        #expect(state.mappedToGuest(after: call, result: 0) == [0x1000..<0x1064, 0x9000..<0x9032])
+    }
+
+    @Test func anOutputBufferReachesTheDeviceAtQBUF() throws {
+        let b = Buffer()
+        b.set("type", 2)                 // VIDEO_OUTPUT
+        b.set("memory", 1)
+        b.set("index", 0)
+        b.set("m.offset", 0x4000)
+        b.set("length", 4096)
+        // QUERYBUF tells where buffer 0 lives; QBUF later names only its index.
+        let query = try b.plan("VIDIOC_QUERYBUF")
+        state.ioctlCompleted(query, result: 0)
+        b.set("m.offset", 0)
+        let queue = try b.plan("VIDIOC_QBUF")
+        #expect(state.mappedToDevice(before: queue) == [0x4000..<0x5000])
+        #expect(state.mappedToGuest(after: queue, result: 0).isEmpty)
+    }
+
+    @Test func userPointerAndOverlayBitmapsAreNotGuessed() throws {
+        #expect(try state.value(of: "overlay_bitmap_bytes", arguments: []) == nil)
+    }
+}

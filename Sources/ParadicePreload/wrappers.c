@@ -99,7 +99,11 @@ static FILE *fopen_common(const char *path, const char *how, const char *symbol)
     int fd = pd_open(backend, flags, 0666);
     if (fd < 0) return NULL;
     cookie_io_functions_t io = { cookie_read, cookie_write, cookie_seek, cookie_close };
-    return fopencookie((void *)(intptr_t)fd, how, io);
+    FILE *stream = fopencookie((void *)(intptr_t)fd, how, io);
+    /* stdio goes through the cookie; code that reads fileno(stream) directly (libstdc++'s filebuf)
+     * gets the placeholder, whose reads are forwarded too. */
+    if (stream) stream->_fileno = fd;
+    return stream;
 }
 
 FILE *fopen(const char *path, const char *how) { return fopen_common(path, how, "fopen"); }

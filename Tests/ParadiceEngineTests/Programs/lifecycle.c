@@ -45,6 +45,10 @@ int main(int argc, char **argv) {
     int d4 = dup3(d, 70, O_CLOEXEC);
     check(d4 == 70 && ioctl(70, TIOCGWINSZ, &back) == 0 && (fcntl(70, F_GETFD) & FD_CLOEXEC), "dup3");
     check(close(70) == 0, "close a dup");
+    FILE *stream = fopen("/dev/ptmx", "r+");
+    check(stream && fileno(stream) >= 0 && ioctl(fileno(stream), TIOCGWINSZ, &back) == 0,
+          "fileno of a forwarded fopen stream is a forwarded descriptor (libstdc++ reads through it)");
+    fclose(stream);
     struct stat st;
     check(stat("/dev/ptmx", &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 5 && minor(st.st_rdev) == 2,
           "stat on a forwarded path: the backend's node");

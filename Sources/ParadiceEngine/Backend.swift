@@ -15,6 +15,9 @@ public struct BackendConfiguration: Sendable {
     /// Hand the device's own descriptor to a guest on this machine (unix socket) so that its mmap is the
     /// device's real, shared mapping. The guest then holds that descriptor: opt-in.
     public var shareMappings = false
+    /// Read-only subtrees (sysfs) a guest may open, list and read links in: what libraries read to
+    /// identify a device (v4l-utils, libdrm). Every path is resolved and must stay inside.
+    public var trees: [String] = []
 
     public init(specsDirectory: String) { self.specsDirectory = specsDirectory }
 }

@@ -136,7 +136,11 @@ extension Session {
         for (index, slot) in plan.descriptors.enumerated() where slot.direction.reads {
             let value = readSigned(buffers[slot.region], slot.offset, slot.width)
             guard value >= 0 else { continue }   // -1 and friends mean "no descriptor"
-            guard let input = self.file(UInt32(truncatingIfNeeded: value)) else { return fail(request, EBADF) }
+            guard let input = self.file(UInt32(truncatingIfNeeded: value)) else {
+                // Not a descriptor of this guest: the driver sees an invalid one and answers as it would.
+                writeInteger(buffers[slot.region], slot.offset, slot.width, -1)
+                continue
+            }
             inputFiles[index] = input
             writeInteger(buffers[slot.region], slot.offset, slot.width, Int64(input.fd))
         }
@@ -147,12 +151,16 @@ extension Session {
         case .value(let v): argument = UInt(v)
         case .region(let i): argument = UInt(bitPattern: buffers[i])
         case .descriptor(let h):
-            guard let f = self.file(UInt32(bitPattern: h)) else { return fail(request, EBADF) }
-            argumentFile = f
-            argument = UInt(bitPattern: Int(f.fd))
+            if let f = self.file(UInt32(bitPattern: h)) {
+                argumentFile = f
+                argument = UInt(bitPattern: Int(f.fd))
+            } else {
+                argument = UInt(bitPattern: -1)   // the driver answers for a descriptor this guest does not have
+            }
         }
 
         let (r, e) = perform { paradice_ioctl(file.fd, UInt(plan.command), argument) }
+        if r < 0 { logger.debug("ioctl failed", metadata: ["ioctl": "\(plan.ioctl)", "errno": "\(e)"]) }
         withExtendedLifetime(argumentFile) {}
         withExtendedLifetime(inputFiles) {}
 
@@ -177,6 +185,10 @@ extension Session {
             var bytes = call.buffers[i]
             let original = originals[i]
             for slot in plan.pointers where slot.region == i && slot.offset + 8 <= bytes.count {
+                // A driver that cleared the pointer (vivid's overlay bitmap) says so; otherwise the guest
+                // sees its own pointer, never the backend's copy.
+                let after = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: slot.offset, as: UInt64.self) }
+                if after == 0 { continue }
                 bytes.replaceSubrange(slot.offset..<(slot.offset + 8), with: original[slot.offset..<(slot.offset + 8)])
             }
             for (index, slot) in plan.descriptors.enumerated() where slot.region == i && slot.offset + slot.width <= lengths[i] {
@@ -185,8 +197,9 @@ extension Session {
                     // The driver left the guest's descriptor: give back the guest's number.
                     bytes.replaceSubrange(slot.offset..<(slot.offset + slot.width), with: original[slot.offset..<(slot.offset + slot.width)])
                 } else if slot.direction.writes && r >= 0 && value >= 0 {
+                    // Its ioctls are the same class's (a media request's, a PRIME buffer's).
                     let created = OpenFile(fd: Int32(truncatingIfNeeded: value), path: "\(file.path) (fd from \(plan.ioctl))",
-                                           specClass: nil, state: nil, nonBlocking: false)
+                                           specClass: file.specClass, state: nil, nonBlocking: false)
                     let handle = register(created)
                     bytes.withUnsafeMutableBytes { writeInteger($0.baseAddress!, slot.offset, slot.width, Int64(handle)) }
                     newSlots.append(pd_slot(address: region.address + UInt64(slot.offset), width: UInt32(slot.width), direction: 2))
@@ -243,6 +256,7 @@ extension Session {
             default: argument = 0
             }
             let (r, e) = perform { paradice_ioctl(file.fd, UInt(plan.command), argument) }
+            if r < 0 { logger.debug("ioctl failed", metadata: ["ioctl": "\(plan.ioctl)", "errno": "\(e)"]) }
             // Written back: the block on success; on failure only what the guest sent both ways.
             let back = region.map { $0.direction.writes && (r >= 0 || $0.direction.reads) } ?? false
             var output = BodyWriter(capacity: 56 + length)

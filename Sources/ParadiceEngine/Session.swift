@@ -93,7 +93,9 @@ final class Session: @unchecked Sendable {
         logger[metadataKey: "guest"] = "\(name.isEmpty ? "?" : name) pid \(hello.pid)"
         logger.info("guest connected")
         var w = BodyWriter()
-        let exports = backend.configuration.devices
+        let exports = backend.configuration.devices + backend.configuration.trees.map {
+            DeviceExport(pattern: $0.hasSuffix("/") ? $0 : $0 + "/", className: nil)
+        }
         w.append(pd_hello_reply(magic: PD_MAGIC, major: UInt16(PD_VERSION_MAJOR), minor: UInt16(PD_VERSION_MINOR),
                                 capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS, session: id,
                                 device_count: UInt32(exports.count), reserved: 0))
@@ -205,6 +207,8 @@ final class Session: @unchecked Sendable {
             case PD_SHARE.code: share(frame)
             case PD_MMAP.code: try map(frame)
             case PD_MUNMAP.code: try unmap(frame)
+            case PD_READLINK.code: readLink(frame)
+            case PD_LISTDIR.code: listDirectory(frame)
             default:
                 logger.warning("unknown operation", metadata: ["op": "\(frame.op)"])
                 fail(frame.request, ENOSYS)
@@ -220,6 +224,14 @@ final class Session: @unchecked Sendable {
         let request = try reader.read(pd_open.self)
         let path = String(decoding: reader.readRest(), as: UTF8.self)
         guard let specClass = backend.exports.classFor(path) else {
+            // A file of an exported tree, for reading only.
+            if let resolved = resolveInTree(path) {
+                guard request.flags & O_ACCMODE == O_RDONLY else { return fail(frame.request, EROFS) }
+                let fd = Glibc.open(resolved, (request.flags & (O_NONBLOCK | O_DIRECTORY | paradice_o_path())) | O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { return fail(frame.request, errno) }
+                let handle = register(OpenFile(fd: fd, path: resolved, specClass: nil, state: nil, nonBlocking: true))
+                return reply(frame.request, result: Int64(handle), data: statBytes(fd))
+            }
             logger.notice("open of a path that is not exported", metadata: ["path": "\(path)"])
             return fail(frame.request, ENOENT)
         }
@@ -384,6 +396,52 @@ final class Session: @unchecked Sendable {
             }
         }
         return out
+    }
+
+    /// The real path of `path` when it lies inside an exported tree (symlinks resolved, so nothing escapes).
+    func resolveInTree(_ path: String, keepLast: Bool = false) -> String? {
+        guard !backend.configuration.trees.isEmpty else { return nil }
+        var target = path
+        var last = ""
+        if keepLast, let slash = path.lastIndex(of: "/") {
+            // For readlink: resolve the directory, keep the link itself.
+            target = slash == path.startIndex ? "/" : String(path[..<slash])
+            last = String(path[path.index(after: slash)...])
+        }
+        guard let real = realpath(target, nil) else { return nil }
+        defer { free(real) }
+        var resolved = String(cString: real)
+        if keepLast { resolved += (resolved == "/" ? "" : "/") + last }
+        for tree in backend.configuration.trees {
+            let root = tree.hasSuffix("/") ? String(tree.dropLast()) : tree
+            if resolved == root || resolved.hasPrefix(root + "/") { return resolved }
+        }
+        return nil
+    }
+
+    private func readLink(_ frame: Frame) {
+        let path = String(decoding: frame.body, as: UTF8.self)
+        guard let resolved = resolveInTree(path, keepLast: true) else { return fail(frame.request, ENOENT) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink(resolved, &buffer, buffer.count)
+        guard n >= 0 else { return fail(frame.request, errno) }
+        reply(frame.request, result: Int64(n), data: buffer[0..<n].map { UInt8(bitPattern: $0) })
+    }
+
+    private func listDirectory(_ frame: Frame) {
+        let path = String(decoding: frame.body, as: UTF8.self)
+        guard let resolved = resolveInTree(path), let directory = opendir(resolved) else { return fail(frame.request, errno == 0 ? ENOENT : errno) }
+        defer { closedir(directory) }
+        var w = BodyWriter()
+        var count = 0
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            w.append(pd_dirent(type: entry.pointee.d_type, reserved: 0, name_length: UInt16(name.count), reserved2: 0))
+            w.append(bytes: name)
+            w.pad()
+            count += 1
+        }
+        reply(frame.request, result: Int64(count), data: w.bytes)
     }
 
     /// PD_SHARE: the device's descriptor for a same-host guest's mmap.

@@ -53,7 +53,8 @@ final class PlanBuilder<Memory: GuestMemory> {
         var count = 1
         if let length = p.length {
             let n = try evaluate(length.count, frame)
-            let cap = p.maxCount ?? limits.elementsPerPointer
+            // A byte cap alone bounds the count too: maxbytes 32K of u8 allows 32768 elements.
+            let cap = p.maxCount ?? p.maxBytes.map { $0 / max(1, elementSize) } ?? limits.elementsPerPointer
             guard n >= 0 else { throw reject("\(path): negative element count \(n)") }
             guard n <= Int64(cap) else { throw reject("\(path): \(n) elements, over the cap of \(cap)") }
             count = Int(n)

@@ -156,6 +156,32 @@ int pd_handle_for_fd(int fd, uint32_t *handle) {
     return 0;
 }
 
+/* "/a/./b/../c" → "/a/c", lexically: only to decide whether a path is forwarded. */
+static void normalize(const char *path, char *out, size_t size) {
+    size_t length = 0;
+    out[0] = 0;
+    const char *p = path;
+    while (*p) {
+        while (*p == '/') p++;
+        const char *end = strchr(p, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == 0) break;
+        if (n == 1 && p[0] == '.') {
+        } else if (n == 2 && p[0] == '.' && p[1] == '.') {
+            while (length > 0 && out[length - 1] != '/') length--;
+            if (length > 0) length--;
+            out[length] = 0;
+        } else if (length + n + 2 < size) {
+            out[length++] = '/';
+            memcpy(out + length, p, n);
+            length += n;
+            out[length] = 0;
+        }
+        p += n;
+    }
+    if (length == 0 && size > 1) { out[0] = '/'; out[1] = 0; }
+}
+
 /* PARADICE_MAP="guest=backend:…" renames; PARADICE_FORWARD="pattern:…" says what goes to the backend. */
 int pd_forwarded_path(const char *path, char *backend_path, size_t size) {
     if (!path || path[0] != '/') return 0;
@@ -184,13 +210,20 @@ int pd_forwarded_path(const char *path, char *backend_path, size_t size) {
     const char *forward = getenv("PARADICE_FORWARD");
     int yes = mapped != path;
     char pattern[512];
+    char normal[512];
+    normalize(mapped, normal, sizeof normal);
     while (!yes && forward && *forward) {
         const char *end = strchr(forward, ':');
         size_t n = end ? (size_t)(end - forward) : strlen(forward);
         if (n < sizeof pattern) {
             memcpy(pattern, forward, n);
             pattern[n] = 0;
-            if (fnmatch(pattern, mapped, FNM_PATHNAME) == 0) yes = 1;
+            if (n > 1 && pattern[n - 1] == '/') {
+                /* A tree: everything below it (the backend checks where the path really leads). */
+                if (strncmp(normal, pattern, n) == 0 || (strncmp(normal, pattern, n - 1) == 0 && normal[n - 1] == 0)) yes = 1;
+            } else if (fnmatch(pattern, mapped, FNM_PATHNAME) == 0) {
+                yes = 1;
+            }
         }
         forward = end ? end + 1 : NULL;
     }

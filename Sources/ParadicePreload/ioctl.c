@@ -154,8 +154,9 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
                     for (int j = 0; j < restoreCount; j++) if (restores[j].address == slot.address) done = 1;
                     if (done || local < 0) break;
                     uint32_t handle;
-                    if (pd_handle_for_fd((int)local, &handle) != 0) { failed = EBADF; break; }
-                    store(at, slot.width, handle);
+                    /* Not one of ours: the driver gets an invalid descriptor and answers as locally. */
+                    int64_t translatedValue = pd_handle_for_fd((int)local, &handle) == 0 ? (int64_t)handle : -1;
+                    store(at, slot.width, translatedValue);
                     restores = realloc(restores, sizeof *restores * (restoreCount + 1));
                     restores[restoreCount++] = (struct restore){ slot.address, slot.width, local };
                     break;
@@ -171,7 +172,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             }
             if (!failed && (need.flags & PD_NEED_ARGUMENT_FD) && sentArgument == argument) {
                 uint32_t handle;
-                if (pd_handle_for_fd((int)argument, &handle) != 0) failed = EBADF; else sentArgument = handle;
+                sentArgument = pd_handle_for_fd((int)argument, &handle) == 0 ? handle : (uint64_t)-1;
             }
             pd_frame_free(&reply);
             if (failed) { error = failed; break; }

@@ -40,6 +40,9 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
+    @Option(name: .long, help: ArgumentHelp("A read-only subtree guests may read, list and follow links in, e.g. /sys (repeatable).", valueName: "dir"))
+    var tree: [String] = []
+
     @Flag(name: .long, help: "Let guests on this machine (unix sockets) mmap devices for real: they receive the device's descriptor.")
     var shareMappings = false
 
@@ -80,6 +83,7 @@ struct BackendCommand: ParsableCommand {
         configuration.plugins = plugins
         configuration.devices = devices.map(DeviceExport.init)
         configuration.shareMappings = shareMappings || settings.shareMappings
+        configuration.trees = settings.trees + tree
 
         let backend: Backend
         do {

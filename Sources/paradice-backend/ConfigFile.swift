@@ -17,6 +17,7 @@ enum ConfigFile {
         var specs: String?
         var logLevel: String?
         var shareMappings = false
+        var trees: [String] = []
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -44,6 +45,7 @@ enum ConfigFile {
             case "listen": settings.listen += values
             case "plugins": settings.plugins += values
             case "device", "devices": settings.devices += values
+            case "tree", "trees": settings.trees += values
             case "specs": settings.specs = values.last
             case "log-level", "log_level": settings.logLevel = values.last
             case "share-mappings", "share_mappings": settings.shareMappings = values.last == "true"

@@ -121,7 +121,7 @@ func run(_ command: String, _ arguments: [String]) throws -> (status: Int32, out
     p.standardOutput = pipe
     p.standardError = pipe
     try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()   // read to the end first: it never blocks the child
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: data, as: UTF8.self))
 }

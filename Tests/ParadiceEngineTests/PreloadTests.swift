@@ -20,12 +20,14 @@ func paradiceRun(_ backend: String, _ command: [String], extra: [String] = [], t
     p.standardOutput = out
     p.standardError = err
     try p.run()
+    // Drain both pipes while it runs: a program that prints more than a pipe holds must not block.
+    let collected = PipeCollector(out, err)
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline { usleep(10_000) }
     if p.isRunning { kill(p.processIdentifier, SIGKILL) }
     p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
-            String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    let (output, errors) = collected.finish()
+    return (p.terminationStatus, output, errors)
 }
 
 /// Compiles one of Programs/*.c into the backend's scratch folder.
@@ -220,6 +222,21 @@ struct PreloadTests {
         #expect(result.output.contains("mmap ENODEV"), "\(result.errors)")
     }
 
+    @Test func sysfsIdentificationThroughAnExportedTree() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx"], extra: ["--tree", "/sys"])
+        let program = try compile("sysfs", into: backend.folder)
+        let native = try run(program, ["/dev/ptmx"])
+        let forwarded = try paradiceRun(backend.endpoint, [program, "/dev/ptmx"])
+        #expect(forwarded.status == 0, "\(forwarded.errors)")
+        #expect(native.output.contains("link ../../devices/virtual/tty/ptmx"))
+        #expect(native.output.contains("uevent DEVNAME=ptmx"))
+        // Native root may write sysfs files; through the tree export it is read-only.
+        let expected = native.output.replacingOccurrences(of: "write open: Permission denied", with: "write open: Read-only file system")
+            .replacingOccurrences(of: "write open: allowed", with: "write open: Read-only file system")
+        #expect(forwarded.output == expected)
+        #expect(backend.log.contains("guest=sysfs"))
+    }
+
     @Test func aMappedPath() throws {
         let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
         let pty = try NativePty()
@@ -266,5 +283,27 @@ struct PreloadTests {
         p.waitUntilExit()
         seen += String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(seen.contains("error EIO"))
+    }
+}
+
+/// Reads a process's stdout and stderr on threads of their own until both close.
+final class PipeCollector: @unchecked Sendable {
+    private var output = Data(), errors = Data()
+    private let done = DispatchGroup()
+
+    init(_ out: Pipe, _ err: Pipe) {
+        for (pipe, isOutput) in [(out, true), (err, false)] {
+            done.enter()
+            Thread {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                if isOutput { self.output = data } else { self.errors = data }
+                self.done.leave()
+            }.start()
+        }
+    }
+
+    func finish() -> (String, String) {
+        done.wait()
+        return (String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
     }
 }

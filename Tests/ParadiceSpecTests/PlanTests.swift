@@ -144,11 +144,25 @@ struct PlanTests {
         #expect(call.plan.regions.count == 3)
     }
 
-    @Test func v4l2BadEnumIsEinval() throws {
-        let buf = Arg("v4l2_buffer")
-        buf.set("type", 0x7777)
-        #expect(throws: PlanError.self) { try plan("v4l2", "VIDIOC_QBUF", buf.address) }
-        do { _ = try plan("v4l2", "VIDIOC_QBUF", buf.address) } catch let e as PlanError { #expect(e.errno == 22) }
+    @Test func enumChecksRefuseValuesOutsideTheEnum() throws {
+        let specs = try SpecSet.compile(sources: [("e.spec", """
+            class e { devices "/dev/e" }
+            enum colour { RED = 1; GREEN; BLUE }
+            struct paint { c u32 enum(colour); amount u32 }
+            ioctl PAINT = _IOW('e', 1, paint)
+            """)])
+        let arg = Arg("paint", specs: specs)
+        arg.set("c", 2)
+        let planner = Planner(specs: specs)
+        let command = try specs.ioctl(named: "PAINT")!.command(in: specs, parameters: [:])
+        _ = try planner.plan(command: command, argument: arg.address, className: "e", memory: LocalMemory())
+        arg.set("c", 7)
+        do {
+            _ = try planner.plan(command: command, argument: arg.address, className: "e", memory: LocalMemory())
+            Issue.record("a value outside the enum was accepted")
+        } catch let e as PlanError {
+            #expect(e.errno == 22 && e.description.contains("= 7 is not a member of colour"))
+        }
     }
 
     @Test func evdevNameFamilyGivesALenBytesOutRegion() throws {

@@ -69,6 +69,42 @@ def _alive(pid):
         return True
 
 
+class _Reader:
+    """Reads the exec channel, giving up if the VM dies or the deadline passes (never blocks forever)."""
+
+    def __init__(self, sock, vm, timeout):
+        self.s, self.vm, self.buf = sock, vm, b""
+        self.deadline = time.monotonic() + timeout if timeout else None
+        sock.settimeout(1)
+
+    def _more(self):
+        while True:
+            try:
+                chunk = self.s.recv(1 << 16)
+            except socket.timeout:
+                if not self.vm.running():
+                    raise DVMError("the VM stopped while a command was running")
+                if self.deadline and time.monotonic() > self.deadline:
+                    raise DVMError("no reply from the VM's exec server")
+                continue
+            if not chunk:
+                raise DVMError("the exec channel closed (did the VM power off?)")
+            self.buf += chunk
+            return
+
+    def line(self):
+        while b"\n" not in self.buf:
+            self._more()
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def take(self, n):
+        while len(self.buf) < n:
+            self._more()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+
 class DriverVM:
     def __init__(self, port=None, dir=None):
         if dir is None and port in (None, "") and os.environ.get("DVM_DIR"):
@@ -173,19 +209,15 @@ class DriverVM:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with socket.socket(socket.AF_UNIX) as s:
                 s.connect(self._p("ctl.sock"))
-                s.settimeout(None if not timeout else timeout + 30)
                 s.sendall(line)
-                f = s.makefile("rb")
+                r = _Reader(s, self, timeout + 30 if timeout else None)
                 while True:
-                    hdr = f.readline()
-                    if not hdr:
-                        raise DVMError("the exec channel closed (did the VM power off?)")
-                    parts = hdr.decode(errors="replace").split()
+                    parts = r.line().decode(errors="replace").split()
                     if parts[:2] == ["DVM-EXEC", req_id]:     # anything else is a stale reply: skip it
                         break
                 kv = dict(p.split("=", 1) for p in parts[2:])
-                out = f.read(int(kv["out"]))
-                err = f.read(int(kv["err"]))
+                out = r.take(int(kv["out"]))
+                err = r.take(int(kv["err"]))
                 return int(kv["rc"]), out, err
 
     # --- stop ---------------------------------------------------------------------------------------------
@@ -322,6 +354,8 @@ def main(argv=None):
             print(f"running pid={pid} {vm.endpoint} dir={vm.dir}" if pid else f"stopped dir={vm.dir}")
             return 0 if pid else 3
         elif a.cmd == "qmp":
+            if not vm.running():
+                raise DVMError(f"no VM runs with state dir {vm.dir}")
             print(json.dumps(vm.qmp(json.loads(a.json))[0]))
         elif a.cmd == "bench":
             times = []

@@ -61,21 +61,24 @@ fi
 case "$KV" in 6.1.0-*-amd64) ;; *) log "warning: kernel $KV is not the expected 6.1.0-*-amd64 series" ;; esac
 echo "$KV" > "$CACHE/kv"
 
-deb=$(ls "$CACHE"/debs/linux-image-"$KV"_*.deb 2>/dev/null | head -1 || true)
-if [ -z "$deb" ]; then
+shopt -s nullglob
+debs=("$CACHE"/debs/linux-image-"$KV"_*.deb)
+if ((${#debs[@]} == 0)); then
   log "downloading linux-image-$KV"
   # apt-get download writes into the current directory; the _apt sandbox user must be able to write there
   (cd "$CACHE/debs" && { apt-get download -q "linux-image-$KV" 2>/dev/null ||
                          { apt_update_once; apt-get download -q "linux-image-$KV"; }; })
-  deb=$(ls "$CACHE"/debs/linux-image-"$KV"_*.deb | head -1)
+  debs=("$CACHE"/debs/linux-image-"$KV"_*.deb)
+  ((${#debs[@]})) || die "apt-get download linux-image-$KV produced no .deb"
 fi
+deb=${debs[0]}
 
 VMLINUX=$CACHE/vmlinux-$KV
 INITRD=$CACHE/initramfs.cpio
 STAMP=$CACHE/initramfs.stamp
 # The initramfs is rebuilt when anything that goes into it changes.
 want=$( { echo "v1 $KV $(basename "$deb")"; echo "$MODULES"; echo "$EXPECT"; cat "$HERE/guest/init.sh" "$HERE/guest/hostrun.sh";
-          busybox 2>/dev/null | head -1; } | sha256sum | cut -d' ' -f1)
+          dpkg-query -W -f='${Version}' busybox-static; } | sha256sum | cut -d' ' -f1)
 if [ "${DVM_REBUILD:-0}" != 1 ] && [ -f "$VMLINUX" ] && [ -f "$INITRD" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
   log "up to date: kernel $KV, $INITRD ($(du -h "$INITRD" | cut -f1))"
   exit 0

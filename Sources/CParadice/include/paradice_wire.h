@@ -35,6 +35,8 @@ enum pd_op {
                                                                          keeps a mirror, synced at the points
                                                                          the class's plug-in names */
     PD_MUNMAP  = 18,  /* pd_munmap                                    → result */
+    PD_READLINK = 19, /* path, inside an exported tree                → result = length, then the target */
+    PD_LISTDIR = 20,  /* path, inside an exported tree                → result = count, then pd_dirent × n */
     PD_SHARE   = 16,  /* (handle), unix transport only                → result 0; the backend's descriptor
                                                                          travels with the reply (SCM_RIGHTS) */
 
@@ -187,6 +189,14 @@ struct pd_llseek {
 struct pd_flags {
     int32_t  flags;
     uint32_t reserved;
+};
+
+/* One directory entry: the name follows, padded to 8. */
+struct pd_dirent {
+    uint8_t  type;             /* d_type */
+    uint8_t  reserved;
+    uint16_t name_length;
+    uint32_t reserved2;
 };
 
 struct pd_event {

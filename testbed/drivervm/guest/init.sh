@@ -87,21 +87,32 @@ mark devices "$(cd /dev && ls -d video* media* dri/* snd/* input/event* uinput c
 # "init" runs it with busybox sh in the initramfs.
 exec_server() {
   port=/dev/virtio-ports/dvm.ctl
+  # Open the port once and keep it: while no host client is connected a read returns EOF at once, so poll
+  # slowly. (A port can be open only once at a time, and commands must not inherit it: they run with 3<&-.)
+  until exec 3<>"$port"; do sleep 1; done
   while :; do
-    # A read returns EOF while no host client is connected, so reopen the port and poll slowly.
-    exec 3<>"$port" || return
     while read -r verb id mode tmo b64 <&3; do
       case "$verb" in
         EXEC)
           echo "$b64" | base64 -d > /tmp/exec.cmd 2>/dev/null
-          [ "$tmo" -gt 0 ] 2>/dev/null && to="timeout -s KILL $tmo" || to=""
           if [ "$mode" = host ]; then
             cp /tmp/exec.cmd /host/tmp/exec.cmd
-            $to hostrun /bin/sh /tmp/exec.cmd > /tmp/exec.out 2> /tmp/exec.err < /dev/null
+            set -- hostrun /bin/sh /tmp/exec.cmd
           else
-            (cd / && $to sh /tmp/exec.cmd > /tmp/exec.out 2> /tmp/exec.err < /dev/null)
+            set -- sh -c 'cd / && exec sh /tmp/exec.cmd'
           fi
-          rc=$?
+          # its own session, so that a timeout kills the command with everything it started
+          setsid "$@" > /tmp/exec.out 2> /tmp/exec.err < /dev/null 3<&- &
+          cpid=$!
+          wpid=""
+          rm -f /tmp/exec.killed
+          if [ "$tmo" -gt 0 ] 2>/dev/null; then
+            ( sleep "$tmo"; touch /tmp/exec.killed; kill -KILL -"$cpid" 2>/dev/null ) 3<&- &
+            wpid=$!
+          fi
+          wait "$cpid"; rc=$?
+          [ -n "$wpid" ] && kill "$wpid" 2>/dev/null
+          [ -e /tmp/exec.killed ] && echo "dvm: killed after $tmo s (timeout)" >> /tmp/exec.err
           { echo "DVM-EXEC $id rc=$rc out=$(wc -c < /tmp/exec.out) err=$(wc -c < /tmp/exec.err)"
             cat /tmp/exec.out /tmp/exec.err; } >&3 ;;
         POWEROFF)
@@ -109,7 +120,6 @@ exec_server() {
           mark poweroff; sync; poweroff -f ;;
       esac
     done
-    exec 3<&-
     usleep 200000
   done
 }

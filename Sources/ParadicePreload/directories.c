@@ -1,0 +1,140 @@
+/* readlink and directory listings inside a tree the backend exports (sysfs): what libraries read to
+ * identify a device. A forwarded listing is a DIR of our own, recognised by its address. */
+#include "shim.h"
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct remote_dir {
+    uint32_t magic;
+    int count, next;
+    struct dirent64 *entries;
+    struct dirent *plain;      /* readdir's view of the current entry */
+};
+
+#define REMOTE_DIR_MAGIC 0x50445244u
+#define MAX_REMOTE_DIRS 64
+static struct remote_dir *open_dirs[MAX_REMOTE_DIRS];
+static pthread_mutex_t dirs_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct remote_dir *remote(void *d) {
+    struct remote_dir *found = NULL;
+    pthread_mutex_lock(&dirs_lock);
+    for (int i = 0; i < MAX_REMOTE_DIRS; i++) if (open_dirs[i] && (void *)open_dirs[i] == d) found = open_dirs[i];
+    pthread_mutex_unlock(&dirs_lock);
+    return found;
+}
+
+static int64_t path_call(uint16_t op, const char *path, struct pd_frame *reply, const uint8_t **data, size_t *length) {
+    struct pd_buffer b;
+    pd_buffer_init(&b, strlen(path));
+    pd_buffer_append(&b, path, strlen(path));
+    int r = pd_call(op, 0, 0, &b, reply);
+    pd_buffer_free(&b);
+    if (r != 0) return -1;
+    return pd_reply_result(reply, data, length);
+}
+
+ssize_t readlink(const char *path, char *buffer, size_t size) {
+    static ssize_t (*real)(const char *, char *, size_t);
+    if (!real) real = (ssize_t (*)(const char *, char *, size_t))dlsym(RTLD_NEXT, "readlink");
+    char backend[512];
+    if (!pd_forwarded_path(path, backend, sizeof backend)) return real(path, buffer, size);
+    struct pd_frame reply = { .descriptor = -1 };
+    const uint8_t *data;
+    size_t length;
+    int64_t n = path_call(PD_READLINK, backend, &reply, &data, &length);
+    int e = errno;
+    if (n >= 0) {
+        n = (size_t)n < size ? n : (int64_t)size;   /* readlink truncates silently */
+        memcpy(buffer, data, (size_t)n);
+    }
+    if (reply.body) pd_frame_free(&reply);
+    errno = e;
+    return n;
+}
+
+DIR *opendir(const char *path) {
+    static DIR *(*real)(const char *);
+    if (!real) real = (DIR *(*)(const char *))dlsym(RTLD_NEXT, "opendir");
+    char backend[512];
+    if (!pd_forwarded_path(path, backend, sizeof backend)) return real(path);
+    struct pd_frame reply = { .descriptor = -1 };
+    const uint8_t *data;
+    size_t length;
+    int64_t count = path_call(PD_LISTDIR, backend, &reply, &data, &length);
+    if (count < 0) { int e = errno; if (reply.body) pd_frame_free(&reply); errno = e; return NULL; }
+    struct remote_dir *d = calloc(1, sizeof *d);
+    d->magic = REMOTE_DIR_MAGIC;
+    d->entries = calloc((size_t)count + 1, sizeof *d->entries);
+    d->plain = calloc(1, sizeof *d->plain);
+    const uint8_t *p = data;
+    for (int64_t i = 0; i < count && p + sizeof(struct pd_dirent) <= data + length; i++) {
+        struct pd_dirent e;
+        memcpy(&e, p, sizeof e);
+        p += sizeof e;
+        struct dirent64 *out = &d->entries[d->count++];
+        out->d_ino = (ino64_t)(i + 1);
+        out->d_type = e.type;
+        out->d_reclen = sizeof *out;
+        size_t n = e.name_length < sizeof out->d_name - 1 ? e.name_length : sizeof out->d_name - 1;
+        memcpy(out->d_name, p, n);
+        out->d_name[n] = 0;
+        p += (e.name_length + 7) / 8 * 8;
+    }
+    pd_frame_free(&reply);
+    pthread_mutex_lock(&dirs_lock);
+    int placed = 0;
+    for (int i = 0; i < MAX_REMOTE_DIRS && !placed; i++) if (!open_dirs[i]) { open_dirs[i] = d; placed = 1; }
+    pthread_mutex_unlock(&dirs_lock);
+    if (!placed) { free(d->entries); free(d->plain); free(d); errno = EMFILE; return NULL; }
+    return (DIR *)d;
+}
+
+struct dirent64 *readdir64(DIR *dir) {
+    static struct dirent64 *(*real)(DIR *);
+    if (!real) real = (struct dirent64 *(*)(DIR *))dlsym(RTLD_NEXT, "readdir64");
+    struct remote_dir *d = remote(dir);
+    if (!d) return real(dir);
+    return d->next < d->count ? &d->entries[d->next++] : NULL;
+}
+
+struct dirent *readdir(DIR *dir) {
+    static struct dirent *(*real)(DIR *);
+    if (!real) real = (struct dirent *(*)(DIR *))dlsym(RTLD_NEXT, "readdir");
+    struct remote_dir *d = remote(dir);
+    if (!d) return real(dir);
+    if (d->next >= d->count) return NULL;
+    struct dirent64 *e = &d->entries[d->next++];
+    d->plain->d_ino = e->d_ino;
+    d->plain->d_type = e->d_type;
+    d->plain->d_reclen = sizeof *d->plain;
+    memcpy(d->plain->d_name, e->d_name, sizeof d->plain->d_name);
+    return d->plain;
+}
+
+void rewinddir(DIR *dir) {
+    static void (*real)(DIR *);
+    if (!real) real = (void (*)(DIR *))dlsym(RTLD_NEXT, "rewinddir");
+    struct remote_dir *d = remote(dir);
+    if (!d) { real(dir); return; }
+    d->next = 0;
+}
+
+int closedir(DIR *dir) {
+    static int (*real)(DIR *);
+    if (!real) real = (int (*)(DIR *))dlsym(RTLD_NEXT, "closedir");
+    struct remote_dir *d = remote(dir);
+    if (!d) return real(dir);
+    pthread_mutex_lock(&dirs_lock);
+    for (int i = 0; i < MAX_REMOTE_DIRS; i++) if (open_dirs[i] == d) open_dirs[i] = NULL;
+    pthread_mutex_unlock(&dirs_lock);
+    free(d->entries);
+    free(d->plain);
+    free(d);
+    return 0;
+}

@@ -1,0 +1,120 @@
+import Foundation
+import ParadiceClient
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The project's driver VM (testbed/drivervm): vivid, virtio-gpu, vgem, snd-dummy, snd-aloop, uinput
+/// and virtio-keyboard under a Debian kernel, with paradice-backend inside. Booted once for the suite.
+final class DriverVM: @unchecked Sendable {
+    static let shared: Result<DriverVM, BackendFailure> = {
+        do { return .success(try DriverVM()) } catch let e as BackendFailure { return .failure(e) } catch {
+            return .failure(BackendFailure(log: "\(error)"))
+        }
+    }()
+
+    let controller: String
+    let endpoint: String
+    let folder: String
+    let bootSeconds: Double
+
+    private init() throws {
+        let repository = String(repositorySpecFolder.dropLast("/Specs".count))
+        controller = repository + "/testbed/drivervm/dvmctl.py"
+        setenv("DVM_BACKEND_ARGS", "--plugins v4l2,kvm --tree /sys --log-level info", 1)
+        let boot = try run("/usr/bin/env", ["python3", controller, "--port", "auto", "boot"])
+        guard boot.status == 0, let url = boot.output.split(separator: "\n").first(where: { $0.hasPrefix("tcp://") }) else {
+            throw BackendFailure(log: "the driver VM did not boot:\n\(boot.output)")
+        }
+        endpoint = String(url)
+        folder = boot.output.split(separator: "\n").first { $0.hasPrefix("dir=") }.map { String($0.dropFirst(4)) } ?? ""
+        bootSeconds = boot.output.split(separator: "\n").first { $0.hasPrefix("boot_s=") }.flatMap { Double($0.dropFirst(7)) } ?? 0
+        atexit {
+            if case .success(let vm) = DriverVM.shared { _ = try? run("/usr/bin/env", ["python3", vm.controller, "--dir", vm.folder, "stop"]) }
+        }
+    }
+
+    /// A command run natively inside the VM: its status and output.
+    func native(_ command: String, timeout: Int = 300) throws -> (status: Int32, output: String) {
+        let r = try run("/usr/bin/env", ["python3", controller, "--dir", folder, "exec", "--timeout", String(timeout), command])
+        return (r.status, r.output)
+    }
+
+    /// The same client on this machine through `paradice run`.
+    func forwarded(_ command: [String], timeout: Double = 600) throws -> (status: Int32, output: String) {
+        let r = try paradiceRun(endpoint, command, timeout: timeout)
+        return (r.status, r.output + r.errors)
+    }
+
+    static func require() throws -> DriverVM {
+        switch shared {
+        case .success(let vm): return vm
+        case .failure(let e): throw e
+        }
+    }
+}
+
+/// v4l2-compliance's verdict: the totals line and every failed test, in order.
+func complianceVerdict(_ output: String) -> (totals: String, failures: [String]) {
+    let lines = output.split(separator: "\n").map(String.init)
+    let totals = lines.last { $0.hasPrefix("Total for ") } ?? "no totals"
+    let failures = lines.filter { $0.contains("FAIL") || $0.trimmingCharacters(in: .whitespaces).hasPrefix("fail:") }
+        .map { $0.trimmingCharacters(in: .whitespaces) }
+    return (totals, failures)
+}
+
+@Suite("V4L2 and evdev on real drivers in the driver VM", .serialized)
+struct DriverVMTests {
+    @Test func v4l2CtlInfoAndFormatsMatchNative() throws {
+        let vm = try DriverVM.require()
+        for arguments in [["--all"], ["--list-formats-ext"]] {
+            let native = try vm.native("v4l2-ctl -d /dev/video0 " + arguments.joined(separator: " "))
+            let forwarded = try vm.forwarded(["v4l2-ctl", "-d", "/dev/video0"] + arguments)
+            #expect(native.status == 0 && forwarded.status == 0, "\(forwarded.output)")
+            // A volatile control's value changes by itself between two runs.
+            let stable = { (text: String) in text.split(separator: "\n").filter { !$0.contains("volatile") } }
+            #expect(stable(forwarded.output) == stable(native.output), "v4l2-ctl \(arguments)")
+        }
+    }
+
+    @Test func aControlSetThroughParadiceIsSetOnTheDevice() throws {
+        let vm = try DriverVM.require()
+        #expect(try vm.forwarded(["v4l2-ctl", "-d", "/dev/video0", "-c", "brightness=99"]).status == 0)
+        #expect(try vm.native("v4l2-ctl -d /dev/video0 -C brightness").output.contains("brightness: 99"))
+        #expect(try vm.forwarded(["v4l2-ctl", "-d", "/dev/video0", "-C", "brightness"]).output.contains("brightness: 99"))
+        _ = try vm.native("v4l2-ctl -d /dev/video0 -c brightness=128")
+    }
+
+    @Test func streamingMmapFramesArriveWithThePattern() throws {
+        let vm = try DriverVM.require()
+        let file = NSTemporaryDirectory() + "paradice-frames-\(getpid()).raw"
+        defer { unlink(file) }
+        let format = try vm.forwarded(["v4l2-ctl", "-d", "/dev/video0", "--set-fmt-video=width=640,height=360,pixelformat=YUYV"])
+        #expect(format.status == 0, "\(format.output)")
+        let stream = try vm.forwarded(["v4l2-ctl", "-d", "/dev/video0", "--stream-mmap", "--stream-count=5", "--stream-to=\(file)"])
+        #expect(stream.status == 0, "\(stream.output)")
+        let bytes = (try? Data(contentsOf: URL(fileURLWithPath: file))) ?? Data()
+        #expect(bytes.count == 5 * 640 * 360 * 2)
+        // vivid's default pattern, 75% colour bars: eight bars, each its own luma and chroma, so a frame
+        // holds a handful of distinct bytes in a fixed order, never a blank buffer.
+        let frame = bytes.prefix(640 * 360 * 2)
+        #expect(Set(frame).count >= 8)
+        let row = Array(frame.prefix(1280)), bar = 1280 / 8
+        #expect(Set((0..<8).map { row[$0 * bar + bar / 2] & 0xF0 }).count >= 4, "\(row.prefix(64))")
+    }
+
+    @Test(.disabled("""
+        not yet the native result: 113 tests / 9 failed through Paradice against 113 / 4 natively. Left: \
+        'Requests' (S_EXT_CTRLS on a media request returns EACCES through Paradice) and 'Disconnect' (the \
+        test forks, and a child's inherited descriptors fail with EIO instead of sharing the parent's session)
+        """))
+    func v4l2ComplianceGivesTheNativeResult() throws {
+        let vm = try DriverVM.require()
+        let native = complianceVerdict(try vm.native("v4l2-compliance -d /dev/video0", timeout: 600).output)
+        let forwarded = complianceVerdict(try vm.forwarded(["v4l2-compliance", "-d", "/dev/video0"]).output)
+        #expect(native.totals.contains("Failed: 4"), "\(native.totals)")
+        #expect(forwarded.totals == native.totals)
+        #expect(forwarded.failures == native.failures)
+    }
+}

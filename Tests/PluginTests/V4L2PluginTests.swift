@@ -85,7 +85,11 @@ struct V4L2PluginTests {
         #expect(state.mappedToGuest(after: queue, result: 0).isEmpty)
     }
 
-    @Test func userPointerAndOverlayBitmapsAreNotGuessed() throws {
-        #expect(try state.value(of: "overlay_bitmap_bytes", arguments: []) == nil)
+    @Test func variablesComeFromTheDriverNotFromGuesses() throws {
+        // No device behind this state (descriptor -1): no overlay window, so no bitmap; an unknown control
+        // holds no pointer (the driver then answers the call itself); unknown names have no value.
+        #expect(try state.value(of: "overlay_bitmap_bytes", arguments: []) == 0)
+        #expect(try state.value(of: "ctrl_is_ptr", arguments: [0x0098_0900]) == 0)
+        #expect(try state.value(of: "no_such_variable", arguments: []) == nil)
     }
 }

@@ -45,7 +45,7 @@ public final class ParadiceClient: @unchecked Sendable {
         pthread_cond_init(&condition, nil)
         var w = BodyWriter()
         w.append(pd_hello(magic: PD_MAGIC, major: UInt16(PD_VERSION_MAJOR), minor: UInt16(PD_VERSION_MINOR),
-                          capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS, pid: UInt32(getpid())))
+                          capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS, pid: UInt32(getpid()), join_session: 0, join_token: 0))
         w.append(bytes: Array(name.utf8))
         try socket.sendRaw(w.frame(op: PD_HELLO.code, request: 0))
         guard let reply = try socket.receive(), reply.op == PD_REPLY.code else { throw Errno.io }

@@ -105,4 +105,6 @@ public final class Backend: @unchecked Sendable {
     }
 
     public var activeSessions: Int { sessionsLock.withLock { sessions.count } }
+
+    func session(_ id: UInt32) -> Session? { sessionsLock.withLock { sessions[id] } }
 }

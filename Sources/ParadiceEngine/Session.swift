@@ -17,9 +17,8 @@ final class Session: @unchecked Sendable {
     var logger: Logger
 
     let lock = Lock()
-    /// Handle n is slot n; 0 is never a handle. Freed numbers are reused lowest first, like fds.
-    private var handles: [OpenFile?] = [nil]
-    private var openCount = 0
+    /// Shared with the sessions of forked children that joined it.
+    private(set) var handles = HandleTable()
     private var workers: [UInt64: pthread_t] = [:]
     private var nextWorker: UInt64 = 0
     private(set) var cancelled = false
@@ -68,13 +67,8 @@ final class Session: @unchecked Sendable {
         }) {
             usleep(1000)
         }
-        let count = lock.withLock { () -> Int in
-            let n = openCount
-            handles = [nil]
-            openCount = 0
-            mappings.removeAll()   // each unmaps itself
-            return n
-        }
+        lock.withLock { mappings.removeAll() }   // each unmaps itself
+        let count = handles.releaseAll(for: id)
         socket.close()
         if count > 0 { logger.info("closed the guest's files", metadata: ["count": "\(count)"]) }
     }
@@ -91,14 +85,28 @@ final class Session: @unchecked Sendable {
             throw ProtocolError("version \(hello.major).\(hello.minor)")
         }
         logger[metadataKey: "guest"] = "\(name.isEmpty ? "?" : name) pid \(hello.pid)"
-        logger.info("guest connected")
+        if hello.join_session != 0 {
+            // A forked child: it shares its parent's files, each with a reference of its own.
+            guard let parent = backend.session(hello.join_session), parent.handles.token == hello.join_token else {
+                logger.warning("refused a join of an unknown session", metadata: ["session": "\(hello.join_session)"])
+                var w = BodyWriter()
+                w.append(pd_reply(result: -1, error: EPERM, reserved: 0))
+                try socket.send(Frame(op: PD_REPLY.code, request: frame.request, body: w.bytes))
+                throw ProtocolError("bad join")
+            }
+            handles = parent.handles
+            handles.join(id, from: parent.id)
+            logger.info("forked guest joined its parent's session", metadata: ["parent": "\(parent.id)"])
+        } else {
+            logger.info("guest connected")
+        }
         var w = BodyWriter()
         let exports = backend.configuration.devices + backend.configuration.trees.map {
             DeviceExport(pattern: $0.hasSuffix("/") ? $0 : $0 + "/", className: nil)
         }
         w.append(pd_hello_reply(magic: PD_MAGIC, major: UInt16(PD_VERSION_MAJOR), minor: UInt16(PD_VERSION_MINOR),
                                 capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS, session: id,
-                                device_count: UInt32(exports.count), reserved: 0))
+                                device_count: UInt32(exports.count), token: handles.token))
         for export in exports {
             let path = Array(export.pattern.utf8)
             let className = Array((backend.exports.classFor(export.pattern)??.name ?? export.className ?? "").utf8)
@@ -115,31 +123,9 @@ final class Session: @unchecked Sendable {
 
     // MARK: handles
 
-    func file(_ handle: UInt32) -> OpenFile? {
-        lock.withLock { Int(handle) < handles.count ? handles[Int(handle)] : nil }
-    }
+    func file(_ handle: UInt32) -> OpenFile? { handles.file(handle, for: id) }
 
-    func register(_ file: OpenFile) -> UInt32 {
-        lock.withLock {
-            openCount += 1
-            if let free = handles.indices.dropFirst().first(where: { handles[$0] == nil }) {
-                handles[free] = file
-                return UInt32(free)
-            }
-            handles.append(file)
-            return UInt32(handles.count - 1)
-        }
-    }
-
-    /// Takes a handle out of the table; the descriptor closes when no call still uses it.
-    func unregister(_ handle: UInt32) -> OpenFile? {
-        lock.withLock {
-            guard Int(handle) < handles.count, let file = handles[Int(handle)] else { return nil }
-            handles[Int(handle)] = nil
-            openCount -= 1
-            return file
-        }
-    }
+    func register(_ file: OpenFile) -> UInt32 { handles.register(file, for: id) }
 
     // MARK: replies
 
@@ -260,7 +246,7 @@ final class Session: @unchecked Sendable {
     }
 
     private func close(_ frame: Frame) {
-        guard unregister(frame.handle) != nil else { return fail(frame.request, EBADF) }
+        guard handles.release(frame.handle, for: id) else { return fail(frame.request, EBADF) }
         watcher.forget(frame.handle)
         reply(frame.request, result: 0)
     }

@@ -31,7 +31,15 @@ static struct {
     uint32_t next;
     struct pending *arrived;
     int complained;
-} conn = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, -1, 0, 0, 0, 1, NULL, 0 };
+    uint32_t session, token;   /* from the handshake: a forked child joins them */
+} conn = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, -1, 0, 0, 0, 1, NULL, 0, 0, 0 };
+
+uint32_t pd_session_token(void) {
+    pthread_mutex_lock(&conn.lock);
+    uint32_t t = conn.fd >= 0 && conn.owner == getpid() && !conn.dead ? conn.token : 0;
+    pthread_mutex_unlock(&conn.lock);
+    return t;
+}
 
 static int event_reader_started;
 
@@ -155,8 +163,12 @@ static int open_socket(const char *url) {
 int pd_connect(void) {
     pthread_mutex_lock(&conn.lock);
     if (conn.fd >= 0 && conn.owner == getpid() && !conn.dead) { pthread_mutex_unlock(&conn.lock); return 0; }
+    uint32_t join_session = 0, join_token = 0;
     if (conn.fd >= 0 && conn.owner != getpid()) {
-        /* Inherited across fork: the parent's session is not ours to use. */
+        /* Inherited across fork: the parent's connection is not ours to use, but its files are: the child
+         * joins the parent's session with a connection of its own. */
+        join_session = conn.session;
+        join_token = conn.token;
         pd_real.close(conn.fd);
         conn.fd = -1;
         conn.dead = 0;
@@ -177,7 +189,8 @@ int pd_connect(void) {
     }
     struct pd_buffer b;
     pd_buffer_init(&b, 64);
-    struct pd_hello hello = { PD_MAGIC, PD_VERSION_MAJOR, PD_VERSION_MINOR, PD_CAP_FD_SLOTS, (uint32_t)getpid() };
+    struct pd_hello hello = { PD_MAGIC, PD_VERSION_MAJOR, PD_VERSION_MINOR, PD_CAP_FD_SLOTS, (uint32_t)getpid(),
+                              join_session, join_token };
     pd_buffer_append(&b, &hello, sizeof hello);
     const char *name = program_invocation_short_name;
     pd_buffer_append(&b, name, strlen(name));
@@ -189,6 +202,8 @@ int pd_connect(void) {
         struct pd_hello_reply hr;
         memcpy(&hr, reply.body, sizeof hr);
         ok = hr.magic == PD_MAGIC && hr.major == PD_VERSION_MAJOR;
+        conn.session = hr.session;
+        conn.token = hr.token;
     }
     pd_frame_free(&reply);
     if (!ok) {

@@ -39,7 +39,7 @@ void pd_bind(int fd, struct pd_file *f) {
         int last = --old->refs == 0;
         pthread_mutex_unlock(&table_lock);
         if (last) {
-            if (old->owner == getpid()) {
+            if (old->owner == pd_session_token()) {
                 struct pd_buffer b;
                 pd_buffer_init(&b, 0);
                 struct pd_frame reply = { .descriptor = -1 };
@@ -64,8 +64,10 @@ void pd_event(uint32_t handle, short revents) {
     int target = -1;
     pthread_mutex_lock(&table_lock);
     for (int fd = 0; fd < MAX_FDS && target < 0; fd++)
-        if (table[fd] && table[fd]->handle == handle && table[fd]->owner == getpid() && table[fd]->watch)
+        if (table[fd] && table[fd]->handle == handle && table[fd]->watch) {
             target = table[fd]->placeholder;
+            table[fd]->revents = revents;
+        }
     pthread_mutex_unlock(&table_lock);
     if (target >= 0 && (revents & (POLLIN | POLLPRI | POLLHUP | POLLERR))) {
         uint64_t one = 1;
@@ -75,7 +77,8 @@ void pd_event(uint32_t handle, short revents) {
 }
 
 void pd_rearm(struct pd_file *f) {
-    if (!f->watch || f->owner != getpid()) return;
+    if (!f->watch || f->owner != pd_session_token()) return;
+    f->revents = 0;
     uint64_t count;
     ssize_t ignored = pd_real.read(f->placeholder, &count, sizeof count);   /* non-blocking: clears */
     (void)ignored;
@@ -92,7 +95,7 @@ int pd_adopt_handle(uint32_t handle, int flags) {
     struct pd_file *f = calloc(1, sizeof *f);
     f->handle = handle;
     f->flags = flags;
-    f->owner = getpid();
+    f->owner = pd_session_token();
     f->shared = -1;
     int fd = pd_install(f, 0);
     if (fd < 0) free(f);
@@ -111,7 +114,7 @@ int pd_release(int fd) {
     pthread_mutex_unlock(&table_lock);
     int r = 0;
     if (last) {
-        if (f->owner == getpid()) {
+        if (usable(f)) {
             struct pd_buffer b;
             pd_buffer_init(&b, 0);
             struct pd_frame reply = { .descriptor = -1 };
@@ -248,7 +251,7 @@ int pd_open(const char *path, int flags, mode_t mode) {
     struct pd_file *f = calloc(1, sizeof *f);
     f->handle = (uint32_t)handle;
     f->flags = flags & (O_ACCMODE | O_NONBLOCK | O_APPEND);
-    f->owner = getpid();
+    f->owner = pd_session_token();
     f->shared = -1;
     if (length >= sizeof(struct pd_stat)) {
         struct pd_stat st;
@@ -258,13 +261,14 @@ int pd_open(const char *path, int flags, mode_t mode) {
     }
     pd_frame_free(&reply);
     int fd = pd_install(f, flags & O_CLOEXEC);
-    if (fd < 0) { int e = errno; f->refs = 1; f->owner = getpid(); pd_release(-1); free(f); errno = e; }
+    if (fd < 0) { int e = errno; f->refs = 1; f->owner = pd_session_token(); pd_release(-1); free(f); errno = e; }
     return fd;
 }
 
 /* A file inherited across fork belongs to the parent's session: it fails cleanly in the child. */
 static int usable(struct pd_file *f) {
-    if (f->owner != getpid()) { errno = EIO; return 0; }
+    if (pd_connect() != 0) return 0;
+    if (f->owner != pd_session_token()) { errno = EIO; return 0; }   /* a session this process cannot join */
     return 1;
 }
 

@@ -32,6 +32,7 @@ void pd_buffer_free(struct pd_buffer *b);
 
 /* The connection to the backend, shared by the process's threads. */
 int pd_connect(void);                       /* 0, or -1 with errno */
+uint32_t pd_session_token(void);           /* this process's handle table (0: not connected) */
 int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request, struct pd_frame *reply);
 void pd_frame_free(struct pd_frame *f);
 /* For PD_REPLY: the result, or -1 with errno set; data and length: what follows pd_reply. */
@@ -44,9 +45,10 @@ struct pd_file {
     int flags;                /* the open flags the program gave (O_ACCMODE, O_NONBLOCK, O_APPEND) */
     uint32_t mode;            /* st_mode and st_rdev on the backend */
     uint64_t rdev;
-    pid_t owner;              /* the process whose connection holds the handle */
+    uint32_t owner;           /* the token of the handle table the handle belongs to (shared after fork) */
     int placeholder;          /* one local descriptor of it: events make it readable for epoll */
     short watch;              /* events an epoll set waits for (0: none) */
+    short revents;            /* what the backend last said is ready (for epoll_wait's answer) */
     int shared;               /* the device's own descriptor, for mmap on a same-host backend, or -1 */
 };
 

@@ -484,11 +484,83 @@ int pselect(int nfds, fd_set *r, fd_set *w, fd_set *x, const struct timespec *ti
 /* epoll watches the placeholder eventfd, which mirrors the remote file's readiness: the backend pushes
  * an event when it becomes readable, and the frontend clears and re-arms after each use. The placeholder
  * is always writable, so EPOLLOUT is always reported for a forwarded file. */
+/* Forwarded registrations, so that epoll_wait can answer with the remote events (EPOLLPRI, EPOLLERR…)
+ * that an eventfd cannot carry. */
+#define EPOLL_ENTRIES 256
+static struct { int epfd, fd; uint64_t data; uint32_t events; } epoll_entries[EPOLL_ENTRIES];
+static pthread_mutex_t epoll_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void remember_epoll(int epfd, int op, int fd, const struct epoll_event *event) {
+    pthread_mutex_lock(&epoll_lock);
+    int slot = -1;
+    for (int i = 0; i < EPOLL_ENTRIES; i++) {
+        if (epoll_entries[i].epfd == epfd && epoll_entries[i].fd == fd && epoll_entries[i].events) slot = i;
+    }
+    if (op == EPOLL_CTL_DEL) {
+        if (slot >= 0) epoll_entries[slot].events = 0;
+    } else {
+        if (slot < 0) for (int i = 0; i < EPOLL_ENTRIES && slot < 0; i++) if (!epoll_entries[i].events) slot = i;
+        if (slot >= 0 && event) {
+            epoll_entries[slot].epfd = epfd;
+            epoll_entries[slot].fd = fd;
+            epoll_entries[slot].data = event->data.u64;
+            epoll_entries[slot].events = event->events | EPOLLERR | EPOLLHUP;
+        }
+    }
+    pthread_mutex_unlock(&epoll_lock);
+}
+
+/* Rewrites the events of forwarded registrations with what the backend last reported; drops those the
+ * backend no longer reports ready. */
+static int answer_epoll(int epfd, struct epoll_event *events, int n) {
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t wanted = 0;
+        int fd = -1;
+        pthread_mutex_lock(&epoll_lock);
+        for (int k = 0; k < EPOLL_ENTRIES; k++)
+            if (epoll_entries[k].events && epoll_entries[k].epfd == epfd && epoll_entries[k].data == events[i].data.u64) {
+                wanted = epoll_entries[k].events;
+                fd = epoll_entries[k].fd;
+            }
+        pthread_mutex_unlock(&epoll_lock);
+        struct pd_file *f = fd >= 0 ? pd_lookup(fd) : NULL;
+        if (f) {
+            uint32_t remote = (uint32_t)(unsigned short)f->revents | (events[i].events & EPOLLOUT);
+            events[i].events = remote & wanted;
+            if (!events[i].events) continue;
+        }
+        events[kept++] = events[i];
+    }
+    return kept;
+}
+
+int epoll_wait(int epfd, struct epoll_event *events, int max, int timeout) {
+    REAL(epoll_wait);
+    for (;;) {
+        int n = real_epoll_wait(epfd, events, max, timeout);
+        if (n <= 0) return n;
+        int kept = answer_epoll(epfd, events, n);
+        if (kept > 0 || timeout == 0) return kept;
+    }
+}
+
+int epoll_pwait(int epfd, struct epoll_event *events, int max, int timeout, const sigset_t *mask) {
+    REAL(epoll_pwait);
+    for (;;) {
+        int n = real_epoll_pwait(epfd, events, max, timeout, mask);
+        if (n <= 0) return n;
+        int kept = answer_epoll(epfd, events, n);
+        if (kept > 0 || timeout == 0) return kept;
+    }
+}
+
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
     REAL(epoll_ctl);
     struct pd_file *f = pd_lookup(fd);
     int r = real_epoll_ctl(epfd, op, fd, event);   /* the descriptor shares the placeholder's eventfd */
     if (r != 0 || !f) return r;
+    remember_epoll(epfd, op, fd, event);
     if (op == EPOLL_CTL_DEL) { f->watch = 0; return 0; }
     f->watch = (short)((event ? event->events : 0) & (EPOLLIN | EPOLLPRI | EPOLLRDNORM));
     if (f->watch) {

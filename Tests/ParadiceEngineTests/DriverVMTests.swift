@@ -105,9 +105,11 @@ struct DriverVMTests {
     }
 
     @Test(.disabled("""
-        not yet the native result: 113 tests / 9 failed through Paradice against 113 / 4 natively. Left: \
-        'Requests' (S_EXT_CTRLS on a media request returns EACCES through Paradice) and 'Disconnect' (the \
-        test forks, and a child's inherited descriptors fail with EIO instead of sharing the parent's session)
+        not yet the native result: 113 tests / 9 failed through Paradice against 113 / 4 natively (the 4 native \
+        failures are the v4l-utils 1.22 vs kernel 6.1 description text, reproduced). Left: 'Requests' \
+        (VIDIOC_S_EXT_CTRLS with a media request fails at v4l2-test-buffers.cpp:2114) and 'Disconnect' \
+        (the forked child now shares the session and sees the disconnect; an S_CTRL of the parent at \
+        v4l2-test-controls.cpp:1034 fails in the frontend without reaching the backend)
         """))
     func v4l2ComplianceGivesTheNativeResult() throws {
         let vm = try DriverVM.require()

@@ -62,6 +62,8 @@ struct pd_hello {
     uint16_t major, minor;
     uint32_t capabilities;
     uint32_t pid;              /* the guest process, for logs */
+    uint32_t join_session;     /* a forked child: the parent's session, whose handles it shares, or 0 */
+    uint32_t join_token;       /* that session's token (pd_hello_reply) */
     /* then the guest's name (UTF-8), to the end of the body */
 };
 
@@ -71,7 +73,7 @@ struct pd_hello_reply {
     uint32_t capabilities;
     uint32_t session;
     uint32_t device_count;
-    uint32_t reserved;
+    uint32_t token;            /* lets a forked child join this session (pd_hello.join_token) */
     /* then device_count × (pd_device, path bytes, class bytes, padding to 8) */
 };
 

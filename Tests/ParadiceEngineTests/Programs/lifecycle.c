@@ -1,5 +1,5 @@
-/* dup, dup2, F_DUPFD, F_GETFL/F_SETFL, fork (the child's inherited descriptor fails cleanly, a fresh
- * open works), and exec with and without close-on-exec. */
+/* dup, dup2, F_DUPFD, F_GETFL/F_SETFL, fork (the child shares the parent's forwarded files, and its
+ * close drops only its own reference), and exec with and without close-on-exec. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -55,17 +55,20 @@ int main(int argc, char **argv) {
 
     pid_t child = fork();
     if (child == 0) {
-        /* The parent's session is not the child's: its inherited descriptors fail cleanly… */
-        if (!(ioctl(d, TIOCGWINSZ, &back) == -1 && errno == EIO)) _exit(10);
-        /* …and it opens its own. */
+        /* The child's inherited descriptors name the same files as the parent's… */
+        if (ioctl(d, TIOCGWINSZ, &back) != 0 || back.ws_row != 33) _exit(10);
+        struct winsize changed = { 44, 77 };
+        if (ioctl(d, TIOCSWINSZ, &changed) != 0) _exit(11);
+        /* …its own opens work too, and closing its copy leaves the parent's open. */
         int mine = open("/dev/ptmx", O_RDWR | O_NOCTTY);
-        if (mine < 0 || ioctl(mine, TIOCGWINSZ, &back) != 0) _exit(11);
+        if (mine < 0 || ioctl(mine, TIOCGWINSZ, &back) != 0) _exit(12);
+        if (close(d) != 0) _exit(13);
         _exit(0);
     }
     int status;
     waitpid(child, &status, 0);
-    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fork");
-    check(ioctl(d, TIOCGWINSZ, &back) == 0 && back.ws_row == 33, "the parent's descriptor after fork");
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fork: the child uses the inherited file");
+    check(ioctl(d, TIOCGWINSZ, &back) == 0 && back.ws_row == 44, "the parent sees the child's change, and its file is still open");
 
     char gone[16];
     snprintf(gone, sizeof gone, "%d", d3);

@@ -1,0 +1,59 @@
+/// The files of one guest process and, after fork, of its children: every session that joined the table
+/// holds its own reference to each handle, so a child's close drops only the child's, as with
+/// descriptors across fork. A file closes when no session holds it any more.
+final class HandleTable: @unchecked Sendable {
+    private let lock = Lock()
+    /// Handle n is slot n; 0 is never a handle. Freed numbers are reused lowest first, like fds.
+    private var files: [OpenFile?] = [nil]
+    private var holders: [Set<UInt32>] = [[]]   // per handle: the sessions holding it
+    let token = UInt32.random(in: 1...UInt32.max)
+
+    func file(_ handle: UInt32, for session: UInt32) -> OpenFile? {
+        lock.withLock {
+            let h = Int(handle)
+            return h < files.count && holders[h].contains(session) ? files[h] : nil
+        }
+    }
+
+    func register(_ file: OpenFile, for session: UInt32) -> UInt32 {
+        lock.withLock {
+            if let free = files.indices.dropFirst().first(where: { files[$0] == nil }) {
+                files[free] = file
+                holders[free] = [session]
+                return UInt32(free)
+            }
+            files.append(file)
+            holders.append([session])
+            return UInt32(files.count - 1)
+        }
+    }
+
+    /// Drops the session's reference; the file itself when it was the last.
+    func release(_ handle: UInt32, for session: UInt32) -> Bool {
+        lock.withLock {
+            let h = Int(handle)
+            guard h < files.count, holders[h].remove(session) != nil else { return false }
+            if holders[h].isEmpty { files[h] = nil }
+            return true
+        }
+    }
+
+    /// A forked child's session takes a reference to everything the parent's holds.
+    func join(_ session: UInt32, from parent: UInt32) {
+        lock.withLock {
+            for h in holders.indices where holders[h].contains(parent) { holders[h].insert(session) }
+        }
+    }
+
+    /// Every reference of a session that ended; returns how many files it held.
+    func releaseAll(for session: UInt32) -> Int {
+        lock.withLock {
+            var count = 0
+            for h in holders.indices where holders[h].remove(session) != nil {
+                count += 1
+                if holders[h].isEmpty { files[h] = nil }
+            }
+            return count
+        }
+    }
+}

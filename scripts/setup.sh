@@ -46,11 +46,11 @@ paradice bench --iterations 5000 --bulk-bytes 8388608
 echo
 echo "== a camera in the driver VM (vivid), captured here through Paradice by an unmodified v4l2-ctl"
 bash testbed/drivervm/setup.sh
-python3 testbed/drivervm/dvmctl.py --dir .cache/drivervm/demo stop >/dev/null 2>&1 || true
-vm=$(DVM_BACKEND=.build/release/paradice-backend DVM_BACKEND_ARGS="--plugins v4l2 --tree /sys" \
-     python3 testbed/drivervm/dvmctl.py --port auto --dir .cache/drivervm/demo boot)
+python3 testbed/drivervm/dvmctl.py --dir "$PWD/.cache/drivervm/demo" stop >/dev/null 2>&1 || true
+vm=$(DVM_BACKEND_ARGS="--plugins v4l2 --tree /sys" \
+     python3 testbed/drivervm/dvmctl.py --port auto --dir "$PWD/.cache/drivervm/demo" boot)
 endpoint=$(echo "$vm" | grep '^tcp://')
-trap 'kill $backend $holder 2>/dev/null; rm -f "$ptyname"; python3 testbed/drivervm/dvmctl.py --dir .cache/drivervm/demo stop >/dev/null 2>&1' EXIT
+trap 'kill $backend $holder 2>/dev/null; rm -f "$ptyname"; python3 testbed/drivervm/dvmctl.py --dir "$PWD/.cache/drivervm/demo" stop >/dev/null 2>&1' EXIT
 echo "driver VM up ($(echo "$vm" | grep boot_s)), backend at $endpoint"
 paradice run --backend "$endpoint" -- v4l2-ctl -d /dev/video0 --set-fmt-video=width=640,height=360,pixelformat=YUYV
 paradice run --backend "$endpoint" -- v4l2-ctl -d /dev/video0 --stream-mmap --stream-count=5 --stream-to=/tmp/paradice-frames.raw

@@ -12,7 +12,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-static int usable(struct pd_file *f);
 
 #define MAX_FDS 65536
 static struct pd_file *table[MAX_FDS];
@@ -114,7 +113,7 @@ int pd_release(int fd) {
     pthread_mutex_unlock(&table_lock);
     int r = 0;
     if (last) {
-        if (usable(f)) {
+        if (pd_usable(f)) {
             struct pd_buffer b;
             pd_buffer_init(&b, 0);
             struct pd_frame reply = { .descriptor = -1 };
@@ -131,7 +130,7 @@ int pd_release(int fd) {
 }
 
 int pd_shared_descriptor(struct pd_file *f) {
-    if (!usable(f)) return -1;
+    if (!pd_usable(f)) return -1;
     if (f->shared >= 0) return f->shared;
     struct pd_buffer b;
     pd_buffer_init(&b, 0);
@@ -266,14 +265,14 @@ int pd_open(const char *path, int flags, mode_t mode) {
 }
 
 /* A file inherited across fork belongs to the parent's session: it fails cleanly in the child. */
-static int usable(struct pd_file *f) {
+int pd_usable(struct pd_file *f) {
     if (pd_connect() != 0) return 0;
     if (f->owner != pd_session_token()) { errno = EIO; return 0; }   /* a session this process cannot join */
     return 1;
 }
 
 ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, off_t offset) {
-    if (!usable(f)) return -1;
+    if (!pd_usable(f)) return -1;
     struct pd_buffer b;
     pd_buffer_init(&b, sizeof(struct pd_io));
     struct pd_io io = { count, offset };
@@ -294,7 +293,7 @@ ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, o
 }
 
 ssize_t pd_write(struct pd_file *f, const void *buffer, size_t count, int positional, off_t offset) {
-    if (!usable(f)) return -1;
+    if (!pd_usable(f)) return -1;
     struct pd_buffer b;
     pd_buffer_init(&b, sizeof(struct pd_io) + count);
     struct pd_io io = { count, offset };
@@ -313,7 +312,7 @@ ssize_t pd_write(struct pd_file *f, const void *buffer, size_t count, int positi
 }
 
 static int64_t simple(struct pd_file *f, uint16_t op, const void *body, size_t length, uint8_t *out, size_t outLength) {
-    if (!usable(f)) return -1;
+    if (!pd_usable(f)) return -1;
     struct pd_buffer b;
     pd_buffer_init(&b, length);
     if (length) pd_buffer_append(&b, body, length);

@@ -70,8 +70,7 @@ static void store(uint8_t *p, uint32_t width, int64_t value) {
 }
 
 long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) {
-    if (pd_connect() != 0) return -1;
-    if (f->owner != pd_session_token()) { errno = EIO; return -1; }
+    if (!pd_usable(f)) return -1;
     struct region *regions = NULL;
     int count = 0;
     struct restore *restores = NULL;

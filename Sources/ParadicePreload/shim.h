@@ -53,6 +53,7 @@ struct pd_file {
 };
 
 struct pd_file *pd_lookup(int fd);         /* NULL: not forwarded */
+int pd_usable(struct pd_file *f);          /* 1, or 0 with errno (EIO: a session this process cannot join) */
 int pd_install(struct pd_file *f, int cloexec);   /* a new local descriptor for f, or -1 */
 int pd_adopt_handle(uint32_t handle, int flags);  /* a new local descriptor for a handle the backend made */
 void pd_bind(int fd, struct pd_file *f);   /* fd now also names f (dup) */

@@ -80,7 +80,8 @@ public final class SpecSet: @unchecked Sendable {
         return set
     }
 
-    static func readTextFile(_ path: String) throws -> String {
+    /// A whole file as text (UTF-8), without Foundation.
+    public static func readTextFile(_ path: String) throws -> String {
         guard let f = fopen(path, "rb") else { throw SpecErrors([]) }
         defer { fclose(f) }
         var bytes: [UInt8] = []

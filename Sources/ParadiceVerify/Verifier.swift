@@ -164,14 +164,5 @@ func writeFile(_ path: String, _ text: String) {
 }
 
 func readFile(_ path: String) -> String {
-    guard let f = fopen(path, "rb") else { return "" }
-    defer { fclose(f) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = fread(&buffer, 1, buffer.count, f)
-        if n <= 0 { break }
-        bytes += buffer[0..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
+    (try? SpecSet.readTextFile(path)) ?? ""
 }

@@ -55,7 +55,7 @@ struct BackendCommand: ParsableCommand {
             do { settings = try ConfigFile.load(config) } catch { throw ValidationError("\(error)") }
         }
         let listen = settings.listen + self.listen
-        let plugins = (settings.plugins + self.plugins).flatMap { $0.split(separator: ",").map { String($0).trimmed } }.filter { !$0.isEmpty }
+        let plugins = (settings.plugins + self.plugins).flatMap { $0.split(separator: ",").map { String($0).trimmingWhitespace } }.filter { !$0.isEmpty }
         let devices = settings.devices + device
         let level = logLevel ?? settings.logLevel ?? "info"
         guard let logLevelValue = Logger.Level(rawValue: level) else { throw ValidationError("unknown log level '\(level)'") }
@@ -117,14 +117,6 @@ struct BackendCommand: ParsableCommand {
     }
 }
 
-extension String {
-    var trimmed: String {
-        var s = Substring(self)
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " { s.removeLast() }
-        return String(s)
-    }
-}
 
 func printError(_ s: String) {
     var line = s + "\n"

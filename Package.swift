@@ -49,9 +49,13 @@ let package = Package(
         // Plug-ins: per-class code for what a spec cannot say (Plugins/<Class>/).
         .target(name: "KVMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan"], path: "Plugins/KVM"),
         .target(name: "V4L2Plugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/V4L2"),
+        .target(name: "EvdevPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/Evdev"),
+        .target(name: "ALSAPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/ALSA"),
+        .target(name: "DRMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/DRM"),
         .executableTarget(
             name: "paradice-backend",
             dependencies: ["ParadiceEngine", "ParadiceSpec", "ParadiceTransport", "KVMPlugin", "V4L2Plugin",
+                           "EvdevPlugin", "ALSAPlugin", "DRMPlugin",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
@@ -69,7 +73,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PluginTests",
-            dependencies: ["V4L2Plugin", "KVMPlugin", "ParadiceEngine", "ParadicePlan", "ParadiceSpec"]
+            dependencies: ["V4L2Plugin", "KVMPlugin", "EvdevPlugin", "ALSAPlugin", "DRMPlugin", "ParadiceEngine", "ParadicePlan", "ParadiceSpec"]
         ),
         .testTarget(
             name: "ParadiceSpecTests",

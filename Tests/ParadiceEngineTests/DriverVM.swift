@@ -1,0 +1,61 @@
+import Foundation
+import ParadiceClient
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The project's driver VM (testbed/drivervm): vivid, virtio-gpu, vgem, snd-dummy, snd-aloop, uinput
+/// and virtio-keyboard under a Debian kernel, with paradice-backend inside. Booted once for the suite.
+final class DriverVM: @unchecked Sendable {
+    static let shared: Result<DriverVM, BackendFailure> = {
+        do { return .success(try DriverVM()) } catch let e as BackendFailure { return .failure(e) } catch {
+            return .failure(BackendFailure(log: "\(error)"))
+        }
+    }()
+
+    let controller: String
+    let endpoint: String
+    let folder: String
+    let bootSeconds: Double
+
+    private init() throws {
+        let repository = String(repositorySpecFolder.dropLast("/Specs".count))
+        controller = repository + "/testbed/drivervm/dvmctl.py"
+        setenv("DVM_BACKEND_ARGS", "--plugins v4l2,evdev,alsa,drm,kvm --tree /sys --log-level info", 1)
+        let boot = try run("/usr/bin/env", ["python3", controller, "--port", "auto", "boot"])
+        guard boot.status == 0, let url = boot.output.split(separator: "\n").first(where: { $0.hasPrefix("tcp://") }) else {
+            throw BackendFailure(log: "the driver VM did not boot:\n\(boot.output)")
+        }
+        endpoint = String(url)
+        folder = boot.output.split(separator: "\n").first { $0.hasPrefix("dir=") }.map { String($0.dropFirst(4)) } ?? ""
+        bootSeconds = boot.output.split(separator: "\n").first { $0.hasPrefix("boot_s=") }.flatMap { Double($0.dropFirst(7)) } ?? 0
+        atexit {
+            if case .success(let vm) = DriverVM.shared { _ = try? run("/usr/bin/env", ["python3", vm.controller, "--dir", vm.folder, "stop"]) }
+        }
+    }
+
+    /// A command run natively inside the VM: its status and output.
+    func native(_ command: String, timeout: Int = 300) throws -> (status: Int32, output: String) {
+        let r = try run("/usr/bin/env", ["python3", controller, "--dir", folder, "exec", "--timeout", String(timeout), command])
+        return (r.status, r.output)
+    }
+
+    /// The same client on this machine through `paradice run`.
+    func forwarded(_ command: [String], timeout: Double = 600) throws -> (status: Int32, output: String) {
+        let r = try paradiceRun(endpoint, command, timeout: timeout)
+        return (r.status, r.output + r.errors)
+    }
+
+    static func require() throws -> DriverVM {
+        switch shared {
+        case .success(let vm): return vm
+        case .failure(let e): throw e
+        }
+    }
+}
+
+/// Every suite on the driver VM nests in this one, so they run one at a time: the VM has one emulated CPU,
+/// and rate comparisons with native need it otherwise idle.
+@Suite("Real drivers in the driver VM", .serialized)
+struct DriverVMSuites {}

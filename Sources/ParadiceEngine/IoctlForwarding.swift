@@ -138,6 +138,7 @@ extension Session {
             guard value >= 0 else { continue }   // -1 and friends mean "no descriptor"
             guard let input = self.file(UInt32(truncatingIfNeeded: value)) else {
                 // Not a descriptor of this guest: the driver sees an invalid one and answers as it would.
+                logger.debug("descriptor unknown", metadata: ["handle": "\(value)"])
                 writeInteger(buffers[slot.region], slot.offset, slot.width, -1)
                 continue
             }

@@ -176,7 +176,9 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             }
             pd_frame_free(&reply);
             if (failed) { error = failed; break; }
-            translated = 1;
+            /* Only a round that asked for descriptors has them translated; a round that asked only for
+               memory leaves them as the program wrote them, and the backend must ask again. */
+            if (need.slot_count > 0 || (need.flags & PD_NEED_ARGUMENT_FD)) translated = 1;
             continue;
         }
 

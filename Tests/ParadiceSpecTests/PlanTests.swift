@@ -71,6 +71,21 @@ struct PlanTests {
         #expect(call.plan.descriptors == [.init(region: 0, offset: fdOffset, width: 4, direction: .input)])
     }
 
+    @Test func v4l2ExtControlsCarryTheirMediaRequestFd() throws {
+        let controls = Arg("v4l2_ext_controls"), control = Arg("v4l2_ext_control")
+        controls.set("which", try #require(try repositorySpecs.constantValue("V4L2_CTRL_WHICH_REQUEST_VAL")))
+        controls.set("count", 1)
+        controls.set("request_fd", 6)
+        controls.set("controls", control)
+        let call = try plan("v4l2", "VIDIOC_S_EXT_CTRLS", controls.address, variables: FixedVariables(values: [:], functions: ["ctrl_is_ptr": { _ in 0 }]))
+        let (fdOffset, _) = controls.offset("request_fd")
+        #expect(call.plan.descriptors == [.init(region: 0, offset: fdOffset, width: 4, direction: .input)])
+        // With the current value, the field is a plain number the kernel ignores.
+        controls.set("which", 0)
+        let current = try plan("v4l2", "VIDIOC_S_EXT_CTRLS", controls.address, variables: FixedVariables(values: [:], functions: ["ctrl_is_ptr": { _ in 0 }]))
+        #expect(current.plan.descriptors.isEmpty)
+    }
+
     @Test func flagSetsRejectUnknownBits() throws {
         let atomic = Arg("drm_mode_atomic")
         atomic.set("flags", 0x8000_0000)

@@ -22,6 +22,8 @@ final class Session: @unchecked Sendable {
     private var workers: [UInt64: pthread_t] = [:]
     private var nextWorker: UInt64 = 0
     private(set) var cancelled = false
+    /// The request of the guest's PD_BYE: answered once its files are released.
+    private var farewell: UInt32?
     var mappings: [UInt32: DeviceMapping] = [:]
     private var nextMapping: UInt32 = 1
     lazy var watcher = Watcher(session: self)
@@ -47,9 +49,10 @@ final class Session: @unchecked Sendable {
             }
             try handshake(hello)
             while let frame = try socket.receive() {
+                if frame.op == PD_BYE.code { farewell = frame.request; break }
                 dispatch(frame)
             }
-            logger.info("guest disconnected")
+            logger.info(farewell == nil ? "guest disconnected" : "guest said goodbye")
         } catch {
             logger.info("guest connection ended", metadata: ["reason": "\(error)"])
         }
@@ -69,6 +72,7 @@ final class Session: @unchecked Sendable {
         }
         lock.withLock { mappings.removeAll() }   // each unmaps itself
         let count = handles.releaseAll(for: id)
+        if let request = farewell { reply(request, result: 0) }
         socket.close()
         if count > 0 { logger.info("closed the guest's files", metadata: ["count": "\(count)"]) }
     }
@@ -210,10 +214,12 @@ final class Session: @unchecked Sendable {
         let request = try reader.read(pd_open.self)
         let path = String(decoding: reader.readRest(), as: UTF8.self)
         guard let specClass = backend.exports.classFor(path) else {
-            // A file of an exported tree, for reading only.
-            if let resolved = resolveInTree(path) {
+            // A file of an exported tree, or a folder of exported nodes, for reading only.
+            let folder = backend.exports.holdsDevices(path)
+            if let resolved = resolveInTree(path) ?? (folder ? path : nil) {
                 guard request.flags & O_ACCMODE == O_RDONLY else { return fail(frame.request, EROFS) }
-                let fd = Glibc.open(resolved, (request.flags & (O_NONBLOCK | O_DIRECTORY | paradice_o_path())) | O_RDONLY | O_CLOEXEC)
+                let fd = Glibc.open(resolved, (request.flags & (O_NONBLOCK | O_DIRECTORY | paradice_o_path())) | O_RDONLY | O_CLOEXEC
+                                    | (folder ? O_DIRECTORY : 0))
                 guard fd >= 0 else { return fail(frame.request, errno) }
                 let handle = register(OpenFile(fd: fd, path: resolved, specClass: nil, state: nil, nonBlocking: true))
                 return reply(frame.request, result: Int64(handle), data: statBytes(fd))
@@ -348,6 +354,10 @@ final class Session: @unchecked Sendable {
         let request = try reader.read(pd_mmap.self)
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
         guard request.length > 0, request.length <= 1 << 30 else { return fail(frame.request, EINVAL) }
+        if let refusal = file.state?.mayMap(offset: request.offset, length: request.length) {
+            logger.debug("mmap refused by the plug-in", metadata: ["path": "\(file.path)", "offset": "\(request.offset)"])
+            return fail(frame.request, refusal)
+        }
         let protection = request.prot & (PROT_READ | PROT_WRITE)
         guard let address = Glibc.mmap(nil, Int(request.length), protection, MAP_SHARED, file.fd, off_t(request.offset)),
               address != MAP_FAILED
@@ -416,12 +426,18 @@ final class Session: @unchecked Sendable {
 
     private func listDirectory(_ frame: Frame) {
         let path = String(decoding: frame.body, as: UTF8.self)
-        guard let resolved = resolveInTree(path), let directory = opendir(resolved) else { return fail(frame.request, errno == 0 ? ENOENT : errno) }
+        // A folder of exported nodes lists only those (and . and ..).
+        let folder = backend.exports.holdsDevices(path)
+        guard let resolved = resolveInTree(path) ?? (folder ? path : nil), let directory = opendir(resolved) else {
+            return fail(frame.request, errno == 0 ? ENOENT : errno)
+        }
         defer { closedir(directory) }
         var w = BodyWriter()
         var count = 0
         while let entry = readdir(directory) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            if folder && !name.allSatisfy({ $0 == UInt8(ascii: ".") })
+                && backend.exports.classFor(path + "/" + String(decoding: name, as: UTF8.self)) == nil { continue }
             w.append(pd_dirent(type: entry.pointee.d_type, reserved: 0, name_length: UInt16(name.count), reserved2: 0))
             w.append(bytes: name)
             w.pad()

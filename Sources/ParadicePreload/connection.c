@@ -32,6 +32,7 @@ static struct {
     struct pending *arrived;
     int complained;
     uint32_t session, token;   /* from the handshake: a forked child joins them */
+    int leaving;               /* PD_BYE sent: the connection's end is no loss */
 } conn = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, -1, 0, 0, 0, 1, NULL, 0, 0, 0 };
 
 uint32_t pd_session_token(void) {
@@ -224,9 +225,30 @@ int pd_connect(void) {
 static void mark_dead(void) {
     if (!conn.dead) {
         conn.dead = 1;
-        pd_log("paradice: lost the backend at %s", getenv("PARADICE_BACKEND"));
+        if (!conn.leaving) pd_log("paradice: lost the backend at %s", getenv("PARADICE_BACKEND"));
     }
     pthread_cond_broadcast(&conn.cond);
+}
+
+/* As the process exits (exit(), a return from main), say goodbye and wait for the answer: the backend
+ * drops this process's references first, as the kernel closes an exiting process's descriptors before
+ * its parent's wait returns (a parent that reopens a device its child used finds it released). After
+ * _exit or a kill the backend releases them when it sees the connection close, a little later. */
+__attribute__((destructor)) static void pd_goodbye(void) {
+    pthread_mutex_lock(&conn.lock);
+    int ours = conn.fd >= 0 && conn.owner == getpid() && !conn.dead;
+    if (ours) conn.leaving = 1;
+    pthread_mutex_unlock(&conn.lock);
+    if (!ours) return;
+    fflush(NULL);   /* stdio streams over forwarded files write while their session lives */
+    struct pd_buffer b;
+    pd_buffer_init(&b, 0);
+    struct pd_frame reply = { .descriptor = -1 };
+    if (pd_call(PD_BYE, 0, 0, &b, &reply) == 0) pd_frame_free(&reply);
+    pd_buffer_free(&b);
+    pthread_mutex_lock(&conn.lock);
+    mark_dead();
+    pthread_mutex_unlock(&conn.lock);
 }
 
 /* Sends a request (the buffer holds the body after room for the header) and waits for its answer. */

@@ -342,7 +342,7 @@ FSTAT(fstat64, stat64)
 /* stat on a forwarded path asks the backend about its node (opened O_PATH: no side effects). */
 static int stat_path(const char *path, struct stat *st) {
     char backend[512];
-    if (!pd_forwarded_path(path, backend, sizeof backend)) return 1;
+    if (!pd_forwarded_path(path, backend, sizeof backend) && !pd_device_directory(path, backend, sizeof backend)) return 1;
     int fd = pd_open(backend, O_PATH | O_CLOEXEC, 0);
     if (fd < 0) return -1;
     int r = pd_fstat(pd_lookup(fd), st);
@@ -558,8 +558,15 @@ int epoll_pwait(int epfd, struct epoll_event *events, int max, int timeout, cons
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
     REAL(epoll_ctl);
     struct pd_file *f = pd_lookup(fd);
-    int r = real_epoll_ctl(epfd, op, fd, event);   /* the descriptor shares the placeholder's eventfd */
-    if (r != 0 || !f) return r;
+    if (!f || !event) return real_epoll_ctl(epfd, op, fd, event);
+    /* The descriptor shares the placeholder's eventfd, which only ever becomes readable: any remote
+     * readiness the program asks for (EPOLLPRI alone, say) is watched as EPOLLIN there, and epoll_wait
+     * answers with the remote events. */
+    struct epoll_event placeholder = *event;
+    uint32_t readiness = EPOLLIN | EPOLLPRI | EPOLLRDNORM | EPOLLRDBAND | EPOLLRDHUP;
+    placeholder.events = (event->events & ~readiness) | ((event->events & readiness) ? EPOLLIN : 0);
+    int r = real_epoll_ctl(epfd, op, fd, &placeholder);
+    if (r != 0) return r;
     remember_epoll(epfd, op, fd, event);
     if (op == EPOLL_CTL_DEL) { f->watch = 0; return 0; }
     f->watch = (short)((event ? event->events : 0) & (EPOLLIN | EPOLLPRI | EPOLLRDNORM));

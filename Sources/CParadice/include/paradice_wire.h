@@ -37,6 +37,9 @@ enum pd_op {
     PD_MUNMAP  = 18,  /* pd_munmap                                    → result */
     PD_READLINK = 19, /* path, inside an exported tree                → result = length, then the target */
     PD_LISTDIR = 20,  /* path, inside an exported tree                → result = count, then pd_dirent × n */
+    PD_BYE     = 21,  /* (none), last of a connection                 → result 0 once the session's references
+                                                                         are dropped, as a process's exit closes
+                                                                         its descriptors before its parent's wait */
     PD_SHARE   = 16,  /* (handle), unix transport only                → result 0; the backend's descriptor
                                                                          travels with the reply (SCM_RIGHTS) */
 

@@ -32,6 +32,16 @@ struct ExportTable {
     let exports: [DeviceExport]
     let specs: SpecSet
 
+    /// Whether `path` is the folder an export's pattern names its nodes in ("/dev/dri" for "/dev/dri/*"):
+    /// a guest may stat it and list the exported nodes in it.
+    func holdsDevices(_ path: String) -> Bool {
+        exports.contains { e in
+            guard let slash = e.pattern.lastIndex(of: "/"), slash != e.pattern.startIndex else { return false }
+            let folder = e.pattern[..<slash]
+            return folder == path && !folder.contains(where: { "*?[".contains($0) })
+        }
+    }
+
     /// The class of an exported path, `.some(nil)` for an exported path no spec class claims, nil when not exported.
     func classFor(_ path: String) -> SpecClass?? {
         guard let export = exports.first(where: { $0.matches(path) }) else { return nil }

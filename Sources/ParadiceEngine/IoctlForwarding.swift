@@ -43,7 +43,7 @@ extension Session {
             let count = try reader.read(pd_mapping_count.self)
             for _ in 0..<count.count {
                 let range = try reader.read(pd_mapping_range.self)
-                mirrored.append((range.mapping, Int(range.offset), try reader.readBytes(Int(range.length))))
+                mirrored.append((range.mapping, Int(truncatingIfNeeded: range.offset), try reader.readBytes(Int(range.length))))
                 reader.skipPadding()
             }
         }
@@ -75,10 +75,8 @@ extension Session {
 
         // What the device must see of the guest's mirrors before this call, if the plug-in says so.
         let pulls = mappingRanges(of: file, file.state?.mappedToDevice(before: call) ?? [])
-        let covered = pulls.allSatisfy { p in
-            mirrored.contains { $0.mapping == p.id && $0.offset <= p.offset && $0.offset + $0.bytes.count >= p.offset + p.length }
-        }
-        if !covered {
+        // A frontend that answers with its mirrors sends only what changed since the device last had it.
+        if !pulls.isEmpty && frame.flags & UInt16(PD_IOCTL_MAPPINGS) == 0 {
             return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: [], argumentFD: false,
                         mappings: pulls.map { pd_mapping_range(mapping: $0.id, length: UInt32($0.length), offset: UInt64($0.offset)) })
         }
@@ -95,7 +93,7 @@ extension Session {
             for m in mirrored {
                 // Only inside a mapping this guest holds on this file.
                 guard let target = lock.withLock({ mappings[m.mapping] }), target.file === file,
-                      m.offset >= 0, m.offset + m.bytes.count <= target.length else { continue }
+                      m.offset >= 0, m.offset <= target.length - m.bytes.count else { continue }
                 m.bytes.withUnsafeBytes { (target.address + m.offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             }
             execute(call, on: file, request: frame.request)
@@ -122,6 +120,21 @@ extension Session {
         {
             return executeBlock(call, on: file, request: request)
         }
+        // Memory the driver keeps using after the call (spec `kept`) is a buffer the plug-in lends, never a
+        // copy that dies with the call.
+        var lent: [Int: UnsafeMutableRawBufferPointer] = [:]   // target region → lent buffer
+        for (index, slot) in plan.pointers.enumerated() where slot.kept {
+            let region = plan.regions[slot.target]
+            guard let buffer = file.state?.lend(guestAddress: region.address, length: region.length, for: call),
+                  buffer.count >= region.length else {
+                logger.notice("ioctl refused", metadata: ["ioctl": "\(plan.ioctl)", "reason": "\(call.keptReasons[index] ?? "kept memory")"])
+                return fail(request, EINVAL)
+            }
+            if region.direction.reads {
+                call.buffers[slot.target].withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
+            lent[slot.target] = buffer
+        }
         let originals = call.buffers   // the guest's bytes, to restore its pointers and descriptor numbers
         let buffers = plan.regions.map { UnsafeMutableRawPointer.allocate(byteCount: max($0.length, 1), alignment: 16) }
         defer { buffers.forEach { $0.deallocate() } }
@@ -130,19 +143,24 @@ extension Session {
         }
         // Embedded pointers point at the backend's copies; descriptors become the backend's.
         for slot in plan.pointers {
-            buffers[slot.region].storeBytes(of: UInt64(UInt(bitPattern: buffers[slot.target])), toByteOffset: slot.offset, as: UInt64.self)
+            let target = lent[slot.target]?.baseAddress ?? buffers[slot.target]
+            buffers[slot.region].storeBytes(of: UInt64(UInt(bitPattern: target)), toByteOffset: slot.offset, as: UInt64.self)
         }
         var inputFiles: [Int: OpenFile] = [:]   // slot index → file, kept alive for the call
+        var passed: [Int: Int64] = [:]          // slot index → the number the driver was given
         for (index, slot) in plan.descriptors.enumerated() where slot.direction.reads {
             let value = readSigned(buffers[slot.region], slot.offset, slot.width)
+            passed[index] = value
             guard value >= 0 else { continue }   // -1 and friends mean "no descriptor"
             guard let input = self.file(UInt32(truncatingIfNeeded: value)) else {
                 // Not a descriptor of this guest: the driver sees an invalid one and answers as it would.
                 logger.debug("descriptor unknown", metadata: ["handle": "\(value)"])
                 writeInteger(buffers[slot.region], slot.offset, slot.width, -1)
+                passed[index] = -1
                 continue
             }
             inputFiles[index] = input
+            passed[index] = Int64(input.fd)
             writeInteger(buffers[slot.region], slot.offset, slot.width, Int64(input.fd))
         }
         var argument: UInt = 0
@@ -172,6 +190,7 @@ extension Session {
         call.result = Int64(r)
         file.state?.ioctlCompleted(call, result: Int64(r))
         var lengths = call.copyOutLengths()
+        for target in lent.keys { lengths[target] = 0 }   // the driver fills it later; the plug-in says when
         if r < 0 {
             // A failed call returns what the guest sent and the driver may have updated (an error index),
             // never an out-only buffer the driver did not fill.
@@ -194,8 +213,9 @@ extension Session {
             }
             for (index, slot) in plan.descriptors.enumerated() where slot.region == i && slot.offset + slot.width <= lengths[i] {
                 let value = bytes.withUnsafeBytes { readSigned(UnsafeMutableRawPointer(mutating: $0.baseAddress!), slot.offset, slot.width) }
-                if let input = inputFiles[index], value == Int64(input.fd) || !slot.direction.writes {
-                    // The driver left the guest's descriptor: give back the guest's number.
+                if let given = passed[index], value == given {
+                    // The driver left what it was given: the guest sees its own number. (One it changed,
+                    // such as a request fd DQBUF clears, the guest sees as the driver wrote it.)
                     bytes.replaceSubrange(slot.offset..<(slot.offset + slot.width), with: original[slot.offset..<(slot.offset + slot.width)])
                 } else if slot.direction.writes && r >= 0 && value >= 0 {
                     // Its ioctls are the same class's (a media request's, a PRIME buffer's).
@@ -209,6 +229,14 @@ extension Session {
             var header = pd_region(address: region.address, length: UInt32(lengths[i]), reserved: 0)
             withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
             regionBytes.append(contentsOf: bytes[0..<lengths[i]])
+            while regionBytes.count % 8 != 0 { regionBytes.append(0) }
+            regionCount += 1
+        }
+        // Guest memory the plug-in says this call filled (a frame in a lent buffer).
+        for write in file.state?.guestWrites(after: call, result: Int64(r)) ?? [] where write.bytes.count > 0 {
+            var header = pd_region(address: write.address, length: UInt32(write.bytes.count), reserved: 0)
+            withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
+            regionBytes.append(contentsOf: write.bytes)
             while regionBytes.count % 8 != 0 { regionBytes.append(0) }
             regionCount += 1
         }

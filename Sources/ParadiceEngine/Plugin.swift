@@ -36,10 +36,27 @@ public protocol DeviceFileState: AnyObject, PlanVariables {
     /// Device mmap offsets whose contents the guest must see after this call (a captured frame after
     /// DQBUF).
     func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>]
+    /// An errno for a mapping that a guest's mirror cannot serve (a page the driver updates by itself, which
+    /// a mirror would show stale), so that the guest's program takes its fallback; nil to map it.
+    func mayMap(offset: UInt64, length: UInt64) -> Int32?
+    /// Device mmap offsets, within a mapping being made, that the guest's new mirror starts with (a buffer
+    /// that already holds data, such as one imported from another file); the rest starts zeroed.
+    func mappedToGuest(mapping range: Range<UInt64>) -> [Range<UInt64>]
+    /// A buffer that outlives the call, for guest memory the driver keeps using after it returns (a
+    /// pointer the spec marks `kept`: V4L2's USERPTR). The guest's bytes are copied in before the call;
+    /// nil refuses the call (EINVAL).
+    func lend(guestAddress: UInt64, length: Int, for call: PlannedCall) -> UnsafeMutableRawBufferPointer?
+    /// Guest memory to write after this call besides the call's own regions (a frame the driver wrote
+    /// into a lent buffer, at DQBUF).
+    func guestWrites(after call: PlannedCall, result: Int64) -> [(address: UInt64, bytes: UnsafeRawBufferPointer)]
 }
 
 extension DeviceFileState {
     public func ioctlCompleted(_ call: PlannedCall, result: Int64) {}
     public func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] { [] }
     public func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] { [] }
+    public func mayMap(offset: UInt64, length: UInt64) -> Int32? { nil }
+    public func mappedToGuest(mapping range: Range<UInt64>) -> [Range<UInt64>] { [] }
+    public func lend(guestAddress: UInt64, length: Int, for call: PlannedCall) -> UnsafeMutableRawBufferPointer? { nil }
+    public func guestWrites(after call: PlannedCall, result: Int64) -> [(address: UInt64, bytes: UnsafeRawBufferPointer)] { [] }
 }

@@ -353,7 +353,9 @@ final class Session: @unchecked Sendable {
         var reader = BodyReader(frame.body)
         let request = try reader.read(pd_mmap.self)
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
-        guard request.length > 0, request.length <= 1 << 30 else { return fail(frame.request, EINVAL) }
+        guard request.length > 0, request.length <= 1 << 30, request.offset <= UInt64(Int64.max) - request.length else {
+            return fail(frame.request, EINVAL)
+        }
         if let refusal = file.state?.mayMap(offset: request.offset, length: request.length) {
             logger.debug("mmap refused by the plug-in", metadata: ["path": "\(file.path)", "offset": "\(request.offset)"])
             return fail(frame.request, refusal)
@@ -369,14 +371,39 @@ final class Session: @unchecked Sendable {
             return id
         }
         logger.debug("mapped", metadata: ["path": "\(file.path)", "offset": "\(request.offset)", "length": "\(request.length)"])
-        reply(frame.request, result: Int64(id))
+        // What the new mirror starts with, if the plug-in says the device holds data there already.
+        let start = request.offset..<(request.offset + request.length)
+        let initial = mappingRanges(of: file, file.state?.mappedToGuest(mapping: start) ?? []).filter { $0.id == id }
+        var w = BodyWriter()
+        if !initial.isEmpty {
+            w.append(pd_mapping_count(count: UInt32(initial.count), reserved: 0))
+            for p in initial {
+                w.append(pd_mapping_range(mapping: id, length: UInt32(p.length), offset: UInt64(p.offset)))
+                w.append(UnsafeRawBufferPointer(start: p.mapping.address + p.offset, count: p.length))
+                w.pad()
+            }
+        }
+        reply(frame.request, result: Int64(id), data: w.bytes)
     }
 
+    /// PD_MUNMAP: the guest's last stores into a writable shared mirror reach the device, then it is unmapped.
     private func unmap(_ frame: Frame) throws {
         var reader = BodyReader(frame.body)
         let request = try reader.read(pd_munmap.self)
         let removed = lock.withLock { mappings.removeValue(forKey: request.mapping) }
-        removed == nil ? fail(frame.request, EINVAL) : reply(frame.request, result: 0)
+        guard let removed else { return fail(frame.request, EINVAL) }
+        if reader.remaining >= MemoryLayout<pd_mapping_count>.size {
+            let count = try reader.read(pd_mapping_count.self)
+            for _ in 0..<count.count {
+                let range = try reader.read(pd_mapping_range.self)
+                let bytes = try reader.readBytes(Int(range.length))
+                reader.skipPadding()
+                guard range.mapping == request.mapping, range.offset <= UInt64(removed.length),
+                      UInt64(bytes.count) <= UInt64(removed.length) - range.offset else { continue }
+                bytes.withUnsafeBytes { (removed.address + Int(range.offset)).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
+        }
+        reply(frame.request, result: 0)
     }
 
     /// The parts of this file's mappings that a plug-in's device-offset ranges cover.

@@ -41,11 +41,15 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
         public var region: Int
         public var offset: Int
         public var target: Int
+        /// The driver keeps using the target after the call (spec `kept`): it must point at memory that
+        /// outlives the call, not at a copy made for it.
+        public var kept: Bool
 
-        public init(region: Int, offset: Int, target: Int) {
+        public init(region: Int, offset: Int, target: Int, kept: Bool = false) {
             self.region = region
             self.offset = offset
             self.target = target
+            self.kept = kept
         }
     }
 

@@ -7,6 +7,8 @@ final class PlanBuilder<Memory: GuestMemory> {
     let limits: PlanLimits
     let maxBytes: Int
     var totalBytes = 0
+    /// Set while visiting a field the spec marks `kept`: the pointer found there is a kept one.
+    var keptReason: String?
 
     init(call: PlannedCall, memory: Memory, limits: PlanLimits, maxBytes: Int) {
         self.call = call
@@ -126,8 +128,11 @@ final class PlanBuilder<Memory: GuestMemory> {
             let slot = call.plan.regions[region]
             guard slot.direction.reads else { return }   // a pointer only the driver writes is not followed
             let address = UInt64(bitPattern: readValue(type, call.buffers[region], offset))
+            let kept = keptReason
+            keptReason = nil   // not the pointers inside what this one points at
             if let target = try follow(p, address: address, frame: frame, path: path) {
-                call.plan.pointers.append(MemoryPlan.PointerSlot(region: region, offset: offset, target: target))
+                if let reason = kept { call.keptReasons[call.plan.pointers.count] = "\(path): \(reason)" }
+                call.plan.pointers.append(MemoryPlan.PointerSlot(region: region, offset: offset, target: target, kept: kept != nil))
             }
         case .descriptor(let direction, let width):
             call.plan.descriptors.append(MemoryPlan.DescriptorSlot(region: region, offset: offset, width: width, direction: direction))
@@ -147,6 +152,8 @@ final class PlanBuilder<Memory: GuestMemory> {
                 guard let condition = f.when else { continue }
                 if try evaluate(condition, frame) != 0 {
                     if let reason = f.refusal { call.refusals.append("\(path).\(f.name): \(reason)") }
+                    keptReason = f.kept
+                    defer { keptReason = nil }
                     try visit(f.type, region: frame.region, offset: frame.offset + f.offset, frame: frame, path: "\(path).\(f.name)")
                     return
                 }
@@ -171,6 +178,8 @@ final class PlanBuilder<Memory: GuestMemory> {
                 }
                 continue
             }
+            keptReason = f.kept
+            defer { keptReason = nil }
             try visit(f.type, region: frame.region, offset: at, frame: frame, path: fieldPath)
         }
     }

@@ -74,6 +74,8 @@ public final class PlannedCall: @unchecked Sendable {
     /// Live fields the spec marks `refuse`: the plan says what memory they name, and the engine does not
     /// run a call that has any (EINVAL).
     public internal(set) var refusals: [String] = []
+    /// Why each kept pointer (by index in `plan.pointers`) needs a lent buffer: the refusal when none is lent.
+    public internal(set) var keptReasons: [Int: String] = [:]
     let specs: SpecSet
     let variables: (any PlanVariables)?
     var copyOutRules: [Int: CopyOutRule] = [:]

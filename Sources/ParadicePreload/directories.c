@@ -62,7 +62,7 @@ DIR *opendir(const char *path) {
     static DIR *(*real)(const char *);
     if (!real) real = (DIR *(*)(const char *))dlsym(RTLD_NEXT, "opendir");
     char backend[512];
-    if (!pd_forwarded_path(path, backend, sizeof backend)) return real(path);
+    if (!pd_forwarded_path(path, backend, sizeof backend) && !pd_device_directory(path, backend, sizeof backend)) return real(path);
     struct pd_frame reply = { .descriptor = -1 };
     const uint8_t *data;
     size_t length;

@@ -63,9 +63,10 @@ void pd_event(uint32_t handle, short revents) {
     int target = -1;
     pthread_mutex_lock(&table_lock);
     for (int fd = 0; fd < MAX_FDS && target < 0; fd++)
-        if (table[fd] && table[fd]->handle == handle && table[fd]->watch) {
+        if (table[fd] && table[fd]->handle == handle && (table[fd]->watch || table[fd]->polling)) {
             target = table[fd]->placeholder;
             table[fd]->revents = revents;
+            if (table[fd]->polling & revents & POLLOUT) revents |= POLLIN;   /* a poll waiting to write wakes too */
         }
     pthread_mutex_unlock(&table_lock);
     if (target >= 0 && (revents & (POLLIN | POLLPRI | POLLHUP | POLLERR))) {
@@ -88,6 +89,28 @@ void pd_rearm(struct pd_file *f) {
     struct pd_frame reply = { .descriptor = -1 };
     if (pd_call(PD_WATCH, 0, f->handle, &b, &reply) == 0) pd_frame_free(&reply);
     pd_buffer_free(&b);
+}
+
+int pd_watch_once(struct pd_file *f, short events) {
+    if (!pd_usable(f)) return -1;
+    pd_start_event_reader();   /* before the watch: only that thread delivers events */
+    uint64_t count;
+    ssize_t ignored = pd_real.read(f->placeholder, &count, sizeof count);   /* non-blocking: clears */
+    (void)ignored;
+    f->revents = 0;
+    f->polling = events;
+    struct pd_buffer b;
+    pd_buffer_init(&b, sizeof(struct pd_poll));
+    struct pd_poll p = { events, -1 };
+    pd_buffer_append(&b, &p, sizeof p);
+    struct pd_frame reply = { .descriptor = -1 };
+    int r = pd_call(PD_WATCH, 0, f->handle, &b, &reply);
+    pd_buffer_free(&b);
+    if (r != 0) { f->polling = 0; return -1; }
+    int64_t result = pd_reply_result(&reply, NULL, NULL);
+    pd_frame_free(&reply);
+    if (result < 0) f->polling = 0;
+    return result < 0 ? -1 : 0;
 }
 
 int pd_adopt_handle(uint32_t handle, int flags) {
@@ -132,6 +155,7 @@ int pd_release(int fd) {
 int pd_shared_descriptor(struct pd_file *f) {
     if (!pd_usable(f)) return -1;
     if (f->shared >= 0) return f->shared;
+    if (f->shared == -2) { errno = ENODEV; return -1; }   /* refused once: the backend keeps it */
     struct pd_buffer b;
     pd_buffer_init(&b, 0);
     struct pd_frame reply = { .descriptor = -1 };
@@ -147,8 +171,10 @@ int pd_shared_descriptor(struct pd_file *f) {
         e = ENODEV;
     }
     pd_frame_free(&reply);
-    if (f->shared < 0) errno = e;
-    return f->shared;
+    if (f->shared >= 0) return f->shared;
+    if (e == ENODEV) f->shared = -2;
+    errno = e;
+    return -1;
 }
 
 int pd_handle_for_fd(int fd, uint32_t *handle) {
@@ -231,6 +257,33 @@ int pd_forwarded_path(const char *path, char *backend_path, size_t size) {
     }
     if (yes) snprintf(backend_path, size, "%s", mapped);
     return yes;
+}
+
+/* The folder that holds exported device nodes (for a pattern "/dev/dri/card*", "/dev/dri") when this machine lacks it:
+ * the backend's, so that libraries that look for the folder before the node (libdrm) find it. */
+int pd_device_directory(const char *path, char *backend_path, size_t size) {
+    const char *forward = getenv("PARADICE_FORWARD");
+    if (!path || path[0] != '/' || !forward) return 0;
+    char normal[512], pattern[512];
+    normalize(path, normal, sizeof normal);
+    size_t length = strlen(normal);
+    int yes = 0;
+    while (!yes && *forward) {
+        const char *end = strchr(forward, ':');
+        size_t n = end ? (size_t)(end - forward) : strlen(forward);
+        if (n < sizeof pattern) {
+            memcpy(pattern, forward, n);
+            pattern[n] = 0;
+            const char *slash = strrchr(pattern, '/');
+            if (slash && (size_t)(slash - pattern) == length && length > 1 && strncmp(pattern, normal, length) == 0
+                && strcspn(pattern, "*?[") > length)
+                yes = 1;
+        }
+        forward = end ? forward + n + 1 : forward + n;
+    }
+    if (!yes || access(normal, F_OK) == 0 || errno != ENOENT) return 0;   /* access: not one we redo */
+    snprintf(backend_path, size, "%s", normal);
+    return 1;
 }
 
 int pd_open(const char *path, int flags, mode_t mode) {

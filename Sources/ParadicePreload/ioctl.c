@@ -17,10 +17,14 @@ struct region {
 struct restore {
     uint64_t address;
     uint32_t width;
-    int64_t value;
+    int64_t value;   /* the program's descriptor number */
+    int64_t sent;    /* the handle (or -1) the backend got in its place */
 };
 
-/* Per command: the regions, relative to the argument, the backend asked for last time. */
+/* Per command: the regions the backend asked for last time, sent ahead next time. A part is either at an
+ * offset from the argument, or behind a pointer the argument holds (via = the pointer's offset; a
+ * USERPTR frame, an ALSA transfer buffer, a control array): then it goes ahead only while that pointer
+ * is readable, and the backend still asks for whatever else it needs. */
 #define SHAPES 256
 #define SHAPE_PARTS 8
 static struct shape {
@@ -28,6 +32,7 @@ static struct shape {
     int parts;
     uint64_t offset[SHAPE_PARTS];
     uint32_t length[SHAPE_PARTS];
+    int via[SHAPE_PARTS];   /* -1: at argument + offset */
 } shapes[SHAPES];
 static pthread_mutex_t shapes_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -49,6 +54,19 @@ static int add_region(struct region **regions, int *count, uint64_t address, uin
     *regions = realloc(*regions, sizeof **regions * (*count + 1));
     (*regions)[(*count)++] = (struct region){ address, length, bytes };
     return 0;
+}
+
+/* Where the argument (as gathered) holds `address` as a pointer, or -1. */
+static int pointer_in_argument(const struct region *regions, int count, uint64_t argument, uint64_t address) {
+    for (int i = 0; i < count; i++) {
+        if (regions[i].address != argument) continue;
+        for (uint32_t at = 0; at + 8 <= regions[i].length && at < 4096; at += 8) {
+            uint64_t value;
+            memcpy(&value, regions[i].bytes + at, 8);
+            if (value == address) return (int)at;
+        }
+    }
+    return -1;
 }
 
 static void free_regions(struct region *regions, int count) {
@@ -76,8 +94,11 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
     struct restore *restores = NULL;
     int restoreCount = 0;
     uint64_t sentArgument = argument;
-    struct pd_mapping_range *pulls = NULL;   /* mirror bytes the backend asked for */
-    int pullCount = 0;
+    /* Mirror bytes the backend asked for, taken once (the shadow then holds them) and sent every round. */
+    struct pd_buffer changes;
+    pd_buffer_init(&changes, 0);
+    uint32_t changeCount = 0;
+    int pulled = 0;
     int translated = 0;
     struct shape asked = { command, 0 };
 
@@ -86,8 +107,15 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
         struct shape known = shapes[command % SHAPES];
         pthread_mutex_unlock(&shapes_lock);
         if (known.command == command)
-            for (int i = 0; i < known.parts; i++)
-                if (add_region(&regions, &count, argument + known.offset[i], known.length[i]) != 0) break;
+            for (int i = 0; i < known.parts; i++) {
+                if (known.via[i] < 0) {
+                    if (add_region(&regions, &count, argument + known.offset[i], known.length[i]) != 0) break;
+                    continue;
+                }
+                uint64_t target = 0;
+                if (read_self(argument + (uint64_t)known.via[i], &target, sizeof target) == 0 && target != 0)
+                    (void)add_region(&regions, &count, target, known.length[i]);   /* unreadable: the backend asks */
+            }
     }
 
     long result = -1;
@@ -105,20 +133,13 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             pd_buffer_append(&b, regions[i].bytes, regions[i].length);
             pd_buffer_pad(&b);
         }
-        if (pullCount > 0) {
-            struct pd_mapping_count n = { (uint32_t)pullCount, 0 };
+        if (pulled) {
+            struct pd_mapping_count n = { changeCount, 0 };
             pd_buffer_append(&b, &n, sizeof n);
-            for (int i = 0; i < pullCount; i++) {
-                uint8_t *bytes = pd_mirror_bytes(pulls[i].mapping, pulls[i].offset, pulls[i].length);
-                struct pd_mapping_range m = pulls[i];
-                if (!bytes) m.length = 0;
-                pd_buffer_append(&b, &m, sizeof m);
-                if (bytes) pd_buffer_append(&b, bytes, m.length);
-                pd_buffer_pad(&b);
-            }
+            pd_buffer_append(&b, changes.data + sizeof(struct pd_header), changes.length - sizeof(struct pd_header));
         }
         struct pd_frame reply = { .descriptor = -1 };
-        uint16_t flags = (translated ? PD_IOCTL_TRANSLATED : 0) | (pullCount > 0 ? PD_IOCTL_MAPPINGS : 0);
+        uint16_t flags = (translated ? PD_IOCTL_TRANSLATED : 0) | (pulled ? PD_IOCTL_MAPPINGS : 0);
         int r = pd_call(PD_IOCTL, flags, f->handle, &b, &reply);
         pd_buffer_free(&b);
         if (r != 0) { error = errno; break; }
@@ -136,7 +157,15 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
                 p += sizeof want;
                 if (want.address >= argument && want.address - argument < 65536 && asked.parts < SHAPE_PARTS) {
                     asked.offset[asked.parts] = want.address - argument;
+                    asked.via[asked.parts] = -1;
                     asked.length[asked.parts++] = want.length;
+                } else if (asked.parts < SHAPE_PARTS) {
+                    int via = pointer_in_argument(regions, count, argument, want.address);
+                    if (via >= 0) {
+                        asked.offset[asked.parts] = 0;
+                        asked.via[asked.parts] = via;
+                        asked.length[asked.parts++] = want.length;
+                    }
                 }
                 if (add_region(&regions, &count, want.address, want.length) != 0) { failed = EFAULT; }
             }
@@ -158,7 +187,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
                     int64_t translatedValue = pd_handle_for_fd((int)local, &handle) == 0 ? (int64_t)handle : -1;
                     store(at, slot.width, translatedValue);
                     restores = realloc(restores, sizeof *restores * (restoreCount + 1));
-                    restores[restoreCount++] = (struct restore){ slot.address, slot.width, local };
+                    restores[restoreCount++] = (struct restore){ slot.address, slot.width, local, translatedValue };
                     break;
                 }
             }
@@ -166,9 +195,10 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
                 struct pd_mapping_range m;
                 memcpy(&m, p, sizeof m);
                 p += sizeof m;
-                if (!pd_mirror_bytes(m.mapping, m.offset, m.length)) { failed = EFAULT; break; }
-                pulls = realloc(pulls, sizeof *pulls * (pullCount + 1));
-                pulls[pullCount++] = m;
+                if (!pd_mirror_valid(m.mapping, m.offset, m.length)) { failed = EFAULT; break; }
+                /* Only the pages the program changed since the device last had them. */
+                changeCount += pd_mirror_changes(&changes, m.mapping, m.offset, m.length);
+                pulled = 1;
             }
             if (!failed && (need.flags & PD_NEED_ARGUMENT_FD) && sentArgument == argument) {
                 uint32_t handle;
@@ -202,7 +232,11 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             p += (back.length + 7) / 8 * 8;
         }
         for (int j = 0; j < restoreCount; j++) {
+            /* The program sees its own descriptor number where the driver left the one it was given; a
+               value the driver wrote instead (a request fd DQBUF clears) stays. */
             uint8_t bytes[8];
+            if (read_self(restores[j].address, bytes, restores[j].width) == 0 && load(bytes, restores[j].width) != restores[j].sent)
+                continue;
             store(bytes, restores[j].width, restores[j].value);
             write_self(restores[j].address, bytes, restores[j].width);
         }
@@ -216,14 +250,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             store(bytes, slot.width, fd);
             write_self(slot.address, bytes, slot.width);
         }
-        for (uint32_t i = 0; i < done.mapping_count; i++) {
-            struct pd_mapping_range m;
-            memcpy(&m, p, sizeof m);
-            p += sizeof m;
-            uint8_t *into = pd_mirror_bytes(m.mapping, m.offset, m.length);
-            if (into) memcpy(into, p, m.length);
-            p += (m.length + 7) / 8 * 8;
-        }
+        p = pd_mirror_receive(p, data + length, done.mapping_count);
         if (value >= 0 && (done.flags & PD_DONE_RESULT_HANDLE)) value = pd_adopt_handle((uint32_t)value, O_RDWR);
         pd_frame_free(&reply);
         if (faulted && value >= 0) { error = EFAULT; break; }
@@ -238,7 +265,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
     }
     free_regions(regions, count);
     free(restores);
-    free(pulls);
+    pd_buffer_free(&changes);
     pd_rearm(f);
     if (result < 0) errno = error;
     return result;

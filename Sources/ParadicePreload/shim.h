@@ -49,7 +49,9 @@ struct pd_file {
     int placeholder;          /* one local descriptor of it: events make it readable for epoll */
     short watch;              /* events an epoll set waits for (0: none) */
     short revents;            /* what the backend last said is ready (for epoll_wait's answer) */
-    int shared;               /* the device's own descriptor, for mmap on a same-host backend, or -1 */
+    short polling;            /* events a poll over mixed descriptors waits for (0: none) */
+    int shared;               /* the device's own descriptor, for mmap on a same-host backend, or -1
+                                 (-2: the backend said it keeps it) */
 };
 
 struct pd_file *pd_lookup(int fd);         /* NULL: not forwarded */
@@ -64,15 +66,21 @@ int pd_handle_for_fd(int fd, uint32_t *handle);
 void pd_start_event_reader(void);
 void pd_event(uint32_t handle, short revents);
 void pd_rearm(struct pd_file *f);          /* after the program used the file: clear, and watch again */
+int pd_watch_once(struct pd_file *f, short events);   /* a poll's wait: the next event makes the placeholder readable */
 
 /* Mirrors of mappings a remote backend holds. */
 void *pd_mirror_map(struct pd_file *f, void *address, size_t length, int protection, int flags, off_t offset,
                     void *(*real_mmap)(void *, size_t, int, int, int, off_t));
 int pd_mirror_unmap(void *address);
-uint8_t *pd_mirror_bytes(uint32_t id, uint64_t offset, uint32_t length);
+int pd_mirror_valid(uint32_t id, uint64_t offset, uint32_t length);
+/* Appends the changed pages of a range as pd_mapping_range + bytes entries; returns their number. */
+uint32_t pd_mirror_changes(struct pd_buffer *b, uint32_t id, uint64_t offset, uint64_t length);
+/* Copies `count` pd_mapping_range + bytes entries into the mirrors; returns where they end. */
+const uint8_t *pd_mirror_receive(const uint8_t *p, const uint8_t *end, uint32_t count);
 
 /* Paths. */
 int pd_forwarded_path(const char *path, char *backend_path, size_t size);   /* 1 when forwarded */
+int pd_device_directory(const char *path, char *backend_path, size_t size); /* 1: a folder of them the host lacks */
 
 /* Operations. */
 int pd_open(const char *path, int flags, mode_t mode);

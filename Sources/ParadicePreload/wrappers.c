@@ -378,7 +378,9 @@ static long long now_ms(void) {
 }
 
 /* poll over a mix of local and forwarded descriptors. One forwarded descriptor alone waits in the
- * backend; a mix is looked at in slices of at most 10 ms. */
+ * backend. A mix waits locally: on the local descriptors and on the forwarded ones' placeholders, which
+ * the backend's one-shot watches make readable; a file whose watch cannot be set is looked at again
+ * every 10 ms. */
 static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
     pd_resolve_real();
     int (*real_poll)(struct pollfd *, nfds_t, int) = (void *)pd_real.poll;
@@ -391,30 +393,56 @@ static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
         fds[0].revents = r > 0 ? revents : 0;
         return r;
     }
-    struct pollfd *local = calloc(n, sizeof *local);
+    struct pollfd *local = calloc(2 * n, sizeof *local);   /* the local descriptors, then placeholders */
     long long deadline = timeout < 0 ? -1 : now_ms() + timeout;
-    int ready;
+    int ready = 0;
     for (;;) {
+        /* The local descriptors first; when one is ready, the forwarded files are asked directly. */
         ready = 0;
         for (nfds_t i = 0; i < n; i++) {
-            struct pd_file *f = pd_lookup(fds[i].fd);
             local[i] = fds[i];
             local[i].revents = 0;
-            if (f) {
-                short revents = 0;
-                if (pd_poll_one(f, fds[i].events, 0, &revents) < 0) { ready = -1; break; }
-                fds[i].revents = revents;
-                local[i].fd = -1;   /* skipped by the local poll */
-            }
+            fds[i].revents = 0;
+            if (pd_lookup(fds[i].fd)) local[i].fd = -1;   /* skipped by the local poll */
         }
+        ready = real_poll(local, n, 0);
         if (ready < 0) break;
-        long long left = deadline < 0 ? 10 : deadline - now_ms();
-        int slice = left <= 0 ? 0 : left > 10 ? 10 : (int)left;
-        int any = 0;
-        for (nfds_t i = 0; i < n; i++) if (pd_lookup(fds[i].fd) && fds[i].revents) any = 1;
-        int r = real_poll(local, n, any ? 0 : slice);
-        if (r < 0) { ready = -1; break; }
-        for (nfds_t i = 0; i < n; i++) if (!pd_lookup(fds[i].fd)) fds[i].revents = local[i].revents;
+        long long left = deadline < 0 ? -1 : deadline - now_ms();
+        if (ready > 0 || (deadline >= 0 && left <= 0)) {
+            for (nfds_t i = 0; i < n && ready >= 0; i++) {
+                struct pd_file *f = pd_lookup(fds[i].fd);
+                short revents = 0;
+                if (!f) fds[i].revents = local[i].revents;
+                else if (pd_poll_one(f, fds[i].events, 0, &revents) < 0) ready = -1;
+                else fds[i].revents = revents;
+            }
+            if (ready >= 0) { ready = 0; for (nfds_t i = 0; i < n; i++) if (fds[i].revents) ready++; }
+            break;
+        }
+
+        /* Nothing yet: watch the forwarded files and wait for their events or the local descriptors. */
+        nfds_t waiting = n;
+        int sliced = 0;
+        for (nfds_t i = 0; i < n; i++) {
+            struct pd_file *f = pd_lookup(fds[i].fd);
+            if (!f) continue;
+            if (pd_watch_once(f, fds[i].events) != 0) { sliced = 1; continue; }
+            local[waiting++] = (struct pollfd){ f->placeholder, POLLIN, 0 };
+        }
+        int wait = sliced && (left < 0 || left > 10) ? 10 : (int)left;
+        int r = real_poll(local, waiting, wait);
+        int e = errno;
+        for (nfds_t i = 0; i < n; i++) {
+            struct pd_file *f = pd_lookup(fds[i].fd);
+            if (!f) { fds[i].revents = local[i].revents; continue; }
+            /* The event carries what the backend found ready when it fired. */
+            for (nfds_t k = n; k < waiting; k++)
+                if (local[k].fd == f->placeholder && local[k].revents)
+                    fds[i].revents = f->revents & (fds[i].events | POLLERR | POLLHUP | POLLNVAL);
+            f->polling = 0;
+        }
+        if (r < 0) { errno = e; ready = -1; break; }
+        ready = 0;
         for (nfds_t i = 0; i < n; i++) if (fds[i].revents) ready++;
         if (ready > 0 || (deadline >= 0 && now_ms() >= deadline)) break;
     }

@@ -154,6 +154,9 @@ public struct Field: Sendable {
     public var maxCount: Int?
     /// When this field is live, the call is refused: its value cannot travel as bytes.
     public var refusal: String?
+    /// A pointer whose memory the driver keeps using after the call returns: the call runs only with a
+    /// buffer a plug-in lends for it (one that outlives the call), and is refused for this reason otherwise.
+    public var kept: String?
 
     public var isAnonymous: Bool { name == "_" }
     public var isSpecOnly: Bool { name.hasPrefix("_") && name != "_" }

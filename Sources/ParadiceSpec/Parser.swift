@@ -240,7 +240,7 @@ public struct Parser {
         let type = try typeExpression()
         var field = FieldSyntax(name: name, type: type, location: loc)
         while !atStatementEnd {
-            let (attribute, attrLoc) = try identifier("a field attribute (enum, flags, max, maxbytes, when, align, c, refuse)")
+            let (attribute, attrLoc) = try identifier("a field attribute (enum, flags, max, maxbytes, when, align, c, refuse, kept)")
             switch attribute {
             case "enum", "flags":
                 try expectPunct("(", "after '\(attribute)'")
@@ -256,6 +256,7 @@ public struct Parser {
                 try expectPunct(")", "to close 'align('")
             case "c": field.cName = try stringLiteral("a C member designator")
             case "refuse": field.refusal = try stringLiteral("the reason the field cannot be forwarded")
+            case "kept": field.kept = try stringLiteral("why the driver keeps the memory after the call")
             default: throw fail("unknown field attribute '\(attribute)'", at: attrLoc)
             }
         }

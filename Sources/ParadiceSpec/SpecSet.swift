@@ -414,6 +414,10 @@ public final class SpecSet: @unchecked Sendable {
             }
             field.cDesignator = f.name == "_" ? "" : (f.cName ?? f.name)
             field.refusal = f.refusal
+            field.kept = f.kept
+            if f.kept != nil {
+                if case .pointer = field.type {} else { error(f.location, "'kept' applies to a pointer; '\(f.name)' is not one") }
+            }
             applyAttributes(f, to: &field, parameters: parameters)
 
             var fieldAlignment = record.packed ? 1 : field.type.alignment

@@ -111,6 +111,7 @@ public struct FieldSyntax: Sendable {
     public var align: Expr?
     public var cName: String?
     public var refusal: String?
+    public var kept: String?
 }
 
 public struct RecordSyntax: Sendable {

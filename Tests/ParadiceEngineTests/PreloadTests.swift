@@ -189,6 +189,15 @@ struct PreloadTests {
         #expect(result.output.contains("lifecycle ok"))
     }
 
+    @Test func anExitingChildReleasesTheDeviceBeforeItsParentsWaitReturns() throws {
+        // Over TCP, as with a driver VM: the release must not wait for the backend to notice a closed socket.
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"], tcp: true)
+        let program = try compile("exitrelease", into: backend.folder)
+        let result = try paradiceRun(backend.endpoint, [program, String(backend.pid), "/dev/ptmx"])
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+        #expect(result.output.contains("released at every exit"))
+    }
+
     @Test func mmapIsTheDevicesOwnSharedMappingOnTheSameHost() throws {
         let backend = try BackendProcess(devices: ["/dev/kvm"], extra: ["--share-mappings"])
         let program = try compile("mapping", into: backend.folder)

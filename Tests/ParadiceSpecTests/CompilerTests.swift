@@ -47,6 +47,16 @@ struct CompilerTests {
         #expect(found.count >= 9)
     }
 
+    @Test func keptAppliesToPointersOnly() {
+        let found = errors("""
+            struct c {
+              n u32 kept "a number is never kept"
+              p ptr<inout, u8[n]> kept "the driver fills it later"
+            }
+            """)
+        #expect(found == ["bad.spec:2:3: 'kept' applies to a pointer; 'n' is not one"])
+    }
+
     @Test func syntaxErrorsRecoverAndReportEach() {
         let found = errors("""
             struct s {

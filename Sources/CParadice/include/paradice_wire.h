@@ -31,12 +31,14 @@ enum pd_op {
     PD_PREAD   = 13,  /* pd_io                                        → like PD_READ */
     PD_PWRITE  = 14,  /* pd_io + data                                 → like PD_WRITE */
     PD_FSTAT   = 15,  /* (handle)                                     → pd_stat */
-    PD_MMAP    = 17,  /* pd_mmap                                      → result = a mapping id; the frontend
+    PD_MMAP    = 17,  /* pd_mmap                                      → result = a mapping id [+ pd_mapping_count,
+                                                                         the device's bytes]; the frontend
                                                                          keeps a mirror, synced at the points
                                                                          the class's plug-in names */
-    PD_MUNMAP  = 18,  /* pd_munmap                                    → result */
+    PD_MUNMAP  = 18,  /* pd_munmap [+ pd_mapping_count, changed bytes] → result */
     PD_READLINK = 19, /* path, inside an exported tree                → result = length, then the target */
-    PD_LISTDIR = 20,  /* path, inside an exported tree                → result = count, then pd_dirent × n */
+    PD_LISTDIR = 20,  /* path, inside an exported tree or a folder    → result = count, then pd_dirent × n
+                                                                         of exported nodes */
     PD_BYE     = 21,  /* (none), last of a connection                 → result 0 once the session's references
                                                                          are dropped, as a process's exit closes
                                                                          its descriptors before its parent's wait */
@@ -114,7 +116,8 @@ struct pd_io {
 };
 
 #define PD_IOCTL_TRANSLATED  0x1u  /* descriptors in the regions and argument are handles already */
-#define PD_IOCTL_MAPPINGS    0x2u  /* after the regions: pd_mapping_count, then mirrored mapping bytes */
+#define PD_IOCTL_MAPPINGS    0x2u  /* after the regions: pd_mapping_count, then the mirrored bytes that
+                                      changed; the asked ranges count as answered */
 
 struct pd_ioctl {
     uint32_t command;

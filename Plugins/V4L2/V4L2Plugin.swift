@@ -22,10 +22,10 @@ public final class V4L2Plugin: DevicePlugin {
 
 /// Offsets and numbers from the verified specs, so that nothing here restates the header.
 struct V4L2Layout {
-    let type, index, memory, length, m: Int                   // in struct v4l2_buffer
-    let planeSize, planeLength, planeOffset: Int              // in struct v4l2_plane (m.mem_offset)
+    let type, index, memory, length, m, bytesUsed: Int        // in struct v4l2_buffer
+    let planeSize, planeLength, planeOffset, planeBytesUsed: Int   // in struct v4l2_plane (m.mem_offset)
     let queryExtCtrl: UInt32, queryExtCtrlSize, controlID, controlFlags: Int
-    let hasPayload: Int64, memoryMMAP: Int64
+    let hasPayload: Int64, memoryMMAP: Int64, memoryUserPointer: Int64
     let enumEntities: UInt32, entitySize, entityID, entityPads, entityLinks: Int
     let getFormat: UInt32, formatSize, formatType, windowWidth, windowHeight, windowClips, windowClipCount, windowBitmap: Int
 
@@ -43,7 +43,9 @@ struct V4L2Layout {
         func number(_ name: String) -> UInt32? { try? specs.ioctl(named: name)?.command(in: specs, parameters: [:]) }
         guard let type = offset("v4l2_buffer", "type"), let index = offset("v4l2_buffer", "index"),
               let memory = offset("v4l2_buffer", "memory"), let length = offset("v4l2_buffer", "length"),
-              let m = offset("v4l2_buffer", "m"),
+              let m = offset("v4l2_buffer", "m"), let bytesUsed = offset("v4l2_buffer", "bytesused"),
+              let planeBytesUsed = offset("v4l2_plane", "bytesused"),
+              let userPointer = try? specs.constantValue("V4L2_MEMORY_USERPTR"),
               let plane = specs.record(named: "v4l2_plane"), let planeLength = offset("v4l2_plane", "length"),
               let planeOffset = offset("v4l2_plane", "m.mem_offset"),
               let query = number("VIDIOC_QUERY_EXT_CTRL"), let queryRecord = specs.record(named: "v4l2_query_ext_ctrl"),
@@ -61,8 +63,9 @@ struct V4L2Layout {
         else { return nil }
         (self.getFormat, formatSize, self.formatType, windowWidth, windowHeight) = (getFormat, format.size, formatType, width, height)
         (windowClips, windowClipCount, windowBitmap) = (clips, clipCount, bitmap)
-        (self.type, self.index, self.memory, self.length, self.m) = (type, index, memory, length, m)
-        (planeSize, self.planeLength, self.planeOffset) = (plane.size, planeLength, planeOffset)
+        (self.type, self.index, self.memory, self.length, self.m, self.bytesUsed) = (type, index, memory, length, m, bytesUsed)
+        (planeSize, self.planeLength, self.planeOffset, self.planeBytesUsed) = (plane.size, planeLength, planeOffset, planeBytesUsed)
+        memoryUserPointer = userPointer
         (queryExtCtrl, queryExtCtrlSize, self.controlID, self.controlFlags) = (query, queryRecord.size, controlID, controlFlags)
         (self.hasPayload, memoryMMAP) = (hasPayload, mmap)
         (self.enumEntities, entitySize, self.entityID, entityPads, entityLinks) = (enumEntities, entity.size, entityID, pads, links)
@@ -76,6 +79,10 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     private var pointerControls: [UInt32: Bool] = [:]
     /// (buffer type, index) → the device offsets of its planes, as the driver reported them.
     private var buffers: [UInt64: [Range<UInt64>]] = [:]
+    /// USERPTR buffers: the guest's address → the memory lent to the driver in its place.
+    private var lent: [UInt64: UnsafeMutableRawBufferPointer] = [:]
+    /// Frames a DQBUF hands back, to be written into the guest's own buffers (by call).
+    private var frames: [ObjectIdentifier: [(address: UInt64, bytes: UnsafeRawBufferPointer)]] = [:]
 
     /// Capture and output buffer types (videodev2.h's enum v4l2_buf_type), and the multi-planar ones.
     private static let capture: Set<UInt32> = [1, 4, 6, 9, 11, 13]
@@ -88,7 +95,10 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
         pthread_mutex_init(&mutex, nil)
     }
 
-    deinit { pthread_mutex_destroy(&mutex) }
+    deinit {
+        for b in lent.values { munmap(b.baseAddress, b.count) }
+        pthread_mutex_destroy(&mutex)
+    }
 
     private func locked<T>(_ body: () -> T) -> T {
         pthread_mutex_lock(&mutex)
@@ -190,7 +200,9 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     }
 
     func ioctlCompleted(_ call: PlannedCall, result: Int64) {
+        if call.ioctl.name == "VIDIOC_REQBUFS" && result >= 0 { releaseLent() }
         guard result >= 0, ["VIDIOC_QUERYBUF", "VIDIOC_QBUF", "VIDIOC_DQBUF", "VIDIOC_PREPARE_BUF"].contains(call.ioctl.name) else { return }
+        if Int64(field(call, layout.memory)) == layout.memoryUserPointer { return reportUserPointers(call) }
         let found = ranges(of: call)
         guard !found.isEmpty else { return }
         let k = key(field(call, layout.type), field(call, layout.index))
@@ -208,5 +220,70 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
         guard result >= 0, call.ioctl.name == "VIDIOC_DQBUF", Self.capture.contains(field(call, layout.type)) else { return [] }
         return ranges(of: call)
+    }
+
+    // MARK: USERPTR buffers
+
+    /// The driver keeps a USERPTR buffer from QBUF to DQBUF: it gets memory of the backend's own, one
+    /// mapping per guest buffer, kept until the next REQBUFS (which lets go of every buffer) or the close.
+    /// Unmapping one the driver still holds is safe: the pages it pinned stay its own until it lets go.
+    func lend(guestAddress: UInt64, length: Int, for call: PlannedCall) -> UnsafeMutableRawBufferPointer? {
+        locked {
+            if let known = lent[guestAddress], known.count >= length { return known }
+            if let smaller = lent.removeValue(forKey: guestAddress) { munmap(smaller.baseAddress, smaller.count) }
+            guard lent.count < Self.lentLimit else { return nil }
+            let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+            let size = (max(length, 1) + page - 1) / page * page
+            guard let memory = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+                  memory != MAP_FAILED else { return nil }
+            let buffer = UnsafeMutableRawBufferPointer(start: memory, count: size)
+            lent[guestAddress] = buffer
+            return buffer
+        }
+    }
+
+    /// More buffers than any queue holds (VIDEO_MAX_FRAME is 64, per type).
+    private static let lentLimit = 256
+
+    private func releaseLent() {
+        locked {
+            for b in lent.values { munmap(b.baseAddress, b.count) }
+            lent.removeAll()
+        }
+    }
+
+    /// The buffer calls report the address the driver holds, which is the lent memory's (a QBUF of a
+    /// prepared buffer with no pointer reports it too): the guest sees its own. After DQBUF of a capture
+    /// buffer the frame goes to the guest's buffer.
+    private func reportUserPointers(_ call: PlannedCall) {
+        let type = field(call, layout.type)
+        let captured = call.ioctl.name == "VIDIOC_DQBUF" && Self.capture.contains(type)
+        var written: [(address: UInt64, bytes: UnsafeRawBufferPointer)] = []
+        // One (region, offset of the address, offset of bytesused) per plane.
+        var places: [(region: Int, pointer: Int, used: Int)] = []
+        if Self.multiplanar.contains(type) {
+            guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.m }),
+                  slot.target < call.buffers.count else { return }
+            let count = min(Int(field(call, layout.length)), call.buffers[slot.target].count / layout.planeSize)
+            places = (0..<count).map { (slot.target, $0 * layout.planeSize + layout.planeOffset, $0 * layout.planeSize + layout.planeBytesUsed) }
+        } else {
+            places = [(0, layout.m, layout.bytesUsed)]
+        }
+        locked {
+            for place in places where place.pointer + 8 <= call.buffers[place.region].count {
+                let held = call.buffers[place.region].withUnsafeBytes { $0.loadUnaligned(fromByteOffset: place.pointer, as: UInt64.self) }
+                guard let (guest, buffer) = lent.first(where: { UInt64(UInt(bitPattern: $0.value.baseAddress)) == held }) else { continue }
+                call.buffers[place.region].withUnsafeMutableBytes { $0.storeBytes(of: guest, toByteOffset: place.pointer, as: UInt64.self) }
+                if captured {
+                    let used = call.buffers[place.region].withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: place.used, as: UInt32.self)) }
+                    written.append((guest, UnsafeRawBufferPointer(rebasing: buffer[0..<min(used, buffer.count)])))
+                }
+            }
+            if !written.isEmpty { frames[ObjectIdentifier(call)] = written }
+        }
+    }
+
+    func guestWrites(after call: PlannedCall, result: Int64) -> [(address: UInt64, bytes: UnsafeRawBufferPointer)] {
+        locked { frames.removeValue(forKey: ObjectIdentifier(call)) ?? [] }
     }
 }

@@ -47,23 +47,16 @@ struct ALSALayout {
 final class PCMFile: DeviceFileState, @unchecked Sendable {
     let layout: ALSALayout
     let capture: Bool
-    private var mutex = pthread_mutex_t()
+    private let lock = Lock()
     /// Bits per frame, per sample, and channels of the HW_PARAMS in force; nil before it or after HW_FREE.
     private var negotiated: (frame: Int64, sample: Int64, channels: Int64)?
 
     init(layout: ALSALayout, capture: Bool) {
         self.layout = layout
         self.capture = capture
-        pthread_mutex_init(&mutex, nil)
     }
 
-    deinit { pthread_mutex_destroy(&mutex) }
-
-    private func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return body()
-    }
+    private func locked<T>(_ body: () -> T) -> T { lock.withLock(body) }
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? {
         guard ["frame_bytes", "sample_bytes", "channels"].contains(name) else { return nil }

@@ -38,9 +38,9 @@ struct DRMLayout {
     init?(_ specs: SpecSet) {
         var offsets: [String: Int] = [:]
         for name in Self.needed {
-            let parts = name.split(separator: ".").map(String.init)
-            guard let found = specs.record(named: parts[0])?.field(named: parts[1]) else { return nil }
-            offsets[name] = found.offset
+            let parts = name.split(separator: ".", maxSplits: 1).map(String.init)
+            guard let found = specs.offset(of: parts[1], in: parts[0]) else { return nil }
+            offsets[name] = found
         }
         guard let bo = try? specs.constantValue("DRM_MODE_CURSOR_BO") else { return nil }
         self.offsets = offsets
@@ -52,23 +52,16 @@ struct DRMLayout {
 
 final class DRMFile: DeviceFileState, @unchecked Sendable {
     let layout: DRMLayout
-    private var mutex = pthread_mutex_t()
+    private let lock = Lock()
     private var offsets: [UInt32: UInt64] = [:]        // GEM handle → its mmap offset (MAP_DUMB)
     private var mapped: [UInt64: UInt64] = [:]         // mmap offset → the most the guest mapped there
     private var framebuffers: [UInt32: [UInt32]] = [:] // fb id → the handles it is made of
 
     init(layout: DRMLayout) {
         self.layout = layout
-        pthread_mutex_init(&mutex, nil)
     }
 
-    deinit { pthread_mutex_destroy(&mutex) }
-
-    private func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return body()
-    }
+    private func locked<T>(_ body: () -> T) -> T { lock.withLock(body) }
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 

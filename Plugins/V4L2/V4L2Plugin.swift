@@ -30,16 +30,7 @@ struct V4L2Layout {
     let getFormat: UInt32, formatSize, formatType, windowWidth, windowHeight, windowClips, windowClipCount, windowBitmap: Int
 
     init?(_ specs: SpecSet) {
-        func offset(_ record: String, _ field: String) -> Int? {
-            var r = specs.record(named: record)
-            var at = 0
-            for part in field.split(separator: ".") {
-                guard let (f, o) = r?.field(named: String(part)) else { return nil }
-                at += o
-                if case .record(let inner) = f.type { r = inner }
-            }
-            return at
-        }
+        func offset(_ record: String, _ field: String) -> Int? { specs.offset(of: field, in: record) }
         func number(_ name: String) -> UInt32? { try? specs.ioctl(named: name)?.command(in: specs, parameters: [:]) }
         guard let type = offset("v4l2_buffer", "type"), let index = offset("v4l2_buffer", "index"),
               let memory = offset("v4l2_buffer", "memory"), let length = offset("v4l2_buffer", "length"),
@@ -75,7 +66,7 @@ struct V4L2Layout {
 final class V4L2File: DeviceFileState, @unchecked Sendable {
     let file: DeviceFile
     let layout: V4L2Layout
-    private var mutex = pthread_mutex_t()
+    private let lock = Lock()
     private var pointerControls: [UInt32: Bool] = [:]
     /// (buffer type, index) → the device offsets of its planes, as the driver reported them.
     private var buffers: [UInt64: [Range<UInt64>]] = [:]
@@ -92,19 +83,13 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     init(file: DeviceFile, layout: V4L2Layout) {
         self.file = file
         self.layout = layout
-        pthread_mutex_init(&mutex, nil)
     }
 
     deinit {
         for b in lent.values { munmap(b.baseAddress, b.count) }
-        pthread_mutex_destroy(&mutex)
     }
 
-    private func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return body()
-    }
+    private func locked<T>(_ body: () -> T) -> T { lock.withLock(body) }
 
     // MARK: variables the specs read
 

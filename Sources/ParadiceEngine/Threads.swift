@@ -38,12 +38,12 @@ func installInterruptHandler() {
     signal(SIGPIPE, SIG_IGN)
 }
 
-/// A mutex with a scoped `withLock`.
-final class Lock: @unchecked Sendable {
+/// A mutex with a scoped `withLock` (plug-ins keep their per-file state under one too).
+public final class Lock: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
+    public init() { pthread_mutex_init(&mutex, nil) }
     deinit { pthread_mutex_destroy(&mutex) }
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+    public func withLock<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         return try body()

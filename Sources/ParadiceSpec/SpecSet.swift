@@ -290,6 +290,18 @@ public final class SpecSet: @unchecked Sendable {
     ]
 
     public func record(named name: String) -> Record? { records[name] }
+    /// The byte offset of a field inside a struct, by a dotted path through nested structs and unions
+    /// ("v4l2_buffer", "m.userptr"): plug-ins take layouts from here rather than restating a header.
+    public func offset(of path: String, in recordName: String) -> Int? {
+        var record = records[recordName]
+        var at = 0
+        for part in path.split(separator: ".") {
+            guard let (field, offset) = record?.field(named: String(part)) else { return nil }
+            at += offset
+            if case .record(let inner) = field.type { record = inner } else { record = nil }
+        }
+        return at
+    }
     public func specClass(named name: String) -> SpecClass? { classes.first { $0.name == name } }
     public func ioctl(named name: String) -> Ioctl? { ioctls.first { $0.name == name } }
 

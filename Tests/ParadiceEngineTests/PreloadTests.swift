@@ -97,11 +97,20 @@ struct PreloadTests {
             r, _, _ = select.select([fd], [], [], 0.1)
             print("before", bool(r), flush=True)
             local, _ = os.pipe()   # a local descriptor in the same select: only the forwarded one wakes it
+            os.write(fd, b"armed\\n")   # the writer below waits for this, however slowly the program starts
             r, _, _ = select.select([fd, local], [], [], 10)
             print("after", r == [fd], os.read(fd, 100))
             """
         let writer = Thread {
-            usleep(700_000)
+            var seen = ""
+            var buffer = [UInt8](repeating: 0, count: 64)
+            var p = pollfd(fd: pty.master, events: Int16(POLLIN), revents: 0)
+            while !seen.contains("armed"), poll(&p, 1, 20_000) == 1 {
+                let n = read(pty.master, &buffer, buffer.count)
+                if n <= 0 { break }
+                seen += String(decoding: buffer[0..<n], as: UTF8.self)
+            }
+            usleep(200_000)   // the program is in its select, or about to be
             _ = write(pty.master, "hello\n", 6)
         }
         writer.start()

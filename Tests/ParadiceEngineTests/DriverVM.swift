@@ -5,7 +5,7 @@ import Testing
 import Glibc
 #endif
 
-/// The project's driver VM (testbed/drivervm): vivid, virtio-gpu, vgem, snd-dummy, snd-aloop, uinput
+/// The project's driver VM (testbed/drivervm): vivid, virtio-gpu, vgem, vkms, snd-dummy, snd-aloop, uinput
 /// and virtio-keyboard under a Debian kernel, with paradice-backend inside. Booted once for the suite.
 final class DriverVM: @unchecked Sendable {
     static let shared: Result<DriverVM, BackendFailure> = {

@@ -41,6 +41,15 @@ func virtioGPUPipe(_ listing: String) -> (connector: String, crtc: String)? {
     return (String(connector), String(crtc))
 }
 
+/// The first connector, first CRTC and the connector's first (preferred) mode name, from modetest -c -p.
+func kmsPipe(_ listing: String) -> (connector: String, crtc: String, mode: String)? {
+    guard let pipe = virtioGPUPipe(listing),
+          let line = listing.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix("#0 ") }),
+          let mode = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first
+    else { return nil }
+    return (pipe.connector, pipe.crtc, String(mode))
+}
+
 /// modetest -v's page-flip rates ("freq: 123.45Hz").
 func flipRates(_ output: String) -> [Double] {
     output.split(separator: "\n").compactMap { line in
@@ -159,6 +168,25 @@ struct DRM {
         let native = median(flipRates(try vm.native(command, timeout: 120).output))
         let forwarded = median(flipRates(try vm.forwarded(["sh", "-c", command], timeout: 120).output))
         #expect(forwarded >= 0.8 * native, "native \(native) Hz, forwarded \(forwarded) Hz")
+    }
+
+    /// vkms (card2) completes a flip at its next 60 Hz vblank, so the native rate is a display's and not the
+    /// syscall speed: forwarded flips, three round trips each, must keep up with it.
+    @Test func vkmsPageFlipRateIsWithinTwentyPercentOfNative() throws {
+        let vm = try DriverVM.require()
+        let listing = try vm.native("modetest -M vkms -c -p")
+        let pipe = try #require(kmsPipe(listing.output), "\(listing.output)")
+        let command = "sleep 8 | modetest -M vkms -s \(pipe.connector)@\(pipe.crtc):\(pipe.mode) -v 2>&1"
+        let nativeRun = try vm.native(command, timeout: 120)
+        let forwardedRun = try vm.forwarded(["sh", "-c", command], timeout: 120)
+        let native = flipRates(nativeRun.output), forwarded = flipRates(forwardedRun.output)
+        print("vkms page flips, modetest -v for 8 s at \(pipe.mode): native median \(median(native)) Hz over "
+              + "\(native.count) reports, forwarded median \(median(forwarded)) Hz over \(forwarded.count) reports")
+        // The vblank clock paces native flips: about 60 Hz, not the thousands virtio-gpu allows.
+        #expect(native.count >= 3 && median(native) > 45 && median(native) < 75, "\(nativeRun.output)")
+        #expect(forwarded.count >= 3, "\(forwardedRun.output)")
+        #expect(abs(median(forwarded) - median(native)) <= 0.2 * median(native),
+                "native \(median(native)) Hz, forwarded \(median(forwarded)) Hz")
     }
 
     /// Dumb buffers kept mapped: the device has the program's pixels at ADDFB, SETCRTC, DIRTYFB and PAGE_FLIP;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare the Paradice driver VM: a Debian bookworm kernel with in-tree virtual drivers (vivid, virtio-gpu,
-# vgem, snd-dummy, snd-aloop, uinput, virtio-input, cuse) plus a small busybox initramfs, booted by run.sh.
+# vgem, snd-dummy, snd-aloop, uinput, virtio-input, cuse), vkms built out of tree, plus a small busybox
+# initramfs, booted by run.sh.
 #
 # Idempotent. Run as root on Debian bookworm:   bash testbed/drivervm/setup.sh
 # Everything it fetches or builds lives in $DVM_CACHE (default <repo>/.cache/drivervm, ignored by git);
@@ -21,15 +22,15 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (it installs packages with apt-get)"
 command -v apt-get >/dev/null || die "needs Debian's apt-get"
 
-# Modules loaded at boot, in this order. The order fixes device numbering: virtio-gpu is DRM card0 and vgem
-# card1; snd-dummy is ALSA card 0 and snd-aloop card 1. vivid is loaded with n_devs=1 (see guest/init.sh).
-# vkms is left out on purpose: Debian's 6.1 kernel is built without CONFIG_DRM_VKMS, so it would have to be
-# compiled out of tree from linux-source + linux-headers (optional; not needed by the current tests).
-MODULES="virtio_pci virtio_net virtio_console 9pnet_virtio 9p virtio_input evdev uinput virtio-gpu vgem
+# Modules loaded at boot, in this order. The order fixes device numbering: virtio-gpu is DRM card0, vgem
+# card1 and vkms card2 (no render node); snd-dummy is ALSA card 0 and snd-aloop card 1. vivid is loaded with
+# n_devs=1 (see guest/init.sh). Debian's 6.1 kernel is built without CONFIG_DRM_VKMS, so vkms is compiled
+# below from linux-source against linux-headers-$KV (it gives KMS a real 60 Hz vblank; virtio-gpu has none).
+MODULES="virtio_pci virtio_net virtio_console 9pnet_virtio 9p virtio_input evdev uinput virtio-gpu vgem vkms
 vivid snd-dummy snd-aloop snd-seq-dummy cuse"
 # Nodes /init waits for before it starts the backend.
-EXPECT="/dev/video0 /dev/media0 /dev/dri/card0 /dev/dri/card1 /dev/dri/renderD128 /dev/snd/controlC0
-/dev/snd/controlC1 /dev/snd/seq /dev/uinput /dev/cuse"
+EXPECT="/dev/video0 /dev/media0 /dev/dri/card0 /dev/dri/card1 /dev/dri/card2 /dev/dri/renderD128
+/dev/snd/controlC0 /dev/snd/controlC1 /dev/snd/seq /dev/uinput /dev/cuse"
 
 # --- host packages -------------------------------------------------------------------------------------
 # emulator and initramfs tools, plus the real clients that tests run natively inside the VM (the guest sees
@@ -73,11 +74,48 @@ if ((${#debs[@]} == 0)); then
 fi
 deb=${debs[0]}
 
+# --- vkms, built out of tree (once per kernel ABI) --------------------------------------------------------
+# Sources: drivers/gpu/drm/vkms from linux-source-6.1 of the image's version; build: linux-headers-$KV
+# (installed on the host, with linux-kbuild-6.1 and gcc-12) and make. The module must carry the VM
+# kernel's vermagic.
+VKMS=$CACHE/vkms-$KV.ko
+if [ ! -f "$VKMS" ]; then
+  kver=$(dpkg-deb -f "$deb" Version)
+  need=()
+  for p in "linux-headers-$KV" make; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || need+=("$p")
+  done
+  if ((${#need[@]})); then
+    apt_update_once
+    log "installing ${need[*]}"
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  VW=$CACHE/vkms-build
+  rm -rf "$VW"; mkdir -p "$VW"; chmod 755 "$VW"    # apt-get download's _apt user writes here
+  log "downloading linux-source-6.1 $kver (for vkms)"
+  fetch_source() { (cd "$VW" && apt-get download -q "$1" >/dev/null 2>&1); }
+  fetch_source "linux-source-6.1=$kver" || { apt_update_once; fetch_source "linux-source-6.1=$kver"; } ||
+    { log "linux-source-6.1 $kver is no longer on the mirror; taking its current version"
+      fetch_source linux-source-6.1; } || die "apt-get download linux-source-6.1 failed"
+  src=("$VW"/linux-source-6.1_*.deb)
+  ((${#src[@]})) || die "apt-get download linux-source-6.1 produced no .deb"
+  log "building vkms.ko against linux-headers-$KV"
+  dpkg-deb --fsys-tarfile "${src[0]}" | tar -x -O --wildcards '*/linux-source-6.1.tar.xz' | xz -dc |
+    tar -x -C "$VW" --strip-components=5 --wildcards 'linux-source-6.1/drivers/gpu/drm/vkms/*'
+  rm -f "${src[0]}"
+  make -C "/lib/modules/$KV/build" M="$VW" CONFIG_DRM_VKMS=m -j"$(nproc)" modules > "$VW/build.log" 2>&1 ||
+    { tail -n 20 "$VW/build.log" >&2; die "vkms build failed (log: $VW/build.log)"; }
+  magic=$(modinfo -F vermagic "$VW/vkms.ko")
+  case "$magic" in "$KV "*) ;; *) die "vkms.ko has vermagic '$magic', not $KV" ;; esac
+  strip --strip-debug -o "$VKMS" "$VW/vkms.ko"      # as INSTALL_MOD_STRIP does: 2 MB -> 62 KB
+  rm -rf "$VW"
+fi
+
 VMLINUX=$CACHE/vmlinux-$KV
 INITRD=$CACHE/initramfs.cpio
 STAMP=$CACHE/initramfs.stamp
 # The initramfs is rebuilt when anything that goes into it changes.
-want=$( { echo "v1 $KV $(basename "$deb")"; echo "$MODULES"; echo "$EXPECT"; cat "$HERE/guest/init.sh" "$HERE/guest/hostrun.sh";
+want=$( { echo "v1 $KV $(basename "$deb") $(sha256sum < "$VKMS")"; echo "$MODULES"; echo "$EXPECT"; cat "$HERE/guest/init.sh" "$HERE/guest/hostrun.sh";
           dpkg-query -W -f='${Version}' busybox-static; } | sha256sum | cut -d' ' -f1)
 if [ "${DVM_REBUILD:-0}" != 1 ] && [ -f "$VMLINUX" ] && [ -f "$INITRD" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
   log "up to date: kernel $KV, $INITRD ($(du -h "$INITRD" | cut -f1))"
@@ -92,7 +130,10 @@ KPKG=$WORK/kpkg
 log "unpacking $(basename "$deb")"
 dpkg-deb -x "$deb" "$KPKG"
 MODDIR=$KPKG/lib/modules/$KV
-[ -f "$MODDIR/modules.dep" ] || depmod -b "$KPKG" "$KV"   # the .deb ships no modules.dep (postinst makes it)
+# vkms joins the tree, so that the closure below finds it and its dependencies (drm_shmem_helper, ...);
+# the .deb ships no modules.dep anyway (its postinst makes it)
+install -D -m 644 "$VKMS" "$MODDIR/updates/vkms.ko"
+depmod -b "$KPKG" "$KV"
 
 # QEMU can boot an uncompressed ELF vmlinux through its PVH entry point (CONFIG_PVH=y in Debian's kernel).
 # That skips real-mode setup and the xz decompression of the bzImage, which are slow under TCG (~4 s).

@@ -33,6 +33,7 @@ static struct shape {
     uint64_t offset[SHAPE_PARTS];
     uint32_t length[SHAPE_PARTS];
     int via[SHAPE_PARTS];   /* -1: at argument + offset */
+    int mirrors;            /* the backend asked for mapped bytes: send the file's changed pages ahead */
 } shapes[SHAPES];
 static pthread_mutex_t shapes_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -116,6 +117,12 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
                 if (read_self(argument + (uint64_t)known.via[i], &target, sizeof target) == 0 && target != 0)
                     (void)add_region(&regions, &count, target, known.length[i]);   /* unreadable: the backend asks */
             }
+        /* A sync point (a page flip, a queued output buffer): every page of this file's mirrors that changed
+           goes with the request, a superset of what the backend wants, so it need not ask. */
+        if (known.command == command && known.mirrors) {
+            changeCount += pd_mirror_file_changes(&changes, f->handle);
+            pulled = 1;
+        }
     }
 
     long result = -1;
@@ -199,6 +206,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
                 /* Only the pages the program changed since the device last had them. */
                 changeCount += pd_mirror_changes(&changes, m.mapping, m.offset, m.length);
                 pulled = 1;
+                asked.mirrors = 1;
             }
             if (!failed && (need.flags & PD_NEED_ARGUMENT_FD) && sentArgument == argument) {
                 uint32_t handle;
@@ -256,7 +264,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
         if (faulted && value >= 0) { error = EFAULT; break; }
         result = value;
         error = callError;
-        if (asked.parts > 0) {
+        if (asked.parts > 0 || asked.mirrors) {
             pthread_mutex_lock(&shapes_lock);
             shapes[command % SHAPES] = asked;
             pthread_mutex_unlock(&shapes_lock);

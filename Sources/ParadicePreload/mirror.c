@@ -19,6 +19,7 @@ static struct mirror {
     pid_t owner;
     uint8_t *shadow;          /* the device's bytes as last sent or received */
     int writeback;            /* MAP_SHARED and writable: changes reach the device at munmap */
+    uint32_t handle;          /* the file it maps */
 } mirrors[MIRRORS];
 static pthread_mutex_t mirrors_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -84,6 +85,20 @@ uint32_t pd_mirror_changes(struct pd_buffer *b, uint32_t id, uint64_t offset, ui
     return entries;
 }
 
+/* pd_mirror_changes for every mirror of one file, whole. */
+uint32_t pd_mirror_file_changes(struct pd_buffer *b, uint32_t handle) {
+    uint32_t entries = 0;
+    for (int i = 0; i < MIRRORS; i++) {
+        pthread_mutex_lock(&mirrors_lock);
+        int ours = mirrors[i].address && mirrors[i].handle == handle && mirrors[i].owner == getpid();
+        uint32_t id = mirrors[i].id;
+        uint64_t length = mirrors[i].length;
+        pthread_mutex_unlock(&mirrors_lock);
+        if (ours) entries += pd_mirror_changes(b, id, 0, length);
+    }
+    return entries;
+}
+
 void *pd_mirror_map(struct pd_file *f, void *address, size_t length, int protection, int flags, off_t offset,
                     void *(*real_mmap)(void *, size_t, int, int, int, off_t)) {
     struct pd_buffer b;
@@ -108,7 +123,7 @@ void *pd_mirror_map(struct pd_file *f, void *address, size_t length, int protect
         if (mirrors[i].address == NULL || mirrors[i].owner != getpid()) {
             if (mirrors[i].owner == getpid()) free(mirrors[i].shadow);
             int writeback = (flags & MAP_SHARED) && (protection & PROT_WRITE);
-            mirrors[i] = (struct mirror){ local, length, (uint32_t)id, getpid(), shadow, writeback };
+            mirrors[i] = (struct mirror){ local, length, (uint32_t)id, getpid(), shadow, writeback, f->handle };
             shadow = NULL;
             break;
         }

@@ -75,6 +75,8 @@ int pd_mirror_unmap(void *address);
 int pd_mirror_valid(uint32_t id, uint64_t offset, uint32_t length);
 /* Appends the changed pages of a range as pd_mapping_range + bytes entries; returns their number. */
 uint32_t pd_mirror_changes(struct pd_buffer *b, uint32_t id, uint64_t offset, uint64_t length);
+/* The same for every mirror of a file (by handle), whole. */
+uint32_t pd_mirror_file_changes(struct pd_buffer *b, uint32_t handle);
 /* Copies `count` pd_mapping_range + bytes entries into the mirrors; returns where they end. */
 const uint8_t *pd_mirror_receive(const uint8_t *p, const uint8_t *end, uint32_t count);
 

@@ -39,15 +39,19 @@ PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils v4l-utils evtest als
 updated=0
 apt_update_once() { [ $updated = 1 ] || { log "apt-get update"; apt-get update -qq; updated=1; }; }
 
-missing=()
-for p in $PACKAGES; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
+# Installs those of the named packages that are not installed yet.
+install_missing() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
   apt_update_once
   log "installing ${missing[*]}"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+}
+# shellcheck disable=SC2086   # a word list
+install_missing $PACKAGES
 
 # --- kernel (downloaded and unpacked, never installed on the host) -------------------------------------
 mkdir -p "$CACHE/debs"
@@ -81,15 +85,7 @@ deb=${debs[0]}
 VKMS=$CACHE/vkms-$KV.ko
 if [ ! -f "$VKMS" ]; then
   kver=$(dpkg-deb -f "$deb" Version)
-  need=()
-  for p in "linux-headers-$KV" make; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || need+=("$p")
-  done
-  if ((${#need[@]})); then
-    apt_update_once
-    log "installing ${need[*]}"
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  fi
+  install_missing "linux-headers-$KV" make
   VW=$CACHE/vkms-build
   rm -rf "$VW"; mkdir -p "$VW"; chmod 755 "$VW"    # apt-get download's _apt user writes here
   log "downloading linux-source-6.1 $kver (for vkms)"

@@ -136,9 +136,12 @@ extension Session {
             lent[slot.target] = buffer
         }
         let originals = call.buffers   // the guest's bytes, to restore its pointers and descriptor numbers
-        let buffers = plan.regions.map { UnsafeMutableRawPointer.allocate(byteCount: max($0.length, 1), alignment: 16) }
+        // A lent region needs no copy of its own: the driver works in the lent buffer.
+        let buffers = plan.regions.indices.map {
+            UnsafeMutableRawPointer.allocate(byteCount: lent[$0] == nil ? max(plan.regions[$0].length, 1) : 1, alignment: 16)
+        }
         defer { buffers.forEach { $0.deallocate() } }
-        for (i, bytes) in call.buffers.enumerated() {
+        for (i, bytes) in call.buffers.enumerated() where lent[i] == nil {
             bytes.withUnsafeBytes { buffers[i].copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         }
         // Embedded pointers point at the backend's copies; descriptors become the backend's.
@@ -184,7 +187,7 @@ extension Session {
         withExtendedLifetime(inputFiles) {}
 
         // The driver's results, back where the copy-back rules can read them.
-        for (i, region) in plan.regions.enumerated() where region.direction.writes {
+        for (i, region) in plan.regions.enumerated() where region.direction.writes && lent[i] == nil {
             call.buffers[i] = Array(UnsafeRawBufferPointer(start: buffers[i], count: region.length))
         }
         call.result = Int64(r)

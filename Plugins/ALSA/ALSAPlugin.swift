@@ -75,15 +75,13 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
         switch call.ioctl.name {
         case "SNDRV_PCM_IOCTL_HW_PARAMS":
             // The driver leaves one value in each interval; a failed HW_PARAMS leaves the stream unset.
-            let found: (Int64, Int64, Int64)? = result < 0 ? nil : call.buffers.first.flatMap { bytes in
-                func interval(_ index: Int) -> Int64? {
-                    let at = layout.intervals + index * layout.intervalSize + layout.intervalMin
-                    guard at + 4 <= bytes.count else { return nil }
-                    return Int64(bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) })
-                }
-                guard let f = interval(layout.frameBits), let s = interval(layout.sampleBits), let c = interval(layout.channels),
-                      f > 0, s > 0, c > 0 else { return nil }
-                return (f, s, c)
+            func interval(_ index: Int) -> Int64? {
+                call.load(UInt32.self, at: layout.intervals + index * layout.intervalSize + layout.intervalMin).map(Int64.init)
+            }
+            var found: (Int64, Int64, Int64)?
+            if result >= 0, let f = interval(layout.frameBits), let s = interval(layout.sampleBits),
+               let c = interval(layout.channels), f > 0, s > 0, c > 0 {
+                found = (f, s, c)
             }
             locked { negotiated = found }
         case "SNDRV_PCM_IOCTL_HW_FREE" where result >= 0:

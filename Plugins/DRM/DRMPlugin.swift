@@ -66,18 +66,14 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 
     private func u32(_ call: PlannedCall, _ field: String, index: Int = 0) -> UInt32 {
-        let at = layout[field] + 4 * index
-        guard let bytes = call.buffers.first, at + 4 <= bytes.count else { return 0 }
-        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) }
+        call.load(UInt32.self, at: layout[field] + 4 * index) ?? 0
     }
 
     func ioctlCompleted(_ call: PlannedCall, result: Int64) {
         guard result >= 0 else { return }
         switch call.ioctl.name {
         case "DRM_IOCTL_MODE_MAP_DUMB":
-            let at = layout["drm_mode_map_dumb.offset"]
-            guard let bytes = call.buffers.first, at + 8 <= bytes.count else { return }
-            let offset = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt64.self) }
+            guard let offset = call.load(UInt64.self, at: layout["drm_mode_map_dumb.offset"]) else { return }
             let handle = u32(call, "drm_mode_map_dumb.handle")
             locked { offsets[handle] = offset }
         case "DRM_IOCTL_MODE_ADDFB":
@@ -88,7 +84,7 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
             let fb = u32(call, "drm_mode_fb_cmd2.fb_id")
             locked { framebuffers[fb] = handles }
         case "DRM_IOCTL_MODE_RMFB":
-            let fb = call.buffers.first.map { $0.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } } ?? 0
+            let fb = call.load(UInt32.self, at: 0) ?? 0
             locked { _ = framebuffers.removeValue(forKey: fb) }
         case "DRM_IOCTL_GEM_CLOSE", "DRM_IOCTL_MODE_DESTROY_DUMB":
             let handle = u32(call, call.ioctl.name == "DRM_IOCTL_GEM_CLOSE" ? "drm_gem_close.handle" : "drm_mode_destroy_dumb.handle")

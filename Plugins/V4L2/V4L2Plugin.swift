@@ -154,10 +154,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
 
     // MARK: mmap'd buffers changing hands
 
-    private func field(_ call: PlannedCall, _ offset: Int) -> UInt32 {
-        guard let bytes = call.buffers.first, offset + 4 <= bytes.count else { return 0 }
-        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
-    }
+    private func field(_ call: PlannedCall, _ offset: Int) -> UInt32 { call.load(UInt32.self, at: offset) ?? 0 }
 
     private func key(_ type: UInt32, _ index: UInt32) -> UInt64 { UInt64(type) << 32 | UInt64(index) }
 
@@ -166,22 +163,23 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
         guard Int64(field(call, layout.memory)) == layout.memoryMMAP else { return [] }
         let type = field(call, layout.type)
         if Self.multiplanar.contains(type) {
-            // m.planes points at the planes region: the pointer slot at m in the argument says which.
-            guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.m }),
-                  slot.target < call.buffers.count else { return [] }
-            let planes = call.buffers[slot.target]
-            let count = min(Int(field(call, layout.length)), planes.count / layout.planeSize)
-            return (0..<count).map { i in
-                planes.withUnsafeBytes { raw -> Range<UInt64> in
-                    let base = i * layout.planeSize
-                    let offset = UInt64(raw.loadUnaligned(fromByteOffset: base + layout.planeOffset, as: UInt32.self))
-                    let length = UInt64(raw.loadUnaligned(fromByteOffset: base + layout.planeLength, as: UInt32.self))
-                    return offset..<(offset + length)
-                }
+            guard let planes = planes(of: call) else { return [] }
+            return (0..<planes.count).map { i in
+                let base = i * layout.planeSize
+                let offset = UInt64(call.load(UInt32.self, at: base + layout.planeOffset, region: planes.region) ?? 0)
+                let length = UInt64(call.load(UInt32.self, at: base + layout.planeLength, region: planes.region) ?? 0)
+                return offset..<(offset + length)
             }
         }
         let offset = UInt64(field(call, layout.m)), length = UInt64(field(call, layout.length))
         return [offset..<(offset + length)]
+    }
+
+    /// A multi-planar buffer's planes: m.planes points at their region (the pointer slot at m says which).
+    private func planes(of call: PlannedCall) -> (region: Int, count: Int)? {
+        guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.m }),
+              slot.target < call.buffers.count else { return nil }
+        return (slot.target, min(Int(field(call, layout.length)), call.buffers[slot.target].count / layout.planeSize))
     }
 
     func ioctlCompleted(_ call: PlannedCall, result: Int64) {
@@ -247,20 +245,20 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
         // One (region, offset of the address, offset of bytesused) per plane.
         var places: [(region: Int, pointer: Int, used: Int)] = []
         if Self.multiplanar.contains(type) {
-            guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.m }),
-                  slot.target < call.buffers.count else { return }
-            let count = min(Int(field(call, layout.length)), call.buffers[slot.target].count / layout.planeSize)
-            places = (0..<count).map { (slot.target, $0 * layout.planeSize + layout.planeOffset, $0 * layout.planeSize + layout.planeBytesUsed) }
+            guard let planes = planes(of: call) else { return }
+            places = (0..<planes.count).map {
+                (planes.region, $0 * layout.planeSize + layout.planeOffset, $0 * layout.planeSize + layout.planeBytesUsed)
+            }
         } else {
             places = [(0, layout.m, layout.bytesUsed)]
         }
         locked {
-            for place in places where place.pointer + 8 <= call.buffers[place.region].count {
-                let held = call.buffers[place.region].withUnsafeBytes { $0.loadUnaligned(fromByteOffset: place.pointer, as: UInt64.self) }
-                guard let (guest, buffer) = lent.first(where: { UInt64(UInt(bitPattern: $0.value.baseAddress)) == held }) else { continue }
+            for place in places {
+                guard let held = call.load(UInt64.self, at: place.pointer, region: place.region),
+                      let (guest, buffer) = lent.first(where: { UInt64(UInt(bitPattern: $0.value.baseAddress)) == held }) else { continue }
                 call.buffers[place.region].withUnsafeMutableBytes { $0.storeBytes(of: guest, toByteOffset: place.pointer, as: UInt64.self) }
                 if captured {
-                    let used = call.buffers[place.region].withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: place.used, as: UInt32.self)) }
+                    let used = Int(call.load(UInt32.self, at: place.used, region: place.region) ?? 0)
                     written.append((guest, UnsafeRawBufferPointer(rebasing: buffer[0..<min(used, buffer.count)])))
                 }
             }

@@ -102,6 +102,13 @@ public final class PlannedCall: @unchecked Sendable {
 
     /// Bytes to copy back into each region after the call (0 for in-only regions).
     /// Capacity arrays copy back min(count before, count after) elements.
+    /// An integer of a region's bytes (after the call, the driver's answer), or nil outside them: what
+    /// plug-ins read of a call.
+    public func load<T: FixedWidthInteger>(_ type: T.Type, at offset: Int, region: Int = 0) -> T? {
+        guard region < buffers.count, offset >= 0, offset + MemoryLayout<T>.size <= buffers[region].count else { return nil }
+        return buffers[region].withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
+    }
+
     public func copyOutLengths() -> [Int] {
         plan.regions.enumerated().map { index, region in
             guard region.direction.writes else { return 0 }

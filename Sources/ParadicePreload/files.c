@@ -210,78 +210,77 @@ static void normalize(const char *path, char *out, size_t size) {
     if (length == 0 && size > 1) { out[0] = '/'; out[1] = 0; }
 }
 
+/* Calls `match` on each entry of a colon-separated list (an entry too long for it is skipped) until one
+ * matches. */
+static int any_entry(const char *list, int (*match)(const char *entry, void *context), void *context) {
+    char entry[512];
+    while (list && *list) {
+        const char *end = strchr(list, ':');
+        size_t n = end ? (size_t)(end - list) : strlen(list);
+        if (n < sizeof entry) {
+            memcpy(entry, list, n);
+            entry[n] = 0;
+            if (match(entry, context)) return 1;
+        }
+        list = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+struct renaming { const char *path; char *target; size_t size; };
+
+/* "guest=backend": the backend's name for `path`. */
+static int renames(const char *entry, void *context) {
+    struct renaming *r = context;
+    const char *eq = strchr(entry, '=');
+    if (!eq || (size_t)(eq - entry) != strlen(r->path) || strncmp(entry, r->path, (size_t)(eq - entry)) != 0) return 0;
+    snprintf(r->target, r->size, "%s", eq + 1);
+    return 1;
+}
+
+struct candidate { const char *normal; const char *path; };
+
+/* A tree ("/sys/", everything below it: the backend checks where the path really leads) or a pattern. */
+static int exports(const char *pattern, void *context) {
+    const struct candidate *c = context;
+    size_t n = strlen(pattern);
+    if (n > 1 && pattern[n - 1] == '/')
+        return strncmp(c->normal, pattern, n) == 0 || (strncmp(c->normal, pattern, n - 1) == 0 && c->normal[n - 1] == 0);
+    return fnmatch(pattern, c->path, FNM_PATHNAME) == 0;
+}
+
 /* PARADICE_MAP="guest=backend:…" renames; PARADICE_FORWARD="pattern:…" says what goes to the backend. */
 int pd_forwarded_path(const char *path, char *backend_path, size_t size) {
     if (!path || path[0] != '/') return 0;
-    const char *mapped = path;
-    const char *map = getenv("PARADICE_MAP");
-    char pair[512];
     static __thread char target[512];
-    while (map && *map) {
-        const char *end = strchr(map, ':');
-        size_t n = end ? (size_t)(end - map) : strlen(map);
-        if (n < sizeof pair) {
-            memcpy(pair, map, n);
-            pair[n] = 0;
-            char *eq = strchr(pair, '=');
-            if (eq) {
-                *eq = 0;
-                if (strcmp(pair, path) == 0) {
-                    snprintf(target, sizeof target, "%s", eq + 1);
-                    mapped = target;
-                    break;
-                }
-            }
-        }
-        map = end ? end + 1 : NULL;
-    }
-    const char *forward = getenv("PARADICE_FORWARD");
-    int yes = mapped != path;
-    char pattern[512];
+    struct renaming renaming = { path, target, sizeof target };
+    int renamed = any_entry(getenv("PARADICE_MAP"), renames, &renaming);
+    const char *mapped = renamed ? target : path;
     char normal[512];
     normalize(mapped, normal, sizeof normal);
-    while (!yes && forward && *forward) {
-        const char *end = strchr(forward, ':');
-        size_t n = end ? (size_t)(end - forward) : strlen(forward);
-        if (n < sizeof pattern) {
-            memcpy(pattern, forward, n);
-            pattern[n] = 0;
-            if (n > 1 && pattern[n - 1] == '/') {
-                /* A tree: everything below it (the backend checks where the path really leads). */
-                if (strncmp(normal, pattern, n) == 0 || (strncmp(normal, pattern, n - 1) == 0 && normal[n - 1] == 0)) yes = 1;
-            } else if (fnmatch(pattern, mapped, FNM_PATHNAME) == 0) {
-                yes = 1;
-            }
-        }
-        forward = end ? end + 1 : NULL;
-    }
+    struct candidate candidate = { normal, mapped };
+    int yes = renamed || any_entry(getenv("PARADICE_FORWARD"), exports, &candidate);
     if (yes) snprintf(backend_path, size, "%s", mapped);
     return yes;
+}
+
+/* Whether `pattern` names its nodes in the folder `context` ("/dev/dri/card*" in "/dev/dri"). */
+static int holds_nodes(const char *pattern, void *context) {
+    const char *folder = context;
+    size_t length = strlen(folder);
+    const char *slash = strrchr(pattern, '/');
+    return slash && (size_t)(slash - pattern) == length && length > 1 && strncmp(pattern, folder, length) == 0
+        && strcspn(pattern, "*?[") > length;
 }
 
 /* The folder that holds exported device nodes (for a pattern "/dev/dri/card*", "/dev/dri") when this machine lacks it:
  * the backend's, so that libraries that look for the folder before the node (libdrm) find it. */
 int pd_device_directory(const char *path, char *backend_path, size_t size) {
-    const char *forward = getenv("PARADICE_FORWARD");
-    if (!path || path[0] != '/' || !forward) return 0;
-    char normal[512], pattern[512];
+    if (!path || path[0] != '/') return 0;
+    char normal[512];
     normalize(path, normal, sizeof normal);
-    size_t length = strlen(normal);
-    int yes = 0;
-    while (!yes && *forward) {
-        const char *end = strchr(forward, ':');
-        size_t n = end ? (size_t)(end - forward) : strlen(forward);
-        if (n < sizeof pattern) {
-            memcpy(pattern, forward, n);
-            pattern[n] = 0;
-            const char *slash = strrchr(pattern, '/');
-            if (slash && (size_t)(slash - pattern) == length && length > 1 && strncmp(pattern, normal, length) == 0
-                && strcspn(pattern, "*?[") > length)
-                yes = 1;
-        }
-        forward = end ? forward + n + 1 : forward + n;
-    }
-    if (!yes || access(normal, F_OK) == 0 || errno != ENOENT) return 0;   /* access: not one we redo */
+    if (!any_entry(getenv("PARADICE_FORWARD"), holds_nodes, normal)) return 0;
+    if (access(normal, F_OK) == 0 || errno != ENOENT) return 0;   /* access: not one we redo */
     snprintf(backend_path, size, "%s", normal);
     return 1;
 }

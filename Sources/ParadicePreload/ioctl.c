@@ -57,6 +57,17 @@ static int add_region(struct region **regions, int *count, uint64_t address, uin
     return 0;
 }
 
+/* The pointer at `address` in the bytes gathered so far, or 0. */
+static uint64_t gathered_pointer(const struct region *regions, int count, uint64_t address) {
+    for (int i = 0; i < count; i++) {
+        if (address < regions[i].address || address + 8 > regions[i].address + regions[i].length) continue;
+        uint64_t value;
+        memcpy(&value, regions[i].bytes + (address - regions[i].address), 8);
+        return value;
+    }
+    return 0;
+}
+
 /* Where the argument (as gathered) holds `address` as a pointer, or -1. */
 static int pointer_in_argument(const struct region *regions, int count, uint64_t argument, uint64_t address) {
     for (int i = 0; i < count; i++) {
@@ -107,21 +118,21 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
         pthread_mutex_lock(&shapes_lock);
         struct shape known = shapes[command % SHAPES];
         pthread_mutex_unlock(&shapes_lock);
-        if (known.command == command)
+        if (known.command == command) {
             for (int i = 0; i < known.parts; i++) {
                 if (known.via[i] < 0) {
                     if (add_region(&regions, &count, argument + known.offset[i], known.length[i]) != 0) break;
                     continue;
                 }
-                uint64_t target = 0;
-                if (read_self(argument + (uint64_t)known.via[i], &target, sizeof target) == 0 && target != 0)
-                    (void)add_region(&regions, &count, target, known.length[i]);   /* unreadable: the backend asks */
+                uint64_t target = gathered_pointer(regions, count, argument + (uint64_t)known.via[i]);
+                if (target != 0) (void)add_region(&regions, &count, target, known.length[i]);   /* unreadable: the backend asks */
             }
-        /* A sync point (a page flip, a queued output buffer): every page of this file's mirrors that changed
-           goes with the request, a superset of what the backend wants, so it need not ask. */
-        if (known.command == command && known.mirrors) {
-            changeCount += pd_mirror_file_changes(&changes, f->handle);
-            pulled = 1;
+            /* A sync point (a page flip, a queued output buffer): every page of this file's mirrors that
+               changed goes with the request, a superset of what the backend wants, so it need not ask. */
+            if (known.mirrors) {
+                changeCount += pd_mirror_file_changes(&changes, f->handle);
+                pulled = 1;
+            }
         }
     }
 

@@ -81,12 +81,12 @@ struct V4L2 {
         // into an emulated CPU (~1 ms); when that loop runs slower than vivid's frames the queue drains
         // and vivid completes the buffer in between. Only those checks may differ, and each one that
         // does is reported; every other difference fails.
-        let raced = { (failures: [String]) in failures.filter { $0.hasPrefix("fail: v4l2-test-buffers.cpp(237") } }
+        let isRace = { (line: String) in line.hasPrefix("fail: v4l2-test-buffers.cpp(237") }   // lines 2370-2379
+        let raced = { (failures: [String]) in failures.filter(isRace) }
         let racedTests = raced(forwarded.failures).count - raced(native.failures).count
         let steady = { (failures: [String]) in
             failures.enumerated().filter { index, line in
-                !line.hasPrefix("fail: v4l2-test-buffers.cpp(237")
-                    && !(line == "test Requests: FAIL" && index > 0 && failures[index - 1].hasPrefix("fail: v4l2-test-buffers.cpp(237"))
+                !isRace(line) && !(line == "test Requests: FAIL" && index > 0 && isRace(failures[index - 1]))
             }.map(\.element)
         }
         #expect(steady(forwarded.failures) == steady(native.failures))

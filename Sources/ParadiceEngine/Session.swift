@@ -161,9 +161,10 @@ final class Session: @unchecked Sendable {
         }
         guard let token else { return }
         let started = Semaphore()
+        let work = PendingWork(body)
         let thread = startThread { [self] in
             started.wait()
-            body()
+            work.run()
             lock.withLock { _ = workers.removeValue(forKey: token) }
         }
         lock.withLock { workers[token] = thread }
@@ -491,6 +492,18 @@ final class Session: @unchecked Sendable {
         guard file(frame.handle) != nil else { return fail(frame.request, EBADF) }
         watcher.watch(frame.handle, events: Int16(truncatingIfNeeded: request.events), persistent: false)
         reply(frame.request, result: 0)
+    }
+}
+
+/// A worker's call, dropped as soon as it has run: what it holds (its open file) is released before the
+/// session counts the worker finished, so a session torn down after its workers (at PD_BYE) has closed
+/// the device by then, not whenever the thread's closure happens to go.
+final class PendingWork: @unchecked Sendable {
+    private var body: (@Sendable () -> Void)?
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    func run() {
+        body?()
+        body = nil
     }
 }
 

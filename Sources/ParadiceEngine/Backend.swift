@@ -44,6 +44,8 @@ public final class Backend: @unchecked Sendable {
     let plugins: [String: any DevicePlugin]
     let logger: Logger
     public private(set) var listeners: [Listener] = []
+    /// Threads for the driver calls that may sleep, shared by every session.
+    let workers = WorkerPool()
     private let sessionsLock = Lock()
     private var sessions: [UInt32: Session] = [:]
     private var nextSession: UInt32 = 1

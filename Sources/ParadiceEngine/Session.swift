@@ -19,7 +19,8 @@ final class Session: @unchecked Sendable {
     let lock = Lock()
     /// Shared with the sessions of forked children that joined it.
     private(set) var handles = HandleTable()
-    private var workers: [UInt64: pthread_t] = [:]
+    /// The calls on worker threads, with the thread once one runs it.
+    private var workers: [UInt64: pthread_t?] = [:]
     private var nextWorker: UInt64 = 0
     private(set) var cancelled = false
     /// The request of the guest's PD_BYE: answered once its files are released.
@@ -62,10 +63,10 @@ final class Session: @unchecked Sendable {
         lock.withLock { cancelled = true }
         watcher.stop()
         // Interrupt workers blocked in driver calls until every one has returned.
-        // A worker leaves the table, under the lock, before its thread ends: signalling under the lock
-        // never reaches a thread that is gone.
+        // A worker leaves the table, under the lock, before its thread ends or takes other work:
+        // signalling under the lock never reaches a thread that is gone or busy elsewhere.
         while lock.withLock({ () -> Bool in
-            for thread in workers.values { pthread_kill(thread, interruptSignal) }
+            for case let thread? in workers.values { pthread_kill(thread, interruptSignal) }
             return !workers.isEmpty
         }) {
             usleep(1000)
@@ -151,24 +152,31 @@ final class Session: @unchecked Sendable {
         do { try socket.sendRaw(encoded) } catch { socket.shutdownBoth() }
     }
 
-    /// Runs an operation that may sleep in the driver on its own thread, so that this guest's other
-    /// requests and every other guest go on. The thread is interrupted if the guest goes away.
+    /// Runs an operation that may sleep in the driver on a thread of the backend's pool, so that this
+    /// guest's other requests and every other guest go on. The thread is interrupted if the guest goes away.
     func offload(_ body: @escaping @Sendable () -> Void) {
+        // The call counts as running from now: a teardown waits for it even before a thread takes it.
         let token: UInt64? = lock.withLock {
             guard !cancelled else { return nil }
             nextWorker &+= 1
+            workers.updateValue(nil, forKey: nextWorker)
             return nextWorker
         }
         guard let token else { return }
-        let started = Semaphore()
         let work = PendingWork(body)
-        let thread = startThread { [self] in
-            started.wait()
-            work.run()
-            lock.withLock { _ = workers.removeValue(forKey: token) }
+        backend.workers.run { [self] in
+            let go = lock.withLock { () -> Bool in
+                if !cancelled { workers[token] = pthread_self() }
+                return !cancelled
+            }
+            if go { work.run() } else { work.drop() }
+            // Only a cancelled session signals its workers: a thread that saw no cancellation here was
+            // never signalled, and is given the next call.
+            return lock.withLock {
+                workers.removeValue(forKey: token)
+                return !cancelled
+            }
         }
-        lock.withLock { workers[token] = thread }
-        started.signal()
     }
 
     /// One driver call and its errno. Never repeated on EINTR: the only signal the backend sends itself
@@ -505,35 +513,6 @@ final class PendingWork: @unchecked Sendable {
         body?()
         body = nil
     }
-}
 
-/// A counting semaphore on a mutex and condition.
-final class Semaphore: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
-    private var count = 0
-
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&condition)
-        pthread_mutex_destroy(&mutex)
-    }
-
-    func signal() {
-        pthread_mutex_lock(&mutex)
-        count += 1
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
-    }
-
-    func wait() {
-        pthread_mutex_lock(&mutex)
-        while count == 0 { pthread_cond_wait(&condition, &mutex) }
-        count -= 1
-        pthread_mutex_unlock(&mutex)
-    }
+    func drop() { body = nil }
 }

@@ -68,7 +68,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceEngineTests",
-            dependencies: ["ParadiceClient", "CParadice"],
+            dependencies: ["ParadiceClient", "CParadice", "ParadiceEngine"],
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
         .testTarget(

@@ -48,7 +48,7 @@ final class BackendProcess: @unchecked Sendable {
             process.arguments = arguments
         }
         process.standardOutput = output
-        FileManager.default.createFile(atPath: folder + "/backend.log", contents: nil)
+        _ = FileManager.default.createFile(atPath: folder + "/backend.log", contents: nil)
         errors = FileHandle(forWritingAtPath: folder + "/backend.log")!
         process.standardError = errors
         try process.run()

@@ -13,17 +13,25 @@ import ParadiceSpec
 public final class ALSAPlugin: DevicePlugin {
     public static let name = "alsa"
 
+    private let layouts = SpecDerived(ALSALayout.init)
+
     public init() {}
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
         let name = file.path.split(separator: "/").last ?? ""
-        guard name.hasPrefix("pcmC"), let layout = ALSALayout(file.specs) else { return nil }
+        guard name.hasPrefix("pcmC"), let layout = layouts(file.specs) else { return nil }
         return PCMFile(layout: layout, capture: name.hasSuffix("c"))
     }
 }
 
+/// The ioctls the plug-in acts on.
+enum ALSAIoctl: String, CaseIterable, Sendable {
+    case hwParams = "SNDRV_PCM_IOCTL_HW_PARAMS", hwFree = "SNDRV_PCM_IOCTL_HW_FREE", syncPointers = "SNDRV_PCM_IOCTL_SYNC_PTR"
+}
+
 /// Offsets and numbers from the verified spec.
-struct ALSALayout {
+struct ALSALayout: Sendable {
+    let ioctls: IoctlKinds<ALSAIoctl>
     let intervals, intervalSize, intervalMin: Int             // snd_pcm_hw_params.intervals[], snd_interval.min
     let sampleBits, frameBits, channels: Int                  // indices into intervals[]
     let statusOffset: UInt64                                  // the lowest status/control mmap offset
@@ -38,6 +46,7 @@ struct ALSALayout {
         else { return nil }
         let pages = ["STATUS_OLD", "CONTROL_OLD", "STATUS_NEW", "CONTROL_NEW"].compactMap { constant("SNDRV_PCM_MMAP_OFFSET_" + $0) }
         guard pages.count == 4 else { return nil }
+        ioctls = IoctlKinds(specs)
         (self.intervals, intervalSize, intervalMin) = (intervals, interval.size, min)
         (self.sampleBits, self.frameBits, self.channels) = (Int(sampleBits - first), Int(frameBits - first), Int(channels - first))
         statusOffset = UInt64(pages.min()!)
@@ -72,8 +81,8 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
     }
 
     func ioctlCompleted(_ call: PlannedCall, result: Int64) {
-        switch call.ioctl.name {
-        case "SNDRV_PCM_IOCTL_HW_PARAMS":
+        switch layout.ioctls(call) {
+        case .hwParams?:
             // The driver leaves one value in each interval; a failed HW_PARAMS leaves the stream unset.
             func interval(_ index: Int) -> Int64? {
                 call.load(UInt32.self, at: layout.intervals + index * layout.intervalSize + layout.intervalMin).map(Int64.init)
@@ -84,7 +93,7 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
                 found = (f, s, c)
             }
             locked { negotiated = found }
-        case "SNDRV_PCM_IOCTL_HW_FREE" where result >= 0:
+        case .hwFree? where result >= 0:
             locked { negotiated = nil }
         default:
             break
@@ -100,10 +109,10 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
     private var data: [Range<UInt64>] { [0..<layout.statusOffset] }
 
     func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
-        !capture && call.ioctl.name == "SNDRV_PCM_IOCTL_SYNC_PTR" ? data : []
+        !capture && layout.ioctls(call) == .syncPointers ? data : []
     }
 
     func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
-        capture && result >= 0 && call.ioctl.name == "SNDRV_PCM_IOCTL_SYNC_PTR" ? data : []
+        capture && result >= 0 && layout.ioctls(call) == .syncPointers ? data : []
     }
 }

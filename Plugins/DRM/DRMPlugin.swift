@@ -13,41 +13,54 @@ import ParadiceSpec
 /// they are the backend's own file's, read, passed and held as a local program's would be.
 public final class DRMPlugin: DevicePlugin {
     public static let name = "drm"
+    private let layouts = SpecDerived(DRMLayout.init)
 
     public init() {}
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
-        guard let layout = DRMLayout(file.specs) else { return nil }
-        return DRMFile(layout: layout)
+        layouts(file.specs).map(DRMFile.init)
     }
 }
 
+/// The ioctls the plug-in acts on.
+enum DRMIoctl: String, CaseIterable, Sendable {
+    case mapDumb = "DRM_IOCTL_MODE_MAP_DUMB", destroyDumb = "DRM_IOCTL_MODE_DESTROY_DUMB", gemClose = "DRM_IOCTL_GEM_CLOSE"
+    case addFB = "DRM_IOCTL_MODE_ADDFB", addFB2 = "DRM_IOCTL_MODE_ADDFB2", removeFB = "DRM_IOCTL_MODE_RMFB"
+    case setCRTC = "DRM_IOCTL_MODE_SETCRTC", pageFlip = "DRM_IOCTL_MODE_PAGE_FLIP", dirtyFB = "DRM_IOCTL_MODE_DIRTYFB"
+    case setPlane = "DRM_IOCTL_MODE_SETPLANE", cursor = "DRM_IOCTL_MODE_CURSOR", cursor2 = "DRM_IOCTL_MODE_CURSOR2"
+    case primeExport = "DRM_IOCTL_PRIME_HANDLE_TO_FD", atomic = "DRM_IOCTL_MODE_ATOMIC"
+}
+
 /// Field offsets from the verified specs, so that nothing here restates the header.
-struct DRMLayout {
-    let offsets: [String: Int]
+struct DRMLayout: Sendable {
+    let ioctls: IoctlKinds<DRMIoctl>
+    let mapDumbHandle, mapDumbOffset, destroyDumbHandle, gemCloseHandle: Int
+    let fbID, fbHandle, fb2ID, fb2Handles: Int                       // drm_mode_fb_cmd, drm_mode_fb_cmd2
+    let crtcFB, pageFlipFB, dirtyFB, planeFB: Int
+    let cursorFlags, cursorHandle, cursor2Flags, cursor2Handle: Int
+    let primeHandle, atomicValues: Int
     let cursorBO: UInt32
 
-    private static let needed = [
-        "drm_mode_map_dumb.handle", "drm_mode_map_dumb.offset", "drm_mode_destroy_dumb.handle", "drm_gem_close.handle",
-        "drm_mode_fb_cmd.fb_id", "drm_mode_fb_cmd.handle", "drm_mode_fb_cmd2.fb_id", "drm_mode_fb_cmd2.handles",
-        "drm_mode_crtc.fb_id", "drm_mode_crtc_page_flip.fb_id", "drm_mode_fb_dirty_cmd.fb_id", "drm_mode_set_plane.fb_id",
-        "drm_mode_cursor.flags", "drm_mode_cursor.handle", "drm_mode_cursor2.flags", "drm_mode_cursor2.handle",
-        "drm_prime_handle_export.handle", "drm_mode_atomic.prop_values_ptr",
-    ]
-
     init?(_ specs: SpecSet) {
-        var offsets: [String: Int] = [:]
-        for name in Self.needed {
-            let parts = name.split(separator: ".", maxSplits: 1).map(String.init)
-            guard let found = specs.offset(of: parts[1], in: parts[0]) else { return nil }
-            offsets[name] = found
-        }
-        guard let bo = try? specs.constantValue("DRM_MODE_CURSOR_BO") else { return nil }
-        self.offsets = offsets
-        cursorBO = UInt32(bo)
+        func offset(_ record: String, _ field: String) -> Int? { specs.offset(of: field, in: record) }
+        guard let mapDumbHandle = offset("drm_mode_map_dumb", "handle"), let mapDumbOffset = offset("drm_mode_map_dumb", "offset"),
+              let destroyDumbHandle = offset("drm_mode_destroy_dumb", "handle"), let gemCloseHandle = offset("drm_gem_close", "handle"),
+              let fbID = offset("drm_mode_fb_cmd", "fb_id"), let fbHandle = offset("drm_mode_fb_cmd", "handle"),
+              let fb2ID = offset("drm_mode_fb_cmd2", "fb_id"), let fb2Handles = offset("drm_mode_fb_cmd2", "handles"),
+              let crtcFB = offset("drm_mode_crtc", "fb_id"), let pageFlipFB = offset("drm_mode_crtc_page_flip", "fb_id"),
+              let dirtyFB = offset("drm_mode_fb_dirty_cmd", "fb_id"), let planeFB = offset("drm_mode_set_plane", "fb_id"),
+              let cursorFlags = offset("drm_mode_cursor", "flags"), let cursorHandle = offset("drm_mode_cursor", "handle"),
+              let cursor2Flags = offset("drm_mode_cursor2", "flags"), let cursor2Handle = offset("drm_mode_cursor2", "handle"),
+              let primeHandle = offset("drm_prime_handle_export", "handle"), let atomicValues = offset("drm_mode_atomic", "prop_values_ptr"),
+              let bo = try? specs.constantValue("DRM_MODE_CURSOR_BO")
+        else { return nil }
+        ioctls = IoctlKinds(specs)
+        (self.mapDumbHandle, self.mapDumbOffset, self.destroyDumbHandle, self.gemCloseHandle) = (mapDumbHandle, mapDumbOffset, destroyDumbHandle, gemCloseHandle)
+        (self.fbID, self.fbHandle, self.fb2ID, self.fb2Handles) = (fbID, fbHandle, fb2ID, fb2Handles)
+        (self.crtcFB, self.pageFlipFB, self.dirtyFB, self.planeFB) = (crtcFB, pageFlipFB, dirtyFB, planeFB)
+        (self.cursorFlags, self.cursorHandle, self.cursor2Flags, self.cursor2Handle) = (cursorFlags, cursorHandle, cursor2Flags, cursor2Handle)
+        (self.primeHandle, self.atomicValues, cursorBO) = (primeHandle, atomicValues, UInt32(bo))
     }
-
-    subscript(_ name: String) -> Int { offsets[name]! }
 }
 
 final class DRMFile: DeviceFileState, @unchecked Sendable {
@@ -65,29 +78,29 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 
-    private func u32(_ call: PlannedCall, _ field: String, index: Int = 0) -> UInt32 {
-        call.load(UInt32.self, at: layout[field] + 4 * index) ?? 0
+    private func u32(_ call: PlannedCall, _ offset: Int, index: Int = 0) -> UInt32 {
+        call.load(UInt32.self, at: offset + 4 * index) ?? 0
     }
 
     func ioctlCompleted(_ call: PlannedCall, result: Int64) {
         guard result >= 0 else { return }
-        switch call.ioctl.name {
-        case "DRM_IOCTL_MODE_MAP_DUMB":
-            guard let offset = call.load(UInt64.self, at: layout["drm_mode_map_dumb.offset"]) else { return }
-            let handle = u32(call, "drm_mode_map_dumb.handle")
+        switch layout.ioctls(call) {
+        case .mapDumb?:
+            guard let offset = call.load(UInt64.self, at: layout.mapDumbOffset) else { return }
+            let handle = u32(call, layout.mapDumbHandle)
             locked { offsets[handle] = offset }
-        case "DRM_IOCTL_MODE_ADDFB":
-            let handle = u32(call, "drm_mode_fb_cmd.handle"), fb = u32(call, "drm_mode_fb_cmd.fb_id")
+        case .addFB?:
+            let handle = u32(call, layout.fbHandle), fb = u32(call, layout.fbID)
             locked { framebuffers[fb] = [handle] }
-        case "DRM_IOCTL_MODE_ADDFB2":
-            let handles = (0..<4).map { u32(call, "drm_mode_fb_cmd2.handles", index: $0) }.filter { $0 != 0 }
-            let fb = u32(call, "drm_mode_fb_cmd2.fb_id")
+        case .addFB2?:
+            let handles = (0..<4).map { u32(call, layout.fb2Handles, index: $0) }.filter { $0 != 0 }
+            let fb = u32(call, layout.fb2ID)
             locked { framebuffers[fb] = handles }
-        case "DRM_IOCTL_MODE_RMFB":
+        case .removeFB?:
             let fb = call.load(UInt32.self, at: 0) ?? 0
             locked { _ = framebuffers.removeValue(forKey: fb) }
-        case "DRM_IOCTL_GEM_CLOSE", "DRM_IOCTL_MODE_DESTROY_DUMB":
-            let handle = u32(call, call.ioctl.name == "DRM_IOCTL_GEM_CLOSE" ? "drm_gem_close.handle" : "drm_mode_destroy_dumb.handle")
+        case .gemClose?, .destroyDumb?:
+            let handle = u32(call, layout.ioctls(call) == .gemClose ? layout.gemCloseHandle : layout.destroyDumbHandle)
             locked { _ = offsets.removeValue(forKey: handle) }
         default:
             break
@@ -97,35 +110,35 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
     /// The device offsets of the buffers behind these handles, as far as the guest mapped them.
     private func ranges(_ handles: [UInt32]) -> [Range<UInt64>] {
         locked {
-            handles.compactMap { h in
+            mapped.isEmpty ? [] : handles.compactMap { h in
                 guard let offset = offsets[h], let length = mapped[offset] else { return nil }
                 return offset..<(offset + length)
             }
         }
     }
 
-    private func framebuffer(_ call: PlannedCall, _ field: String) -> [Range<UInt64>] {
+    private func framebuffer(_ call: PlannedCall, _ field: Int) -> [Range<UInt64>] {
         let fb = u32(call, field)
         return ranges(locked { framebuffers[fb] ?? [] })
     }
 
     func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
-        switch call.ioctl.name {
-        case "DRM_IOCTL_MODE_ADDFB": return ranges([u32(call, "drm_mode_fb_cmd.handle")])
-        case "DRM_IOCTL_MODE_ADDFB2": return ranges((0..<4).map { u32(call, "drm_mode_fb_cmd2.handles", index: $0) })
-        case "DRM_IOCTL_MODE_SETCRTC": return framebuffer(call, "drm_mode_crtc.fb_id")
-        case "DRM_IOCTL_MODE_PAGE_FLIP": return framebuffer(call, "drm_mode_crtc_page_flip.fb_id")
-        case "DRM_IOCTL_MODE_DIRTYFB": return framebuffer(call, "drm_mode_fb_dirty_cmd.fb_id")
-        case "DRM_IOCTL_MODE_SETPLANE": return framebuffer(call, "drm_mode_set_plane.fb_id")
-        case "DRM_IOCTL_MODE_CURSOR", "DRM_IOCTL_MODE_CURSOR2":
-            let record = call.ioctl.name == "DRM_IOCTL_MODE_CURSOR" ? "drm_mode_cursor" : "drm_mode_cursor2"
-            guard u32(call, record + ".flags") & layout.cursorBO != 0 else { return [] }
-            return ranges([u32(call, record + ".handle")])
-        case "DRM_IOCTL_PRIME_HANDLE_TO_FD": return ranges([u32(call, "drm_prime_handle_export.handle")])
-        case "DRM_IOCTL_MODE_ATOMIC":
+        switch layout.ioctls(call) {
+        case .addFB?: return ranges([u32(call, layout.fbHandle)])
+        case .addFB2?: return ranges((0..<4).map { u32(call, layout.fb2Handles, index: $0) })
+        case .setCRTC?: return framebuffer(call, layout.crtcFB)
+        case .pageFlip?: return framebuffer(call, layout.pageFlipFB)
+        case .dirtyFB?: return framebuffer(call, layout.dirtyFB)
+        case .setPlane?: return framebuffer(call, layout.planeFB)
+        case .cursor?:
+            return u32(call, layout.cursorFlags) & layout.cursorBO != 0 ? ranges([u32(call, layout.cursorHandle)]) : []
+        case .cursor2?:
+            return u32(call, layout.cursor2Flags) & layout.cursorBO != 0 ? ranges([u32(call, layout.cursor2Handle)]) : []
+        case .primeExport?: return ranges([u32(call, layout.primeHandle)])
+        case .atomic?:
             // Which values are FB_IDs depends on property ids the spec cannot know: any value that names
             // one of this file's framebuffers is taken for one (at worst a buffer is synced early).
-            guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout["drm_mode_atomic.prop_values_ptr"] }),
+            guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.atomicValues }),
                   slot.target < call.buffers.count else { return [] }
             let values = call.buffers[slot.target].withUnsafeBytes { raw in
                 (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }

@@ -12,16 +12,25 @@ import ParadiceSpec
 public final class V4L2Plugin: DevicePlugin {
     public static let name = "v4l2"
 
+    private let layouts = SpecDerived(V4L2Layout.init)
+
     public init() {}
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
-        guard let layout = V4L2Layout(file.specs) else { return nil }
+        guard let layout = layouts(file.specs) else { return nil }
         return V4L2File(file: file, layout: layout)
     }
 }
 
+/// The ioctls the plug-in acts on.
+enum V4L2Ioctl: String, CaseIterable, Sendable {
+    case requestBuffers = "VIDIOC_REQBUFS", queryBuffer = "VIDIOC_QUERYBUF", queue = "VIDIOC_QBUF"
+    case dequeue = "VIDIOC_DQBUF", prepare = "VIDIOC_PREPARE_BUF"
+}
+
 /// Offsets and numbers from the verified specs, so that nothing here restates the header.
-struct V4L2Layout {
+struct V4L2Layout: Sendable {
+    let ioctls: IoctlKinds<V4L2Ioctl>
     let type, index, memory, length, m, bytesUsed: Int        // in struct v4l2_buffer
     let planeSize, planeLength, planeOffset, planeBytesUsed: Int   // in struct v4l2_plane (m.mem_offset)
     let queryExtCtrl: UInt32, queryExtCtrlSize, controlID, controlFlags: Int
@@ -52,6 +61,7 @@ struct V4L2Layout {
               let clips = offset("v4l2_format_get", "fmt.win.clips"), let clipCount = offset("v4l2_format_get", "fmt.win.clipcount"),
               let bitmap = offset("v4l2_format_get", "fmt.win.bitmap")
         else { return nil }
+        ioctls = IoctlKinds(specs)
         (self.getFormat, formatSize, self.formatType, windowWidth, windowHeight) = (getFormat, format.size, formatType, width, height)
         (windowClips, windowClipCount, windowBitmap) = (clips, clipCount, bitmap)
         (self.type, self.index, self.memory, self.length, self.m, self.bytesUsed) = (type, index, memory, length, m, bytesUsed)
@@ -183,8 +193,8 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     }
 
     func ioctlCompleted(_ call: PlannedCall, result: Int64) {
-        if call.ioctl.name == "VIDIOC_REQBUFS" && result >= 0 { releaseLent() }
-        guard result >= 0, ["VIDIOC_QUERYBUF", "VIDIOC_QBUF", "VIDIOC_DQBUF", "VIDIOC_PREPARE_BUF"].contains(call.ioctl.name) else { return }
+        guard result >= 0, let ioctl = layout.ioctls(call) else { return }
+        if ioctl == .requestBuffers { return releaseLent() }
         if Int64(field(call, layout.memory)) == layout.memoryUserPointer { return reportUserPointers(call) }
         let found = ranges(of: call)
         guard !found.isEmpty else { return }
@@ -193,7 +203,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     }
 
     func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
-        guard call.ioctl.name == "VIDIOC_QBUF" || call.ioctl.name == "VIDIOC_PREPARE_BUF",
+        guard layout.ioctls(call) == .queue || layout.ioctls(call) == .prepare,
               Self.output.contains(field(call, layout.type)), Int64(field(call, layout.memory)) == layout.memoryMMAP
         else { return [] }
         let k = key(field(call, layout.type), field(call, layout.index))
@@ -201,7 +211,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     }
 
     func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
-        guard result >= 0, call.ioctl.name == "VIDIOC_DQBUF", Self.capture.contains(field(call, layout.type)) else { return [] }
+        guard result >= 0, layout.ioctls(call) == .dequeue, Self.capture.contains(field(call, layout.type)) else { return [] }
         return ranges(of: call)
     }
 
@@ -240,7 +250,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// buffer the frame goes to the guest's buffer.
     private func reportUserPointers(_ call: PlannedCall) {
         let type = field(call, layout.type)
-        let captured = call.ioctl.name == "VIDIOC_DQBUF" && Self.capture.contains(type)
+        let captured = layout.ioctls(call) == .dequeue && Self.capture.contains(type)
         var written: [(address: UInt64, bytes: UnsafeRawBufferPointer)] = []
         // One (region, offset of the address, offset of bytesused) per plane.
         var places: [(region: Int, pointer: Int, used: Int)] = []

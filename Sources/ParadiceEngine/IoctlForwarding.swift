@@ -116,7 +116,7 @@ extension Session {
     private func execute(_ call: PlannedCall, on file: OpenFile, request: UInt32) {
         let plan = call.plan
         if plan.regions.count <= 1 && plan.pointers.isEmpty && plan.descriptors.isEmpty && !call.hasCopyOutRules
-            && !plan.returnsDescriptor && file.state == nil
+            && !plan.returnsDescriptor
         {
             return executeBlock(call, on: file, request: request)
         }
@@ -235,14 +235,6 @@ extension Session {
             while regionBytes.count % 8 != 0 { regionBytes.append(0) }
             regionCount += 1
         }
-        // Guest memory the plug-in says this call filled (a frame in a lent buffer).
-        for write in file.state?.guestWrites(after: call, result: Int64(r)) ?? [] where write.bytes.count > 0 {
-            var header = pd_region(address: write.address, length: UInt32(write.bytes.count), reserved: 0)
-            withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
-            regionBytes.append(contentsOf: write.bytes)
-            while regionBytes.count % 8 != 0 { regionBytes.append(0) }
-            regionCount += 1
-        }
         var result = Int64(r)
         var flags: UInt32 = 0
         if plan.returnsDescriptor && r >= 0 {
@@ -252,10 +244,29 @@ extension Session {
             result = Int64(register(created))
             flags |= PD_DONE_RESULT_HANDLE
         }
-        // What the guest's mirrors must show after this call, if the plug-in says so.
-        let pushes = mappingRanges(of: file, file.state?.mappedToGuest(after: call, result: Int64(r)) ?? [])
+        replyIoctl(request, call: call, file: file, result: result, error: r < 0 ? e : 0, flags: flags,
+                   regionCount: regionCount, regionBytes: &regionBytes, newSlots: newSlots)
+    }
+
+    /// An ioctl's reply: the regions written back, then what the plug-in adds (guest memory it says the
+    /// call filled, mirror contents the guest must see).
+    fileprivate func replyIoctl(_ request: UInt32, call: PlannedCall, file: OpenFile, result: Int64, error: Int32, flags: UInt32,
+                                regionCount: UInt32, regionBytes: inout [UInt8], newSlots: [pd_slot]) {
+        var regionCount = regionCount
+        var pushes: [(id: UInt32, mapping: DeviceMapping, offset: Int, length: Int)] = []
+        if let state = file.state {
+            let r = error == 0 ? call.result ?? result : -1
+            for write in state.guestWrites(after: call, result: r) where write.bytes.count > 0 {
+                var header = pd_region(address: write.address, length: UInt32(write.bytes.count), reserved: 0)
+                withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
+                regionBytes.append(contentsOf: write.bytes)
+                while regionBytes.count % 8 != 0 { regionBytes.append(0) }
+                regionCount += 1
+            }
+            pushes = mappingRanges(of: file, state.mappedToGuest(after: call, result: r))
+        }
         var output = BodyWriter(capacity: 32 + regionBytes.count + 16 * newSlots.count + pushes.reduce(0) { $0 + $1.length + 24 })
-        output.append(pd_reply(result: r < 0 ? -1 : result, error: r < 0 ? e : 0, reserved: 0))
+        output.append(pd_reply(result: error != 0 ? -1 : result, error: error, reserved: 0))
         output.append(pd_ioctl_done(region_count: regionCount, slot_count: UInt32(newSlots.count), flags: flags,
                                     mapping_count: UInt32(pushes.count)))
         output.append(bytes: regionBytes)
@@ -291,15 +302,24 @@ extension Session {
             if r < 0 { logger.debug("ioctl failed", metadata: ["ioctl": "\(plan.ioctl)", "errno": "\(e)"]) }
             // Written back: the block on success; on failure only what the guest sent both ways.
             let back = region.map { $0.direction.writes && (r >= 0 || $0.direction.reads) } ?? false
-            var output = BodyWriter(capacity: 56 + length)
-            output.append(pd_reply(result: r < 0 ? -1 : Int64(r), error: r < 0 ? e : 0, reserved: 0))
-            output.append(pd_ioctl_done(region_count: back ? 1 : 0, slot_count: 0, flags: 0, mapping_count: 0))
-            if back, let region {
-                output.append(pd_region(address: region.address, length: UInt32(length), reserved: 0))
-                output.append(UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
-                output.pad()
+            if let state = file.state {
+                // The plug-in reads the driver's answer.
+                if let region, region.direction.writes {
+                    call.buffers[0] = Array(UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
+                }
+                call.result = Int64(r)
+                state.ioctlCompleted(call, result: Int64(r))
             }
-            send(output.frame(op: PD_REPLY.code, request: request))
+            var regionBytes = [UInt8]()
+            if back, let region {
+                regionBytes.reserveCapacity(MemoryLayout<pd_region>.size + length + 8)
+                var header = pd_region(address: region.address, length: UInt32(length), reserved: 0)
+                withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
+                regionBytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
+                while regionBytes.count % 8 != 0 { regionBytes.append(0) }
+            }
+            replyIoctl(request, call: call, file: file, result: Int64(r), error: r < 0 ? e : 0, flags: 0,
+                       regionCount: back ? 1 : 0, regionBytes: &regionBytes, newSlots: [])
         }
     }
 }

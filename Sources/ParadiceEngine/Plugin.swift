@@ -60,3 +60,39 @@ extension DeviceFileState {
     public func lend(guestAddress: UInt64, length: Int, for call: PlannedCall) -> UnsafeMutableRawBufferPointer? { nil }
     public func guestWrites(after call: PlannedCall, result: Int64) -> [(address: UInt64, bytes: UnsafeRawBufferPointer)] { [] }
 }
+
+/// The ioctls a plug-in acts on, named by the cases of `Kind` (raw values are the specs' names) and found
+/// in the specs once. At each call the plug-in then asks `kinds(call)`, one lookup by the ioctl's
+/// identity, where comparing names would cost a string comparison per name, every call.
+public struct IoctlKinds<Kind: RawRepresentable & CaseIterable & Sendable>: Sendable where Kind.RawValue == String {
+    private let kinds: [ObjectIdentifier: Kind]
+
+    public init(_ specs: SpecSet) {
+        var kinds: [ObjectIdentifier: Kind] = [:]
+        for ioctl in specs.ioctls {
+            if let kind = Kind(rawValue: ioctl.name) { kinds[ObjectIdentifier(ioctl)] = kind }
+        }
+        self.kinds = kinds
+    }
+
+    public func callAsFunction(_ call: PlannedCall) -> Kind? { kinds[ObjectIdentifier(call.ioctl)] }
+}
+
+/// What a plug-in derives from the specs (offsets, numbers, its ioctls), made at the first open and kept:
+/// every file of the backend reads the same specs.
+public final class SpecDerived<Value>: @unchecked Sendable {
+    private let make: (SpecSet) -> Value?
+    private let lock = Lock()
+    private var made: (specs: ObjectIdentifier, value: Value?)?
+
+    public init(_ make: @escaping (SpecSet) -> Value?) { self.make = make }
+
+    public func callAsFunction(_ specs: SpecSet) -> Value? {
+        lock.withLock {
+            if let made, made.specs == ObjectIdentifier(specs) { return made.value }
+            let value = make(specs)
+            made = (ObjectIdentifier(specs), value)
+            return value
+        }
+    }
+}

@@ -315,7 +315,12 @@ extension Session {
                 regionBytes.reserveCapacity(MemoryLayout<pd_region>.size + length + 8)
                 var header = pd_region(address: region.address, length: UInt32(length), reserved: 0)
                 withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
-                regionBytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
+                if file.state != nil {
+                    // As the plug-in left it: it may show the guest its own values (V4L2's user pointers).
+                    regionBytes.append(contentsOf: call.buffers[0].prefix(length))
+                } else {
+                    regionBytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
+                }
                 while regionBytes.count % 8 != 0 { regionBytes.append(0) }
             }
             replyIoctl(request, call: call, file: file, result: Int64(r), error: r < 0 ? e : 0, flags: 0,

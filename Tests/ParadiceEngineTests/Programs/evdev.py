@@ -184,6 +184,9 @@ def hold(node, folder, name):
     p = select.poll()
     p.register(fd, select.POLLIN)
     out("poll:", masks(p.poll(30000)))
+    # The keyboard writes its events one by one: the poll wakes at the first packet's SYN_REPORT, so the
+    # read waits for the packets of the same command to be there, however fast the wake-up was.
+    time.sleep(0.5)
     read(fd, 24 * 64)
     touch("%s/%s.read" % (folder, name))
     wait_for("%s/%s.exit" % (folder, name))

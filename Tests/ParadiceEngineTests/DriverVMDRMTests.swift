@@ -172,22 +172,35 @@ struct DRM {
     }
 
     /// vkms (card2) completes a flip at its next 60 Hz vblank, so the native rate is a display's and not the
-    /// syscall speed: forwarded flips, three round trips each, must keep up with it.
+    /// syscall speed: forwarded flips, three round trips each, must keep up with it. Native runs come before
+    /// and after the forwarded one, and the forwarded rate is compared with theirs. On a shared host the VM
+    /// itself falls behind 60 Hz at times: an attempt that fails while the VM did not hold 90 % of the
+    /// refresh rate natively, or while the host's CPU time was being stolen, is taken again.
     @Test func vkmsPageFlipRateIsWithinTwentyPercentOfNative() throws {
         let vm = try DriverVM.require()
         let listing = try vm.native("modetest -M vkms -c -p")
         let pipe = try #require(kmsPipe(listing.output), "\(listing.output)")
-        let command = "sleep 8 | modetest -M vkms -s \(pipe.connector)@\(pipe.crtc):\(pipe.mode) -v 2>&1"
-        let nativeRun = try vm.native(command, timeout: 120)
-        let forwardedRun = try vm.forwarded(["sh", "-c", command], timeout: 120)
-        let native = flipRates(nativeRun.output), forwarded = flipRates(forwardedRun.output)
-        print("vkms page flips, modetest -v for 8 s at \(pipe.mode): native median \(median(native)) Hz over "
-              + "\(native.count) reports, forwarded median \(median(forwarded)) Hz over \(forwarded.count) reports")
+        let command = "sleep 10 | modetest -M vkms -s \(pipe.connector)@\(pipe.crtc):\(pipe.mode) -v 2>&1"
+        typealias Attempt = (native: [[Double]], forwarded: [Double], outputs: [String])
+        let within = { (a: Attempt) in
+            let native = median(a.native.flatMap { $0 })
+            return a.forwarded.count >= 3 && abs(median(a.forwarded) - native) <= 0.2 * native
+        }
+        let (native, forwarded, outputs) = try unlessTheHostWasBusy(
+            "vkms page flips", failed: { !within($0) }, disturbed: { $0.native.contains { median($0) < 54 } }
+        ) { () throws -> Attempt in
+            let before = try vm.native(command, timeout: 120)
+            let through = try vm.forwarded(["sh", "-c", command], timeout: 120)
+            let after = try vm.native(command, timeout: 120)
+            return ([flipRates(before.output), flipRates(after.output)], flipRates(through.output), [before.output, through.output, after.output])
+        }
+        let nativeRates = native.flatMap { $0 }
+        print("vkms page flips, modetest -v for 10 s at \(pipe.mode): native median \(median(nativeRates)) Hz over "
+              + "\(nativeRates.count) reports (before and after), forwarded median \(median(forwarded)) Hz over \(forwarded.count) reports")
         // The vblank clock paces native flips: about 60 Hz, not the thousands virtio-gpu allows.
-        #expect(native.count >= 3 && median(native) > 45 && median(native) < 75, "\(nativeRun.output)")
-        #expect(forwarded.count >= 3, "\(forwardedRun.output)")
-        #expect(abs(median(forwarded) - median(native)) <= 0.2 * median(native),
-                "native \(median(native)) Hz, forwarded \(median(forwarded)) Hz")
+        #expect(nativeRates.count >= 8 && median(nativeRates) > 40 && median(nativeRates) < 75, "\(outputs)")
+        #expect(forwarded.count >= 3, "\(outputs)")
+        #expect(within((native, forwarded, outputs)), "native \(native) Hz, forwarded \(forwarded) Hz")
     }
 
     /// Dumb buffers kept mapped: the device has the program's pixels at ADDFB, SETCRTC, DIRTYFB and PAGE_FLIP;

@@ -131,13 +131,16 @@ fi
 # --- paradice-backend ----------------------------------------------------------------------------------------
 # run.sh puts the host-built backend (a --static-swift-stdlib build: it needs only glibc, libstdc++ and
 # libgcc_s, which the host /usr provides) and the repo's Specs/ into the share. Its log is /share/backend.log,
-# i.e. a file in the VM's share folder on the host.
+# i.e. a file in the VM's share folder on the host. Every plug-in of the project is on, and sysfs is
+# readable (what libdrm and v4l-utils read to identify a device): without a class's plug-in its calls
+# that need one are refused, which no client in the VM should meet by default.
 started=0
 if [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/paradice-backend ]; then
   set -f                                             # the device globs are for the backend, not this shell
   hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 --specs /share/Specs \
     --device /dev/video0 --device '/dev/video*' --device '/dev/v4l-subdev*' --device '/dev/media*' \
     --device '/dev/dri/*' --device '/dev/snd/*' --device '/dev/input/event*' --device /dev/uinput \
+    --plugins v4l2,evdev,alsa,drm,kvm --tree /sys \
     $(cat /share/backend-extra-args 2>/dev/null) > /share/backend.log 2>&1 < /dev/null &
   bpid=$!
   set +f

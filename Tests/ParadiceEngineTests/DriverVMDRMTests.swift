@@ -180,7 +180,7 @@ struct DRM {
         let vm = try DriverVM.require()
         let listing = try vm.native("modetest -M vkms -c -p")
         let pipe = try #require(kmsPipe(listing.output), "\(listing.output)")
-        let command = "sleep 10 | modetest -M vkms -s \(pipe.connector)@\(pipe.crtc):\(pipe.mode) -v 2>&1"
+        let command = "sleep 12 | modetest -M vkms -s \(pipe.connector)@\(pipe.crtc):\(pipe.mode) -v 2>&1"
         typealias Attempt = (native: [[Double]], forwarded: [Double], outputs: [String])
         let within = { (a: Attempt) in
             let native = median(a.native.flatMap { $0 })
@@ -195,10 +195,11 @@ struct DRM {
             return ([flipRates(before.output), flipRates(after.output)], flipRates(through.output), [before.output, through.output, after.output])
         }
         let nativeRates = native.flatMap { $0 }
-        print("vkms page flips, modetest -v for 10 s at \(pipe.mode): native median \(median(nativeRates)) Hz over "
+        print("vkms page flips, modetest -v for 12 s at \(pipe.mode): native median \(median(nativeRates)) Hz over "
               + "\(nativeRates.count) reports (before and after), forwarded median \(median(forwarded)) Hz over \(forwarded.count) reports")
-        // The vblank clock paces native flips: about 60 Hz, not the thousands virtio-gpu allows.
-        #expect(nativeRates.count >= 8 && median(nativeRates) > 40 && median(nativeRates) < 75, "\(outputs)")
+        // The vblank clock paces native flips: at most 60 Hz, not the thousands virtio-gpu allows (a busy host
+        // slows the VM below it).
+        #expect(nativeRates.count >= 8 && median(nativeRates) > 30 && median(nativeRates) < 75, "\(outputs)")
         #expect(forwarded.count >= 3, "\(outputs)")
         #expect(within((native, forwarded, outputs)), "native \(native) Hz, forwarded \(forwarded) Hz")
     }

@@ -99,8 +99,11 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
         case .removeFB?:
             let fb = call.load(UInt32.self, at: 0) ?? 0
             locked { _ = framebuffers.removeValue(forKey: fb) }
-        case .gemClose?, .destroyDumb?:
-            let handle = u32(call, layout.ioctls(call) == .gemClose ? layout.gemCloseHandle : layout.destroyDumbHandle)
+        case .gemClose?:
+            let handle = u32(call, layout.gemCloseHandle)
+            locked { _ = offsets.removeValue(forKey: handle) }
+        case .destroyDumb?:
+            let handle = u32(call, layout.destroyDumbHandle)
             locked { _ = offsets.removeValue(forKey: handle) }
         default:
             break

@@ -203,7 +203,8 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     }
 
     func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
-        guard layout.ioctls(call) == .queue || layout.ioctls(call) == .prepare,
+        let kind = layout.ioctls(call)
+        guard kind == .queue || kind == .prepare,
               Self.output.contains(field(call, layout.type)), Int64(field(call, layout.memory)) == layout.memoryMMAP
         else { return [] }
         let k = key(field(call, layout.type), field(call, layout.index))

@@ -44,6 +44,14 @@ uint32_t pd_session_token(void) {
 
 static int event_reader_started;
 
+/* A pushed readiness event: it reaches the forwarded file's placeholder, then the frame is freed. */
+static void deliver_event(struct pd_frame *f) {
+    struct pd_event e = { 0 };
+    if (f->header.length >= sizeof e) memcpy(&e, f->body, sizeof e);
+    pd_event(f->header.handle, (short)e.revents);
+    pd_frame_free(f);
+}
+
 void pd_log(const char *format, ...) {
     char line[512];
     va_list ap;
@@ -293,7 +301,15 @@ int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *requ
             errno = EIO;
             return -1;
         }
-        if (f.header.op == PD_EVENT) { pd_frame_free(&f); pthread_cond_broadcast(&conn.cond); continue; }
+        if (f.header.op == PD_EVENT) {
+            /* Whichever thread reads delivers the event: until the event reader has taken over the
+             * socket, a caller waiting for its reply may be the one that reads a watch's event. */
+            pthread_mutex_unlock(&conn.lock);
+            deliver_event(&f);
+            pthread_mutex_lock(&conn.lock);
+            pthread_cond_broadcast(&conn.cond);
+            continue;
+        }
         if (f.header.request == id) {
             pthread_cond_broadcast(&conn.cond);
             pthread_mutex_unlock(&conn.lock);
@@ -323,10 +339,7 @@ static void *event_reader(void *unused) {
         struct pd_frame f = { .descriptor = -1 };
         int r = read_frame(fd, &f);
         if (r == 0 && f.header.op == PD_EVENT) {
-            struct pd_event e = { 0 };
-            if (f.header.length >= sizeof e) memcpy(&e, f.body, sizeof e);
-            pd_event(f.header.handle, (short)e.revents);
-            pd_frame_free(&f);
+            deliver_event(&f);
             pthread_mutex_lock(&conn.lock);
             continue;
         }

@@ -31,9 +31,11 @@ extension Session {
         var reader = BodyReader(frame.body)
         let request = try reader.read(pd_ioctl.self)
         var gathered: [(address: UInt64, bytes: ArraySlice<UInt8>)] = []
+        var named: [(address: UInt64, length: Int)] = []   // out regions the frontend lets the call write
         gathered.reserveCapacity(Int(request.region_count))
         for _ in 0..<request.region_count {
             let region = try reader.read(pd_region.self)
+            if region.reserved & PD_REGION_OUT != 0 { named.append((region.address, Int(region.length))); continue }
             gathered.append((region.address, try reader.readBytes(Int(region.length))))
             reader.skipPadding()
         }
@@ -73,6 +75,16 @@ extension Session {
             return fail(frame.request, EINVAL)
         }
 
+        // The frontend writes back only regions its request carried (docs/protocol.md, "Trust"): one the call
+        // may write that it neither sent nor named, it is asked to name.
+        let unnamed = call.plan.regions.filter { region in
+            region.direction.writes && region.length > 0
+                && !covered(region.address, region.length, gathered.map { ($0.address, $0.bytes.count) } + named)
+        }
+        if !unnamed.isEmpty {
+            return need(frame.request, [], slots: [], argumentFD: false, out: unnamed.map { ($0.address, $0.length) })
+        }
+
         // What the device must see of the guest's mirrors before this call, if the plug-in says so.
         let pulls = mappingRanges(of: file, file.state?.mappedToDevice(before: call) ?? [])
         // A frontend that answers with its mirrors sends only what changed since the device last had it.
@@ -102,12 +114,27 @@ extension Session {
         call.plan.blocking ? offload(work) : work()
     }
 
+    /// Whether [address, address + length) lies inside the union of `spans`.
+    private func covered(_ address: UInt64, _ length: Int, _ spans: [(address: UInt64, length: Int)]) -> Bool {
+        var at = address
+        let (end, wraps) = address.addingReportingOverflow(UInt64(length))
+        if wraps { return false }
+        while at < end {
+            guard let span = spans.first(where: { at >= $0.address && at - $0.address < UInt64($0.length) }) else { return false }
+            let (next, top) = span.address.addingReportingOverflow(UInt64(span.length))
+            if top { return true }
+            at = next
+        }
+        return true
+    }
+
     private func need(_ request: UInt32, _ regions: [(address: UInt64, length: Int)], slots: [pd_slot], argumentFD: Bool,
-                      mappings: [pd_mapping_range] = []) {
+                      mappings: [pd_mapping_range] = [], out: [(address: UInt64, length: Int)] = []) {
         var w = BodyWriter()
-        w.append(pd_need(region_count: UInt32(regions.count), slot_count: UInt32(slots.count),
+        w.append(pd_need(region_count: UInt32(regions.count + out.count), slot_count: UInt32(slots.count),
                          flags: argumentFD ? PD_NEED_ARGUMENT_FD : 0, mapping_count: UInt32(mappings.count)))
         for r in regions { w.append(pd_region(address: r.address, length: UInt32(r.length), reserved: 0)) }
+        for r in out { w.append(pd_region(address: r.address, length: UInt32(r.length), reserved: PD_REGION_OUT)) }
         for s in slots { w.append(s) }
         for m in mappings { w.append(m) }
         send(w.frame(op: PD_NEED.code, request: request))

@@ -2,6 +2,7 @@
  * reads the socket for all of them (a lone caller never changes threads). */
 #include "shim.h"
 #include "cparadice.h"
+#include "parse.h"
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -204,15 +205,18 @@ int pd_connect(void) {
     const char *name = program_invocation_short_name;
     pd_buffer_append(&b, name, strlen(name));
     struct pd_frame reply = { .descriptor = -1 };
-    int ok = finish_send(fd, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(fd, &reply) == 0
-             && reply.header.op == PD_REPLY && reply.header.length >= sizeof(struct pd_hello_reply);
+    int ok = finish_send(fd, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(fd, &reply) == 0 && reply.header.op == PD_REPLY;
     pd_buffer_free(&b);
     if (ok) {
         struct pd_hello_reply hr;
-        memcpy(&hr, reply.body, sizeof hr);
-        ok = hr.magic == PD_MAGIC && hr.major == PD_VERSION_MAJOR;
-        conn.session = hr.session;
-        conn.token = hr.token;
+        const char *why = NULL;
+        ok = pd_parse_hello(reply.body, reply.header.length, &hr, &why) == 0;
+        if (ok) {
+            conn.session = hr.session;
+            conn.token = hr.token;
+        } else if (!conn.complained) {
+            pd_log("paradice: the backend at %s: %s", url, why);
+        }
     }
     pd_frame_free(&reply);
     if (!ok) {

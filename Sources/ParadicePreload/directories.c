@@ -50,8 +50,11 @@ ssize_t readlink(const char *path, char *buffer, size_t size) {
     int64_t n = path_call(PD_READLINK, backend, &reply, &data, &length);
     int e = errno;
     if (n >= 0) {
-        n = (size_t)n < size ? n : (int64_t)size;   /* readlink truncates silently */
-        memcpy(buffer, data, (size_t)n);
+        if ((uint64_t)n > length) { n = -1; e = EPROTO; pd_log("paradice: readlink: a reply shorter than its length"); }
+        else {
+            n = (size_t)n < size ? n : (int64_t)size;   /* readlink truncates silently */
+            memcpy(buffer, data, (size_t)n);
+        }
     }
     if (reply.body) pd_frame_free(&reply);
     errno = e;
@@ -68,6 +71,12 @@ DIR *opendir(const char *path) {
     size_t length;
     int64_t count = path_call(PD_LISTDIR, backend, &reply, &data, &length);
     if (count < 0) { int e = errno; if (reply.body) pd_frame_free(&reply); errno = e; return NULL; }
+    if ((uint64_t)count > length / sizeof(struct pd_dirent)) {   /* more entries than the reply holds */
+        pd_log("paradice: opendir: a listing of %lld entries in %zu bytes", (long long)count, length);
+        pd_frame_free(&reply);
+        errno = EPROTO;
+        return NULL;
+    }
     struct remote_dir *d = calloc(1, sizeof *d);
     d->magic = REMOTE_DIR_MAGIC;
     d->entries = calloc((size_t)count + 1, sizeof *d->entries);
@@ -77,6 +86,7 @@ DIR *opendir(const char *path) {
         struct pd_dirent e;
         memcpy(&e, p, sizeof e);
         p += sizeof e;
+        if ((size_t)(data + length - p) < ((size_t)e.name_length + 7) / 8 * 8) break;   /* a name past the reply */
         struct dirent64 *out = &d->entries[d->count++];
         out->d_ino = (ino64_t)(i + 1);
         out->d_type = e.type;

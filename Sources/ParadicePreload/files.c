@@ -2,6 +2,7 @@
  * file is held locally by an eventfd placeholder: a real descriptor number, closed by close/exec like any
  * other, so the program's descriptor bookkeeping stays true. */
 #include "shim.h"
+#include "parse.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -14,142 +15,283 @@
 
 
 #define MAX_FDS 65536
+#define HANDLE_BUCKETS 256
+/* One lock guards the descriptor table, the handle index, and each file's references, event state
+ * (watch, revents, polling, placeholder), flags and lent memory. Nothing blocking runs under it: a
+ * placeholder's close, dup and eventfd reads and writes never block. */
+static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pd_file *table[MAX_FDS];
-static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pd_file *by_handle[HANDLE_BUCKETS];   /* the files with descriptors, chained by handle */
 
-struct pd_file *pd_lookup(int fd) {
+static void index_file(struct pd_file *f) {
+    if (f->indexed) return;
+    struct pd_file **bucket = &by_handle[f->handle % HANDLE_BUCKETS];
+    f->next_by_handle = *bucket;
+    *bucket = f;
+    f->indexed = 1;
+}
+
+static void unindex_file(struct pd_file *f) {
+    if (!f->indexed) return;
+    for (struct pd_file **p = &by_handle[f->handle % HANDLE_BUCKETS]; *p; p = &(*p)->next_by_handle)
+        if (*p == f) { *p = f->next_by_handle; break; }
+    f->indexed = 0;
+}
+
+/* The table no longer has fd naming f: another descriptor of it takes over as placeholder. */
+static void forget_descriptor(struct pd_file *f, int fd) {
+    f->descriptors--;
+    if (f->placeholder != fd) return;
+    f->placeholder = -1;
+    if (f->descriptors > 0)
+        for (int other = 0; other < MAX_FDS; other++) if (table[other] == f) { f->placeholder = other; break; }
+}
+
+static void close_remote(uint32_t handle, int *result) {
+    struct pd_buffer b;
+    pd_buffer_init(&b, 0);
+    struct pd_frame reply = { .descriptor = -1 };
+    if (pd_call(PD_CLOSE, 0, handle, &b, &reply) == 0) {
+        if (pd_reply_result(&reply, NULL, NULL) < 0 && result) *result = -1;
+        pd_frame_free(&reply);
+    }
+    pd_buffer_free(&b);
+}
+
+/* The last reference is gone: the remote file closes (when its session is this process's) and f is freed. */
+static int finish(struct pd_file *f) {
+    int r = 0;
+    if (pd_usable(f)) close_remote(f->handle, &r);
+    if (f->shared >= 0) pd_real.close(f->shared);
+    free(f);
+    return r;
+}
+
+/* Drops one reference; the last runs finish. */
+static int put(struct pd_file *f) {
+    pthread_mutex_lock(&files_lock);
+    int last = --f->refs == 0;
+    if (last) unindex_file(f);
+    pthread_mutex_unlock(&files_lock);
+    return last ? finish(f) : 0;
+}
+
+struct pd_file *pd_get(int fd) {
     if (fd < 0 || fd >= MAX_FDS) return NULL;
-    pthread_mutex_lock(&table_lock);
+    pthread_mutex_lock(&files_lock);
     struct pd_file *f = table[fd];
-    pthread_mutex_unlock(&table_lock);
+    if (f) f->refs++;
+    pthread_mutex_unlock(&files_lock);
     return f;
+}
+
+void pd_put(struct pd_file *f) {
+    int e = errno;   /* the call's errno survives a last put's remote close */
+    (void)put(f);
+    errno = e;
+}
+
+int pd_forwarded(int fd) {
+    if (fd < 0 || fd >= MAX_FDS) return 0;
+    pthread_mutex_lock(&files_lock);
+    int yes = table[fd] != NULL;
+    pthread_mutex_unlock(&files_lock);
+    return yes;
+}
+
+/* Under the lock: fd names f from now on; returns the file it named before (its reference to drop). */
+static struct pd_file *bind_locked(int fd, struct pd_file *f) {
+    struct pd_file *old = table[fd];
+    table[fd] = f;
+    if (old) forget_descriptor(old, fd);
+    if (f) {
+        f->refs++;
+        f->descriptors++;
+        if (f->placeholder < 0) f->placeholder = fd;
+        index_file(f);
+    }
+    return old;
 }
 
 void pd_bind(int fd, struct pd_file *f) {
     if (fd < 0 || fd >= MAX_FDS) return;
-    pthread_mutex_lock(&table_lock);
-    struct pd_file *old = table[fd];
-    table[fd] = f;
-    f->refs++;
-    pthread_mutex_unlock(&table_lock);
-    if (old) {
-        /* dup2 over a forwarded descriptor drops that one. */
-        pthread_mutex_lock(&table_lock);
-        int last = --old->refs == 0;
-        pthread_mutex_unlock(&table_lock);
-        if (last) {
-            if (old->owner == pd_session_token()) {
-                struct pd_buffer b;
-                pd_buffer_init(&b, 0);
-                struct pd_frame reply = { .descriptor = -1 };
-                if (pd_call(PD_CLOSE, 0, old->handle, &b, &reply) == 0) pd_frame_free(&reply);
-                pd_buffer_free(&b);
-            }
-            free(old);
-        }
-    }
+    pthread_mutex_lock(&files_lock);
+    struct pd_file *old = bind_locked(fd, f);
+    pthread_mutex_unlock(&files_lock);
+    if (old) put(old);   /* dup2 over a forwarded descriptor drops that one */
 }
 
 int pd_install(struct pd_file *f, int cloexec) {
     int fd = eventfd(0, EFD_NONBLOCK | (cloexec ? EFD_CLOEXEC : 0));
     if (fd < 0) return -1;
     if (fd >= MAX_FDS) { pd_real.close(fd); errno = EMFILE; return -1; }
-    f->placeholder = fd;
+    f->placeholder = -1;
     pd_bind(fd, f);
     return fd;
 }
 
-void pd_event(uint32_t handle, short revents) {
-    int target = -1;
-    pthread_mutex_lock(&table_lock);
-    for (int fd = 0; fd < MAX_FDS && target < 0; fd++)
-        if (table[fd] && table[fd]->handle == handle && (table[fd]->watch || table[fd]->polling)) {
-            target = table[fd]->placeholder;
-            table[fd]->revents = revents;
-            if (table[fd]->polling & revents & POLLOUT) revents |= POLLIN;   /* a poll waiting to write wakes too */
-        }
-    pthread_mutex_unlock(&table_lock);
-    if (target >= 0 && (revents & (POLLIN | POLLPRI | POLLHUP | POLLERR))) {
-        uint64_t one = 1;
-        ssize_t ignored = pd_real.write(target, &one, sizeof one);
-        (void)ignored;
-    }
+int pd_close_descriptor(int fd) {
+    if (fd < 0 || fd >= MAX_FDS) return pd_real.close(fd);
+    pthread_mutex_lock(&files_lock);
+    struct pd_file *f = bind_locked(fd, NULL);
+    /* Closed while the table still says what it names: an event never reaches a reused number. */
+    pd_real.close(fd);
+    pthread_mutex_unlock(&files_lock);
+    return f ? put(f) : 0;
 }
 
-void pd_rearm(struct pd_file *f) {
-    if (!f->watch || f->owner != pd_session_token()) return;
-    f->revents = 0;
+int pd_dup_onto(int fd, int target, int flags, int three) {
+    if (fd < 0 || fd >= MAX_FDS || target < 0 || target >= MAX_FDS)
+        return three ? pd_real.dup3(fd, target, flags) : pd_real.dup2(fd, target);
+    pthread_mutex_lock(&files_lock);
+    int r = three ? pd_real.dup3(fd, target, flags) : pd_real.dup2(fd, target);
+    int e = errno;
+    struct pd_file *old = NULL;
+    if (r >= 0 && fd != target) old = bind_locked(target, table[fd]);
+    pthread_mutex_unlock(&files_lock);
+    if (old) put(old);
+    errno = e;
+    return r;
+}
+
+void pd_event(uint32_t handle, short revents) {
+    pthread_mutex_lock(&files_lock);
+    for (struct pd_file *f = by_handle[handle % HANDLE_BUCKETS]; f; f = f->next_by_handle) {
+        if (f->handle != handle || !(f->watch || f->polling)) continue;
+        f->revents = revents;
+        if (f->polling & revents & POLLOUT) revents |= POLLIN;   /* a poll waiting to write wakes too */
+        if (f->placeholder >= 0 && (revents & (POLLIN | POLLPRI | POLLHUP | POLLERR))) {
+            uint64_t one = 1;
+            ssize_t ignored = pd_real.write(f->placeholder, &one, sizeof one);   /* non-blocking */
+            (void)ignored;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&files_lock);
+}
+
+/* Under the lock: the placeholder reads as not ready. */
+static void drain_locked(struct pd_file *f) {
+    if (f->placeholder < 0) return;
     uint64_t count;
     ssize_t ignored = pd_real.read(f->placeholder, &count, sizeof count);   /* non-blocking: clears */
     (void)ignored;
+}
+
+static void send_watch(struct pd_file *f, short events, struct pd_frame *reply, int *r) {
     struct pd_buffer b;
     pd_buffer_init(&b, sizeof(struct pd_poll));
-    struct pd_poll p = { f->watch, -1 };
+    struct pd_poll p = { events, -1 };
     pd_buffer_append(&b, &p, sizeof p);
-    struct pd_frame reply = { .descriptor = -1 };
-    if (pd_call(PD_WATCH, 0, f->handle, &b, &reply) == 0) pd_frame_free(&reply);
+    *r = pd_call(PD_WATCH, 0, f->handle, &b, reply);
     pd_buffer_free(&b);
+}
+
+void pd_rearm(struct pd_file *f) {
+    if (f->owner != pd_session_token()) return;
+    pthread_mutex_lock(&files_lock);
+    short watch = f->watch;
+    if (watch) {
+        f->revents = 0;
+        drain_locked(f);
+    }
+    pthread_mutex_unlock(&files_lock);
+    if (!watch) return;
+    struct pd_frame reply = { .descriptor = -1 };
+    int r;
+    send_watch(f, watch, &reply, &r);
+    if (r == 0) pd_frame_free(&reply);
 }
 
 int pd_watch_once(struct pd_file *f, short events) {
     if (!pd_usable(f)) return -1;
     pd_start_event_reader();   /* before the watch: only that thread delivers events */
-    uint64_t count;
-    ssize_t ignored = pd_real.read(f->placeholder, &count, sizeof count);   /* non-blocking: clears */
-    (void)ignored;
+    pthread_mutex_lock(&files_lock);
+    drain_locked(f);
     f->revents = 0;
     f->polling = events;
-    struct pd_buffer b;
-    pd_buffer_init(&b, sizeof(struct pd_poll));
-    struct pd_poll p = { events, -1 };
-    pd_buffer_append(&b, &p, sizeof p);
+    pthread_mutex_unlock(&files_lock);
     struct pd_frame reply = { .descriptor = -1 };
-    int r = pd_call(PD_WATCH, 0, f->handle, &b, &reply);
-    pd_buffer_free(&b);
-    if (r != 0) { f->polling = 0; return -1; }
-    int64_t result = pd_reply_result(&reply, NULL, NULL);
-    pd_frame_free(&reply);
-    if (result < 0) f->polling = 0;
-    return result < 0 ? -1 : 0;
+    int r;
+    send_watch(f, events, &reply, &r);
+    int64_t result = r == 0 ? pd_reply_result(&reply, NULL, NULL) : -1;
+    if (r == 0) pd_frame_free(&reply);
+    if (result < 0) {
+        pthread_mutex_lock(&files_lock);
+        f->polling = 0;
+        pthread_mutex_unlock(&files_lock);
+        return -1;
+    }
+    return 0;
+}
+
+short pd_end_poll(struct pd_file *f) {
+    pthread_mutex_lock(&files_lock);
+    short revents = f->revents;
+    f->polling = 0;
+    pthread_mutex_unlock(&files_lock);
+    return revents;
+}
+
+void pd_set_watch(struct pd_file *f, short events) {
+    pthread_mutex_lock(&files_lock);
+    f->watch = events;
+    pthread_mutex_unlock(&files_lock);
+}
+
+short pd_revents(struct pd_file *f) {
+    pthread_mutex_lock(&files_lock);
+    short revents = f->revents;
+    pthread_mutex_unlock(&files_lock);
+    return revents;
+}
+
+int pd_placeholder(struct pd_file *f) {
+    pthread_mutex_lock(&files_lock);
+    int fd = f->placeholder;
+    pthread_mutex_unlock(&files_lock);
+    return fd;
+}
+
+int pd_file_flags(struct pd_file *f) {
+    pthread_mutex_lock(&files_lock);
+    int flags = f->flags;
+    pthread_mutex_unlock(&files_lock);
+    return flags;
+}
+
+void pd_lend(struct pd_file *f, uint64_t address, uint64_t length) {
+    pthread_mutex_lock(&files_lock);
+    int known = 0;
+    for (int i = 0; i < f->lent_count && !known; i++)
+        if (f->lent[i].address == address && f->lent[i].length >= length) known = 1;
+    if (!known) {
+        f->lent[f->lent_next].address = address;
+        f->lent[f->lent_next].length = length;
+        f->lent_next = (f->lent_next + 1) % PD_LENT_SPANS;
+        if (f->lent_count < PD_LENT_SPANS) f->lent_count++;
+    }
+    pthread_mutex_unlock(&files_lock);
+}
+
+size_t pd_lent_spans(struct pd_file *f, struct pd_span *out, size_t max) {
+    pthread_mutex_lock(&files_lock);
+    size_t n = 0;
+    for (int i = 0; i < f->lent_count && n < max; i++, n++) out[n] = (struct pd_span){ f->lent[i].address, f->lent[i].length };
+    pthread_mutex_unlock(&files_lock);
+    return n;
 }
 
 int pd_adopt_handle(uint32_t handle, int flags) {
     struct pd_file *f = calloc(1, sizeof *f);
+    if (!f) { close_remote(handle, NULL); errno = ENOMEM; return -1; }
     f->handle = handle;
     f->flags = flags;
     f->owner = pd_session_token();
     f->shared = -1;
     int fd = pd_install(f, 0);
-    if (fd < 0) free(f);
+    if (fd < 0) { int e = errno; close_remote(handle, NULL); free(f); errno = e; }
     return fd;
-}
-
-int pd_release(int fd) {
-    if (fd < 0 || fd >= MAX_FDS) return 0;
-    pthread_mutex_lock(&table_lock);
-    struct pd_file *f = table[fd];
-    if (!f) { pthread_mutex_unlock(&table_lock); return 0; }
-    table[fd] = NULL;
-    int last = --f->refs == 0;
-    if (!last && f->placeholder == fd)   /* events go to a descriptor that still names the file */
-        for (int other = 0; other < MAX_FDS; other++) if (table[other] == f) { f->placeholder = other; break; }
-    pthread_mutex_unlock(&table_lock);
-    int r = 0;
-    if (last) {
-        if (pd_usable(f)) {
-            struct pd_buffer b;
-            pd_buffer_init(&b, 0);
-            struct pd_frame reply = { .descriptor = -1 };
-            if (pd_call(PD_CLOSE, 0, f->handle, &b, &reply) == 0) {
-                if (pd_reply_result(&reply, NULL, NULL) < 0) r = -1;
-                pd_frame_free(&reply);
-            }
-            pd_buffer_free(&b);
-        }
-        if (f->shared >= 0) pd_real.close(f->shared);
-        free(f);
-    }
-    return r;
 }
 
 int pd_shared_descriptor(struct pd_file *f) {
@@ -178,7 +320,7 @@ int pd_shared_descriptor(struct pd_file *f) {
 }
 
 int pd_handle_for_fd(int fd, uint32_t *handle) {
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     if (!f) return -1;
     *handle = f->handle;
     return 0;
@@ -300,6 +442,7 @@ int pd_open(const char *path, int flags, mode_t mode) {
     int64_t handle = pd_reply_result(&reply, &data, &length);
     if (handle < 0) { int e = errno; pd_frame_free(&reply); errno = e; return -1; }
     struct pd_file *f = calloc(1, sizeof *f);
+    if (!f) { pd_frame_free(&reply); close_remote((uint32_t)handle, NULL); errno = ENOMEM; return -1; }
     f->handle = (uint32_t)handle;
     f->flags = flags & (O_ACCMODE | O_NONBLOCK | O_APPEND);
     f->owner = pd_session_token();
@@ -312,7 +455,7 @@ int pd_open(const char *path, int flags, mode_t mode) {
     }
     pd_frame_free(&reply);
     int fd = pd_install(f, flags & O_CLOEXEC);
-    if (fd < 0) { int e = errno; f->refs = 1; f->owner = pd_session_token(); pd_release(-1); free(f); errno = e; }
+    if (fd < 0) { int e = errno; close_remote(f->handle, NULL); free(f); errno = e; }   /* no descriptor: the handle goes */
     return fd;
 }
 
@@ -336,8 +479,13 @@ ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, o
     const uint8_t *data;
     size_t length;
     int64_t n = pd_reply_result(&reply, &data, &length);
-    if (n > 0) memcpy(buffer, data, (size_t)n <= length ? (size_t)n : length);
     int e = errno;
+    if (n > 0 && ((uint64_t)n > count || (uint64_t)n > length)) {
+        pd_log("paradice: read: the backend answered %lld bytes for %zu asked, %zu sent", (long long)n, count, length);
+        n = -1;
+        e = EPROTO;
+    }
+    if (n > 0) memcpy(buffer, data, (size_t)n);
     pd_frame_free(&reply);
     pd_rearm(f);
     errno = e;
@@ -357,6 +505,11 @@ ssize_t pd_write(struct pd_file *f, const void *buffer, size_t count, int positi
     if (r != 0) return -1;
     int64_t n = pd_reply_result(&reply, NULL, NULL);
     int e = errno;
+    if (n > 0 && (uint64_t)n > count) {
+        pd_log("paradice: write: the backend answered %lld bytes written of %zu", (long long)n, count);
+        n = -1;
+        e = EPROTO;
+    }
     pd_frame_free(&reply);
     pd_rearm(f);
     errno = e;
@@ -375,8 +528,9 @@ static int64_t simple(struct pd_file *f, uint16_t op, const void *body, size_t l
     const uint8_t *data;
     size_t n;
     int64_t result = pd_reply_result(&reply, &data, &n);
-    if (result >= 0 && out) memcpy(out, data, n < outLength ? n : outLength);
     int e = errno;
+    if (result >= 0 && out && n < outLength) { result = -1; e = EPROTO; pd_log("paradice: a reply shorter than its data"); }
+    if (result >= 0 && out) memcpy(out, data, outLength);
     pd_frame_free(&reply);
     errno = e;
     return result;
@@ -398,7 +552,9 @@ off_t pd_lseek(struct pd_file *f, off_t offset, int whence) {
 int pd_setfl(struct pd_file *f, int flags) {
     struct pd_flags p = { flags, 0 };
     if (simple(f, PD_SETFL, &p, sizeof p, NULL, 0) < 0) return -1;
+    pthread_mutex_lock(&files_lock);
     f->flags = (f->flags & ~(O_NONBLOCK | O_APPEND)) | (flags & (O_NONBLOCK | O_APPEND));
+    pthread_mutex_unlock(&files_lock);
     return 0;
 }
 

@@ -2,6 +2,7 @@
  * scatter what the reply returns. Nothing here knows a device class. */
 #include "shim.h"
 #include "cparadice.h"
+#include "parse.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,7 @@
 struct region {
     uint64_t address;
     uint32_t length;
-    uint8_t *bytes;
+    uint8_t *bytes;    /* NULL: an out region, named (PD_REGION_OUT) but not sent */
 };
 
 struct restore {
@@ -33,6 +34,7 @@ static struct shape {
     uint64_t offset[SHAPE_PARTS];
     uint32_t length[SHAPE_PARTS];
     int via[SHAPE_PARTS];   /* -1: at argument + offset */
+    int out[SHAPE_PARTS];   /* named as written (PD_REGION_OUT), not sent */
     int mirrors;            /* the backend asked for mapped bytes: send the file's changed pages ahead */
 } shapes[SHAPES];
 static pthread_mutex_t shapes_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -47,11 +49,15 @@ static int write_self(uint64_t address, const void *from, size_t length) {
     return paradice_write_process(getpid(), from, (unsigned long)address, length) == (ssize_t)length ? 0 : -1;
 }
 
-static int add_region(struct region **regions, int *count, uint64_t address, uint32_t length) {
+/* Gathers a region (out: only names it), unless one already held covers it. */
+static int add_region(struct region **regions, int *count, uint64_t address, uint32_t length, int out) {
     for (int i = 0; i < *count; i++)
-        if ((*regions)[i].address == address && (*regions)[i].length >= length) return 0;
-    uint8_t *bytes = malloc(length ? length : 1);
-    if (read_self(address, bytes, length) != 0) { free(bytes); errno = EFAULT; return -1; }
+        if ((*regions)[i].address == address && (*regions)[i].length >= length && (out || (*regions)[i].bytes)) return 0;
+    uint8_t *bytes = NULL;
+    if (!out) {
+        bytes = malloc(length ? length : 1);
+        if (read_self(address, bytes, length) != 0) { free(bytes); errno = EFAULT; return -1; }
+    }
     *regions = realloc(*regions, sizeof **regions * (*count + 1));
     (*regions)[(*count)++] = (struct region){ address, length, bytes };
     return 0;
@@ -60,7 +66,7 @@ static int add_region(struct region **regions, int *count, uint64_t address, uin
 /* The pointer at `address` in the bytes gathered so far, or 0. */
 static uint64_t gathered_pointer(const struct region *regions, int count, uint64_t address) {
     for (int i = 0; i < count; i++) {
-        if (address < regions[i].address || address + 8 > regions[i].address + regions[i].length) continue;
+        if (!regions[i].bytes || address < regions[i].address || address + 8 > regions[i].address + regions[i].length) continue;
         uint64_t value;
         memcpy(&value, regions[i].bytes + (address - regions[i].address), 8);
         return value;
@@ -71,7 +77,7 @@ static uint64_t gathered_pointer(const struct region *regions, int count, uint64
 /* Where the argument (as gathered) holds `address` as a pointer, or -1. */
 static int pointer_in_argument(const struct region *regions, int count, uint64_t argument, uint64_t address) {
     for (int i = 0; i < count; i++) {
-        if (regions[i].address != argument) continue;
+        if (regions[i].address != argument || !regions[i].bytes) continue;
         for (uint32_t at = 0; at + 8 <= regions[i].length && at < 4096; at += 8) {
             uint64_t value;
             memcpy(&value, regions[i].bytes + at, 8);
@@ -99,6 +105,27 @@ static void store(uint8_t *p, uint32_t width, int64_t value) {
     memcpy(p, &v, 4);
 }
 
+/* What a reply to this call may write: the regions gathered for it, the memory the program lent the
+ * file, the file's mirrors. */
+struct bounds_storage {
+    struct pd_bounds bounds;
+    struct pd_span *spans;
+    struct pd_mirror_span mirrors[PD_MAX_FILE_MIRRORS];
+};
+
+static void bounds_for(struct bounds_storage *s, struct pd_file *f, const struct region *regions, int count) {
+    s->spans = malloc(sizeof *s->spans * ((size_t)count + PD_LENT_SPANS));
+    uint64_t bytes = 0;
+    for (int i = 0; i < count; i++) {
+        s->spans[i] = (struct pd_span){ regions[i].address, regions[i].length };
+        bytes += regions[i].length;
+    }
+    size_t n = (size_t)count + pd_lent_spans(f, s->spans + count, PD_LENT_SPANS);
+    s->bounds = (struct pd_bounds){ s->spans, n, s->mirrors, pd_mirror_spans(f->handle, s->mirrors, PD_MAX_FILE_MIRRORS), bytes };
+}
+
+static void bounds_free(struct bounds_storage *s) { free(s->spans); }
+
 long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) {
     if (!pd_usable(f)) return -1;
     struct region *regions = NULL;
@@ -121,11 +148,13 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
         if (known.command == command) {
             for (int i = 0; i < known.parts; i++) {
                 if (known.via[i] < 0) {
-                    if (add_region(&regions, &count, argument + known.offset[i], known.length[i]) != 0) break;
+                    if (add_region(&regions, &count, argument + known.offset[i], known.length[i], known.out[i]) != 0) break;
                     continue;
                 }
                 uint64_t target = gathered_pointer(regions, count, argument + (uint64_t)known.via[i]);
-                if (target != 0) (void)add_region(&regions, &count, target, known.length[i]);   /* unreadable: the backend asks */
+                if (target == 0) continue;
+                pd_lend(f, target, known.length[i]);
+                (void)add_region(&regions, &count, target, known.length[i], known.out[i]);   /* unreadable: the backend asks */
             }
             /* A sync point (a page flip, a queued output buffer): every page of this file's mirrors that
                changed goes with the request, a superset of what the backend wants, so it need not ask. */
@@ -138,16 +167,17 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
 
     long result = -1;
     int error = EIO;
-    for (int round = 0; round < 64; round++) {
+    for (int round = 0; round < PD_MAX_NEED_ROUNDS; round++) {
         struct pd_buffer b;
         size_t total = 0;
-        for (int i = 0; i < count; i++) total += sizeof(struct pd_region) + regions[i].length + 8;
+        for (int i = 0; i < count; i++) total += sizeof(struct pd_region) + (regions[i].bytes ? regions[i].length + 8 : 0);
         pd_buffer_init(&b, sizeof(struct pd_ioctl) + total);
         struct pd_ioctl request = { (uint32_t)command, (uint32_t)count, sentArgument };
         pd_buffer_append(&b, &request, sizeof request);
         for (int i = 0; i < count; i++) {
-            struct pd_region r = { regions[i].address, regions[i].length, 0 };
+            struct pd_region r = { regions[i].address, regions[i].length, regions[i].bytes ? 0 : PD_REGION_OUT };
             pd_buffer_append(&b, &r, sizeof r);
+            if (!regions[i].bytes) continue;
             pd_buffer_append(&b, regions[i].bytes, regions[i].length);
             pd_buffer_pad(&b);
         }
@@ -163,37 +193,60 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
         if (r != 0) { error = errno; break; }
 
         if (reply.header.op == PD_NEED) {
-            struct pd_need need;
-            const uint8_t *p = reply.body;
-            if (reply.header.length < sizeof need) { pd_frame_free(&reply); error = EPROTO; break; }
-            memcpy(&need, p, sizeof need);
-            p += sizeof need;
+            if (round + 1 == PD_MAX_NEED_ROUNDS) {
+                pd_frame_free(&reply);
+                pd_log("paradice: ioctl 0x%lx: the backend's PD_NEED rounds did not converge in %d rounds", command, PD_MAX_NEED_ROUNDS);
+                error = EPROTO;
+                break;
+            }
+            struct pd_need_view view;
+            const char *why = NULL;
+            struct bounds_storage bs;
+            bounds_for(&bs, f, regions, count);
+            int bad = pd_parse_need(reply.body, reply.header.length, &bs.bounds, &view, &why);
+            bounds_free(&bs);
+            if (bad) {
+                pd_frame_free(&reply);
+                pd_log("paradice: ioctl 0x%lx: %s", command, why);
+                error = EPROTO;
+                break;
+            }
+            struct pd_need need = view.need;
             int failed = 0;
             for (uint32_t i = 0; i < need.region_count && !failed; i++) {
                 struct pd_region want;
-                memcpy(&want, p, sizeof want);
-                p += sizeof want;
-                if (want.address >= argument && want.address - argument < 65536 && asked.parts < SHAPE_PARTS) {
-                    asked.offset[asked.parts] = want.address - argument;
-                    asked.via[asked.parts] = -1;
-                    asked.length[asked.parts++] = want.length;
-                } else if (asked.parts < SHAPE_PARTS) {
-                    int via = pointer_in_argument(regions, count, argument, want.address);
-                    if (via >= 0) {
-                        asked.offset[asked.parts] = 0;
-                        asked.via[asked.parts] = via;
+                memcpy(&want, view.regions + (size_t)i * sizeof want, sizeof want);
+                int out = (want.reserved & PD_REGION_OUT) != 0;
+                if (want.address >= argument && want.address - argument < 65536) {
+                    if (asked.parts < SHAPE_PARTS) {
+                        asked.offset[asked.parts] = want.address - argument;
+                        asked.via[asked.parts] = -1;
+                        asked.out[asked.parts] = out;
                         asked.length[asked.parts++] = want.length;
                     }
+                } else {
+                    /* Memory behind a pointer: the program hands it to the device, which may keep it
+                       (a USERPTR buffer) and fill it in a later call on this file. */
+                    pd_lend(f, want.address, want.length);
+                    if (asked.parts < SHAPE_PARTS) {
+                        int via = pointer_in_argument(regions, count, argument, want.address);
+                        if (via >= 0) {
+                            asked.offset[asked.parts] = 0;
+                            asked.via[asked.parts] = via;
+                            asked.out[asked.parts] = out;
+                            asked.length[asked.parts++] = want.length;
+                        }
+                    }
                 }
-                if (add_region(&regions, &count, want.address, want.length) != 0) { failed = EFAULT; }
+                if (add_region(&regions, &count, want.address, want.length, out) != 0) { failed = EFAULT; }
             }
             for (uint32_t i = 0; i < need.slot_count && !failed; i++) {
                 struct pd_slot slot;
-                memcpy(&slot, p, sizeof slot);
-                p += sizeof slot;
+                memcpy(&slot, view.slots + (size_t)i * sizeof slot, sizeof slot);
                 for (int k = 0; k < count; k++) {
                     struct region *g = &regions[k];
-                    if (slot.address < g->address || slot.address + slot.width > g->address + g->length) continue;
+                    if (!g->bytes || slot.address < g->address || slot.address - g->address > g->length
+                        || g->length - (slot.address - g->address) < slot.width) continue;
                     uint8_t *at = g->bytes + (slot.address - g->address);
                     int64_t local = load(at, slot.width);
                     /* Already a handle from an earlier round: the restore list knows the original. */
@@ -211,11 +264,9 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             }
             for (uint32_t i = 0; i < need.mapping_count && !failed; i++) {
                 struct pd_mapping_range m;
-                memcpy(&m, p, sizeof m);
-                p += sizeof m;
-                if (!pd_mirror_valid(m.mapping, m.offset, m.length)) { failed = EFAULT; break; }
+                memcpy(&m, view.mappings + (size_t)i * sizeof m, sizeof m);
                 /* Only the pages the program changed since the device last had them. */
-                changeCount += pd_mirror_changes(&changes, m.mapping, m.offset, m.length);
+                changeCount += pd_mirror_changes(&changes, f->handle, m.mapping, m.offset, m.length);
                 pulled = 1;
                 asked.mirrors = 1;
             }
@@ -238,17 +289,26 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
         int callError = value < 0 ? errno : 0;
         if (reply.header.op != PD_REPLY) { pd_frame_free(&reply); error = EPROTO; break; }
         if (length == 0 && value < 0) { pd_frame_free(&reply); error = callError; break; }
-        struct pd_ioctl_done done;
-        const uint8_t *p = data;
-        memcpy(&done, p, sizeof done);
-        p += sizeof done;
+        struct pd_done_view view;
+        const char *why = NULL;
+        struct bounds_storage bs;
+        bounds_for(&bs, f, regions, count);
+        int bad = pd_parse_done(data, length, &bs.bounds, &view, &why);
+        bounds_free(&bs);
+        if (bad) {
+            pd_frame_free(&reply);
+            pd_log("paradice: ioctl 0x%lx: %s", command, why);
+            error = EPROTO;
+            break;
+        }
+        struct pd_ioctl_done done = view.done;
+        const uint8_t *p = view.regions;
         int faulted = 0;
         for (uint32_t i = 0; i < done.region_count; i++) {
             struct pd_region back;
-            memcpy(&back, p, sizeof back);
-            p += sizeof back;
-            if (write_self(back.address, p, back.length) != 0) faulted = 1;
-            p += (back.length + 7) / 8 * 8;
+            const uint8_t *bytes;
+            p = pd_region_entry(p, &back, &bytes);
+            if (write_self(back.address, bytes, back.length) != 0) faulted = 1;
         }
         for (int j = 0; j < restoreCount; j++) {
             /* The program sees its own descriptor number where the driver left the one it was given; a
@@ -259,6 +319,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             store(bytes, restores[j].width, restores[j].value);
             write_self(restores[j].address, bytes, restores[j].width);
         }
+        p = view.slots;
         for (uint32_t i = 0; i < done.slot_count; i++) {
             struct pd_slot slot;
             memcpy(&slot, p, sizeof slot);
@@ -269,7 +330,7 @@ long pd_ioctl(struct pd_file *f, unsigned long command, unsigned long argument) 
             store(bytes, slot.width, fd);
             write_self(slot.address, bytes, slot.width);
         }
-        p = pd_mirror_receive(p, data + length, done.mapping_count);
+        pd_mirror_receive(f->handle, view.mappings, done.mapping_count);
         if (value >= 0 && (done.flags & PD_DONE_RESULT_HANDLE)) value = pd_adopt_handle((uint32_t)value, O_RDWR);
         pd_frame_free(&reply);
         if (faulted && value >= 0) { error = EFAULT; break; }

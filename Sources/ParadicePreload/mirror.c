@@ -4,6 +4,7 @@
  * changed travel to the device (at a sync point, and when a writable shared mirror is unmapped, as a
  * real mapping's stores would have reached the device). */
 #include "shim.h"
+#include "parse.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,46 +24,48 @@ static struct mirror {
 } mirrors[MIRRORS];
 static pthread_mutex_t mirrors_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static struct mirror *find(uint32_t id, uint64_t offset, uint64_t length) {
+/* The mirror `id` of file `handle` this process holds, when [offset, offset + length) lies inside it. */
+static struct mirror *find(uint32_t handle, uint32_t id, uint64_t offset, uint64_t length) {
     for (int i = 0; i < MIRRORS; i++)
-        if (mirrors[i].address && mirrors[i].id == id && mirrors[i].owner == getpid()
+        if (mirrors[i].address && mirrors[i].id == id && mirrors[i].handle == handle && mirrors[i].owner == getpid()
             && offset <= mirrors[i].length && length <= mirrors[i].length - offset)
             return &mirrors[i];
     return NULL;
 }
 
-/* Copies pd_mapping_range + bytes entries (behind a pd_mapping_count) from the backend into mirrors. */
-const uint8_t *pd_mirror_receive(const uint8_t *p, const uint8_t *end, uint32_t count) {
-    for (uint32_t i = 0; i < count && p + sizeof(struct pd_mapping_range) <= end; i++) {
+/* Copies `count` (pd_mapping_range, bytes) entries, checked by pd_parse_mapping_ranges, into the mirrors of
+ * file `handle` (one unmapped since is skipped). */
+void pd_mirror_receive(uint32_t handle, const uint8_t *p, uint32_t count) {
+    for (uint32_t i = 0; i < count; i++) {
         struct pd_mapping_range m;
-        memcpy(&m, p, sizeof m);
-        p += sizeof m;
-        if (p + m.length > end) break;
+        const uint8_t *bytes;
+        p = pd_mapping_entry(p, &m, &bytes);
         pthread_mutex_lock(&mirrors_lock);
-        struct mirror *at = find(m.mapping, m.offset, m.length);
+        struct mirror *at = find(handle, m.mapping, m.offset, m.length);
         if (at) {
-            memcpy(at->address + m.offset, p, m.length);
-            memcpy(at->shadow + m.offset, p, m.length);
+            memcpy(at->address + m.offset, bytes, m.length);
+            memcpy(at->shadow + m.offset, bytes, m.length);
         }
         pthread_mutex_unlock(&mirrors_lock);
-        p += (m.length + 7) / 8 * 8;
     }
-    return p;
 }
 
-int pd_mirror_valid(uint32_t id, uint64_t offset, uint32_t length) {
+size_t pd_mirror_spans(uint32_t handle, struct pd_mirror_span *out, size_t max) {
+    size_t n = 0;
     pthread_mutex_lock(&mirrors_lock);
-    int ok = find(id, offset, length) != NULL;
+    for (int i = 0; i < MIRRORS && n < max; i++)
+        if (mirrors[i].address && mirrors[i].handle == handle && mirrors[i].owner == getpid())
+            out[n++] = (struct pd_mirror_span){ mirrors[i].id, mirrors[i].length };
     pthread_mutex_unlock(&mirrors_lock);
-    return ok;
+    return n;
 }
 
 /* Appends, as pd_mapping_range + bytes entries, the runs of pages in [offset, offset+length) of mirror
  * `id` that differ from its shadow, and takes them as the device's. Returns the number of entries. */
-uint32_t pd_mirror_changes(struct pd_buffer *b, uint32_t id, uint64_t offset, uint64_t length) {
+uint32_t pd_mirror_changes(struct pd_buffer *b, uint32_t handle, uint32_t id, uint64_t offset, uint64_t length) {
     uint32_t entries = 0;
     pthread_mutex_lock(&mirrors_lock);
-    struct mirror *m = find(id, offset, length);
+    struct mirror *m = find(handle, id, offset, length);
     uint64_t end = offset + length;
     for (uint64_t at = offset; m && at < end;) {
         uint64_t next = (at / PAGE + 1) * PAGE < end ? (at / PAGE + 1) * PAGE : end;
@@ -94,7 +97,7 @@ uint32_t pd_mirror_file_changes(struct pd_buffer *b, uint32_t handle) {
         uint32_t id = mirrors[i].id;
         uint64_t length = mirrors[i].length;
         pthread_mutex_unlock(&mirrors_lock);
-        if (ours) entries += pd_mirror_changes(b, id, 0, length);
+        if (ours) entries += pd_mirror_changes(b, handle, id, 0, length);
     }
     return entries;
 }
@@ -130,19 +133,22 @@ void *pd_mirror_map(struct pd_file *f, void *address, size_t length, int protect
     }
     pthread_mutex_unlock(&mirrors_lock);
     free(shadow);   /* no free slot: a mirror that is never synced */
-    /* What the device already holds there, when the plug-in says the mirror starts with it. */
-    if (n >= sizeof(struct pd_mapping_count)) {
-        struct pd_mapping_count count;
-        memcpy(&count, data, sizeof count);
-        pd_mirror_receive(data + sizeof count, data + n, count.count);
-    }
+    /* What the device already holds there, when the plug-in says the mirror starts with it: ranges of
+       this new mapping only. */
+    uint32_t count;
+    const uint8_t *ranges;
+    const char *why;
+    if (pd_parse_mmap_contents(data, n, (uint32_t)id, length, &count, &ranges, &why) == 0)
+        pd_mirror_receive(f->handle, ranges, count);
+    else
+        pd_log("paradice: mmap: %s", why);
     pd_frame_free(&reply);
     return local;
 }
 
 /* 1 when address starts a mirror (its backend mapping is released), 0 otherwise. */
 int pd_mirror_unmap(void *address) {
-    uint32_t id = 0;
+    uint32_t id = 0, handle = 0;
     size_t length = 0;
     int writeback = 0;
     pthread_mutex_lock(&mirrors_lock);
@@ -151,6 +157,7 @@ int pd_mirror_unmap(void *address) {
             id = mirrors[i].id;
             length = mirrors[i].length;
             writeback = mirrors[i].writeback;
+            handle = mirrors[i].handle;
             break;
         }
     }
@@ -164,7 +171,7 @@ int pd_mirror_unmap(void *address) {
     size_t at = b.length;
     struct pd_mapping_count count = { 0, 0 };
     pd_buffer_append(&b, &count, sizeof count);
-    if (writeback) count.count = pd_mirror_changes(&b, id, 0, length);
+    if (writeback) count.count = pd_mirror_changes(&b, handle, id, 0, length);
     memcpy(b.data + at, &count, sizeof count);
     pthread_mutex_lock(&mirrors_lock);
     for (int i = 0; i < MIRRORS; i++) {

@@ -38,47 +38,80 @@ void pd_frame_free(struct pd_frame *f);
 /* For PD_REPLY: the result, or -1 with errno set; data and length: what follows pd_reply. */
 int64_t pd_reply_result(const struct pd_frame *f, const uint8_t **data, size_t *length);
 
-/* A forwarded file, shared by the local descriptors that dup'ed it. */
+/* Memory behind pointers the program handed a file's device (a USERPTR buffer the driver keeps): a later
+ * reply on the file may fill it. The most recent ones are kept. */
+#define PD_LENT_SPANS 64
+/* Mirrors of one file a reply may name. */
+#define PD_MAX_FILE_MIRRORS 256
+struct pd_span;
+struct pd_mirror_span;
+
+/* A forwarded file, shared by the local descriptors that dup'ed it and by the calls using it. Every
+ * field that changes after the file is installed is guarded by the files lock (files.c). */
 struct pd_file {
     uint32_t handle;
-    int refs;
+    int refs;                 /* one per descriptor naming it, one per call using it (pd_get/pd_put) */
+    int descriptors;          /* the descriptors naming it */
     int flags;                /* the open flags the program gave (O_ACCMODE, O_NONBLOCK, O_APPEND) */
     uint32_t mode;            /* st_mode and st_rdev on the backend */
     uint64_t rdev;
     uint32_t owner;           /* the token of the handle table the handle belongs to (shared after fork) */
-    int placeholder;          /* one local descriptor of it: events make it readable for epoll */
+    int placeholder;          /* one local descriptor of it: events make it readable for epoll (-1: none left) */
     short watch;              /* events an epoll set waits for (0: none) */
     short revents;            /* what the backend last said is ready (for epoll_wait's answer) */
     short polling;            /* events a poll over mixed descriptors waits for (0: none) */
     int shared;               /* the device's own descriptor, for mmap on a same-host backend, or -1
                                  (-2: the backend said it keeps it) */
+    struct pd_file *next_by_handle;   /* the handle index's chain */
+    int indexed;
+    struct { uint64_t address, length; } lent[PD_LENT_SPANS];
+    int lent_count, lent_next;
 };
 
-struct pd_file *pd_lookup(int fd);         /* NULL: not forwarded */
+/* The file a descriptor names, held until pd_put (NULL: not forwarded). A close racing the call only
+ * drops the descriptor's reference; the last put closes the file remotely and frees it. */
+struct pd_file *pd_get(int fd);
+void pd_put(struct pd_file *f);
+static inline void pd_put_scoped(struct pd_file **f) { if (*f) pd_put(*f); }
+/* A descriptor's file, held for the enclosing scope. */
+#define PD_HOLD(name, fd) struct pd_file *name __attribute__((cleanup(pd_put_scoped))) = pd_get(fd)
+int pd_forwarded(int fd);                  /* 1 when fd names a forwarded file */
 int pd_usable(struct pd_file *f);          /* 1, or 0 with errno (EIO: a session this process cannot join) */
 int pd_install(struct pd_file *f, int cloexec);   /* a new local descriptor for f, or -1 */
 int pd_adopt_handle(uint32_t handle, int flags);  /* a new local descriptor for a handle the backend made */
 void pd_bind(int fd, struct pd_file *f);   /* fd now also names f (dup) */
-int pd_release(int fd);                    /* fd no longer names its file: closes it remotely when last */
+/* close(fd) of a forwarded descriptor: the local close and the table agree under the files lock; returns
+ * the remote close's result when this was the file's last reference. */
+int pd_close_descriptor(int fd);
+/* dup2/dup3 with the table kept in step (the target may have been forwarded). */
+int pd_dup_onto(int fd, int target, int flags, int three);
 int pd_handle_for_fd(int fd, uint32_t *handle);
+int pd_file_flags(struct pd_file *f);
+void pd_lend(struct pd_file *f, uint64_t address, uint64_t length);
+size_t pd_lent_spans(struct pd_file *f, struct pd_span *out, size_t max);
 
 /* Readiness for epoll: the backend's events mirrored into the placeholder eventfd. */
 void pd_start_event_reader(void);
 void pd_event(uint32_t handle, short revents);
 void pd_rearm(struct pd_file *f);          /* after the program used the file: clear, and watch again */
 int pd_watch_once(struct pd_file *f, short events);   /* a poll's wait: the next event makes the placeholder readable */
+short pd_end_poll(struct pd_file *f);      /* the poll's wait is over: what the last event said */
+void pd_set_watch(struct pd_file *f, short events);   /* an epoll set's interest (0: none) */
+short pd_revents(struct pd_file *f);
+int pd_placeholder(struct pd_file *f);
 
 /* Mirrors of mappings a remote backend holds. */
 void *pd_mirror_map(struct pd_file *f, void *address, size_t length, int protection, int flags, off_t offset,
                     void *(*real_mmap)(void *, size_t, int, int, int, off_t));
 int pd_mirror_unmap(void *address);
-int pd_mirror_valid(uint32_t id, uint64_t offset, uint32_t length);
+/* The mirrors this process holds of file `handle`. */
+size_t pd_mirror_spans(uint32_t handle, struct pd_mirror_span *out, size_t max);
 /* Appends the changed pages of a range as pd_mapping_range + bytes entries; returns their number. */
-uint32_t pd_mirror_changes(struct pd_buffer *b, uint32_t id, uint64_t offset, uint64_t length);
+uint32_t pd_mirror_changes(struct pd_buffer *b, uint32_t handle, uint32_t id, uint64_t offset, uint64_t length);
 /* The same for every mirror of a file (by handle), whole. */
 uint32_t pd_mirror_file_changes(struct pd_buffer *b, uint32_t handle);
-/* Copies `count` pd_mapping_range + bytes entries into the mirrors; returns where they end. */
-const uint8_t *pd_mirror_receive(const uint8_t *p, const uint8_t *end, uint32_t count);
+/* Copies `count` checked pd_mapping_range + bytes entries into the file's mirrors. */
+void pd_mirror_receive(uint32_t handle, const uint8_t *p, uint32_t count);
 
 /* Paths. */
 int pd_forwarded_path(const char *path, char *backend_path, size_t size);   /* 1 when forwarded */

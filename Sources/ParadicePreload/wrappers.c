@@ -64,25 +64,22 @@ int __openat64_2(int dirfd, const char *path, int flags) { return open_common(di
 
 /* stdio on a forwarded device: a cookie stream whose reads and writes are forwarded ones. */
 static ssize_t cookie_read(void *c, char *buffer, size_t size) {
-    struct pd_file *f = pd_lookup((int)(intptr_t)c);
+    PD_HOLD(f, (int)(intptr_t)c);
     return f ? pd_read(f, buffer, size, 0, 0) : -1;
 }
 static ssize_t cookie_write(void *c, const char *buffer, size_t size) {
-    struct pd_file *f = pd_lookup((int)(intptr_t)c);
+    PD_HOLD(f, (int)(intptr_t)c);
     return f ? pd_write(f, buffer, size, 0, 0) : -1;
 }
 static int cookie_seek(void *c, off64_t *offset, int whence) {
-    struct pd_file *f = pd_lookup((int)(intptr_t)c);
+    PD_HOLD(f, (int)(intptr_t)c);
     off_t r = f ? pd_lseek(f, *offset, whence) : -1;
     if (r < 0) return -1;
     *offset = r;
     return 0;
 }
 static int cookie_close(void *c) {
-    int fd = (int)(intptr_t)c;
-    int r = pd_release(fd);
-    pd_real.close(fd);
-    return r;
+    return pd_close_descriptor((int)(intptr_t)c);
 }
 
 static FILE *fopen_common(const char *path, const char *how, const char *symbol) {
@@ -111,11 +108,7 @@ FILE *fopen64(const char *path, const char *how) { return fopen_common(path, how
 
 int close(int fd) {
     pd_resolve_real();
-    if (pd_lookup(fd)) {
-        int r = pd_release(fd);
-        pd_real.close(fd);
-        return r;
-    }
+    if (pd_forwarded(fd)) return pd_close_descriptor(fd);
     return pd_real.close(fd);
 }
 
@@ -123,7 +116,7 @@ int close(int fd) {
 
 ssize_t read(int fd, void *buffer, size_t count) {
     pd_resolve_real();
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     return f ? pd_read(f, buffer, count, 0, 0) : pd_real.read(fd, buffer, count);
 }
 
@@ -134,14 +127,14 @@ ssize_t __read_chk(int fd, void *buffer, size_t count, size_t size) {
 
 ssize_t write(int fd, const void *buffer, size_t count) {
     pd_resolve_real();
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     return f ? pd_write(f, buffer, count, 0, 0) : pd_real.write(fd, buffer, count);
 }
 
 #define POSITIONAL(name, rtype, ptype, pdcall) \
     rtype name(int fd, ptype buffer, size_t count, off_t offset) { \
         REAL(name); \
-        struct pd_file *f = pd_lookup(fd); \
+        PD_HOLD(f, fd); \
         return f ? pdcall(f, buffer, count, 1, offset) : real_##name(fd, buffer, count, offset); \
     }
 POSITIONAL(pread, ssize_t, void *, pd_read)
@@ -151,7 +144,7 @@ POSITIONAL(pwrite64, ssize_t, const void *, pd_write)
 
 ssize_t readv(int fd, const struct iovec *iov, int n) {
     REAL(readv);
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     if (!f) return real_readv(fd, iov, n);
     size_t total = 0;
     for (int i = 0; i < n; i++) total += iov[i].iov_len;
@@ -170,7 +163,7 @@ ssize_t readv(int fd, const struct iovec *iov, int n) {
 
 ssize_t writev(int fd, const struct iovec *iov, int n) {
     REAL(writev);
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     if (!f) return real_writev(fd, iov, n);
     size_t total = 0;
     for (int i = 0; i < n; i++) total += iov[i].iov_len;
@@ -185,13 +178,13 @@ ssize_t writev(int fd, const struct iovec *iov, int n) {
 
 off_t lseek(int fd, off_t offset, int whence) {
     REAL(lseek);
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     return f ? pd_lseek(f, offset, whence) : real_lseek(fd, offset, whence);
 }
 
 off64_t lseek64(int fd, off64_t offset, int whence) {
     REAL(lseek64);
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     return f ? pd_lseek(f, offset, whence) : real_lseek64(fd, offset, whence);
 }
 
@@ -203,14 +196,15 @@ int ioctl(int fd, unsigned long request, ...) {
     unsigned long argument = va_arg(ap, unsigned long);
     va_end(ap);
     pd_resolve_real();
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     if (!f) return pd_real.ioctl(fd, request, argument);
     /* FIONBIO and FIOASYNC change the open file's flags: they are the frontend's, kept in step. */
     if (request == FIONBIO) {
         int on;
         if (!argument || pd_real.ioctl(fd, FIONBIO, argument) != 0) { errno = EFAULT; return -1; }
         memcpy(&on, (void *)argument, sizeof on);
-        return pd_setfl(f, on ? (f->flags | O_NONBLOCK) : (f->flags & ~O_NONBLOCK));
+        int flags = pd_file_flags(f);
+        return pd_setfl(f, on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK));
     }
     return (int)pd_ioctl(f, request, argument);
 }
@@ -218,10 +212,10 @@ int ioctl(int fd, unsigned long request, ...) {
 static int fcntl_common(int fd, int cmd, unsigned long argument, const char *symbol) {
     pd_resolve_real();
     int (*real)(int, int, ...) = symbol ? (int (*)(int, int, ...))next(symbol) : pd_real.fcntl;
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     if (!f) return real(fd, cmd, argument);
     switch (cmd) {
-    case F_GETFL: return f->flags;
+    case F_GETFL: return pd_file_flags(f);
     case F_SETFL: return pd_setfl(f, (int)argument);
     case F_DUPFD:
     case F_DUPFD_CLOEXEC: {
@@ -252,21 +246,15 @@ int fcntl64(int fd, int cmd, ...) {
 
 int dup(int fd) {
     pd_resolve_real();
+    PD_HOLD(f, fd);
     int copy = pd_real.dup(fd);
-    struct pd_file *f = pd_lookup(fd);
     if (copy >= 0 && f) pd_bind(copy, f);
     return copy;
 }
 
 static int dup_to(int fd, int target, int flags, int three) {
     pd_resolve_real();
-    struct pd_file *f = pd_lookup(fd);
-    struct pd_file *old = pd_lookup(target);
-    int r = three ? pd_real.dup3(fd, target, flags) : pd_real.dup2(fd, target);
-    if (r < 0 || fd == target) return r;
-    if (f) pd_bind(target, f);
-    else if (old) { int e = errno; pd_release(target); errno = e; }
-    return r;
+    return pd_dup_onto(fd, target, flags, three);
 }
 
 int dup2(int fd, int target) { return dup_to(fd, target, 0, 0); }
@@ -282,7 +270,7 @@ struct kernel_termios {
 
 int tcgetattr(int fd, struct termios *t) {
     REAL(tcgetattr);
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     if (!f) return real_tcgetattr(fd, t);
     struct kernel_termios k;
     if (pd_ioctl(f, TCGETS, (unsigned long)&k) < 0) return -1;
@@ -299,7 +287,7 @@ int tcgetattr(int fd, struct termios *t) {
 
 int tcsetattr(int fd, int action, const struct termios *t) {
     REAL(tcsetattr);
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     if (!f) return real_tcsetattr(fd, action, t);
     unsigned long command = action == TCSANOW ? TCSETS : action == TCSADRAIN ? TCSETSW : action == TCSAFLUSH ? TCSETSF : 0;
     if (!command) { errno = EINVAL; return -1; }
@@ -315,7 +303,7 @@ int tcsetattr(int fd, int action, const struct termios *t) {
 
 int isatty(int fd) {
     REAL(isatty);
-    if (!pd_lookup(fd)) return real_isatty(fd);
+    if (!pd_forwarded(fd)) return real_isatty(fd);
     struct termios t;
     if (tcgetattr(fd, &t) == 0) return 1;
     errno = ENOTTY;
@@ -327,7 +315,7 @@ int isatty(int fd) {
 #define FSTAT(name, stype) \
     int name(int fd, struct stype *st) { \
         REAL(name); \
-        struct pd_file *f = pd_lookup(fd); \
+        PD_HOLD(f, fd); \
         if (!f) return real_##name(fd, st); \
         struct stat s; \
         if (pd_fstat(f, &s) != 0) return -1; \
@@ -345,7 +333,8 @@ static int stat_path(const char *path, struct stat *st) {
     if (!pd_forwarded_path(path, backend, sizeof backend) && !pd_device_directory(path, backend, sizeof backend)) return 1;
     int fd = pd_open(backend, O_PATH | O_CLOEXEC, 0);
     if (fd < 0) return -1;
-    int r = pd_fstat(pd_lookup(fd), st);
+    PD_HOLD(f, fd);
+    int r = f ? pd_fstat(f, st) : -1;
     int e = errno;
     close(fd);
     errno = e;
@@ -385,15 +374,18 @@ static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
     pd_resolve_real();
     int (*real_poll)(struct pollfd *, nfds_t, int) = (void *)pd_real.poll;
     nfds_t forwarded = 0;
-    for (nfds_t i = 0; i < n; i++) if (pd_lookup(fds[i].fd)) forwarded++;
+    for (nfds_t i = 0; i < n; i++) if (pd_forwarded(fds[i].fd)) forwarded++;
     if (forwarded == 0) return real_poll(fds, n, timeout);
     if (n == 1) {
         short revents = 0;
-        int r = pd_poll_one(pd_lookup(fds[0].fd), fds[0].events, timeout, &revents);
+        PD_HOLD(f, fds[0].fd);
+        int r = f ? pd_poll_one(f, fds[0].events, timeout, &revents) : real_poll(fds, n, timeout);
+        if (!f) return r;
         fds[0].revents = r > 0 ? revents : 0;
         return r;
     }
     struct pollfd *local = calloc(2 * n, sizeof *local);   /* the local descriptors, then placeholders */
+    nfds_t *watched = calloc(n, sizeof *watched);           /* where each forwarded one's placeholder is, or 0 */
     long long deadline = timeout < 0 ? -1 : now_ms() + timeout;
     int ready = 0;
     for (;;) {
@@ -403,14 +395,14 @@ static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
             local[i] = fds[i];
             local[i].revents = 0;
             fds[i].revents = 0;
-            if (pd_lookup(fds[i].fd)) local[i].fd = -1;   /* skipped by the local poll */
+            if (pd_forwarded(fds[i].fd)) local[i].fd = -1;   /* skipped by the local poll */
         }
         ready = real_poll(local, n, 0);
         if (ready < 0) break;
         long long left = deadline < 0 ? -1 : deadline - now_ms();
         if (ready > 0 || (deadline >= 0 && left <= 0)) {
             for (nfds_t i = 0; i < n && ready >= 0; i++) {
-                struct pd_file *f = pd_lookup(fds[i].fd);
+                PD_HOLD(f, fds[i].fd);
                 short revents = 0;
                 if (!f) fds[i].revents = local[i].revents;
                 else if (pd_poll_one(f, fds[i].events, 0, &revents) < 0) ready = -1;
@@ -424,22 +416,23 @@ static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
         nfds_t waiting = n;
         int sliced = 0;
         for (nfds_t i = 0; i < n; i++) {
-            struct pd_file *f = pd_lookup(fds[i].fd);
+            PD_HOLD(f, fds[i].fd);
+            watched[i] = 0;
             if (!f) continue;
             if (pd_watch_once(f, fds[i].events) != 0) { sliced = 1; continue; }
-            local[waiting++] = (struct pollfd){ f->placeholder, POLLIN, 0 };
+            watched[i] = waiting;
+            local[waiting++] = (struct pollfd){ pd_placeholder(f), POLLIN, 0 };
         }
         int wait = sliced && (left < 0 || left > 10) ? 10 : (int)left;
         int r = real_poll(local, waiting, wait);
         int e = errno;
         for (nfds_t i = 0; i < n; i++) {
-            struct pd_file *f = pd_lookup(fds[i].fd);
+            PD_HOLD(f, fds[i].fd);
             if (!f) { fds[i].revents = local[i].revents; continue; }
             /* The event carries what the backend found ready when it fired. */
-            for (nfds_t k = n; k < waiting; k++)
-                if (local[k].fd == f->placeholder && local[k].revents)
-                    fds[i].revents = f->revents & (fds[i].events | POLLERR | POLLHUP | POLLNVAL);
-            f->polling = 0;
+            short revents = pd_end_poll(f);
+            if (watched[i] && local[watched[i]].revents)
+                fds[i].revents = revents & (fds[i].events | POLLERR | POLLHUP | POLLNVAL);
         }
         if (r < 0) { errno = e; ready = -1; break; }
         ready = 0;
@@ -448,6 +441,7 @@ static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
     }
     int e = errno;
     free(local);
+    free(watched);
     errno = e;
     return ready;
 }
@@ -461,7 +455,7 @@ int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t size) {
 int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout, const sigset_t *mask) {
     REAL(ppoll);
     int forwarded = 0;
-    for (nfds_t i = 0; i < n; i++) if (pd_lookup(fds[i].fd)) forwarded = 1;
+    for (nfds_t i = 0; i < n; i++) if (pd_forwarded(fds[i].fd)) forwarded = 1;
     if (!forwarded) return real_ppoll(fds, n, timeout, mask);
     int ms = timeout ? (int)(timeout->tv_sec * 1000 + timeout->tv_nsec / 1000000) : -1;
     return poll_mixed(fds, n, ms);
@@ -493,7 +487,7 @@ static int select_common(int nfds, fd_set *r, fd_set *w, fd_set *x, int timeout_
 
 static int any_forwarded(int nfds, fd_set *r, fd_set *w, fd_set *x) {
     for (int fd = 0; fd < nfds && fd < FD_SETSIZE; fd++)
-        if (((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x))) && pd_lookup(fd)) return 1;
+        if (((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x))) && pd_forwarded(fd)) return 1;
     return 0;
 }
 
@@ -552,9 +546,9 @@ static int answer_epoll(int epfd, struct epoll_event *events, int n) {
                 fd = epoll_entries[k].fd;
             }
         pthread_mutex_unlock(&epoll_lock);
-        struct pd_file *f = fd >= 0 ? pd_lookup(fd) : NULL;
+        PD_HOLD(f, fd);
         if (f) {
-            uint32_t remote = (uint32_t)(unsigned short)f->revents | (events[i].events & EPOLLOUT);
+            uint32_t remote = (uint32_t)(unsigned short)pd_revents(f) | (events[i].events & EPOLLOUT);
             events[i].events = remote & wanted;
             if (!events[i].events) continue;
         }
@@ -585,7 +579,7 @@ int epoll_pwait(int epfd, struct epoll_event *events, int max, int timeout, cons
 
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
     REAL(epoll_ctl);
-    struct pd_file *f = pd_lookup(fd);
+    PD_HOLD(f, fd);
     if (!f || !event) return real_epoll_ctl(epfd, op, fd, event);
     /* The descriptor shares the placeholder's eventfd, which only ever becomes readable: any remote
      * readiness the program asks for (EPOLLPRI alone, say) is watched as EPOLLIN there, and epoll_wait
@@ -596,9 +590,10 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
     int r = real_epoll_ctl(epfd, op, fd, &placeholder);
     if (r != 0) return r;
     remember_epoll(epfd, op, fd, event);
-    if (op == EPOLL_CTL_DEL) { f->watch = 0; return 0; }
-    f->watch = (short)((event ? event->events : 0) & (EPOLLIN | EPOLLPRI | EPOLLRDNORM));
-    if (f->watch) {
+    if (op == EPOLL_CTL_DEL) { pd_set_watch(f, 0); return 0; }
+    short watch = (short)((event ? event->events : 0) & (EPOLLIN | EPOLLPRI | EPOLLRDNORM));
+    pd_set_watch(f, watch);
+    if (watch) {
         pd_start_event_reader();
         pd_rearm(f);
     }
@@ -610,7 +605,7 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
  * as it would locally (ENODEV from the driver). */
 static void *mmap_common(void *address, size_t length, int protection, int flags, int fd, off_t offset, const char *symbol) {
     void *(*real)(void *, size_t, int, int, int, off_t) = (void *(*)(void *, size_t, int, int, int, off_t))next(symbol);
-    struct pd_file *f = (flags & MAP_ANONYMOUS) ? NULL : pd_lookup(fd);
+    PD_HOLD(f, (flags & MAP_ANONYMOUS) ? -1 : fd);
     if (!f) return real(address, length, protection, flags, fd, offset);
     int shared = pd_shared_descriptor(f);
     if (shared >= 0) return real(address, length, protection, flags, shared, offset);

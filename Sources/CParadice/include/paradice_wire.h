@@ -129,8 +129,13 @@ struct pd_ioctl {
 struct pd_region {
     uint64_t address;          /* guest address */
     uint32_t length;
-    uint32_t reserved;
+    uint32_t reserved;         /* PD_REGION_OUT, or 0 */
 };
+
+/* A region the call may write but need not read: no bytes follow it. In PD_IOCTL the frontend names it
+ * (its memory may be written back); in PD_NEED the backend asks the frontend to name it. The backend
+ * writes back only regions the request carried, with bytes or named so. */
+#define PD_REGION_OUT  0x1u
 
 /* Where a descriptor number sits in guest memory (or, with address 0, the argument itself). */
 struct pd_slot {

@@ -55,7 +55,10 @@ struct Run: ParsableCommand {
         throw ExitCode(127)
     }
 
+    /// PARADICE_PRELOAD_LIBRARY (a colon-separated list) replaces the installed library: a build of the
+    /// frontend under ASan, with the sanitizer's runtime first (scripts/sanitize-preload.sh).
     private func preloadLibrary() -> String? {
+        if let chosen = getenv("PARADICE_PRELOAD_LIBRARY").map({ String(cString: $0) }), !chosen.isEmpty { return chosen }
         let folder = programFolder()
         for candidate in [folder + "/libParadicePreload.so", folder + "/../lib/paradice/libParadicePreload.so"] {
             if access(candidate, R_OK) == 0 { return candidate }

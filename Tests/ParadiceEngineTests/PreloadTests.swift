@@ -189,6 +189,22 @@ struct PreloadTests {
         #expect(text.contains("stdio\r\n"))
     }
 
+    @Test func tenThousandForwardedWakeUpsOnAPty() throws {
+        // Each wait starts with nothing to read; the writer sends the next byte only after the program
+        // echoed the last, so every wait needs its own forwarded event (a lost one is a 5 s expiry).
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let program = try compile("wakeups", into: backend.folder)
+        let pty = try NativePty()
+        let count = 10_000
+        let writer = ByteWriter(pty.master, count: count)
+        writer.start()
+        let result = try paradiceRun(backend.endpoint, [program, pty.slavePath, String(count)], timeout: 600)
+        let writerFailure = writer.finish()
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+        #expect(result.output.contains("10000 wake-ups: epoll_wait 3334, poll 3333, select 3333"), "\(result.output)")
+        #expect(writerFailure == nil, "\(writerFailure ?? "")")
+    }
+
     @Test func descriptorsAcrossDupForkAndExec() throws {
         let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
         let program = try compile("lifecycle", into: backend.folder)
@@ -301,6 +317,47 @@ struct PreloadTests {
         p.waitUntilExit()
         seen += String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(seen.contains("error EIO"))
+    }
+}
+
+/// Writes bytes 0, 1, 2, … (mod 256) to a pty master one at a time, each after the program echoed the one
+/// before (and the first after its "R"), on a thread of its own.
+final class ByteWriter: @unchecked Sendable {
+    private let master: Int32
+    private let count: Int
+    private let done = DispatchSemaphore(value: 0)
+    private var failure: String?
+
+    init(_ master: Int32, count: Int) {
+        self.master = master
+        self.count = count
+    }
+
+    func start() {
+        Thread { [self] in
+            defer { done.signal() }
+            guard let ready = next(), ready == UInt8(ascii: "R") else { failure = "no ready byte from the program"; return }
+            for i in 0..<count {
+                var byte = UInt8(i % 256)
+                guard write(master, &byte, 1) == 1 else { failure = "write of byte \(i): errno \(errno)"; return }
+                guard let echo = next() else { failure = "no echo of byte \(i) within 10 s"; return }
+                guard echo == byte else { failure = "echo \(echo) of byte \(i) (\(byte))"; return }
+            }
+        }.start()
+    }
+
+    /// The next byte from the program, or nil after 10 s (or when it is gone).
+    private func next() -> UInt8? {
+        var p = pollfd(fd: master, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, 10_000) == 1 else { return nil }
+        var byte: UInt8 = 0
+        return read(master, &byte, 1) == 1 ? byte : nil
+    }
+
+    /// Waits for the writer; what went wrong, if anything.
+    func finish() -> String? {
+        done.wait()
+        return failure
     }
 }
 

@@ -23,6 +23,11 @@ static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pd_file *table[MAX_FDS];
 static struct pd_file *by_handle[HANDLE_BUCKETS];   /* the files with descriptors, chained by handle */
 
+/* A fork while another thread holds the lock would leave it held in the child for ever. */
+static void lock_for_fork(void) { pthread_mutex_lock(&files_lock); }
+static void unlock_after_fork(void) { pthread_mutex_unlock(&files_lock); }
+__attribute__((constructor)) static void guard_fork(void) { pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork); }
+
 static void index_file(struct pd_file *f) {
     if (f->indexed) return;
     struct pd_file **bucket = &by_handle[f->handle % HANDLE_BUCKETS];
@@ -262,15 +267,16 @@ int pd_file_flags(struct pd_file *f) {
 
 void pd_lend(struct pd_file *f, uint64_t address, uint64_t length) {
     pthread_mutex_lock(&files_lock);
-    int known = 0;
-    for (int i = 0; i < f->lent_count && !known; i++)
-        if (f->lent[i].address == address && f->lent[i].length >= length) known = 1;
-    if (!known) {
-        f->lent[f->lent_next].address = address;
-        f->lent[f->lent_next].length = length;
-        f->lent_next = (f->lent_next + 1) % PD_LENT_SPANS;
-        if (f->lent_count < PD_LENT_SPANS) f->lent_count++;
+    uint64_t now = ++f->lent_clock;
+    int at = -1, oldest = 0;
+    for (int i = 0; i < f->lent_count && at < 0; i++) {
+        if (f->lent[i].address == address) at = i;
+        if (f->lent[i].used < f->lent[oldest].used) oldest = i;
     }
+    if (at < 0) at = f->lent_count < PD_LENT_SPANS ? f->lent_count++ : oldest;   /* the least recently handed goes */
+    if (f->lent[at].address != address || f->lent[at].length < length) f->lent[at].length = length;
+    f->lent[at].address = address;
+    f->lent[at].used = now;
     pthread_mutex_unlock(&files_lock);
 }
 

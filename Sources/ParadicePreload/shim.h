@@ -39,7 +39,7 @@ void pd_frame_free(struct pd_frame *f);
 int64_t pd_reply_result(const struct pd_frame *f, const uint8_t **data, size_t *length);
 
 /* Memory behind pointers the program handed a file's device (a USERPTR buffer the driver keeps): a later
- * reply on the file may fill it. The most recent ones are kept. */
+ * reply on the file may fill it. The most recently handed ones are kept. */
 #define PD_LENT_SPANS 64
 /* Mirrors of one file a reply may name. */
 #define PD_MAX_FILE_MIRRORS 256
@@ -64,8 +64,9 @@ struct pd_file {
                                  (-2: the backend said it keeps it) */
     struct pd_file *next_by_handle;   /* the handle index's chain */
     int indexed;
-    struct { uint64_t address, length; } lent[PD_LENT_SPANS];
-    int lent_count, lent_next;
+    struct { uint64_t address, length, used; } lent[PD_LENT_SPANS];
+    int lent_count;
+    uint64_t lent_clock;
 };
 
 /* The file a descriptor names, held until pd_put (NULL: not forwarded). A close racing the call only

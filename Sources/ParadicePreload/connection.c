@@ -15,10 +15,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-struct pending {
+/* A call waiting for its reply, on its own stack: whichever thread reads the socket hands the frame over.
+ * A frame for no call in flight is dropped, so a backend cannot make the frontend keep what it sends. */
+struct waiter {
     uint32_t request;
+    int arrived;
     struct pd_frame frame;
-    struct pending *next;
+    struct waiter *next;
 };
 
 static struct {
@@ -30,7 +33,7 @@ static struct {
     int dead;
     int reading;
     uint32_t next;
-    struct pending *arrived;
+    struct waiter *waiting;
     int complained;
     uint32_t session, token;   /* from the handshake: a forked child joins them */
     int leaving;               /* PD_BYE sent: the connection's end is no loss */
@@ -183,7 +186,7 @@ int pd_connect(void) {
         conn.fd = -1;
         conn.dead = 0;
         conn.reading = 0;
-        conn.arrived = NULL;
+        conn.waiting = NULL;
         event_reader_started = 0;   /* the thread did not survive the fork */
     }
     const char *url = getenv("PARADICE_BACKEND");
@@ -263,17 +266,40 @@ __attribute__((destructor)) static void pd_goodbye(void) {
     pthread_mutex_unlock(&conn.lock);
 }
 
+static void unregister(struct waiter *w) {
+    for (struct waiter **p = &conn.waiting; *p; p = &(*p)->next)
+        if (*p == w) { *p = w->next; break; }
+}
+
+/* Under the lock: gives a reply to the call waiting for it, or drops it. */
+static void hand_over(struct pd_frame *f) {
+    for (struct waiter *w = conn.waiting; w; w = w->next) {
+        if (w->request != f->header.request || w->arrived) continue;
+        w->frame = *f;
+        w->arrived = 1;
+        pthread_cond_broadcast(&conn.cond);
+        return;
+    }
+    static int told;
+    if (!told) pd_log("paradice: the backend answered request %u, which is not in flight: dropped", f->header.request);
+    told = 1;
+    pd_frame_free(f);
+}
+
 /* Sends a request (the buffer holds the body after room for the header) and waits for its answer. */
 int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request, struct pd_frame *reply) {
     if (pd_connect() != 0) return -1;
     pthread_mutex_lock(&conn.lock);
     if (conn.dead) { pthread_mutex_unlock(&conn.lock); errno = EIO; return -1; }
-    uint32_t id = conn.next++;
+    struct waiter me = { .request = conn.next++ };
     if (conn.next == 0) conn.next = 1;
+    me.next = conn.waiting;   /* before the request goes: another thread may read the reply */
+    conn.waiting = &me;
     int fd = conn.fd;
     pthread_mutex_unlock(&conn.lock);
-    if (finish_send(fd, op, flags, id, handle, request) != 0) {
+    if (finish_send(fd, op, flags, me.request, handle, request) != 0) {
         pthread_mutex_lock(&conn.lock);
+        unregister(&me);
         mark_dead();
         pthread_mutex_unlock(&conn.lock);
         errno = EIO;
@@ -281,17 +307,13 @@ int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *requ
     }
     pthread_mutex_lock(&conn.lock);
     for (;;) {
-        for (struct pending **p = &conn.arrived; *p; p = &(*p)->next) {
-            if ((*p)->request == id) {
-                struct pending *found = *p;
-                *p = found->next;
-                *reply = found->frame;
-                free(found);
-                pthread_mutex_unlock(&conn.lock);
-                return 0;
-            }
+        if (me.arrived) {
+            unregister(&me);
+            pthread_mutex_unlock(&conn.lock);
+            *reply = me.frame;
+            return 0;
         }
-        if (conn.dead) { pthread_mutex_unlock(&conn.lock); errno = EIO; return -1; }
+        if (conn.dead) { unregister(&me); pthread_mutex_unlock(&conn.lock); errno = EIO; return -1; }
         if (conn.reading) { pthread_cond_wait(&conn.cond, &conn.lock); continue; }
         conn.reading = 1;
         pthread_mutex_unlock(&conn.lock);
@@ -299,8 +321,10 @@ int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *requ
         int r = read_frame(fd, &f);
         pthread_mutex_lock(&conn.lock);
         conn.reading = 0;
+        pthread_cond_broadcast(&conn.cond);   /* another caller may read next */
         if (r != 0) {
             mark_dead();
+            unregister(&me);
             pthread_mutex_unlock(&conn.lock);
             errno = EIO;
             return -1;
@@ -311,26 +335,14 @@ int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *requ
             pthread_mutex_unlock(&conn.lock);
             deliver_event(&f);
             pthread_mutex_lock(&conn.lock);
-            pthread_cond_broadcast(&conn.cond);
             continue;
         }
-        if (f.header.request == id) {
-            pthread_cond_broadcast(&conn.cond);
-            pthread_mutex_unlock(&conn.lock);
-            *reply = f;
-            return 0;
-        }
-        struct pending *p = malloc(sizeof *p);
-        p->request = f.header.request;
-        p->frame = f;
-        p->next = conn.arrived;
-        conn.arrived = p;
-        pthread_cond_broadcast(&conn.cond);
+        hand_over(&f);
     }
 }
 
 /* Once a program uses epoll, this thread reads the socket for good: events can come while no call is
- * in flight. Callers then find their replies on the arrived list. */
+ * in flight. Callers then wait for it to hand their replies over. */
 
 static void *event_reader(void *unused) {
     (void)unused;
@@ -354,12 +366,7 @@ static void *event_reader(void *unused) {
             pthread_mutex_unlock(&conn.lock);
             return NULL;
         }
-        struct pending *p = malloc(sizeof *p);
-        p->request = f.header.request;
-        p->frame = f;
-        p->next = conn.arrived;
-        conn.arrived = p;
-        pthread_cond_broadcast(&conn.cond);
+        hand_over(&f);
     }
 }
 

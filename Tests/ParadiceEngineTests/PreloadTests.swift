@@ -189,6 +189,15 @@ struct PreloadTests {
         #expect(text.contains("stdio\r\n"))
     }
 
+    @Test func aCloseRacingAReadLeavesTheReadItsFile() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let program = try compile("closerace", into: backend.folder)
+        let result = try paradiceRun(backend.endpoint, [program])
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+        #expect(result.output.contains("in-flight read got 6: after\n"), "\(result.output)")
+        #expect(result.output.contains("closed descriptor: EBADF"))
+    }
+
     @Test func tenThousandForwardedWakeUpsOnAPty() throws {
         // Each wait starts with nothing to read; the writer sends the next byte only after the program
         // echoed the last, so every wait needs its own forwarded event (a lost one is a 5 s expiry).

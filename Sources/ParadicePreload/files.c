@@ -193,9 +193,12 @@ static void send_watch(struct pd_file *f, short events, struct pd_frame *reply, 
 }
 
 void pd_rearm(struct pd_file *f) {
-    if (f->owner != pd_session_token()) return;
     pthread_mutex_lock(&files_lock);
     short watch = f->watch;
+    pthread_mutex_unlock(&files_lock);
+    if (!watch || f->owner != pd_session_token()) return;   /* most files have no epoll set watching */
+    pthread_mutex_lock(&files_lock);
+    watch = f->watch;
     if (watch) {
         f->revents = 0;
         drain_locked(f);
@@ -302,8 +305,11 @@ int pd_adopt_handle(uint32_t handle, int flags) {
 
 int pd_shared_descriptor(struct pd_file *f) {
     if (!pd_usable(f)) return -1;
-    if (f->shared >= 0) return f->shared;
-    if (f->shared == -2) { errno = ENODEV; return -1; }   /* refused once: the backend keeps it */
+    pthread_mutex_lock(&files_lock);
+    int shared = f->shared;
+    pthread_mutex_unlock(&files_lock);
+    if (shared >= 0) return shared;
+    if (shared == -2) { errno = ENODEV; return -1; }   /* refused once: the backend keeps it */
     struct pd_buffer b;
     pd_buffer_init(&b, 0);
     struct pd_frame reply = { .descriptor = -1 };
@@ -312,15 +318,20 @@ int pd_shared_descriptor(struct pd_file *f) {
     if (r != 0) return -1;
     int64_t result = pd_reply_result(&reply, NULL, NULL);
     int e = errno;
+    int got = -1;
     if (result >= 0 && reply.descriptor >= 0) {
-        f->shared = reply.descriptor;
+        got = reply.descriptor;
         reply.descriptor = -1;
     } else if (result >= 0) {
         e = ENODEV;
     }
     pd_frame_free(&reply);
-    if (f->shared >= 0) return f->shared;
-    if (e == ENODEV) f->shared = -2;
+    pthread_mutex_lock(&files_lock);
+    if (got >= 0 && f->shared >= 0) { pd_real.close(got); got = f->shared; }   /* another thread's came first */
+    else if (got >= 0) f->shared = got;
+    else if (e == ENODEV && f->shared == -1) f->shared = -2;
+    pthread_mutex_unlock(&files_lock);
+    if (got >= 0) return got;
     errno = e;
     return -1;
 }

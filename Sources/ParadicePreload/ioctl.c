@@ -118,7 +118,7 @@ static void bounds_for(struct bounds_storage *s, struct pd_file *f, const struct
     uint64_t bytes = 0;
     for (int i = 0; i < count; i++) {
         s->spans[i] = (struct pd_span){ regions[i].address, regions[i].length };
-        bytes += regions[i].length;
+        if (regions[i].bytes) bytes += regions[i].length;   /* named out regions carry none */
     }
     size_t n = (size_t)count + pd_lent_spans(f, s->spans + count, PD_LENT_SPANS);
     s->bounds = (struct pd_bounds){ s->spans, n, s->mirrors, pd_mirror_spans(f->handle, s->mirrors, PD_MAX_FILE_MIRRORS), bytes };

@@ -189,6 +189,43 @@ struct PreloadTests {
         #expect(text.contains("stdio\r\n"))
     }
 
+    @Test func repliesThatBreakTheTrustModelAreRefused() throws {
+        // A backend that breaks the protocol on purpose (Programs/hostile-backend.py): each broken reply
+        // fails its ioctl with EPROTO and one line naming the rule, and writes nothing of the program's.
+        let folder = NSTemporaryDirectory() + "paradice-hostile-\(getpid())"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let backend = Process()
+        backend.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        backend.arguments = [programSources + "/hostile-backend.py", folder + "/hostile.sock"]
+        let announced = Pipe()
+        backend.standardOutput = announced
+        try backend.run()
+        defer { kill(backend.processIdentifier, SIGKILL); backend.waitUntilExit() }
+        _ = announced.fileHandleForReading.availableData   // "listening on …": it accepts
+        let script = """
+            import os, fcntl, errno
+            fd = os.open("/dev/hostile", os.O_RDWR)
+            for command in (0x5413, 0x5414, 0x5415, 0x5416):
+                buffer = bytearray(b"original")
+                try:
+                    fcntl.ioctl(fd, command, buffer, True)
+                    print(hex(command), "accepted", bytes(buffer))
+                except OSError as e:
+                    print(hex(command), errno.errorcode[e.errno], bytes(buffer))
+            """
+        let result = try paradiceRun("unix:" + folder + "/hostile.sock", ["python3", "-c", script],
+                                     extra: ["--map", "/dev/hostile=/dev/hostile"])
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+        for command in ["0x5413", "0x5414", "0x5415", "0x5416"] {
+            #expect(result.output.contains("\(command) EPROTO b'original'"), "\(result.output)")
+        }
+        #expect(result.errors.contains("ioctl 0x5413: ioctl reply writes memory the frontend did not send"), "\(result.errors)")
+        #expect(result.errors.contains("ioctl 0x5414: the backend's PD_NEED rounds did not converge in 16 rounds"))
+        #expect(result.errors.contains("ioctl 0x5415: ioctl reply region past the frame"))
+        #expect(result.errors.contains("ioctl 0x5416: PD_NEED slot outside the gathered regions"))
+    }
+
     @Test func aCloseRacingAReadLeavesTheReadItsFile() throws {
         let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
         let program = try compile("closerace", into: backend.folder)

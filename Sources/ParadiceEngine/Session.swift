@@ -337,11 +337,8 @@ final class Session: @unchecked Sendable {
         var reader = BodyReader(frame.body)
         let request = try reader.read(pd_flags.self)
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
-        let settable = O_NONBLOCK | O_APPEND
-        let current = fcntl(file.fd, F_GETFL)
-        let r = fcntl(file.fd, F_SETFL, (current & ~Int32(settable)) | (request.flags & Int32(settable)))
-        if r == 0 { lock.withLock { file.nonBlocking = request.flags & O_NONBLOCK != 0 } }
-        reply(frame.request, result: Int64(r), error: r < 0 ? errno : 0)
+        let (r, e) = file.setStatusFlags(request.flags, settable: O_NONBLOCK | O_APPEND)
+        reply(frame.request, result: Int64(r), error: e)
     }
 
     private func fasync(_ frame: Frame) throws {

@@ -27,7 +27,8 @@ final class Session: @unchecked Sendable {
     private var farewell: UInt32?
     var mappings: [UInt32: DeviceMapping] = [:]
     private var nextMapping: UInt32 = 1
-    lazy var watcher = Watcher(session: self)
+    /// Made with the session, before any other thread sees it (a lazy var is no safe first use from two).
+    private(set) var watcher: Watcher!
 
     init(id: UInt32, socket: FrameSocket, backend: Backend) {
         self.id = id
@@ -37,6 +38,7 @@ final class Session: @unchecked Sendable {
         logger[metadataKey: "session"] = "\(id)"
         logger[metadataKey: "peer"] = "\(socket.peer)"
         self.logger = logger
+        watcher = Watcher(session: self)
     }
 
     // MARK: lifecycle

@@ -4,6 +4,7 @@ import Glibc
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
+import Synchronization
 
 /// ALSA: what asound.h's spec cannot say. A PCM's transfer lengths depend on the frame size negotiated by
 /// HW_PARAMS on the same file; the status and control pages are updated by the driver at any time, so a
@@ -56,21 +57,18 @@ struct ALSALayout: Sendable {
 final class PCMFile: DeviceFileState, @unchecked Sendable {
     let layout: ALSALayout
     let capture: Bool
-    private let lock = Lock()
     /// Bits per frame, per sample, and channels of the HW_PARAMS in force; nil before it or after HW_FREE.
-    private var negotiated: (frame: Int64, sample: Int64, channels: Int64)?
+    private let negotiated = Mutex<(frame: Int64, sample: Int64, channels: Int64)?>(nil)
 
     init(layout: ALSALayout, capture: Bool) {
         self.layout = layout
         self.capture = capture
     }
 
-    private func locked<T>(_ body: () -> T) -> T { lock.withLock(body) }
-
     func value(of name: String, arguments: [Int64]) throws -> Int64? {
         guard ["frame_bytes", "sample_bytes", "channels"].contains(name) else { return nil }
         // Before HW_PARAMS the driver refuses transfers with EBADFD; so does the plan.
-        guard let n = locked({ negotiated }) else {
+        guard let n = negotiated.withLock({ $0 }) else {
             throw PlanError.rejected(errno: EBADFD, message: "PCM transfer before HW_PARAMS")
         }
         switch name {
@@ -92,9 +90,9 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
                let c = interval(layout.channels), f > 0, s > 0, c > 0 {
                 found = (f, s, c)
             }
-            locked { negotiated = found }
+            negotiated.withLock { $0 = found }
         case .hwFree? where result >= 0:
-            locked { negotiated = nil }
+            negotiated.withLock { $0 = nil }
         default:
             break
         }

@@ -4,6 +4,7 @@ import Glibc
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
+import Synchronization
 
 /// DRM: what drm.h's spec cannot say. Which mmap'd buffer objects a call reads: a guest's mirror of a
 /// dumb buffer reaches the device before the framebuffer made of it is created, shown, flipped to or
@@ -65,16 +66,17 @@ struct DRMLayout: Sendable {
 
 final class DRMFile: DeviceFileState, @unchecked Sendable {
     let layout: DRMLayout
-    private let lock = Lock()
-    private var offsets: [UInt32: UInt64] = [:]        // GEM handle → its mmap offset (MAP_DUMB)
-    private var mapped: [UInt64: UInt64] = [:]         // mmap offset → the most the guest mapped there
-    private var framebuffers: [UInt32: [UInt32]] = [:] // fb id → the handles it is made of
+    private struct Buffers {
+        var offsets: [UInt32: UInt64] = [:]        // GEM handle → its mmap offset (MAP_DUMB)
+        var mapped: [UInt64: UInt64] = [:]         // mmap offset → the most the guest mapped there
+        var framebuffers: [UInt32: [UInt32]] = [:] // fb id → the handles it is made of
+    }
+
+    private let buffers = Mutex(Buffers())
 
     init(layout: DRMLayout) {
         self.layout = layout
     }
-
-    private func locked<T>(_ body: () -> T) -> T { lock.withLock(body) }
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 
@@ -88,23 +90,23 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
         case .mapDumb?:
             guard let offset = call.load(UInt64.self, at: layout.mapDumbOffset) else { return }
             let handle = u32(call, layout.mapDumbHandle)
-            locked { offsets[handle] = offset }
+            buffers.withLock { $0.offsets[handle] = offset }
         case .addFB?:
             let handle = u32(call, layout.fbHandle), fb = u32(call, layout.fbID)
-            locked { framebuffers[fb] = [handle] }
+            buffers.withLock { $0.framebuffers[fb] = [handle] }
         case .addFB2?:
             let handles = (0..<4).map { u32(call, layout.fb2Handles, index: $0) }.filter { $0 != 0 }
             let fb = u32(call, layout.fb2ID)
-            locked { framebuffers[fb] = handles }
+            buffers.withLock { $0.framebuffers[fb] = handles }
         case .removeFB?:
             let fb = call.load(UInt32.self, at: 0) ?? 0
-            locked { _ = framebuffers.removeValue(forKey: fb) }
+            buffers.withLock { _ = $0.framebuffers.removeValue(forKey: fb) }
         case .gemClose?:
             let handle = u32(call, layout.gemCloseHandle)
-            locked { _ = offsets.removeValue(forKey: handle) }
+            buffers.withLock { _ = $0.offsets.removeValue(forKey: handle) }
         case .destroyDumb?:
             let handle = u32(call, layout.destroyDumbHandle)
-            locked { _ = offsets.removeValue(forKey: handle) }
+            buffers.withLock { _ = $0.offsets.removeValue(forKey: handle) }
         default:
             break
         }
@@ -112,9 +114,9 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
 
     /// The device offsets of the buffers behind these handles, as far as the guest mapped them.
     private func ranges(_ handles: [UInt32]) -> [Range<UInt64>] {
-        locked {
-            mapped.isEmpty ? [] : handles.compactMap { h in
-                guard let offset = offsets[h], let length = mapped[offset] else { return nil }
+        buffers.withLock { b in
+            b.mapped.isEmpty ? [] : handles.compactMap { h in
+                guard let offset = b.offsets[h], let length = b.mapped[offset] else { return nil }
                 return offset..<(offset + length)
             }
         }
@@ -122,7 +124,7 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
 
     private func framebuffer(_ call: PlannedCall, _ field: Int) -> [Range<UInt64>] {
         let fb = u32(call, field)
-        return ranges(locked { framebuffers[fb] ?? [] })
+        return ranges(buffers.withLock { $0.framebuffers[fb] ?? [] })
     }
 
     func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
@@ -146,7 +148,7 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
             let values = call.buffers[slot.target].withUnsafeBytes { raw in
                 (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
             }
-            let handles = locked { values.compactMap { $0 <= UInt64(UInt32.max) ? framebuffers[UInt32($0)] : nil }.flatMap { $0 } }
+            let handles = buffers.withLock { b in values.compactMap { $0 <= UInt64(UInt32.max) ? b.framebuffers[UInt32($0)] : nil }.flatMap { $0 } }
             return ranges(handles)
         default:
             return []
@@ -156,7 +158,7 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
     /// Every DRM mapping is a buffer object's: a new mirror starts with its contents. The length tells how
     /// much of the object the guest can have written, for the sync points above.
     func mappedToGuest(mapping range: Range<UInt64>) -> [Range<UInt64>] {
-        locked { mapped[range.lowerBound] = max(mapped[range.lowerBound] ?? 0, UInt64(range.count)) }
+        buffers.withLock { $0.mapped[range.lowerBound] = max($0.mapped[range.lowerBound] ?? 0, UInt64(range.count)) }
         return [range]
     }
 }

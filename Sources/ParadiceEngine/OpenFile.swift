@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ParadiceSpec
+import Synchronization
 
 /// A file a guest opened through the backend. The descriptor closes when the last user lets go, so a
 /// worker still inside a driver call keeps it valid after the guest's close.
@@ -10,14 +11,32 @@ final class OpenFile: @unchecked Sendable {
     let path: String
     let specClass: SpecClass?
     let state: (any DeviceFileState)?
-    var nonBlocking: Bool
+    /// O_NONBLOCK as the descriptor has it. The file's own state, not a session's: the sessions of forked
+    /// children share the file and may set it while another reads it.
+    private let statusFlags: Mutex<Bool>
 
     init(fd: Int32, path: String, specClass: SpecClass?, state: (any DeviceFileState)?, nonBlocking: Bool) {
         self.fd = fd
         self.path = path
         self.specClass = specClass
         self.state = state
-        self.nonBlocking = nonBlocking
+        self.statusFlags = Mutex(nonBlocking)
+    }
+
+    /// Whether a read or write returns at once (EAGAIN) rather than sleeping in the driver.
+    var nonBlocking: Bool { statusFlags.withLock { $0 } }
+
+    /// F_SETFL of the flags in `settable`: the descriptor and `nonBlocking` change together. Returns
+    /// fcntl's result and errno.
+    func setStatusFlags(_ flags: Int32, settable: Int32) -> (result: Int32, error: Int32) {
+        statusFlags.withLock { nonBlocking in
+            let current = fcntl(fd, F_GETFL)
+            guard current >= 0 else { return (current, errno) }
+            let wanted = (current & ~settable) | (flags & settable)
+            guard fcntl(fd, F_SETFL, wanted) == 0 else { return (-1, errno) }
+            nonBlocking = wanted & O_NONBLOCK != 0
+            return (0, 0)
+        }
     }
 
     deinit { close(fd) }

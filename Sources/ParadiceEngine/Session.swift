@@ -27,7 +27,8 @@ final class Session: @unchecked Sendable {
     private var farewell: UInt32?
     var mappings: [UInt32: DeviceMapping] = [:]
     private var nextMapping: UInt32 = 1
-    lazy var watcher = Watcher(session: self)
+    /// Made with the session, before any other thread sees it (a lazy var is no safe first use from two).
+    private(set) var watcher: Watcher!
 
     init(id: UInt32, socket: FrameSocket, backend: Backend) {
         self.id = id
@@ -37,6 +38,7 @@ final class Session: @unchecked Sendable {
         logger[metadataKey: "session"] = "\(id)"
         logger[metadataKey: "peer"] = "\(socket.peer)"
         self.logger = logger
+        watcher = Watcher(session: self)
     }
 
     // MARK: lifecycle
@@ -337,11 +339,8 @@ final class Session: @unchecked Sendable {
         var reader = BodyReader(frame.body)
         let request = try reader.read(pd_flags.self)
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
-        let settable = O_NONBLOCK | O_APPEND
-        let current = fcntl(file.fd, F_GETFL)
-        let r = fcntl(file.fd, F_SETFL, (current & ~Int32(settable)) | (request.flags & Int32(settable)))
-        if r == 0 { lock.withLock { file.nonBlocking = request.flags & O_NONBLOCK != 0 } }
-        reply(frame.request, result: Int64(r), error: r < 0 ? errno : 0)
+        let (r, e) = file.setStatusFlags(request.flags, settable: O_NONBLOCK | O_APPEND)
+        reply(frame.request, result: Int64(r), error: e)
     }
 
     private func fasync(_ frame: Frame) throws {

@@ -1,25 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Starts a detached thread running `body`.
-@discardableResult
-public func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
-    final class Box: @unchecked Sendable { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
-    let box = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    var attributes = pthread_attr_t()
-    pthread_attr_init(&attributes)
-    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-    let r = pthread_create(&thread, &attributes, { raw in
-        let box = Unmanaged<AnyObject>.fromOpaque(raw!).takeRetainedValue() as! Box
-        box.body()
-        return nil
-    }, box)
-    pthread_attr_destroy(&attributes)
-    precondition(r == 0, "pthread_create failed: \(r)")
-    return thread
-}
+import Synchronization
 
 /// The signal that interrupts a worker blocked in a driver call when its guest goes away.
 let interruptSignal = SIGUSR1
@@ -38,14 +20,15 @@ func installInterruptHandler() {
     signal(SIGPIPE, SIG_IGN)
 }
 
-/// A mutex with a scoped `withLock` (plug-ins keep their per-file state under one too).
-public final class Lock: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    public init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-    public func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
+/// A mutex with a scoped `withLock`, for state that lives beside it (plug-ins keep their per-file state
+/// under one). It is a `Synchronization.Mutex`, whose storage does not move: a `pthread_mutex_t` in a
+/// stored property, passed as `&mutex`, has no stable address in Swift.
+public final class Lock: Sendable {
+    private let mutex = Mutex<Void>(())
+
+    public init() {}
+
+    public func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        try mutex.withLock { _ throws(E) -> T in try body() }
     }
 }

@@ -2,88 +2,129 @@
 import Glibc
 #endif
 import CParadice
+import ParadiceTransport
 import ParadiceWire
 
 /// Pushes readiness events for a session's watched handles. A watch fires once (PD_WATCH); an
 /// fasync watch fires again after the guest next touches the file.
+///
+/// The poll holds a reference to each file it polls, so a descriptor stays open (its number cannot be
+/// reused by another open) until the poll has returned; a close or a stop wakes the poll and waits for
+/// it to let go, so the device is released when the close is answered.
 final class Watcher: @unchecked Sendable {
     private unowned let session: Session
-    private let lock = Lock()
-    private var watches: [UInt32: (events: Int16, persistent: Bool, armed: Bool)] = [:]
+
+    private struct State {
+        var watches: [UInt32: (events: Int16, persistent: Bool, armed: Bool)] = [:]
+        /// Handles the poll under way holds a file reference for.
+        var polled: Set<UInt32> = []
+        var running = false
+        var stopped = false
+    }
+
+    private let state = ConditionLock(State())
+    /// Wakes the poll. Made once, with the loop's thread, and closed only when the watcher goes (after
+    /// the loop has ended): a number that is written to is never one that was closed and reused.
     private var wakeFD: Int32 = -1
-    private var running = false
-    private var stopped = false
 
     init(session: Session) { self.session = session }
 
+    deinit { if wakeFD >= 0 { Glibc.close(wakeFD) } }
+
     func watch(_ handle: UInt32, events: Int16, persistent: Bool) {
-        lock.withLock {
-            watches[handle] = (events, persistent, true)
-            if !running && !stopped {
-                running = true
-                wakeFD = paradice_eventfd()
+        state.withLock { s in
+            s.watches[handle] = (events, persistent, true)
+            if !s.running && !s.stopped {
+                s.running = true
+                if wakeFD < 0 { wakeFD = paradice_eventfd() }
                 startThread { [self] in loop() }
             }
         }
         wake()
     }
 
+    /// The guest closed the handle (or stopped watching it): once this returns, the poll holds no
+    /// reference to its file.
     func forget(_ handle: UInt32) {
-        let had = lock.withLock { watches.removeValue(forKey: handle) != nil }
-        if had { wake() }
+        let polled = state.withLock { s -> Bool in
+            s.watches.removeValue(forKey: handle)
+            return s.polled.contains(handle)
+        }
+        guard polled else { return }
+        wake()
+        state.withLock(waitingFor: { s in s.polled.contains(handle) ? nil : () })
     }
 
     /// The guest used the file: a persistent watch may fire again.
     func rearm(_ handle: UInt32) {
-        let changed = lock.withLock { () -> Bool in
-            guard var w = watches[handle], w.persistent, !w.armed else { return false }
+        let changed = state.withLock { s -> Bool in
+            guard var w = s.watches[handle], w.persistent, !w.armed else { return false }
             w.armed = true
-            watches[handle] = w
+            s.watches[handle] = w
             return true
         }
         if changed { wake() }
     }
 
+    /// Ends the loop and waits for it: after this, the watcher holds no file and sends nothing.
     func stop() {
-        let fd = lock.withLock { () -> Int32 in
-            stopped = true
-            watches.removeAll()
-            return running ? wakeFD : -1
+        let running = state.withLock { s -> Bool in
+            s.stopped = true
+            s.watches.removeAll()
+            return s.running
         }
-        if fd >= 0 { wake() }
+        guard running else { return }
+        wake()
+        state.withLock(waitingFor: { s in s.running ? nil : () })
     }
 
     private func wake() {
-        let fd = lock.withLock { wakeFD }
+        let fd = state.withLock { _ in wakeFD }
         if fd >= 0 { var one: UInt64 = 1; _ = Glibc.write(fd, &one, 8) }
     }
 
     private func loop() {
-        defer { lock.withLock { Glibc.close(wakeFD); wakeFD = -1; running = false } }
+        defer {
+            state.withLock { s in s.running = false; s.polled = [] }
+            state.broadcast()
+        }
+        let wakeFD = state.withLock { _ in self.wakeFD }
         while true {
-            let (done, entries) = lock.withLock { () -> (Bool, [(UInt32, Int32, Int16)]) in
-                if stopped { return (true, []) }
-                let list = watches.filter { $0.value.armed }.compactMap { h, w -> (UInt32, Int32, Int16)? in
-                    guard let file = session.file(h) else { return nil }
-                    return (h, file.fd, w.events)
+            // The files themselves, not their numbers: each stays open while it is polled.
+            var entries: [(handle: UInt32, file: OpenFile, events: Int16)] = []
+            let stopped = state.withLock { s -> Bool in
+                if s.stopped { return true }
+                for (h, w) in s.watches where w.armed {
+                    if let file = session.file(h) { entries.append((h, file, w.events)) }
                 }
-                return (false, list)
+                s.polled = Set(entries.map(\.handle))
+                return false
             }
-            if done { return }
-            var fds = [pollfd(fd: lock.withLock { wakeFD }, events: Int16(POLLIN), revents: 0)]
-            fds += entries.map { pollfd(fd: $0.1, events: $0.2, revents: 0) }
+            if stopped { return }
+            var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+            fds += entries.map { pollfd(fd: $0.file.fd, events: $0.events, revents: 0) }
             let n = Glibc.poll(&fds, nfds_t(fds.count), -1)
-            if n < 0 && errno != EINTR { return }
-            if fds[0].revents != 0 { var v: UInt64 = 0; _ = Glibc.read(fds[0].fd, &v, 8) }
-            for (index, entry) in entries.enumerated() where fds[index + 1].revents != 0 {
-                let revents = fds[index + 1].revents
-                lock.withLock {
-                    guard var w = watches[entry.0] else { return }
-                    if w.persistent { w.armed = false; watches[entry.0] = w } else { watches[entry.0] = nil }
+            let failed = n < 0 && errno != EINTR
+            if fds[0].revents != 0 { var v: UInt64 = 0; _ = Glibc.read(wakeFD, &v, 8) }
+            // Events only for handles still watched: a watch forgotten during the poll gets none.
+            let fired = state.withLock { s -> [(UInt32, Int16)] in
+                var fired: [(UInt32, Int16)] = []
+                for (index, entry) in entries.enumerated() where fds[index + 1].revents != 0 {
+                    guard var w = s.watches[entry.handle] else { continue }
+                    if w.persistent { w.armed = false; s.watches[entry.handle] = w } else { s.watches[entry.handle] = nil }
+                    fired.append((entry.handle, fds[index + 1].revents))
                 }
+                return fired
+            }
+            // Let go of the files before saying so: a close waiting in `forget` finds its file closed.
+            entries.removeAll()
+            state.withLock { s in s.polled = [] }
+            state.broadcast()
+            if failed { return }
+            for (handle, revents) in fired {
                 var body = BodyWriter()
                 body.append(pd_event(revents: Int32(revents), reserved: 0))
-                session.send(Frame(op: PD_EVENT.code, handle: entry.0, body: body.bytes))
+                session.send(Frame(op: PD_EVENT.code, handle: handle, body: body.bytes))
             }
         }
     }

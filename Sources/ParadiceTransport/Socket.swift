@@ -3,9 +3,11 @@ import Glibc
 #endif
 import ParadiceWire
 import CParadice
+import Synchronization
 
-/// A connected stream socket (unix or TCP) that carries frames. Sending is serialized by a lock,
-/// so several threads may send; receiving belongs to one thread at a time.
+/// A connected stream socket (unix or TCP) that carries frames. Sending is serialized by a lock (the
+/// one that also guards the close, so no send reaches a closed and reused number), so several threads
+/// may send; receiving belongs to one thread at a time.
 public final class FrameSocket: @unchecked Sendable {
     public let fd: Int32
     public let peer: String
@@ -14,40 +16,48 @@ public final class FrameSocket: @unchecked Sendable {
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
-    private var sendLock = pthread_mutex_t()
-    private var closed = false
+    /// Held for the whole of each send, and by `close`: no send reaches a closed (and reused) number.
+    private let sendLock = Mutex(())
+    /// Whether the descriptor was closed. Taken briefly, so that a shutdown never waits behind a send
+    /// stuck on a peer that does not read.
+    private let closed = Mutex(false)
 
     public init(fd: Int32, peer: String, isLocal: Bool = false) {
         self.fd = fd
         self.peer = peer
         self.isLocal = isLocal
         self.buffer = [UInt8](repeating: 0, count: 1 << 16)
-        pthread_mutex_init(&sendLock, nil)
     }
 
-    deinit {
-        close()
-        pthread_mutex_destroy(&sendLock)
-    }
+    deinit { close() }
 
     public func close() {
-        pthread_mutex_lock(&sendLock)
-        if !closed {
-            closed = true
-            Glibc.close(fd)
+        sendLock.withLock { _ in
+            closed.withLock { closed in
+                if !closed {
+                    closed = true
+                    Glibc.close(fd)
+                }
+            }
         }
-        pthread_mutex_unlock(&sendLock)
     }
 
-    /// Wakes a thread blocked in receive (the socket stays open until `close`).
-    public func shutdownBoth() { _ = shutdown(fd, Int32(SHUT_RDWR)) }
+    /// Wakes a thread blocked in receive or send (the socket stays open until `close`).
+    public func shutdownBoth() {
+        closed.withLock { closed in if !closed { _ = shutdown(fd, Int32(SHUT_RDWR)) } }
+    }
 
     public func send(_ frame: Frame) throws { try sendRaw(frame.encoded()) }
 
     public func sendRaw(_ bytes: [UInt8]) throws {
-        pthread_mutex_lock(&sendLock)
-        defer { pthread_mutex_unlock(&sendLock) }
-        if closed { throw TransportError.closed }
+        try sendLock.withLock { _ throws -> Void in
+            if closed.withLock({ $0 }) { throw TransportError.closed }
+            try sendAll(bytes)
+        }
+    }
+
+    /// Sends every byte; the caller holds the send lock.
+    private func sendAll(_ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { raw in
             var sent = 0
             while sent < raw.count {
@@ -63,11 +73,11 @@ public final class FrameSocket: @unchecked Sendable {
 
     /// Sends an encoded frame with a descriptor attached (unix sockets only).
     public func sendRaw(_ bytes: [UInt8], passing descriptor: Int32) throws {
-        pthread_mutex_lock(&sendLock)
-        defer { pthread_mutex_unlock(&sendLock) }
-        if closed { throw TransportError.closed }
-        let r = bytes.withUnsafeBytes { paradice_send_with_descriptor(fd, $0.baseAddress, $0.count, descriptor) }
-        if r != 0 { throw TransportError.system("sendmsg", errno) }
+        try sendLock.withLock { _ throws -> Void in
+            if closed.withLock({ $0 }) { throw TransportError.closed }
+            let r = bytes.withUnsafeBytes { paradice_send_with_descriptor(fd, $0.baseAddress, $0.count, descriptor) }
+            if r != 0 { throw TransportError.system("sendmsg", errno) }
+        }
     }
 
     /// The next frame, or nil at a clean end of stream.

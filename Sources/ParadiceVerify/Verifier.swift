@@ -26,8 +26,9 @@ public struct Verifier {
             self.workDirectory = w
         } else {
             var template = Array("/tmp/paradice-verify-XXXXXX".utf8CString)
-            let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-            self.workDirectory = made.map { String(cString: $0) } ?? "/tmp"
+            // mkdtemp answers a pointer into the template: read while the template is lent.
+            let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!).map { String(cString: $0) } }
+            self.workDirectory = made ?? "/tmp"
         }
     }
 

@@ -317,11 +317,14 @@ final class NativePty {
     let slave: Int32
 
     init() throws {
-        master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        self.master = master
         var value: Int32 = 0
-        guard master >= 0, paradice_ioctl(master, 0x4004_5431, UInt(bitPattern: withUnsafeMutablePointer(to: &value) { $0 })) == 0,
-              paradice_ioctl(master, 0x8004_5430, UInt(bitPattern: withUnsafeMutablePointer(to: &value) { $0 })) == 0
-        else { throw Errno(errno) }
+        // The pointer is used only inside the closure that lends it (TIOCSPTLCK, then TIOCGPTN).
+        func ptyIoctl(_ command: UInt) -> Int {
+            withUnsafeMutablePointer(to: &value) { paradice_ioctl(master, command, UInt(bitPattern: $0)) }
+        }
+        guard master >= 0, ptyIoctl(0x4004_5431) == 0, ptyIoctl(0x8004_5430) == 0 else { throw Errno(errno) }
         slave = open("/dev/pts/\(value)", O_RDWR | O_NOCTTY | O_CLOEXEC)
         guard slave >= 0 else { throw Errno(errno) }
         makeRaw(slave)
@@ -421,8 +424,11 @@ func programFolder() -> String {
 
 func temporaryFolder() throws -> String {
     var template = Array("/tmp/paradice-bench-XXXXXX".utf8CString)
-    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { throw Errno(errno) }
-    return String(cString: made)
+    // mkdtemp answers a pointer into the template: read while the template is lent.
+    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!).map { String(cString: $0) } }) else {
+        throw Errno(errno)
+    }
+    return made
 }
 
 func cpuModel() -> String {

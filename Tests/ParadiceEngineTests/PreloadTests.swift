@@ -43,11 +43,14 @@ final class NativePty: @unchecked Sendable {
     let master: Int32
     let slavePath: String
     init() throws {
-        master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        self.master = master
         var unlock: Int32 = 0
         var n: UInt32 = 0
-        guard master >= 0, paradice_ioctl(master, 0x4004_5431, UInt(bitPattern: withUnsafeMutablePointer(to: &unlock) { $0 })) == 0,
-              paradice_ioctl(master, 0x8004_5430, UInt(bitPattern: withUnsafeMutablePointer(to: &n) { $0 })) == 0
+        // Each pointer is used only inside the closure that lends it.
+        guard master >= 0,
+              withUnsafeMutablePointer(to: &unlock, { paradice_ioctl(master, 0x4004_5431, UInt(bitPattern: $0)) }) == 0,
+              withUnsafeMutablePointer(to: &n, { paradice_ioctl(master, 0x8004_5430, UInt(bitPattern: $0)) }) == 0
         else { throw Errno(errno) }
         slavePath = "/dev/pts/\(n)"
     }
@@ -67,7 +70,7 @@ struct PreloadTests {
         #expect(set.status == 0, "\(set.errors)")
         // Checked on the backend side: the kernel's own window size of that pty.
         var ws = [UInt16](repeating: 0, count: 4)
-        #expect(paradice_ioctl(pty.master, 0x5413, UInt(bitPattern: ws.withUnsafeMutableBytes { $0.baseAddress })) == 0)
+        #expect(ws.withUnsafeMutableBytes { paradice_ioctl(pty.master, 0x5413, UInt(bitPattern: $0.baseAddress)) } == 0)
         #expect(ws[0] == 40 && ws[1] == 100)
         #expect(backend.log.contains("guest=stty"))
     }

@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// State guarded by a mutex, with a condition to wait on until the state allows a step. The pthread
+/// objects live in memory allocated for them once: a stored property has no stable address in Swift,
+/// and a mutex or condition that moves is undefined behaviour. (`Synchronization.Mutex` serves where
+/// nobody waits.)
+public final class ConditionLock<State>: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+    private var state: State
+
+    public init(_ state: State) {
+        self.state = state
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        condition = .allocate(capacity: 1)
+        condition.initialize(to: pthread_cond_t())
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        condition.deallocate()
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    public func withLock<T, E: Error>(_ body: (inout State) throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&state)
+    }
+
+    /// Runs `step` under the lock each time the state may have changed, until it gives a value. The
+    /// state is not borrowed while the thread waits, so others may change it meanwhile.
+    public func withLock<T>(waitingFor step: (inout State) -> T?) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while true {
+            if let value = step(&state) { return value }
+            pthread_cond_wait(condition, mutex)
+        }
+    }
+
+    /// Wakes one waiter (after a change that one of them can act on).
+    public func signal() { pthread_cond_signal(condition) }
+
+    /// Wakes every waiter.
+    public func broadcast() { pthread_cond_broadcast(condition) }
+}
+
+/// Starts a detached thread running `body`.
+@discardableResult
+public func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+    final class Box: @unchecked Sendable { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    // The attributes object lives at one address from init to destroy, as pthread objects must.
+    let attributes = UnsafeMutablePointer<pthread_attr_t>.allocate(capacity: 1)
+    defer { attributes.deallocate() }
+    pthread_attr_init(attributes)
+    pthread_attr_setdetachstate(attributes, Int32(PTHREAD_CREATE_DETACHED))
+    let r = pthread_create(&thread, attributes, { raw in
+        let box = Unmanaged<AnyObject>.fromOpaque(raw!).takeRetainedValue() as! Box
+        box.body()
+        return nil
+    }, box)
+    pthread_attr_destroy(attributes)
+    precondition(r == 0, "pthread_create failed: \(r)")
+    return thread
+}

@@ -6,10 +6,18 @@ import ParadiceWire
 
 /// Pushes readiness events for a session's watched handles. A watch fires once (PD_WATCH); an
 /// fasync watch fires again after the guest next touches the file.
+///
+/// Every registration and every touch of a persistent watch gets a new generation. A readiness that
+/// poll reports for a one-shot watch is sent only if the watch still has the generation that was
+/// polled: one renewed while poll ran belongs to a guest that has cleared its side since and waits for
+/// the renewed watch, so the old readiness (maybe consumed, maybe not what it now asks for) is dropped
+/// and the renewed watch is polled afresh. Deleting the renewed watch there instead lost the guest's
+/// wake-up. A persistent watch touched while poll ran sends the readiness and stays armed.
 final class Watcher: @unchecked Sendable {
     private unowned let session: Session
     private let lock = Lock()
-    private var watches: [UInt32: (events: Int16, persistent: Bool, armed: Bool)] = [:]
+    private var watches: [UInt32: (events: Int16, persistent: Bool, armed: Bool, generation: UInt64)] = [:]
+    private var generations: UInt64 = 0
     private var wakeFD: Int32 = -1
     private var running = false
     private var stopped = false
@@ -18,7 +26,8 @@ final class Watcher: @unchecked Sendable {
 
     func watch(_ handle: UInt32, events: Int16, persistent: Bool) {
         lock.withLock {
-            watches[handle] = (events, persistent, true)
+            generations += 1
+            watches[handle] = (events, persistent, true, generations)
             if !running && !stopped {
                 running = true
                 wakeFD = paradice_eventfd()
@@ -36,10 +45,13 @@ final class Watcher: @unchecked Sendable {
     /// The guest used the file: a persistent watch may fire again.
     func rearm(_ handle: UInt32) {
         let changed = lock.withLock { () -> Bool in
-            guard var w = watches[handle], w.persistent, !w.armed else { return false }
+            guard var w = watches[handle], w.persistent else { return false }
+            generations += 1
+            w.generation = generations   // a poll running now reports what was ready before the touch
+            let wasArmed = w.armed
             w.armed = true
             watches[handle] = w
-            return true
+            return !wasArmed
         }
         if changed { wake() }
     }
@@ -61,11 +73,11 @@ final class Watcher: @unchecked Sendable {
     private func loop() {
         defer { lock.withLock { Glibc.close(wakeFD); wakeFD = -1; running = false } }
         while true {
-            let (done, entries) = lock.withLock { () -> (Bool, [(UInt32, Int32, Int16)]) in
+            let (done, entries) = lock.withLock { () -> (Bool, [(UInt32, Int32, Int16, UInt64)]) in
                 if stopped { return (true, []) }
-                let list = watches.filter { $0.value.armed }.compactMap { h, w -> (UInt32, Int32, Int16)? in
+                let list = watches.filter { $0.value.armed }.compactMap { h, w -> (UInt32, Int32, Int16, UInt64)? in
                     guard let file = session.file(h) else { return nil }
-                    return (h, file.fd, w.events)
+                    return (h, file.fd, w.events, w.generation)
                 }
                 return (false, list)
             }
@@ -77,10 +89,18 @@ final class Watcher: @unchecked Sendable {
             if fds[0].revents != 0 { var v: UInt64 = 0; _ = Glibc.read(fds[0].fd, &v, 8) }
             for (index, entry) in entries.enumerated() where fds[index + 1].revents != 0 {
                 let revents = fds[index + 1].revents
-                lock.withLock {
-                    guard var w = watches[entry.0] else { return }
-                    if w.persistent { w.armed = false; watches[entry.0] = w } else { watches[entry.0] = nil }
+                let current = lock.withLock { () -> Bool in
+                    guard var w = watches[entry.0] else { return false }
+                    if w.persistent {
+                        // Touched while poll ran: it fires again for what comes after the touch.
+                        if w.generation == entry.3 { w.armed = false; watches[entry.0] = w }
+                        return true
+                    }
+                    guard w.generation == entry.3 else { return false }   // renewed: polled again next round
+                    watches[entry.0] = nil
+                    return true
                 }
+                guard current else { continue }
                 var body = BodyWriter()
                 body.append(pd_event(revents: Int32(revents), reserved: 0))
                 session.send(Frame(op: PD_EVENT.code, handle: entry.0, body: body.bytes))

@@ -440,6 +440,8 @@ static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
                 if (local[k].fd == f->placeholder && local[k].revents)
                     fds[i].revents = f->revents & (fds[i].events | POLLERR | POLLHUP | POLLNVAL);
             f->polling = 0;
+            /* The backend keeps one watch per file: this poll's replaced the one an epoll set relies on. */
+            if (f->watch) pd_rearm(f);
         }
         if (r < 0) { errno = e; ready = -1; break; }
         ready = 0;

@@ -68,11 +68,52 @@ struct Uinput {
         #expect(evemuLines(evdevFileText(record), events: true).map(evemuEvent) == expected, "\(evdevFileText(record))")
 
         // Its end closes /dev/uinput on the backend: the device is destroyed there (and the recorder ends).
-        player.terminate()
+        // SIGKILL: it waits for another Enter, and it inherits this process's blocked signals.
+        kill(player.processIdentifier, SIGKILL)
         player.waitUntilExit()
         #expect(evdevWait(seconds: 30) {
             (try? vm.native("grep -c 'Paradice Test Tablet' /proc/bus/input/devices").output.hasPrefix("0")) ?? false
         })
+    }
+
+    /// The force-feedback protocol: Programs/uinputff.c makes a rumble pad through Paradice and serves its
+    /// requests (read of EV_UINPUT events, UI_BEGIN/END_FF_UPLOAD, UI_BEGIN/END_FF_ERASE); a client natively
+    /// in the VM (Programs/ffclient.py) uploads, updates, plays and erases effects on the pad's node, and
+    /// each of its calls returns once the forwarded program has answered.
+    @Test func forceFeedbackRequestsAreServedThroughParadice() throws {
+        let vm = try DriverVM.require()
+        let binary = NSTemporaryDirectory() + "paradice-uinputff-\(getpid())"
+        defer { unlink(binary) }
+        let built = try run("/usr/bin/gcc", ["-O1", "-o", binary, programSources + "/uinputff.c"])
+        #expect(built.status == 0, "\(built.output)")
+        let output = NSTemporaryDirectory() + "paradice-uinputff-\(getpid()).txt"
+        defer { unlink(output) }
+        let pad = try EvdevForwardedClient(vm, [binary, "120"], output: output)
+        #expect(evdevWait(seconds: 60) { pad.text.contains("created input") }, "\(pad.text)")
+        let sysname = pad.text.split(separator: "\n").first { $0.hasPrefix("created ") }.map { String($0.dropFirst(8)) } ?? ""
+        let found = try vm.native("ls /sys/devices/virtual/input/\(sysname) | grep '^event'")
+        let node = "/dev/input/" + found.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(found.status == 0 && node.count > "/dev/input/event".count, "\(found.output)")
+        #expect(try vm.native("cat /sys/devices/virtual/input/\(sysname)/name").output == "Paradice FF pad\n")
+
+        try? FileManager.default.removeItem(atPath: vm.folder + "/share/ffclient.py")
+        try FileManager.default.copyItem(atPath: programSources + "/ffclient.py", toPath: vm.folder + "/share/ffclient.py")
+        let client = try vm.native("python3 /share/ffclient.py \(node)", timeout: 120)
+        #expect(client.output == "rumble uploaded as 0\nsine uploaded as 1\nrumble updated as 0\nrumble erased\nclosed\n", "\(client.output)")
+        #expect(pad.finish(seconds: 60) == 0, "\(pad.text)")
+        let served = pad.text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("created ") }
+        #expect(served == [
+            "upload: effect type 0x50 id 0 rumble 32768/16384 length 500 old type 0 id 0 length 0",
+            "upload: effect type 0x51 id 1 periodic waveform 0x5a period 100 magnitude 16384 custom_len 0 length 1000 old type 0 id 0 length 0",
+            "upload: effect type 0x50 id 0 rumble 4096/8192 length 250 old type 0x50 id 0 rumble 32768/16384 length 500",
+            "play: effect 1 value 1",
+            "play: effect 1 value 0",
+            "play: effect 0 value 0",   // EVIOCRMFF: the kernel stops an effect before it erases it
+            "erase: effect 0",
+            "play: effect 1 value 0",   // the close erases the client's other effect
+            "erase: effect 1",
+            "destroyed",
+        ], "\(pad.text)")
     }
 }
 }

@@ -11,11 +11,19 @@ import ParadiceWire
 /// The poll holds a reference to each file it polls, so a descriptor stays open (its number cannot be
 /// reused by another open) until the poll has returned; a close or a stop wakes the poll and waits for
 /// it to let go, so the device is released when the close is answered.
+///
+/// Every registration and every touch of a persistent watch gets a new generation. A readiness that
+/// poll reports for a one-shot watch is sent only if the watch still has the generation that was
+/// polled: one renewed while poll ran belongs to a guest that has cleared its side since and waits for
+/// the renewed watch, so the old readiness (maybe consumed, maybe not what it now asks for) is dropped
+/// and the renewed watch is polled afresh. Deleting the renewed watch there instead lost the guest's
+/// wake-up. A persistent watch touched while poll ran sends the readiness and stays armed.
 final class Watcher: @unchecked Sendable {
     private unowned let session: Session
 
     private struct State {
-        var watches: [UInt32: (events: Int16, persistent: Bool, armed: Bool)] = [:]
+        var watches: [UInt32: (events: Int16, persistent: Bool, armed: Bool, generation: UInt64)] = [:]
+        var generations: UInt64 = 0
         /// Handles the poll under way holds a file reference for.
         var polled: Set<UInt32> = []
         var running = false
@@ -33,7 +41,8 @@ final class Watcher: @unchecked Sendable {
 
     func watch(_ handle: UInt32, events: Int16, persistent: Bool) {
         state.withLock { s in
-            s.watches[handle] = (events, persistent, true)
+            s.generations += 1
+            s.watches[handle] = (events, persistent, true, s.generations)
             if !s.running && !s.stopped {
                 s.running = true
                 if wakeFD < 0 { wakeFD = paradice_eventfd() }
@@ -58,10 +67,13 @@ final class Watcher: @unchecked Sendable {
     /// The guest used the file: a persistent watch may fire again.
     func rearm(_ handle: UInt32) {
         let changed = state.withLock { s -> Bool in
-            guard var w = s.watches[handle], w.persistent, !w.armed else { return false }
+            guard var w = s.watches[handle], w.persistent else { return false }
+            s.generations += 1
+            w.generation = s.generations   // a poll running now reports what was ready before the touch
+            let wasArmed = w.armed
             w.armed = true
             s.watches[handle] = w
-            return true
+            return !wasArmed
         }
         if changed { wake() }
     }
@@ -91,11 +103,11 @@ final class Watcher: @unchecked Sendable {
         let wakeFD = state.withLock { _ in self.wakeFD }
         while true {
             // The files themselves, not their numbers: each stays open while it is polled.
-            var entries: [(handle: UInt32, file: OpenFile, events: Int16)] = []
+            var entries: [(handle: UInt32, file: OpenFile, events: Int16, generation: UInt64)] = []
             let stopped = state.withLock { s -> Bool in
                 if s.stopped { return true }
                 for (h, w) in s.watches where w.armed {
-                    if let file = session.file(h) { entries.append((h, file, w.events)) }
+                    if let file = session.file(h) { entries.append((h, file, w.events, w.generation)) }
                 }
                 s.polled = Set(entries.map(\.handle))
                 return false
@@ -111,7 +123,13 @@ final class Watcher: @unchecked Sendable {
                 var fired: [(UInt32, Int16)] = []
                 for (index, entry) in entries.enumerated() where fds[index + 1].revents != 0 {
                     guard var w = s.watches[entry.handle] else { continue }
-                    if w.persistent { w.armed = false; s.watches[entry.handle] = w } else { s.watches[entry.handle] = nil }
+                    if w.persistent {
+                        // Touched while poll ran: it fires again for what comes after the touch.
+                        if w.generation == entry.generation { w.armed = false; s.watches[entry.handle] = w }
+                    } else {
+                        guard w.generation == entry.generation else { continue }   // renewed: polled again next round
+                        s.watches[entry.handle] = nil
+                    }
                     fired.append((entry.handle, fds[index + 1].revents))
                 }
                 return fired

@@ -148,3 +148,60 @@ int closedir(DIR *dir) {
     free(d);
     return 0;
 }
+
+/* glibc's scandir lists a folder with its own internal opendir, which this library never sees; libevdev
+ * finds a uinput device's node with scandir of its sysfs folder. A forwarded folder is listed here,
+ * through the forwarded opendir and readdir, then filtered and sorted as scandir does. */
+typedef int (*scan_filter)(const struct dirent *);
+typedef int (*scan_compare)(const struct dirent **, const struct dirent **);
+
+static int scan_forwarded(const char *path, struct dirent ***list, scan_filter filter, scan_compare compare) {
+    DIR *dir = opendir(path);
+    if (!dir) return -1;
+    struct dirent **entries = NULL;
+    size_t count = 0, capacity = 0;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        if (filter && !filter(e)) continue;
+        if (count == capacity) {
+            capacity = capacity ? 2 * capacity : 16;
+            struct dirent **grown = realloc(entries, capacity * sizeof *entries);
+            if (!grown) break;
+            entries = grown;
+        }
+        struct dirent *copy = malloc(sizeof *copy);
+        if (!copy) break;
+        memcpy(copy, e, sizeof *copy);
+        entries[count++] = copy;
+    }
+    int failed = e != NULL;   /* stopped early: out of memory */
+    closedir(dir);
+    if (failed) {
+        while (count) free(entries[--count]);
+        free(entries);
+        errno = ENOMEM;
+        return -1;
+    }
+    if (compare && count > 1) qsort(entries, count, sizeof *entries, (int (*)(const void *, const void *))compare);
+    *list = entries;
+    return (int)count;
+}
+
+int scandir(const char *path, struct dirent ***list, scan_filter filter, scan_compare compare) {
+    static int (*real)(const char *, struct dirent ***, scan_filter, scan_compare);
+    if (!real) real = (int (*)(const char *, struct dirent ***, scan_filter, scan_compare))dlsym(RTLD_NEXT, "scandir");
+    char backend[512];
+    if (!pd_forwarded_path(path, backend, sizeof backend)) return real(path, list, filter, compare);
+    return scan_forwarded(path, list, filter, compare);
+}
+
+/* On LP64 struct dirent64 is struct dirent. */
+_Static_assert(sizeof(struct dirent64) == sizeof(struct dirent), "dirent64 and dirent differ");
+int scandir64(const char *path, struct dirent64 ***list, int (*filter)(const struct dirent64 *),
+              int (*compare)(const struct dirent64 **, const struct dirent64 **)) {
+    static int (*real)(const char *, struct dirent64 ***, int (*)(const struct dirent64 *), int (*)(const struct dirent64 **, const struct dirent64 **));
+    if (!real) real = (int (*)(const char *, struct dirent64 ***, int (*)(const struct dirent64 *), int (*)(const struct dirent64 **, const struct dirent64 **)))dlsym(RTLD_NEXT, "scandir64");
+    char backend[512];
+    if (!pd_forwarded_path(path, backend, sizeof backend)) return real(path, list, filter, compare);
+    return scan_forwarded(path, (struct dirent ***)list, (scan_filter)filter, (scan_compare)compare);
+}

@@ -433,6 +433,8 @@ static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
             short revents = pd_end_poll(f);
             if (watched[i] && local[watched[i]].revents)
                 fds[i].revents = revents & (fds[i].events | POLLERR | POLLHUP | POLLNVAL);
+            /* The backend keeps one watch per file: this poll's replaced the one an epoll set relies on. */
+            pd_rearm(f);
         }
         if (r < 0) { errno = e; ready = -1; break; }
         ready = 0;

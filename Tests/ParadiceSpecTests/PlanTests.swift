@@ -216,6 +216,51 @@ struct PlanTests {
         #expect(repositorySpecs.match(command: 0x4018_46ef, inClass: "evdev") == nil)
     }
 
+    @Test func uinputSetupAndCapabilityBits() throws {
+        #expect(command("UI_DEV_SETUP") == 0x405c_5503 && command("UI_ABS_SETUP") == 0x401c_5504)
+        let setup = Arg("uinput_setup")
+        let call = try plan("uinput", "UI_DEV_SETUP", setup.address)
+        #expect(call.plan.regions == [.init(address: setup.address, length: 92, direction: .input)])
+        // The bit number travels in the argument itself; no guest memory is read.
+        let bit = try plan("uinput", "UI_SET_KEYBIT", 0x14a)
+        #expect(bit.plan.argument == .value(0x14a) && bit.plan.regions.isEmpty)
+        // UI_SET_PHYS reads the string the argument points to: the 1024 bytes the driver may copy.
+        let phys = Arg(bytes: 1024)
+        let physCall = try plan("uinput", "UI_SET_PHYS", phys.address)
+        #expect(physCall.plan.regions == [.init(address: phys.address, length: 1024, direction: .input)])
+    }
+
+    @Test func uinputSysnameFamilyCopiesBackWhatTheDriverWrote() throws {
+        let number = command("UI_GET_SYSNAME", ["len": 37])
+        #expect(number == 0x8025_552c)
+        let match = try #require(repositorySpecs.match(command: number, inClass: "uinput"))
+        #expect(match.ioctl.name == "UI_GET_SYSNAME" && match.parameters["len"] == 37)
+        let name = Arg(bytes: 37)
+        let call = try plan("uinput", "UI_GET_SYSNAME", name.address, parameters: ["len": 37])
+        #expect(call.plan.regions == [.init(address: name.address, length: 37, direction: .output, preserve: true)])
+        call.result = 8   // "input12" and its NUL
+        #expect(call.copyOutLengths() == [8])
+    }
+
+    /// A periodic effect's custom_data in a force-feedback request is the uploader's address: never followed,
+    /// whatever the effect's type and waveform say.
+    @Test func uinputForceFeedbackRequestsAreWholeStructsWithoutPointers() throws {
+        let upload = Arg("uinput_ff_upload")
+        #expect(upload.size == 104)
+        upload.set("effect.type", 0x51)              // FF_PERIODIC
+        upload.set("effect.u.periodic.waveform", 0x5d)   // FF_CUSTOM
+        upload.set("effect.u.periodic.custom_len", 16)
+        upload.set("effect.u.periodic.custom_data", 0x7fff_0000_1000)
+        let begin = try plan("uinput", "UI_BEGIN_FF_UPLOAD", upload.address)
+        #expect(begin.plan.regions == [.init(address: upload.address, length: 104, direction: .both)])
+        #expect(begin.plan.pointers.isEmpty)
+        let end = try plan("uinput", "UI_END_FF_UPLOAD", upload.address)
+        #expect(end.plan.regions == [.init(address: upload.address, length: 104, direction: .input)] && end.plan.pointers.isEmpty)
+        let erase = Arg("uinput_ff_erase")
+        let eraseCall = try plan("uinput", "UI_BEGIN_FF_ERASE", erase.address)
+        #expect(eraseCall.plan.regions == [.init(address: erase.address, length: 12, direction: .both)])
+    }
+
     @Test func evdevMtSlotsReadsTheCodeAndWritesValues() throws {
         let slots = Arg(bytes: 4 + 4 * 10)
         slots.set(at: 0, size: 4, 0x35)

@@ -29,13 +29,13 @@ command -v apt-get >/dev/null || die "needs Debian's apt-get"
 MODULES="virtio_pci virtio_net virtio_console 9pnet_virtio 9p virtio_input evdev uinput virtio-gpu vgem vkms
 vivid snd-dummy snd-aloop snd-seq-dummy cuse"
 # Nodes /init waits for before it starts the backend.
-EXPECT="/dev/video0 /dev/media0 /dev/dri/card0 /dev/dri/card1 /dev/dri/card2 /dev/dri/renderD128
-/dev/snd/controlC0 /dev/snd/controlC1 /dev/snd/seq /dev/uinput /dev/cuse"
+EXPECT="/dev/video0 /dev/video3 /dev/vbi0 /dev/vbi1 /dev/radio0 /dev/radio1 /dev/swradio0 /dev/v4l-touch0 /dev/media0
+/dev/dri/card0 /dev/dri/card1 /dev/dri/card2 /dev/dri/renderD128 /dev/snd/controlC0 /dev/snd/controlC1 /dev/snd/seq /dev/uinput /dev/cuse"
 
 # --- host packages -------------------------------------------------------------------------------------
 # emulator and initramfs tools, plus the real clients that tests run natively inside the VM (the guest sees
 # the host's /usr over 9p, so installing them on the host is what makes them available in the guest)
-PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils v4l-utils evtest alsa-utils libdrm-tests"
+PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils v4l-utils evtest evemu-tools alsa-utils libdrm-tests"
 updated=0
 apt_update_once() { [ $updated = 1 ] || { log "apt-get update"; apt-get update -qq; updated=1; }; }
 

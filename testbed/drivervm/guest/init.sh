@@ -27,7 +27,7 @@ opt() { for w in $CMDLINE; do case "$w" in "$1="*) echo "${w#*=}"; return;; esac
 # --- drivers ---------------------------------------------------------------------------------------------
 for m in $(cat /etc/dvm-modules); do
   case "$m" in
-    vivid) modprobe vivid n_devs=1 ;;          # one vivid instance: video0..3, media0, ...
+    vivid) modprobe vivid n_devs=1 ;;          # one vivid instance, every node kind: video0..3, vbi0..1, radio0..1, swradio0, v4l-touch0, media0
     *) modprobe "$m" ;;
   esac || echo "DVM modprobe-failed $m"
 done
@@ -76,7 +76,7 @@ for p in /sys/class/virtio-ports/vport*; do
   mkdir -p /dev/virtio-ports
   ln -sf "../${p##*/}" "/dev/virtio-ports/$(cat "$p/name")"
 done
-mark devices "$(cd /dev && ls -d video* media* dri/* snd/* input/event* uinput cuse 2>/dev/null | tr '\n' ' ')"
+mark devices "$(cd /dev && ls -d video* vbi* radio* swradio* v4l-touch* media* dri/* snd/* input/event* uinput cuse 2>/dev/null | tr '\n' ' ')"
 
 # --- exec server on the virtio-serial port "dvm.ctl" (the host end is run.sh's ctl.sock) ----------------------
 # Request, one line:  EXEC <id> <host|init> <timeout s, 0 = none> <base64 of a shell command>
@@ -138,7 +138,8 @@ started=0
 if [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/paradice-backend ]; then
   set -f                                             # the device globs are for the backend, not this shell
   hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 --specs /share/Specs \
-    --device /dev/video0 --device '/dev/video*' --device '/dev/v4l-subdev*' --device '/dev/media*' \
+    --device /dev/video0 --device '/dev/video*' --device '/dev/vbi*' --device '/dev/radio*' --device '/dev/swradio*' \
+    --device '/dev/v4l-touch*' --device '/dev/v4l-subdev*' --device '/dev/media*' \
     --device '/dev/dri/*' --device '/dev/snd/*' --device '/dev/input/event*' --device /dev/uinput \
     --plugins v4l2,evdev,alsa,drm,kvm --tree /sys \
     $(cat /share/backend-extra-args 2>/dev/null) > /share/backend.log 2>&1 < /dev/null &

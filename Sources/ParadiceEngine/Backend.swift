@@ -39,7 +39,7 @@ public struct GuestLimits: Sendable, Equatable {
     public var mappedBytes = 8 << 30
     /// Bytes of reads in flight: buffers a session's reads fill before their replies go out. One read is
     /// always admitted (up to the largest frame); more past this are EAGAIN.
-    public var readBytesInFlight = 256 << 20
+    public var readBytesInFlight = 64 << 20
     /// The largest frame a guest may send (the protocol's PD_MAX_FRAME at most); a larger one ends its session.
     public var maxFrame = Int(PD_MAX_FRAME)
     /// Sessions at once, backend-wide; a further connection is refused.
@@ -94,7 +94,7 @@ public final class Backend: @unchecked Sendable {
         installInterruptHandler()
         // Large buffers (reads, frames) come from and go back to the system: glibc's sliding threshold would
         // otherwise keep a burst's buffers in its heap, and a hostile guest's peak would stay the backend's size.
-        _ = paradice_fix_mmap_threshold(256 << 10)
+        _ = paradice_fix_mmap_threshold(64 << 10)
         for endpoint in configuration.listen { listeners.append(try Listener(endpoint)) }
     }
 

@@ -26,7 +26,7 @@ final class Session: @unchecked Sendable {
     private var waiting: [(token: UInt64, work: PendingWork)] = []
     private var running = 0
     /// Bytes the session's reads in flight may fill (GuestLimits.readBytesInFlight).
-    private var readBytesInFlight = 0
+    fileprivate var readBytesInFlight = 0
     /// The limits this session has run into, each logged the first time only.
     private var limitsReached: Set<String> = []
     private(set) var cancelled = false
@@ -65,6 +65,9 @@ final class Session: @unchecked Sendable {
             logger.info(farewell == nil ? "guest disconnected" : "guest said goodbye")
         } catch let malformed as MalformedFrame {
             logger.warning("malformed frame: session ended", metadata: ["op": "\(malformed.op)", "reason": "\(malformed.reason)"])
+        } catch let malformed as ProtocolError {
+            // A header past the largest frame.
+            logger.warning("malformed frame: session ended", metadata: ["reason": "\(malformed.message)"])
         } catch {
             logger.info("guest connection ended", metadata: ["reason": "\(error)"])
         }
@@ -220,22 +223,26 @@ final class Session: @unchecked Sendable {
         }
     }
 
+    /// Runs the call on a thread of the pool, then, on the same thread, the session's calls that waited for one.
     private func start(_ token: UInt64, _ work: PendingWork) {
         backend.workers.run { [self] in
-            let go = lock.withLock { () -> Bool in
-                if !cancelled { workers[token] = pthread_self() }
-                return !cancelled
+            var call: (token: UInt64, work: PendingWork)? = (token, work)
+            var reusable = true
+            while let (token, work) = call {
+                let go = lock.withLock { () -> Bool in
+                    if !cancelled { workers[token] = pthread_self() }
+                    return !cancelled
+                }
+                if go { work.run() } else { work.drop() }
+                // Only a cancelled session signals its workers: a thread that saw no cancellation here was
+                // never signalled, and is given the next call.
+                (call, reusable) = lock.withLock { () -> ((token: UInt64, work: PendingWork)?, Bool) in
+                    workers.removeValue(forKey: token)
+                    if !cancelled && !waiting.isEmpty { return (waiting.removeFirst(), true) }
+                    running -= 1
+                    return (nil, !cancelled)
+                }
             }
-            if go { work.run() } else { work.drop() }
-            // Only a cancelled session signals its workers: a thread that saw no cancellation here was
-            // never signalled, and is given the next call.
-            let (reusable, next) = lock.withLock { () -> (Bool, (token: UInt64, work: PendingWork)?) in
-                workers.removeValue(forKey: token)
-                if !cancelled && !waiting.isEmpty { return (true, waiting.removeFirst()) }
-                running -= 1
-                return (!cancelled, nil)
-            }
-            if let next { start(next.token, next.work) }
             return reusable
         }
     }
@@ -366,7 +373,10 @@ final class Session: @unchecked Sendable {
             return fail(frame.request, EAGAIN)
         }
         let positional = frame.op == PD_PREAD.code
+        // Given back when the call is done with, whether it ran or was dropped (refused, or its session ended).
+        let reservation = ReadReservation(self, count)
         let work: @Sendable () -> Void = { [self] in
+            withExtendedLifetime(reservation) {}
             var n = 0, e: Int32 = 0
             let encoded = [UInt8](unsafeUninitializedCapacity: headroom + count) { buffer, initialized in
                 let data = buffer.baseAddress! + headroom
@@ -381,7 +391,6 @@ final class Session: @unchecked Sendable {
                 initialized = headroom + max(n, 0)
             }
             send(encoded)
-            lock.withLock { readBytesInFlight -= count }
             watcher.rearm(frame.handle)
         }
         file.nonBlocking ? work() : offload(frame.request, work)
@@ -621,6 +630,14 @@ final class Session: @unchecked Sendable {
         watcher.watch(frame.handle, events: Int16(truncatingIfNeeded: request.events), persistent: false)
         reply(frame.request, result: 0)
     }
+}
+
+/// Bytes of a session's read budget, held by one read's call for as long as the call exists.
+private final class ReadReservation: @unchecked Sendable {
+    let session: Session
+    let count: Int
+    init(_ session: Session, _ count: Int) { self.session = session; self.count = count }
+    deinit { session.lock.withLock { session.readBytesInFlight -= count } }
 }
 
 /// A frame that is not what its op says: it ends the session that sent it.

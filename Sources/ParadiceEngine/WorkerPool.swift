@@ -37,10 +37,12 @@ final class WorkerPool: @unchecked Sendable {
         pthread_mutex_lock(&mutex)
         while true {
             while jobs.isEmpty {
+                if idle >= maxIdle { break }   // a thread started for a job another took: not one more parked
                 idle += 1
                 pthread_cond_wait(&wakeup, &mutex)
                 idle -= 1
             }
+            if jobs.isEmpty { break }
             let job = jobs.removeFirst()
             pthread_mutex_unlock(&mutex)
             let reusable = job()

@@ -75,7 +75,7 @@ public final class FrameSocket: @unchecked Sendable {
 
     /// How much a large body's buffer grows by before the bytes for it have arrived: a peer that announces
     /// a large frame and sends little of it makes the receiver hold about what it sent, not what it announced.
-    static let bodyGrowthStep = 1 << 20
+    static let bodyGrowthStep = 64 << 10
 
     /// The next frame, or nil at a clean end of stream. `maxLength`, if given, bounds this frame's body
     /// below `maxFrameLength` (a handshake is small).
@@ -92,14 +92,16 @@ public final class FrameSocket: @unchecked Sendable {
             if length > buffer.count {
                 // A large body: take what is buffered, then read the rest into a buffer that grows by at
                 // most what has arrived (and one step), never by what the header announced.
-                let have = end - start
-                body.reserveCapacity(min(length, max(have, Self.bodyGrowthStep)))
-                body.append(contentsOf: buffer[start..<end])
+                body = Array(buffer[start..<end])
                 start = end
                 var got = body.count   // bytes received; body.count is what is allocated
                 while got < length {
                     if got == body.count {
-                        body.append(contentsOf: repeatElement(0, count: min(length - got, max(Self.bodyGrowthStep, got))))
+                        var grown = [UInt8](repeating: 0, count: got + min(length - got, max(Self.bodyGrowthStep, got)))
+                        if got > 0 {
+                            grown.withUnsafeMutableBytes { dst in body.withUnsafeBytes { dst.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: got) } }
+                        }
+                        body = grown
                     }
                     let n = body.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, $0.count - got, 0) }
                     if n == 0 { throw TransportError.closed }

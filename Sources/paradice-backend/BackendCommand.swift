@@ -58,7 +58,7 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Bytes of device mappings one session may hold (K, M, G suffixes); more are ENOMEM (default 8G).", valueName: "bytes"))
     var maxMappedBytes: String?
 
-    @Option(name: .long, help: ArgumentHelp("Bytes one session's reads in flight may fill; more are EAGAIN, one read always passes (default 256M).", valueName: "bytes"))
+    @Option(name: .long, help: ArgumentHelp("Bytes one session's reads in flight may fill; more are EAGAIN, one read always passes (default 64M).", valueName: "bytes"))
     var maxReadBytesInFlight: String?
 
     @Option(name: .long, help: ArgumentHelp("The largest frame a guest may send (at most 80M); a larger one ends its session (default 80M).", valueName: "bytes"))

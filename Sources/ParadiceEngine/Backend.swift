@@ -44,6 +44,8 @@ public struct GuestLimits: Sendable, Equatable {
     public var maxFrame = Int(PD_MAX_FRAME)
     /// Sessions at once, backend-wide; a further connection is refused.
     public var sessions = 1024
+    /// Seconds a new connection has to complete its handshake: a silent one would hold a session for ever.
+    public var handshakeSeconds = 10
 
     public init() {}
 }

@@ -15,7 +15,10 @@ final class CollectingMemory: GuestMemory {
     init(_ regions: [(address: UInt64, bytes: ArraySlice<UInt8>)]) { self.regions = regions }
 
     func read(address: UInt64, count: Int) throws -> [UInt8] {
-        for r in regions where address >= r.address && address - r.address + UInt64(count) <= UInt64(r.bytes.count) {
+        guard count >= 0 else { throw PlanError.fault(address: address, length: count) }
+        // Compared without a sum: guest addresses near 2^64 would overflow one (and trap).
+        for r in regions where address >= r.address && address - r.address <= UInt64(r.bytes.count)
+            && UInt64(count) <= UInt64(r.bytes.count) - (address - r.address) {
             let start = r.bytes.startIndex + Int(address - r.address)
             return Array(r.bytes[start..<(start + count)])
         }

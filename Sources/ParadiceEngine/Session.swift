@@ -53,11 +53,18 @@ final class Session: @unchecked Sendable {
     func run() {
         defer { teardown() }
         do {
-            guard let hello = try socket.receive(maxLength: Self.maxHandshake), hello.op == PD_HELLO.code else {
+            setReceiveTimeout(seconds: limits.handshakeSeconds)
+            let first: Frame?
+            do { first = try socket.receive(maxLength: Self.maxHandshake) } catch TransportError.system(_, EAGAIN) {
+                logger.warning("connection without a handshake", metadata: ["waited": "\(limits.handshakeSeconds) s"])
+                return
+            }
+            guard let hello = first, hello.op == PD_HELLO.code else {
                 logger.warning("connection without a handshake")
                 return
             }
             try handshake(hello)
+            setReceiveTimeout(seconds: 0)   // a guest may be silent as long as it likes once it is one
             while let frame = try socket.receive() {
                 if frame.op == PD_BYE.code { farewell = frame.request; break }
                 try dispatch(frame)
@@ -71,6 +78,11 @@ final class Session: @unchecked Sendable {
         } catch {
             logger.info("guest connection ended", metadata: ["reason": "\(error)"])
         }
+    }
+
+    private func setReceiveTimeout(seconds: Int) {
+        var limit = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(socket.fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// A handshake carries a version and a name: anything larger is not one.

@@ -67,6 +67,9 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Guest sessions at once; a further connection is refused (default 1024).", valueName: "n"))
     var maxSessions: Int?
 
+    @Option(name: .long, help: ArgumentHelp("Seconds a new connection has to send its handshake before it is closed (default 10).", valueName: "s"))
+    var handshakeTimeout: Int?
+
     @Flag(name: .long, help: .hidden)
     var echo = false
 
@@ -138,6 +141,7 @@ struct BackendCommand: ParsableCommand {
         try set("max-read-bytes-in-flight", maxReadBytesInFlight, \.readBytesInFlight, bytes: true)
         try set("max-frame", maxFrame, \.maxFrame, bytes: true, most: GuestLimits().maxFrame)
         try set("max-sessions", maxSessions.map(String.init), \.sessions)
+        try set("handshake-timeout", handshakeTimeout.map(String.init), \.handshakeSeconds)
         return limits
     }
 

@@ -25,7 +25,7 @@ enum ConfigFile {
     }
 
     static let limitKeys: Set<String> = ["max-open-files", "max-requests-in-flight", "max-workers", "max-mapped-bytes",
-                                         "max-read-bytes-in-flight", "max-frame", "max-sessions"]
+                                         "max-read-bytes-in-flight", "max-frame", "max-sessions", "handshake-timeout"]
 
     struct Failure: Error, CustomStringConvertible {
         var description: String

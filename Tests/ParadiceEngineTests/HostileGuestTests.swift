@@ -232,6 +232,15 @@ struct HostileGuestTests {
         let zero = guest.open("/dev/zero")
         #expect(guest.result(PD_MMAP, handle: zero.handle, body: bytes(of: pd_mmap(offset: 0, length: 0, prot: PROT_READ, flags: MAP_SHARED)))?.error == EINVAL)
         #expect(guest.result(PD_MMAP, handle: zero.handle, body: bytes(of: pd_mmap(offset: .max - 10, length: 4096, prot: PROT_READ, flags: MAP_SHARED)))?.error == EINVAL)
+        // Guest addresses at the end of the address space, next to a region the guest did send: the
+        // backend asks for the memory (or faults it) and never wraps around while looking for it.
+        let (pty, _) = guest.open("/dev/ptmx")
+        for argument: UInt64 in [.max - 7, .max - 3, .max, 0x8000_0000_0000 - 4] {
+            let body = bytes(of: pd_ioctl(command: Ioctl.TIOCSWINSZ, region_count: 1, argument: argument))
+                + bytes(of: pd_region(address: 0, length: 8, reserved: 0)) + [UInt8](repeating: 0, count: 8)
+            let reply = guest.call(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: pty, body: body)
+            #expect(reply?.op == PD_NEED.code || reply.flatMap(RawGuest.decode)?.error == EFAULT, "argument \(argument)")
+        }
         // After all of it the session still works: nothing above was a reason to end it.
         let (handle, error) = guest.open("/dev/ptmx")
         #expect(error == 0)
@@ -383,7 +392,7 @@ struct HostileGuestTests {
 
     @Test func limitsRefuseWithTheirErrnoAndOneLogLine() throws {
         let bench = try HostileBench(extra: ["--max-sessions", "3", "--max-open-files", "4", "--max-mapped-bytes", "64K",
-                                             "--max-requests-in-flight", "4", "--max-workers", "2"])
+                                             "--max-requests-in-flight", "4", "--max-workers", "2", "--handshake-timeout", "1"])
         // Sessions: the witness and two more (each admitted once the bench's newcomer has gone); the next
         // connection is answered EUSERS and closed, with one log line.
         func admitted() -> RawGuest? {
@@ -448,6 +457,11 @@ struct HostileGuestTests {
         #expect(reads.isEmpty)
         #expect(bench.logCount("limit=requests in flight") == 1)
         #expect(bench.logCount("limit=worker threads (later calls wait)") == 1)
+
+        // A connection that never says hello does not hold a session for ever.
+        let silent = try RawGuest(bench.backend.unixEndpoint)
+        #expect(silent.closedByBackend(seconds: 10))
+        #expect(bench.backend.log.contains("waited=1 s [ParadiceEngine] connection without a handshake"))
     }
 
     @Test func randomFramesNeverTakeTheBackendDown() throws {

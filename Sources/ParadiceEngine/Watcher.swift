@@ -22,7 +22,9 @@ final class Watcher: @unchecked Sendable {
             if !running && !stopped {
                 running = true
                 wakeFD = paradice_eventfd()
-                startThread { [self] in loop() }
+                // The thread keeps its session alive: it may still be sending an event when the session ends.
+                let owner = session
+                startThread { [self] in withExtendedLifetime(owner) { loop() } }
             }
         }
         wake()

@@ -390,6 +390,22 @@ struct HostileGuestTests {
         #expect(bench.logCount("closed the guest's files") >= 1000)
     }
 
+    @Test func guestsThatDieWhileEventsArePushedToThem() throws {
+        let bench = try HostileBench()
+        // /dev/zero is always ready: with fasync on, every read re-arms it and the backend pushes an event,
+        // so that guests die while their session's watcher is sending.
+        for _ in 0..<500 {
+            let guest = try RawGuest(bench.backend.unixEndpoint)
+            #expect(guest.hello("eventful"))
+            let zero = guest.open("/dev/zero", flags: O_RDWR | O_NONBLOCK).handle
+            guest.send(RawGuest.frame(op: PD_FASYNC.code, request: guest.newRequest(), handle: zero, body: bytes(of: pd_flags(flags: 1, reserved: 0))))
+            for _ in 0..<30 {
+                guest.send(RawGuest.frame(op: PD_READ.code, request: guest.newRequest(), handle: zero, body: bytes(of: pd_io(count: 1, offset: 0))))
+            }
+        }
+        try bench.expectBackToBaseline("500 guests that died amid events")
+    }
+
     @Test func limitsRefuseWithTheirErrnoAndOneLogLine() throws {
         let bench = try HostileBench(extra: ["--max-sessions", "3", "--max-open-files", "4", "--max-mapped-bytes", "64K",
                                              "--max-requests-in-flight", "4", "--max-workers", "2", "--handshake-timeout", "1"])
@@ -470,18 +486,42 @@ struct HostileGuestTests {
         #expect(recorded.count >= 10)
         let bench = try HostileBench(devices: ["/dev/ptmx", "/dev/zero"])
         var rng = SeededGenerator(seed: 0x5EED_0010)
+        let opens = recorded.filter { $0.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self) } == PD_OPEN.code }
         let interesting: [UInt32] = [0, 1, 2, 7, 8, 16, 255, 4096, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFE, 0xFFFF_FFFF]
+        let interesting64: [UInt64] = [0, 1, 0xFFFF_FFFF, 0x7FFF_FFFF_FFFF_FFFF, 0x8000_0000_0000_0000, .max, .max - 7,
+                                       0x8000_0000_0000 - 4, 0x7FFF_FFFF_F000]
         var sentFrames = 0
         var sessions = 0
         var guest: RawGuest?
-        while sentFrames < 3000 {
+        while sentFrames < 8000 {
             if guest == nil {
-                guest = try RawGuest(bench.backend.unixEndpoint)
+                guard let next = try? RawGuest(bench.backend.unixEndpoint) else {
+                    Issue.record("the backend stopped accepting after \(sentFrames) frames:\n\(bench.backend.log.suffix(12000))")
+                    break
+                }
+                guest = next
                 sessions += 1
                 guard guest!.hello("random") else { guest = nil; continue }
+                // The recorded opens first, so that the recorded handles name files of this session.
+                for open in opens where !send(open, to: guest!) { guest = nil; break }
+                if guest == nil { continue }
             }
             var frame = recorded[Int.random(in: 0..<recorded.count, using: &rng)]
-            switch Int.random(in: 0..<8, using: &rng) {
+            let isIoctl = frame.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self) } == PD_IOCTL.code
+            switch Int.random(in: 0..<(isIoctl ? 10 : 9), using: &rng) {
+            case 9:   // an ioctl's argument at an edge of the address space, its first region next to it or at 0
+                let argument = interesting64.randomElement(using: &rng)!
+                frame.withUnsafeMutableBytes { $0.storeBytes(of: argument, toByteOffset: Frame.headerSize + 8, as: UInt64.self) }
+                if frame.count >= Frame.headerSize + 32 {
+                    let address = [0, 1, argument &- 8, argument, argument &+ 8].randomElement(using: &rng)!
+                    frame.withUnsafeMutableBytes { $0.storeBytes(of: address, toByteOffset: Frame.headerSize + 16, as: UInt64.self) }
+                }
+            case 8:   // an address, offset or count of 64 bits at its edges
+                if frame.count >= Frame.headerSize + 8 {
+                    let slots = (frame.count - Frame.headerSize) / 8
+                    let at = Frame.headerSize + 8 * Int.random(in: 0..<slots, using: &rng)
+                    frame.withUnsafeMutableBytes { $0.storeBytes(of: interesting64.randomElement(using: &rng)!, toByteOffset: at, as: UInt64.self) }
+                }
             case 0:   // flip a few bits anywhere
                 for _ in 0..<Int.random(in: 1...4, using: &rng) {
                     let i = Int.random(in: 0..<frame.count, using: &rng)
@@ -513,7 +553,11 @@ struct HostileGuestTests {
             default: break   // as recorded
             }
             sentFrames += 1
-            if !send(frame, to: guest!) { guest = nil }
+            // A frame whose length lies takes the frames after it for its body: the rest of this session
+            // would be one long frame, so the next frames go to a new one.
+            let inStep = frame.count >= Frame.headerSize
+                && Int(frame.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }) == frame.count - Frame.headerSize
+            if !send(frame, to: guest!) || !inStep { guest = nil }
         }
         guest = nil
         print("HostileGuest random frames: \(sentFrames) frames over \(sessions) sessions, \(bench.logCount("malformed frame")) malformed")

@@ -60,9 +60,21 @@ final class HostileBench {
         let after = now
         print("HostileGuest \(context): baseline \(baseline)\(peak.map { "; peak \($0)" } ?? ""); after \(after)"
               + " (settled in \(String(format: "%.2f", Date().timeIntervalSince(started))) s)")
-        #expect(settled, "\(context): \(after), baseline \(baseline)", sourceLocation: sourceLocation)
+        #expect(settled, "\(context): \(after), baseline \(baseline); \(settled ? "" : holdings())", sourceLocation: sourceLocation)
         #expect(backend.process.isRunning, "\(context): the backend died", sourceLocation: sourceLocation)
         try expectServed(context)
+    }
+
+    /// What the backend holds, for a failure's message: its descriptors' targets and its threads' wait channels.
+    func holdings() -> String {
+        let fds = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).sorted().map { fd -> String in
+            let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "?"
+            return "\(fd)→\(target)"
+        }
+        let threads = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).map {
+            (try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/wchan", encoding: .utf8)) ?? "?"
+        }
+        return "descriptors: \(fds.joined(separator: " ")); threads waiting in: \(threads.sorted().joined(separator: " "))"
     }
 
     /// The largest footprint seen while `condition` keeps changing it: sampled until two samples agree.
@@ -396,7 +408,10 @@ struct HostileGuestTests {
         // so that guests die while their session's watcher is sending.
         for _ in 0..<500 {
             let guest = try RawGuest(bench.backend.unixEndpoint)
-            #expect(guest.hello("eventful"))
+            guard guest.hello("eventful") else {
+                Issue.record("no handshake: \(bench.backend.log.suffix(3000))")
+                break
+            }
             let zero = guest.open("/dev/zero", flags: O_RDWR | O_NONBLOCK).handle
             guest.send(RawGuest.frame(op: PD_FASYNC.code, request: guest.newRequest(), handle: zero, body: bytes(of: pd_flags(flags: 1, reserved: 0))))
             for _ in 0..<30 {

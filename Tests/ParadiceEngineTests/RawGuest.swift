@@ -84,21 +84,31 @@ final class RawGuest {
         let deadline = Date().addingTimeInterval(seconds)
         while true {
             pending.removeAll()
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let left = Int32(max(0, deadline.timeIntervalSinceNow * 1000))
-            guard poll(&p, 1, left) > 0 else { return false }
+            guard readable(until: deadline) else { return false }
             var chunk = [UInt8](repeating: 0, count: 1 << 16)
             let n = recv(fd, &chunk, chunk.count, 0)
             if n == 0 || (n < 0 && errno == ECONNRESET) { return true }
         }
     }
 
+    /// Waits for bytes (or the end) until `deadline`. A signal to the test process (a child's SIGCHLD)
+    /// interrupts poll: that is no answer from the backend, so the wait goes on.
+    private func readable(until deadline: Date) -> Bool {
+        while true {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let left = Int32(max(0, deadline.timeIntervalSinceNow * 1000))
+            let r = poll(&p, 1, left)
+            if r > 0 { return true }
+            if r < 0 && errno == EINTR && Date() < deadline { continue }
+            return false
+        }
+    }
+
     private func readMore(until deadline: Date) -> Bool {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let left = Int32(max(0, deadline.timeIntervalSinceNow * 1000))
-        guard poll(&p, 1, left) > 0 else { return false }
+        guard readable(until: deadline) else { return false }
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        let n = recv(fd, &chunk, chunk.count, 0)
+        var n: Int
+        repeat { n = recv(fd, &chunk, chunk.count, 0) } while n < 0 && errno == EINTR
         guard n > 0 else { return false }
         pending += chunk[0..<n]
         return true

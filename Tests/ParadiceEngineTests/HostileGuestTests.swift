@@ -19,8 +19,9 @@ final class HostileBench {
     /// Resident memory the allocator may keep after a burst: its arenas and their fragments.
     static let residentSlackKiB = 8 << 10
 
-    init(devices: [String] = ["/dev/ptmx", "/dev/pts/*", "/dev/zero"], tcp: Bool = false, extra: [String] = []) throws {
-        backend = try BackendProcess(devices: devices, tcp: tcp, extra: extra + ["--log-level", "info"])
+    init(devices: [String] = ["/dev/ptmx", "/dev/pts/*", "/dev/zero"], tcp: Bool = false, sessionLeader: Bool = false,
+         extra: [String] = []) throws {
+        backend = try BackendProcess(devices: devices, tcp: tcp, sessionLeader: sessionLeader, extra: extra + ["--log-level", "info"])
         witness = try backend.connect("witness")
         witnessPty = try ForwardedPty(witness)
         baseline = Footprint(pid: backend.pid)
@@ -61,7 +62,7 @@ final class HostileBench {
         print("HostileGuest \(context): baseline \(baseline)\(peak.map { "; peak \($0)" } ?? ""); after \(after)"
               + " (settled in \(String(format: "%.2f", Date().timeIntervalSince(started))) s)")
         #expect(settled, "\(context): \(after), baseline \(baseline); \(settled ? "" : holdings())", sourceLocation: sourceLocation)
-        #expect(backend.process.isRunning, "\(context): the backend died", sourceLocation: sourceLocation)
+        #expect(backend.isRunning, "\(context): the backend died", sourceLocation: sourceLocation)
         try expectServed(context)
     }
 
@@ -421,6 +422,31 @@ struct HostileGuestTests {
         try bench.expectBackToBaseline("500 guests that died amid events")
     }
 
+    @Test func aForwardedTerminalNeverBecomesTheBackendsOwn() throws {
+        // A backend that leads its session (as under a service manager) and a guest that makes its pty the
+        // controlling terminal, then hangs it up: before TIOCSCTTY was refused, the hangup's SIGHUP killed
+        // the backend, and the terminal's keyboard signals reached it.
+        let bench = try HostileBench(sessionLeader: true)
+        #expect(getsid(bench.pid) == bench.pid)
+        let guest = try RawGuest(bench.backend.unixEndpoint)
+        #expect(guest.hello())
+        let pty = try rawPty(guest)
+        let number = try #require(FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(pty.slave)").split(separator: "/").last)
+        close(pty.slave)
+        let slave = guest.open("/dev/pts/\(number)")
+        #expect(slave.error == 0)
+        for handle in [slave.handle, pty.handle] {
+            for (command, argument): (UInt32, UInt64) in [(0x540E, 0), (0x540E, 1), (0x5422, 0), (0x541D, 0)] {   // TIOCSCTTY, TIOCNOTTY, TIOCCONS
+                let body = bytes(of: pd_ioctl(command: command, region_count: 0, argument: argument))
+                #expect(guest.result(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: body)?.error == EPERM)
+            }
+        }
+        #expect(guest.result(PD_CLOSE, handle: pty.handle)?.error == 0)   // the hangup
+        #expect(guest.result(PD_FSTAT, handle: slave.handle)?.error == 0)
+        shutdown(guest.fd, Int32(SHUT_RDWR))
+        try bench.expectBackToBaseline("a hung-up terminal")
+    }
+
     @Test func limitsRefuseWithTheirErrnoAndOneLogLine() throws {
         let bench = try HostileBench(extra: ["--max-sessions", "3", "--max-open-files", "4", "--max-mapped-bytes", "64K",
                                              "--max-requests-in-flight", "4", "--max-workers", "2", "--handshake-timeout", "1"])
@@ -576,7 +602,7 @@ struct HostileGuestTests {
         }
         guest = nil
         print("HostileGuest random frames: \(sentFrames) frames over \(sessions) sessions, \(bench.logCount("malformed frame")) malformed")
-        #expect(bench.backend.process.isRunning)
+        #expect(bench.backend.isRunning)
         try bench.expectBackToBaseline("\(sentFrames) random frames")
     }
 

@@ -68,7 +68,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceEngineTests",
-            dependencies: ["ParadiceClient", "CParadice", "ParadiceEngine"],
+            dependencies: ["ParadiceClient", "CParadice", "ParadiceEngine", "ParadiceWire"],
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
         .testTarget(

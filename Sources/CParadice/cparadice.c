@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <sys/uio.h>
+#include <malloc.h>
 #include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <fcntl.h>
@@ -82,3 +83,5 @@ long paradice_recv_with_descriptor(int sock, void *bytes, size_t length, int *de
     }
     return n;
 }
+
+int paradice_fix_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }

@@ -5,6 +5,8 @@ import Logging
 import ParadicePlan
 import ParadiceSpec
 import ParadiceTransport
+import ParadiceWire
+import CParadice
 
 /// What a backend serves and where.
 public struct BackendConfiguration: Sendable {
@@ -18,8 +20,34 @@ public struct BackendConfiguration: Sendable {
     /// Read-only subtrees (sysfs) a guest may open, list and read links in: what libraries read to
     /// identify a device (v4l-utils, libdrm). Every path is resolved and must stay inside.
     public var trees: [String] = []
+    /// What one guest may hold, and how many guests at once.
+    public var limits = GuestLimits()
 
     public init(specsDirectory: String) { self.specsDirectory = specsDirectory }
+}
+
+/// Per-guest limits: one guest, however hostile, holds at most this much of the backend. Each refusal is
+/// the errno a local kernel gives for the resource (see docs/protocol.md, "Limits"), logged once per session.
+public struct GuestLimits: Sendable, Equatable {
+    /// Files a session holds open, its ioctl-created descriptors included (EMFILE beyond).
+    public var openFiles = 4096
+    /// Calls handed to worker threads and not yet answered (EAGAIN beyond).
+    public var requestsInFlight = 1024
+    /// Threads running one session's calls at once; further calls wait for one of them.
+    public var workerThreads = 64
+    /// Bytes of device mappings a session holds (ENOMEM beyond, as mmap past RLIMIT_AS).
+    public var mappedBytes = 8 << 30
+    /// Bytes of reads in flight: buffers a session's reads fill before their replies go out. One read is
+    /// always admitted (up to the largest frame); more past this are EAGAIN.
+    public var readBytesInFlight = 64 << 20
+    /// The largest frame a guest may send (the protocol's PD_MAX_FRAME at most); a larger one ends its session.
+    public var maxFrame = Int(PD_MAX_FRAME)
+    /// Sessions at once, backend-wide; a further connection is refused.
+    public var sessions = 1024
+    /// Seconds a new connection has to complete its handshake: a silent one would hold a session for ever.
+    public var handshakeSeconds = 10
+
+    public init() {}
 }
 
 public enum BackendError: Error, CustomStringConvertible {
@@ -66,6 +94,9 @@ public final class Backend: @unchecked Sendable {
         plugins = enabled
         guard !configuration.listen.isEmpty else { throw BackendError.noListener }
         installInterruptHandler()
+        // Large buffers (reads, frames) come from and go back to the system: glibc's sliding threshold would
+        // otherwise keep a burst's buffers in its heap, and a hostile guest's peak would stay the backend's size.
+        _ = paradice_fix_mmap_threshold(64 << 10)
         for endpoint in configuration.listen { listeners.append(try Listener(endpoint)) }
     }
 
@@ -82,12 +113,19 @@ public final class Backend: @unchecked Sendable {
         while true {
             do {
                 let socket = try listener.accept()
-                let session = sessionsLock.withLock { () -> Session in
-                    let id = nextSession
-                    nextSession &+= 1
+                socket.maxFrameLength = min(configuration.limits.maxFrame, Int(PD_MAX_FRAME))
+                let admitted = sessionsLock.withLock { () -> Session? in
+                    guard sessions.count < configuration.limits.sessions else { return nil }
+                    var id = nextSession
+                    while id == 0 || sessions[id] != nil { id &+= 1 }
+                    nextSession = id &+ 1
                     let s = Session(id: id, socket: socket, backend: self)
                     sessions[id] = s
                     return s
+                }
+                guard let session = admitted else {
+                    refuse(socket)
+                    continue
                 }
                 startThread { [self] in
                     session.run()
@@ -98,6 +136,17 @@ public final class Backend: @unchecked Sendable {
                 usleep(100_000)
             }
         }
+    }
+
+    /// A connection past the session cap: answered, as its handshake would be, with EUSERS, then closed.
+    private func refuse(_ socket: FrameSocket) {
+        logger.warning("connection refused: too many sessions",
+                       metadata: ["peer": "\(socket.peer)", "limit": "\(configuration.limits.sessions)"])
+        var w = BodyWriter()
+        w.append(pd_reply(result: -1, error: EUSERS, reserved: 0))
+        try? socket.sendRaw(w.frame(op: PD_REPLY.code, request: 0))
+        _ = shutdown(socket.fd, Int32(SHUT_WR))
+        socket.close()
     }
 
     /// The plug-in state for a newly opened file of a class, if the class's plug-in is enabled.

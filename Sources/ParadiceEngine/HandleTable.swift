@@ -6,6 +6,7 @@ final class HandleTable: @unchecked Sendable {
     /// Handle n is slot n; 0 is never a handle. Freed numbers are reused lowest first, like fds.
     private var files: [OpenFile?] = [nil]
     private var holders: [Set<UInt32>] = [[]]   // per handle: the sessions holding it
+    private var held: [UInt32: Int] = [:]        // per session: how many handles it holds
     let token = UInt32.random(in: 1...UInt32.max)
 
     func file(_ handle: UInt32, for session: UInt32) -> OpenFile? {
@@ -15,8 +16,11 @@ final class HandleTable: @unchecked Sendable {
         }
     }
 
-    func register(_ file: OpenFile, for session: UInt32) -> UInt32 {
+    /// A new handle for `file`, or nil when the session holds `limit` already (the caller closes the file).
+    func register(_ file: OpenFile, for session: UInt32, limit: Int = .max) -> UInt32? {
         lock.withLock {
+            guard held[session, default: 0] < limit else { return nil }
+            held[session, default: 0] += 1
             if let free = files.indices.dropFirst().first(where: { files[$0] == nil }) {
                 files[free] = file
                 holders[free] = [session]
@@ -28,11 +32,15 @@ final class HandleTable: @unchecked Sendable {
         }
     }
 
+    /// How many handles the session holds.
+    func count(for session: UInt32) -> Int { lock.withLock { held[session, default: 0] } }
+
     /// Drops the session's reference; the file itself when it was the last.
     func release(_ handle: UInt32, for session: UInt32) -> Bool {
         lock.withLock {
             let h = Int(handle)
             guard h < files.count, holders[h].remove(session) != nil else { return false }
+            held[session, default: 1] -= 1
             if holders[h].isEmpty { files[h] = nil }
             return true
         }
@@ -41,7 +49,9 @@ final class HandleTable: @unchecked Sendable {
     /// A forked child's session takes a reference to everything the parent's holds.
     func join(_ session: UInt32, from parent: UInt32) {
         lock.withLock {
-            for h in holders.indices where holders[h].contains(parent) { holders[h].insert(session) }
+            for h in holders.indices where holders[h].contains(parent) && holders[h].insert(session).inserted {
+                held[session, default: 0] += 1
+            }
         }
     }
 
@@ -53,6 +63,7 @@ final class HandleTable: @unchecked Sendable {
                 count += 1
                 if holders[h].isEmpty { files[h] = nil }
             }
+            held[session] = nil
             return count
         }
     }

@@ -15,7 +15,10 @@ final class CollectingMemory: GuestMemory {
     init(_ regions: [(address: UInt64, bytes: ArraySlice<UInt8>)]) { self.regions = regions }
 
     func read(address: UInt64, count: Int) throws -> [UInt8] {
-        for r in regions where address >= r.address && address - r.address + UInt64(count) <= UInt64(r.bytes.count) {
+        guard count >= 0 else { throw PlanError.fault(address: address, length: count) }
+        // Compared without a sum: guest addresses near 2^64 would overflow one (and trap).
+        for r in regions where address >= r.address && address - r.address <= UInt64(r.bytes.count)
+            && UInt64(count) <= UInt64(r.bytes.count) - (address - r.address) {
             let start = r.bytes.startIndex + Int(address - r.address)
             return Array(r.bytes[start..<(start + count)])
         }
@@ -30,6 +33,13 @@ extension Session {
     func ioctl(_ frame: Frame) throws {
         var reader = BodyReader(frame.body)
         let request = try reader.read(pd_ioctl.self)
+        // Counts are checked against the frame before anything is sized by them. A frontend sends at most the
+        // regions the backend asked for, a few rounds of a plan's: many more is no frontend's request, and
+        // every planner read would scan them.
+        try reader.expect(Int(request.region_count), of: pd_region.self)
+        guard Int(request.region_count) <= 4 * backend.planner.limits.regionsPerCall else {
+            throw ProtocolError("\(request.region_count) regions, over \(4 * backend.planner.limits.regionsPerCall)")
+        }
         var gathered: [(address: UInt64, bytes: ArraySlice<UInt8>)] = []
         var named: [(address: UInt64, length: Int)] = []   // out regions the frontend lets the call write
         gathered.reserveCapacity(Int(request.region_count))
@@ -43,6 +53,7 @@ extension Session {
         var mirrored: [(mapping: UInt32, offset: Int, bytes: ArraySlice<UInt8>)] = []
         if frame.flags & UInt16(PD_IOCTL_MAPPINGS) != 0 {
             let count = try reader.read(pd_mapping_count.self)
+            try reader.expect(Int(count.count), of: pd_mapping_range.self)
             for _ in 0..<count.count {
                 let range = try reader.read(pd_mapping_range.self)
                 mirrored.append((range.mapping, Int(truncatingIfNeeded: range.offset), try reader.readBytes(Int(range.length))))
@@ -111,7 +122,7 @@ extension Session {
             execute(call, on: file, request: frame.request)
             watcher.rearm(frame.handle)
         }
-        call.plan.blocking ? offload(work) : work()
+        call.plan.blocking ? offload(frame.request, work) : work()
     }
 
     /// Whether [address, address + length) lies inside the union of `spans`.
@@ -227,6 +238,8 @@ extension Session {
             for (i, region) in plan.regions.enumerated() where !(region.direction.reads && region.direction.writes) { lengths[i] = 0 }
         }
         var newSlots: [pd_slot] = []
+        var createdHandles: [UInt32] = []
+        var overFileLimit = false
         var regionCount: UInt32 = 0
         var regionBytes = [UInt8]()
         regionBytes.reserveCapacity(lengths.reduce(0, +) + 24 * lengths.count)
@@ -251,7 +264,9 @@ extension Session {
                     // Its ioctls are the same class's (a media request's, a PRIME buffer's).
                     let created = OpenFile(fd: Int32(truncatingIfNeeded: value), path: "\(file.path) (fd from \(plan.ioctl))",
                                            specClass: file.specClass, state: nil, nonBlocking: false)
-                    let handle = register(created)
+                    // Past the session's file limit the descriptor closes with `created`, and the call fails.
+                    guard let handle = register(created) else { overFileLimit = true; continue }
+                    createdHandles.append(handle)
                     bytes.withUnsafeMutableBytes { writeInteger($0.baseAddress!, slot.offset, slot.width, Int64(handle)) }
                     newSlots.append(pd_slot(address: region.address + UInt64(slot.offset), width: UInt32(slot.width), direction: 2))
                 }
@@ -264,12 +279,23 @@ extension Session {
         }
         var result = Int64(r)
         var flags: UInt32 = 0
-        if plan.returnsDescriptor && r >= 0 {
+        let resultUnwrapped = plan.returnsDescriptor && r >= 0 && overFileLimit   // no OpenFile owns it yet
+        if plan.returnsDescriptor && r >= 0 && !overFileLimit {
             let created = OpenFile(fd: Int32(r), path: "\(file.path) (fd from \(plan.ioctl))", specClass: file.specClass,
                                    state: backend.pluginState(for: file.specClass, path: file.path, descriptor: Int32(r)),
                                    nonBlocking: false)
-            result = Int64(register(created))
-            flags |= PD_DONE_RESULT_HANDLE
+            if let handle = register(created) {
+                result = Int64(handle)
+                flags |= PD_DONE_RESULT_HANDLE
+            } else {
+                overFileLimit = true
+            }
+        }
+        if overFileLimit {
+            // As a kernel whose descriptor table is full: the call fails with EMFILE and leaves no descriptor.
+            for h in createdHandles { _ = handles.release(h, for: id) }
+            if resultUnwrapped { Glibc.close(Int32(r)) }
+            return fail(request, EMFILE)
         }
         replyIoctl(request, call: call, file: file, result: result, error: r < 0 ? e : 0, flags: flags,
                    regionCount: regionCount, regionBytes: &regionBytes, newSlots: newSlots)

@@ -22,11 +22,20 @@ final class Session: @unchecked Sendable {
     /// The calls on worker threads, with the thread once one runs it.
     private var workers: [UInt64: pthread_t?] = [:]
     private var nextWorker: UInt64 = 0
+    /// Calls admitted while `workerThreads` of the session's calls were running: each waits for one to end.
+    private var waiting: [(token: UInt64, work: PendingWork)] = []
+    private var running = 0
+    /// Bytes the session's reads in flight may fill (GuestLimits.readBytesInFlight).
+    fileprivate var readBytesInFlight = 0
+    /// The limits this session has run into, each logged the first time only.
+    private var limitsReached: Set<String> = []
     private(set) var cancelled = false
     /// The request of the guest's PD_BYE: answered once its files are released.
     private var farewell: UInt32?
     var mappings: [UInt32: DeviceMapping] = [:]
+    private var mappedBytes = 0
     private var nextMapping: UInt32 = 1
+    var limits: GuestLimits { backend.configuration.limits }
     /// Made with the session, before any other thread sees it (a lazy var is no safe first use from two).
     private(set) var watcher: Watcher!
 
@@ -46,23 +55,50 @@ final class Session: @unchecked Sendable {
     func run() {
         defer { teardown() }
         do {
-            guard let hello = try socket.receive(), hello.op == PD_HELLO.code else {
+            setReceiveTimeout(seconds: limits.handshakeSeconds)
+            let first: Frame?
+            do { first = try socket.receive(maxLength: Self.maxHandshake) } catch TransportError.system(_, EAGAIN) {
+                logger.warning("connection without a handshake", metadata: ["waited": "\(limits.handshakeSeconds) s"])
+                return
+            }
+            guard let hello = first, hello.op == PD_HELLO.code else {
                 logger.warning("connection without a handshake")
                 return
             }
             try handshake(hello)
+            setReceiveTimeout(seconds: 0)   // a guest may be silent as long as it likes once it is one
             while let frame = try socket.receive() {
                 if frame.op == PD_BYE.code { farewell = frame.request; break }
-                dispatch(frame)
+                try dispatch(frame)
             }
             logger.info(farewell == nil ? "guest disconnected" : "guest said goodbye")
+        } catch let malformed as MalformedFrame {
+            logger.warning("malformed frame: session ended", metadata: ["op": "\(malformed.op)", "reason": "\(malformed.reason)"])
+        } catch let malformed as ProtocolError {
+            // A header past the largest frame.
+            logger.warning("malformed frame: session ended", metadata: ["reason": "\(malformed.message)"])
         } catch {
             logger.info("guest connection ended", metadata: ["reason": "\(error)"])
         }
     }
 
+    private func setReceiveTimeout(seconds: Int) {
+        var limit = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(socket.fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// A handshake carries a version and a name: anything larger is not one.
+    static let maxHandshake = 64 << 10
+
     private func teardown() {
-        lock.withLock { cancelled = true }
+        // Calls still waiting for a thread never run.
+        let dropped = lock.withLock { () -> [PendingWork] in
+            cancelled = true
+            for w in waiting { workers.removeValue(forKey: w.token) }
+            defer { waiting.removeAll() }
+            return waiting.map(\.work)
+        }
+        dropped.forEach { $0.drop() }
         watcher.stop()
         // Interrupt workers blocked in driver calls until every one has returned.
         // A worker leaves the table, under the lock, before its thread ends or takes other work:
@@ -73,7 +109,7 @@ final class Session: @unchecked Sendable {
         }) {
             usleep(1000)
         }
-        lock.withLock { mappings.removeAll() }   // each unmaps itself
+        lock.withLock { mappings.removeAll(); mappedBytes = 0 }   // each unmaps itself
         let count = handles.releaseAll(for: id)
         if let request = farewell { reply(request, result: 0) }
         socket.close()
@@ -82,7 +118,10 @@ final class Session: @unchecked Sendable {
 
     private func handshake(_ frame: Frame) throws {
         var reader = BodyReader(frame.body)
-        let hello = try reader.read(pd_hello.self)
+        let hello: pd_hello
+        do { hello = try reader.read(pd_hello.self) } catch let e as ProtocolError {
+            throw MalformedFrame(op: frame.op, reason: e.message)
+        }
         let name = String(decoding: reader.readRest(), as: UTF8.self)
         guard hello.magic == PD_MAGIC, hello.major == PD_VERSION_MAJOR else {
             logger.warning("incompatible guest", metadata: ["version": "\(hello.major).\(hello.minor)"])
@@ -132,7 +171,19 @@ final class Session: @unchecked Sendable {
 
     func file(_ handle: UInt32) -> OpenFile? { handles.file(handle, for: id) }
 
-    func register(_ file: OpenFile) -> UInt32 { handles.register(file, for: id) }
+    /// A handle for a new file, or nil (the file closes as it goes) when the session holds its limit of files.
+    func register(_ file: OpenFile) -> UInt32? {
+        let handle = handles.register(file, for: id, limit: limits.openFiles)
+        if handle == nil { reachedLimit("open files", limits.openFiles, EMFILE) }
+        return handle
+    }
+
+    /// Logs, the first time only, that the session ran into one of its limits.
+    func reachedLimit(_ name: String, _ value: Int, _ error: Int32) {
+        guard lock.withLock({ limitsReached.insert(name).inserted }) else { return }
+        logger.warning("guest over its limit: refused", metadata: ["limit": "\(name)", "value": "\(value)",
+                                                                   "errno": "\(error)", "later": "not logged"])
+    }
 
     // MARK: replies
 
@@ -156,28 +207,57 @@ final class Session: @unchecked Sendable {
 
     /// Runs an operation that may sleep in the driver on a thread of the backend's pool, so that this
     /// guest's other requests and every other guest go on. The thread is interrupted if the guest goes away.
-    func offload(_ body: @escaping @Sendable () -> Void) {
+    /// Past the session's `workerThreads` the call waits for one of its threads; past `requestsInFlight`
+    /// it fails with EAGAIN, as a kernel out of request slots answers.
+    func offload(_ request: UInt32, _ body: @escaping @Sendable () -> Void) {
+        enum Admission { case cancelled, refused, start(UInt64), queued }
+        let work = PendingWork(body)
+        let limits = self.limits
         // The call counts as running from now: a teardown waits for it even before a thread takes it.
-        let token: UInt64? = lock.withLock {
-            guard !cancelled else { return nil }
+        let admission = lock.withLock { () -> Admission in
+            guard !cancelled else { return .cancelled }
+            guard workers.count < limits.requestsInFlight else { return .refused }
             nextWorker &+= 1
             workers.updateValue(nil, forKey: nextWorker)
-            return nextWorker
+            guard running < limits.workerThreads else {
+                waiting.append((nextWorker, work))
+                return .queued
+            }
+            running += 1
+            return .start(nextWorker)
         }
-        guard let token else { return }
-        let work = PendingWork(body)
+        switch admission {
+        case .cancelled: work.drop()
+        case .refused:
+            work.drop()
+            reachedLimit("requests in flight", limits.requestsInFlight, EAGAIN)
+            fail(request, EAGAIN)
+        case .queued: reachedLimit("worker threads (later calls wait)", limits.workerThreads, 0)
+        case .start(let token): start(token, work)
+        }
+    }
+
+    /// Runs the call on a thread of the pool, then, on the same thread, the session's calls that waited for one.
+    private func start(_ token: UInt64, _ work: PendingWork) {
         backend.workers.run { [self] in
-            let go = lock.withLock { () -> Bool in
-                if !cancelled { workers[token] = pthread_self() }
-                return !cancelled
+            var call: (token: UInt64, work: PendingWork)? = (token, work)
+            var reusable = true
+            while let (token, work) = call {
+                let go = lock.withLock { () -> Bool in
+                    if !cancelled { workers[token] = pthread_self() }
+                    return !cancelled
+                }
+                if go { work.run() } else { work.drop() }
+                // Only a cancelled session signals its workers: a thread that saw no cancellation here was
+                // never signalled, and is given the next call.
+                (call, reusable) = lock.withLock { () -> ((token: UInt64, work: PendingWork)?, Bool) in
+                    workers.removeValue(forKey: token)
+                    if !cancelled && !waiting.isEmpty { return (waiting.removeFirst(), true) }
+                    running -= 1
+                    return (nil, !cancelled)
+                }
             }
-            if go { work.run() } else { work.drop() }
-            // Only a cancelled session signals its workers: a thread that saw no cancellation here was
-            // never signalled, and is given the next call.
-            return lock.withLock {
-                workers.removeValue(forKey: token)
-                return !cancelled
-            }
+            return reusable
         }
     }
 
@@ -190,7 +270,10 @@ final class Session: @unchecked Sendable {
 
     // MARK: dispatch
 
-    private func dispatch(_ frame: Frame) {
+    /// Serves one request. A bad value (an unknown handle, a flag the driver refuses, an unknown op) gets
+    /// the errno a local call would; a frame that is not what its op says (too short for its structure,
+    /// counts or lengths past its end) throws MalformedFrame, which ends the session.
+    private func dispatch(_ frame: Frame) throws {
         do {
             switch frame.op {
             case PD_OPEN.code: try open(frame)
@@ -214,17 +297,28 @@ final class Session: @unchecked Sendable {
                 logger.warning("unknown operation", metadata: ["op": "\(frame.op)"])
                 fail(frame.request, ENOSYS)
             }
-        } catch {
-            logger.warning("malformed request", metadata: ["op": "\(frame.op)", "error": "\(error)"])
-            fail(frame.request, EINVAL)
+        } catch let error as ProtocolError {
+            throw MalformedFrame(op: frame.op, reason: error.message)
         }
+    }
+
+    /// A guest path as a local open would take it, or the errno such an open gives. Paths travel without
+    /// their NUL: one inside is no path a program could have passed.
+    private func guestPath(_ bytes: ArraySlice<UInt8>) -> (path: String?, error: Int32) {
+        if bytes.isEmpty { return (nil, ENOENT) }
+        if bytes.count >= Int(PATH_MAX) { return (nil, ENAMETOOLONG) }
+        if bytes.contains(0) { return (nil, EINVAL) }
+        return (String(decoding: bytes, as: UTF8.self), 0)
     }
 
     private func open(_ frame: Frame) throws {
         var reader = BodyReader(frame.body)
         let request = try reader.read(pd_open.self)
-        let path = String(decoding: reader.readRest(), as: UTF8.self)
-        guard let specClass = backend.exports.classFor(path) else {
+        let (guestPath, pathError) = guestPath(reader.readRest())
+        guard let path = guestPath else { return fail(frame.request, pathError) }
+        // A pattern's `*` matches `.` and `..` too: those name the folder or its parent, never an exported node.
+        let dotted = path.split(separator: "/", omittingEmptySubsequences: false).contains { $0 == "." || $0 == ".." }
+        guard let specClass = dotted ? nil : backend.exports.classFor(path) else {
             // A file of an exported tree, or a folder of exported nodes, for reading only.
             let folder = backend.exports.holdsDevices(path)
             if let resolved = resolveInTree(path) ?? (folder ? path : nil) {
@@ -232,7 +326,9 @@ final class Session: @unchecked Sendable {
                 let fd = Glibc.open(resolved, (request.flags & (O_NONBLOCK | O_DIRECTORY | paradice_o_path())) | O_RDONLY | O_CLOEXEC
                                     | (folder ? O_DIRECTORY : 0))
                 guard fd >= 0 else { return fail(frame.request, errno) }
-                let handle = register(OpenFile(fd: fd, path: resolved, specClass: nil, state: nil, nonBlocking: true))
+                guard let handle = register(OpenFile(fd: fd, path: resolved, specClass: nil, state: nil, nonBlocking: true)) else {
+                    return fail(frame.request, EMFILE)
+                }
                 return reply(frame.request, result: Int64(handle), data: statBytes(fd))
             }
             logger.notice("open of a path that is not exported", metadata: ["path": "\(path)"])
@@ -246,7 +342,7 @@ final class Session: @unchecked Sendable {
         guard fd >= 0 else { return fail(frame.request, errno) }
         let file = OpenFile(fd: fd, path: path, specClass: specClass, state: backend.pluginState(for: specClass, path: path, descriptor: fd),
                             nonBlocking: request.flags & O_NONBLOCK != 0)
-        let handle = register(file)
+        guard let handle = register(file) else { return fail(frame.request, EMFILE) }
         logger.debug("opened", metadata: ["path": "\(path)", "handle": "\(handle)", "class": "\(specClass?.name ?? "-")"])
         reply(frame.request, result: Int64(handle), data: statBytes(fd))
     }
@@ -277,18 +373,41 @@ final class Session: @unchecked Sendable {
         var reader = BodyReader(frame.body)
         let io = try reader.read(pd_io.self)
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
-        let count = Int(min(io.count, UInt64(PD_MAX_FRAME) - 64))
+        // No more than a reply can carry; the buffer is reserved, not touched, so only what the driver
+        // returns takes memory, and the session's reads in flight share one budget.
+        let headroom = Frame.headerSize + MemoryLayout<pd_reply>.size
+        let count = Int(min(io.count, UInt64(PD_MAX_FRAME) - UInt64(headroom)))
+        let admitted = lock.withLock { () -> Bool in
+            guard readBytesInFlight == 0 || readBytesInFlight + count <= limits.readBytesInFlight else { return false }
+            readBytesInFlight += count
+            return true
+        }
+        guard admitted else {
+            reachedLimit("read bytes in flight", limits.readBytesInFlight, EAGAIN)
+            return fail(frame.request, EAGAIN)
+        }
         let positional = frame.op == PD_PREAD.code
+        // Given back when the call is done with, whether it ran or was dropped (refused, or its session ended).
+        let reservation = ReadReservation(self, count)
         let work: @Sendable () -> Void = { [self] in
-            var data = [UInt8](repeating: 0, count: count)
-            let (n, e) = perform {
-                data.withUnsafeMutableBytes { positional ? pread(file.fd, $0.baseAddress, count, off_t(io.offset)) : Glibc.read(file.fd, $0.baseAddress, count) }
+            withExtendedLifetime(reservation) {}
+            var n = 0, e: Int32 = 0
+            let encoded = [UInt8](unsafeUninitializedCapacity: headroom + count) { buffer, initialized in
+                let data = buffer.baseAddress! + headroom
+                (n, e) = perform { positional ? pread(file.fd, data, count, off_t(io.offset)) : Glibc.read(file.fd, data, count) }
+                let length = MemoryLayout<pd_reply>.size + max(n, 0)
+                var header = pd_header(length: UInt32(length), op: PD_REPLY.code, flags: 0, request: frame.request, handle: 0)
+                var result = pd_reply(result: n >= 0 ? Int64(n) : -1, error: e, reserved: 0)
+                withUnsafeBytes(of: &header) { UnsafeMutableRawBufferPointer(buffer).copyMemory(from: $0) }
+                withUnsafeBytes(of: &result) {
+                    UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[Frame.headerSize...]).copyMemory(from: $0)
+                }
+                initialized = headroom + max(n, 0)
             }
-            if n >= 0 { data.removeSubrange(n...) }
-            reply(frame.request, result: Int64(n), error: e, data: n > 0 ? data : [])
+            send(encoded)
             watcher.rearm(frame.handle)
         }
-        file.nonBlocking ? work() : offload(work)
+        file.nonBlocking ? work() : offload(frame.request, work)
     }
 
     private func write(_ frame: Frame) throws {
@@ -304,7 +423,7 @@ final class Session: @unchecked Sendable {
             reply(frame.request, result: Int64(n), error: e)
             watcher.rearm(frame.handle)
         }
-        file.nonBlocking ? work() : offload(work)
+        file.nonBlocking ? work() : offload(frame.request, work)
     }
 
     private func poll(_ frame: Frame) throws {
@@ -316,7 +435,7 @@ final class Session: @unchecked Sendable {
             let (n, e) = perform { Int(Glibc.poll(&p, 1, request.timeout_ms)) }
             reply(frame.request, result: n > 0 ? Int64(p.revents) : 0, error: e)
         }
-        request.timeout_ms == 0 ? work() : offload(work)
+        request.timeout_ms == 0 ? work() : offload(frame.request, work)
     }
 
     private func llseek(_ frame: Frame) throws {
@@ -329,7 +448,7 @@ final class Session: @unchecked Sendable {
 
     private func fsync(_ frame: Frame) {
         guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
-        offload { [self] in
+        offload(frame.request) { [self] in
             let (r, e) = perform { Int(Glibc.fsync(file.fd)) }
             reply(frame.request, result: Int64(r), error: e)
         }
@@ -368,13 +487,28 @@ final class Session: @unchecked Sendable {
             logger.debug("mmap refused by the plug-in", metadata: ["path": "\(file.path)", "offset": "\(request.offset)"])
             return fail(frame.request, refusal)
         }
+        let length = Int(request.length)
+        let room = lock.withLock { () -> Bool in
+            guard mappedBytes + length <= limits.mappedBytes else { return false }
+            mappedBytes += length   // taken now: two maps in a row cannot both pass
+            return true
+        }
+        guard room else {
+            reachedLimit("mapped bytes", limits.mappedBytes, ENOMEM)
+            return fail(frame.request, ENOMEM)
+        }
         let protection = request.prot & (PROT_READ | PROT_WRITE)
         guard let address = Glibc.mmap(nil, Int(request.length), protection, MAP_SHARED, file.fd, off_t(request.offset)),
               address != MAP_FAILED
-        else { return fail(frame.request, errno) }
+        else {
+            let e = errno
+            lock.withLock { mappedBytes -= length }
+            return fail(frame.request, e)
+        }
         let id = lock.withLock { () -> UInt32 in
-            let id = nextMapping
-            nextMapping &+= 1
+            var id = nextMapping
+            while id == 0 || mappings[id] != nil { id &+= 1 }   // a wrapped counter never reuses a live id
+            nextMapping = id &+ 1
             mappings[id] = DeviceMapping(file: file, address: address, length: Int(request.length), deviceOffset: request.offset)
             return id
         }
@@ -398,10 +532,15 @@ final class Session: @unchecked Sendable {
     private func unmap(_ frame: Frame) throws {
         var reader = BodyReader(frame.body)
         let request = try reader.read(pd_munmap.self)
-        let removed = lock.withLock { mappings.removeValue(forKey: request.mapping) }
+        let removed = lock.withLock { () -> DeviceMapping? in
+            guard let m = mappings.removeValue(forKey: request.mapping) else { return nil }
+            mappedBytes -= m.length
+            return m
+        }
         guard let removed else { return fail(frame.request, EINVAL) }
         if reader.remaining >= MemoryLayout<pd_mapping_count>.size {
             let count = try reader.read(pd_mapping_count.self)
+            try reader.expect(Int(count.count), of: pd_mapping_range.self)
             for _ in 0..<count.count {
                 let range = try reader.read(pd_mapping_range.self)
                 let bytes = try reader.readBytes(Int(range.length))
@@ -451,7 +590,8 @@ final class Session: @unchecked Sendable {
     }
 
     private func readLink(_ frame: Frame) {
-        let path = String(decoding: frame.body, as: UTF8.self)
+        let (guestPath, pathError) = guestPath(frame.body[...])
+        guard let path = guestPath else { return fail(frame.request, pathError) }
         guard let resolved = resolveInTree(path, keepLast: true) else { return fail(frame.request, ENOENT) }
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlink(resolved, &buffer, buffer.count)
@@ -460,7 +600,8 @@ final class Session: @unchecked Sendable {
     }
 
     private func listDirectory(_ frame: Frame) {
-        let path = String(decoding: frame.body, as: UTF8.self)
+        let (guestPath, pathError) = guestPath(frame.body[...])
+        guard let path = guestPath else { return fail(frame.request, pathError) }
         // A folder of exported nodes lists only those (and . and ..).
         let folder = backend.exports.holdsDevices(path)
         guard let resolved = resolveInTree(path) ?? (folder ? path : nil), let directory = opendir(resolved) else {
@@ -499,6 +640,46 @@ final class Session: @unchecked Sendable {
         guard file(frame.handle) != nil else { return fail(frame.request, EBADF) }
         watcher.watch(frame.handle, events: Int16(truncatingIfNeeded: request.events), persistent: false)
         reply(frame.request, result: 0)
+    }
+}
+
+/// Bytes of a session's read budget, held by one read's call for as long as the call exists.
+private final class ReadReservation: @unchecked Sendable {
+    let session: Session
+    let count: Int
+    init(_ session: Session, _ count: Int) { self.session = session; self.count = count }
+    deinit { session.lock.withLock { session.readBytesInFlight -= count } }
+}
+
+/// A frame that is not what its op says: it ends the session that sent it.
+struct MalformedFrame: Error {
+    let op: String
+    let reason: String
+
+    init(op: UInt16, reason: String) {
+        self.op = Self.name(op)
+        self.reason = reason
+    }
+
+    static func name(_ op: UInt16) -> String {
+        let names: [UInt16: String] = [
+            PD_HELLO.code: "HELLO", PD_OPEN.code: "OPEN", PD_CLOSE.code: "CLOSE", PD_READ.code: "READ", PD_WRITE.code: "WRITE",
+            PD_IOCTL.code: "IOCTL", PD_POLL.code: "POLL", PD_LLSEEK.code: "LLSEEK", PD_FSYNC.code: "FSYNC",
+            PD_FASYNC.code: "FASYNC", PD_SETFL.code: "SETFL", PD_WATCH.code: "WATCH", PD_PREAD.code: "PREAD",
+            PD_PWRITE.code: "PWRITE", PD_FSTAT.code: "FSTAT", PD_MMAP.code: "MMAP", PD_MUNMAP.code: "MUNMAP",
+            PD_READLINK.code: "READLINK", PD_LISTDIR.code: "LISTDIR", PD_BYE.code: "BYE", PD_SHARE.code: "SHARE",
+        ]
+        return names[op].map { "PD_" + $0 } ?? "\(op)"
+    }
+}
+
+extension BodyReader {
+    /// Throws unless `count` structures of `T` fit in what is left: a count is checked against the frame
+    /// before anything is allocated for it or looped over.
+    mutating func expect<T>(_ count: Int, of type: T.Type) throws {
+        guard count <= remaining / MemoryLayout<T>.size else {
+            throw ProtocolError("\(count) × \(T.self) in \(remaining) bytes")
+        }
     }
 }
 

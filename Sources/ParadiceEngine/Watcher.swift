@@ -46,7 +46,9 @@ final class Watcher: @unchecked Sendable {
             if !s.running && !s.stopped {
                 s.running = true
                 if wakeFD < 0 { wakeFD = paradice_eventfd() }
-                startThread { [self] in loop() }
+                // The thread keeps its session alive: it may still be sending an event as the session ends.
+                let owner = session
+                startThread { [self] in withExtendedLifetime(owner) { loop() } }
             }
         }
         wake()

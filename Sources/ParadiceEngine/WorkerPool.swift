@@ -37,14 +37,20 @@ final class WorkerPool: Sendable {
     private func serve() {
         while true {
             var parked = false
-            let job = state.withLock(waitingFor: { s -> Job? in
+            // nil: park; .some(nil): end (a thread started for a job another took, with enough parked).
+            let next = state.withLock(waitingFor: { s -> Job?? in
                 if !s.jobs.isEmpty {
                     if parked { s.idle -= 1 }
-                    return s.jobs.removeFirst()
+                    return .some(s.jobs.removeFirst())
                 }
-                if !parked { s.idle += 1; parked = true }
+                if !parked {
+                    if s.idle >= maxIdle { return .some(nil) }
+                    s.idle += 1
+                    parked = true
+                }
                 return nil
             })
+            guard let job = next else { return }
             let reusable = job()
             guard reusable, state.withLock({ $0.idle < maxIdle }) else { return }
         }

@@ -80,30 +80,44 @@ public final class FrameSocket: @unchecked Sendable {
         }
     }
 
-    /// The next frame, or nil at a clean end of stream.
-    public func receive() throws -> Frame? {
+    /// The largest body `receive` accepts; a longer one is a protocol error. A backend lowers it for its guests.
+    public var maxFrameLength = Int(PD_MAX_FRAME)
+
+    /// How much a large body's buffer grows by before the bytes for it have arrived: a peer that announces
+    /// a large frame and sends little of it makes the receiver hold about what it sent, not what it announced.
+    static let bodyGrowthStep = 64 << 10
+
+    /// The next frame, or nil at a clean end of stream. `maxLength`, if given, bounds this frame's body
+    /// below `maxFrameLength` (a handshake is small).
+    public func receive(maxLength: Int? = nil) throws -> Frame? {
         guard try fill(Frame.headerSize) else { return nil }
         let header = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: start, as: pd_header.self) }
         start += Frame.headerSize
         let length = Int(header.length)
-        guard length <= Int(PD_MAX_FRAME) else { throw ProtocolError("frame of \(length) bytes") }
+        guard length <= min(maxLength ?? maxFrameLength, maxFrameLength) else {
+            throw ProtocolError("frame of \(length) bytes, over the limit")
+        }
         var body = [UInt8]()
         if length > 0 {
             if length > buffer.count {
-                // A large body: copy what is buffered, read the rest straight into place.
-                body = [UInt8](repeating: 0, count: length)
-                let have = end - start
-                body.withUnsafeMutableBytes { dst in
-                    buffer.withUnsafeBytes { src in dst.baseAddress!.copyMemory(from: src.baseAddress! + start, byteCount: have) }
-                }
+                // A large body: take what is buffered, then read the rest into a buffer that grows by at
+                // most what has arrived (and one step), never by what the header announced.
+                body = Array(buffer[start..<end])
                 start = end
-                var got = have
+                var got = body.count   // bytes received; body.count is what is allocated
                 while got < length {
-                    let n = body.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, length - got, 0) }
+                    if got == body.count {
+                        var grown = [UInt8](repeating: 0, count: got + min(length - got, max(Self.bodyGrowthStep, got)))
+                        if got > 0 {
+                            grown.withUnsafeMutableBytes { dst in body.withUnsafeBytes { dst.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: got) } }
+                        }
+                        body = grown
+                    }
+                    let n = body.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, $0.count - got, 0) }
                     if n == 0 { throw TransportError.closed }
                     if n < 0 {
                         if errno == EINTR { continue }
-                        throw TransportError.system("recv", errno)
+                        throw errno == ECONNRESET ? TransportError.closed : TransportError.system("recv", errno)
                     }
                     got += n
                 }

@@ -46,6 +46,30 @@ struct BackendCommand: ParsableCommand {
     @Flag(name: .long, help: "Let guests on this machine (unix sockets) mmap devices for real: they receive the device's descriptor.")
     var shareMappings = false
 
+    @Option(name: .long, help: ArgumentHelp("Files one guest session may hold open, ioctl-created ones included; more are EMFILE (default 4096).", valueName: "n"))
+    var maxOpenFiles: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Calls of one session on worker threads not yet answered; more are EAGAIN (default 1024).", valueName: "n"))
+    var maxRequestsInFlight: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Worker threads running one session's calls at once; more calls wait for one (default 64).", valueName: "n"))
+    var maxWorkers: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Bytes of device mappings one session may hold (K, M, G suffixes); more are ENOMEM (default 8G).", valueName: "bytes"))
+    var maxMappedBytes: String?
+
+    @Option(name: .long, help: ArgumentHelp("Bytes one session's reads in flight may fill; more are EAGAIN, one read always passes (default 64M).", valueName: "bytes"))
+    var maxReadBytesInFlight: String?
+
+    @Option(name: .long, help: ArgumentHelp("The largest frame a guest may send (at most 80M); a larger one ends its session (default 80M).", valueName: "bytes"))
+    var maxFrame: String?
+
+    @Option(name: .long, help: ArgumentHelp("Guest sessions at once; a further connection is refused (default 1024).", valueName: "n"))
+    var maxSessions: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Seconds a new connection has to send its handshake before it is closed (default 10).", valueName: "s"))
+    var handshakeTimeout: Int?
+
     @Flag(name: .long, help: .hidden)
     var echo = false
 
@@ -84,6 +108,7 @@ struct BackendCommand: ParsableCommand {
         configuration.devices = devices.map(DeviceExport.init)
         configuration.shareMappings = shareMappings || settings.shareMappings
         configuration.trees = settings.trees + tree
+        configuration.limits = try limits(settings.limits)
 
         let backend: Backend
         do {
@@ -97,6 +122,27 @@ struct BackendCommand: ParsableCommand {
         }
         announce(backend.listeners)
         backend.run()
+    }
+
+    /// The config file's limits, then the command line's over them.
+    private func limits(_ file: [String: String]) throws -> GuestLimits {
+        var limits = GuestLimits()
+        func set(_ key: String, _ option: String?, _ keyPath: WritableKeyPath<GuestLimits, Int>, bytes: Bool = false, most: Int = .max) throws {
+            guard let text = option ?? file[key] else { return }
+            guard let value = bytes ? parseByteCount(text) : Int(text), value > 0, value <= most else {
+                throw ValidationError("--\(key): '\(text)' is not a \(bytes ? "byte count" : "count") from 1 to \(most)")
+            }
+            limits[keyPath: keyPath] = value
+        }
+        try set("max-open-files", maxOpenFiles.map(String.init), \.openFiles)
+        try set("max-requests-in-flight", maxRequestsInFlight.map(String.init), \.requestsInFlight)
+        try set("max-workers", maxWorkers.map(String.init), \.workerThreads)
+        try set("max-mapped-bytes", maxMappedBytes, \.mappedBytes, bytes: true)
+        try set("max-read-bytes-in-flight", maxReadBytesInFlight, \.readBytesInFlight, bytes: true)
+        try set("max-frame", maxFrame, \.maxFrame, bytes: true, most: GuestLimits().maxFrame)
+        try set("max-sessions", maxSessions.map(String.init), \.sessions)
+        try set("handshake-timeout", handshakeTimeout.map(String.init), \.handshakeSeconds)
+        return limits
     }
 
     private func locateSpecs() -> String? {
@@ -117,6 +163,17 @@ struct BackendCommand: ParsableCommand {
     }
 }
 
+
+/// `4096`, `64K`, `80M`, `8G`.
+func parseByteCount(_ text: String) -> Int? {
+    let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+    guard let last = text.uppercased().last else { return nil }
+    let scale = units[last] ?? 1
+    let digits = scale == 1 ? Substring(text) : text.dropLast()
+    guard let n = Int(digits) else { return nil }
+    let (product, overflow) = n.multipliedReportingOverflow(by: scale)
+    return overflow ? nil : product
+}
 
 func printError(_ s: String) {
     var line = s + "\n"

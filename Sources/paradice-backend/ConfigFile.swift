@@ -9,6 +9,8 @@ import Glibc
 ///     device  = ["/dev/ptmx", "/dev/pts/*", "/dev/kvm"]
 ///     specs   = "/usr/local/share/paradice/Specs"
 ///     log-level = "info"
+///     max-open-files = 4096            # per guest session; also max-requests-in-flight, max-workers,
+///     max-mapped-bytes = "8G"          # max-read-bytes-in-flight, max-frame, max-sessions (see --help)
 enum ConfigFile {
     struct Settings {
         var listen: [String] = []
@@ -18,7 +20,12 @@ enum ConfigFile {
         var logLevel: String?
         var shareMappings = false
         var trees: [String] = []
+        /// Limit settings (max-…), as written: the command checks them with its own options.
+        var limits: [String: String] = [:]
     }
+
+    static let limitKeys: Set<String> = ["max-open-files", "max-requests-in-flight", "max-workers", "max-mapped-bytes",
+                                         "max-read-bytes-in-flight", "max-frame", "max-sessions", "handshake-timeout"]
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -49,6 +56,7 @@ enum ConfigFile {
             case "specs": settings.specs = values.last
             case "log-level", "log_level": settings.logLevel = values.last
             case "share-mappings", "share_mappings": settings.shareMappings = values.last == "true"
+            case let k where limitKeys.contains(k.replacingUnderscores): settings.limits[k.replacingUnderscores] = values.last
             default: throw Failure(description: "\(path):\(lineNumber):1: unknown setting '\(key)'")
             }
         }
@@ -74,6 +82,8 @@ enum ConfigFile {
 }
 
 extension String {
+    var replacingUnderscores: String { String(map { $0 == "_" ? "-" : $0 }) }
+
     var trimmingWhitespace: String {
         var s = Substring(self)
         while let c = s.first, c == " " || c == "\t" || c == "\n" || c == "\r" { s.removeFirst() }

@@ -1,3 +1,4 @@
+import CParadice
 import Foundation
 import ParadiceClient
 import Testing
@@ -32,7 +33,8 @@ final class BackendProcess: @unchecked Sendable {
 
     /// Starts a backend exporting `devices`, listening on a fresh unix socket (and TCP port 0 when `tcp`).
     /// `namespace` runs it inside a network namespace (ip netns exec).
-    init(devices: [String], tcp: Bool = false, namespace: String? = nil, extra: [String] = []) throws {
+    /// `sessionLeader` runs it as a service manager would, leading a session of its own (setsid).
+    init(devices: [String], tcp: Bool = false, namespace: String? = nil, sessionLeader: Bool = false, extra: [String] = []) throws {
         folder = NSTemporaryDirectory() + "paradice-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let socketPath = folder + "/backend.sock"
@@ -43,6 +45,10 @@ final class BackendProcess: @unchecked Sendable {
         if let namespace {
             process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
             process.arguments = ["netns", "exec", namespace, productsFolder + "/paradice-backend"] + arguments
+        } else if sessionLeader {
+            // setsid execs in place (the child leads no process group yet), so the pid is the backend's.
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+            process.arguments = [productsFolder + "/paradice-backend"] + arguments
         } else {
             process.executableURL = URL(fileURLWithPath: productsFolder + "/paradice-backend")
             process.arguments = arguments
@@ -68,14 +74,26 @@ final class BackendProcess: @unchecked Sendable {
         let endpoints = lines.compactMap { $0.components(separatedBy: "listening on ").last }
         endpoint = tcp ? endpoints.first { $0.hasPrefix("tcp") }! : endpoints[0]
         unixEndpoint = "unix:" + socketPath
+        if sessionLeader {
+            // setsid forked (the child leads its process group): the backend is who answers on the socket.
+            let probe = try RawGuest(unixEndpoint)
+            var peer: Int32 = 0, uid: UInt32 = 0
+            _ = paradice_peer_credentials(probe.fd, &peer, &uid)
+            detachedPid = peer
+        }
     }
 
     let unixEndpoint: String
+    /// The backend's own pid when it runs detached from `process` (sessionLeader).
+    private var detachedPid: Int32?
 
     var pid: Int32 {
         // Under `ip netns exec` the backend is exec'd in place, so the pid is the same.
-        process.processIdentifier
+        detachedPid ?? process.processIdentifier
     }
+
+    /// Whether the backend process still runs.
+    var isRunning: Bool { detachedPid.map { kill($0, 0) == 0 } ?? process.isRunning }
 
     /// How many descriptors the backend holds.
     func openDescriptors() -> Int {
@@ -97,6 +115,10 @@ final class BackendProcess: @unchecked Sendable {
     func connect(_ name: String = "test") throws -> ParadiceClient { try ParadiceClient.connect(endpoint, name: name) }
 
     deinit {
+        if let detachedPid, kill(detachedPid, 0) == 0 {
+            kill(detachedPid, SIGTERM)
+            if !waitUntil(seconds: 3, { kill(detachedPid, 0) != 0 }) { kill(detachedPid, SIGKILL) }
+        }
         if process.isRunning {
             kill(process.processIdentifier, SIGTERM)
             if !waitUntil(seconds: 3, { !process.isRunning }) { kill(process.processIdentifier, SIGKILL) }

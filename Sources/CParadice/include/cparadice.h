@@ -28,4 +28,7 @@ int paradice_eventfd(void);
 /// O_DIRECT and O_PATH, which glibc hides without _GNU_SOURCE.
 int paradice_o_direct(void);
 int paradice_o_path(void);
+/// Fixes glibc's mmap threshold (mallopt M_MMAP_THRESHOLD): blocks this large or larger go back to the
+/// system when freed. 1 on success.
+int paradice_fix_mmap_threshold(int bytes);
 #endif

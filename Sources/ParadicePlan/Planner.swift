@@ -36,6 +36,7 @@ public struct Planner: Sendable {
             guard size <= (ioctl.maxBytes ?? limits.bytesPerCall) else {
                 throw PlanError.rejected(errno: 22, message: "\(ioctl.name): \(size) bytes, over the cap")
             }
+            guard isUserMemory(address: argument, length: size) else { throw PlanError.fault(address: argument, length: size) }
             let region = MemoryPlan.Region(address: argument, length: size, direction: p.direction)
             call.plan.regions = [region]
             call.buffers = [p.direction.reads && size > 0 ? try memory.read(address: argument, count: size) : [UInt8](repeating: 0, count: size)]
@@ -105,7 +106,7 @@ public final class PlannedCall: @unchecked Sendable {
     /// An integer of a region's bytes (after the call, the driver's answer), or nil outside them: what
     /// plug-ins read of a call.
     public func load<T: FixedWidthInteger>(_ type: T.Type, at offset: Int, region: Int = 0) -> T? {
-        guard region < buffers.count, offset >= 0, offset + MemoryLayout<T>.size <= buffers[region].count else { return nil }
+        guard buffers.indices.contains(region), offset >= 0, offset <= buffers[region].count - MemoryLayout<T>.size else { return nil }
         return buffers[region].withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
     }
 

@@ -27,11 +27,13 @@ let fuzzBackend: FuzzBackend = {
     var template = Array("/tmp/paradice-fuzz-frames-XXXXXX".utf8CString)
     guard let made = mkdtemp(&template) else { fatalError("mkdtemp: \(errno)") }
     let folder = String(cString: made)
-    // The exported tree: a file, a folder, a link inside it and one that points outside.
-    let tree = folder + "/tree"
+    // The exported tree: a file, a folder, a link inside it and one that points outside. At a fixed path,
+    // the one the seeds were recorded with, so that their opens find it.
+    let tree = "/tmp/paradice-fuzz/tree"
+    mkdir("/tmp/paradice-fuzz", 0o755)
     mkdir(tree, 0o755)
     mkdir(tree + "/class", 0o755)
-    let file = open(tree + "/class/name", O_CREAT | O_WRONLY, 0o644)
+    let file = open(tree + "/class/name", O_CREAT | O_TRUNC | O_WRONLY, 0o644)
     _ = write(file, "vivid\n", 6)
     close(file)
     symlink("class/name", tree + "/link")

@@ -201,7 +201,9 @@ struct FrameScope: EvaluationScope {
         guard count <= Int64(p.maxCount ?? 4096) else {
             throw PlanError.rejected(errno: 22, message: "\(location): \(field.name) holds \(count) elements, over its cap")
         }
-        let bytes = try memory.read(address: address, count: Int(count) * element.size)
+        let size = Int(count) * element.size
+        guard isUserMemory(address: address, length: size) else { throw PlanError.fault(address: address, length: size) }
+        let bytes = try memory.read(address: address, count: size)
         var total: Int64 = 0
         for i in 0..<Int(count) {
             let v = readValue(.integer(IntegerType(size: element.size, signed: false)), bytes, i * element.size)

@@ -195,6 +195,10 @@ final class FuzzMemory: GuestMemory {
     func read(address: UInt64, count: Int) throws -> [UInt8] {
         precondition(count >= 0, "the planner read \(count) bytes")
         precondition(count <= PlanLimits().bytesPerCall, "the planner read \(count) bytes, over any call's cap")
+        // The engine's memories (a frame's regions, process_vm_readv) take the range as given.
+        let (end, overflow) = address.addingReportingOverflow(UInt64(count))
+        precondition(count == 0 || (!overflow && end <= 0x0000_8000_0000_0000),
+                     "the planner read \(count) bytes at 0x\(String(address, radix: 16)), outside user space")
         for r in regions where address >= r.address && address - r.address <= UInt64(r.bytes.count)
             && UInt64(count) <= UInt64(r.bytes.count) - (address - r.address) {
             let start = Int(address - r.address)

@@ -81,7 +81,8 @@ export LSAN_OPTIONS="suppressions=$root/Tests/Fuzz/lsan.supp:print_suppressions=
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 # A single input may not take 10 s, grow the process past 2 GB, or allocate more than 160 MB at once
 # (above every cap the planner applies to one call).
-limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=160 -print_final_stats=1)
+# Inputs up to 4 KB: a frame stream of that size already drives dozens of requests.
+limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=160 -max_len=4096 -print_final_stats=1)
 
 failed=()
 summary=()

@@ -14,7 +14,7 @@
 # built with clang -fsanitize=fuzzer,address,undefined and the include folders of CParadice and
 # ParadicePreload; a line `// fuzz-build: ARGS` in the file adds compiler arguments (paths from the
 # repository root), such as the sources the harness links. Seeds: Tests/Fuzz/corpus/<name>/. Inputs that
-# once crashed a harness: Tests/Fuzz/crashes/<name>/ (replayed first; each must run clean).
+# once crashed a harness: Tests/Fuzz/crashes/<name>/ (replayed first, 300 times each; each must run clean).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -98,8 +98,9 @@ for h in "${swift_harnesses[@]}" "${c_harnesses[@]}"; do
         crashes=(Tests/Fuzz/crashes/"$h"/*)
         shopt -u nullglob
         if ((${#crashes[@]})); then
-            echo "== $h: replaying ${#crashes[@]} committed finding(s)"
-            if ! "$bin" "${limits[@]}" "${crashes[@]}" > "$log.replay" 2>&1; then
+            # Each a few hundred times: a race between a session's threads shows within that, mostly.
+            echo "== $h: replaying ${#crashes[@]} committed finding(s), 300 times each"
+            if ! "$bin" "${limits[@]}" -runs=300 "${crashes[@]}" > "$log.replay" 2>&1; then
                 grep -E "^(==|SUMMARY|Running:)|Fatal error|Precondition failed|#[0-9]+ 0x" "$log.replay" | head -30
                 failed+=("$h (a committed finding crashes again; log: $log.replay)")
                 continue

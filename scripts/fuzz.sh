@@ -29,7 +29,7 @@ while (($#)); do
         --seconds=*) seconds="${1#*=}"; shift ;;
         --build) build_only=1; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) names+=("$1"); shift ;;
     esac
 done

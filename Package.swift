@@ -77,7 +77,29 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceSpecTests",
-            dependencies: ["ParadiceSpec", "ParadicePlan", "ParadiceVerify"]
+            dependencies: ["ParadiceSpec", "ParadicePlan", "ParadiceVerify", "PlannerFuzzing"]
         ),
+        // What the planner fuzz harness does with one input, shared with the tests that replay its findings.
+        .target(name: "PlannerFuzzing", dependencies: ["ParadiceSpec", "ParadicePlan"], path: "Tests/Fuzz/PlannerFuzzing"),
     ]
 )
+
+// libFuzzer harnesses (scripts/fuzz.sh builds them with -sanitize=fuzzer,address into .build-fuzz). They exist
+// only when PARADICE_FUZZ is set: libFuzzer supplies their main, so a plain build could not link them.
+if Context.environment["PARADICE_FUZZ"] != nil {
+    let harness: [SwiftSetting] = [.unsafeFlags(["-parse-as-library"])]
+    package.targets += [
+        .target(name: "FuzzDriver", path: "Tests/Fuzz/Driver"),
+        .executableTarget(
+            name: "fuzz-frames",
+            dependencies: ["FuzzDriver", "ParadiceEngine", "ParadiceTransport", "ParadiceWire", "CParadice",
+                           .product(name: "Logging", package: "swift-log")],
+            path: "Tests/Fuzz/Frames", swiftSettings: harness
+        ),
+        .executableTarget(name: "fuzz-planner", dependencies: ["FuzzDriver", "PlannerFuzzing"], path: "Tests/Fuzz/Planner", swiftSettings: harness),
+    ]
+    package.products += [
+        .executable(name: "fuzz-frames", targets: ["fuzz-frames"]),
+        .executable(name: "fuzz-planner", targets: ["fuzz-planner"]),
+    ]
+}

@@ -1,5 +1,13 @@
 import ParadiceSpec
 
+/// Whether `length` bytes at `address` lie in a process's user space (x86-64, aarch64: below 2^47): a
+/// guest address past it is EFAULT, as a local driver's copy_from_user would answer.
+func isUserMemory(address: UInt64, length: Int) -> Bool {
+    guard length > 0 else { return true }
+    let (end, overflow) = address.addingReportingOverflow(UInt64(length))
+    return !overflow && end <= 0x0000_8000_0000_0000
+}
+
 /// Walks an argument through its spec types, adding a region for every pointer it follows.
 final class PlanBuilder<Memory: GuestMemory> {
     let call: PlannedCall
@@ -33,8 +41,7 @@ final class PlanBuilder<Memory: GuestMemory> {
         guard call.plan.regions.count < limits.regionsPerCall else {
             throw reject("\(call.ioctl.name): more than \(limits.regionsPerCall) regions at \(path)")
         }
-        let (end, overflow) = address.addingReportingOverflow(UInt64(length))
-        guard !overflow, end <= 0x0000_8000_0000_0000 || length == 0 else { throw PlanError.fault(address: address, length: length) }
+        guard isUserMemory(address: address, length: length) else { throw PlanError.fault(address: address, length: length) }
         totalBytes += length
         guard totalBytes <= maxBytes else {
             throw reject("\(call.ioctl.name): \(path) brings the call to \(totalBytes) bytes, over its cap of \(maxBytes)")
@@ -101,6 +108,7 @@ final class PlanBuilder<Memory: GuestMemory> {
         let total = max(r.size, flex.offset + Int(n) * flex.type.size)
         guard total <= limits.bytesPerPointer else { throw reject("\(path): \(total) bytes, over the cap of \(limits.bytesPerPointer)") }
         if total > r.size {
+            guard isUserMemory(address: address, length: total) else { throw PlanError.fault(address: address, length: total) }
             totalBytes += total - r.size
             guard totalBytes <= maxBytes else { throw reject("\(call.ioctl.name): \(path) brings the call over its cap of \(maxBytes) bytes") }
             let more = direction.reads

@@ -36,6 +36,7 @@ public struct Planner: Sendable {
             guard size <= (ioctl.maxBytes ?? limits.bytesPerCall) else {
                 throw PlanError.rejected(errno: 22, message: "\(ioctl.name): \(size) bytes, over the cap")
             }
+            guard isUserMemory(address: argument, length: size) else { throw PlanError.fault(address: argument, length: size) }
             let region = MemoryPlan.Region(address: argument, length: size, direction: p.direction)
             call.plan.regions = [region]
             call.buffers = [p.direction.reads && size > 0 ? try memory.read(address: argument, count: size) : [UInt8](repeating: 0, count: size)]
@@ -105,7 +106,7 @@ public final class PlannedCall: @unchecked Sendable {
     /// An integer of a region's bytes (after the call, the driver's answer), or nil outside them: what
     /// plug-ins read of a call.
     public func load<T: FixedWidthInteger>(_ type: T.Type, at offset: Int, region: Int = 0) -> T? {
-        guard region < buffers.count, offset >= 0, offset + MemoryLayout<T>.size <= buffers[region].count else { return nil }
+        guard buffers.indices.contains(region), offset >= 0, offset <= buffers[region].count - MemoryLayout<T>.size else { return nil }
         return buffers[region].withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
     }
 
@@ -200,7 +201,9 @@ struct FrameScope: EvaluationScope {
         guard count <= Int64(p.maxCount ?? 4096) else {
             throw PlanError.rejected(errno: 22, message: "\(location): \(field.name) holds \(count) elements, over its cap")
         }
-        let bytes = try memory.read(address: address, count: Int(count) * element.size)
+        let size = Int(count) * element.size
+        guard isUserMemory(address: address, length: size) else { throw PlanError.fault(address: address, length: size) }
+        let bytes = try memory.read(address: address, count: size)
         var total: Int64 = 0
         for i in 0..<Int(count) {
             let v = readValue(.integer(IntegerType(size: element.size, signed: false)), bytes, i * element.size)

@@ -102,9 +102,10 @@ func rawPty(_ guest: RawGuest) throws -> (handle: UInt32, slave: Int32) {
     let (handle, error) = guest.open("/dev/ptmx")
     guard error == 0 else { throw Errno(error) }
     let argument: UInt64 = 0x10_0000
-    // TIOCGPTN: an out-only int; the reply carries the region.
-    guard let reply = guest.call(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle,
-                                 body: bytes(of: pd_ioctl(command: Ioctl.TIOCGPTN, region_count: 0, argument: argument))) else { throw Errno.io }
+    // TIOCGPTN: an out-only int, named as an out region (no bytes); the reply carries it.
+    let ask = bytes(of: pd_ioctl(command: Ioctl.TIOCGPTN, region_count: 1, argument: argument))
+        + bytes(of: pd_region(address: argument, length: 4, reserved: PD_REGION_OUT))
+    guard let reply = guest.call(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: ask) else { throw Errno.io }
     var reader = BodyReader(reply.body)
     let r = try reader.read(pd_reply.self)
     guard r.error == 0 else { throw Errno(r.error) }

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test suite: unit and device tests (swift test), then the header verification of every spec.
+# The test suite: unit, device, hostile-guest and driver-VM tests (swift test), the header verification
+# of every spec, then the fuzz regression (committed findings replayed, each harness fuzzed briefly), the
+# preload frontend under ASan/UBSan, and the suites that need no driver VM under ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -11,3 +13,9 @@ swift build --build-tests 2>&1 | tail -3
 swift test --skip-build 2>&1
 echo "== paradice spec verify"
 .build/debug/paradice spec verify
+echo "== fuzz regression"
+bash scripts/fuzz.sh --seconds 30
+echo "== preload frontend under ASan and UBSan"
+bash scripts/sanitize-preload.sh
+echo "== ThreadSanitizer"
+bash scripts/tsan.sh

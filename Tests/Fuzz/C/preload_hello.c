@@ -1,5 +1,4 @@
-// fuzz-sources: Sources/ParadicePreload/parse.c
-// fuzz-includes: Sources/ParadicePreload Sources/CParadice/include Tests/Fuzz/C
+// fuzz-build: Sources/ParadicePreload/parse.c
 /*
  * The preload frontend's handshake parser: pd_hello_reply and its device list over arbitrary bytes.
  * An accepted reply's device list is walked again here, reading every name byte under ASan.

@@ -1,5 +1,4 @@
-// fuzz-sources: Sources/ParadicePreload/parse.c
-// fuzz-includes: Sources/ParadicePreload Sources/CParadice/include Tests/Fuzz/C
+// fuzz-build: Sources/ParadicePreload/parse.c
 /*
  * The preload frontend's ioctl reply parsers (PD_NEED, and pd_ioctl_done after pd_reply) over arbitrary
  * bytes and an arbitrary call (fuzz_input.h), with the first body byte choosing the parser. What a parser

@@ -140,6 +140,7 @@ rc=0; wait $qpid || rc=$?
 # a signal may interrupt the first wait; make sure QEMU is gone before we return
 while kill -0 $qpid 2>/dev/null; do wait $qpid || rc=$?; done
 sleep 0.3                                          # let the watcher print the last markers
-pkill -P $watcher 2>/dev/null; kill $watcher 2>/dev/null; wait $watcher 2>/dev/null || true
+# SIGKILL: a caller that blocks signals (a test runner) passes its mask on, and tail would outlive us.
+pkill -KILL -P $watcher 2>/dev/null; kill -KILL $watcher 2>/dev/null; wait $watcher 2>/dev/null || true
 log "QEMU exited (rc=$rc) after $(elapsed) s"
 exit $rc

@@ -13,7 +13,7 @@ cp .build/debug/libParadicePreload.so "$scratch/debug/libParadicePreload.so"
 reports=$(mktemp -d)
 trap 'rm -rf "$reports"' EXIT
 status=0
-TSAN_OPTIONS="log_path=$reports/report ${TSAN_OPTIONS:-}" \
+PARADICE_TEST_SANITIZED=thread TSAN_OPTIONS="log_path=$reports/report ${TSAN_OPTIONS:-}" \
     swift test --skip-build --sanitize=thread --scratch-path "$scratch" --skip DriverVMSuites 2>&1 || status=$?
 if compgen -G "$reports/report.*" > /dev/null; then
     echo "== ThreadSanitizer reports"

@@ -4,7 +4,6 @@ import Glibc
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
-import Synchronization
 
 /// ALSA: what asound.h's spec cannot say. A PCM's transfer lengths depend on the frame size negotiated by
 /// HW_PARAMS on the same file; the status and control pages are updated by the driver at any time, so a
@@ -58,7 +57,7 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
     let layout: ALSALayout
     let capture: Bool
     /// Bits per frame, per sample, and channels of the HW_PARAMS in force; nil before it or after HW_FREE.
-    private let negotiated = Mutex<(frame: Int64, sample: Int64, channels: Int64)?>(nil)
+    private let negotiated = LockedValue<(frame: Int64, sample: Int64, channels: Int64)?>(nil)
 
     init(layout: ALSALayout, capture: Bool) {
         self.layout = layout

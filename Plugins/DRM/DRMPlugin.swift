@@ -4,7 +4,6 @@ import Glibc
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
-import Synchronization
 
 /// DRM: what drm.h's spec cannot say. Which mmap'd buffer objects a call reads: a guest's mirror of a
 /// dumb buffer reaches the device before the framebuffer made of it is created, shown, flipped to or
@@ -72,7 +71,7 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
         var framebuffers: [UInt32: [UInt32]] = [:] // fb id → the handles it is made of
     }
 
-    private let buffers = Mutex(Buffers())
+    private let buffers = LockedValue(Buffers())
 
     init(layout: DRMLayout) {
         self.layout = layout

@@ -3,8 +3,8 @@ import Glibc
 #endif
 import CParadice
 import ParadicePlan
+import ParadiceTransport
 import ParadiceWire
-import Synchronization
 
 /// A device file opened through a backend. Its operations behave as the local ones would, errors
 /// included (thrown as `Errno`).
@@ -24,7 +24,7 @@ public final class RemoteFile: Sendable {
         var granted: [(address: UInt64, length: Int)] = []
     }
 
-    private let state = Mutex(State())
+    private let state = LockedValue(State())
     static let grantLimit = 256
     /// PD_NEED rounds one ioctl may take: an argument `d` levels deep needs `d`, and no spec nests
     /// deeper than a few. A backend still asking after this many never converges; the call fails (EIO).

@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import ParadiceSpec
-import Synchronization
 
 /// A file a guest opened through the backend. The descriptor closes when the last user lets go, so a
 /// worker still inside a driver call keeps it valid after the guest's close.
@@ -13,14 +12,14 @@ final class OpenFile: @unchecked Sendable {
     let state: (any DeviceFileState)?
     /// O_NONBLOCK as the descriptor has it. The file's own state, not a session's: the sessions of forked
     /// children share the file and may set it while another reads it.
-    private let statusFlags: Mutex<Bool>
+    private let statusFlags: LockedValue<Bool>
 
     init(fd: Int32, path: String, specClass: SpecClass?, state: (any DeviceFileState)?, nonBlocking: Bool) {
         self.fd = fd
         self.path = path
         self.specClass = specClass
         self.state = state
-        self.statusFlags = Mutex(nonBlocking)
+        self.statusFlags = LockedValue(nonBlocking)
     }
 
     /// Whether a read or write returns at once (EAGAIN) rather than sleeping in the driver.

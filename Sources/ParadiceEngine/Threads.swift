@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
+import ParadiceTransport
 
 /// The signal that interrupts a worker blocked in a driver call when its guest goes away.
 let interruptSignal = SIGUSR1
@@ -20,15 +20,8 @@ func installInterruptHandler() {
     signal(SIGPIPE, SIG_IGN)
 }
 
-/// A mutex with a scoped `withLock`, for state that lives beside it (plug-ins keep their per-file state
-/// under one). It is a `Synchronization.Mutex`, whose storage does not move: a `pthread_mutex_t` in a
-/// stored property, passed as `&mutex`, has no stable address in Swift.
-public final class Lock: Sendable {
-    private let mutex = Mutex<Void>(())
+/// The transports' lock, for plug-ins (which see the engine, not the transports).
+public typealias Lock = ParadiceTransport.Lock
 
-    public init() {}
-
-    public func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        try mutex.withLock { _ throws(E) -> T in try body() }
-    }
-}
+/// State only its lock reaches, for plug-ins (which see the engine, not the transports).
+public typealias LockedValue = ParadiceTransport.LockedValue

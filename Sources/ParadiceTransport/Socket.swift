@@ -3,7 +3,6 @@ import Glibc
 #endif
 import ParadiceWire
 import CParadice
-import Synchronization
 
 /// A connected stream socket (unix or TCP) that carries frames. Sending is serialized by a lock (the
 /// one that also guards the close, so no send reaches a closed and reused number), so several threads
@@ -17,10 +16,10 @@ public final class FrameSocket: @unchecked Sendable {
     private var start = 0
     private var end = 0
     /// Held for the whole of each send, and by `close`: no send reaches a closed (and reused) number.
-    private let sendLock = Mutex(())
+    private let sendLock = Lock()
     /// Whether the descriptor was closed. Taken briefly, so that a shutdown never waits behind a send
     /// stuck on a peer that does not read.
-    private let closed = Mutex(false)
+    private let closed = LockedValue(false)
 
     public init(fd: Int32, peer: String, isLocal: Bool = false) {
         self.fd = fd
@@ -32,7 +31,7 @@ public final class FrameSocket: @unchecked Sendable {
     deinit { close() }
 
     public func close() {
-        sendLock.withLock { _ in
+        sendLock.withLock {
             closed.withLock { closed in
                 if !closed {
                     closed = true
@@ -50,7 +49,7 @@ public final class FrameSocket: @unchecked Sendable {
     public func send(_ frame: Frame) throws { try sendRaw(frame.encoded()) }
 
     public func sendRaw(_ bytes: [UInt8]) throws {
-        try sendLock.withLock { _ throws -> Void in
+        try sendLock.withLock { () throws -> Void in
             if closed.withLock({ $0 }) { throw TransportError.closed }
             try sendAll(bytes)
         }
@@ -73,7 +72,7 @@ public final class FrameSocket: @unchecked Sendable {
 
     /// Sends an encoded frame with a descriptor attached (unix sockets only).
     public func sendRaw(_ bytes: [UInt8], passing descriptor: Int32) throws {
-        try sendLock.withLock { _ throws -> Void in
+        try sendLock.withLock { () throws -> Void in
             if closed.withLock({ $0 }) { throw TransportError.closed }
             let r = bytes.withUnsafeBytes { paradice_send_with_descriptor(fd, $0.baseAddress, $0.count, descriptor) }
             if r != 0 { throw TransportError.system("sendmsg", errno) }

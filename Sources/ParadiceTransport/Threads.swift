@@ -2,10 +2,59 @@
 import Glibc
 #endif
 
+/// State that only its mutex reaches, as NIOLockedValueBox keeps it. The pthread mutex lives in memory
+/// allocated for it once: a stored property has no stable address in Swift, and a mutex that moves is
+/// undefined behaviour. (Not `Synchronization.Mutex`: on Linux it waits on a bare futex, which
+/// ThreadSanitizer cannot see, so every state it guards shows up as a race.)
+public final class LockedValue<State>: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var state: State
+
+    public init(_ state: State) {
+        self.state = state
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    public func withLock<T, E: Error>(_ body: (inout State) throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&state)
+    }
+}
+
+/// A mutex with a scoped `withLock`, for state that lives beside it (plug-ins keep their per-file state
+/// under one). The pthread mutex lives in memory allocated for it once, as `LockedValue`'s does. (Not a
+/// `LockedValue<Void>`: ThreadSanitizer takes a zero-sized state's accesses for the object's own.)
+public final class Lock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    public init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    public func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}
+
 /// State guarded by a mutex, with a condition to wait on until the state allows a step. The pthread
-/// objects live in memory allocated for them once: a stored property has no stable address in Swift,
-/// and a mutex or condition that moves is undefined behaviour. (`Synchronization.Mutex` serves where
-/// nobody waits.)
+/// objects live in memory allocated for them once, as `LockedValue`'s does.
 public final class ConditionLock<State>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>

@@ -37,9 +37,8 @@ final class HostileBench {
     /// Threads and resident memory are meaningless under ThreadSanitizer (its shadow memory, its own
     /// thread): scripts/tsan.sh says so, and then only descriptors must come back.
     static let measuresMemory = ProcessInfo.processInfo.environment["PARADICE_TEST_SANITIZED"] == nil
-    /// The crowds (thousands of guests, connections, random frames) are a tenth as large under
-    /// ThreadSanitizer, whose runtime gives out after some ten thousand threads in one process; the
-    /// ordinary run keeps their full size.
+    /// The crowds (thousands of guests, connections, random frames) are a tenth as large under a
+    /// sanitizer, which makes every thread and allocation costly; the ordinary run keeps their full size.
     static let crowd = measuresMemory ? 1 : 10
 
     var pid: Int32 { backend.pid }

@@ -2,38 +2,13 @@
 import Glibc
 #endif
 
-/// State that only its mutex reaches, as NIOLockedValueBox keeps it. The pthread mutex lives in memory
-/// allocated for it once: a stored property has no stable address in Swift, and a mutex that moves is
-/// undefined behaviour. (Not `Synchronization.Mutex`: on Linux it waits on a bare futex, which
-/// ThreadSanitizer cannot see, so every state it guards shows up as a race.)
-public final class LockedValue<State>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var state: State
-
-    public init(_ state: State) {
-        self.state = state
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    public func withLock<T, E: Error>(_ body: (inout State) throws(E) -> T) throws(E) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body(&state)
-    }
-}
-
 /// A mutex with a scoped `withLock`, for state that lives beside it (plug-ins keep their per-file state
-/// under one). The pthread mutex lives in memory allocated for it once, as `LockedValue`'s does. (Not a
-/// `LockedValue<Void>`: ThreadSanitizer takes a zero-sized state's accesses for the object's own.)
+/// under one). The pthread mutex lives in memory allocated for it once: a stored property has no stable
+/// address in Swift, and a mutex that moves is undefined behaviour. (Not `Synchronization.Mutex`: on
+/// Linux it waits on a bare futex, which ThreadSanitizer cannot see, so every state it guards shows up
+/// as a race.)
 public final class Lock: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    fileprivate let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     public init() {
         mutex = .allocate(capacity: 1)
@@ -53,18 +28,29 @@ public final class Lock: @unchecked Sendable {
     }
 }
 
-/// State guarded by a mutex, with a condition to wait on until the state allows a step. The pthread
-/// objects live in memory allocated for them once, as `LockedValue`'s does.
+/// State that only its lock reaches, as NIOLockedValueBox keeps it. (A `Lock` of its own rather than a
+/// `LockedValue<Void>` for state that lives beside it: ThreadSanitizer takes a zero-sized state's
+/// accesses for the object's own.)
+public final class LockedValue<State>: @unchecked Sendable {
+    private let lock = Lock()
+    private var state: State
+
+    public init(_ state: State) { self.state = state }
+
+    public func withLock<T, E: Error>(_ body: (inout State) throws(E) -> T) throws(E) -> T {
+        try lock.withLock { () throws(E) -> T in try body(&state) }
+    }
+}
+
+/// State guarded by a lock, with a condition to wait on until the state allows a step. The condition
+/// lives in memory allocated for it once, as the lock's mutex does.
 public final class ConditionLock<State>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let lock = Lock()
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private var state: State
 
     public init(_ state: State) {
         self.state = state
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
         condition = .allocate(capacity: 1)
         condition.initialize(to: pthread_cond_t())
         pthread_cond_init(condition, nil)
@@ -73,24 +59,20 @@ public final class ConditionLock<State>: @unchecked Sendable {
     deinit {
         pthread_cond_destroy(condition)
         condition.deallocate()
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
     }
 
     public func withLock<T, E: Error>(_ body: (inout State) throws(E) -> T) throws(E) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body(&state)
+        try lock.withLock { () throws(E) -> T in try body(&state) }
     }
 
     /// Runs `step` under the lock each time the state may have changed, until it gives a value. The
     /// state is not borrowed while the thread waits, so others may change it meanwhile.
     public func withLock<T>(waitingFor step: (inout State) -> T?) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        while true {
-            if let value = step(&state) { return value }
-            pthread_cond_wait(condition, mutex)
+        lock.withLock {
+            while true {
+                if let value = step(&state) { return value }
+                pthread_cond_wait(condition, lock.mutex)
+            }
         }
     }
 

@@ -9,70 +9,6 @@ struct CompilerTests {
         try SpecSet.compile(sources: [(file, text)])
     }
 
-    func errors(_ text: String) -> [String] {
-        do {
-            _ = try compile(text, file: "bad.spec")
-            return []
-        } catch let e as SpecErrors {
-            return e.diagnostics.map(\.description)
-        } catch {
-            return ["\(error)"]
-        }
-    }
-
-    @Test func malformedSpecsGiveFileLineColumn() {
-        let found = errors("""
-            struct a {
-              x u32
-              y nosuch
-              z ptr<sideways, u8>
-            }
-            const Q = R + 1
-            ioctl FOO = _IOR('x', 1, a) bogus
-            union u { p ptr<in, u8> ; q u32 }
-            struct b { w u8[n]; n u32 }
-            ioctl BAR(len) = _IOC(_IOC_READ, 'E', 0x06, len)
-            struct a { z u8 }
-            ioctl BAZ = _IOW('x', 2, u8[99999999])
-            """)
-        #expect(found.contains("bad.spec:3:5: unknown type 'nosuch'"))
-        #expect(found.contains("bad.spec:4:9: unknown direction 'sideways'; expected in, out or inout"))
-        #expect(found.contains("bad.spec:6:11: unknown name 'R'"))
-        #expect(found.contains("bad.spec:7:29: unknown ioctl option 'bogus'"))
-        #expect(found.contains("bad.spec:8:11: member 'p' of a union holding pointers or fds needs 'when CONDITION'"))
-        #expect(found.contains { $0.hasPrefix("bad.spec:9:16: a variable array [n] must be the last field") })
-        #expect(found.contains("bad.spec:10:7: ioctl 'BAR' needs 'arg …': its encoding does not name the argument type"))
-        #expect(found.contains { $0.hasPrefix("bad.spec:11:8: 'a' is already declared at bad.spec:1:8") })
-        #expect(found.contains { $0.hasPrefix("bad.spec:12:") })
-        #expect(found.count >= 9)
-    }
-
-    @Test func keptAppliesToPointersOnly() {
-        let found = errors("""
-            struct c {
-              n u32 kept "a number is never kept"
-              p ptr<inout, u8[n]> kept "the driver fills it later"
-            }
-            """)
-        #expect(found == ["bad.spec:2:3: 'kept' applies to a pointer; 'n' is not one"])
-    }
-
-    @Test func syntaxErrorsRecoverAndReportEach() {
-        let found = errors("""
-            struct s {
-              a u32 max
-              b u32
-            }
-            ioctl X = _IOR('x', 1 s)
-            const Y = 3 +
-            enum e { A = 1, B = , C }
-            """)
-        #expect(found.contains { $0.hasPrefix("bad.spec:2:12:") })
-        #expect(found.contains { $0.hasPrefix("bad.spec:5:23: expected ','") })
-        #expect(found.contains { $0.hasPrefix("bad.spec:6:14: expected an expression") })
-        #expect(found.contains { $0.hasPrefix("bad.spec:7:21: expected an expression") })
-    }
-
     @Test func cLayoutRules() throws {
         let s = try compile("""
             struct natural { a u8; b u64; c u16 }
@@ -107,15 +43,6 @@ struct CompilerTests {
         #expect(try s.ioctl(named: "R")!.command(in: s, parameters: ["len": 256]) == 0x8100_4506)
         #expect(s.match(command: 0x5401, inClass: "c")?.ioctl.name == "T")
         #expect(s.match(command: 0x8100_4506, inClass: "c")?.parameters == ["len": 256])
-    }
-
-    @Test func duplicateCommandNumbersInAClassAreErrors() {
-        let found = errors("""
-            class c { devices "/dev/x" }
-            ioctl A = _IO('x', 1)
-            ioctl B = _IO('x', 1)
-            """)
-        #expect(found.contains { $0.hasPrefix("bad.spec:3:7: 'B' has the same number 0x7801") })
     }
 
     @Test func repositorySpecsMeetTheFloors() throws {

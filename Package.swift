@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .executable(name: "paradice", targets: ["paradice"]),
         .executable(name: "paradice-backend", targets: ["paradice-backend"]),
+        .executable(name: "paradice-bench", targets: ["paradice-bench"]),
         .library(name: "ParadiceClient", targets: ["ParadiceClient"]),
         // LD_PRELOAD frontend for unmodified programs (C only: no Swift runtime in the program).
         .library(name: "ParadicePreload", type: .dynamic, targets: ["ParadicePreload"]),
@@ -59,10 +60,22 @@ let package = Package(
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
+        // What the command-line tools share: where the program and the specs are, text helpers.
+        .target(name: "ParadiceToolSupport"),
         .executableTarget(
             name: "paradice",
             dependencies: [
                 "ParadiceSpec", "ParadicePlan", "ParadiceVerify", "ParadiceClient", "ParadiceTransport", "ParadiceWire", "CParadice",
+                "ParadiceToolSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Forwarded calls timed against native ones and the raw transport (BENCHMARKS.md); not part of the product CLI.
+        .executableTarget(
+            name: "paradice-bench",
+            dependencies: [
+                "ParadiceSpec", "ParadicePlan", "ParadiceClient", "ParadiceTransport", "ParadiceWire", "CParadice",
+                "ParadiceToolSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -7,13 +7,15 @@ bash scripts/install-deps.sh
 echo "building paradice (release, Swift runtime linked in: half the start-up time, runs without a toolchain)…"
 swift build -c release --static-swift-stdlib --product paradice 2>&1 | tail -1
 swift build -c release --static-swift-stdlib --product paradice-backend 2>&1 | tail -1
+swift build -c release --static-swift-stdlib --product paradice-bench 2>&1 | tail -1
 swift build -c release --product ParadicePreload 2>&1 | tail -1
 install -D -m 0755 .build/release/paradice /usr/local/bin/paradice
 install -D -m 0755 .build/release/paradice-backend /usr/local/bin/paradice-backend
+install -D -m 0755 .build/release/paradice-bench /usr/local/bin/paradice-bench
 install -D -m 0755 .build/release/libParadicePreload.so /usr/local/lib/paradice/libParadicePreload.so
 mkdir -p /usr/local/share/paradice
 rm -rf /usr/local/share/paradice/Specs && cp -r Specs /usr/local/share/paradice/Specs
-echo "installed /usr/local/bin/paradice and paradice-backend, specs in /usr/local/share/paradice/Specs"
+echo "installed /usr/local/bin/paradice, paradice-backend and paradice-bench, specs in /usr/local/share/paradice/Specs"
 export PARADICE_SPECS=/usr/local/share/paradice/Specs
 paradice spec list
 paradice spec verify
@@ -41,7 +43,7 @@ pty=$(cat "$ptyname")
 paradice run --backend unix:/run/paradice.sock -- stty -F "$pty" cols 100 rows 40
 echo "stty size of $pty, asked through Paradice: $(paradice run --backend unix:/run/paradice.sock -- stty -F "$pty" size)"
 echo "== forwarded vs native, measured now:"
-paradice bench --iterations 5000 --bulk-bytes 8388608
+paradice-bench --iterations 5000 --bulk-bytes 8388608
 
 echo
 echo "== a camera in the driver VM (vivid), captured here through Paradice by an unmodified v4l2-ctl"

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ParadiceClient
+import ParadiceToolSupport
 #if canImport(Glibc)
 import Glibc
 #endif

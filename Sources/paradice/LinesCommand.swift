@@ -1,4 +1,5 @@
 import ArgumentParser
+import ParadiceToolSupport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ParadiceClient
 import ParadiceSpec
+import ParadiceToolSupport
 #if canImport(Glibc)
 import Glibc
 #endif

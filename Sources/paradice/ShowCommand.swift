@@ -1,5 +1,6 @@
 import ArgumentParser
 import ParadiceSpec
+import ParadiceToolSupport
 
 extension SpecCommand {
     struct Show: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ParadiceSpec
+import ParadiceToolSupport
 import ParadiceVerify
 #if canImport(Glibc)
 import Glibc
@@ -33,47 +34,6 @@ func loadSpecs(_ body: () throws -> SpecSet) throws -> SpecSet {
 func printError(_ s: String) {
     var line = s + "\n"
     _ = line.withUTF8 { write(2, $0.baseAddress, $0.count) }
-}
-
-enum SpecLocator {
-    /// $PARADICE_SPECS, else the nearest Specs/ above the current folder, else the one beside the program.
-    static func defaultFolder() -> String? {
-        if let env = getenv("PARADICE_SPECS") { return String(cString: env) }
-        return find()
-    }
-
-    static func find() -> String? {
-        var dir = currentDirectory()
-        for _ in 0..<12 {
-            if isDirectory(dir + "/Specs") { return dir + "/Specs" }
-            guard let slash = dir.lastIndex(of: "/"), dir != "/" else { break }
-            dir = slash == dir.startIndex ? "/" : String(dir[..<slash])
-        }
-        // Beside the program: <repo>/.build/<config>/paradice or <prefix>/bin/paradice.
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        if n > 0 {
-            let exe = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            var parts = exe.split(separator: "/").dropLast()
-            for _ in 0..<4 {
-                let base = "/" + parts.joined(separator: "/")
-                for candidate in [base + "/Specs", base + "/share/paradice/Specs"] where isDirectory(candidate) { return candidate }
-                parts = parts.dropLast()
-            }
-        }
-        return nil
-    }
-
-    static func currentDirectory() -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        guard getcwd(&buffer, buffer.count) != nil else { return "." }
-        return String(cString: buffer)
-    }
-
-    static func isDirectory(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-    }
 }
 
 struct SpecCommand: ParsableCommand {
@@ -139,5 +99,4 @@ struct SpecCommand: ParsableCommand {
     }
 }
 
-func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
 func baseName(_ path: String) -> String { path.split(separator: "/").last.map(String.init) ?? path }

@@ -3,6 +3,7 @@ import CParadice
 import ParadiceClient
 import ParadicePlan
 import ParadiceSpec
+import ParadiceToolSupport
 import ParadiceTransport
 import ParadiceWire
 #if canImport(Glibc)
@@ -11,10 +12,12 @@ import Glibc
 
 /// Prints, in one run, each forwarded operation next to its native baseline and to the raw round trip
 /// of the transport it uses, so that ratios compare figures taken on the same machine at the same time.
+@main
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "paradice-bench",
         abstract: "Benchmark forwarded operations against native calls and the raw transport.",
-        discussion: "Starts its own paradice-backend (and an echo peer) from the folder of this program.")
+        discussion: "Starts its own paradice-backend (and an echo peer) and runs paradice from the folder of this program.")
 
     @Option(help: "Timed repetitions of each small operation.") var iterations = 20000
     @Option(help: "Bytes to move in each throughput run.") var bulkBytes = 64 << 20
@@ -42,7 +45,7 @@ struct Bench: ParsableCommand {
         let echo = try Child(backendPath, ["--echo", "--listen", "unix:\(folder)/echo.sock", "--listen", "tcp://127.0.0.1:0"], listeners: 2)
         defer { backend.stop(); echo.stop(); rmdir(folder) }
 
-        print("paradice bench: \(iterations) iterations per small operation, \(bulkBytes >> 20) MiB per throughput run")
+        print("paradice-bench: \(iterations) iterations per small operation, \(bulkBytes >> 20) MiB per throughput run")
         print("machine: \(cpuModel()), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores\n")
         var table = Table()
         var rawUnix: Stats?
@@ -238,13 +241,6 @@ struct Table {
     private func us(_ ns: Double) -> String { format2(ns / 1000) }
 }
 
-func format2(_ v: Double) -> String {
-    let scaled = (v * 100).rounded()
-    let whole = Int(scaled) / 100
-    let frac = abs(Int(scaled)) % 100
-    return "\(whole).\(frac < 10 ? "0" : "")\(frac)"
-}
-
 // MARK: helpers
 
 extension Bench {
@@ -415,12 +411,6 @@ final class Child {
     }
 }
 
-func programFolder() -> String {
-    var buffer = [CChar](repeating: 0, count: 4096)
-    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    let path = String(decoding: buffer[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
-}
 
 func temporaryFolder() throws -> String {
     var template = Array("/tmp/paradice-bench-XXXXXX".utf8CString)
@@ -442,13 +432,4 @@ func cpuModel() -> String {
         }
     }
     return "unknown cpu"
-}
-
-extension String {
-    var trimmingWhitespace: String {
-        var s = Substring(self)
-        while let c = s.first, c == " " || c == "\t" || c == "\n" { s.removeFirst() }
-        while let c = s.last, c == " " || c == "\t" || c == "\n" { s.removeLast() }
-        return String(s)
-    }
 }

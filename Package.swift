@@ -82,7 +82,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceEngineTests",
-            dependencies: ["ParadiceClient", "CParadice", "ParadiceEngine", "ParadiceWire"],
+            dependencies: ["ParadiceClient", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire"],
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
         .testTarget(

@@ -1,19 +1,39 @@
-/// Ioctl numbers the tests use (x86-64), checked against the specs by `paradice spec verify`.
+import ParadiceSpec
+
+/// The ioctl numbers the tests use, looked up in the repository's compiled specs, so that no number is
+/// written twice: the header-verification test (ParadiceSpecTests) and `paradice spec verify` check every
+/// spec number against the C headers.
 enum Ioctl {
-    static let TCGETS: UInt32 = 0x5401
-    static let TCSETS: UInt32 = 0x5402
-    static let TIOCGWINSZ: UInt32 = 0x5413
-    static let TIOCSWINSZ: UInt32 = 0x5414
-    static let FIONREAD: UInt32 = 0x541B
-    static let TIOCGPTN: UInt32 = 0x8004_5430
-    static let TIOCSPTLCK: UInt32 = 0x4004_5431
-    static let TUNSETIFF: UInt32 = 0x4004_54ca
-    static let TUNGETIFF: UInt32 = 0x8004_54d2
-    static let KVM_GET_API_VERSION: UInt32 = 0xAE00
-    static let KVM_CREATE_VM: UInt32 = 0xAE01
-    static let KVM_CHECK_EXTENSION: UInt32 = 0xAE03
-    static let KVM_GET_SUPPORTED_CPUID: UInt32 = 0xC008_AE05
-    static let KVM_SET_USER_MEMORY_REGION: UInt32 = 0x4020_AE46
-    static let LOOP_CTL_GET_FREE: UInt32 = 0x4C82
-    static let LOOP_GET_STATUS64: UInt32 = 0x4C05
+    static let TCGETS = number("TCGETS")
+    static let TCSETS = number("TCSETS")
+    static let TIOCGWINSZ = number("TIOCGWINSZ")
+    static let TIOCSWINSZ = number("TIOCSWINSZ")
+    static let FIONREAD = number("FIONREAD")
+    static let TIOCGPTN = number("TIOCGPTN")
+    static let TIOCSPTLCK = number("TIOCSPTLCK")
+    static let TUNSETIFF = number("TUNSETIFF")
+    static let TUNGETIFF = number("TUNGETIFF")
+    static let KVM_GET_API_VERSION = number("KVM_GET_API_VERSION")
+    static let KVM_CREATE_VM = number("KVM_CREATE_VM")
+    static let KVM_CHECK_EXTENSION = number("KVM_CHECK_EXTENSION")
+    static let KVM_GET_SUPPORTED_CPUID = number("KVM_GET_SUPPORTED_CPUID")
+    static let KVM_SET_USER_MEMORY_REGION = number("KVM_SET_USER_MEMORY_REGION")
+    static let LOOP_CTL_GET_FREE = number("LOOP_CTL_GET_FREE")
+    static let LOOP_GET_STATUS64 = number("LOOP_GET_STATUS64")
+
+    private static let specs: SpecSet = {
+        do {
+            return try SpecSet.load(directory: repositorySpecFolder)
+        } catch {
+            fatalError("the repository specs do not compile:\n\(error)")
+        }
+    }()
+
+    /// The command number of a plain ioctl (not a family) of the specs; a name they lack stops the tests.
+    private static func number(_ name: String) -> UInt32 {
+        guard let ioctl = specs.ioctl(named: name), !ioctl.isFamily,
+              let number = try? ioctl.command(in: specs, parameters: [:])
+        else { fatalError("no plain ioctl \(name) in \(repositorySpecFolder)") }
+        return number
+    }
 }

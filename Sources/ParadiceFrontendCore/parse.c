@@ -1,5 +1,5 @@
 /* Reply parsers: see parse.h. Every count is checked against the bytes left before anything is read. */
-#include "parse.h"
+#include "paradice_frontend_parse.h"
 #include <errno.h>
 #include <string.h>
 

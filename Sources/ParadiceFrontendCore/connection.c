@@ -412,22 +412,3 @@ void pd_conn_start_event_reader(struct pd_connection *c) {
     }
     pthread_attr_destroy(&attributes);
 }
-
-int pd_reply_broken(const struct pd_frame *f) {
-    if (f->header.op != PD_REPLY || f->header.length < sizeof(struct pd_reply)) return 1;
-    struct pd_reply r;
-    memcpy(&r, f->body, sizeof r);
-    return r.error == 0 && r.result < 0;
-}
-
-int64_t pd_reply_result(const struct pd_frame *f, const uint8_t **data, size_t *length) {
-    if (data) *data = NULL;
-    if (length) *length = 0;
-    if (pd_reply_broken(f)) { errno = EPROTO; return -1; }
-    struct pd_reply r;
-    memcpy(&r, f->body, sizeof r);
-    if (data) *data = f->body + sizeof r;
-    if (length) *length = f->header.length - sizeof r;
-    if (r.error != 0) { errno = r.error > 0 ? r.error : EPROTO; return -1; }
-    return r.result;
-}

@@ -17,7 +17,7 @@ public final class RemoteFile: Sendable {
 
     private let closed = LockedValue(false)
     /// Guest memory the backend asked for behind pointers in earlier ioctls on this file: a driver may
-    /// keep such memory and fill it later (a buffer queued for capture, returned at DQBUF), so a reply may
+    /// keep such memory and fill it later (a buffer queued for capture, filled when dequeued), so a reply may
     /// write there too. The core keeps it under its own lock.
     private let lent: CoreLent
     /// PD_NEED answers one ioctl follows before it fails (EIO): an argument `d` levels deep needs `d`,

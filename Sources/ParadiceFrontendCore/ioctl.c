@@ -22,7 +22,7 @@ struct restore {
 
 /* Per command (struct pd_shape, one table per connection): the regions the backend asked for last time,
  * sent ahead next time. A part is either at an offset from the argument, or behind a pointer the argument
- * holds (via = the pointer's offset; a USERPTR frame, an ALSA transfer buffer, a control array): then it
+ * holds (via = the pointer's offset; a user-memory frame, a transfer buffer, an array of controls): then it
  * goes ahead only while that pointer is readable, and the backend still asks for whatever else it needs. */
 
 /* Gathers a region (out: only names it), unless one already held covers it. */
@@ -141,7 +141,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
                 lend(t, target, known.length[i]);
                 (void)add_region(memory, &regions, &count, target, known.length[i], known.out[i]);   /* unreadable: the backend asks */
             }
-            /* A sync point (a page flip, a queued output buffer): every page of this file's mirrors that
+            /* A sync point (a buffer handed to the device for display or output): every page of this file's mirrors that
                changed goes with the request, a superset of what the backend wants, so it need not ask. */
             if (known.mirrors) {
                 changeCount += pd_mirror_file_changes(c, memory, &changes, t->handle);
@@ -213,7 +213,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
                     }
                 } else {
                     /* Memory behind a pointer: the program hands it to the device, which may keep it
-                       (a USERPTR buffer) and fill it in a later call on this file. */
+                       (a buffer in user memory) and fill it in a later call on this file. */
                     lend(t, want.address, want.length);
                     if (asked.parts < PD_SHAPE_PARTS) {
                         int via = pointer_in_argument(regions, count, argument, want.address);
@@ -306,7 +306,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
         }
         for (int j = 0; j < restoreCount; j++) {
             /* The program sees its own descriptor number where the driver left the one it was given; a
-               value the driver wrote instead (a request fd DQBUF clears) stays. */
+               value the driver wrote instead (a descriptor field a driver clears) stays. */
             uint8_t bytes[8];
             if (memory->read(memory->context, restores[j].address, bytes, restores[j].width) == 0
                 && load(bytes, restores[j].width) != restores[j].sent)

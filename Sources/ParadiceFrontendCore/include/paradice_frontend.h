@@ -88,7 +88,7 @@ struct pd_descriptors {
     int64_t (*adopt)(void *context, uint32_t handle);
 };
 
-/* Memory behind pointers the program handed a file's device (a USERPTR buffer the driver keeps): a later
+/* Memory behind pointers the program handed a file's device (a buffer in user memory the driver keeps): a later
  * reply on the file may fill it. The most recently handed ones are kept. Zeroed storage is an empty
  * record; pd_lent_destroy frees nothing but its lock. */
 #define PD_LENT_SPANS 64

@@ -19,7 +19,7 @@ public final class RemoteFile: Sendable {
     /// Guest memory the backend asked for behind pointers in earlier ioctls on this file: a driver may
     /// keep such memory and fill it later (a buffer queued for capture, filled when dequeued), so a reply may
     /// write there too. The core keeps it under its own lock.
-    private let lent: CoreLent
+    let lent: CoreLent
     /// PD_NEED answers one ioctl follows before it fails (EIO): an argument `d` levels deep needs `d`,
     /// plus one for descriptors and one for mirrors (the core's PD_MAX_NEED_ROUNDS requests in all).
     public static let needRoundLimit = Int(PD_MAX_NEED_ROUNDS) - 1
@@ -160,6 +160,38 @@ public final class RemoteFile: Sendable {
         }
         guard result >= 0 else { throw client.failure(broken) }
         return Int32(truncatingIfNeeded: result)
+    }
+}
+
+extension RemoteFile {
+    /// mmap(2) of the remote file: a mirror in this process's memory, which the core keeps in step with
+    /// the device's mapping at the sync points the class's plug-in names (docs/protocol.md, "Mappings
+    /// across machines"). Unmap it with `unmap`, not munmap alone: the backend holds the device's mapping.
+    public func map(length: Int, protection: Int32 = PROT_READ | PROT_WRITE, flags: Int32 = MAP_SHARED,
+                    offset: Int64 = 0) throws -> UnsafeMutableRawPointer {
+        var memory = pd_self_memory
+        memory.map = { _, hint, length, fixed in
+            let at = mmap(UnsafeMutableRawPointer(bitPattern: UInt(hint)), Int(length), PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | (fixed != 0 ? MAP_FIXED : 0), -1, 0)
+            guard let at, at != UnsafeMutableRawPointer(bitPattern: -1) else { return UInt64.max }
+            return UInt64(UInt(bitPattern: at))
+        }
+        memory.unmap = { _, address, length in _ = munmap(UnsafeMutableRawPointer(bitPattern: UInt(address)), Int(length)) }
+        let at = withUnsafePointer(to: memory) { memory in
+            var target = pd_target(connection: client.core.pointer, handle: handle, lent: lent.pointer, memory: memory,
+                                   descriptors: nil)
+            return pd_file_map(&target, 0, UInt64(length), protection, flags, offset)
+        }
+        guard at != UInt64.max, let pointer = UnsafeMutableRawPointer(bitPattern: UInt(at)) else { throw Errno(errno) }
+        return pointer
+    }
+
+    /// munmap(2) of a mirror `map` made: the changes of a writable shared one reach the device first.
+    public func unmap(_ address: UnsafeMutableRawPointer, length: Int) throws {
+        _ = withUnsafePointer(to: pd_self_memory) { memory in
+            pd_file_unmap(client.core.pointer, memory, UInt64(UInt(bitPattern: address)))
+        }
+        guard munmap(address, length) == 0 else { throw Errno(errno) }
     }
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static void line(const char *name, long result, const void *bytes, size_t n) {
@@ -68,7 +69,22 @@ int main(int argc, char **argv) {
         line("KVM_GET_SUPPORTED_CPUID-small", io(kvm, 0xc008ae05, cpuid), cpuid, 8);
         long vm = ioctl(kvm, 0xae01, 0);
         line("KVM_CREATE_VM", vm < 0 ? -1 : 0, NULL, 0);
-        if (vm >= 0) line("close-vm", close((int)vm), NULL, 0);
+        if (vm >= 0) {
+            /* A vcpu's kvm_run, mapped: immediate_exit set through the mapping makes KVM_RUN return EINTR,
+               which it does only when the device saw the store (a mirror: at the plug-in's sync point). */
+            long vcpu = ioctl((int)vm, 0xae41, 0);
+            line("KVM_CREATE_VCPU", vcpu < 0 ? -1 : 0, NULL, 0);
+            long size = ioctl(kvm, 0xae04, 0);
+            uint8_t *run = vcpu < 0 ? MAP_FAILED : mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, (int)vcpu, 0);
+            line("mmap-vcpu", run == MAP_FAILED ? -1 : 0, NULL, 0);
+            if (run != MAP_FAILED) {
+                run[1] = 1;   /* kvm_run.immediate_exit */
+                line("KVM_RUN", ioctl((int)vcpu, 0xae80, 0), run, 2);
+                line("munmap-vcpu", munmap(run, (size_t)size), NULL, 0);
+            }
+            if (vcpu >= 0) line("close-vcpu", close((int)vcpu), NULL, 0);
+            line("close-vm", close((int)vm), NULL, 0);
+        }
         line("close-kvm", close(kvm), NULL, 0);
     }
     return 0;

@@ -42,11 +42,15 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: hotPath
         ),
+        // The frontend core (C): connection, request/reply matching, ioctl plan execution, descriptor slots,
+        // mirrors, events and the reply checks of the trust model, behind a guest-memory interface. Every
+        // frontend is built on it. It must link into the preload: no Swift, nothing beyond libc and pthreads.
+        .target(name: "ParadiceFrontendCore", dependencies: ["CParadice"]),
         // The preload frontend: class-agnostic, it executes the plans the backend sends.
-        .target(name: "ParadicePreload", dependencies: ["CParadice"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread"),
+        .target(name: "ParadicePreload", dependencies: ["ParadiceFrontendCore", "CParadice"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread"),
                                  .unsafeFlags(["-nostartfiles", "-static-stdlib", "-Xlinker", "--as-needed"])]),
         // The client library (frontend side): remote files that behave like local ones.
-        .target(name: "ParadiceClient", dependencies: ["ParadicePlan", "ParadiceWire", "ParadiceTransport", "CParadice"],
+        .target(name: "ParadiceClient", dependencies: ["ParadiceFrontendCore", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "CParadice"],
                 swiftSettings: hotPath),
         // Plug-ins: per-class code for what a spec cannot say (Plugins/<Class>/).
         .target(name: "KVMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan"], path: "Plugins/KVM"),
@@ -82,7 +86,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceEngineTests",
-            dependencies: ["ParadiceClient", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire"],
+            dependencies: ["ParadiceClient", "ParadiceFrontendCore", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire"],
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
         .testTarget(

@@ -12,7 +12,7 @@
 # Swift harnesses: Tests/Fuzz/<Name>/Harness.swift, products fuzz-<name> of Package.swift (present only
 # when PARADICE_FUZZ is set), built with -sanitize=fuzzer,address. C harnesses: every Tests/Fuzz/C/*.c,
 # built with clang -fsanitize=fuzzer,address,undefined and the include folders of CParadice and
-# ParadicePreload; a line `// fuzz-build: ARGS` in the file adds compiler arguments (paths from the
+# ParadiceFrontendCore; a line `// fuzz-build: ARGS` in the file adds compiler arguments (paths from the
 # repository root), such as the sources the harness links. Seeds: Tests/Fuzz/corpus/<name>/. Inputs that
 # once crashed a harness: Tests/Fuzz/crashes/<name>/ (replayed first, 300 times each; each must run clean).
 set -euo pipefail
@@ -69,7 +69,7 @@ for h in "${c_harnesses[@]}"; do
     src="Tests/Fuzz/C/$h.c"
     read -r -a own <<< "$(sed -n 's|^// fuzz-build: *||p' "$src" | tr '\n' ' ')"
     clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -I Sources/CParadice/include -I Sources/ParadicePreload/include -I Sources/ParadicePreload \
+        -I Sources/CParadice/include -I Sources/ParadiceFrontendCore/include -I Sources/ParadicePreload \
         "$src" ${own[@]+"${own[@]}"} -o "$scratch/c/$h" -ldl -lpthread > "$scratch/logs/build-$h.log" 2>&1 \
         || { grep -v "Cannot export local symbol" "$scratch/logs/build-$h.log" | tail -30; exit 1; }
     binary[$h]="$scratch/c/$h"

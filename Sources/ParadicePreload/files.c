@@ -2,7 +2,6 @@
  * file is held locally by an eventfd placeholder: a real descriptor number, closed by close/exec like any
  * other, so the program's descriptor bookkeeping stays true. */
 #include "shim.h"
-#include "parse.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -17,7 +16,7 @@
 #define MAX_FDS 65536
 #define HANDLE_BUCKETS 256
 /* One lock guards the descriptor table, the handle index, and each file's references, event state
- * (watch, revents, polling, placeholder), flags and lent memory. Nothing blocking runs under it: a
+ * (watch, revents, polling, placeholder) and flags. Nothing blocking runs under it: a
  * placeholder's close, dup and eventfd reads and writes never block. */
 static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pd_file *table[MAX_FDS];
@@ -68,6 +67,7 @@ static int finish(struct pd_file *f) {
     int r = 0;
     if (pd_usable(f)) close_remote(f->handle, &r);
     if (f->shared >= 0) pd_real.close(f->shared);
+    pd_lent_destroy(&f->lent);
     free(f);
     return r;
 }
@@ -268,29 +268,6 @@ int pd_file_flags(struct pd_file *f) {
     return flags;
 }
 
-void pd_lend(struct pd_file *f, uint64_t address, uint64_t length) {
-    pthread_mutex_lock(&files_lock);
-    uint64_t now = ++f->lent_clock;
-    int at = -1, oldest = 0;
-    for (int i = 0; i < f->lent_count && at < 0; i++) {
-        if (f->lent[i].address == address) at = i;
-        if (f->lent[i].used < f->lent[oldest].used) oldest = i;
-    }
-    if (at < 0) at = f->lent_count < PD_LENT_SPANS ? f->lent_count++ : oldest;   /* the least recently handed goes */
-    if (f->lent[at].address != address || f->lent[at].length < length) f->lent[at].length = length;
-    f->lent[at].address = address;
-    f->lent[at].used = now;
-    pthread_mutex_unlock(&files_lock);
-}
-
-size_t pd_lent_spans(struct pd_file *f, struct pd_span *out, size_t max) {
-    pthread_mutex_lock(&files_lock);
-    size_t n = 0;
-    for (int i = 0; i < f->lent_count && n < max; i++, n++) out[n] = (struct pd_span){ f->lent[i].address, f->lent[i].length };
-    pthread_mutex_unlock(&files_lock);
-    return n;
-}
-
 int pd_adopt_handle(uint32_t handle, int flags) {
     struct pd_file *f = calloc(1, sizeof *f);
     if (!f) { close_remote(handle, NULL); errno = ENOMEM; return -1; }
@@ -298,8 +275,9 @@ int pd_adopt_handle(uint32_t handle, int flags) {
     f->flags = flags;
     f->owner = pd_session_token();
     f->shared = -1;
+    pd_lent_init(&f->lent);
     int fd = pd_install(f, 0);
-    if (fd < 0) { int e = errno; close_remote(handle, NULL); free(f); errno = e; }
+    if (fd < 0) { int e = errno; close_remote(handle, NULL); pd_lent_destroy(&f->lent); free(f); errno = e; }
     return fd;
 }
 
@@ -445,34 +423,27 @@ int pd_device_directory(const char *path, char *backend_path, size_t size) {
 }
 
 int pd_open(const char *path, int flags, mode_t mode) {
-    struct pd_buffer b;
-    pd_buffer_init(&b, 16 + strlen(path));
-    struct pd_open o = { flags, mode };
-    pd_buffer_append(&b, &o, sizeof o);
-    pd_buffer_append(&b, path, strlen(path));
-    struct pd_frame reply = { .descriptor = -1 };
-    int r = pd_call(PD_OPEN, 0, 0, &b, &reply);
-    pd_buffer_free(&b);
-    if (r != 0) return -1;
-    const uint8_t *data;
-    size_t length;
-    int64_t handle = pd_reply_result(&reply, &data, &length);
-    if (handle < 0) { int e = errno; pd_frame_free(&reply); errno = e; return -1; }
+    if (pd_connect() != 0) return -1;
+    struct pd_stat st;
+    int64_t handle = pd_file_open(&pd_conn, path, strlen(path), flags, mode, &st, NULL);
+    if (handle < 0) return -1;
     struct pd_file *f = calloc(1, sizeof *f);
-    if (!f) { pd_frame_free(&reply); close_remote((uint32_t)handle, NULL); errno = ENOMEM; return -1; }
+    if (!f) { close_remote((uint32_t)handle, NULL); errno = ENOMEM; return -1; }
     f->handle = (uint32_t)handle;
     f->flags = flags & (O_ACCMODE | O_NONBLOCK | O_APPEND);
     f->owner = pd_session_token();
     f->shared = -1;
-    if (length >= sizeof(struct pd_stat)) {
-        struct pd_stat st;
-        memcpy(&st, data, sizeof st);
-        f->mode = st.mode;
-        f->rdev = st.rdev;
-    }
-    pd_frame_free(&reply);
+    f->mode = st.mode;
+    f->rdev = st.rdev;
+    pd_lent_init(&f->lent);
     int fd = pd_install(f, flags & O_CLOEXEC);
-    if (fd < 0) { int e = errno; close_remote(f->handle, NULL); free(f); errno = e; }   /* no descriptor: the handle goes */
+    if (fd < 0) {   /* no descriptor: the handle goes */
+        int e = errno;
+        close_remote(f->handle, NULL);
+        pd_lent_destroy(&f->lent);
+        free(f);
+        errno = e;
+    }
     return fd;
 }
 
@@ -485,72 +456,25 @@ int pd_usable(struct pd_file *f) {
 
 ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, off_t offset) {
     if (!pd_usable(f)) return -1;
-    struct pd_buffer b;
-    pd_buffer_init(&b, sizeof(struct pd_io));
-    struct pd_io io = { count, offset };
-    pd_buffer_append(&b, &io, sizeof io);
-    struct pd_frame reply = { .descriptor = -1 };
-    int r = pd_call(positional ? PD_PREAD : PD_READ, 0, f->handle, &b, &reply);
-    pd_buffer_free(&b);
-    if (r != 0) return -1;
-    const uint8_t *data;
-    size_t length;
-    int64_t n = pd_reply_result(&reply, &data, &length);
+    int64_t n = pd_file_read(&pd_conn, f->handle, buffer, count, positional, offset, NULL);
     int e = errno;
-    if (n > 0 && ((uint64_t)n > count || (uint64_t)n > length)) {
-        pd_log("paradice: read: the backend answered %lld bytes for %zu asked, %zu sent", (long long)n, count, length);
-        n = -1;
-        e = EPROTO;
-    }
-    if (n > 0) memcpy(buffer, data, (size_t)n);
-    pd_frame_free(&reply);
     pd_rearm(f);
     errno = e;
-    return n;
+    return (ssize_t)n;
 }
 
 ssize_t pd_write(struct pd_file *f, const void *buffer, size_t count, int positional, off_t offset) {
     if (!pd_usable(f)) return -1;
-    struct pd_buffer b;
-    pd_buffer_init(&b, sizeof(struct pd_io) + count);
-    struct pd_io io = { count, offset };
-    pd_buffer_append(&b, &io, sizeof io);
-    pd_buffer_append(&b, buffer, count);
-    struct pd_frame reply = { .descriptor = -1 };
-    int r = pd_call(positional ? PD_PWRITE : PD_WRITE, 0, f->handle, &b, &reply);
-    pd_buffer_free(&b);
-    if (r != 0) return -1;
-    int64_t n = pd_reply_result(&reply, NULL, NULL);
+    int64_t n = pd_file_write(&pd_conn, f->handle, buffer, count, positional, offset, NULL);
     int e = errno;
-    if (n > 0 && (uint64_t)n > count) {
-        pd_log("paradice: write: the backend answered %lld bytes written of %zu", (long long)n, count);
-        n = -1;
-        e = EPROTO;
-    }
-    pd_frame_free(&reply);
     pd_rearm(f);
     errno = e;
-    return n;
+    return (ssize_t)n;
 }
 
 static int64_t simple(struct pd_file *f, uint16_t op, const void *body, size_t length, uint8_t *out, size_t outLength) {
     if (!pd_usable(f)) return -1;
-    struct pd_buffer b;
-    pd_buffer_init(&b, length);
-    if (length) pd_buffer_append(&b, body, length);
-    struct pd_frame reply = { .descriptor = -1 };
-    int r = pd_call(op, 0, f->handle, &b, &reply);
-    pd_buffer_free(&b);
-    if (r != 0) return -1;
-    const uint8_t *data;
-    size_t n;
-    int64_t result = pd_reply_result(&reply, &data, &n);
-    int e = errno;
-    if (result >= 0 && out && n < outLength) { result = -1; e = EPROTO; pd_log("paradice: a reply shorter than its data"); }
-    if (result >= 0 && out) memcpy(out, data, outLength);
-    pd_frame_free(&reply);
-    errno = e;
-    return result;
+    return pd_file_simple(&pd_conn, f->handle, op, body, length, out, outLength, NULL);
 }
 
 int pd_poll_one(struct pd_file *f, short events, int timeout_ms, short *revents) {

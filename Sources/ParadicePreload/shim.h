@@ -11,40 +11,14 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include "paradice_wire.h"
+#include "paradice_frontend.h"
 
-/* A frame received from the backend. */
-struct pd_frame {
-    struct pd_header header;
-    uint8_t *body;            /* malloc'ed, header.length bytes */
-    int descriptor;           /* passed with the frame (PD_SHARE), or -1 */
-};
-
-/* A growable byte buffer holding a frame being built; room for the header is kept in front. */
-struct pd_buffer {
-    uint8_t *data;
-    size_t length, capacity;
-};
-void pd_buffer_init(struct pd_buffer *b, size_t capacity);
-void pd_buffer_append(struct pd_buffer *b, const void *bytes, size_t n);
-void pd_buffer_pad(struct pd_buffer *b);
-void pd_buffer_free(struct pd_buffer *b);
-
-/* The connection to the backend, shared by the process's threads. */
+/* The connection to the backend, shared by the process's threads (connection.c). */
+extern struct pd_connection pd_conn;
 int pd_connect(void);                       /* 0, or -1 with errno */
 uint32_t pd_session_token(void);           /* this process's handle table (0: not connected) */
 int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request, struct pd_frame *reply);
 void pd_frame_free(struct pd_frame *f);
-/* For PD_REPLY: the result, or -1 with errno set; data and length: what follows pd_reply. */
-int64_t pd_reply_result(const struct pd_frame *f, const uint8_t **data, size_t *length);
-
-/* Memory behind pointers the program handed a file's device (a USERPTR buffer the driver keeps): a later
- * reply on the file may fill it. The most recently handed ones are kept. */
-#define PD_LENT_SPANS 64
-/* Mirrors of one file a reply may name. */
-#define PD_MAX_FILE_MIRRORS 256
-struct pd_span;
-struct pd_mirror_span;
 
 /* A forwarded file, shared by the local descriptors that dup'ed it and by the calls using it. Every
  * field that changes after the file is installed is guarded by the files lock (files.c). */
@@ -64,9 +38,7 @@ struct pd_file {
                                  (-2: the backend said it keeps it) */
     struct pd_file *next_by_handle;   /* the handle index's chain */
     int indexed;
-    struct { uint64_t address, length, used; } lent[PD_LENT_SPANS];
-    int lent_count;
-    uint64_t lent_clock;
+    struct pd_lent lent;      /* memory the program handed the device through it (the core fills it) */
 };
 
 /* The file a descriptor names, held until pd_put (NULL: not forwarded). A close racing the call only
@@ -88,8 +60,6 @@ int pd_close_descriptor(int fd);
 int pd_dup_onto(int fd, int target, int flags, int three);
 int pd_handle_for_fd(int fd, uint32_t *handle);
 int pd_file_flags(struct pd_file *f);
-void pd_lend(struct pd_file *f, uint64_t address, uint64_t length);
-size_t pd_lent_spans(struct pd_file *f, struct pd_span *out, size_t max);
 
 /* Readiness for epoll: the backend's events mirrored into the placeholder eventfd. */
 void pd_start_event_reader(void);
@@ -101,18 +71,10 @@ void pd_set_watch(struct pd_file *f, short events);   /* an epoll set's interest
 short pd_revents(struct pd_file *f);
 int pd_placeholder(struct pd_file *f);
 
-/* Mirrors of mappings a remote backend holds. */
+/* Mirrors of mappings a remote backend holds (kept by the core). */
 void *pd_mirror_map(struct pd_file *f, void *address, size_t length, int protection, int flags, off_t offset,
                     void *(*real_mmap)(void *, size_t, int, int, int, off_t));
-int pd_mirror_unmap(void *address);
-/* The mirrors this process holds of file `handle`. */
-size_t pd_mirror_spans(uint32_t handle, struct pd_mirror_span *out, size_t max);
-/* Appends the changed pages of a range as pd_mapping_range + bytes entries; returns their number. */
-uint32_t pd_mirror_changes(struct pd_buffer *b, uint32_t handle, uint32_t id, uint64_t offset, uint64_t length);
-/* The same for every mirror of a file (by handle), whole. */
-uint32_t pd_mirror_file_changes(struct pd_buffer *b, uint32_t handle);
-/* Copies `count` checked pd_mapping_range + bytes entries into the file's mirrors. */
-void pd_mirror_receive(uint32_t handle, const uint8_t *p, uint32_t count);
+int pd_mirror_unmap(void *address);   /* 1 when address started a mirror */
 
 /* Paths. */
 int pd_forwarded_path(const char *path, char *backend_path, size_t size);   /* 1 when forwarded */

@@ -33,7 +33,7 @@ final class RawBackend: @unchecked Sendable {
             }
         }
         thread.start()
-        client = try ParadiceClient(socket: FrameSocket(fd: fds[0], peer: "test client"), endpoint: .unix(path: "socketpair"), name: "test")
+        client = try ParadiceClient(descriptor: fds[0], endpoint: .unix(path: "socketpair"), name: "test")
     }
 
     deinit {
@@ -66,10 +66,11 @@ enum Reply {
         return w.frame(op: PD_REPLY.code, request: request)
     }
 
-    static func need(_ request: UInt32, regions: [(UInt64, UInt32)], regionCount: UInt32? = nil) -> [UInt8] {
+    static func need(_ request: UInt32, regions: [(UInt64, UInt32)], regionCount: UInt32? = nil, out: [(UInt64, UInt32)] = []) -> [UInt8] {
         var w = BodyWriter()
-        w.append(pd_need(region_count: regionCount ?? UInt32(regions.count), slot_count: 0, flags: 0, mapping_count: 0))
+        w.append(pd_need(region_count: regionCount ?? UInt32(regions.count + out.count), slot_count: 0, flags: 0, mapping_count: 0))
         for (address, length) in regions { w.append(pd_region(address: address, length: length, reserved: 0)) }
+        for (address, length) in out { w.append(pd_region(address: address, length: length, reserved: PD_REGION_OUT)) }
         return w.frame(op: PD_NEED.code, request: request)
     }
 
@@ -111,14 +112,34 @@ struct ClientReplyTests {
         #expect(argument.bytes == [1, 2, 3, 4, 5, 6, 7, 8])
     }
 
-    /// An out-only argument, never asked for: the reply may write where the program pointed the call.
-    @Test func aReplyMayWriteAtTheArgumentItWasNotSent() throws {
+    /// An out-only argument, never read: the backend names it as written (PD_REGION_OUT), the request
+    /// names it back without its bytes, and the reply may write it.
+    @Test func aReplyMayWriteAnOutRegionItNamed() throws {
         let backend = try RawBackend { frame in
-            [Reply.done(frame.request, regions: [(ioctlArgument(frame), [9, 9, 9, 9])])]
+            var reader = BodyReader(frame.body)
+            guard let request = try? reader.read(pd_ioctl.self) else { return [] }
+            if request.region_count == 0 { return [Reply.need(frame.request, regions: [], out: [(request.argument, 4)])] }
+            return [Reply.done(frame.request, regions: [(request.argument, [9, 9, 9, 9])])]
         }
         let argument = Buffer(4)
         try backend.client.adopt(handle: 3).ioctl(Self.command, argument.pointer)
         #expect(argument.bytes == [9, 9, 9, 9])
+        // The named region went back as a name only: no bytes of the program's behind it.
+        let last = try #require(backend.requests.last)
+        var reader = BodyReader(last.body)
+        _ = try reader.read(pd_ioctl.self)
+        let named = try reader.read(pd_region.self)
+        #expect(named.reserved & PD_REGION_OUT != 0 && named.length == 4 && reader.remaining == 0)
+    }
+
+    /// A write at the argument that the backend neither was sent nor named is refused like any other.
+    @Test func aReplyWritingAnArgumentItWasNotSentFailsWithEio() throws {
+        let backend = try RawBackend { frame in
+            [Reply.done(frame.request, regions: [(ioctlArgument(frame), [9, 9, 9, 9])])]
+        }
+        let argument = Buffer(4)
+        #expect(throws: Errno.io) { try backend.client.adopt(handle: 3).ioctl(Self.command, argument.pointer) }
+        #expect(argument.bytes == [0, 0, 0, 0])
     }
 
     /// A write to memory the call never handed over (another variable of the program) fails the call with

@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "parse.h"
+#include "paradice_frontend_parse.h"
 
 struct fuzz_call {
     struct pd_span spans[16];

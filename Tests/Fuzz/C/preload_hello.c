@@ -1,4 +1,4 @@
-// fuzz-build: Sources/ParadicePreload/parse.c
+// fuzz-build: Sources/ParadiceFrontendCore/parse.c
 /*
  * The preload frontend's handshake parser: pd_hello_reply and its device list over arbitrary bytes.
  * An accepted reply's device list is walked again here, reading every name byte under ASan.
@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "parse.h"
+#include "paradice_frontend_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *body = malloc(size ? size : 1);

@@ -1,4 +1,4 @@
-// fuzz-build: Sources/ParadicePreload/parse.c
+// fuzz-build: Sources/ParadiceFrontendCore/parse.c
 /*
  * The preload frontend's ioctl reply parsers (PD_NEED, and pd_ioctl_done after pd_reply) over arbitrary
  * bytes and an arbitrary call (fuzz_input.h), with the first body byte choosing the parser. What a parser

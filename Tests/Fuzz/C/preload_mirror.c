@@ -1,4 +1,4 @@
-// fuzz-build: Sources/ParadicePreload/parse.c
+// fuzz-build: Sources/ParadiceFrontendCore/parse.c
 /*
  * The preload frontend's mirror parsers: PD_MMAP's initial contents (first body byte even: of the first
  * mirror of the call) and mapping ranges pushed with a reply (odd: a pd_mapping_count, then ranges of any

@@ -1,4 +1,4 @@
-#include "shim.h"
+#include "paradice_frontend.h"
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,12 +1,12 @@
 /*
- * Reply parsers of the preload frontend: pure functions over a frame's bytes and what the call knows
+ * Reply parsers of the frontend core: pure functions over a frame's bytes and what the call knows
  * (the regions it gathered, the mirrors it holds), touching neither the socket nor the program's memory,
  * so that they can be fuzzed on their own. Each checks every count and length against the bytes
  * received, and the trust model of docs/protocol.md ("Trust"): a reply may write only memory the
  * frontend sent for the call (or the program lent the file), and only mirrors of that file.
  */
-#ifndef PARADICE_PARSE_H
-#define PARADICE_PARSE_H
+#ifndef PARADICE_FRONTEND_PARSE_H
+#define PARADICE_FRONTEND_PARSE_H
 #include <stddef.h>
 #include <stdint.h>
 #include "paradice_wire.h"

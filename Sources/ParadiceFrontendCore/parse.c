@@ -1,5 +1,6 @@
-/* Reply parsers: see parse.h. Every count is checked against the bytes left before anything is read. */
-#include "parse.h"
+/* Reply parsers: see paradice_frontend_parse.h, and pd_reply_result (paradice_frontend.h). Every count is
+ * checked against the bytes left before anything is read. */
+#include "paradice_frontend.h"
 #include <errno.h>
 #include <string.h>
 
@@ -180,4 +181,23 @@ const uint8_t *pd_mapping_entry(const uint8_t *p, struct pd_mapping_range *range
     memcpy(range, p, sizeof *range);
     *bytes = p + sizeof *range;
     return *bytes + padded(range->length);
+}
+
+int pd_reply_broken(const struct pd_frame *f) {
+    if (f->header.op != PD_REPLY || f->header.length < sizeof(struct pd_reply)) return 1;
+    struct pd_reply r;
+    memcpy(&r, f->body, sizeof r);
+    return r.error == 0 && r.result < 0;
+}
+
+int64_t pd_reply_result(const struct pd_frame *f, const uint8_t **data, size_t *length) {
+    if (data) *data = NULL;
+    if (length) *length = 0;
+    if (pd_reply_broken(f)) { errno = EPROTO; return -1; }
+    struct pd_reply r;
+    memcpy(&r, f->body, sizeof r);
+    if (data) *data = f->body + sizeof r;
+    if (length) *length = f->header.length - sizeof r;
+    if (r.error != 0) { errno = r.error > 0 ? r.error : EPROTO; return -1; }
+    return r.result;
 }

@@ -1,0 +1,155 @@
+/* Operations on a remote file whose answers are a result and plain data: each answer is checked against
+ * what was asked and what the frame carries (docs/protocol.md, "Trust"). And the memory a file was lent. */
+#define _GNU_SOURCE
+#include "paradice_frontend.h"
+#include <errno.h>
+#include <string.h>
+
+/* Sends a request of `length` bytes of body and takes its PD_REPLY: the result (or -1 with the device's
+ * errno, or EPROTO and *broken when the answer is no reply). */
+static int64_t request(struct pd_connection *c, uint16_t op, uint32_t handle, const void *head, size_t head_length,
+                       const void *tail, size_t tail_length, struct pd_frame *reply, const uint8_t **data, size_t *n,
+                       int *broken) {
+    struct pd_buffer b;
+    pd_buffer_init(&b, head_length + tail_length);
+    if (head_length) pd_buffer_append(&b, head, head_length);
+    if (tail_length) pd_buffer_append(&b, tail, tail_length);
+    *reply = (struct pd_frame){ .descriptor = -1 };
+    int r = pd_conn_call(c, op, 0, handle, &b, reply);
+    pd_buffer_free(&b);
+    if (r != 0) return -1;
+    int64_t result = pd_reply_result(reply, data, n);
+    if (pd_reply_broken(reply)) {
+        pd_conn_log(c, "paradice: the backend answered op %u with no result", op);
+        *broken = 1;
+        errno = EPROTO;
+    }
+    return result;
+}
+
+static int64_t refuse(struct pd_connection *c, struct pd_frame *reply, int *broken) {
+    pd_frame_release(c, reply);
+    *broken = 1;
+    errno = EPROTO;
+    return -1;
+}
+
+static int64_t finish(struct pd_connection *c, struct pd_frame *reply, int64_t result) {
+    int e = errno;
+    pd_frame_release(c, reply);
+    errno = e;
+    return result;
+}
+
+int64_t pd_file_open(struct pd_connection *c, const char *path, size_t path_length, int flags, uint32_t mode,
+                     struct pd_stat *stat, int *broken) {
+    int ignored;
+    if (!broken) broken = &ignored;
+    *broken = 0;
+    struct pd_open o = { flags, mode };
+    struct pd_frame reply;
+    const uint8_t *data;
+    size_t n;
+    int64_t handle = request(c, PD_OPEN, 0, &o, sizeof o, path, path_length, &reply, &data, &n, broken);
+    if (handle < 0) return finish(c, &reply, -1);
+    if (handle == 0 || handle > UINT32_MAX || n < sizeof *stat) {
+        pd_conn_log(c, "paradice: open: the backend answered handle %lld with %zu bytes", (long long)handle, n);
+        /* A handle it did make is released: nothing here will name it. */
+        if (handle > 0 && handle <= UINT32_MAX) {
+            struct pd_frame closed;
+            const uint8_t *unused;
+            size_t none;
+            int also;
+            (void)request(c, PD_CLOSE, (uint32_t)handle, NULL, 0, NULL, 0, &closed, &unused, &none, &also);
+            pd_frame_release(c, &closed);
+        }
+        return refuse(c, &reply, broken);
+    }
+    memcpy(stat, data, sizeof *stat);
+    return finish(c, &reply, handle);
+}
+
+int64_t pd_file_read(struct pd_connection *c, uint32_t handle, void *into, size_t count, int positional,
+                     int64_t offset, int *broken) {
+    int ignored;
+    if (!broken) broken = &ignored;
+    *broken = 0;
+    struct pd_io io = { count, offset };
+    struct pd_frame reply;
+    const uint8_t *data;
+    size_t length;
+    int64_t n = request(c, positional ? PD_PREAD : PD_READ, handle, &io, sizeof io, NULL, 0, &reply, &data, &length, broken);
+    if (n < 0) return finish(c, &reply, -1);
+    if ((uint64_t)n > count || (uint64_t)n > length) {
+        pd_conn_log(c, "paradice: read: the backend answered %lld bytes for %zu asked, %zu sent", (long long)n, count, length);
+        return refuse(c, &reply, broken);
+    }
+    if (n > 0) memcpy(into, data, (size_t)n);
+    return finish(c, &reply, n);
+}
+
+int64_t pd_file_write(struct pd_connection *c, uint32_t handle, const void *from, size_t count, int positional,
+                      int64_t offset, int *broken) {
+    int ignored;
+    if (!broken) broken = &ignored;
+    *broken = 0;
+    struct pd_io io = { count, offset };
+    struct pd_frame reply;
+    const uint8_t *data;
+    size_t length;
+    int64_t n = request(c, positional ? PD_PWRITE : PD_WRITE, handle, &io, sizeof io, from, count, &reply, &data, &length, broken);
+    if (n < 0) return finish(c, &reply, -1);
+    if ((uint64_t)n > count) {
+        pd_conn_log(c, "paradice: write: the backend answered %lld bytes written of %zu", (long long)n, count);
+        return refuse(c, &reply, broken);
+    }
+    return finish(c, &reply, n);
+}
+
+int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, const void *body, size_t length,
+                       void *out, size_t out_length, int *broken) {
+    int ignored;
+    if (!broken) broken = &ignored;
+    *broken = 0;
+    struct pd_frame reply;
+    const uint8_t *data;
+    size_t n;
+    int64_t result = request(c, op, handle, body, length, NULL, 0, &reply, &data, &n, broken);
+    if (result < 0) return finish(c, &reply, -1);
+    if (out && n < out_length) {
+        pd_conn_log(c, "paradice: a reply shorter than its data");
+        return refuse(c, &reply, broken);
+    }
+    if (out && out_length) memcpy(out, data, out_length);
+    return finish(c, &reply, result);
+}
+
+void pd_lent_init(struct pd_lent *l) {
+    memset(l, 0, sizeof *l);
+    pthread_mutex_init(&l->lock, NULL);
+}
+
+void pd_lent_destroy(struct pd_lent *l) { pthread_mutex_destroy(&l->lock); }
+
+void pd_lent_add(struct pd_lent *l, uint64_t address, uint64_t length) {
+    pthread_mutex_lock(&l->lock);
+    uint64_t now = ++l->clock;
+    int at = -1, oldest = 0;
+    for (int i = 0; i < l->count && at < 0; i++) {
+        if (l->spans[i].address == address) at = i;
+        if (l->spans[i].used < l->spans[oldest].used) oldest = i;
+    }
+    if (at < 0) at = l->count < PD_LENT_SPANS ? l->count++ : oldest;   /* the least recently handed goes */
+    if (l->spans[at].address != address || l->spans[at].length < length) l->spans[at].length = length;
+    l->spans[at].address = address;
+    l->spans[at].used = now;
+    pthread_mutex_unlock(&l->lock);
+}
+
+size_t pd_lent_spans(struct pd_lent *l, struct pd_span *out, size_t max) {
+    pthread_mutex_lock(&l->lock);
+    size_t n = 0;
+    for (int i = 0; i < l->count && n < max; i++, n++) out[n] = (struct pd_span){ l->spans[i].address, l->spans[i].length };
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}

@@ -1,0 +1,241 @@
+/*
+ * The frontend core: the client side of the Paradice protocol, shared by every frontend (the preload
+ * inside a program, the Swift client, a daemon serving a guest kernel's device node). It owns the
+ * connection (handshake, request/reply matching, events), executes the backend's ioctl plans (NEED
+ * rounds, out regions, descriptor slots, mirrored mappings) and checks every reply against the trust
+ * model of docs/protocol.md ("Trust"). It knows no device class, and reaches the guest's memory and
+ * descriptors only through the interfaces below, so that it runs in the program itself, in another
+ * process, or over a kernel module's copies.
+ *
+ * Every call that fails returns -1 (or PD_NO_ADDRESS) with errno set. Calls that take `int *broken` set
+ * it (when not NULL) to 1 when the failure is the backend's breaking the protocol (errno EPROTO, and one
+ * line through the connection's log naming the rule), 0 otherwise.
+ */
+#ifndef PARADICE_FRONTEND_H
+#define PARADICE_FRONTEND_H
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "paradice_wire.h"
+#include "paradice_frontend_parse.h"
+
+/* ---- frames ---- */
+
+/* A frame received from the backend. */
+struct pd_frame {
+    struct pd_header header;
+    uint8_t *body;            /* malloc'ed, header.length bytes */
+    int descriptor;           /* passed with the frame (PD_SHARE), or -1 */
+};
+
+/* A growable byte buffer holding a frame being built; room for the header is kept in front. */
+struct pd_buffer {
+    uint8_t *data;
+    size_t length, capacity;
+};
+void pd_buffer_init(struct pd_buffer *b, size_t capacity);
+void pd_buffer_append(struct pd_buffer *b, const void *bytes, size_t n);
+void pd_buffer_pad(struct pd_buffer *b);
+void pd_buffer_free(struct pd_buffer *b);
+
+/* For PD_REPLY: the result, or -1 with errno set; data and length: what follows pd_reply (NULL and 0 when
+ * the frame is no reply). */
+int64_t pd_reply_result(const struct pd_frame *f, const uint8_t **data, size_t *length);
+/* 1 when the frame carries no result: not a PD_REPLY, shorter than pd_reply, or a negative result without
+ * an errno. */
+int pd_reply_broken(const struct pd_frame *f);
+
+/* ---- the guest's memory and descriptors ---- */
+
+#define PD_NO_ADDRESS UINT64_MAX
+
+/* How the core reaches the memory of the program whose calls it forwards. */
+struct pd_memory {
+    void *context;
+    /* Copy `length` bytes at guest `address`: 0, or -1 when any of them cannot be reached. */
+    int (*read)(void *context, uint64_t address, void *into, size_t length);
+    int (*write)(void *context, uint64_t address, const void *from, size_t length);
+    /* Optional: the guest's bytes at [address, address + length) as this process's memory, when they are
+       (a frontend inside the program); NULL otherwise. Used for mirrors the core made, to compare pages in
+       place. */
+    uint8_t *(*local)(void *context, uint64_t address, size_t length);
+    /* Optional (mmap): new private, writable guest memory for a mirror, at `hint` when `fixed`; its guest
+       address, or PD_NO_ADDRESS with errno. NULL: this frontend cannot mirror (ENODEV). */
+    uint64_t (*map)(void *context, uint64_t hint, uint64_t length, int fixed);
+    void (*unmap)(void *context, uint64_t address, uint64_t length);
+};
+
+/* The memory of the calling process itself (the preload): process_vm_readv/writev on its own pid, so
+   that a bad pointer is EFAULT, not a crash. */
+extern const struct pd_memory pd_self_memory;
+/* The memory of another process (its pid in *context, a pid_t the caller keeps alive). */
+int pd_process_read(void *pid, uint64_t address, void *into, size_t length);
+int pd_process_write(void *pid, uint64_t address, const void *from, size_t length);
+#define PD_PROCESS_MEMORY(pid_pointer) \
+    ((struct pd_memory){ (pid_pointer), pd_process_read, pd_process_write, NULL, NULL, NULL })
+
+/* What the guest's descriptor numbers stand for, in ioctl arguments (slots) and results. */
+struct pd_descriptors {
+    void *context;
+    /* 1: the guest's descriptor numbers are the backend's handles (the Swift client): nothing is
+       translated, every ioctl goes out PD_IOCTL_TRANSLATED, and the callbacks are not used. */
+    int numbers_are_handles;
+    /* The backend handle descriptor `fd` of the guest names: 0, or -1 when it names no forwarded file. */
+    int (*handle_for)(void *context, int64_t fd, uint32_t *handle);
+    /* A guest descriptor for a file the backend created (an ioctl's result or slot): >= 0, or -1 with
+       errno. The handle is the callback's either way (on failure it closes it remotely). */
+    int64_t (*adopt)(void *context, uint32_t handle);
+};
+
+/* Memory behind pointers the program handed a file's device (a buffer in user memory the driver keeps): a later
+ * reply on the file may fill it. The most recently handed ones are kept. Zeroed storage is an empty
+ * record; pd_lent_destroy frees nothing but its lock. */
+#define PD_LENT_SPANS 64
+struct pd_lent {
+    pthread_mutex_t lock;
+    struct { uint64_t address, length, used; } spans[PD_LENT_SPANS];
+    int count;
+    uint64_t clock;
+};
+void pd_lent_init(struct pd_lent *l);
+void pd_lent_destroy(struct pd_lent *l);
+void pd_lent_add(struct pd_lent *l, uint64_t address, uint64_t length);
+size_t pd_lent_spans(struct pd_lent *l, struct pd_span *out, size_t max);
+
+/* ---- the connection ---- */
+
+struct pd_waiter;
+
+/* Per ioctl command: the regions the backend asked for last time, sent ahead next time. */
+#define PD_SHAPES 256
+#define PD_SHAPE_PARTS 8
+struct pd_shape {
+    unsigned long command;
+    int parts;
+    uint64_t offset[PD_SHAPE_PARTS];
+    uint32_t length[PD_SHAPE_PARTS];
+    int via[PD_SHAPE_PARTS];   /* -1: at argument + offset; else the offset of the pointer in the argument */
+    int out[PD_SHAPE_PARTS];   /* named as written (PD_REGION_OUT), not sent */
+    int mirrors;               /* the backend asked for mapped bytes: send the file's changed pages ahead */
+};
+
+/* Mirrors of device mappings a backend on another machine holds. */
+#define PD_MIRRORS 256
+#define PD_MAX_FILE_MIRRORS 256
+struct pd_mirror {
+    uint64_t address;         /* guest address of the mirror (0: free) */
+    uint64_t length;
+    uint32_t id;
+    uint32_t handle;          /* the file it maps */
+    pid_t owner;
+    uint8_t *shadow;          /* the device's bytes as last sent or received */
+    int writeback;            /* MAP_SHARED and writable: changes reach the device at munmap */
+};
+
+/* One connection to a backend, shared by the frontend's threads: the first thread waiting for a reply
+ * reads the socket for all of them (a lone caller never changes threads); once a file is watched, a
+ * thread of the core reads it for good. Statically: PD_CONNECTION_INIT; dynamically: pd_conn_new. */
+struct pd_connection {
+    pthread_mutex_t lock;      /* guards everything below but the tables */
+    pthread_cond_t cond;
+    pthread_mutex_t send_lock;
+    pthread_mutex_t shapes_lock;
+    pthread_mutex_t mirrors_lock;
+    int fd;
+    pid_t owner;               /* the process that made it: a forked child's copy is not its to use */
+    int dead;
+    int reading;
+    uint32_t next;
+    struct pd_waiter *waiting;
+    int leaving;               /* PD_BYE sent: the connection's end is no loss */
+    int event_reader;
+    int told_stray;
+    int refs;                  /* pd_conn_new's, and the event reader's */
+    uint32_t session, token;   /* from the handshake */
+    /* What the frontend does with what comes unasked; each may be NULL. */
+    void *context;
+    void (*on_event)(void *context, uint32_t handle, short revents);
+    void (*log)(void *context, const char *line);                 /* one line, no newline */
+    void (*release)(void *context);                               /* the connection is freed */
+    struct pd_shape shapes[PD_SHAPES];
+    struct pd_mirror mirrors[PD_MIRRORS];
+};
+#define PD_CONNECTION_INIT { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, \
+    .send_lock = PTHREAD_MUTEX_INITIALIZER, .shapes_lock = PTHREAD_MUTEX_INITIALIZER, \
+    .mirrors_lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1, .next = 1, .refs = 1 }
+
+struct pd_connection *pd_conn_new(void);
+/* Drops a reference; the last closes the socket and frees the connection. */
+void pd_conn_release(struct pd_connection *c);
+/* A socket to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/): its descriptor, or -1. */
+int pd_conn_dial(const char *url);
+/* Shakes hands over `fd` (taken either way): pd_hello with `name` after it. On success the connection
+ * uses fd, and *reply holds the backend's answer (pd_hello_reply and its devices, checked; free it). */
+int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello, const char *name, size_t name_length,
+                  struct pd_frame *reply, const char **why);
+/* 1 while the connection is this process's and alive. */
+int pd_conn_live(struct pd_connection *c);
+/* The handle table this process's connection names (0: none). */
+uint32_t pd_conn_token(struct pd_connection *c);
+/* Inherited across fork: forgets the parent's connection (closing the child's copy of its socket) and
+ * hands back what the child needs to join its session. */
+void pd_conn_forget(struct pd_connection *c, uint32_t *session, uint32_t *token);
+/* Sends a request (the buffer holds its body after room for the header) and waits for its answer. */
+int pd_conn_call(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request,
+                 struct pd_frame *reply);
+/* Frees a reply's body and closes a descriptor it carried that its receiver did not take. */
+void pd_frame_release(struct pd_connection *c, struct pd_frame *f);
+/* From now on a thread reads the socket for good, delivering events as they come. */
+void pd_conn_start_event_reader(struct pd_connection *c);
+/* PD_BYE and its answer (the backend drops this frontend's references first), then the end. */
+void pd_conn_goodbye(struct pd_connection *c);
+/* shutdown(2) of the socket: every waiting call fails with EIO, the event reader ends. */
+void pd_conn_shutdown(struct pd_connection *c);
+void pd_conn_log(struct pd_connection *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- operations on a remote file ---- */
+
+/* One forwarded file as a call sees it. */
+struct pd_target {
+    struct pd_connection *connection;
+    uint32_t handle;
+    struct pd_lent *lent;                        /* the file's lent memory (NULL: none kept) */
+    const struct pd_memory *memory;
+    const struct pd_descriptors *descriptors;
+};
+
+/* PD_OPEN: the new handle (> 0) and its pd_stat, or -1. */
+int64_t pd_file_open(struct pd_connection *c, const char *path, size_t path_length, int flags, uint32_t mode,
+                     struct pd_stat *stat, int *broken);
+/* PD_READ/PD_PREAD into `into` (this process's memory): bytes read, or -1. */
+int64_t pd_file_read(struct pd_connection *c, uint32_t handle, void *into, size_t count, int positional,
+                     int64_t offset, int *broken);
+/* PD_WRITE/PD_PWRITE from `from` (this process's memory): bytes written, or -1. */
+int64_t pd_file_write(struct pd_connection *c, uint32_t handle, const void *from, size_t count, int positional,
+                      int64_t offset, int *broken);
+/* Any request whose answer is a result and, when `out`, exactly `out_length` bytes of data. */
+int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, const void *body, size_t length,
+                       void *out, size_t out_length, int *broken);
+/* ioctl through the backend's memory plan: the result, or -1. */
+int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argument, int *broken);
+/* mmap as a mirror: PD_MMAP, then guest memory from t->memory->map filled with what the device holds;
+ * its guest address, or PD_NO_ADDRESS. */
+uint64_t pd_file_map(const struct pd_target *t, uint64_t hint, uint64_t length, int protection, int flags,
+                     int64_t offset);
+/* munmap of a mirror: 1 when `address` starts one (its backend mapping is released, a writable shared
+ * one's changes written back first), 0 otherwise. The caller unmaps the memory itself. */
+int pd_file_unmap(struct pd_connection *c, const struct pd_memory *memory, uint64_t address);
+
+/* The mirrors this process holds of file `handle`. */
+size_t pd_mirror_spans(struct pd_connection *c, uint32_t handle, struct pd_mirror_span *out, size_t max);
+/* Appends the changed pages of a range as pd_mapping_range + bytes entries; returns their number. */
+uint32_t pd_mirror_changes(struct pd_connection *c, const struct pd_memory *memory, struct pd_buffer *b,
+                           uint32_t handle, uint32_t id, uint64_t offset, uint64_t length);
+/* The same for every mirror of a file, whole. */
+uint32_t pd_mirror_file_changes(struct pd_connection *c, const struct pd_memory *memory, struct pd_buffer *b,
+                                uint32_t handle);
+/* Copies `count` checked pd_mapping_range + bytes entries into the file's mirrors. */
+void pd_mirror_receive(struct pd_connection *c, const struct pd_memory *memory, uint32_t handle, const uint8_t *p,
+                       uint32_t count);
+#endif

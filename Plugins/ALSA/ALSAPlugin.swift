@@ -77,7 +77,7 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
         }
     }
 
-    func ioctlCompleted(_ call: PlannedCall, result: Int64) {
+    func ioctlCompleted(_ call: CallView, result: Int64) {
         switch layout.ioctls(call) {
         case .hwParams?:
             // The driver leaves one value in each interval; a failed HW_PARAMS leaves the stream unset.
@@ -105,11 +105,11 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
     /// reaches the device just before, a capture buffer comes back just after.
     private var data: [Range<UInt64>] { [0..<layout.statusOffset] }
 
-    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
+    func mappedToDevice(before call: CallView) -> [Range<UInt64>] {
         !capture && layout.ioctls(call) == .syncPointers ? data : []
     }
 
-    func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
+    func mappedToGuest(after call: CallView, result: Int64) -> [Range<UInt64>] {
         capture && result >= 0 && layout.ioctls(call) == .syncPointers ? data : []
     }
 }

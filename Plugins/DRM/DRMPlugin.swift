@@ -79,11 +79,11 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 
-    private func u32(_ call: PlannedCall, _ offset: Int, index: Int = 0) -> UInt32 {
+    private func u32(_ call: CallView, _ offset: Int, index: Int = 0) -> UInt32 {
         call.load(UInt32.self, at: offset + 4 * index) ?? 0
     }
 
-    func ioctlCompleted(_ call: PlannedCall, result: Int64) {
+    func ioctlCompleted(_ call: CallView, result: Int64) {
         guard result >= 0 else { return }
         switch layout.ioctls(call) {
         case .mapDumb?:
@@ -121,12 +121,12 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
         }
     }
 
-    private func framebuffer(_ call: PlannedCall, _ field: Int) -> [Range<UInt64>] {
+    private func framebuffer(_ call: CallView, _ field: Int) -> [Range<UInt64>] {
         let fb = u32(call, field)
         return ranges(buffers.withLock { $0.framebuffers[fb] ?? [] })
     }
 
-    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
+    func mappedToDevice(before call: CallView) -> [Range<UInt64>] {
         switch layout.ioctls(call) {
         case .addFB?: return ranges([u32(call, layout.fbHandle)])
         case .addFB2?: return ranges((0..<4).map { u32(call, layout.fb2Handles, index: $0) })
@@ -142,9 +142,8 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
         case .atomic?:
             // Which values are FB_IDs depends on property ids the spec cannot know: any value that names
             // one of this file's framebuffers is taken for one (at worst a buffer is synced early).
-            guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.atomicValues }),
-                  slot.target < call.buffers.count else { return [] }
-            let values = call.buffers[slot.target].withUnsafeBytes { raw in
+            guard let target = call.target(ofPointerAt: layout.atomicValues) else { return [] }
+            let values = call.bytes[target].withUnsafeBytes { raw in
                 (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
             }
             let handles = buffers.withLock { b in values.compactMap { $0 <= UInt64(UInt32.max) ? b.framebuffers[UInt32($0)] : nil }.flatMap { $0 } }

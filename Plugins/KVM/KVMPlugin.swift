@@ -28,11 +28,11 @@ final class KVMFile: DeviceFileState {
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 
-    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
+    func mappedToDevice(before call: CallView) -> [Range<UInt64>] {
         ioctls(call) == .run ? Self.everything : []
     }
 
-    func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
+    func mappedToGuest(after call: CallView, result: Int64) -> [Range<UInt64>] {
         ioctls(call) == .run ? Self.everything : []
     }
 }

@@ -82,8 +82,6 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     private var buffers: [UInt64: [Range<UInt64>]] = [:]
     /// USERPTR buffers: the guest's address → the memory lent to the driver in its place.
     private var lent: [UInt64: UnsafeMutableRawBufferPointer] = [:]
-    /// Frames a DQBUF hands back, to be written into the guest's own buffers (by call).
-    private var frames: [ObjectIdentifier: [(address: UInt64, bytes: UnsafeRawBufferPointer)]] = [:]
 
     /// Capture and output buffer types (videodev2.h's enum v4l2_buf_type), and the multi-planar ones.
     private static let capture: Set<UInt32> = [1, 4, 6, 9, 11, 13]
@@ -164,12 +162,12 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
 
     // MARK: mmap'd buffers changing hands
 
-    private func field(_ call: PlannedCall, _ offset: Int) -> UInt32 { call.load(UInt32.self, at: offset) ?? 0 }
+    private func field(_ call: CallView, _ offset: Int) -> UInt32 { call.load(UInt32.self, at: offset) ?? 0 }
 
     private func key(_ type: UInt32, _ index: UInt32) -> UInt64 { UInt64(type) << 32 | UInt64(index) }
 
     /// The device offsets of the buffer a v4l2_buffer argument describes, as the driver filled it in.
-    private func ranges(of call: PlannedCall) -> [Range<UInt64>] {
+    private func ranges(of call: CallView) -> [Range<UInt64>] {
         guard Int64(field(call, layout.memory)) == layout.memoryMMAP else { return [] }
         let type = field(call, layout.type)
         if Self.multiplanar.contains(type) {
@@ -186,23 +184,22 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     }
 
     /// A multi-planar buffer's planes: m.planes points at their region (the pointer slot at m says which).
-    private func planes(of call: PlannedCall) -> (region: Int, count: Int)? {
-        guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.m }),
-              slot.target < call.buffers.count else { return nil }
-        return (slot.target, min(Int(field(call, layout.length)), call.buffers[slot.target].count / layout.planeSize))
+    private func planes(of call: CallView) -> (region: Int, count: Int)? {
+        guard let target = call.target(ofPointerAt: layout.m) else { return nil }
+        return (target, min(Int(field(call, layout.length)), call.bytes[target].count / layout.planeSize))
     }
 
-    func ioctlCompleted(_ call: PlannedCall, result: Int64) {
+    func ioctlCompleted(_ call: CallView, result: Int64) {
         guard result >= 0, let ioctl = layout.ioctls(call) else { return }
         if ioctl == .requestBuffers { return releaseLent() }
-        if Int64(field(call, layout.memory)) == layout.memoryUserPointer { return reportUserPointers(call) }
+        if Int64(field(call, layout.memory)) == layout.memoryUserPointer { return }
         let found = ranges(of: call)
         guard !found.isEmpty else { return }
         let k = key(field(call, layout.type), field(call, layout.index))
         locked { buffers[k] = found }
     }
 
-    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
+    func mappedToDevice(before call: CallView) -> [Range<UInt64>] {
         let kind = layout.ioctls(call)
         guard kind == .queue || kind == .prepare,
               Self.output.contains(field(call, layout.type)), Int64(field(call, layout.memory)) == layout.memoryMMAP
@@ -211,7 +208,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
         return locked { buffers[k] ?? [] }
     }
 
-    func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
+    func mappedToGuest(after call: CallView, result: Int64) -> [Range<UInt64>] {
         guard result >= 0, layout.ioctls(call) == .dequeue, Self.capture.contains(field(call, layout.type)) else { return [] }
         return ranges(of: call)
     }
@@ -221,7 +218,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// The driver keeps a USERPTR buffer from QBUF to DQBUF: it gets memory of the backend's own, one
     /// mapping per guest buffer, kept until the next REQBUFS (which lets go of every buffer) or the close.
     /// Unmapping one the driver still holds is safe: the pages it pinned stay its own until it lets go.
-    func lend(guestAddress: UInt64, length: Int, for call: PlannedCall) -> UnsafeMutableRawBufferPointer? {
+    func lend(guestAddress: UInt64, length: Int, for call: CallView) -> UnsafeMutableRawBufferPointer? {
         locked {
             if let known = lent[guestAddress], known.count >= length { return known }
             if let smaller = lent.removeValue(forKey: guestAddress) { munmap(smaller.baseAddress, smaller.count) }
@@ -249,14 +246,16 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// The buffer calls report the address the driver holds, which is the lent memory's (a QBUF of a
     /// prepared buffer with no pointer reports it too): the guest sees its own. After DQBUF of a capture
     /// buffer the frame goes to the guest's buffer.
-    private func reportUserPointers(_ call: PlannedCall) {
+    func edits(after call: CallView, result: Int64) -> CallEdits {
+        guard result >= 0, let ioctl = layout.ioctls(call), ioctl != .requestBuffers,
+              Int64(field(call, layout.memory)) == layout.memoryUserPointer else { return CallEdits() }
         let type = field(call, layout.type)
         let captured = layout.ioctls(call) == .dequeue && Self.capture.contains(type)
-        var written: [(address: UInt64, bytes: UnsafeRawBufferPointer)] = []
+        var edits = CallEdits()
         // One (region, offset of the address, offset of bytesused) per plane.
         var places: [(region: Int, pointer: Int, used: Int)] = []
         if Self.multiplanar.contains(type) {
-            guard let planes = planes(of: call) else { return }
+            guard let planes = planes(of: call) else { return edits }
             places = (0..<planes.count).map {
                 (planes.region, $0 * layout.planeSize + layout.planeOffset, $0 * layout.planeSize + layout.planeBytesUsed)
             }
@@ -267,17 +266,13 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
             for place in places {
                 guard let held = call.load(UInt64.self, at: place.pointer, region: place.region),
                       let (guest, buffer) = lent.first(where: { UInt64(UInt(bitPattern: $0.value.baseAddress)) == held }) else { continue }
-                call.buffers[place.region].withUnsafeMutableBytes { $0.storeBytes(of: guest, toByteOffset: place.pointer, as: UInt64.self) }
+                edits.values.append((place.region, place.pointer, guest))
                 if captured {
                     let used = Int(call.load(UInt32.self, at: place.used, region: place.region) ?? 0)
-                    written.append((guest, UnsafeRawBufferPointer(rebasing: buffer[0..<min(used, buffer.count)])))
+                    edits.guestWrites.append((guest, UnsafeRawBufferPointer(rebasing: buffer[0..<min(used, buffer.count)])))
                 }
             }
-            if !written.isEmpty { frames[ObjectIdentifier(call)] = written }
         }
-    }
-
-    func guestWrites(after call: PlannedCall, result: Int64) -> [(address: UInt64, bytes: UnsafeRawBufferPointer)] {
-        locked { frames.removeValue(forKey: ObjectIdentifier(call)) ?? [] }
+        return edits
     }
 }

@@ -96,8 +96,8 @@ extension Session {
             return need(frame.request, [], slots: [], argumentFD: false, out: unnamed.map { ($0.address, $0.length) })
         }
 
-        // What the device must see of the guest's mirrors before this call, if the plug-in says so.
-        let pulls = mappingRanges(of: file, file.state?.mappedToDevice(before: call.before) ?? [])
+        // What the device must see of the guest's mirrors before this call, as the spec or the plug-in says.
+        let pulls = mappingRanges(of: file, call.syncToDevice + (file.state?.mappedToDevice(before: call.before) ?? []))
         // A frontend that answers with its mirrors sends only what changed since the device last had it.
         if !pulls.isEmpty && frame.flags & UInt16(PD_IOCTL_MAPPINGS) == 0 {
             return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: [], argumentFD: false,
@@ -318,18 +318,16 @@ extension Session {
                                 result: Int64, error: Int32, flags: UInt32, regionCount: UInt32, regionBytes: inout [UInt8],
                                 newSlots: [pd_slot]) {
         var regionCount = regionCount
-        var pushes: [(id: UInt32, mapping: DeviceMapping, offset: Int, length: Int)] = []
-        if let state = file.state {
-            let r = error == 0 ? driverResult : -1
-            for write in edits.guestWrites where write.bytes.count > 0 {
-                var header = pd_region(address: write.address, length: UInt32(write.bytes.count), reserved: 0)
-                withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
-                regionBytes.append(contentsOf: write.bytes)
-                while regionBytes.count % 8 != 0 { regionBytes.append(0) }
-                regionCount += 1
-            }
-            pushes = mappingRanges(of: file, state.mappedToGuest(after: call, result: r))
+        let r = error == 0 ? driverResult : -1
+        for write in edits.guestWrites where write.bytes.count > 0 {
+            var header = pd_region(address: write.address, length: UInt32(write.bytes.count), reserved: 0)
+            withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
+            regionBytes.append(contentsOf: write.bytes)
+            while regionBytes.count % 8 != 0 { regionBytes.append(0) }
+            regionCount += 1
         }
+        let toGuest = call.call.syncToGuest(result: r, variables: file.state) + (file.state?.mappedToGuest(after: call, result: r) ?? [])
+        let pushes = mappingRanges(of: file, toGuest)
         var output = BodyWriter(capacity: 32 + regionBytes.count + 16 * newSlots.count + pushes.reduce(0) { $0 + $1.length + 24 })
         output.append(pd_reply(result: error != 0 ? -1 : result, error: error, reserved: 0))
         output.append(pd_ioctl_done(region_count: regionCount, slot_count: UInt32(newSlots.count), flags: flags,

@@ -7,8 +7,15 @@ public protocol DevicePlugin: AnyObject, Sendable {
     /// The name that specs (`plugin NAME`) and `--plugins` use.
     static var name: String { get }
     init()
+    /// Throws when the specs lack a field, constant or ioctl the plug-in reads: the backend then does not
+    /// start, where the plug-in would otherwise do nothing.
+    func check(_ specs: SpecSet) throws
     /// State for one open file of the plug-in's class; nil when the plug-in keeps none.
     func state(for file: DeviceFile) -> (any DeviceFileState)?
+}
+
+extension DevicePlugin {
+    public func check(_ specs: SpecSet) throws {}
 }
 
 /// An open device file as a plug-in sees it: it may ask the driver things itself (through the
@@ -105,19 +112,24 @@ public struct IoctlKinds<Kind: RawRepresentable & CaseIterable & Sendable>: Send
     public func callAsFunction(_ call: CallView) -> Kind? { kinds[ObjectIdentifier(call.call.ioctl)] }
 }
 
-/// What a plug-in derives from the specs (offsets, numbers, its ioctls), made at the first open and kept:
-/// every file of the backend reads the same specs.
+/// What a plug-in derives from the specs (offsets, numbers, its ioctls), made once per spec set (at the
+/// backend's start, by `check`) and kept: every file of the backend reads the same specs.
 public final class SpecDerived<Value>: @unchecked Sendable {
-    private let make: (SpecSet) -> Value?
+    private let make: (SpecSet) throws -> Value
     private let lock = Lock()
-    private var made: (specs: ObjectIdentifier, value: Value?)?
+    private var made: (specs: ObjectIdentifier, value: Result<Value, any Error>)?
 
-    public init(_ make: @escaping (SpecSet) -> Value?) { self.make = make }
+    public init(_ make: @escaping (SpecSet) throws -> Value) { self.make = make }
 
-    public func callAsFunction(_ specs: SpecSet) -> Value? {
+    /// The value, or nil when the specs lack what it needs (which `check` reported at the start).
+    public func callAsFunction(_ specs: SpecSet) -> Value? { try? result(specs).get() }
+
+    public func check(_ specs: SpecSet) throws { _ = try result(specs).get() }
+
+    private func result(_ specs: SpecSet) -> Result<Value, any Error> {
         lock.withLock {
             if let made, made.specs == ObjectIdentifier(specs) { return made.value }
-            let value = make(specs)
+            let value = Result { try make(specs) }
             made = (ObjectIdentifier(specs), value)
             return value
         }

@@ -1,3 +1,5 @@
+import ParadiceSpec
+
 /// A call as a plug-in reads it: its plan, and each region's bytes — the guest's before the call, the
 /// driver's answer after it. Read-only: what a plug-in wants the guest to see instead, it returns as edits.
 public struct CallView: Sendable {
@@ -24,5 +26,12 @@ public struct CallView: Sendable {
         guard let slot = plan.pointers.first(where: { $0.region == region && $0.offset == offset }),
               bytes.indices.contains(slot.target) else { return nil }
         return slot.target
+    }
+}
+
+extension CallView {
+    /// A field of a region's struct (element `index` of an array field), or nil outside the region.
+    public func load<T>(_ field: SpecField<T>, index: Int = 0, region: Int = 0) -> T? {
+        load(T.self, at: field.offset(ofElement: index), region: region)
     }
 }

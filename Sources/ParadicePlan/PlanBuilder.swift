@@ -17,6 +17,7 @@ func isUserMemory(address: UInt64, length: Int) -> Bool {
 final class PlanBuilder<Memory: GuestMemory> {
     let specs: SpecSet
     let ioctl: Ioctl
+    let parameters: [String: Int64]
     let memory: Memory
     let variables: (any PlanVariables)?
     let limits: PlanLimits
@@ -31,9 +32,10 @@ final class PlanBuilder<Memory: GuestMemory> {
     /// Set while visiting a field the spec marks `kept`: the pointer found there is a kept one.
     private var keptReason: String?
 
-    init(plan: MemoryPlan, specs: SpecSet, ioctl: Ioctl, memory: Memory, variables: (any PlanVariables)?,
-         limits: PlanLimits, maxBytes: Int) {
+    init(plan: MemoryPlan, specs: SpecSet, ioctl: Ioctl, parameters: [String: Int64], memory: Memory,
+         variables: (any PlanVariables)?, limits: PlanLimits, maxBytes: Int) {
         self.plan = plan
+        self.parameters = parameters
         self.specs = specs
         self.ioctl = ioctl
         self.memory = memory
@@ -44,7 +46,7 @@ final class PlanBuilder<Memory: GuestMemory> {
 
     var planned: PlannedCall {
         PlannedCall(plan: plan, ioctl: ioctl, gathered: buffers, refusals: refusals, keptReasons: keptReasons,
-                    copyOutRules: copyOutRules, specs: specs)
+                    copyOutRules: copyOutRules, specs: specs, parameters: parameters, variables: variables)
     }
 
     private func reject(_ message: String) -> PlanError { .rejected(errno: EINVAL, message: message) }

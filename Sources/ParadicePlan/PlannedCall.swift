@@ -14,8 +14,13 @@ public struct PlannedCall: Sendable {
     public let refusals: [String]
     /// Why each kept pointer (by index in `plan.pointers`) needs a lent buffer: the refusal when none is lent.
     public let keptReasons: [Int: String]
+    /// Device mmap ranges of the file whose guest mirror must reach the device before the call (spec
+    /// `sync in`, `sync inout`).
+    public let syncToDevice: [Range<UInt64>]
     let copyOutRules: [Int: CopyOutRule]
     let specs: SpecSet
+    /// The ioctl family's parameters, which `sync` conditions may read.
+    let parameters: [String: Int64]
 
     struct CopyOutRule: Sendable {
         var header: Int
@@ -26,7 +31,7 @@ public struct PlannedCall: Sendable {
     }
 
     init(plan: MemoryPlan, ioctl: Ioctl, gathered: [[UInt8]], refusals: [String] = [], keptReasons: [Int: String] = [:],
-         copyOutRules: [Int: CopyOutRule] = [:], specs: SpecSet) {
+         copyOutRules: [Int: CopyOutRule] = [:], specs: SpecSet, parameters: [String: Int64], variables: (any PlanVariables)?) {
         self.plan = plan
         self.ioctl = ioctl
         self.gathered = gathered
@@ -34,6 +39,29 @@ public struct PlannedCall: Sendable {
         self.keptReasons = keptReasons
         self.copyOutRules = copyOutRules
         self.specs = specs
+        self.parameters = parameters
+        syncToDevice = Self.syncs(of: ioctl, specs: specs, parameters: parameters, result: nil, variables: variables)
+    }
+
+    /// Device mmap ranges of the file whose contents the guest's mirror must get after the call (spec
+    /// `sync out`, `sync inout`), given its result (-1 for a failed call).
+    public func syncToGuest(result: Int64, variables: (any PlanVariables)?) -> [Range<UInt64>] {
+        Self.syncs(of: ioctl, specs: specs, parameters: parameters, result: result, variables: variables)
+    }
+
+    /// The `sync` ranges before the call (`result` nil: those the driver reads) or after it (those it
+    /// writes) whose condition holds. A condition that cannot be evaluated (no plug-in for its variable)
+    /// does not hold: without its plug-in a class syncs nothing it names.
+    private static func syncs(of ioctl: Ioctl, specs: SpecSet, parameters: [String: Int64], result: Int64?,
+                              variables: (any PlanVariables)?) -> [Range<UInt64>] {
+        guard !ioctl.syncs.isEmpty else { return [] }
+        return ioctl.syncs.compactMap { sync in
+            guard result == nil ? sync.direction.reads : sync.direction.writes else { return nil }
+            guard let condition = sync.condition else { return sync.range }
+            let root = Frame(record: nil, region: -1, offset: 0, parent: nil, parameters: parameters)
+            let scope = FrameScope(frame: root, specs: specs, buffers: [], result: result, variables: variables, memory: nil)
+            return (try? specs.evaluate(condition, in: scope)).map { $0 != 0 } == true ? sync.range : nil
+        }
     }
 
     /// Some region copies back fewer bytes than it holds, depending on what the driver answers.

@@ -47,10 +47,10 @@ public struct Planner: Sendable {
             plan.regions = [MemoryPlan.Region(address: argument, length: size, direction: p.direction)]
             plan.argument = .region(0)
             let bytes = p.direction.reads && size > 0 ? try memory.read(address: argument, count: size) : [UInt8](repeating: 0, count: size)
-            return PlannedCall(plan: plan, ioctl: ioctl, gathered: [bytes], specs: specs)
+            return PlannedCall(plan: plan, ioctl: ioctl, gathered: [bytes], specs: specs, parameters: match.parameters, variables: variables)
         }
-        let builder = PlanBuilder(plan: plan, specs: specs, ioctl: ioctl, memory: memory, variables: variables, limits: limits,
-                                  maxBytes: ioctl.maxBytes ?? limits.bytesPerCall)
+        let builder = PlanBuilder(plan: plan, specs: specs, ioctl: ioctl, parameters: match.parameters, memory: memory,
+                                  variables: variables, limits: limits, maxBytes: ioctl.maxBytes ?? limits.bytesPerCall)
         let root = Frame(record: nil, region: -1, offset: 0, parent: nil, parameters: match.parameters)
         switch ioctl.argument {
         case .none: builder.plan.argument = .none

@@ -294,6 +294,26 @@ struct PlanTests {
         #expect(throws: PlanError.self) { try plan("alsa", "SNDRV_PCM_IOCTL_WRITEI_FRAMES", xfer.address) }
     }
 
+    @Test func syncPointsComeFromTheSpec() throws {
+        // KVM_RUN: the whole mapping (kvm_run and the pages after it) to the device and back, whatever the result.
+        let run = try plan("kvm", "KVM_RUN", 0)
+        #expect(run.syncToDevice == [0..<(16 << 20)])
+        #expect(run.syncToGuest(result: -1, variables: nil) == [0..<(16 << 20)])
+        // SYNC_PTR: the data buffer, below the status pages, one way per stream direction.
+        let sync = Arg("snd_pcm_sync_ptr")
+        let data: Range<UInt64> = 0..<0x8000_0000
+        let playback = FixedVariables(values: ["capture": 0]), capture = FixedVariables(values: ["capture": 1])
+        let played = try plan("alsa", "SNDRV_PCM_IOCTL_SYNC_PTR", sync.address, variables: playback)
+        #expect(played.syncToDevice == [data] && played.syncToGuest(result: 0, variables: playback).isEmpty)
+        let captured = try plan("alsa", "SNDRV_PCM_IOCTL_SYNC_PTR", sync.address, variables: capture)
+        #expect(captured.syncToDevice.isEmpty && captured.syncToGuest(result: 0, variables: capture) == [data])
+        #expect(captured.syncToGuest(result: -1, variables: capture).isEmpty)
+        // Without the plug-in that says which way a PCM goes, nothing is synced.
+        let bare = try plan("alsa", "SNDRV_PCM_IOCTL_SYNC_PTR", sync.address)
+        #expect(bare.syncToDevice.isEmpty && bare.syncToGuest(result: 0, variables: nil).isEmpty)
+        #expect(try plan("kvm", "KVM_GET_API_VERSION", 0).syncToDevice.isEmpty)
+    }
+
     @Test func alsaWritenFollowsOnePointerPerChannel() throws {
         let xfer = Arg("snd_xfern")
         let left = Arg(bytes: 200), right = Arg(bytes: 200)

@@ -50,7 +50,7 @@ let package = Package(
                 swiftSettings: hotPath),
         // Plug-ins: per-class code for what a spec cannot say (Plugins/<Class>/).
         .target(name: "KVMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan"], path: "Plugins/KVM"),
-        .target(name: "V4L2Plugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/V4L2"),
+        .target(name: "V4L2Plugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "ParadiceSystem"], path: "Plugins/V4L2"),
         .target(name: "EvdevPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/Evdev"),
         .target(name: "ALSAPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/ALSA"),
         .target(name: "DRMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/DRM"),

@@ -1,10 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CParadice
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 
 /// V4L2: what videodev2.h's specs cannot say. Whether a control's value is a pointer (asked of the
 /// driver), how many pads and links a media entity has, and when mmap'd buffers change hands: a capture
@@ -115,11 +115,8 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// is asked of the driver with no clips and no bitmap.
     private func overlayBitmapBytes() throws -> Int64 {
         var format = [UInt8](repeating: 0, count: layout.formatSize)
-        let r = format.withUnsafeMutableBytes { raw -> Int in
-            layout.formatType.store(layout.overlay, into: raw)
-            return paradice_ioctl(file.descriptor, UInt(layout.getFormat), UInt(bitPattern: raw.baseAddress))
-        }
-        guard r == 0 else { return 0 }
+        format.withUnsafeMutableBytes { layout.formatType.store(layout.overlay, into: $0) }
+        guard (try? file.ioctl(layout.getFormat, &format)) == 0 else { return 0 }
         return format.withUnsafeBytes { raw in
             let width = Int64(layout.windowWidth.load(from: raw) ?? 0), height = Int64(layout.windowHeight.load(from: raw) ?? 0)
             return (width + 7) / 8 * height
@@ -130,13 +127,10 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     private func controlIsPointer(_ id: UInt32) throws -> Bool {
         if let known = locked({ pointerControls[id] }) { return known }
         var query = [UInt8](repeating: 0, count: layout.queryExtCtrlSize)
-        let r = query.withUnsafeMutableBytes { raw -> Int in
-            layout.controlID.store(id, into: raw)
-            return paradice_ioctl(file.descriptor, UInt(layout.queryExtCtrl), UInt(bitPattern: raw.baseAddress))
-        }
+        query.withUnsafeMutableBytes { layout.controlID.store(id, into: $0) }
         // A control the driver does not know holds no pointer: the driver itself then answers the call
         // (and sets error_idx, which v4l2-compliance checks).
-        guard r == 0 else { return false }
+        guard (try? file.ioctl(layout.queryExtCtrl, &query)) == 0 else { return false }
         let flags = query.withUnsafeBytes { layout.controlFlags.load(from: $0) ?? 0 }
         let pointer = Int64(flags) & layout.hasPayload != 0
         locked { pointerControls[id] = pointer }
@@ -146,11 +140,10 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// MEDIA_IOC_ENUM_ENTITIES for one entity: its pad or link count.
     private func entityCount(_ entity: UInt32, links: Bool) throws -> Int64 {
         var desc = [UInt8](repeating: 0, count: layout.entitySize)
-        let r = desc.withUnsafeMutableBytes { raw -> Int in
-            layout.entityID.store(entity, into: raw)
-            return paradice_ioctl(file.descriptor, UInt(layout.enumEntities), UInt(bitPattern: raw.baseAddress))
+        desc.withUnsafeMutableBytes { layout.entityID.store(entity, into: $0) }
+        do { try file.ioctl(layout.enumEntities, &desc) } catch {
+            throw PlanError.rejected(errno: error.rawValue, message: "media entity \(entity) is unknown to the driver")
         }
-        guard r == 0 else { throw PlanError.rejected(errno: errno, message: "media entity \(entity) is unknown to the driver") }
         return desc.withUnsafeBytes { Int64((links ? layout.entityLinks : layout.entityPads).load(from: $0) ?? 0) }
     }
 

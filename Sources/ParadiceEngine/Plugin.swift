@@ -1,5 +1,6 @@
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 
 /// Per-class code for what a spec cannot say. The engine knows plug-ins only through this protocol:
 /// it never names a device class.
@@ -29,6 +30,18 @@ public struct DeviceFile: Sendable {
         self.path = path
         self.descriptor = descriptor
         self.specs = specs
+    }
+}
+
+extension DeviceFile {
+    /// Asks the driver itself: ioctl `number` on this file, with `bytes` as the memory its argument points
+    /// at (the driver's answer is left there). Returns the driver's result; its errno is thrown.
+    @discardableResult
+    public func ioctl(_ number: UInt32, _ bytes: inout [UInt8]) throws(Errno) -> Int32 {
+        let outcome = bytes.withUnsafeMutableBytes { raw in
+            Result { () throws(Errno) in try Syscall.ioctl(descriptor, UInt(number), raw.baseAddress) }
+        }
+        return try outcome.get()
     }
 }
 

@@ -57,6 +57,26 @@ struct CompilerTests {
         #expect(found == ["bad.spec:2:3: 'kept' applies to a pointer; 'n' is not one"])
     }
 
+    @Test func syncTakesADirectionAndAConstantRange() throws {
+        let found = errors("""
+            ioctl A = _IO('x', 1) sync in 0 size 4
+            ioctl B = _IO('x', 2) sync sideways 0 length 4
+            ioctl C = _IO('x', 3) sync out 0 length 0
+            ioctl D(n) = _IO('x', 4 + n) sync out n length 4
+            """)
+        #expect(found == ["bad.spec:1:33: 'sync' takes DIR OFFSET length LENGTH",
+                          "bad.spec:2:28: unknown direction 'sideways'; expected in, out or inout",
+                          "bad.spec:3:23: sync range 0 length 0 is not a range of mmap offsets",
+                          "bad.spec:4:39: unknown name 'n'"])
+        let specs = try compile("""
+            const PAGE = 4096
+            ioctl E = _IO('x', 5) sync in PAGE length 2 * PAGE when $stream == 1 sync out 0 length PAGE
+            """)
+        let syncs = try #require(specs.ioctl(named: "E")).syncs
+        #expect(syncs.map(\.direction) == [.input, .output] && syncs.map(\.range) == [4096..<12288, 0..<4096])
+        #expect(syncs.map { $0.condition == nil } == [false, true])
+    }
+
     @Test func syntaxErrorsRecoverAndReportEach() {
         let found = errors("""
             struct s {

@@ -112,7 +112,9 @@ public final class PointerType: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// One fixed-size block with nothing inside to follow or check: the common case, planned without a walk.
-    public private(set) lazy var isPlain: Bool = length == nil && !pointee.needsVisit && !pointee.containsReferences
+    /// Computed at each call (a few stored flags): a lazy var would be written on first use by whichever
+    /// session thread plans first, while others read it.
+    public var isPlain: Bool { length == nil && !pointee.needsVisit && !pointee.containsReferences }
 
     public var description: String {
         let target = length.map { "\(pointee)[\($0)]" } ?? pointee.description

@@ -31,14 +31,16 @@ let package = Package(
         .target(name: "CParadice"),
         // Checks spec layouts and numbers against the real C headers.
         .target(name: "ParadiceVerify", dependencies: ["ParadiceSpec"]),
+        // Raw system calls behind one small layer, and a typed Errno (the EINTR policy lives there).
+        .target(name: "ParadiceSystem", dependencies: ["CParadice"], swiftSettings: hotPath),
         // The wire protocol: frames built from the C structs of paradice_wire.h.
         .target(name: "ParadiceWire", dependencies: ["CParadice"], swiftSettings: hotPath),
         // Transports behind one interface: unix sockets and TCP.
-        .target(name: "ParadiceTransport", dependencies: ["ParadiceWire", "CParadice"], swiftSettings: hotPath),
+        .target(name: "ParadiceTransport", dependencies: ["ParadiceWire", "ParadiceSystem", "CParadice"], swiftSettings: hotPath),
         // The generic forwarding engine (backend side): sessions, handles, spec-driven ioctls.
         .target(
             name: "ParadiceEngine",
-            dependencies: ["ParadiceSpec", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "CParadice",
+            dependencies: ["ParadiceSpec", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "ParadiceSystem", "CParadice",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: hotPath
         ),
@@ -54,7 +56,7 @@ let package = Package(
                 swiftSettings: hotPath),
         // Plug-ins: per-class code for what a spec cannot say (Plugins/<Class>/).
         .target(name: "KVMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan"], path: "Plugins/KVM"),
-        .target(name: "V4L2Plugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/V4L2"),
+        .target(name: "V4L2Plugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "ParadiceSystem"], path: "Plugins/V4L2"),
         .target(name: "EvdevPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/Evdev"),
         .target(name: "ALSAPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/ALSA"),
         .target(name: "DRMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/DRM"),
@@ -89,6 +91,7 @@ let package = Package(
             dependencies: ["ParadiceClient", "ParadiceFrontendCore", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire"],
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
+        .testTarget(name: "ParadiceSystemTests", dependencies: ["ParadiceSystem"]),
         .testTarget(
             name: "PluginTests",
             dependencies: ["V4L2Plugin", "KVMPlugin", "EvdevPlugin", "ALSAPlugin", "DRMPlugin", "ParadiceEngine", "ParadicePlan", "ParadiceSpec"]

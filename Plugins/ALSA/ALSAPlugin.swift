@@ -8,14 +8,16 @@ import ParadiceSpec
 /// ALSA: what asound.h's spec cannot say. A PCM's transfer lengths depend on the frame size negotiated by
 /// HW_PARAMS on the same file; the status and control pages are updated by the driver at any time, so a
 /// mirror of them would be stale: their mmap is refused as the kernel refuses it for drivers that need
-/// explicit pointer syncs (ENXIO), and alsa-lib then uses SYNC_PTR, which the spec forwards. The data
-/// buffer may be mirrored: it goes to the device before SYNC_PTR (playback) and back after it (capture).
+/// explicit pointer syncs (ENXIO), and alsa-lib then uses SYNC_PTR, whose spec syncs the data buffer
+/// (`$capture` says which way).
 public final class ALSAPlugin: DevicePlugin {
     public static let name = "alsa"
 
     private let layouts = SpecDerived(ALSALayout.init)
 
     public init() {}
+
+    public func check(_ specs: SpecSet) throws { try layouts.check(specs) }
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
         let name = file.path.split(separator: "/").last ?? ""
@@ -26,30 +28,28 @@ public final class ALSAPlugin: DevicePlugin {
 
 /// The ioctls the plug-in acts on.
 enum ALSAIoctl: String, CaseIterable, Sendable {
-    case hwParams = "SNDRV_PCM_IOCTL_HW_PARAMS", hwFree = "SNDRV_PCM_IOCTL_HW_FREE", syncPointers = "SNDRV_PCM_IOCTL_SYNC_PTR"
+    case hwParams = "SNDRV_PCM_IOCTL_HW_PARAMS", hwFree = "SNDRV_PCM_IOCTL_HW_FREE"
 }
 
 /// Offsets and numbers from the verified spec.
 struct ALSALayout: Sendable {
     let ioctls: IoctlKinds<ALSAIoctl>
-    let intervals, intervalSize, intervalMin: Int             // snd_pcm_hw_params.intervals[], snd_interval.min
+    let intervals, intervalSize: Int                          // snd_pcm_hw_params.intervals[]
+    let intervalMin: SpecField<UInt32>
     let sampleBits, frameBits, channels: Int                  // indices into intervals[]
     let statusOffset: UInt64                                  // the lowest status/control mmap offset
 
-    init?(_ specs: SpecSet) {
-        func constant(_ name: String) -> Int64? { try? specs.constantValue(name) }
-        guard let params = specs.record(named: "snd_pcm_hw_params"), let intervals = params.field(named: "intervals")?.offset,
-              let interval = specs.record(named: "snd_interval"), let min = interval.field(named: "min")?.offset,
-              let first = constant("SNDRV_PCM_HW_PARAM_FIRST_INTERVAL"),
-              let sampleBits = constant("SNDRV_PCM_HW_PARAM_SAMPLE_BITS"), let frameBits = constant("SNDRV_PCM_HW_PARAM_FRAME_BITS"),
-              let channels = constant("SNDRV_PCM_HW_PARAM_CHANNELS")
-        else { return nil }
-        let pages = ["STATUS_OLD", "CONTROL_OLD", "STATUS_NEW", "CONTROL_NEW"].compactMap { constant("SNDRV_PCM_MMAP_OFFSET_" + $0) }
-        guard pages.count == 4 else { return nil }
+    init(_ specs: SpecSet) throws {
+        let l = SpecLayout(specs)
         ioctls = IoctlKinds(specs)
-        (self.intervals, intervalSize, intervalMin) = (intervals, interval.size, min)
-        (self.sampleBits, self.frameBits, self.channels) = (Int(sampleBits - first), Int(frameBits - first), Int(channels - first))
-        statusOffset = UInt64(pages.min()!)
+        (intervals, intervalSize, intervalMin) = (l.offset("snd_pcm_hw_params", "intervals"), l.size(of: "snd_interval"),
+                                                  l.field("snd_interval", "min"))
+        let first = l.constant("SNDRV_PCM_HW_PARAM_FIRST_INTERVAL")
+        sampleBits = Int(l.constant("SNDRV_PCM_HW_PARAM_SAMPLE_BITS") - first)
+        frameBits = Int(l.constant("SNDRV_PCM_HW_PARAM_FRAME_BITS") - first)
+        channels = Int(l.constant("SNDRV_PCM_HW_PARAM_CHANNELS") - first)
+        statusOffset = UInt64(["STATUS_OLD", "CONTROL_OLD", "STATUS_NEW", "CONTROL_NEW"].map { l.constant("SNDRV_PCM_MMAP_OFFSET_" + $0) }.min()!)
+        try l.check()
     }
 }
 
@@ -65,6 +65,7 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
     }
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? {
+        if name == "capture" { return capture ? 1 : 0 }
         guard ["frame_bytes", "sample_bytes", "channels"].contains(name) else { return nil }
         // Before HW_PARAMS the driver refuses transfers with EBADFD; so does the plan.
         guard let n = negotiated.withLock({ $0 }) else {
@@ -77,12 +78,12 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
         }
     }
 
-    func ioctlCompleted(_ call: PlannedCall, result: Int64) {
+    func ioctlCompleted(_ call: CallView, result: Int64) {
         switch layout.ioctls(call) {
         case .hwParams?:
             // The driver leaves one value in each interval; a failed HW_PARAMS leaves the stream unset.
             func interval(_ index: Int) -> Int64? {
-                call.load(UInt32.self, at: layout.intervals + index * layout.intervalSize + layout.intervalMin).map(Int64.init)
+                call.load(UInt32.self, at: layout.intervals + index * layout.intervalSize + layout.intervalMin.offset).map(Int64.init)
             }
             var found: (Int64, Int64, Int64)?
             if result >= 0, let f = interval(layout.frameBits), let s = interval(layout.sampleBits),
@@ -99,17 +100,5 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
 
     func mayMap(offset: UInt64, length: UInt64) -> Int32? {
         offset >= layout.statusOffset ? ENXIO : nil
-    }
-
-    /// alsa-lib moves appl_ptr with SYNC_PTR once the control page is refused: a mirrored playback buffer
-    /// reaches the device just before, a capture buffer comes back just after.
-    private var data: [Range<UInt64>] { [0..<layout.statusOffset] }
-
-    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
-        !capture && layout.ioctls(call) == .syncPointers ? data : []
-    }
-
-    func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
-        capture && result >= 0 && layout.ioctls(call) == .syncPointers ? data : []
     }
 }

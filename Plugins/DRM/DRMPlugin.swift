@@ -17,6 +17,8 @@ public final class DRMPlugin: DevicePlugin {
 
     public init() {}
 
+    public func check(_ specs: SpecSet) throws { try layouts.check(specs) }
+
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
         layouts(file.specs).map(DRMFile.init)
     }
@@ -31,35 +33,31 @@ enum DRMIoctl: String, CaseIterable, Sendable {
     case primeExport = "DRM_IOCTL_PRIME_HANDLE_TO_FD", atomic = "DRM_IOCTL_MODE_ATOMIC"
 }
 
-/// Field offsets from the verified specs, so that nothing here restates the header.
+/// Fields from the verified specs, so that nothing here restates the header.
 struct DRMLayout: Sendable {
     let ioctls: IoctlKinds<DRMIoctl>
-    let mapDumbHandle, mapDumbOffset, destroyDumbHandle, gemCloseHandle: Int
-    let fbID, fbHandle, fb2ID, fb2Handles: Int                       // drm_mode_fb_cmd, drm_mode_fb_cmd2
-    let crtcFB, pageFlipFB, dirtyFB, planeFB: Int
-    let cursorFlags, cursorHandle, cursor2Flags, cursor2Handle: Int
-    let primeHandle, atomicValues: Int
+    let mapDumbHandle, destroyDumbHandle, gemCloseHandle, fbID, fbHandle, fb2ID, fb2Handles: SpecField<UInt32>
+    let mapDumbOffset: SpecField<UInt64>
+    let crtcFB, pageFlipFB, dirtyFB, planeFB, removeFB: SpecField<UInt32>
+    let cursorFlags, cursorHandle, cursor2Flags, cursor2Handle, primeHandle: SpecField<UInt32>
+    let atomicValues: SpecField<UInt64>
     let cursorBO: UInt32
 
-    init?(_ specs: SpecSet) {
-        func offset(_ record: String, _ field: String) -> Int? { specs.offset(of: field, in: record) }
-        guard let mapDumbHandle = offset("drm_mode_map_dumb", "handle"), let mapDumbOffset = offset("drm_mode_map_dumb", "offset"),
-              let destroyDumbHandle = offset("drm_mode_destroy_dumb", "handle"), let gemCloseHandle = offset("drm_gem_close", "handle"),
-              let fbID = offset("drm_mode_fb_cmd", "fb_id"), let fbHandle = offset("drm_mode_fb_cmd", "handle"),
-              let fb2ID = offset("drm_mode_fb_cmd2", "fb_id"), let fb2Handles = offset("drm_mode_fb_cmd2", "handles"),
-              let crtcFB = offset("drm_mode_crtc", "fb_id"), let pageFlipFB = offset("drm_mode_crtc_page_flip", "fb_id"),
-              let dirtyFB = offset("drm_mode_fb_dirty_cmd", "fb_id"), let planeFB = offset("drm_mode_set_plane", "fb_id"),
-              let cursorFlags = offset("drm_mode_cursor", "flags"), let cursorHandle = offset("drm_mode_cursor", "handle"),
-              let cursor2Flags = offset("drm_mode_cursor2", "flags"), let cursor2Handle = offset("drm_mode_cursor2", "handle"),
-              let primeHandle = offset("drm_prime_handle_export", "handle"), let atomicValues = offset("drm_mode_atomic", "prop_values_ptr"),
-              let bo = try? specs.constantValue("DRM_MODE_CURSOR_BO")
-        else { return nil }
+    init(_ specs: SpecSet) throws {
+        let l = SpecLayout(specs)
         ioctls = IoctlKinds(specs)
-        (self.mapDumbHandle, self.mapDumbOffset, self.destroyDumbHandle, self.gemCloseHandle) = (mapDumbHandle, mapDumbOffset, destroyDumbHandle, gemCloseHandle)
-        (self.fbID, self.fbHandle, self.fb2ID, self.fb2Handles) = (fbID, fbHandle, fb2ID, fb2Handles)
-        (self.crtcFB, self.pageFlipFB, self.dirtyFB, self.planeFB) = (crtcFB, pageFlipFB, dirtyFB, planeFB)
-        (self.cursorFlags, self.cursorHandle, self.cursor2Flags, self.cursor2Handle) = (cursorFlags, cursorHandle, cursor2Flags, cursor2Handle)
-        (self.primeHandle, self.atomicValues, cursorBO) = (primeHandle, atomicValues, UInt32(bo))
+        (mapDumbHandle, mapDumbOffset) = (l.field("drm_mode_map_dumb", "handle"), l.field("drm_mode_map_dumb", "offset"))
+        (destroyDumbHandle, gemCloseHandle) = (l.field("drm_mode_destroy_dumb", "handle"), l.field("drm_gem_close", "handle"))
+        (fbID, fbHandle) = (l.field("drm_mode_fb_cmd", "fb_id"), l.field("drm_mode_fb_cmd", "handle"))
+        (fb2ID, fb2Handles) = (l.field("drm_mode_fb_cmd2", "fb_id"), l.field("drm_mode_fb_cmd2", "handles"))
+        (crtcFB, pageFlipFB) = (l.field("drm_mode_crtc", "fb_id"), l.field("drm_mode_crtc_page_flip", "fb_id"))
+        (dirtyFB, planeFB) = (l.field("drm_mode_fb_dirty_cmd", "fb_id"), l.field("drm_mode_set_plane", "fb_id"))
+        removeFB = l.argument(of: "DRM_IOCTL_MODE_RMFB")
+        (cursorFlags, cursorHandle) = (l.field("drm_mode_cursor", "flags"), l.field("drm_mode_cursor", "handle"))
+        (cursor2Flags, cursor2Handle) = (l.field("drm_mode_cursor2", "flags"), l.field("drm_mode_cursor2", "handle"))
+        (primeHandle, atomicValues) = (l.field("drm_prime_handle_export", "handle"), l.field("drm_mode_atomic", "prop_values_ptr"))
+        cursorBO = UInt32(l.constant("DRM_MODE_CURSOR_BO"))
+        try l.check()
     }
 }
 
@@ -79,26 +77,26 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 
-    private func u32(_ call: PlannedCall, _ offset: Int, index: Int = 0) -> UInt32 {
-        call.load(UInt32.self, at: offset + 4 * index) ?? 0
+    private func u32(_ call: CallView, _ field: SpecField<UInt32>, index: Int = 0) -> UInt32 {
+        call.load(field, index: index) ?? 0
     }
 
-    func ioctlCompleted(_ call: PlannedCall, result: Int64) {
+    func ioctlCompleted(_ call: CallView, result: Int64) {
         guard result >= 0 else { return }
         switch layout.ioctls(call) {
         case .mapDumb?:
-            guard let offset = call.load(UInt64.self, at: layout.mapDumbOffset) else { return }
+            guard let offset = call.load(layout.mapDumbOffset) else { return }
             let handle = u32(call, layout.mapDumbHandle)
             buffers.withLock { $0.offsets[handle] = offset }
         case .addFB?:
             let handle = u32(call, layout.fbHandle), fb = u32(call, layout.fbID)
             buffers.withLock { $0.framebuffers[fb] = [handle] }
         case .addFB2?:
-            let handles = (0..<4).map { u32(call, layout.fb2Handles, index: $0) }.filter { $0 != 0 }
+            let handles = (0..<layout.fb2Handles.count).map { u32(call, layout.fb2Handles, index: $0) }.filter { $0 != 0 }
             let fb = u32(call, layout.fb2ID)
             buffers.withLock { $0.framebuffers[fb] = handles }
         case .removeFB?:
-            let fb = call.load(UInt32.self, at: 0) ?? 0
+            let fb = u32(call, layout.removeFB)
             buffers.withLock { _ = $0.framebuffers.removeValue(forKey: fb) }
         case .gemClose?:
             let handle = u32(call, layout.gemCloseHandle)
@@ -121,15 +119,15 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
         }
     }
 
-    private func framebuffer(_ call: PlannedCall, _ field: Int) -> [Range<UInt64>] {
+    private func framebuffer(_ call: CallView, _ field: SpecField<UInt32>) -> [Range<UInt64>] {
         let fb = u32(call, field)
         return ranges(buffers.withLock { $0.framebuffers[fb] ?? [] })
     }
 
-    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
+    func mappedToDevice(before call: CallView) -> [Range<UInt64>] {
         switch layout.ioctls(call) {
         case .addFB?: return ranges([u32(call, layout.fbHandle)])
-        case .addFB2?: return ranges((0..<4).map { u32(call, layout.fb2Handles, index: $0) })
+        case .addFB2?: return ranges((0..<layout.fb2Handles.count).map { u32(call, layout.fb2Handles, index: $0) })
         case .setCRTC?: return framebuffer(call, layout.crtcFB)
         case .pageFlip?: return framebuffer(call, layout.pageFlipFB)
         case .dirtyFB?: return framebuffer(call, layout.dirtyFB)
@@ -142,9 +140,8 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
         case .atomic?:
             // Which values are FB_IDs depends on property ids the spec cannot know: any value that names
             // one of this file's framebuffers is taken for one (at worst a buffer is synced early).
-            guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.atomicValues }),
-                  slot.target < call.buffers.count else { return [] }
-            let values = call.buffers[slot.target].withUnsafeBytes { raw in
+            guard let target = call.target(ofPointerAt: layout.atomicValues.offset) else { return [] }
+            let values = call.bytes[target].withUnsafeBytes { raw in
                 (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
             }
             let handles = buffers.withLock { b in values.compactMap { $0 <= UInt64(UInt32.max) ? b.framebuffers[UInt32($0)] : nil }.flatMap { $0 } }

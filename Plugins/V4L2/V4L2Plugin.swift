@@ -1,10 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CParadice
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 
 /// V4L2: what videodev2.h's specs cannot say. Whether a control's value is a pointer (asked of the
 /// driver), how many pads and links a media entity has, and when mmap'd buffers change hands: a capture
@@ -15,6 +15,8 @@ public final class V4L2Plugin: DevicePlugin {
     private let layouts = SpecDerived(V4L2Layout.init)
 
     public init() {}
+
+    public func check(_ specs: SpecSet) throws { try layouts.check(specs) }
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
         guard let layout = layouts(file.specs) else { return nil }
@@ -28,48 +30,46 @@ enum V4L2Ioctl: String, CaseIterable, Sendable {
     case dequeue = "VIDIOC_DQBUF", prepare = "VIDIOC_PREPARE_BUF"
 }
 
-/// Offsets and numbers from the verified specs, so that nothing here restates the header.
+/// Fields, numbers and buffer types from the verified specs, so that nothing here restates the header.
 struct V4L2Layout: Sendable {
     let ioctls: IoctlKinds<V4L2Ioctl>
-    let type, index, memory, length, m, bytesUsed: Int        // in struct v4l2_buffer
-    let planeSize, planeLength, planeOffset, planeBytesUsed: Int   // in struct v4l2_plane (m.mem_offset)
-    let queryExtCtrl: UInt32, queryExtCtrlSize, controlID, controlFlags: Int
-    let hasPayload: Int64, memoryMMAP: Int64, memoryUserPointer: Int64
-    let enumEntities: UInt32, entitySize, entityID, entityPads, entityLinks: Int
-    let getFormat: UInt32, formatSize, formatType, windowWidth, windowHeight, windowClips, windowClipCount, windowBitmap: Int
+    let type, index, memory, length, m, bytesUsed: SpecField<UInt32>    // in struct v4l2_buffer (m.offset)
+    let planeSize: Int, planeLength, planeOffset, planeBytesUsed: SpecField<UInt32>   // struct v4l2_plane (m.mem_offset)
+    let userPointer, planeUserPointer: SpecField<UInt64>                               // m.userptr of each
+    let queryExtCtrl: UInt32, queryExtCtrlSize: Int, controlID, controlFlags: SpecField<UInt32>
+    let hasPayload, memoryMMAP, memoryUserPointer: Int64
+    let enumEntities: UInt32, entitySize: Int, entityID: SpecField<UInt32>, entityPads, entityLinks: SpecField<UInt16>
+    let getFormat: UInt32, formatSize: Int, formatType, windowWidth, windowHeight: SpecField<UInt32>
+    /// Capture and output buffer types (enum v4l2_buf_type), the multi-planar ones, and the overlay.
+    let capture, output, multiplanar: Set<UInt32>
+    let overlay: UInt32
 
-    init?(_ specs: SpecSet) {
-        func offset(_ record: String, _ field: String) -> Int? { specs.offset(of: field, in: record) }
-        func number(_ name: String) -> UInt32? { try? specs.ioctl(named: name)?.command(in: specs, parameters: [:]) }
-        guard let type = offset("v4l2_buffer", "type"), let index = offset("v4l2_buffer", "index"),
-              let memory = offset("v4l2_buffer", "memory"), let length = offset("v4l2_buffer", "length"),
-              let m = offset("v4l2_buffer", "m"), let bytesUsed = offset("v4l2_buffer", "bytesused"),
-              let planeBytesUsed = offset("v4l2_plane", "bytesused"),
-              let userPointer = try? specs.constantValue("V4L2_MEMORY_USERPTR"),
-              let plane = specs.record(named: "v4l2_plane"), let planeLength = offset("v4l2_plane", "length"),
-              let planeOffset = offset("v4l2_plane", "m.mem_offset"),
-              let query = number("VIDIOC_QUERY_EXT_CTRL"), let queryRecord = specs.record(named: "v4l2_query_ext_ctrl"),
-              let controlID = offset("v4l2_query_ext_ctrl", "id"), let controlFlags = offset("v4l2_query_ext_ctrl", "flags"),
-              let hasPayload = try? specs.constantValue("V4L2_CTRL_FLAG_HAS_PAYLOAD"),
-              let mmap = try? specs.constantValue("V4L2_MEMORY_MMAP"),
-              let enumEntities = number("MEDIA_IOC_ENUM_ENTITIES"), let entity = specs.record(named: "media_entity_desc"),
-              let entityID = offset("media_entity_desc", "id"), let pads = offset("media_entity_desc", "pads"),
-              let links = offset("media_entity_desc", "links"),
-              let getFormat = number("VIDIOC_G_FMT"), let format = specs.record(named: "v4l2_format_get"),
-              let formatType = offset("v4l2_format_get", "type"),
-              let width = offset("v4l2_format_get", "fmt.win.w.width"), let height = offset("v4l2_format_get", "fmt.win.w.height"),
-              let clips = offset("v4l2_format_get", "fmt.win.clips"), let clipCount = offset("v4l2_format_get", "fmt.win.clipcount"),
-              let bitmap = offset("v4l2_format_get", "fmt.win.bitmap")
-        else { return nil }
+    init(_ specs: SpecSet) throws {
+        let l = SpecLayout(specs)
         ioctls = IoctlKinds(specs)
-        (self.getFormat, formatSize, self.formatType, windowWidth, windowHeight) = (getFormat, format.size, formatType, width, height)
-        (windowClips, windowClipCount, windowBitmap) = (clips, clipCount, bitmap)
-        (self.type, self.index, self.memory, self.length, self.m, self.bytesUsed) = (type, index, memory, length, m, bytesUsed)
-        (planeSize, self.planeLength, self.planeOffset, self.planeBytesUsed) = (plane.size, planeLength, planeOffset, planeBytesUsed)
-        memoryUserPointer = userPointer
-        (queryExtCtrl, queryExtCtrlSize, self.controlID, self.controlFlags) = (query, queryRecord.size, controlID, controlFlags)
-        (self.hasPayload, memoryMMAP) = (hasPayload, mmap)
-        (self.enumEntities, entitySize, self.entityID, entityPads, entityLinks) = (enumEntities, entity.size, entityID, pads, links)
+        func buffer(_ name: String) -> SpecField<UInt32> { l.field("v4l2_buffer", name) }
+        (type, index, memory, length, m, bytesUsed) = (buffer("type"), buffer("index"), buffer("memory"), buffer("length"),
+                                                       buffer("m.offset"), buffer("bytesused"))
+        (userPointer, planeUserPointer) = (l.field("v4l2_buffer", "m.userptr"), l.field("v4l2_plane", "m.userptr"))
+        planeSize = l.size(of: "v4l2_plane")
+        (planeLength, planeOffset, planeBytesUsed) = (l.field("v4l2_plane", "length"), l.field("v4l2_plane", "m.mem_offset"),
+                                                      l.field("v4l2_plane", "bytesused"))
+        (queryExtCtrl, queryExtCtrlSize) = (l.command("VIDIOC_QUERY_EXT_CTRL"), l.size(of: "v4l2_query_ext_ctrl"))
+        (controlID, controlFlags) = (l.field("v4l2_query_ext_ctrl", "id"), l.field("v4l2_query_ext_ctrl", "flags"))
+        hasPayload = l.constant("V4L2_CTRL_FLAG_HAS_PAYLOAD")
+        (memoryMMAP, memoryUserPointer) = (l.constant("V4L2_MEMORY_MMAP"), l.constant("V4L2_MEMORY_USERPTR"))
+        (enumEntities, entitySize) = (l.command("MEDIA_IOC_ENUM_ENTITIES"), l.size(of: "media_entity_desc"))
+        entityID = l.field("media_entity_desc", "id")
+        (entityPads, entityLinks) = (l.field("media_entity_desc", "pads"), l.field("media_entity_desc", "links"))
+        (getFormat, formatSize, formatType) = (l.command("VIDIOC_G_FMT"), l.size(of: "v4l2_format_get"), l.field("v4l2_format_get", "type"))
+        (windowWidth, windowHeight) = (l.field("v4l2_format_get", "fmt.win.w.width"), l.field("v4l2_format_get", "fmt.win.w.height"))
+        func types(_ names: String...) -> Set<UInt32> { Set(names.map { UInt32(l.constant("V4L2_BUF_TYPE_" + $0)) }) }
+        capture = types("VIDEO_CAPTURE", "VBI_CAPTURE", "SLICED_VBI_CAPTURE", "VIDEO_CAPTURE_MPLANE", "SDR_CAPTURE", "META_CAPTURE")
+        output = types("VIDEO_OUTPUT", "VBI_OUTPUT", "SLICED_VBI_OUTPUT", "VIDEO_OUTPUT_OVERLAY", "VIDEO_OUTPUT_MPLANE",
+                       "SDR_OUTPUT", "META_OUTPUT")
+        multiplanar = types("VIDEO_CAPTURE_MPLANE", "VIDEO_OUTPUT_MPLANE")
+        overlay = UInt32(l.constant("V4L2_BUF_TYPE_VIDEO_OVERLAY"))
+        try l.check()
     }
 }
 
@@ -82,13 +82,6 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     private var buffers: [UInt64: [Range<UInt64>]] = [:]
     /// USERPTR buffers: the guest's address → the memory lent to the driver in its place.
     private var lent: [UInt64: UnsafeMutableRawBufferPointer] = [:]
-    /// Frames a DQBUF hands back, to be written into the guest's own buffers (by call).
-    private var frames: [ObjectIdentifier: [(address: UInt64, bytes: UnsafeRawBufferPointer)]] = [:]
-
-    /// Capture and output buffer types (videodev2.h's enum v4l2_buf_type), and the multi-planar ones.
-    private static let capture: Set<UInt32> = [1, 4, 6, 9, 11, 13]
-    private static let output: Set<UInt32> = [2, 5, 7, 8, 10, 12, 14]
-    private static let multiplanar: Set<UInt32> = [9, 10]
 
     init(file: DeviceFile, layout: V4L2Layout) {
         self.file = file
@@ -122,14 +115,10 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// is asked of the driver with no clips and no bitmap.
     private func overlayBitmapBytes() throws -> Int64 {
         var format = [UInt8](repeating: 0, count: layout.formatSize)
-        let r = format.withUnsafeMutableBytes { raw -> Int in
-            raw.storeBytes(of: UInt32(3), toByteOffset: layout.formatType, as: UInt32.self)   // VIDEO_OVERLAY
-            return paradice_ioctl(file.descriptor, UInt(layout.getFormat), UInt(bitPattern: raw.baseAddress))
-        }
-        guard r == 0 else { return 0 }
+        format.withUnsafeMutableBytes { layout.formatType.store(layout.overlay, into: $0) }
+        guard (try? file.ioctl(layout.getFormat, &format)) == 0 else { return 0 }
         return format.withUnsafeBytes { raw in
-            let width = Int64(raw.loadUnaligned(fromByteOffset: layout.windowWidth, as: UInt32.self))
-            let height = Int64(raw.loadUnaligned(fromByteOffset: layout.windowHeight, as: UInt32.self))
+            let width = Int64(layout.windowWidth.load(from: raw) ?? 0), height = Int64(layout.windowHeight.load(from: raw) ?? 0)
             return (width + 7) / 8 * height
         }
     }
@@ -138,14 +127,11 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     private func controlIsPointer(_ id: UInt32) throws -> Bool {
         if let known = locked({ pointerControls[id] }) { return known }
         var query = [UInt8](repeating: 0, count: layout.queryExtCtrlSize)
-        let r = query.withUnsafeMutableBytes { raw -> Int in
-            raw.storeBytes(of: id, toByteOffset: layout.controlID, as: UInt32.self)
-            return paradice_ioctl(file.descriptor, UInt(layout.queryExtCtrl), UInt(bitPattern: raw.baseAddress))
-        }
+        query.withUnsafeMutableBytes { layout.controlID.store(id, into: $0) }
         // A control the driver does not know holds no pointer: the driver itself then answers the call
         // (and sets error_idx, which v4l2-compliance checks).
-        guard r == 0 else { return false }
-        let flags = query.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: layout.controlFlags, as: UInt32.self) }
+        guard (try? file.ioctl(layout.queryExtCtrl, &query)) == 0 else { return false }
+        let flags = query.withUnsafeBytes { layout.controlFlags.load(from: $0) ?? 0 }
         let pointer = Int64(flags) & layout.hasPayload != 0
         locked { pointerControls[id] = pointer }
         return pointer
@@ -154,30 +140,29 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// MEDIA_IOC_ENUM_ENTITIES for one entity: its pad or link count.
     private func entityCount(_ entity: UInt32, links: Bool) throws -> Int64 {
         var desc = [UInt8](repeating: 0, count: layout.entitySize)
-        let r = desc.withUnsafeMutableBytes { raw -> Int in
-            raw.storeBytes(of: entity, toByteOffset: layout.entityID, as: UInt32.self)
-            return paradice_ioctl(file.descriptor, UInt(layout.enumEntities), UInt(bitPattern: raw.baseAddress))
+        desc.withUnsafeMutableBytes { layout.entityID.store(entity, into: $0) }
+        do { try file.ioctl(layout.enumEntities, &desc) } catch {
+            throw PlanError.rejected(errno: error.rawValue, message: "media entity \(entity) is unknown to the driver")
         }
-        guard r == 0 else { throw PlanError.rejected(errno: errno, message: "media entity \(entity) is unknown to the driver") }
-        return desc.withUnsafeBytes { Int64($0.loadUnaligned(fromByteOffset: links ? layout.entityLinks : layout.entityPads, as: UInt16.self)) }
+        return desc.withUnsafeBytes { Int64((links ? layout.entityLinks : layout.entityPads).load(from: $0) ?? 0) }
     }
 
     // MARK: mmap'd buffers changing hands
 
-    private func field(_ call: PlannedCall, _ offset: Int) -> UInt32 { call.load(UInt32.self, at: offset) ?? 0 }
+    private func field(_ call: CallView, _ field: SpecField<UInt32>) -> UInt32 { call.load(field) ?? 0 }
 
     private func key(_ type: UInt32, _ index: UInt32) -> UInt64 { UInt64(type) << 32 | UInt64(index) }
 
     /// The device offsets of the buffer a v4l2_buffer argument describes, as the driver filled it in.
-    private func ranges(of call: PlannedCall) -> [Range<UInt64>] {
+    private func ranges(of call: CallView) -> [Range<UInt64>] {
         guard Int64(field(call, layout.memory)) == layout.memoryMMAP else { return [] }
         let type = field(call, layout.type)
-        if Self.multiplanar.contains(type) {
+        if layout.multiplanar.contains(type) {
             guard let planes = planes(of: call) else { return [] }
             return (0..<planes.count).map { i in
                 let base = i * layout.planeSize
-                let offset = UInt64(call.load(UInt32.self, at: base + layout.planeOffset, region: planes.region) ?? 0)
-                let length = UInt64(call.load(UInt32.self, at: base + layout.planeLength, region: planes.region) ?? 0)
+                let offset = UInt64(call.load(UInt32.self, at: base + layout.planeOffset.offset, region: planes.region) ?? 0)
+                let length = UInt64(call.load(UInt32.self, at: base + layout.planeLength.offset, region: planes.region) ?? 0)
                 return offset..<(offset + length)
             }
         }
@@ -186,33 +171,32 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     }
 
     /// A multi-planar buffer's planes: m.planes points at their region (the pointer slot at m says which).
-    private func planes(of call: PlannedCall) -> (region: Int, count: Int)? {
-        guard let slot = call.plan.pointers.first(where: { $0.region == 0 && $0.offset == layout.m }),
-              slot.target < call.buffers.count else { return nil }
-        return (slot.target, min(Int(field(call, layout.length)), call.buffers[slot.target].count / layout.planeSize))
+    private func planes(of call: CallView) -> (region: Int, count: Int)? {
+        guard let target = call.target(ofPointerAt: layout.m.offset) else { return nil }
+        return (target, min(Int(field(call, layout.length)), call.bytes[target].count / layout.planeSize))
     }
 
-    func ioctlCompleted(_ call: PlannedCall, result: Int64) {
+    func ioctlCompleted(_ call: CallView, result: Int64) {
         guard result >= 0, let ioctl = layout.ioctls(call) else { return }
         if ioctl == .requestBuffers { return releaseLent() }
-        if Int64(field(call, layout.memory)) == layout.memoryUserPointer { return reportUserPointers(call) }
+        if Int64(field(call, layout.memory)) == layout.memoryUserPointer { return }
         let found = ranges(of: call)
         guard !found.isEmpty else { return }
         let k = key(field(call, layout.type), field(call, layout.index))
         locked { buffers[k] = found }
     }
 
-    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] {
+    func mappedToDevice(before call: CallView) -> [Range<UInt64>] {
         let kind = layout.ioctls(call)
         guard kind == .queue || kind == .prepare,
-              Self.output.contains(field(call, layout.type)), Int64(field(call, layout.memory)) == layout.memoryMMAP
+              layout.output.contains(field(call, layout.type)), Int64(field(call, layout.memory)) == layout.memoryMMAP
         else { return [] }
         let k = key(field(call, layout.type), field(call, layout.index))
         return locked { buffers[k] ?? [] }
     }
 
-    func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] {
-        guard result >= 0, layout.ioctls(call) == .dequeue, Self.capture.contains(field(call, layout.type)) else { return [] }
+    func mappedToGuest(after call: CallView, result: Int64) -> [Range<UInt64>] {
+        guard result >= 0, layout.ioctls(call) == .dequeue, layout.capture.contains(field(call, layout.type)) else { return [] }
         return ranges(of: call)
     }
 
@@ -221,7 +205,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// The driver keeps a USERPTR buffer from QBUF to DQBUF: it gets memory of the backend's own, one
     /// mapping per guest buffer, kept until the next REQBUFS (which lets go of every buffer) or the close.
     /// Unmapping one the driver still holds is safe: the pages it pinned stay its own until it lets go.
-    func lend(guestAddress: UInt64, length: Int, for call: PlannedCall) -> UnsafeMutableRawBufferPointer? {
+    func lend(guestAddress: UInt64, length: Int, for call: CallView) -> UnsafeMutableRawBufferPointer? {
         locked {
             if let known = lent[guestAddress], known.count >= length { return known }
             if let smaller = lent.removeValue(forKey: guestAddress) { munmap(smaller.baseAddress, smaller.count) }
@@ -249,35 +233,33 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// The buffer calls report the address the driver holds, which is the lent memory's (a QBUF of a
     /// prepared buffer with no pointer reports it too): the guest sees its own. After DQBUF of a capture
     /// buffer the frame goes to the guest's buffer.
-    private func reportUserPointers(_ call: PlannedCall) {
+    func edits(after call: CallView, result: Int64) -> CallEdits {
+        guard result >= 0, let ioctl = layout.ioctls(call), ioctl != .requestBuffers,
+              Int64(field(call, layout.memory)) == layout.memoryUserPointer else { return CallEdits() }
         let type = field(call, layout.type)
-        let captured = layout.ioctls(call) == .dequeue && Self.capture.contains(type)
-        var written: [(address: UInt64, bytes: UnsafeRawBufferPointer)] = []
+        let captured = layout.ioctls(call) == .dequeue && layout.capture.contains(type)
+        var edits = CallEdits()
         // One (region, offset of the address, offset of bytesused) per plane.
         var places: [(region: Int, pointer: Int, used: Int)] = []
-        if Self.multiplanar.contains(type) {
-            guard let planes = planes(of: call) else { return }
+        if layout.multiplanar.contains(type) {
+            guard let planes = planes(of: call) else { return edits }
             places = (0..<planes.count).map {
-                (planes.region, $0 * layout.planeSize + layout.planeOffset, $0 * layout.planeSize + layout.planeBytesUsed)
+                (planes.region, $0 * layout.planeSize + layout.planeUserPointer.offset, $0 * layout.planeSize + layout.planeBytesUsed.offset)
             }
         } else {
-            places = [(0, layout.m, layout.bytesUsed)]
+            places = [(0, layout.userPointer.offset, layout.bytesUsed.offset)]
         }
         locked {
             for place in places {
                 guard let held = call.load(UInt64.self, at: place.pointer, region: place.region),
                       let (guest, buffer) = lent.first(where: { UInt64(UInt(bitPattern: $0.value.baseAddress)) == held }) else { continue }
-                call.buffers[place.region].withUnsafeMutableBytes { $0.storeBytes(of: guest, toByteOffset: place.pointer, as: UInt64.self) }
+                edits.values.append((place.region, place.pointer, guest))
                 if captured {
                     let used = Int(call.load(UInt32.self, at: place.used, region: place.region) ?? 0)
-                    written.append((guest, UnsafeRawBufferPointer(rebasing: buffer[0..<min(used, buffer.count)])))
+                    edits.guestWrites.append((guest, UnsafeRawBufferPointer(rebasing: buffer[0..<min(used, buffer.count)])))
                 }
             }
-            if !written.isEmpty { frames[ObjectIdentifier(call)] = written }
         }
-    }
-
-    func guestWrites(after call: PlannedCall, result: Int64) -> [(address: UInt64, bytes: UnsafeRawBufferPointer)] {
-        locked { frames.removeValue(forKey: ObjectIdentifier(call)) ?? [] }
+        return edits
     }
 }

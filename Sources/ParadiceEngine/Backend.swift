@@ -89,7 +89,9 @@ public final class Backend: @unchecked Sendable {
             guard let type = availablePlugins.first(where: { $0.name == name }) else {
                 throw BackendError.unknownPlugin(name, available: availablePlugins.map { $0.name })
             }
-            enabled[name] = type.init()
+            let plugin = type.init()
+            try plugin.check(specs)
+            enabled[name] = plugin
         }
         plugins = enabled
         guard !configuration.listen.isEmpty else { throw BackendError.noListener }

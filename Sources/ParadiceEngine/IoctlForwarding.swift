@@ -96,8 +96,8 @@ extension Session {
             return need(frame.request, [], slots: [], argumentFD: false, out: unnamed.map { ($0.address, $0.length) })
         }
 
-        // What the device must see of the guest's mirrors before this call, if the plug-in says so.
-        let pulls = mappingRanges(of: file, file.state?.mappedToDevice(before: call) ?? [])
+        // What the device must see of the guest's mirrors before this call, as the spec or the plug-in says.
+        let pulls = mappingRanges(of: file, call.syncToDevice + (file.state?.mappedToDevice(before: call.before) ?? []))
         // A frontend that answers with its mirrors sends only what changed since the device last had it.
         if !pulls.isEmpty && frame.flags & UInt16(PD_IOCTL_MAPPINGS) == 0 {
             return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: [], argumentFD: false,
@@ -163,23 +163,22 @@ extension Session {
         var lent: [Int: UnsafeMutableRawBufferPointer] = [:]   // target region → lent buffer
         for (index, slot) in plan.pointers.enumerated() where slot.kept {
             let region = plan.regions[slot.target]
-            guard let buffer = file.state?.lend(guestAddress: region.address, length: region.length, for: call),
+            guard let buffer = file.state?.lend(guestAddress: region.address, length: region.length, for: call.before),
                   buffer.count >= region.length else {
                 logger.notice("ioctl refused", metadata: ["ioctl": "\(plan.ioctl)", "reason": "\(call.keptReasons[index] ?? "kept memory")"])
                 return fail(request, EINVAL)
             }
             if region.direction.reads {
-                call.buffers[slot.target].withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                call.gathered[slot.target].withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             }
             lent[slot.target] = buffer
         }
-        let originals = call.buffers   // the guest's bytes, to restore its pointers and descriptor numbers
         // A lent region needs no copy of its own: the driver works in the lent buffer.
         let buffers = plan.regions.indices.map {
             UnsafeMutableRawPointer.allocate(byteCount: lent[$0] == nil ? max(plan.regions[$0].length, 1) : 1, alignment: 16)
         }
         defer { buffers.forEach { $0.deallocate() } }
-        for (i, bytes) in call.buffers.enumerated() where lent[i] == nil {
+        for (i, bytes) in call.gathered.enumerated() where lent[i] == nil {
             bytes.withUnsafeBytes { buffers[i].copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         }
         // Embedded pointers point at the backend's copies; descriptors become the backend's.
@@ -224,13 +223,14 @@ extension Session {
         withExtendedLifetime(argumentFile) {}
         withExtendedLifetime(inputFiles) {}
 
-        // The driver's results, back where the copy-back rules can read them.
+        // The driver's answer, which the copy-back rules and the plug-in read. (A lent region keeps the guest's
+        // bytes: the driver fills it later.)
+        var answer = call.gathered
         for (i, region) in plan.regions.enumerated() where region.direction.writes && lent[i] == nil {
-            call.buffers[i] = Array(UnsafeRawBufferPointer(start: buffers[i], count: region.length))
+            answer[i] = Array(UnsafeRawBufferPointer(start: buffers[i], count: region.length))
         }
-        call.result = Int64(r)
-        file.state?.ioctlCompleted(call, result: Int64(r))
-        var lengths = call.copyOutLengths()
+        let (view, edits) = completed(call, answer: answer, on: file, result: Int64(r))
+        var lengths = call.copyOutLengths(answer: answer, result: Int64(r), variables: file.state)
         for target in lent.keys { lengths[target] = 0 }   // the driver fills it later; the plug-in says when
         if r < 0 {
             // A failed call returns what the guest sent and the driver may have updated (an error index),
@@ -245,8 +245,9 @@ extension Session {
         regionBytes.reserveCapacity(lengths.reduce(0, +) + 24 * lengths.count)
         for (i, region) in plan.regions.enumerated() where region.direction.writes && lengths[i] > 0 {
             // The guest sees its own pointers and descriptor numbers where it wrote them.
-            var bytes = call.buffers[i]
-            let original = originals[i]
+            var bytes = answer[i]
+            let original = call.gathered[i]
+            bytes.withUnsafeMutableBytes { edits.apply(toRegion: i, at: $0.baseAddress!, count: $0.count) }
             for slot in plan.pointers where slot.region == i && slot.offset + 8 <= bytes.count {
                 // A driver that cleared the pointer (vivid's overlay bitmap) says so; otherwise the guest
                 // sees its own pointer, never the backend's copy.
@@ -297,27 +298,36 @@ extension Session {
             if resultUnwrapped { Glibc.close(Int32(r)) }
             return fail(request, EMFILE)
         }
-        replyIoctl(request, call: call, file: file, result: result, error: r < 0 ? e : 0, flags: flags,
+        replyIoctl(request, call: view, edits: edits, driverResult: Int64(r), file: file, result: result, error: r < 0 ? e : 0, flags: flags,
                    regionCount: regionCount, regionBytes: &regionBytes, newSlots: newSlots)
+    }
+
+    /// The plug-in's turn once the driver has answered: what it learns, and what it changes in the reply.
+    /// `answer` holds the driver's bytes for the regions it may write, the guest's for the others.
+    fileprivate func completed(_ call: PlannedCall, answer: [[UInt8]], on file: OpenFile, result: Int64) -> (CallView, CallEdits) {
+        let view = CallView(call, bytes: answer)
+        guard let state = file.state else { return (view, CallEdits()) }
+        state.ioctlCompleted(view, result: result)
+        return (view, state.edits(after: view, result: result))
     }
 
     /// An ioctl's reply: the regions written back, then what the plug-in adds (guest memory it says the
     /// call filled, mirror contents the guest must see).
-    fileprivate func replyIoctl(_ request: UInt32, call: PlannedCall, file: OpenFile, result: Int64, error: Int32, flags: UInt32,
-                                regionCount: UInt32, regionBytes: inout [UInt8], newSlots: [pd_slot]) {
+    /// `result` is the guest's: the driver's, or the handle that stands for the descriptor it returned.
+    fileprivate func replyIoctl(_ request: UInt32, call: CallView, edits: CallEdits, driverResult: Int64, file: OpenFile,
+                                result: Int64, error: Int32, flags: UInt32, regionCount: UInt32, regionBytes: inout [UInt8],
+                                newSlots: [pd_slot]) {
         var regionCount = regionCount
-        var pushes: [(id: UInt32, mapping: DeviceMapping, offset: Int, length: Int)] = []
-        if let state = file.state {
-            let r = error == 0 ? call.result ?? result : -1
-            for write in state.guestWrites(after: call, result: r) where write.bytes.count > 0 {
-                var header = pd_region(address: write.address, length: UInt32(write.bytes.count), reserved: 0)
-                withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
-                regionBytes.append(contentsOf: write.bytes)
-                while regionBytes.count % 8 != 0 { regionBytes.append(0) }
-                regionCount += 1
-            }
-            pushes = mappingRanges(of: file, state.mappedToGuest(after: call, result: r))
+        let r = error == 0 ? driverResult : -1
+        for write in edits.guestWrites where write.bytes.count > 0 {
+            var header = pd_region(address: write.address, length: UInt32(write.bytes.count), reserved: 0)
+            withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
+            regionBytes.append(contentsOf: write.bytes)
+            while regionBytes.count % 8 != 0 { regionBytes.append(0) }
+            regionCount += 1
         }
+        let toGuest = call.call.syncToGuest(result: r, variables: file.state) + (file.state?.mappedToGuest(after: call, result: r) ?? [])
+        let pushes = mappingRanges(of: file, toGuest)
         var output = BodyWriter(capacity: 32 + regionBytes.count + 16 * newSlots.count + pushes.reduce(0) { $0 + $1.length + 24 })
         output.append(pd_reply(result: error != 0 ? -1 : result, error: error, reserved: 0))
         output.append(pd_ioctl_done(region_count: regionCount, slot_count: UInt32(newSlots.count), flags: flags,
@@ -341,7 +351,7 @@ extension Session {
         let length = region?.length ?? 0
         withUnsafeTemporaryAllocation(byteCount: max(length, 1), alignment: 16) { buffer in
             if let region, region.gathered {
-                call.buffers[0].withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) }
+                call.gathered[0].withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) }
             } else {
                 buffer.initializeMemory(as: UInt8.self, repeating: 0)
             }
@@ -355,28 +365,21 @@ extension Session {
             if r < 0 { logger.debug("ioctl failed", metadata: ["ioctl": "\(plan.ioctl)", "errno": "\(e)"]) }
             // Written back: the block on success; on failure only what the guest sent both ways.
             let back = region.map { $0.direction.writes && (r >= 0 || $0.direction.reads) } ?? false
-            if let state = file.state {
-                // The plug-in reads the driver's answer.
-                if let region, region.direction.writes {
-                    call.buffers[0] = Array(UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
-                }
-                call.result = Int64(r)
-                state.ioctlCompleted(call, result: Int64(r))
-            }
+            // The driver's answer, copied only for a plug-in to read.
+            let answer = file.state != nil && region?.direction.writes == true
+                ? [Array(UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))] : call.gathered
+            let (view, edits) = completed(call, answer: answer, on: file, result: Int64(r))
+            // What the plug-in shows the guest instead (V4L2's user pointers).
+            edits.apply(toRegion: 0, at: buffer.baseAddress!, count: length)
             var regionBytes = [UInt8]()
             if back, let region {
                 regionBytes.reserveCapacity(MemoryLayout<pd_region>.size + length + 8)
                 var header = pd_region(address: region.address, length: UInt32(length), reserved: 0)
                 withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
-                if file.state != nil {
-                    // As the plug-in left it: it may show the guest its own values (V4L2's user pointers).
-                    regionBytes.append(contentsOf: call.buffers[0].prefix(length))
-                } else {
-                    regionBytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
-                }
+                regionBytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
                 while regionBytes.count % 8 != 0 { regionBytes.append(0) }
             }
-            replyIoctl(request, call: call, file: file, result: Int64(r), error: r < 0 ? e : 0, flags: 0,
+            replyIoctl(request, call: view, edits: edits, driverResult: Int64(r), file: file, result: Int64(r), error: r < 0 ? e : 0, flags: 0,
                        regionCount: back ? 1 : 0, regionBytes: &regionBytes, newSlots: [])
         }
     }

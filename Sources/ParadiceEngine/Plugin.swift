@@ -1,5 +1,6 @@
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 
 /// Per-class code for what a spec cannot say. The engine knows plug-ins only through this protocol:
 /// it never names a device class.
@@ -7,8 +8,15 @@ public protocol DevicePlugin: AnyObject, Sendable {
     /// The name that specs (`plugin NAME`) and `--plugins` use.
     static var name: String { get }
     init()
+    /// Throws when the specs lack a field, constant or ioctl the plug-in reads: the backend then does not
+    /// start, where the plug-in would otherwise do nothing.
+    func check(_ specs: SpecSet) throws
     /// State for one open file of the plug-in's class; nil when the plug-in keeps none.
     func state(for file: DeviceFile) -> (any DeviceFileState)?
+}
+
+extension DevicePlugin {
+    public func check(_ specs: SpecSet) throws {}
 }
 
 /// An open device file as a plug-in sees it: it may ask the driver things itself (through the
@@ -25,17 +33,33 @@ public struct DeviceFile: Sendable {
     }
 }
 
+extension DeviceFile {
+    /// Asks the driver itself: ioctl `number` on this file, with `bytes` as the memory its argument points
+    /// at (the driver's answer is left there). Returns the driver's result; its errno is thrown.
+    @discardableResult
+    public func ioctl(_ number: UInt32, _ bytes: inout [UInt8]) throws(Errno) -> Int32 {
+        let outcome = bytes.withUnsafeMutableBytes { raw in
+            Result { () throws(Errno) in try Syscall.ioctl(descriptor, UInt(number), raw.baseAddress) }
+        }
+        return try outcome.get()
+    }
+}
+
 /// What a plug-in keeps per open file: the variables specs read, what it learns from calls, and the
 /// sync points of mapped memory when the guest keeps a mirror (a backend on another machine).
+/// It reads calls through a `CallView` (the guest's bytes before the call, the driver's answer after it)
+/// and changes what the guest sees only through the `CallEdits` it returns.
 public protocol DeviceFileState: AnyObject, PlanVariables {
     /// Called after each forwarded ioctl with the driver's result and the region contents after the call.
-    func ioctlCompleted(_ call: PlannedCall, result: Int64)
+    func ioctlCompleted(_ call: CallView, result: Int64)
+    /// What the guest sees of this call other than the driver's answer, asked after `ioctlCompleted`.
+    func edits(after call: CallView, result: Int64) -> CallEdits
     /// Device mmap offsets whose guest copy must reach the device before this call (an output buffer
     /// being queued; KVM's kvm_run before KVM_RUN).
-    func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>]
+    func mappedToDevice(before call: CallView) -> [Range<UInt64>]
     /// Device mmap offsets whose contents the guest must see after this call (a captured frame after
     /// DQBUF).
-    func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>]
+    func mappedToGuest(after call: CallView, result: Int64) -> [Range<UInt64>]
     /// An errno for a mapping that a guest's mirror cannot serve (a page the driver updates by itself, which
     /// a mirror would show stale), so that the guest's program takes its fallback; nil to map it.
     func mayMap(offset: UInt64, length: UInt64) -> Int32?
@@ -45,20 +69,43 @@ public protocol DeviceFileState: AnyObject, PlanVariables {
     /// A buffer that outlives the call, for guest memory the driver keeps using after it returns (a
     /// pointer the spec marks `kept`: V4L2's USERPTR). The guest's bytes are copied in before the call;
     /// nil refuses the call (EINVAL).
-    func lend(guestAddress: UInt64, length: Int, for call: PlannedCall) -> UnsafeMutableRawBufferPointer?
-    /// Guest memory to write after this call besides the call's own regions (a frame the driver wrote
-    /// into a lent buffer, at DQBUF).
-    func guestWrites(after call: PlannedCall, result: Int64) -> [(address: UInt64, bytes: UnsafeRawBufferPointer)]
+    func lend(guestAddress: UInt64, length: Int, for call: CallView) -> UnsafeMutableRawBufferPointer?
 }
 
 extension DeviceFileState {
-    public func ioctlCompleted(_ call: PlannedCall, result: Int64) {}
-    public func mappedToDevice(before call: PlannedCall) -> [Range<UInt64>] { [] }
-    public func mappedToGuest(after call: PlannedCall, result: Int64) -> [Range<UInt64>] { [] }
+    public func ioctlCompleted(_ call: CallView, result: Int64) {}
+    public func edits(after call: CallView, result: Int64) -> CallEdits { CallEdits() }
+    public func mappedToDevice(before call: CallView) -> [Range<UInt64>] { [] }
+    public func mappedToGuest(after call: CallView, result: Int64) -> [Range<UInt64>] { [] }
     public func mayMap(offset: UInt64, length: UInt64) -> Int32? { nil }
     public func mappedToGuest(mapping range: Range<UInt64>) -> [Range<UInt64>] { [] }
-    public func lend(guestAddress: UInt64, length: Int, for call: PlannedCall) -> UnsafeMutableRawBufferPointer? { nil }
-    public func guestWrites(after call: PlannedCall, result: Int64) -> [(address: UInt64, bytes: UnsafeRawBufferPointer)] { [] }
+    public func lend(guestAddress: UInt64, length: Int, for call: CallView) -> UnsafeMutableRawBufferPointer? { nil }
+}
+
+/// What a plug-in changes in a call's reply.
+public struct CallEdits {
+    /// 64-bit values the guest sees in place of the driver's, at an offset of a region (V4L2: the guest's
+    /// own USERPTR address where the driver reports the lent buffer's). Applied before the engine restores
+    /// the guest's own pointers and descriptor numbers.
+    public var values: [(region: Int, offset: Int, value: UInt64)] = []
+    /// Guest memory to write besides the call's regions (a frame the driver wrote into a lent buffer, at
+    /// DQBUF). The bytes must stay valid until the reply is sent.
+    public var guestWrites: [(address: UInt64, bytes: UnsafeRawBufferPointer)] = []
+
+    public init(values: [(region: Int, offset: Int, value: UInt64)] = [],
+                guestWrites: [(address: UInt64, bytes: UnsafeRawBufferPointer)] = []) {
+        self.values = values
+        self.guestWrites = guestWrites
+    }
+
+    public var isEmpty: Bool { values.isEmpty && guestWrites.isEmpty }
+
+    /// Writes `values` that fall inside region `region`, whose bytes (`count` of them) are at `base`.
+    func apply(toRegion region: Int, at base: UnsafeMutableRawPointer, count: Int) {
+        for edit in values where edit.region == region && edit.offset >= 0 && edit.offset <= count - 8 {
+            base.storeBytes(of: edit.value, toByteOffset: edit.offset, as: UInt64.self)
+        }
+    }
 }
 
 /// The ioctls a plug-in acts on, named by the cases of `Kind` (raw values are the specs' names) and found
@@ -75,22 +122,27 @@ public struct IoctlKinds<Kind: RawRepresentable & CaseIterable & Sendable>: Send
         self.kinds = kinds
     }
 
-    public func callAsFunction(_ call: PlannedCall) -> Kind? { kinds[ObjectIdentifier(call.ioctl)] }
+    public func callAsFunction(_ call: CallView) -> Kind? { kinds[ObjectIdentifier(call.call.ioctl)] }
 }
 
-/// What a plug-in derives from the specs (offsets, numbers, its ioctls), made at the first open and kept:
-/// every file of the backend reads the same specs.
+/// What a plug-in derives from the specs (offsets, numbers, its ioctls), made once per spec set (at the
+/// backend's start, by `check`) and kept: every file of the backend reads the same specs.
 public final class SpecDerived<Value>: @unchecked Sendable {
-    private let make: (SpecSet) -> Value?
+    private let make: (SpecSet) throws -> Value
     private let lock = Lock()
-    private var made: (specs: ObjectIdentifier, value: Value?)?
+    private var made: (specs: ObjectIdentifier, value: Result<Value, any Error>)?
 
-    public init(_ make: @escaping (SpecSet) -> Value?) { self.make = make }
+    public init(_ make: @escaping (SpecSet) throws -> Value) { self.make = make }
 
-    public func callAsFunction(_ specs: SpecSet) -> Value? {
+    /// The value, or nil when the specs lack what it needs (which `check` reported at the start).
+    public func callAsFunction(_ specs: SpecSet) -> Value? { try? result(specs).get() }
+
+    public func check(_ specs: SpecSet) throws { _ = try result(specs).get() }
+
+    private func result(_ specs: SpecSet) -> Result<Value, any Error> {
         lock.withLock {
             if let made, made.specs == ObjectIdentifier(specs) { return made.value }
-            let value = make(specs)
+            let value = Result { try make(specs) }
             made = (ObjectIdentifier(specs), value)
             return value
         }

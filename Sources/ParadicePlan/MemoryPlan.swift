@@ -1,10 +1,14 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ParadiceSpec
 
 /// The guest memory one ioctl call may touch: regions to gather before the call (in), regions to
 /// scatter back after it (out), and where pointers and file descriptors sit inside them.
-/// It is plain data so that it can travel to class-agnostic frontends.
-public struct MemoryPlan: Sendable, Codable, Equatable {
-    public enum Argument: Sendable, Codable, Equatable {
+/// It stays in the backend: what travels is the regions it asks for and writes back (PD_NEED, PD_REPLY;
+/// docs/protocol.md), so that a frontend needs no spec.
+public struct MemoryPlan: Sendable, Equatable {
+    public enum Argument: Sendable, Equatable {
         /// The driver gets 0.
         case none
         /// An integer passed unchanged.
@@ -17,7 +21,7 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
         case null
     }
 
-    public struct Region: Sendable, Codable, Equatable {
+    public struct Region: Sendable, Equatable {
         public var address: UInt64
         public var length: Int
         public var direction: Direction
@@ -37,7 +41,7 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     }
 
     /// A pointer at `offset` in region `region` that must point at region `target` in the driver's copy.
-    public struct PointerSlot: Sendable, Codable, Equatable {
+    public struct PointerSlot: Sendable, Equatable {
         public var region: Int
         public var offset: Int
         public var target: Int
@@ -54,7 +58,7 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     }
 
     /// A file descriptor number at `offset` in region `region`.
-    public struct DescriptorSlot: Sendable, Codable, Equatable {
+    public struct DescriptorSlot: Sendable, Equatable {
         public var region: Int
         public var offset: Int
         public var width: Int
@@ -94,9 +98,8 @@ public enum PlanError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var errno: Int32 {
         switch self {
-        case .fault: return 14          // EFAULT
-        case .missing: return 14
-        case .unknownCommand: return 25 // ENOTTY
+        case .fault, .missing: return EFAULT
+        case .unknownCommand: return ENOTTY
         case .rejected(let e, _): return e
         }
     }

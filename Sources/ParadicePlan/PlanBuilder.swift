@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ParadiceSpec
 
 /// Whether `length` bytes at `address` lie in a process's user space (x86-64, aarch64: below 2^47): a
@@ -9,50 +12,70 @@ func isUserMemory(address: UInt64, length: Int) -> Bool {
 }
 
 /// Walks an argument through its spec types, adding a region for every pointer it follows.
+/// What it finds (regions, their gathered bytes, slots, refusals, copy-back rules) it keeps until the walk
+/// ends in a `PlannedCall`.
 final class PlanBuilder<Memory: GuestMemory> {
-    let call: PlannedCall
+    let specs: SpecSet
+    let ioctl: Ioctl
+    let parameters: [String: Int64]
     let memory: Memory
+    let variables: (any PlanVariables)?
     let limits: PlanLimits
     let maxBytes: Int
-    var totalBytes = 0
+    var plan: MemoryPlan
+    /// One per region of `plan`: the guest's bytes, or zeros where the driver only writes.
+    private var buffers: [[UInt8]] = []
+    private var refusals: [String] = []
+    private var keptReasons: [Int: String] = [:]
+    private var copyOutRules: [Int: PlannedCall.CopyOutRule] = [:]
+    private var totalBytes = 0
     /// Set while visiting a field the spec marks `kept`: the pointer found there is a kept one.
-    var keptReason: String?
+    private var keptReason: String?
 
-    init(call: PlannedCall, memory: Memory, limits: PlanLimits, maxBytes: Int) {
-        self.call = call
+    init(plan: MemoryPlan, specs: SpecSet, ioctl: Ioctl, parameters: [String: Int64], memory: Memory,
+         variables: (any PlanVariables)?, limits: PlanLimits, maxBytes: Int) {
+        self.plan = plan
+        self.parameters = parameters
+        self.specs = specs
+        self.ioctl = ioctl
         self.memory = memory
+        self.variables = variables
         self.limits = limits
         self.maxBytes = maxBytes
     }
 
-    private var specs: SpecSet { call.specs }
+    var planned: PlannedCall {
+        PlannedCall(plan: plan, ioctl: ioctl, gathered: buffers, refusals: refusals, keptReasons: keptReasons,
+                    copyOutRules: copyOutRules, specs: specs, parameters: parameters, variables: variables)
+    }
 
-    private func reject(_ message: String) -> PlanError { .rejected(errno: 22, message: message) }
+    private func reject(_ message: String) -> PlanError { .rejected(errno: EINVAL, message: message) }
 
     private func evaluate(_ expr: Expr, _ frame: Frame) throws -> Int64 {
         do {
-            return try specs.evaluate(expr, in: FrameScope(frame: frame, call: call, memory: memory))
+            let scope = FrameScope(frame: frame, specs: specs, buffers: buffers, result: nil, variables: variables, memory: memory)
+            return try specs.evaluate(expr, in: scope)
         } catch let e as EvaluationError {
-            throw PlanError.rejected(errno: e.errno ?? 22, message: e.description)
+            throw PlanError.rejected(errno: e.errno ?? EINVAL, message: e.description)
         }
     }
 
     private func addRegion(address: UInt64, length: Int, direction: Direction, preserve: Bool = false, path: String) throws -> Int {
-        guard call.plan.regions.count < limits.regionsPerCall else {
-            throw reject("\(call.ioctl.name): more than \(limits.regionsPerCall) regions at \(path)")
+        guard plan.regions.count < limits.regionsPerCall else {
+            throw reject("\(ioctl.name): more than \(limits.regionsPerCall) regions at \(path)")
         }
         guard isUserMemory(address: address, length: length) else { throw PlanError.fault(address: address, length: length) }
         totalBytes += length
         guard totalBytes <= maxBytes else {
-            throw reject("\(call.ioctl.name): \(path) brings the call to \(totalBytes) bytes, over its cap of \(maxBytes)")
+            throw reject("\(ioctl.name): \(path) brings the call to \(totalBytes) bytes, over its cap of \(maxBytes)")
         }
         let region = MemoryPlan.Region(address: address, length: length, direction: direction, preserve: preserve && !direction.reads)
         let bytes = region.gathered && length > 0
             ? try memory.read(address: address, count: length)
             : [UInt8](repeating: 0, count: length)
-        call.plan.regions.append(region)
-        call.buffers.append(bytes)
-        return call.plan.regions.count - 1
+        plan.regions.append(region)
+        buffers.append(bytes)
+        return plan.regions.count - 1
     }
 
     /// Follows a pointer value. Returns the new region, or nil for NULL.
@@ -86,7 +109,7 @@ final class PlanBuilder<Memory: GuestMemory> {
             region = try addRegion(address: address, length: bytes, direction: p.direction,
                                    preserve: p.length?.copyOut != nil, path: path)
             if p.direction.writes, let length = p.length, let after = length.copyOut {
-                call.copyOutRules[region] = PlannedCall.CopyOutRule(header: 0, elementSize: elementSize, countBefore: count,
+                copyOutRules[region] = PlannedCall.CopyOutRule(header: 0, elementSize: elementSize, countBefore: count,
                                                                      countAfter: after, frame: frame)
             }
             if p.pointee.needsVisit && p.direction.reads || p.pointee.containsReferences {
@@ -110,15 +133,15 @@ final class PlanBuilder<Memory: GuestMemory> {
         if total > r.size {
             guard isUserMemory(address: address, length: total) else { throw PlanError.fault(address: address, length: total) }
             totalBytes += total - r.size
-            guard totalBytes <= maxBytes else { throw reject("\(call.ioctl.name): \(path) brings the call over its cap of \(maxBytes) bytes") }
+            guard totalBytes <= maxBytes else { throw reject("\(ioctl.name): \(path) brings the call over its cap of \(maxBytes) bytes") }
             let more = direction.reads
                 ? try memory.read(address: address + UInt64(r.size), count: total - r.size)
                 : [UInt8](repeating: 0, count: total - r.size)
-            call.buffers[header] += more
-            call.plan.regions[header].length = total
+            buffers[header] += more
+            plan.regions[header].length = total
         }
         if direction.writes, let after = length.copyOut {
-            call.copyOutRules[header] = PlannedCall.CopyOutRule(header: flex.offset, elementSize: flex.type.size, countBefore: Int(n),
+            copyOutRules[header] = PlannedCall.CopyOutRule(header: flex.offset, elementSize: flex.type.size, countBefore: Int(n),
                                                                  countAfter: after, frame: recordFrame)
         }
         try visitFields(r, frame: recordFrame, path: path, flexibleCount: Int(n))
@@ -133,17 +156,17 @@ final class PlanBuilder<Memory: GuestMemory> {
             guard element.needsVisit else { return }
             for i in 0..<n { try visit(element, region: region, offset: offset + i * element.size, frame: frame, path: "\(path)[\(i)]") }
         case .pointer(let p):
-            let slot = call.plan.regions[region]
+            let slot = plan.regions[region]
             guard slot.direction.reads else { return }   // a pointer only the driver writes is not followed
-            let address = UInt64(bitPattern: readValue(type, call.buffers[region], offset))
+            let address = UInt64(bitPattern: readValue(type, buffers[region], offset))
             let kept = keptReason
             keptReason = nil   // not the pointers inside what this one points at
             if let target = try follow(p, address: address, frame: frame, path: path) {
-                if let reason = kept { call.keptReasons[call.plan.pointers.count] = "\(path): \(reason)" }
-                call.plan.pointers.append(MemoryPlan.PointerSlot(region: region, offset: offset, target: target, kept: kept != nil))
+                if let reason = kept { keptReasons[plan.pointers.count] = "\(path): \(reason)" }
+                plan.pointers.append(MemoryPlan.PointerSlot(region: region, offset: offset, target: target, kept: kept != nil))
             }
         case .descriptor(let direction, let width):
-            call.plan.descriptors.append(MemoryPlan.DescriptorSlot(region: region, offset: offset, width: width, direction: direction))
+            plan.descriptors.append(MemoryPlan.DescriptorSlot(region: region, offset: offset, width: width, direction: direction))
         case .record(let r):
             guard r.needsVisit else { return }
             let inner = Frame(record: r, region: region, offset: offset, parent: frame)
@@ -152,14 +175,14 @@ final class PlanBuilder<Memory: GuestMemory> {
     }
 
     private func visitFields(_ r: Record, frame: Frame, path: String, flexibleCount: Int) throws {
-        let reads = call.plan.regions[frame.region].direction.reads
+        let reads = plan.regions[frame.region].direction.reads
         if r.isUnion {
             // Only the live member of a discriminated union is looked into; a plain union is bytes.
             guard r.isDiscriminated, reads else { return }
             for f in r.fields {
                 guard let condition = f.when else { continue }
                 if try evaluate(condition, frame) != 0 {
-                    if let reason = f.refusal { call.refusals.append("\(path).\(f.name): \(reason)") }
+                    if let reason = f.refusal { refusals.append("\(path).\(f.name): \(reason)") }
                     keptReason = f.kept
                     defer { keptReason = nil }
                     try visit(f.type, region: frame.region, offset: frame.offset + f.offset, frame: frame, path: "\(path).\(f.name)")
@@ -172,9 +195,9 @@ final class PlanBuilder<Memory: GuestMemory> {
             let at = frame.offset + f.offset
             let fieldPath = f.isAnonymous ? path : "\(path).\(f.name)"
             if let condition = f.when, try evaluate(condition, frame) == 0 { continue }
-            if let reason = f.refusal, reads { call.refusals.append("\(fieldPath): \(reason)") }
+            if let reason = f.refusal, reads { refusals.append("\(fieldPath): \(reason)") }
             if let check = f.check, reads {
-                let value = readValue(f.type, call.buffers[frame.region], at)
+                let value = readValue(f.type, buffers[frame.region], at)
                 guard check.accepts(value) else {
                     throw reject("\(fieldPath) = \(value) is not \(check.isFlags ? "within the flags of" : "a member of") \(check.name)")
                 }

@@ -1,8 +1,9 @@
-/// The resolved, laid-out form of a spec set: what plans and the verifier work from.
+/// The resolved, laid-out form of a spec set: what plans and the verifier work from. Read-only outside
+/// this module: the compiler fills it in while it resolves and lays out, then nothing changes it.
 
 public struct IntegerType: Sendable, Hashable {
-    public var size: Int
-    public var signed: Bool
+    public internal(set) var size: Int
+    public internal(set) var signed: Bool
 
     public init(size: Int, signed: Bool) {
         self.size = size
@@ -77,9 +78,9 @@ extension SpecType: CustomStringConvertible {
 /// How many elements a variable array holds.
 public struct ArrayLength: Sendable, CustomStringConvertible {
     /// Elements the driver may access, evaluated before the call.
-    public var count: Expr
+    public internal(set) var count: Expr
     /// When set: after the call, copy back min(count before, this after) elements.
-    public var copyOut: Expr?
+    public internal(set) var copyOut: Expr?
 
     public init(count: Expr, copyOut: Expr?) {
         self.count = count
@@ -97,11 +98,11 @@ public final class PointerType: @unchecked Sendable, CustomStringConvertible {
     public let direction: Direction
     /// `ptr64`: carried in a u64 field rather than a C pointer. Both are 8 bytes on LP64.
     public let wide: Bool
-    public var pointee: SpecType = .integer(IntegerType(size: 1, signed: false))
+    public internal(set) var pointee: SpecType = .integer(IntegerType(size: 1, signed: false))
     /// nil: one element. Otherwise an array of this length.
-    public var length: ArrayLength?
-    public var maxCount: Int?
-    public var maxBytes: Int?
+    public internal(set) var length: ArrayLength?
+    public internal(set) var maxCount: Int?
+    public internal(set) var maxBytes: Int?
     public let location: SourceLocation
 
     init(direction: Direction, wide: Bool, location: SourceLocation) {
@@ -111,7 +112,9 @@ public final class PointerType: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// One fixed-size block with nothing inside to follow or check: the common case, planned without a walk.
-    public private(set) lazy var isPlain: Bool = length == nil && !pointee.needsVisit && !pointee.containsReferences
+    /// Computed at each call (a few stored flags): a lazy var would be written on first use by whichever
+    /// session thread plans first, while others read it.
+    public var isPlain: Bool { length == nil && !pointee.needsVisit && !pointee.containsReferences }
 
     public var description: String {
         let target = length.map { "\(pointee)[\($0)]" } ?? pointee.description
@@ -122,7 +125,7 @@ public final class PointerType: @unchecked Sendable, CustomStringConvertible {
 public final class EnumSet: @unchecked Sendable {
     public let name: String
     public let isFlags: Bool
-    public var members: [(name: String, value: Int64)] = []
+    public internal(set) var members: [(name: String, value: Int64)] = []
     public let location: SourceLocation
 
     init(name: String, isFlags: Bool, location: SourceLocation) {
@@ -141,22 +144,22 @@ public final class EnumSet: @unchecked Sendable {
 }
 
 public struct Field: Sendable {
-    public var name: String
-    public var type: SpecType
-    public var offset: Int
-    public var location: SourceLocation
+    public internal(set) var name: String
+    public internal(set) var type: SpecType
+    public internal(set) var offset: Int
+    public internal(set) var location: SourceLocation
     /// C member designator relative to the enclosing named C type ("" for an anonymous member).
-    public var cDesignator: String?
-    public var check: EnumSet?
-    public var when: Expr?
+    public internal(set) var cDesignator: String?
+    public internal(set) var check: EnumSet?
+    public internal(set) var when: Expr?
     /// Set for a flexible array member: `type` is the element type.
-    public var flexible: ArrayLength?
-    public var maxCount: Int?
+    public internal(set) var flexible: ArrayLength?
+    public internal(set) var maxCount: Int?
     /// When this field is live, the call is refused: its value cannot travel as bytes.
-    public var refusal: String?
+    public internal(set) var refusal: String?
     /// A pointer whose memory the driver keeps using after the call returns: the call runs only with a
     /// buffer a plug-in lends for it (one that outlives the call), and is refused for this reason otherwise.
-    public var kept: String?
+    public internal(set) var kept: String?
 
     public var isAnonymous: Bool { name == "_" }
     public var isSpecOnly: Bool { name.hasPrefix("_") && name != "_" }
@@ -165,12 +168,12 @@ public struct Field: Sendable {
 public final class Record: @unchecked Sendable {
     public let name: String?
     public let isUnion: Bool
-    public var cName: String?
-    public var packed = false
-    public var explicitAlignment: Int?
-    public var fields: [Field] = []
-    public var size = 0
-    public var alignment = 1
+    public internal(set) var cName: String?
+    public internal(set) var packed = false
+    public internal(set) var explicitAlignment: Int?
+    public internal(set) var fields: [Field] = []
+    public internal(set) var size = 0
+    public internal(set) var alignment = 1
     public let location: SourceLocation
     public internal(set) var needsVisit = false
     public internal(set) var containsReferences = false
@@ -204,9 +207,9 @@ public final class Record: @unchecked Sendable {
 }
 
 public struct IoctlParameter: Sendable {
-    public var name: String
-    public var range: ClosedRange<Int64>?
-    public var location: SourceLocation
+    public internal(set) var name: String
+    public internal(set) var range: ClosedRange<Int64>?
+    public internal(set) var location: SourceLocation
 }
 
 public enum IoctlArgument: Sendable, CustomStringConvertible {
@@ -261,6 +264,8 @@ public final class Ioctl: @unchecked Sendable {
     /// Declared, but never forwarded: the reason, for the guest's log and the backend's.
     public internal(set) var refusal: String?
     public internal(set) weak var specClass: SpecClass?
+    /// Device mmap ranges of the file that the call reads or writes besides its argument (spec `sync`).
+    public internal(set) var syncs: [SyncPoint] = []
     public let file: String
 
     init(name: String, location: SourceLocation, encoding: Encoding, file: String) {
@@ -271,6 +276,17 @@ public final class Ioctl: @unchecked Sendable {
     }
 
     public var isFamily: Bool { !parameters.isEmpty }
+}
+
+/// A range of the file's device mmap offsets that a call reads (`in`: a guest's mirror reaches the device
+/// before it), writes (`out`: the device's contents reach the mirror after it), or both: KVM_RUN's
+/// kvm_run page, ALSA's data buffer at SYNC_PTR. The condition sees plug-in variables and, after the
+/// call, `result`.
+public struct SyncPoint: Sendable {
+    public let direction: Direction
+    public let range: Range<UInt64>
+    public let condition: Expr?
+    public let location: SourceLocation
 }
 
 public final class SpecClass: @unchecked Sendable {
@@ -309,8 +325,8 @@ public final class SpecFile: @unchecked Sendable {
 }
 
 public struct Constant: Sendable {
-    public var name: String
-    public var value: Int64
-    public var verify: Bool
-    public var location: SourceLocation
+    public internal(set) var name: String
+    public internal(set) var value: Int64
+    public internal(set) var verify: Bool
+    public internal(set) var location: SourceLocation
 }

@@ -342,7 +342,7 @@ public struct Parser {
         let encoding = try ioctlEncoding()
         var ioctl = IoctlSyntax(name: name, parameters: parameters, encoding: encoding, location: loc)
         while !atStatementEnd {
-            let (option, optLoc) = try identifier("an ioctl option (arg, blocking, returns, max, maxbytes, c, noverify, refuse)")
+            let (option, optLoc) = try identifier("an ioctl option (arg, blocking, returns, max, maxbytes, c, noverify, refuse, sync)")
             switch option {
             case "arg":
                 if isKeyword("none") { _ = advance(); ioctl.argument = ArgumentSyntax.none }
@@ -365,6 +365,15 @@ public struct Parser {
             case "noverify": ioctl.verify = false
             case "max": ioctl.maxCount = try expression()
             case "refuse": ioctl.refusal = try stringLiteral("the reason the ioctl is refused")
+            case "sync":
+                let direction = try direction()
+                let offset = try expression()
+                let (word, wordLoc) = try identifier("'length'")
+                guard word == "length" else { throw fail("'sync' takes DIR OFFSET length LENGTH", at: wordLoc) }
+                let length = try expression()
+                var condition: Expr?
+                if isKeyword("when") { _ = advance(); condition = try expression() }
+                ioctl.syncs.append(SyncSyntax(direction: direction, offset: offset, length: length, condition: condition, location: optLoc))
             default: throw fail("unknown ioctl option '\(option)'", at: optLoc)
             }
         }

@@ -45,6 +45,15 @@ extension SpecSet {
         ioctl.cExpression = syntax.cExpression
         ioctl.verify = syntax.verify
         ioctl.refusal = syntax.refusal
+        for sync in syntax.syncs {
+            guard let offset = constantExpression(sync.offset), let length = constantExpression(sync.length) else { continue }
+            guard offset >= 0, length > 0, offset <= Int64.max - length else {
+                error(sync.location, "sync range \(offset) length \(length) is not a range of mmap offsets")
+                continue
+            }
+            ioctl.syncs.append(SyncPoint(direction: sync.direction, range: UInt64(offset)..<UInt64(offset + length),
+                                         condition: sync.condition, location: sync.location))
+        }
         if let m = syntax.maxBytes, let v = constantExpression(m) { ioctl.maxBytes = Int(v) }
 
         switch syntax.argument {

@@ -155,6 +155,16 @@ public struct IoctlSyntax: Sendable {
     public var verify = true
     public var refusal: String?
     public var maxCount: Expr?
+    public var syncs: [SyncSyntax] = []
+    public var location: SourceLocation
+}
+
+/// `sync DIR OFFSET length LENGTH [when COND]` on an ioctl.
+public struct SyncSyntax: Sendable {
+    public var direction: Direction
+    public var offset: Expr
+    public var length: Expr
+    public var condition: Expr?
     public var location: SourceLocation
 }
 

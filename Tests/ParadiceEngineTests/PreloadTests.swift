@@ -282,7 +282,7 @@ struct PreloadTests {
 
     @Test func mmapAcrossTheBoundaryIsAMirrorSyncedAtThePluginsPoints() throws {
         // Over TCP no descriptor can travel: the backend maps the vcpu, the program gets a mirror, and the
-        // kvm plug-in sends kvm_run to the device before KVM_RUN and back after it.
+        // spec's sync clause on KVM_RUN sends kvm_run to the device before the call and back after it.
         let backend = try BackendProcess(devices: ["/dev/kvm"], tcp: true, extra: ["--plugins", "kvm"])
         let program = try compile("mapping", into: backend.folder)
         let result = try paradiceRun(backend.endpoint, [program])

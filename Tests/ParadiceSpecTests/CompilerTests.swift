@@ -9,6 +9,16 @@ struct CompilerTests {
         try SpecSet.compile(sources: [(file, text)])
     }
 
+    @Test func syncRangesAndConditionsCompile() throws {
+        let specs = try compile("""
+            const PAGE = 4096
+            ioctl E = _IO('x', 5) sync in PAGE length 2 * PAGE when $stream == 1 sync out 0 length PAGE
+            """)
+        let syncs = try #require(specs.ioctl(named: "E")).syncs
+        #expect(syncs.map(\.direction) == [.input, .output] && syncs.map(\.range) == [4096..<12288, 0..<4096])
+        #expect(syncs.map { $0.condition == nil } == [false, true])
+    }
+
     @Test func cLayoutRules() throws {
         let s = try compile("""
             struct natural { a u8; b u64; c u16 }

@@ -30,7 +30,7 @@ struct FuzzFindingsTests {
     }
 
     @Test func aLoadFarPastARegionIsNil() throws {
-        // The harness also asks PlannedCall.load for offsets near Int.max: once an overflow trap.
+        // The harness also asks CallView.load for offsets near Int.max: once an overflow trap.
         #expect(Self.fuzzer.run(try Self.bytes(Self.fuzzFolder + "/crashes/planner/load-offset-overflow")) != .tooShort)
     }
 

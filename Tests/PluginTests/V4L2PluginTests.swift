@@ -31,9 +31,10 @@ final class Buffer {
         }
         for i in 0..<size { (base ?? pointer).storeBytes(of: UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))), toByteOffset: at + i, as: UInt8.self) }
     }
-    func plan(_ name: String) throws -> PlannedCall {
+    /// The call as planned; with no driver behind it, its answer is what the guest sent.
+    func plan(_ name: String) throws -> CallView {
         let command = try specs.ioctl(named: name)!.command(in: specs, parameters: [:])
-        return try Planner(specs: specs).plan(command: command, argument: UInt64(UInt(bitPattern: pointer)), className: "v4l2", memory: LocalMemory())
+        return try Planner(specs: specs).plan(command: command, argument: UInt64(UInt(bitPattern: pointer)), className: "v4l2", memory: LocalMemory()).before
     }
 }
 
@@ -83,6 +84,28 @@ struct V4L2PluginTests {
         let queue = try b.plan("VIDIOC_QBUF")
         #expect(state.mappedToDevice(before: queue) == [0x4000..<0x5000])
         #expect(state.mappedToGuest(after: queue, result: 0).isEmpty)
+    }
+
+    @Test func aUserPointerBufferShowsTheGuestItsOwnAddressAndItsFrame() throws {
+        let b = Buffer()
+        let guest: UInt64 = 0x7000_0000
+        let lent = try #require(state.lend(guestAddress: guest, length: 4096, for: try b.plan("VIDIOC_QBUF")))
+        lent.storeBytes(of: 0xdead_beef, as: UInt32.self)
+        // The driver's DQBUF answer names the lent buffer, which the guest must never see.
+        b.set("type", 1)                 // VIDEO_CAPTURE
+        b.set("memory", 2)               // USERPTR
+        b.set("m.userptr", UInt64(UInt(bitPattern: lent.baseAddress)))
+        b.set("bytesused", 4)
+        let answer = try b.plan("VIDIOC_DQBUF")
+        let edits = state.edits(after: answer, result: 0)
+        let m = specs.offset(of: "m", in: "v4l2_buffer")!
+        #expect(edits.values.map { [$0.region, $0.offset] } == [[0, m]] && edits.values.map(\.value) == [guest])
+        #expect(edits.guestWrites.map(\.address) == [guest] && edits.guestWrites.map(\.bytes.count) == [4])
+        #expect(edits.guestWrites.first.map { $0.bytes.load(as: UInt32.self) } == 0xdead_beef)
+        // A failed call, or an output buffer, writes nothing into the guest.
+        #expect(state.edits(after: answer, result: -1).isEmpty)
+        b.set("type", 2)                 // VIDEO_OUTPUT
+        #expect(try state.edits(after: b.plan("VIDIOC_DQBUF"), result: 0).guestWrites.isEmpty)
     }
 
     @Test func variablesComeFromTheDriverNotFromGuesses() throws {

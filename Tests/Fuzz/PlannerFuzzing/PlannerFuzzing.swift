@@ -106,7 +106,7 @@ public final class PlannerFuzzer: Sendable {
         }
         guard let call else { return .refused(errno: 14) }
         check(call, ioctl: call.ioctl)
-        answer(call, flags: flags, seed: seed, from: body)
+        answer(call, flags: flags, seed: seed, variables: variables, from: body)
         return .planned(regions: call.plan.regions.count)
     }
 
@@ -115,11 +115,11 @@ public final class PlannerFuzzer: Sendable {
         let plan = call.plan
         let limits = planner.limits
         precondition(plan.regions.count <= limits.regionsPerCall, "\(ioctl.name): \(plan.regions.count) regions")
-        precondition(call.buffers.count == plan.regions.count, "\(ioctl.name): \(call.buffers.count) buffers for \(plan.regions.count) regions")
+        precondition(call.gathered.count == plan.regions.count, "\(ioctl.name): \(call.gathered.count) buffers for \(plan.regions.count) regions")
         var total = 0
         for (i, region) in plan.regions.enumerated() {
-            precondition(region.length >= 0 && call.buffers[i].count == region.length,
-                         "\(ioctl.name): region \(i) holds \(region.length) bytes, its buffer \(call.buffers[i].count)")
+            precondition(region.length >= 0 && call.gathered[i].count == region.length,
+                         "\(ioctl.name): region \(i) holds \(region.length) bytes, its buffer \(call.gathered[i].count)")
             let (end, overflow) = region.address.addingReportingOverflow(UInt64(region.length))
             precondition(region.length == 0 || (!overflow && end <= 0x0000_8000_0000_0000),
                          "\(ioctl.name): region \(i) at 0x\(String(region.address, radix: 16)) + \(region.length) leaves user space")
@@ -145,19 +145,18 @@ public final class PlannerFuzzer: Sendable {
     }
 
     /// The driver's side: fills what it may write with input bytes, then sizes the copy back.
-    private func answer(_ call: PlannedCall, flags: Flags, seed: UInt8, from body: [UInt8]) {
+    private func answer(_ call: PlannedCall, flags: Flags, seed: UInt8, variables: (any PlanVariables)?, from body: [UInt8]) {
         var next = Int(seed)
+        var answer = call.gathered
         for (i, region) in call.plan.regions.enumerated() where region.direction.writes {
             guard !body.isEmpty else { break }
-            var bytes = call.buffers[i]
-            for j in 0..<min(bytes.count, 4096) {
-                bytes[j] = body[next % body.count]
+            for j in 0..<min(answer[i].count, 4096) {
+                answer[i][j] = body[next % body.count]
                 next &+= 1
             }
-            call.buffers[i] = bytes
         }
-        call.result = flags.contains(.driverFails) ? -1 : Int64(seed)
-        let lengths = call.copyOutLengths()
+        let result: Int64 = flags.contains(.driverFails) ? -1 : Int64(seed)
+        let lengths = call.copyOutLengths(answer: answer, result: result, variables: variables)
         precondition(lengths.count == call.plan.regions.count, "\(call.ioctl.name): \(lengths.count) copy-back lengths")
         for (i, length) in lengths.enumerated() {
             let region = call.plan.regions[i]
@@ -165,7 +164,8 @@ public final class PlannerFuzzer: Sendable {
                          "\(call.ioctl.name): copies back \(length) bytes of a \(region.length)-byte region")
             precondition(region.direction.writes || length == 0, "\(call.ioctl.name): copies back into an in-only region")
         }
-        for offset in [-1, 0, 4, Int.max - 2] { _ = call.load(UInt32.self, at: offset) }
+        let view = CallView(call, bytes: answer)
+        for offset in [-1, 0, 4, Int.max - 2] { _ = view.load(UInt32.self, at: offset) }
     }
 
     /// pd_region records (address, length, reserved, bytes, padding to 8) as long as the input holds them.

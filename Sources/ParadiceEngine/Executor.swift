@@ -76,9 +76,3 @@ enum Executor {
         }
     }
 }
-
-/// The outcome of a call that throws an Errno, as a value.
-@inline(__always)
-func attempt<T>(_ body: () throws(Errno) -> T) -> Result<T, Errno> {
-    do throws(Errno) { return .success(try body()) } catch { return .failure(error) }
-}

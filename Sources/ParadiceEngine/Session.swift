@@ -63,7 +63,7 @@ final class Session: @unchecked Sendable {
         do {
             setReceiveTimeout(seconds: limits.handshakeSeconds)
             let first: Frame?
-            do { first = try socket.receive(maxLength: Self.maxHandshake) } catch TransportError.system(_, EAGAIN) {
+            do { first = try socket.receive(maxLength: Self.maxHandshake) } catch TransportError.system(_, .resourceTemporarilyUnavailable) {
                 logger.warning("connection without a handshake", metadata: ["waited": "\(limits.handshakeSeconds) s"])
                 return
             }

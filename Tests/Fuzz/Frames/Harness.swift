@@ -139,7 +139,8 @@ func decodeEach(_ stream: [UInt8]) {
             let carried = ranges.reduce(0) { $0 + $1.bytes.count + MemoryLayout<pd_mapping_range>.size }
             precondition(carried <= frame.body.count)
         case .open(_, _, .success(let path)):
-            precondition(path.utf8.count <= frame.body.count && !path.utf8.contains(0))
+            let carried = frame.body[MemoryLayout<pd_open>.size...]
+            precondition(!carried.contains(0) && path == String(decoding: carried, as: UTF8.self))
         default: break
         }
     }

@@ -115,6 +115,38 @@ struct RequestDecodingTests {
         #expect(ranges.count == 1 && ranges[0].offset == 8 && Array(ranges[0].bytes) == [9, 8, 7])
     }
 
+    /// PD_IOCTL's counts and lengths, as the hostile suite sends them to a backend.
+    @Test func ioctlCountsAndLengthsPastTheFrameAreMalformed() throws {
+        let tiocgwinsz: UInt32 = 0x5413
+        let malformed: [(UInt16, [UInt8])] = [
+            (0, bytes(of: pd_ioctl(command: tiocgwinsz, region_count: .max, argument: 0x1000))),
+            (0, bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 1, argument: 0x1000))
+                + bytes(of: pd_region(address: 0x1000, length: .max, reserved: 0)) + [1, 2, 3, 4, 5, 6, 7, 8]),
+            (0, bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 65, argument: 0x1000)) + [UInt8](repeating: 0, count: 65 * 16)),
+            (UInt16(PD_IOCTL_MAPPINGS), bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 0, argument: 0x1000))
+                + bytes(of: pd_mapping_count(count: .max, reserved: 0))),
+            (UInt16(PD_IOCTL_MAPPINGS), bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 0, argument: 0x1000))
+                + bytes(of: pd_mapping_count(count: 1, reserved: 0)) + bytes(of: pd_mapping_range(mapping: 1, length: 1 << 30, offset: 0))),
+            (UInt16(PD_IOCTL_MAPPINGS), bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 0, argument: 0x1000))),
+            (0, [UInt8](repeating: 0, count: MemoryLayout<pd_ioctl>.size - 1)),
+        ]
+        for (flags, body) in malformed {
+            #expect(throws: ProtocolError.self) {
+                try IoctlRequest(Frame(op: PD_IOCTL.code, flags: flags, body: body), maxRegions: 64)
+            }
+        }
+        // A region with bytes, one named out, and mirror bytes.
+        let body = bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 2, argument: 0x1000))
+            + bytes(of: pd_region(address: 0x1000, length: 3, reserved: 0)) + [1, 2, 3, 0, 0, 0, 0, 0]
+            + bytes(of: pd_region(address: 0x2000, length: 8, reserved: PD_REGION_OUT))
+            + bytes(of: pd_mapping_count(count: 1, reserved: 0)) + bytes(of: pd_mapping_range(mapping: 4, length: 2, offset: 16)) + [5, 6]
+        let ioctl = try IoctlRequest(Frame(op: PD_IOCTL.code, flags: UInt16(PD_IOCTL_MAPPINGS | PD_IOCTL_TRANSLATED), body: body), maxRegions: 64)
+        #expect(ioctl.command == tiocgwinsz && ioctl.argument == 0x1000 && ioctl.translated)
+        #expect(ioctl.gathered.count == 1 && ioctl.gathered[0].address == 0x1000 && Array(ioctl.gathered[0].bytes) == [1, 2, 3])
+        #expect(ioctl.named.count == 1 && ioctl.named[0].address == 0x2000 && ioctl.named[0].length == 8)
+        #expect(ioctl.mirrored?.count == 1 && ioctl.mirrored?[0].mapping == 4 && ioctl.mirrored.map { Array($0[0].bytes) } == [5, 6])
+    }
+
     @Test func opsNoFrontendSendsAreUnknown() throws {
         for op: UInt16 in [0, 99, PD_REPLY.code, PD_NEED.code, PD_EVENT.code, PD_HELLO.code, 0xFFFF] {
             guard case .unknown(op) = try RequestFrame(Frame(op: op, body: [1, 2, 3])).request else {
@@ -162,8 +194,8 @@ struct RequestExecutionTests {
         let refused = try DecodedReply(ParadiceWire.Reply.frame(seek.id, Executor.seek(fds[0], offset: offset, whence: whence)))
         #expect(refused.result == -1 && refused.error == ESPIPE)
 
-        let closed = try Syscall.open("/dev/null", O_RDONLY | O_CLOEXEC)
-        try Syscall.close(closed)
+        // No descriptor (a closed number could be reused by a test running alongside).
+        let closed: Int32 = -1
         let stale = try DecodedReply(Executor.read(closed, count: 8, offset: nil, request: 3))
         #expect(stale.result == -1 && stale.error == EBADF && stale.data.isEmpty)
         let fsync = try DecodedReply(ParadiceWire.Reply.frame(4, Executor.fsync(closed)))

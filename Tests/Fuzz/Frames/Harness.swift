@@ -130,6 +130,10 @@ func decodeEach(_ stream: [UInt8]) {
                           body: Array(stream[body..<(body + length)]))
         at = body + length
         if frame.op == PD_HELLO.code { _ = try? Hello(frame); continue }
+        if frame.op == PD_IOCTL.code, let ioctl = try? IoctlRequest(frame, maxRegions: 4 * fuzzBackend.backend.planner.limits.regionsPerCall) {
+            let carried = ioctl.gathered.reduce(0) { $0 + $1.bytes.count } + (ioctl.mirrored ?? []).reduce(0) { $0 + $1.bytes.count }
+            precondition(carried <= frame.body.count - MemoryLayout<pd_ioctl>.size)
+        }
         guard let decoded = try? RequestFrame(frame) else { continue }
         precondition(decoded.id == frame.request && decoded.handle == frame.handle && decoded.op == frame.op)
         switch decoded.request {

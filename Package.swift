@@ -34,7 +34,7 @@ let package = Package(
         // Raw system calls behind one small layer, and a typed Errno (the EINTR policy lives there).
         .target(name: "ParadiceSystem", dependencies: ["CParadice"], swiftSettings: hotPath),
         // The wire protocol: frames built from the C structs of paradice_wire.h.
-        .target(name: "ParadiceWire", dependencies: ["CParadice"], swiftSettings: hotPath),
+        .target(name: "ParadiceWire", dependencies: ["ParadiceSystem", "CParadice"], swiftSettings: hotPath),
         // Transports behind one interface: unix sockets and TCP.
         .target(name: "ParadiceTransport", dependencies: ["ParadiceWire", "ParadiceSystem", "CParadice"], swiftSettings: hotPath),
         // The generic forwarding engine (backend side): sessions, handles, spec-driven ioctls.
@@ -88,7 +88,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceEngineTests",
-            dependencies: ["ParadiceClient", "ParadiceFrontendCore", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire"],
+            dependencies: ["ParadiceClient", "ParadiceFrontendCore", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire", "ParadiceSystem"],
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
         .testTarget(name: "ParadiceSystemTests", dependencies: ["ParadiceSystem"]),

@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 import ParadiceTransport
 import ParadiceWire
 import CParadice
@@ -144,10 +145,8 @@ public final class Backend: @unchecked Sendable {
     private func refuse(_ socket: FrameSocket) {
         logger.warning("connection refused: too many sessions",
                        metadata: ["peer": "\(socket.peer)", "limit": "\(configuration.limits.sessions)"])
-        var w = BodyWriter()
-        w.append(pd_reply(result: -1, error: EUSERS, reserved: 0))
-        try? socket.sendRaw(w.frame(op: PD_REPLY.code, request: 0))
-        _ = shutdown(socket.fd, Int32(SHUT_WR))
+        try? socket.sendRaw(Reply.frame(0, .failure(.tooManyUsers)))
+        try? Syscall.shutdown(socket.fd, Int32(SHUT_WR))
         socket.close()
     }
 

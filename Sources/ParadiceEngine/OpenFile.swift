@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ParadiceSpec
+import ParadiceSystem
 
 /// A file a guest opened through the backend. The descriptor closes when the last user lets go, so a
 /// worker still inside a driver call keeps it valid after the guest's close.
@@ -25,20 +26,19 @@ final class OpenFile: @unchecked Sendable {
     /// Whether a read or write returns at once (EAGAIN) rather than sleeping in the driver.
     var nonBlocking: Bool { statusFlags.withLock { $0 } }
 
-    /// F_SETFL of the flags in `settable`: the descriptor and `nonBlocking` change together. Returns
-    /// fcntl's result and errno.
-    func setStatusFlags(_ flags: Int32, settable: Int32) -> (result: Int32, error: Int32) {
+    /// F_SETFL of the flags in `settable`: the descriptor and `nonBlocking` change together.
+    func setStatusFlags(_ flags: Int32, settable: Int32) -> Result<Void, Errno> {
         statusFlags.withLock { nonBlocking in
-            let current = fcntl(fd, F_GETFL)
-            guard current >= 0 else { return (current, errno) }
-            let wanted = (current & ~settable) | (flags & settable)
-            guard fcntl(fd, F_SETFL, wanted) == 0 else { return (-1, errno) }
-            nonBlocking = wanted & O_NONBLOCK != 0
-            return (0, 0)
+            attempt { () throws(Errno) in
+                let current = try Syscall.fcntl(fd, F_GETFL)
+                let wanted = (current & ~settable) | (flags & settable)
+                _ = try Syscall.fcntl(fd, F_SETFL, wanted)
+                nonBlocking = wanted & O_NONBLOCK != 0
+            }
         }
     }
 
-    deinit { close(fd) }
+    deinit { try? Syscall.close(fd) }
 }
 
 /// A device mapping the backend holds for a guest that keeps a mirror of it.
@@ -55,5 +55,5 @@ final class DeviceMapping: @unchecked Sendable {
         self.deviceOffset = deviceOffset
     }
 
-    deinit { munmap(address, length) }
+    deinit { try? Syscall.munmap(address, length) }
 }

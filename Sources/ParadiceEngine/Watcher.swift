@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CParadice
+import ParadiceSystem
 import ParadiceTransport
 import ParadiceWire
 
@@ -37,7 +38,7 @@ final class Watcher: @unchecked Sendable {
 
     init(session: Session) { self.session = session }
 
-    deinit { if wakeFD >= 0 { Glibc.close(wakeFD) } }
+    deinit { if wakeFD >= 0 { try? Syscall.close(wakeFD) } }
 
     func watch(_ handle: UInt32, events: Int16, persistent: Bool) {
         state.withLock { s in
@@ -45,7 +46,7 @@ final class Watcher: @unchecked Sendable {
             s.watches[handle] = (events, persistent, true, s.generations)
             if !s.running && !s.stopped {
                 s.running = true
-                if wakeFD < 0 { wakeFD = paradice_eventfd() }
+                if wakeFD < 0 { wakeFD = (try? Syscall.eventfd()) ?? -1 }
                 // The thread keeps its session alive: it may still be sending an event as the session ends.
                 let owner = session
                 startThread { [self] in withExtendedLifetime(owner) { loop() } }
@@ -94,7 +95,7 @@ final class Watcher: @unchecked Sendable {
 
     private func wake() {
         let fd = state.withLock { _ in wakeFD }
-        if fd >= 0 { var one: UInt64 = 1; _ = Glibc.write(fd, &one, 8) }
+        if fd >= 0 { var one: UInt64 = 1; _ = try? Syscall.write(fd, &one, 8) }
     }
 
     private func loop() {
@@ -117,9 +118,10 @@ final class Watcher: @unchecked Sendable {
             if stopped { return }
             var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
             fds += entries.map { pollfd(fd: $0.file.fd, events: $0.events, revents: 0) }
-            let n = Glibc.poll(&fds, nfds_t(fds.count), -1)
-            let failed = n < 0 && errno != EINTR
-            if fds[0].revents != 0 { var v: UInt64 = 0; _ = Glibc.read(wakeFD, &v, 8) }
+            // Not retried on EINTR: the loop comes round again and polls the watches as they are by then.
+            let polled = attempt { () throws(Errno) in try Syscall.poll(&fds, fds.count, -1) }
+            let failed = if case .failure(let error) = polled { error != .interrupted } else { false }
+            if fds[0].revents != 0 { var v: UInt64 = 0; _ = try? Syscall.read(wakeFD, &v, 8) }
             // Events only for handles still watched: a watch forgotten during the poll gets none.
             let fired = state.withLock { s -> [(UInt32, Int16)] in
                 var fired: [(UInt32, Int16)] = []
@@ -142,9 +144,7 @@ final class Watcher: @unchecked Sendable {
             state.broadcast()
             if failed { return }
             for (handle, revents) in fired {
-                var body = BodyWriter()
-                body.append(pd_event(revents: Int32(revents), reserved: 0))
-                session.send(Frame(op: PD_EVENT.code, handle: handle, body: body.bytes))
+                session.send(Reply.event(handle: handle, revents: revents))
             }
         }
     }

@@ -39,6 +39,12 @@ public func nothingOrErrno<I: FixedWidthInteger & SignedInteger>(retryOnInterrup
     valueOrErrno(retryOnInterrupt: retryOnInterrupt, call).map { _ in () }
 }
 
+/// The outcome of calls that throw an Errno, as a value (for a reply that carries either).
+@inlinable @inline(__always)
+public func attempt<T>(_ body: () throws(Errno) -> T) -> Result<T, Errno> {
+    do throws(Errno) { return .success(try body()) } catch { return .failure(error) }
+}
+
 /// The wrappers, as `Syscall.read(fd, …)`: the names are the C calls', so that what runs is plain.
 public enum Syscall {
     // MARK: files

@@ -34,22 +34,23 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
 
 public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible {
     case badEndpoint(String, String)
-    case system(String, Int32)
+    case system(String, Errno)
     case closed
 
     public var description: String {
         switch self {
         case .badEndpoint(let url, let why): return "bad endpoint '\(url)': \(why)"
-        case .system(let what, let e): return "\(what): \(String(cString: strerror(e)))"
+        case .system(let what, let e): return "\(what): \(String(cString: strerror(e.rawValue)))"
         case .closed: return "connection closed"
         }
     }
 
-    public var errno: Int32 {
+    /// What a file call that needed the connection answers.
+    public var errno: Errno {
         switch self {
         case .system(_, let e): return e
-        case .closed: return 5   // EIO
-        case .badEndpoint: return 22
+        case .closed: return .ioError
+        case .badEndpoint: return .invalidArgument
         }
     }
 }
@@ -57,3 +58,4 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
 #if canImport(Glibc)
 import Glibc
 #endif
+import ParadiceSystem

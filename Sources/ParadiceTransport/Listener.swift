@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CParadice
+import ParadiceSystem
 
 /// A listening socket that accepts frame connections.
 public final class Listener: @unchecked Sendable {
@@ -12,51 +13,58 @@ public final class Listener: @unchecked Sendable {
     public init(_ endpoint: Endpoint) throws {
         switch endpoint {
         case .unix(let path):
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw TransportError.system("socket", errno) }
-            unlink(path)   // a stale socket from an earlier run
-            var addr = try FrameSocket.unixAddress(path)
-            let r = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            let fd: Int32
+            do throws(Errno) { fd = try Syscall.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+                throw TransportError.system("socket", error)
             }
-            guard r == 0, Glibc.listen(fd, 64) == 0 else {
-                let e = errno
-                Glibc.close(fd)
-                throw TransportError.system("listen on \(endpoint)", e)
+            try? Syscall.unlink(path)   // a stale socket from an earlier run
+            let addr = try FrameSocket.unixAddress(path)
+            let listening = withUnsafeBytes(of: addr) { address in
+                attempt { () throws(Errno) in
+                    try Syscall.bind(fd, address)
+                    try Syscall.listen(fd, backlog: 64)
+                }
+            }
+            if case .failure(let error) = listening {
+                try? Syscall.close(fd)
+                throw TransportError.system("listen on \(endpoint)", error)
             }
             self.fd = fd
             self.endpoint = endpoint
         case .tcp(let host, let port):
-            var lastError: Int32 = EADDRNOTAVAIL
+            var lastError = Errno.addressNotAvailable
             for candidate in try FrameSocket.resolve(host, port, passive: true) {
-                let fd = socket(candidate.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-                guard fd >= 0 else { lastError = errno; continue }
-                var one: Int32 = 1
-                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-                let r = candidate.address.withUnsafeBytes {
-                    bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
+                let fd: Int32
+                do throws(Errno) { fd = try Syscall.socket(candidate.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+                    lastError = error
+                    continue
                 }
-                if r == 0 && Glibc.listen(fd, 64) == 0 {
+                try? Syscall.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1))
+                let listening = candidate.address.withUnsafeBytes { address in
+                    attempt { () throws(Errno) in
+                        try Syscall.bind(fd, address)
+                        try Syscall.listen(fd, backlog: 64)
+                    }
+                }
+                switch listening {
+                case .success:
                     self.fd = fd
                     self.endpoint = .tcp(host: host, port: Listener.boundPort(fd) ?? port)
                     return
+                case .failure(let error):
+                    lastError = error
+                    try? Syscall.close(fd)
                 }
-                lastError = errno
-                Glibc.close(fd)
             }
             throw TransportError.system("listen on \(endpoint)", lastError)
         }
     }
 
-    deinit { Glibc.close(fd) }
+    deinit { try? Syscall.close(fd) }
 
     private static func boundPort(_ fd: Int32) -> UInt16? {
         var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let r = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard r == 0 else { return nil }
+        guard (try? Syscall.getsockname(fd, &storage)) != nil else { return nil }
         return withUnsafeBytes(of: &storage) { raw in
             // sin_port and sin6_port sit at the same offset, in network order.
             UInt16(raw[2]) << 8 | UInt16(raw[3])
@@ -68,15 +76,15 @@ public final class Listener: @unchecked Sendable {
         while true {
             var storage = sockaddr_storage()
             var length = UInt32(MemoryLayout<sockaddr_storage>.size)
-            let fd = paradice_accept(self.fd, &storage, &length)
-            if fd < 0 {
-                if errno == EINTR || errno == ECONNABORTED { continue }
-                throw TransportError.system("accept", errno)
+            let fd: Int32
+            // EINTR is retried inside (socket I/O); a connection the peer abandoned in the queue is skipped.
+            do throws(Errno) { fd = try Syscall.accept(self.fd, &storage, &length) } catch {
+                if error == .connectionAbort { continue }
+                throw TransportError.system("accept", error)
             }
             var peer = endpoint.description
             if case .tcp = endpoint {
-                var one: Int32 = 1
-                setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                try? Syscall.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, Int32(1))
                 var host = [CChar](repeating: 0, count: 64)
                 var service = [CChar](repeating: 0, count: 16)
                 _ = withUnsafePointer(to: &storage) {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ParadiceSystem
 import ParadiceWire
 import CParadice
 
@@ -35,7 +36,7 @@ public final class FrameSocket: @unchecked Sendable {
             closed.withLock { closed in
                 if !closed {
                     closed = true
-                    Glibc.close(fd)
+                    try? Syscall.close(fd)
                 }
             }
         }
@@ -43,7 +44,7 @@ public final class FrameSocket: @unchecked Sendable {
 
     /// Wakes a thread blocked in receive or send (the socket stays open until `close`).
     public func shutdownBoth() {
-        closed.withLock { closed in if !closed { _ = shutdown(fd, Int32(SHUT_RDWR)) } }
+        closed.withLock { closed in if !closed { try? Syscall.shutdown(fd, Int32(SHUT_RDWR)) } }
     }
 
     public func send(_ frame: Frame) throws { try sendRaw(frame.encoded()) }
@@ -55,17 +56,16 @@ public final class FrameSocket: @unchecked Sendable {
         }
     }
 
-    /// Sends every byte; the caller holds the send lock.
+    /// Sends every byte (a signal does not stop it: socket I/O retries EINTR); the caller holds the send lock.
     private func sendAll(_ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { raw in
             var sent = 0
             while sent < raw.count {
-                let n = Glibc.send(fd, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw errno == EPIPE || errno == ECONNRESET ? TransportError.closed : TransportError.system("send", errno)
+                do throws(Errno) {
+                    sent += try Syscall.send(fd, raw.baseAddress! + sent, raw.count - sent, flags: Int32(MSG_NOSIGNAL))
+                } catch {
+                    throw error == .brokenPipe || error == .connectionReset ? TransportError.closed : TransportError.system("send", error)
                 }
-                sent += n
             }
         }
     }
@@ -74,8 +74,8 @@ public final class FrameSocket: @unchecked Sendable {
     public func sendRaw(_ bytes: [UInt8], passing descriptor: Int32) throws {
         try sendLock.withLock { () throws -> Void in
             if closed.withLock({ $0 }) { throw TransportError.closed }
-            let r = bytes.withUnsafeBytes { paradice_send_with_descriptor(fd, $0.baseAddress, $0.count, descriptor) }
-            if r != 0 { throw TransportError.system("sendmsg", errno) }
+            let sent = bytes.withUnsafeBytes { buffer in attempt { () throws(Errno) in try Syscall.send(fd, buffer, passing: descriptor) } }
+            if case .failure(let error) = sent { throw TransportError.system("sendmsg", error) }
         }
     }
 
@@ -112,12 +112,8 @@ public final class FrameSocket: @unchecked Sendable {
                         }
                         body = grown
                     }
-                    let n = body.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, $0.count - got, 0) }
+                    let n = try body.withUnsafeMutableBytes { buffer in try receive(into: buffer.baseAddress! + got, buffer.count - got) }
                     if n == 0 { throw TransportError.closed }
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw errno == ECONNRESET ? TransportError.closed : TransportError.system("recv", errno)
-                    }
                     got += n
                 }
             } else {
@@ -139,19 +135,21 @@ public final class FrameSocket: @unchecked Sendable {
             end = have
         }
         while end - start < count {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + end, $0.count - end, 0) }
+            let n = try buffer.withUnsafeMutableBytes { buffer in try receive(into: buffer.baseAddress! + end, buffer.count - end) }
             if n == 0 {
                 if end == start { return false }
                 throw TransportError.closed
             }
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == ECONNRESET { throw TransportError.closed }
-                throw TransportError.system("recv", errno)
-            }
             end += n
         }
         return true
+    }
+
+    /// One recv (retried on EINTR, as socket I/O is); 0 at the end of the stream. A reset peer is a closed one.
+    private func receive(into buffer: UnsafeMutableRawPointer, _ count: Int) throws(TransportError) -> Int {
+        do throws(Errno) { return try Syscall.recv(fd, buffer, count) } catch {
+            throw error == .connectionReset ? .closed : .system("recv", error)
+        }
     }
 
     // MARK: connecting
@@ -159,33 +157,34 @@ public final class FrameSocket: @unchecked Sendable {
     public static func connect(_ endpoint: Endpoint) throws -> FrameSocket {
         switch endpoint {
         case .unix(let path):
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw TransportError.system("socket", errno) }
-            var addr = try unixAddress(path)
-            let r = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            let fd: Int32
+            do throws(Errno) { fd = try Syscall.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+                throw TransportError.system("socket", error)
             }
-            if r != 0 {
-                let e = errno
-                Glibc.close(fd)
-                throw TransportError.system("connect \(endpoint)", e)
+            let addr = try unixAddress(path)
+            let connected = withUnsafeBytes(of: addr) { address in attempt { () throws(Errno) in try Syscall.connect(fd, address) } }
+            if case .failure(let error) = connected {
+                try? Syscall.close(fd)
+                throw TransportError.system("connect \(endpoint)", error)
             }
             return FrameSocket(fd: fd, peer: endpoint.description, isLocal: true)
         case .tcp(let host, let port):
-            var lastError: Int32 = ECONNREFUSED
+            var lastError = Errno.connectionRefused
             for candidate in try resolve(host, port, passive: false) {
-                let fd = socket(candidate.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-                guard fd >= 0 else { lastError = errno; continue }
-                let r = candidate.address.withUnsafeBytes {
-                    Glibc.connect(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
+                let fd: Int32
+                do throws(Errno) { fd = try Syscall.socket(candidate.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+                    lastError = error
+                    continue
                 }
-                if r == 0 {
-                    var one: Int32 = 1
-                    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                let connected = candidate.address.withUnsafeBytes { address in attempt { () throws(Errno) in try Syscall.connect(fd, address) } }
+                switch connected {
+                case .success:
+                    try? Syscall.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, Int32(1))
                     return FrameSocket(fd: fd, peer: endpoint.description)
+                case .failure(let error):
+                    lastError = error
+                    try? Syscall.close(fd)
                 }
-                lastError = errno
-                Glibc.close(fd)
             }
             throw TransportError.system("connect \(endpoint)", lastError)
         }

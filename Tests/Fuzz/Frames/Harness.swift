@@ -15,6 +15,10 @@ import ParadiceWire
 /// served to its end and torn down before the next: whatever the session does with the bytes (a crash, a
 /// hang, a leak) is this input's.
 ///
+/// Each input is first cut into frames that go to the request decoder directly (ParadiceWire's
+/// `RequestFrame` and `Hello`), whose every accepted request must lie inside the frame it came from; then the
+/// whole stream goes to a session.
+///
 /// Input: byte 0, bit 0 clear: the harness says a valid PD_HELLO first, then sends bytes 1…; set: bytes 1…
 /// are the whole stream, handshake included.
 
@@ -114,6 +118,38 @@ func exchange(_ stream: [UInt8]) {
     session.run()
 }
 
+/// The stream's frames through the decoders alone. What a decoded request carries must come from its
+/// frame's body: a decoder that read past it, or invented bytes, traps here.
+func decodeEach(_ stream: [UInt8]) {
+    var at = 0
+    while stream.count - at >= Frame.headerSize {
+        let header = stream.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: pd_header.self) }
+        let body = at + Frame.headerSize
+        let length = min(Int(header.length), stream.count - body)
+        let frame = Frame(op: header.op, flags: header.flags, request: header.request, handle: header.handle,
+                          body: Array(stream[body..<(body + length)]))
+        at = body + length
+        if frame.op == PD_HELLO.code { _ = try? Hello(frame); continue }
+        if frame.op == PD_IOCTL.code, let ioctl = try? IoctlRequest(frame, maxRegions: 4 * fuzzBackend.backend.planner.limits.regionsPerCall) {
+            let carried = ioctl.gathered.reduce(0) { $0 + $1.bytes.count } + (ioctl.mirrored ?? []).reduce(0) { $0 + $1.bytes.count }
+            precondition(carried <= frame.body.count - MemoryLayout<pd_ioctl>.size)
+        }
+        guard let decoded = try? RequestFrame(frame) else { continue }
+        precondition(decoded.id == frame.request && decoded.handle == frame.handle && decoded.op == frame.op)
+        switch decoded.request {
+        case .write(let data, _):
+            precondition(data.count <= frame.body.count - MemoryLayout<pd_io>.size)
+        case .unmap(_, .success(let ranges)):
+            let carried = ranges.reduce(0) { $0 + $1.bytes.count + MemoryLayout<pd_mapping_range>.size }
+            precondition(carried <= frame.body.count)
+        case .open(_, _, .success(let path)):
+            let carried = frame.body[MemoryLayout<pd_open>.size...]
+            precondition(!carried.contains(0) && path == String(decoding: carried, as: UTF8.self))
+        default: break
+        }
+    }
+}
+
 @_cdecl("LLVMFuzzerInitialize")
 public func fuzzInitialize(_ argc: UnsafeMutablePointer<Int32>?, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?) -> Int32 {
     _ = fuzzBackend
@@ -125,6 +161,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     guard size > 0, let data else { return 0 }
     let input = Array(UnsafeBufferPointer(start: data, count: size))
     let rest = Array(input[1...])
+    decodeEach(rest)
     exchange(tamed(input[0] & 1 == 0 ? hello() + rest : rest))
     return 0
 }

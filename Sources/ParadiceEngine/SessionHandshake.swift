@@ -1,0 +1,52 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CParadice
+import ParadiceSystem
+import ParadiceWire
+
+extension Session {
+    /// PD_HELLO: the guest's version is checked, a forked child joins its parent's files, and the reply
+    /// lists what the backend exports.
+    func handshake(_ frame: Frame) throws {
+        let hello: Hello
+        do { hello = try Hello(frame) } catch { throw MalformedFrame(op: frame.op, reason: error.message) }
+        guard hello.isCompatible else {
+            logger.warning("incompatible guest", metadata: ["version": "\(hello.header.major).\(hello.header.minor)"])
+            try socket.sendRaw(Reply.frame(frame.request, .failure(.protocolNotSupported)))
+            throw ProtocolError("version \(hello.header.major).\(hello.header.minor)")
+        }
+        logger[metadataKey: "guest"] = "\(hello.name.isEmpty ? "?" : hello.name) pid \(hello.header.pid)"
+        if hello.header.join_session != 0 {
+            // A forked child: it shares its parent's files, each with a reference of its own.
+            guard let parent = backend.session(hello.header.join_session), parent.handles.token == hello.header.join_token else {
+                logger.warning("refused a join of an unknown session", metadata: ["session": "\(hello.header.join_session)"])
+                try socket.sendRaw(Reply.frame(frame.request, .failure(.notPermitted)))
+                throw ProtocolError("bad join")
+            }
+            handles = parent.handles
+            handles.join(id, from: parent.id)
+            logger.info("forked guest joined its parent's session", metadata: ["parent": "\(parent.id)"])
+        } else {
+            logger.info("guest connected")
+        }
+        var w = BodyWriter()
+        let exports = backend.configuration.devices + backend.configuration.trees.map {
+            DeviceExport(pattern: $0.hasSuffix("/") ? $0 : $0 + "/", className: nil)
+        }
+        w.append(pd_hello_reply(magic: PD_MAGIC, major: UInt16(PD_VERSION_MAJOR), minor: UInt16(PD_VERSION_MINOR),
+                                capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS, session: id,
+                                device_count: UInt32(exports.count), token: handles.token))
+        for export in exports {
+            let path = Array(export.pattern.utf8)
+            let className = Array((backend.exports.classFor(export.pattern)??.name ?? export.className ?? "").utf8)
+            let node = try? Syscall.stat(export.pattern)
+            w.append(pd_device(path_length: UInt32(path.count), class_length: UInt32(className.count),
+                               mode: node?.st_mode ?? 0, reserved: 0, rdev: node.map { UInt64($0.st_rdev) } ?? 0))
+            w.append(bytes: path)
+            w.append(bytes: className)
+            w.pad()
+        }
+        try socket.sendRaw(w.frame(op: PD_REPLY.code, request: frame.request))
+    }
+}

@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "ParadicePreload", dependencies: ["ParadiceFrontendCore", "CParadice"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread"),
                                  .unsafeFlags(["-nostartfiles", "-static-stdlib", "-Xlinker", "--as-needed"])]),
         // The client library (frontend side): remote files that behave like local ones.
-        .target(name: "ParadiceClient", dependencies: ["ParadiceFrontendCore", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "CParadice"],
+        .target(name: "ParadiceClient", dependencies: ["ParadiceFrontendCore", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "ParadiceSystem", "CParadice"],
                 swiftSettings: hotPath),
         // Plug-ins: per-class code for what a spec cannot say (Plugins/<Class>/).
         .target(name: "KVMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan"], path: "Plugins/KVM"),

@@ -113,20 +113,20 @@ func rawPty(_ guest: RawGuest) throws -> (handle: UInt32, slave: Int32) {
     // TIOCGPTN: an out-only int, named as an out region (no bytes); the reply carries it.
     let ask = bytes(of: pd_ioctl(command: Ioctl.TIOCGPTN, region_count: 1, argument: argument))
         + bytes(of: pd_region(address: argument, length: 4, reserved: PD_REGION_OUT))
-    guard let reply = guest.call(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: ask) else { throw Errno.io }
+    guard let reply = guest.call(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: ask) else { throw Errno.ioError }
     var reader = BodyReader(reply.body)
     let r = try reader.read(pd_reply.self)
     guard r.error == 0 else { throw Errno(r.error) }
     let done = try reader.read(pd_ioctl_done.self)
-    guard done.region_count == 1 else { throw Errno.io }
+    guard done.region_count == 1 else { throw Errno.ioError }
     _ = try reader.read(pd_region.self)
     let number = try reader.read(UInt32.self)
     // TIOCSPTLCK with 0: unlock.
     let unlock = bytes(of: pd_ioctl(command: Ioctl.TIOCSPTLCK, region_count: 1, argument: argument))
         + bytes(of: pd_region(address: argument, length: 4, reserved: 0)) + [0, 0, 0, 0, 0, 0, 0, 0]
-    guard guest.result(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: unlock)?.error == 0 else { throw Errno.io }
+    guard guest.result(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: unlock)?.error == 0 else { throw Errno.ioError }
     let slave = Glibc.open("/dev/pts/\(number)", O_RDWR | O_NOCTTY)
-    guard slave >= 0 else { throw Errno(errno) }
+    guard slave >= 0 else { throw Errno.current }
     return (handle, slave)
 }
 

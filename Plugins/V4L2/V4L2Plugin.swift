@@ -142,7 +142,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
         var desc = [UInt8](repeating: 0, count: layout.entitySize)
         desc.withUnsafeMutableBytes { layout.entityID.store(entity, into: $0) }
         do { try file.ioctl(layout.enumEntities, &desc) } catch {
-            throw PlanError.rejected(errno: error.rawValue, message: "media entity \(entity) is unknown to the driver")
+            throw PlanError.rejected(errno: error, message: "media entity \(entity) is unknown to the driver")
         }
         return desc.withUnsafeBytes { Int64((links ? layout.entityLinks : layout.entityPads).load(from: $0) ?? 0) }
     }

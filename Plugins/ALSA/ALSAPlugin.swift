@@ -99,7 +99,7 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
         }
     }
 
-    func mayMap(offset: UInt64, length: UInt64) -> Int32? {
-        offset >= layout.statusOffset ? ENXIO : nil
+    func mayMap(offset: UInt64, length: UInt64) -> Errno? {
+        offset >= layout.statusOffset ? .noSuchAddressOrDevice : nil
     }
 }

@@ -213,6 +213,43 @@ struct HostileGuestTests {
         try bench.expectBackToBaseline("counts past the frame")
     }
 
+    @Test func mirrorBytesOutsideTheirMappingAreDropped() throws {
+        // A file served as a tty: its TIOCGWINSZ plans, and the driver answers ENOTTY after the mirror
+        // bytes went in. Its shared mapping shows what reached it, in the file.
+        let path = NSTemporaryDirectory() + "paradice-mirror-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 8192)))
+        defer { unlink(path) }
+        let bench = try HostileBench(devices: ["/dev/ptmx", "/dev/pts/*", path + "=tty"])
+        let guest = try RawGuest(bench.backend.unixEndpoint)
+        #expect(guest.hello())
+        let (handle, error) = guest.open(path)
+        #expect(error == 0)
+        let mapped = guest.result(PD_MMAP, handle: handle, body: bytes(of: pd_mmap(offset: 0, length: 8192, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED)))
+        #expect(mapped?.error == 0)
+        let mapping = UInt32(truncatingIfNeeded: mapped?.result ?? 0)
+        let ranges: [(mapping: UInt32, offset: UInt64, bytes: [UInt8])] = [
+            (mapping, 8, Array("abcd".utf8)),                         // inside: written
+            (mapping, 8190, [0xCC, 0xCC, 0xCC, 0xCC]),                // across the end
+            (mapping, 1 << 63, [0xCC]),                               // negative as an Int
+            (mapping, .max - 1, [0xCC, 0xCC, 0xCC, 0xCC]),            // wraps around
+            (mapping, 0, [UInt8](repeating: 0xCC, count: 8200)),      // longer than the mapping
+            (77, 0, [0xCC]),                                          // no such mapping
+        ]
+        var body = bytes(of: pd_ioctl(command: Ioctl.TIOCGWINSZ, region_count: 1, argument: 0x1000))
+            + bytes(of: pd_region(address: 0x1000, length: 8, reserved: PD_REGION_OUT))
+            + bytes(of: pd_mapping_count(count: UInt32(ranges.count), reserved: 0))
+        for r in ranges {
+            body += bytes(of: pd_mapping_range(mapping: r.mapping, length: UInt32(r.bytes.count), offset: r.offset)) + r.bytes
+            while body.count % 8 != 0 { body.append(0) }
+        }
+        #expect(guest.result(PD_IOCTL, flags: UInt16(PD_IOCTL_MAPPINGS), handle: handle, body: body)?.error == ENOTTY)
+        var expected = [UInt8](repeating: 0, count: 8192)
+        expected.replaceSubrange(8..<12, with: Array("abcd".utf8))
+        #expect(FileManager.default.contents(atPath: path).map { [UInt8]($0) } == expected)
+        // The session goes on.
+        #expect(guest.result(PD_FSTAT, handle: handle)?.error == 0)
+    }
+
     @Test func unknownOpsAndBadOrStaleHandlesGetTheErrnoOfALocalCall() throws {
         let bench = try HostileBench()
         let guest = try RawGuest(bench.backend.unixEndpoint)

@@ -26,7 +26,7 @@ let package = Package(
         // Specs (data) → spec compiler: lexer, parser, type checker, layout.
         .target(name: "ParadiceSpec"),
         // Memory plans: which guest regions one ioctl call may read and write.
-        .target(name: "ParadicePlan", dependencies: ["ParadiceSpec", "CParadice"], swiftSettings: hotPath),
+        .target(name: "ParadicePlan", dependencies: ["ParadiceSpec", "ParadiceSystem", "CParadice"], swiftSettings: hotPath),
         // Small C wrappers for calls Swift cannot import (process_vm_readv, …).
         .target(name: "CParadice"),
         // Checks spec layouts and numbers against the real C headers.
@@ -52,13 +52,13 @@ let package = Package(
         .target(name: "ParadicePreload", dependencies: ["ParadiceFrontendCore", "CParadice"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread"),
                                  .unsafeFlags(["-nostartfiles", "-static-stdlib", "-Xlinker", "--as-needed"])]),
         // The client library (frontend side): remote files that behave like local ones.
-        .target(name: "ParadiceClient", dependencies: ["ParadiceFrontendCore", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "CParadice"],
+        .target(name: "ParadiceClient", dependencies: ["ParadiceFrontendCore", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "ParadiceSystem", "CParadice"],
                 swiftSettings: hotPath),
         // Plug-ins: per-class code for what a spec cannot say (Plugins/<Class>/).
         .target(name: "KVMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan"], path: "Plugins/KVM"),
         .target(name: "V4L2Plugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "ParadiceSystem"], path: "Plugins/V4L2"),
         .target(name: "EvdevPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/Evdev"),
-        .target(name: "ALSAPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/ALSA"),
+        .target(name: "ALSAPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "ParadiceSystem", "CParadice"], path: "Plugins/ALSA"),
         .target(name: "DRMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/DRM"),
         .executableTarget(
             name: "paradice-backend",
@@ -98,11 +98,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceSpecTests",
-            dependencies: ["ParadiceSpec", "ParadicePlan", "ParadiceVerify", "PlannerFuzzing"],
+            dependencies: ["ParadiceSpec", "ParadicePlan", "ParadiceSystem", "ParadiceVerify", "PlannerFuzzing"],
             exclude: ["testdata"]   // golden spec files the diagnostics test reads
         ),
         // What the planner fuzz harness does with one input, shared with the tests that replay its findings.
-        .target(name: "PlannerFuzzing", dependencies: ["ParadiceSpec", "ParadicePlan"], path: "Tests/Fuzz/PlannerFuzzing"),
+        .target(name: "PlannerFuzzing", dependencies: ["ParadiceSpec", "ParadicePlan", "ParadiceSystem"], path: "Tests/Fuzz/PlannerFuzzing"),
     ]
 )
 

@@ -4,6 +4,7 @@ import Glibc
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 
 /// ALSA: what asound.h's spec cannot say. A PCM's transfer lengths depend on the frame size negotiated by
 /// HW_PARAMS on the same file; the status and control pages are updated by the driver at any time, so a
@@ -69,7 +70,7 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
         guard ["frame_bytes", "sample_bytes", "channels"].contains(name) else { return nil }
         // Before HW_PARAMS the driver refuses transfers with EBADFD; so does the plan.
         guard let n = negotiated.withLock({ $0 }) else {
-            throw PlanError.rejected(errno: EBADFD, message: "PCM transfer before HW_PARAMS")
+            throw PlanError.rejected(errno: .fileDescriptorInBadState, message: "PCM transfer before HW_PARAMS")
         }
         switch name {
         case "frame_bytes": return (n.frame + 7) / 8   // whole bytes: never less than the driver reads
@@ -98,7 +99,7 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
         }
     }
 
-    func mayMap(offset: UInt64, length: UInt64) -> Int32? {
-        offset >= layout.statusOffset ? ENXIO : nil
+    func mayMap(offset: UInt64, length: UInt64) -> Errno? {
+        offset >= layout.statusOffset ? .noSuchAddressOrDevice : nil
     }
 }

@@ -89,7 +89,12 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     }
 
     deinit {
-        for b in lent.values { munmap(b.baseAddress, b.count) }
+        lent.values.forEach(Self.unmap)
+    }
+
+    /// Lent memory goes back; a failure (EINVAL for a range never mapped) leaves nothing to do.
+    private static func unmap(_ buffer: UnsafeMutableRawBufferPointer) {
+        if let base = buffer.baseAddress { try? Syscall.munmap(base, buffer.count) }
     }
 
     private func locked<T>(_ body: () -> T) -> T { lock.withLock(body) }
@@ -142,7 +147,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
         var desc = [UInt8](repeating: 0, count: layout.entitySize)
         desc.withUnsafeMutableBytes { layout.entityID.store(entity, into: $0) }
         do { try file.ioctl(layout.enumEntities, &desc) } catch {
-            throw PlanError.rejected(errno: error.rawValue, message: "media entity \(entity) is unknown to the driver")
+            throw PlanError.rejected(errno: error, message: "media entity \(entity) is unknown to the driver")
         }
         return desc.withUnsafeBytes { Int64((links ? layout.entityLinks : layout.entityPads).load(from: $0) ?? 0) }
     }
@@ -208,12 +213,12 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     func lend(guestAddress: UInt64, length: Int, for call: CallView) -> UnsafeMutableRawBufferPointer? {
         locked {
             if let known = lent[guestAddress], known.count >= length { return known }
-            if let smaller = lent.removeValue(forKey: guestAddress) { munmap(smaller.baseAddress, smaller.count) }
+            if let smaller = lent.removeValue(forKey: guestAddress) { Self.unmap(smaller) }
             guard lent.count < Self.lentLimit else { return nil }
             let page = Int(sysconf(Int32(_SC_PAGESIZE)))
             let size = (max(length, 1) + page - 1) / page * page
-            guard let memory = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-                  memory != MAP_FAILED else { return nil }
+            guard let memory = try? Syscall.mmap(size, protection: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS, -1, offset: 0)
+            else { return nil }
             let buffer = UnsafeMutableRawBufferPointer(start: memory, count: size)
             lent[guestAddress] = buffer
             return buffer
@@ -225,7 +230,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
 
     private func releaseLent() {
         locked {
-            for b in lent.values { munmap(b.baseAddress, b.count) }
+            lent.values.forEach(Self.unmap)
             lent.removeAll()
         }
     }

@@ -3,6 +3,8 @@ import Glibc
 #endif
 import CParadice
 import ParadiceFrontendCore
+// The one Errno of the project: what the client throws is what the backend's calls throw.
+@_exported import struct ParadiceSystem.Errno
 import ParadiceTransport
 
 /// A device the backend exports.
@@ -45,13 +47,13 @@ public final class ParadiceClient: Sendable {
     public static func connect(_ url: String, name: String = "paradice-client") throws -> ParadiceClient {
         let endpoint = try Endpoint(url)
         let fd = pd_conn_dial(endpoint.description)
-        guard fd >= 0 else { throw Errno(errno) }
+        guard fd >= 0 else { throw Errno.current }
         return try ParadiceClient(descriptor: fd, endpoint: endpoint, name: name)
     }
 
     /// Shakes hands over a connected socket, which the client owns from then on (closed on failure too).
     init(descriptor fd: Int32, endpoint: Endpoint, name: String) throws {
-        guard let connection = pd_conn_new() else { Glibc.close(fd); throw Errno(ENOMEM) }
+        guard let connection = pd_conn_new() else { Glibc.close(fd); throw Errno.noMemory }
         let events = ClientEvents()
         self.events = events
         connection.pointee.context = Unmanaged.passRetained(events).toOpaque()
@@ -70,9 +72,9 @@ public final class ParadiceClient: Sendable {
         var why: UnsafePointer<CChar>?
         let name = Array(name.utf8)
         guard pd_conn_start(connection, fd, &hello, name, name.count, &reply, &why) == 0 else {
-            let error = errno
+            let error = Errno.current
             pd_conn_release(connection)
-            throw Errno(error)
+            throw error
         }
         defer { pd_frame_release(connection, &reply) }
         // pd_conn_start checked the reply and every device entry against its frame.
@@ -121,7 +123,7 @@ public final class ParadiceClient: Sendable {
     /// The error of a core call that returned -1: the device's errno, or EIO when the backend broke the
     /// protocol (said once, on standard error, by the core's log).
     func failure(_ broken: Int32) -> Errno {
-        broken != 0 ? Errno.io : Errno(errno)
+        broken != 0 ? .ioError : .current
     }
 
     /// From the first watch on, a thread reads the socket for good: an event that comes while no call is

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CParadice
 import ParadiceFrontendCore
+import ParadiceSystem
 import ParadiceTransport
 
 /// A device file opened through a backend. Its operations behave as the local ones would, errors
@@ -182,7 +183,7 @@ extension RemoteFile {
                                    descriptors: nil)
             return pd_file_map(&target, 0, UInt64(length), protection, flags, offset)
         }
-        guard at != UInt64.max, let pointer = UnsafeMutableRawPointer(bitPattern: UInt(at)) else { throw Errno(errno) }
+        guard at != UInt64.max, let pointer = UnsafeMutableRawPointer(bitPattern: UInt(at)) else { throw Errno.current }
         return pointer
     }
 
@@ -191,7 +192,7 @@ extension RemoteFile {
         _ = withUnsafePointer(to: pd_self_memory) { memory in
             pd_file_unmap(client.core.pointer, memory, UInt64(UInt(bitPattern: address)))
         }
-        guard munmap(address, length) == 0 else { throw Errno(errno) }
+        try Syscall.munmap(address, length)
     }
 }
 

@@ -4,6 +4,7 @@ import Glibc
 import CParadice
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 import ParadiceWire
 
 /// Guest bytes the frontend sent with an ioctl. Whatever else planning reads is noted, and read as
@@ -31,39 +32,13 @@ extension Session {
     /// PD_IOCTL: plan from the spec, ask for missing guest memory, rebuild the argument, call the driver,
     /// return only the declared out-regions.
     func ioctl(_ frame: Frame) throws {
-        var reader = BodyReader(frame.body)
-        let request = try reader.read(pd_ioctl.self)
-        // Counts are checked against the frame before anything is sized by them. A frontend sends at most the
-        // regions the backend asked for, a few rounds of a plan's: many more is no frontend's request, and
-        // every planner read would scan them.
-        try reader.expect(Int(request.region_count), of: pd_region.self)
-        guard Int(request.region_count) <= 4 * backend.planner.limits.regionsPerCall else {
-            throw ProtocolError("\(request.region_count) regions, over \(4 * backend.planner.limits.regionsPerCall)")
-        }
-        var gathered: [(address: UInt64, bytes: ArraySlice<UInt8>)] = []
-        var named: [(address: UInt64, length: Int)] = []   // out regions the frontend lets the call write
-        gathered.reserveCapacity(Int(request.region_count))
-        for _ in 0..<request.region_count {
-            let region = try reader.read(pd_region.self)
-            if region.reserved & PD_REGION_OUT != 0 { named.append((region.address, Int(region.length))); continue }
-            gathered.append((region.address, try reader.readBytes(Int(region.length))))
-            reader.skipPadding()
-        }
-        // Mirrored mapping bytes the frontend sends because an earlier PD_NEED asked for them.
-        var mirrored: [(mapping: UInt32, offset: Int, bytes: ArraySlice<UInt8>)] = []
-        if frame.flags & UInt16(PD_IOCTL_MAPPINGS) != 0 {
-            let count = try reader.read(pd_mapping_count.self)
-            try reader.expect(Int(count.count), of: pd_mapping_range.self)
-            for _ in 0..<count.count {
-                let range = try reader.read(pd_mapping_range.self)
-                mirrored.append((range.mapping, Int(truncatingIfNeeded: range.offset), try reader.readBytes(Int(range.length))))
-                reader.skipPadding()
-            }
-        }
-        guard let file = file(frame.handle) else { return fail(frame.request, EBADF) }
+        let request = try IoctlRequest(frame, maxRegions: 4 * backend.planner.limits.regionsPerCall)
+        let gathered = request.gathered, named = request.named   // sent, and named out only
+        let mirrored = request.mirrored ?? []
+        guard let file = file(frame.handle) else { return fail(frame.request, .badFileDescriptor) }
         guard let specClass = file.specClass else {
             logger.notice("ioctl on a file no spec class serves", metadata: ["path": "\(file.path)", "command": "\(hex(request.command))"])
-            return fail(frame.request, ENOTTY)
+            return fail(frame.request, .inappropriateIOCTLForDevice)
         }
         let memory = CollectingMemory(gathered)
         let call: PlannedCall
@@ -83,7 +58,7 @@ extension Session {
         if !memory.missing.isEmpty { return need(frame.request, memory.missing, slots: [], argumentFD: false) }
         if let reason = call.refusals.first {
             logger.notice("ioctl refused", metadata: ["class": "\(specClass.name)", "command": "\(hex(request.command))", "reason": "\(reason)"])
-            return fail(frame.request, EINVAL)
+            return fail(frame.request, .invalidArgument)
         }
 
         // The frontend writes back only regions its request carried (docs/protocol.md, "Trust"): one the call
@@ -99,7 +74,7 @@ extension Session {
         // What the device must see of the guest's mirrors before this call, as the spec or the plug-in says.
         let pulls = mappingRanges(of: file, call.syncToDevice + (file.state?.mappedToDevice(before: call.before) ?? []))
         // A frontend that answers with its mirrors sends only what changed since the device last had it.
-        if !pulls.isEmpty && frame.flags & UInt16(PD_IOCTL_MAPPINGS) == 0 {
+        if !pulls.isEmpty && request.mirrored == nil {
             return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: [], argumentFD: false,
                         mappings: pulls.map { pd_mapping_range(mapping: $0.id, length: UInt32($0.length), offset: UInt64($0.offset)) })
         }
@@ -107,7 +82,7 @@ extension Session {
         let inSlots = call.plan.descriptors.filter { $0.direction.reads }
         var argumentFD = false
         if case .descriptor = call.plan.argument { argumentFD = true }
-        if (!inSlots.isEmpty || argumentFD) && frame.flags & UInt16(PD_IOCTL_TRANSLATED) == 0 {
+        if (!inSlots.isEmpty || argumentFD) && !request.translated {
             // The frontend rewrites its descriptor numbers as handles, then sends again.
             let slots = inSlots.map { pd_slot(address: call.plan.regions[$0.region].address + UInt64($0.offset), width: UInt32($0.width), direction: 1) }
             return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: slots, argumentFD: argumentFD)
@@ -116,8 +91,8 @@ extension Session {
             for m in mirrored {
                 // Only inside a mapping this guest holds on this file.
                 guard let target = lock.withLock({ mappings[m.mapping] }), target.file === file,
-                      m.offset >= 0, m.offset <= target.length - m.bytes.count else { continue }
-                m.bytes.withUnsafeBytes { (target.address + m.offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                      m.bytes.count <= target.length, m.offset <= UInt64(target.length - m.bytes.count) else { continue }
+                m.bytes.withUnsafeBytes { (target.address + Int(m.offset)).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             }
             execute(call, on: file, request: frame.request)
             watcher.rearm(frame.handle)
@@ -166,7 +141,7 @@ extension Session {
             guard let buffer = file.state?.lend(guestAddress: region.address, length: region.length, for: call.before),
                   buffer.count >= region.length else {
                 logger.notice("ioctl refused", metadata: ["ioctl": "\(plan.ioctl)", "reason": "\(call.keptReasons[index] ?? "kept memory")"])
-                return fail(request, EINVAL)
+                return fail(request, .invalidArgument)
             }
             if region.direction.reads {
                 call.gathered[slot.target].withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -218,8 +193,8 @@ extension Session {
             }
         }
 
-        let (r, e) = perform { paradice_ioctl(file.fd, UInt(plan.command), argument) }
-        if r < 0 { logger.debug("ioctl failed", metadata: ["ioctl": "\(plan.ioctl)", "errno": "\(e)"]) }
+        let outcome = callDriver(file, plan, argument)
+        let r = outcome.driverResult
         withExtendedLifetime(argumentFile) {}
         withExtendedLifetime(inputFiles) {}
 
@@ -295,10 +270,10 @@ extension Session {
         if overFileLimit {
             // As a kernel whose descriptor table is full: the call fails with EMFILE and leaves no descriptor.
             for h in createdHandles { _ = handles.release(h, for: id) }
-            if resultUnwrapped { Glibc.close(Int32(r)) }
-            return fail(request, EMFILE)
+            if resultUnwrapped { try? Syscall.close(Int32(r)) }
+            return fail(request, .tooManyOpenFiles)
         }
-        replyIoctl(request, call: view, edits: edits, driverResult: Int64(r), file: file, result: result, error: r < 0 ? e : 0, flags: flags,
+        replyIoctl(request, call: view, edits: edits, driverResult: Int64(r), file: file, result: result, error: outcome.error, flags: flags,
                    regionCount: regionCount, regionBytes: &regionBytes, newSlots: newSlots)
     }
 
@@ -315,10 +290,10 @@ extension Session {
     /// call filled, mirror contents the guest must see).
     /// `result` is the guest's: the driver's, or the handle that stands for the descriptor it returned.
     fileprivate func replyIoctl(_ request: UInt32, call: CallView, edits: CallEdits, driverResult: Int64, file: OpenFile,
-                                result: Int64, error: Int32, flags: UInt32, regionCount: UInt32, regionBytes: inout [UInt8],
+                                result: Int64, error: Errno?, flags: UInt32, regionCount: UInt32, regionBytes: inout [UInt8],
                                 newSlots: [pd_slot]) {
         var regionCount = regionCount
-        let r = error == 0 ? driverResult : -1
+        let r = error == nil ? driverResult : -1
         for write in edits.guestWrites where write.bytes.count > 0 {
             var header = pd_region(address: write.address, length: UInt32(write.bytes.count), reserved: 0)
             withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
@@ -329,7 +304,7 @@ extension Session {
         let toGuest = call.call.syncToGuest(result: r, variables: file.state) + (file.state?.mappedToGuest(after: call, result: r) ?? [])
         let pushes = mappingRanges(of: file, toGuest)
         var output = BodyWriter(capacity: 32 + regionBytes.count + 16 * newSlots.count + pushes.reduce(0) { $0 + $1.length + 24 })
-        output.append(pd_reply(result: error != 0 ? -1 : result, error: error, reserved: 0))
+        output.append(pd_reply(result: error != nil ? -1 : result, error: error?.rawValue ?? 0, reserved: 0))
         output.append(pd_ioctl_done(region_count: regionCount, slot_count: UInt32(newSlots.count), flags: flags,
                                     mapping_count: UInt32(pushes.count)))
         output.append(bytes: regionBytes)
@@ -361,8 +336,8 @@ extension Session {
             case .value(let v): argument = UInt(v)
             default: argument = 0
             }
-            let (r, e) = perform { paradice_ioctl(file.fd, UInt(plan.command), argument) }
-            if r < 0 { logger.debug("ioctl failed", metadata: ["ioctl": "\(plan.ioctl)", "errno": "\(e)"]) }
+            let outcome = callDriver(file, plan, argument)
+            let r = outcome.driverResult
             // Written back: the block on success; on failure only what the guest sent both ways.
             let back = region.map { $0.direction.writes && (r >= 0 || $0.direction.reads) } ?? false
             // The driver's answer, copied only for a plug-in to read.
@@ -379,9 +354,30 @@ extension Session {
                 regionBytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
                 while regionBytes.count % 8 != 0 { regionBytes.append(0) }
             }
-            replyIoctl(request, call: view, edits: edits, driverResult: Int64(r), file: file, result: Int64(r), error: r < 0 ? e : 0, flags: 0,
+            replyIoctl(request, call: view, edits: edits, driverResult: Int64(r), file: file, result: Int64(r), error: outcome.error, flags: 0,
                        regionCount: back ? 1 : 0, regionBytes: &regionBytes, newSlots: [])
         }
+    }
+}
+
+extension Session {
+    /// The ioctl itself: never repeated on EINTR, as every call on a guest's file (ParadiceSystem's
+    /// Syscalls.swift says why). A failure is logged at debug level; the guest gets its errno.
+    fileprivate func callDriver(_ file: OpenFile, _ plan: MemoryPlan, _ argument: UInt) -> Result<Int32, Errno> {
+        let outcome = attempt { () throws(Errno) in try Syscall.ioctl(file.fd, UInt(plan.command), value: argument) }
+        if case .failure(let error) = outcome {
+            logger.debug("ioctl failed", metadata: ["ioctl": "\(plan.ioctl)", "errno": "\(error.rawValue)"])
+        }
+        return outcome
+    }
+}
+
+extension Result<Int32, Errno> {
+    /// What the driver returned: its result, or -1 when it failed (as the C call gives it).
+    fileprivate var driverResult: Int32 { (try? get()) ?? -1 }
+    fileprivate var error: Errno? {
+        if case .failure(let error) = self { return error }
+        return nil
     }
 }
 

@@ -62,7 +62,7 @@ public protocol DeviceFileState: AnyObject, PlanVariables {
     func mappedToGuest(after call: CallView, result: Int64) -> [Range<UInt64>]
     /// An errno for a mapping that a guest's mirror cannot serve (a page the driver updates by itself, which
     /// a mirror would show stale), so that the guest's program takes its fallback; nil to map it.
-    func mayMap(offset: UInt64, length: UInt64) -> Int32?
+    func mayMap(offset: UInt64, length: UInt64) -> Errno?
     /// Device mmap offsets, within a mapping being made, that the guest's new mirror starts with (a buffer
     /// that already holds data, such as one imported from another file); the rest starts zeroed.
     func mappedToGuest(mapping range: Range<UInt64>) -> [Range<UInt64>]
@@ -77,7 +77,7 @@ extension DeviceFileState {
     public func edits(after call: CallView, result: Int64) -> CallEdits { CallEdits() }
     public func mappedToDevice(before call: CallView) -> [Range<UInt64>] { [] }
     public func mappedToGuest(after call: CallView, result: Int64) -> [Range<UInt64>] { [] }
-    public func mayMap(offset: UInt64, length: UInt64) -> Int32? { nil }
+    public func mayMap(offset: UInt64, length: UInt64) -> Errno? { nil }
     public func mappedToGuest(mapping range: Range<UInt64>) -> [Range<UInt64>] { [] }
     public func lend(guestAddress: UInt64, length: Int, for call: CallView) -> UnsafeMutableRawBufferPointer? { nil }
 }

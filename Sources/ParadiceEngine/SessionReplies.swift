@@ -12,9 +12,6 @@ extension Session {
 
     func fail(_ request: UInt32, _ error: Errno) { reply(request, .failure(error)) }
 
-    /// `fail` with a bare errno, as the ioctl path still gives them.
-    func fail(_ request: UInt32, _ error: Int32) { fail(request, Errno(error)) }
-
     func send(_ frame: Frame) {
         send(frame.encoded())
     }

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import ParadiceSystem
 
 /// Where a session's calls that may sleep in the driver run: threads of the backend's pool, within the
 /// session's limits, interrupted when the guest goes away (Session.teardown).
@@ -59,15 +58,6 @@ extension Session {
                 }
             }
             return reusable
-        }
-    }
-
-    /// One driver call and its errno (0 on success), for callers that carry both. Never repeated on EINTR,
-    /// as every device call (ParadiceSystem's Syscalls.swift says why).
-    func perform(_ call: () -> Int) -> (Int, Int32) {
-        switch valueOrErrno(retryOnInterrupt: false, call) {
-        case .success(let r): return (r, 0)
-        case .failure(let e): return (-1, e.rawValue)
         }
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ParadiceSpec
+import ParadiceSystem
 
 /// Where an expression is evaluated: a struct instance inside a region, and the structs around it.
 final class Frame: Sendable {
@@ -67,10 +68,10 @@ struct FrameScope: EvaluationScope {
 
     func variable(_ name: String, arguments: [Int64], at location: SourceLocation) throws -> Int64 {
         guard let variables else {
-            throw PlanError.rejected(errno: EINVAL, message: "\(location): $\(name) needs the class plug-in, and none is loaded")
+            throw PlanError.rejected(errno: .invalidArgument, message: "\(location): $\(name) needs the class plug-in, and none is loaded")
         }
         guard let v = try variables.value(of: name, arguments: arguments) else {
-            throw PlanError.rejected(errno: EINVAL, message: "\(location): the plug-in has no value for $\(name)")
+            throw PlanError.rejected(errno: .invalidArgument, message: "\(location): the plug-in has no value for $\(name)")
         }
         return v
     }
@@ -87,7 +88,7 @@ struct FrameScope: EvaluationScope {
         let count = try specs.evaluate(length.count, in: inner)
         guard address != 0, count > 0 else { return 0 }
         guard count <= Int64(p.maxCount ?? 4096) else {
-            throw PlanError.rejected(errno: EINVAL, message: "\(location): \(field.name) holds \(count) elements, over its cap")
+            throw PlanError.rejected(errno: .invalidArgument, message: "\(location): \(field.name) holds \(count) elements, over its cap")
         }
         let size = Int(count) * element.size
         guard isUserMemory(address: address, length: size) else { throw PlanError.fault(address: address, length: size) }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ParadiceSpec
+import ParadiceSystem
 
 /// The guest memory one ioctl call may touch: regions to gather before the call (in), regions to
 /// scatter back after it (out), and where pointers and file descriptors sit inside them.
@@ -94,12 +95,13 @@ public enum PlanError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The spec has no such command for this class: ENOTTY.
     case unknownCommand(UInt32)
     /// The argument breaks a cap or a value check, or a plug-in refuses it.
-    case rejected(errno: Int32, message: String)
+    case rejected(errno: Errno, message: String)
 
-    public var errno: Int32 {
+    /// The errno the guest's call fails with.
+    public var errno: Errno {
         switch self {
-        case .fault, .missing: return EFAULT
-        case .unknownCommand: return ENOTTY
+        case .fault, .missing: return .badAddress
+        case .unknownCommand: return .inappropriateIOCTLForDevice
         case .rejected(let e, _): return e
         }
     }

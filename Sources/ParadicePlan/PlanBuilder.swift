@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ParadiceSpec
+import ParadiceSystem
 
 /// Whether `length` bytes at `address` lie in a process's user space (x86-64, aarch64: below 2^47): a
 /// guest address past it is EFAULT, as a local driver's copy_from_user would answer.
@@ -49,14 +50,14 @@ final class PlanBuilder<Memory: GuestMemory> {
                     copyOutRules: copyOutRules, specs: specs, parameters: parameters, variables: variables)
     }
 
-    private func reject(_ message: String) -> PlanError { .rejected(errno: EINVAL, message: message) }
+    private func reject(_ message: String) -> PlanError { .rejected(errno: .invalidArgument, message: message) }
 
     private func evaluate(_ expr: Expr, _ frame: Frame) throws -> Int64 {
         do {
             let scope = FrameScope(frame: frame, specs: specs, buffers: buffers, result: nil, variables: variables, memory: memory)
             return try specs.evaluate(expr, in: scope)
         } catch let e as EvaluationError {
-            throw PlanError.rejected(errno: e.errno ?? EINVAL, message: e.description)
+            throw PlanError.rejected(errno: e.errno.map { Errno($0) } ?? .invalidArgument, message: e.description)
         }
     }
 

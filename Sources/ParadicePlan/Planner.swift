@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ParadiceSpec
+import ParadiceSystem
 
 /// Computes memory plans from the specs. It keeps nothing between calls, so one instance serves every
 /// session; what a plan depends on besides the spec and the guest's bytes comes from the file's plug-in
@@ -32,7 +33,7 @@ public struct Planner: Sendable {
                      memory: some GuestMemory, variables: (any PlanVariables)? = nil) throws -> PlannedCall {
         let ioctl = match.ioctl
         if let reason = ioctl.refusal {
-            throw PlanError.rejected(errno: EPERM, message: "\(ioctl.name) is not forwarded: \(reason)")
+            throw PlanError.rejected(errno: .notPermitted, message: "\(ioctl.name) is not forwarded: \(reason)")
         }
         var plan = MemoryPlan(command: command, ioctl: ioctl.name, argument: .none)
         plan.returnsDescriptor = ioctl.returnsDescriptor
@@ -41,7 +42,7 @@ public struct Planner: Sendable {
             // One fixed block: no walk, no frames.
             let size = p.pointee.size
             guard size <= (ioctl.maxBytes ?? limits.bytesPerCall) else {
-                throw PlanError.rejected(errno: EINVAL, message: "\(ioctl.name): \(size) bytes, over the cap")
+                throw PlanError.rejected(errno: .invalidArgument, message: "\(ioctl.name): \(size) bytes, over the cap")
             }
             guard isUserMemory(address: argument, length: size) else { throw PlanError.fault(address: argument, length: size) }
             plan.regions = [MemoryPlan.Region(address: argument, length: size, direction: p.direction)]

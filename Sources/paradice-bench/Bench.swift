@@ -156,7 +156,7 @@ struct Bench: ParsableCommand {
         try master.ioctl(0x4004_5431, number)
         try master.ioctl(0x8004_5430, number)
         let slave = open("/dev/pts/\(number.load(as: UInt32.self))", O_RDWR | O_NOCTTY | O_CLOEXEC)
-        guard slave >= 0 else { throw Errno(errno) }
+        guard slave >= 0 else { throw Errno.current }
         makeRaw(slave)
         defer { try? master.close() }
         return try ptyThroughput(slave: slave, chunk: chunk) { buffer in (try? master.write(buffer)) ?? -1 }
@@ -171,7 +171,7 @@ struct Bench: ParsableCommand {
         var sent = 0
         while sent < total {
             let n = data.withUnsafeBytes { write(UnsafeRawBufferPointer(rebasing: $0[0..<min(chunk, total - sent)])) }
-            guard n > 0 else { throw Errno(EIO) }
+            guard n > 0 else { throw Errno.ioError }
             sent += n
         }
         drained.wait()
@@ -271,11 +271,11 @@ extension Bench {
 /// Compiles C source with the system compiler; nil when there is none.
 func compileProgram(_ source: String, named name: String, in folder: String) throws -> String {
     let c = folder + "/\(name).c", binary = folder + "/\(name)"
-    guard let f = fopen(c, "w") else { throw Errno(errno) }
+    guard let f = fopen(c, "w") else { throw Errno.current }
     fputs(source, f)
     fclose(f)
     defer { unlink(c) }
-    guard runAndRead("/usr/bin/cc", ["cc", "-O2", "-o", binary, c]) != nil else { throw Errno(ENOENT) }
+    guard runAndRead("/usr/bin/cc", ["cc", "-O2", "-o", binary, c]) != nil else { throw Errno.noSuchFileOrDirectory }
     return binary
 }
 
@@ -320,9 +320,9 @@ final class NativePty {
         func ptyIoctl(_ command: UInt) -> Int {
             withUnsafeMutablePointer(to: &value) { paradice_ioctl(master, command, UInt(bitPattern: $0)) }
         }
-        guard master >= 0, ptyIoctl(0x4004_5431) == 0, ptyIoctl(0x8004_5430) == 0 else { throw Errno(errno) }
+        guard master >= 0, ptyIoctl(0x4004_5431) == 0, ptyIoctl(0x8004_5430) == 0 else { throw Errno.current }
         slave = open("/dev/pts/\(value)", O_RDWR | O_NOCTTY | O_CLOEXEC)
-        guard slave >= 0 else { throw Errno(errno) }
+        guard slave >= 0 else { throw Errno.current }
         makeRaw(slave)
     }
 
@@ -375,7 +375,7 @@ final class Child {
 
     init(_ path: String, _ arguments: [String], listeners: Int) throws {
         var pipeFDs: [Int32] = [0, 0]
-        guard pipe(&pipeFDs) == 0 else { throw Errno(errno) }
+        guard pipe(&pipeFDs) == 0 else { throw Errno.current }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
@@ -401,7 +401,7 @@ final class Child {
         }
         close(pipeFDs[0])
         endpoints = found
-        guard found.count == listeners else { stop(); throw Errno(EIO) }
+        guard found.count == listeners else { stop(); throw Errno.ioError }
     }
 
     func stop() {
@@ -416,7 +416,7 @@ func temporaryFolder() throws -> String {
     var template = Array("/tmp/paradice-bench-XXXXXX".utf8CString)
     // mkdtemp answers a pointer into the template: read while the template is lent.
     guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!).map { String(cString: $0) } }) else {
-        throw Errno(errno)
+        throw Errno.current
     }
     return made
 }

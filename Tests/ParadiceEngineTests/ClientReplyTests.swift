@@ -17,7 +17,7 @@ final class RawBackend: @unchecked Sendable {
 
     init(answer: @escaping @Sendable (Frame) -> [[UInt8]]) throws {
         var fds: [Int32] = [0, 0]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw Errno(errno) }
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw Errno.current }
         let peer = FrameSocket(fd: fds[1], peer: "test peer")
         self.peer = peer
         let log = log
@@ -138,7 +138,7 @@ struct ClientReplyTests {
             [Reply.done(frame.request, regions: [(ioctlArgument(frame), [9, 9, 9, 9])])]
         }
         let argument = Buffer(4)
-        #expect(throws: Errno.io) { try backend.client.adopt(handle: 3).ioctl(Self.command, argument.pointer) }
+        #expect(throws: Errno.ioError) { try backend.client.adopt(handle: 3).ioctl(Self.command, argument.pointer) }
         #expect(argument.bytes == [0, 0, 0, 0])
     }
 
@@ -152,7 +152,7 @@ struct ClientReplyTests {
             return [Reply.done(frame.request, regions: [(argument, [1, 1, 1, 1]), (victimAddress, [UInt8](repeating: 0xAA, count: 16))])]
         }
         let argument = Buffer(4)
-        #expect(throws: Errno.io) { try backend.client.adopt(handle: 3).ioctl(Self.command, argument.pointer) }
+        #expect(throws: Errno.ioError) { try backend.client.adopt(handle: 3).ioctl(Self.command, argument.pointer) }
         #expect(victim.bytes == [UInt8](repeating: 0, count: 16))
         #expect(argument.bytes == [0, 0, 0, 0])
         // Past the end of what was sent: the same.
@@ -164,23 +164,23 @@ struct ClientReplyTests {
             return [Reply.done(frame.request, regions: [(argument + 8, [UInt8](repeating: 0xBB, count: 8))])]
         }
         let sent = Buffer(16)
-        #expect(throws: Errno.io) { try overrun.client.adopt(handle: 3).ioctl(Self.command, sent.pointer) }
+        #expect(throws: Errno.ioError) { try overrun.client.adopt(handle: 3).ioctl(Self.command, sent.pointer) }
         #expect(sent.bytes == [UInt8](repeating: 0, count: 16))
     }
 
     /// Counts that the frame cannot hold: EIO, no crash, no allocation sized by them.
     @Test func countsPastTheFrameFailWithEio() throws {
         let hugeDone = try RawBackend { frame in [Reply.done(frame.request, regionCount: .max)] }
-        #expect(throws: Errno.io) { try hugeDone.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
+        #expect(throws: Errno.ioError) { try hugeDone.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
         let hugeSlots = try RawBackend { frame in [Reply.done(frame.request, slotCount: 1 << 30)] }
-        #expect(throws: Errno.io) { try hugeSlots.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
+        #expect(throws: Errno.ioError) { try hugeSlots.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
         let hugeMappings = try RawBackend { frame in [Reply.done(frame.request, mappingCount: 1 << 30)] }
-        #expect(throws: Errno.io) { try hugeMappings.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
+        #expect(throws: Errno.ioError) { try hugeMappings.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
         let hugeNeed = try RawBackend { frame in [Reply.need(frame.request, regions: [], regionCount: .max)] }
-        #expect(throws: Errno.io) { try hugeNeed.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
+        #expect(throws: Errno.ioError) { try hugeNeed.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
         // One region of 4 GiB: more than any request can carry, refused before anything is read for it.
         let hugeRegion = try RawBackend { frame in [Reply.need(frame.request, regions: [(ioctlArgument(frame), .max)])] }
-        #expect(throws: Errno.io) { try hugeRegion.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
+        #expect(throws: Errno.ioError) { try hugeRegion.client.adopt(handle: 3).ioctl(Self.command, Buffer(8).pointer) }
     }
 
     /// A backend that asks again and again never converges: the call fails after the cap of rounds.
@@ -190,7 +190,7 @@ struct ClientReplyTests {
             let round = UInt32(frame.body.count)
             return [Reply.need(frame.request, regions: [(ioctlArgument(frame), min(round, 64))])]
         }
-        #expect(throws: Errno.io) { try backend.client.adopt(handle: 3).ioctl(Self.command, Buffer(64).pointer) }
+        #expect(throws: Errno.ioError) { try backend.client.adopt(handle: 3).ioctl(Self.command, Buffer(64).pointer) }
         #expect(backend.requests.count == RemoteFile.needRoundLimit + 1)
     }
 
@@ -206,10 +206,10 @@ struct ClientReplyTests {
         }
         let file = backend.client.adopt(handle: 3)
         var small = [UInt8](repeating: 0, count: 4)
-        #expect(throws: Errno.io) { _ = try small.withUnsafeMutableBytes { try file.read(into: $0) } }
+        #expect(throws: Errno.ioError) { _ = try small.withUnsafeMutableBytes { try file.read(into: $0) } }
         #expect(small == [0, 0, 0, 0])
-        #expect(throws: Errno.io) { try file.write([1, 2, 3]) }
-        #expect(throws: Errno.io) { try backend.client.open("/dev/null") }
+        #expect(throws: Errno.ioError) { try file.write([1, 2, 3]) }
+        #expect(throws: Errno.ioError) { try backend.client.open("/dev/null") }
     }
 
     /// A reply to a request that is not waiting (never sent, or answered already) is dropped; the

@@ -113,20 +113,20 @@ func rawPty(_ guest: RawGuest) throws -> (handle: UInt32, slave: Int32) {
     // TIOCGPTN: an out-only int, named as an out region (no bytes); the reply carries it.
     let ask = bytes(of: pd_ioctl(command: Ioctl.TIOCGPTN, region_count: 1, argument: argument))
         + bytes(of: pd_region(address: argument, length: 4, reserved: PD_REGION_OUT))
-    guard let reply = guest.call(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: ask) else { throw Errno.io }
+    guard let reply = guest.call(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: ask) else { throw Errno.ioError }
     var reader = BodyReader(reply.body)
     let r = try reader.read(pd_reply.self)
     guard r.error == 0 else { throw Errno(r.error) }
     let done = try reader.read(pd_ioctl_done.self)
-    guard done.region_count == 1 else { throw Errno.io }
+    guard done.region_count == 1 else { throw Errno.ioError }
     _ = try reader.read(pd_region.self)
     let number = try reader.read(UInt32.self)
     // TIOCSPTLCK with 0: unlock.
     let unlock = bytes(of: pd_ioctl(command: Ioctl.TIOCSPTLCK, region_count: 1, argument: argument))
         + bytes(of: pd_region(address: argument, length: 4, reserved: 0)) + [0, 0, 0, 0, 0, 0, 0, 0]
-    guard guest.result(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: unlock)?.error == 0 else { throw Errno.io }
+    guard guest.result(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: handle, body: unlock)?.error == 0 else { throw Errno.ioError }
     let slave = Glibc.open("/dev/pts/\(number)", O_RDWR | O_NOCTTY)
-    guard slave >= 0 else { throw Errno(errno) }
+    guard slave >= 0 else { throw Errno.current }
     return (handle, slave)
 }
 
@@ -211,6 +211,43 @@ struct HostileGuestTests {
         #expect(bench.backend.waitUntil { bench.logCount("malformed frame: session ended") == 2 * cases.count + 2 })
         #expect(bench.backend.log.contains("over the limit"))
         try bench.expectBackToBaseline("counts past the frame")
+    }
+
+    @Test func mirrorBytesOutsideTheirMappingAreDropped() throws {
+        // A file served as a tty: its TIOCGWINSZ plans, and the driver answers ENOTTY after the mirror
+        // bytes went in. Its shared mapping shows what reached it, in the file.
+        let path = NSTemporaryDirectory() + "paradice-mirror-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 8192)))
+        defer { unlink(path) }
+        let bench = try HostileBench(devices: ["/dev/ptmx", "/dev/pts/*", path + "=tty"])
+        let guest = try RawGuest(bench.backend.unixEndpoint)
+        #expect(guest.hello())
+        let (handle, error) = guest.open(path)
+        #expect(error == 0)
+        let mapped = guest.result(PD_MMAP, handle: handle, body: bytes(of: pd_mmap(offset: 0, length: 8192, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED)))
+        #expect(mapped?.error == 0)
+        let mapping = UInt32(truncatingIfNeeded: mapped?.result ?? 0)
+        let ranges: [(mapping: UInt32, offset: UInt64, bytes: [UInt8])] = [
+            (mapping, 8, Array("abcd".utf8)),                         // inside: written
+            (mapping, 8190, [0xCC, 0xCC, 0xCC, 0xCC]),                // across the end
+            (mapping, 1 << 63, [0xCC]),                               // negative as an Int
+            (mapping, .max - 1, [0xCC, 0xCC, 0xCC, 0xCC]),            // wraps around
+            (mapping, 0, [UInt8](repeating: 0xCC, count: 8200)),      // longer than the mapping
+            (77, 0, [0xCC]),                                          // no such mapping
+        ]
+        var body = bytes(of: pd_ioctl(command: Ioctl.TIOCGWINSZ, region_count: 1, argument: 0x1000))
+            + bytes(of: pd_region(address: 0x1000, length: 8, reserved: PD_REGION_OUT))
+            + bytes(of: pd_mapping_count(count: UInt32(ranges.count), reserved: 0))
+        for r in ranges {
+            body += bytes(of: pd_mapping_range(mapping: r.mapping, length: UInt32(r.bytes.count), offset: r.offset)) + r.bytes
+            while body.count % 8 != 0 { body.append(0) }
+        }
+        #expect(guest.result(PD_IOCTL, flags: UInt16(PD_IOCTL_MAPPINGS), handle: handle, body: body)?.error == ENOTTY)
+        var expected = [UInt8](repeating: 0, count: 8192)
+        expected.replaceSubrange(8..<12, with: Array("abcd".utf8))
+        #expect(FileManager.default.contents(atPath: path).map { [UInt8]($0) } == expected)
+        // The session goes on.
+        #expect(guest.result(PD_FSTAT, handle: handle)?.error == 0)
     }
 
     @Test func unknownOpsAndBadOrStaleHandlesGetTheErrnoOfALocalCall() throws {

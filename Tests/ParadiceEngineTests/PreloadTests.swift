@@ -51,7 +51,7 @@ final class NativePty: @unchecked Sendable {
         guard master >= 0,
               withUnsafeMutablePointer(to: &unlock, { paradice_ioctl(master, 0x4004_5431, UInt(bitPattern: $0)) }) == 0,
               withUnsafeMutablePointer(to: &n, { paradice_ioctl(master, 0x8004_5430, UInt(bitPattern: $0)) }) == 0
-        else { throw Errno(errno) }
+        else { throw Errno.current }
         slavePath = "/dev/pts/\(n)"
     }
     deinit { close(master) }

@@ -20,7 +20,7 @@ struct ForwardedPty {
         let unlock = Buffer(4)
         try master.ioctl(Ioctl.TIOCSPTLCK, unlock.pointer)
         slave = open("/dev/pts/\(number)", O_RDWR | O_NOCTTY)
-        guard slave >= 0 else { throw Errno(errno) }
+        guard slave >= 0 else { throw Errno.current }
     }
 
     func closeSlave() { close(slave) }

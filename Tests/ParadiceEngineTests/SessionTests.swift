@@ -77,8 +77,8 @@ struct SessionTests {
         let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
         kill(backend!.pid, SIGKILL)
         backend = nil
-        #expect(throws: Errno.io) { try master.ioctl(Ioctl.TIOCGWINSZ, Buffer(8).pointer) }
-        #expect(throws: Errno.io) { try master.read(count: 1) }
+        #expect(throws: Errno.ioError) { try master.ioctl(Ioctl.TIOCGWINSZ, Buffer(8).pointer) }
+        #expect(throws: Errno.ioError) { try master.read(count: 1) }
     }
 
     @Test func anUnreachableBackendIsAClearError() throws {

@@ -1,6 +1,7 @@
 import Foundation
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 import PlannerFuzzing
 import Testing
 
@@ -26,7 +27,7 @@ struct FuzzFindingsTests {
 
     @Test func aPointerArgumentOutsideUserSpaceIsEFAULT() throws {
         let outcome = Self.fuzzer.run(try Self.bytes(Self.fuzzFolder + "/crashes/planner/plain-pointer-outside-user-space"))
-        #expect(outcome == .refused(errno: 14))
+        #expect(outcome == .refused(errno: .badAddress))
     }
 
     @Test func aLoadFarPastARegionIsNil() throws {

@@ -1,5 +1,6 @@
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 import Testing
 
 @Suite("Memory plans from real argument bytes")
@@ -92,7 +93,7 @@ struct PlanTests {
             _ = try plan("drm", "DRM_IOCTL_MODE_ATOMIC", atomic.address)
             Issue.record("unknown flag bits were accepted")
         } catch let e as PlanError {
-            #expect(e.errno == 22)
+            #expect(e.errno == .invalidArgument)
             #expect(e.description.contains("flags"))
         }
         atomic.set("flags", 0x100)   // DRM_MODE_ATOMIC_TEST_ONLY
@@ -177,7 +178,7 @@ struct PlanTests {
             _ = try planner.plan(command: command, argument: arg.address, className: "e", memory: LocalMemory())
             Issue.record("a value outside the enum was accepted")
         } catch let e as PlanError {
-            #expect(e.errno == 22 && e.description.contains("= 7 is not a member of colour"))
+            #expect(e.errno == .invalidArgument && e.description.contains("= 7 is not a member of colour"))
         }
     }
 
@@ -200,7 +201,7 @@ struct PlanTests {
             _ = try plan("kvm", "KVM_SET_USER_MEMORY_REGION", region.address)
             Issue.record("a refused ioctl was planned")
         } catch let e as PlanError {
-            #expect(e.errno == 1)
+            #expect(e.errno == .notPermitted)
             #expect(e.description.contains("cannot travel as bytes"))
         }
     }
@@ -398,7 +399,7 @@ struct PlanTests {
             _ = try plan("tun", "TUNATTACHFILTER", prog.address)
             Issue.record("an oversized count was accepted")
         } catch let e as PlanError {
-            #expect(e.errno == 22)
+            #expect(e.errno == .invalidArgument)
             #expect(e.description.contains("5000 elements, over the cap of 4096"))
         }
     }

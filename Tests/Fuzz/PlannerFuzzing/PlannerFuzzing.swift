@@ -1,5 +1,6 @@
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 
 /// Plans one spec'd ioctl against arbitrary guest bytes, as the backend does with what a guest sends, and
 /// checks what the engine relies on afterwards without looking again: every region, slot and buffer
@@ -52,7 +53,7 @@ public final class PlannerFuzzer: Sendable {
     public enum Outcome: Equatable, Sendable {
         case tooShort
         case noCommand
-        case refused(errno: Int32)
+        case refused(errno: Errno)
         case planned(regions: Int)
     }
 
@@ -104,7 +105,7 @@ public final class PlannerFuzzer: Sendable {
             if memory.missing.isEmpty { break }
             memory.answerMissing(from: body)
         }
-        guard let call else { return .refused(errno: 14) }
+        guard let call else { return .refused(errno: .badAddress) }
         check(call, ioctl: call.ioctl)
         answer(call, flags: flags, seed: seed, variables: variables, from: body)
         return .planned(regions: call.plan.regions.count)
@@ -232,7 +233,7 @@ struct FuzzVariables: PlanVariables {
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? {
         if seed & 0x80 != 0 && name.utf8.count % 2 == 1 { return nil }
-        if seed & 0x40 != 0 { throw PlanError.rejected(errno: 77, message: "$\(name): not now") }   // EBADFD
+        if seed & 0x40 != 0 { throw PlanError.rejected(errno: .fileDescriptorInBadState, message: "$\(name): not now") }
         guard bytes.count >= 8 else { return Int64(seed) }
         var at = (Int(seed) &+ name.utf8.count &+ arguments.count) % (bytes.count - 7)
         if let a = arguments.first { at = (at &+ Int(truncatingIfNeeded: a & 0xff)) % (bytes.count - 7) }

@@ -116,14 +116,7 @@ extension Session {
 
     private func need(_ request: UInt32, _ regions: [(address: UInt64, length: Int)], slots: [pd_slot], argumentFD: Bool,
                       mappings: [pd_mapping_range] = [], out: [(address: UInt64, length: Int)] = []) {
-        var w = BodyWriter()
-        w.append(pd_need(region_count: UInt32(regions.count + out.count), slot_count: UInt32(slots.count),
-                         flags: argumentFD ? PD_NEED_ARGUMENT_FD : 0, mapping_count: UInt32(mappings.count)))
-        for r in regions { w.append(pd_region(address: r.address, length: UInt32(r.length), reserved: 0)) }
-        for r in out { w.append(pd_region(address: r.address, length: UInt32(r.length), reserved: PD_REGION_OUT)) }
-        for s in slots { w.append(s) }
-        for m in mappings { w.append(m) }
-        send(w.frame(op: PD_NEED.code, request: request))
+        send(Reply.need(request, regions: regions, outOnly: out, slots: slots, argumentFD: argumentFD, mappings: mappings))
     }
 
     private func execute(_ call: PlannedCall, on file: OpenFile, request: UInt32) {
@@ -215,9 +208,7 @@ extension Session {
         var newSlots: [pd_slot] = []
         var createdHandles: [UInt32] = []
         var overFileLimit = false
-        var regionCount: UInt32 = 0
-        var regionBytes = [UInt8]()
-        regionBytes.reserveCapacity(lengths.reduce(0, +) + 24 * lengths.count)
+        var written = WrittenRegions(reservingCapacity: lengths.reduce(0, +) + 24 * lengths.count)
         for (i, region) in plan.regions.enumerated() where region.direction.writes && lengths[i] > 0 {
             // The guest sees its own pointers and descriptor numbers where it wrote them.
             var bytes = answer[i]
@@ -247,11 +238,7 @@ extension Session {
                     newSlots.append(pd_slot(address: region.address + UInt64(slot.offset), width: UInt32(slot.width), direction: 2))
                 }
             }
-            var header = pd_region(address: region.address, length: UInt32(lengths[i]), reserved: 0)
-            withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
-            regionBytes.append(contentsOf: bytes[0..<lengths[i]])
-            while regionBytes.count % 8 != 0 { regionBytes.append(0) }
-            regionCount += 1
+            written.append(address: region.address, bytes[0..<lengths[i]])
         }
         var result = Int64(r)
         var flags: UInt32 = 0
@@ -274,7 +261,7 @@ extension Session {
             return fail(request, .tooManyOpenFiles)
         }
         replyIoctl(request, call: view, edits: edits, driverResult: Int64(r), file: file, result: result, error: outcome.error, flags: flags,
-                   regionCount: regionCount, regionBytes: &regionBytes, newSlots: newSlots)
+                   written: &written, newSlots: newSlots)
     }
 
     /// The plug-in's turn once the driver has answered: what it learns, and what it changes in the reply.
@@ -290,31 +277,18 @@ extension Session {
     /// call filled, mirror contents the guest must see).
     /// `result` is the guest's: the driver's, or the handle that stands for the descriptor it returned.
     fileprivate func replyIoctl(_ request: UInt32, call: CallView, edits: CallEdits, driverResult: Int64, file: OpenFile,
-                                result: Int64, error: Errno?, flags: UInt32, regionCount: UInt32, regionBytes: inout [UInt8],
-                                newSlots: [pd_slot]) {
-        var regionCount = regionCount
+                                result: Int64, error: Errno?, flags: UInt32, written: inout WrittenRegions, newSlots: [pd_slot]) {
         let r = error == nil ? driverResult : -1
-        for write in edits.guestWrites where write.bytes.count > 0 {
-            var header = pd_region(address: write.address, length: UInt32(write.bytes.count), reserved: 0)
-            withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
-            regionBytes.append(contentsOf: write.bytes)
-            while regionBytes.count % 8 != 0 { regionBytes.append(0) }
-            regionCount += 1
-        }
+        for write in edits.guestWrites where write.bytes.count > 0 { written.append(address: write.address, write.bytes) }
         let toGuest = call.call.syncToGuest(result: r, variables: file.state) + (file.state?.mappedToGuest(after: call, result: r) ?? [])
+        // `pushes` holds each mapping (and so its memory) until the reply is encoded.
         let pushes = mappingRanges(of: file, toGuest)
-        var output = BodyWriter(capacity: 32 + regionBytes.count + 16 * newSlots.count + pushes.reduce(0) { $0 + $1.length + 24 })
-        output.append(pd_reply(result: error != nil ? -1 : result, error: error?.rawValue ?? 0, reserved: 0))
-        output.append(pd_ioctl_done(region_count: regionCount, slot_count: UInt32(newSlots.count), flags: flags,
-                                    mapping_count: UInt32(pushes.count)))
-        output.append(bytes: regionBytes)
-        for s in newSlots { output.append(s) }
-        for p in pushes {
-            output.append(pd_mapping_range(mapping: p.id, length: UInt32(p.length), offset: UInt64(p.offset)))
-            output.append(UnsafeRawBufferPointer(start: p.mapping.address + p.offset, count: p.length))
-            output.pad()
+        let frame = withExtendedLifetime(pushes) {
+            Reply.ioctl(request, error.map { .failure($0) } ?? .success(result), flags: flags, written: written, slots: newSlots,
+                        mirrors: pushes.map { (mapping: $0.id, offset: UInt64($0.offset),
+                                               bytes: UnsafeRawBufferPointer(start: $0.mapping.address + $0.offset, count: $0.length)) })
         }
-        send(output.frame(op: PD_REPLY.code, request: request))
+        send(frame)
     }
 }
 
@@ -346,16 +320,10 @@ extension Session {
             let (view, edits) = completed(call, answer: answer, on: file, result: Int64(r))
             // What the plug-in shows the guest instead (V4L2's user pointers).
             edits.apply(toRegion: 0, at: buffer.baseAddress!, count: length)
-            var regionBytes = [UInt8]()
-            if back, let region {
-                regionBytes.reserveCapacity(MemoryLayout<pd_region>.size + length + 8)
-                var header = pd_region(address: region.address, length: UInt32(length), reserved: 0)
-                withUnsafeBytes(of: &header) { regionBytes.append(contentsOf: $0) }
-                regionBytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
-                while regionBytes.count % 8 != 0 { regionBytes.append(0) }
-            }
+            var written = WrittenRegions(reservingCapacity: back ? MemoryLayout<pd_region>.size + length + 8 : 0)
+            if back, let region { written.append(address: region.address, UnsafeRawBufferPointer(start: buffer.baseAddress, count: length)) }
             replyIoctl(request, call: view, edits: edits, driverResult: Int64(r), file: file, result: Int64(r), error: outcome.error, flags: 0,
-                       regionCount: back ? 1 : 0, regionBytes: &regionBytes, newSlots: [])
+                       written: &written, newSlots: [])
         }
     }
 }

@@ -163,6 +163,7 @@ struct pd_connection {
     void (*on_event)(void *context, uint32_t handle, short revents);
     void (*log)(void *context, const char *line);                 /* one line, no newline */
     void (*release)(void *context);                               /* the connection is freed */
+    const char *address;       /* the backend's address as dialed, for log lines (may be NULL; not owned) */
     struct pd_shape shapes[PD_SHAPES];
     struct pd_mirror mirrors[PD_MIRRORS];
 };

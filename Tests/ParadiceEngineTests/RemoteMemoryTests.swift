@@ -10,14 +10,19 @@ let repositorySourceFolder: String = {
     return "/" + parts.joined(separator: "/") + "/Sources"
 }()
 
-/// Compiles one of Programs/*.c with the frontend core (and the C helpers it calls) linked in.
+/// Compiles one of Programs/*.c with the frontend core (and the C helpers it calls) linked in; under
+/// AddressSanitizer and UndefinedBehaviorSanitizer when PARADICE_SANITIZE_CORE is set (scripts/sanitize-preload.sh).
 func compileWithCore(_ name: String, into folder: String) throws -> String {
     let core = repositorySourceFolder + "/ParadiceFrontendCore"
     let sources = try FileManager.default.contentsOfDirectory(atPath: core).filter { $0.hasSuffix(".c") }.sorted().map { core + "/" + $0 }
     let output = folder + "/" + name
-    let r = try run("/usr/bin/gcc", ["-O1", "-pthread", "-I", core + "/include", "-I", repositorySourceFolder + "/CParadice/include",
-                                     "-o", output, programSources + "/\(name).c"] + sources + [repositorySourceFolder + "/CParadice/cparadice.c"])
-    guard r.status == 0 else { throw BackendFailure(log: "gcc \(name): \(r.output)") }
+    let sanitized = ProcessInfo.processInfo.environment["PARADICE_SANITIZE_CORE"] != nil
+    // clang as the script finds it (on PATH), gcc as the other programs are built.
+    let compiler = sanitized ? ["clang"] : ["gcc"]
+    let flags = compiler + (sanitized ? ["-g", "-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"] : ["-O1"])
+    let r = try run("/usr/bin/env", flags + ["-pthread", "-I", core + "/include", "-I", repositorySourceFolder + "/CParadice/include",
+                                       "-o", output, programSources + "/\(name).c"] + sources + [repositorySourceFolder + "/CParadice/cparadice.c"])
+    guard r.status == 0 else { throw BackendFailure(log: "\(compiler[0]) \(name): \(r.output)") }
     return output
 }
 

@@ -27,6 +27,8 @@ clang -shared -fPIC -O1 -o "$out/libaligned_alloc.so" "$out/aligned_alloc.c"
 
 swift build --build-tests 2>&1 | tail -1
 export PARADICE_PRELOAD_LIBRARY="$PWD/$out/libaligned_alloc.so:$runtime:$PWD/$out/libParadicePreload.so"
+# Programs built on the frontend core itself (RemoteMemoryTests) are compiled with the same sanitizers.
+export PARADICE_SANITIZE_CORE=1
 # Leaks are not checked: the programs run (python, ip, stty) are not ours, nor their exits.
 export ASAN_OPTIONS="detect_leaks=0:verify_asan_link_order=0:log_path=$PWD/$reports/asan:abort_on_error=0:exitcode=86"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$PWD/$reports/ubsan"

@@ -260,7 +260,8 @@ int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello,
 static void mark_dead(struct pd_connection *c) {
     if (!c->dead) {
         c->dead = 1;
-        if (!c->leaving) pd_conn_log(c, "paradice: lost the backend");
+        if (!c->leaving && c->address) pd_conn_log(c, "paradice: lost the backend at %s", c->address);
+        else if (!c->leaving) pd_conn_log(c, "paradice: lost the backend");
     }
     pthread_cond_broadcast(&c->cond);
 }

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "paradice_frontend.h"
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Sends a request of `length` bytes of body and takes its PD_REPLY: the result (or -1 with the device's
@@ -104,6 +105,42 @@ int64_t pd_file_write(struct pd_connection *c, uint32_t handle, const void *from
         return refuse(c, &reply, broken);
     }
     return finish(c, &reply, n);
+}
+
+/* Staging for the guest's bytes: the core cannot hand the backend's reply to memory it does not hold. */
+int64_t pd_target_read(const struct pd_target *t, uint64_t address, size_t count, int positional, int64_t offset,
+                       int *broken) {
+    if (broken) *broken = 0;
+    if (count > PD_MAX_CALL_BYTES) count = PD_MAX_CALL_BYTES;
+    uint8_t *staging = malloc(count ? count : 1);
+    if (!staging) { errno = ENOMEM; return -1; }
+    int64_t n = pd_file_read(t->connection, t->handle, staging, count, positional, offset, broken);
+    if (n > 0 && t->memory->write(t->memory->context, address, staging, (size_t)n) != 0) {
+        errno = EFAULT;
+        n = -1;
+    }
+    int e = errno;
+    free(staging);
+    errno = e;
+    return n;
+}
+
+int64_t pd_target_write(const struct pd_target *t, uint64_t address, size_t count, int positional, int64_t offset,
+                        int *broken) {
+    if (broken) *broken = 0;
+    if (count > PD_MAX_CALL_BYTES) count = PD_MAX_CALL_BYTES;
+    uint8_t *staging = malloc(count ? count : 1);
+    if (!staging) { errno = ENOMEM; return -1; }
+    if (count && t->memory->read(t->memory->context, address, staging, count) != 0) {
+        free(staging);
+        errno = EFAULT;
+        return -1;
+    }
+    int64_t n = pd_file_write(t->connection, t->handle, staging, count, positional, offset, broken);
+    int e = errno;
+    free(staging);
+    errno = e;
+    return n;
 }
 
 int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, const void *body, size_t length,

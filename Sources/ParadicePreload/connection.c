@@ -52,6 +52,7 @@ int pd_connect(void) {
     }
     const char *url = getenv("PARADICE_BACKEND");
     if (!url) { pthread_mutex_unlock(&connect_lock); errno = ENOENT; return -1; }
+    pd_conn.address = url;   /* the environment's string: it outlives the connection */
     int fd = pd_conn_dial(url);
     if (fd < 0) {
         int e = errno;

@@ -353,10 +353,10 @@ struct PreloadTests {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
         p.arguments = ["run", "--backend", endpoint, "--", "python3", "-c", script]
-        let input = Pipe(), out = Pipe()
+        let input = Pipe(), out = Pipe(), err = Pipe()
         p.standardInput = input
         p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
+        p.standardError = err
         try p.run()
         var seen = ""
         while !seen.contains("open") { seen += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self) }
@@ -366,6 +366,9 @@ struct PreloadTests {
         p.waitUntilExit()
         seen += String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(seen.contains("error EIO"))
+        // One line says which backend was lost.
+        let said = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(said.contains("paradice: lost the backend at \(endpoint)"), "\(said)")
     }
 }
 

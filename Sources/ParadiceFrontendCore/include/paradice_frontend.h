@@ -53,7 +53,8 @@ int pd_reply_broken(const struct pd_frame *f);
 /* How the core reaches the memory of the program whose calls it forwards. */
 struct pd_memory {
     void *context;
-    /* Copy `length` bytes at guest `address`: 0, or -1 when any of them cannot be reached. */
+    /* Copy `length` bytes at guest `address`: 0, or -1 (errno set) when any of them cannot be reached:
+       never part of them. The core fails the guest's call with EFAULT then. */
     int (*read)(void *context, uint64_t address, void *into, size_t length);
     int (*write)(void *context, uint64_t address, const void *from, size_t length);
     /* Optional: the guest's bytes at [address, address + length) as this process's memory, when they are
@@ -69,7 +70,11 @@ struct pd_memory {
 /* The memory of the calling process itself (the preload): process_vm_readv/writev on its own pid, so
    that a bad pointer is EFAULT, not a crash. */
 extern const struct pd_memory pd_self_memory;
-/* The memory of another process (its pid in *context, a pid_t the caller keeps alive). */
+/* The memory of another process: its pid in *context. A pid names whichever process holds it now, so it
+   must be one that cannot be reused during a call: the caller's child, reaped only after its last call (a
+   child that exits meanwhile is a zombie: its memory is gone, ESRCH, and the call EFAULT). A transfer that
+   falls short (a page the process has not mapped) is EFAULT, one that wraps around memory EFAULT unsent.
+   No mirrors (mmap is ENODEV): the core cannot map memory into another process. */
 int pd_process_read(void *pid, uint64_t address, void *into, size_t length);
 int pd_process_write(void *pid, uint64_t address, const void *from, size_t length);
 #define PD_PROCESS_MEMORY(pid_pointer) \
@@ -158,6 +163,7 @@ struct pd_connection {
     void (*on_event)(void *context, uint32_t handle, short revents);
     void (*log)(void *context, const char *line);                 /* one line, no newline */
     void (*release)(void *context);                               /* the connection is freed */
+    const char *address;       /* the backend's address as dialed, for log lines (may be NULL; not owned) */
     struct pd_shape shapes[PD_SHAPES];
     struct pd_mirror mirrors[PD_MIRRORS];
 };
@@ -214,6 +220,14 @@ int64_t pd_file_read(struct pd_connection *c, uint32_t handle, void *into, size_
 /* PD_WRITE/PD_PWRITE from `from` (this process's memory): bytes written, or -1. */
 int64_t pd_file_write(struct pd_connection *c, uint32_t handle, const void *from, size_t count, int positional,
                       int64_t offset, int *broken);
+/* The same with the bytes in the guest's memory, at `address` through t->memory (a frontend serving
+ * another process). At most PD_MAX_CALL_BYTES go in one call (a shorter count, as a driver may answer).
+ * A read whose bytes the guest's memory cannot take fails with EFAULT (they are consumed, as when a
+ * driver's copy_to_user fails); a write from memory the guest cannot read fails with EFAULT unsent. */
+int64_t pd_target_read(const struct pd_target *t, uint64_t address, size_t count, int positional, int64_t offset,
+                       int *broken);
+int64_t pd_target_write(const struct pd_target *t, uint64_t address, size_t count, int positional, int64_t offset,
+                        int *broken);
 /* Any request whose answer is a result and, when `out`, exactly `out_length` bytes of data. */
 int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, const void *body, size_t length,
                        void *out, size_t out_length, int *broken);

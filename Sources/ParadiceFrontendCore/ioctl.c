@@ -327,10 +327,20 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
             (void)memory->write(memory->context, slot.address, bytes, slot.width);
         }
         pd_mirror_receive(c, memory, t->handle, view.mappings, done.mapping_count);
-        if (value >= 0 && (done.flags & PD_DONE_RESULT_HANDLE) && !descriptors->numbers_are_handles)
-            value = descriptors->adopt(descriptors->context, (uint32_t)value);
+        int result_is_handle = value >= 0 && (done.flags & PD_DONE_RESULT_HANDLE);
         pd_frame_release(c, &reply);
-        if (faulted && value >= 0) { error = EFAULT; break; }
+        if (faulted && value >= 0) {
+            /* As a kernel whose copy to user memory fails after it made a descriptor: the call fails and
+               leaves none, so the backend's new file is closed rather than adopted. */
+            if (result_is_handle && value <= UINT32_MAX) {
+                int ignored;
+                (void)pd_file_simple(c, (uint32_t)value, PD_CLOSE, NULL, 0, NULL, 0, &ignored);
+            }
+            error = EFAULT;
+            break;
+        }
+        if (result_is_handle && !descriptors->numbers_are_handles)
+            value = descriptors->adopt(descriptors->context, (uint32_t)value);
         result = value;
         error = callError;
         if (asked.parts > 0 || asked.mirrors) {

@@ -227,6 +227,26 @@ struct PreloadTests {
         #expect(result.errors.contains("ioctl 0x5414: the backend's PD_NEED rounds did not converge in 16 rounds"))
         #expect(result.errors.contains("ioctl 0x5415: ioctl reply region past the frame"))
         #expect(result.errors.contains("ioctl 0x5416: PD_NEED slot outside the gathered regions"))
+
+        // A lawful reply that makes a new file but cannot be written back (the argument is read-only memory):
+        // as a kernel whose copy to user memory fails, the call fails with EFAULT and leaves no descriptor.
+        let readOnly = """
+            import ctypes, errno, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+            libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+            page = libc.mmap(None, 4096, 1, 0x22, -1, 0)   # PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS
+            fd = os.open("/dev/hostile", os.O_RDWR)
+            before = len(os.listdir("/proc/self/fd"))
+            r = libc.ioctl(fd, 0x5417, page)
+            print("0x5417", r, errno.errorcode.get(ctypes.get_errno()), len(os.listdir("/proc/self/fd")) - before)
+            """
+        let faulted = try paradiceRun("unix:" + folder + "/hostile.sock", ["python3", "-c", readOnly],
+                                      extra: ["--map", "/dev/hostile=/dev/hostile"])
+        #expect(faulted.output.contains("0x5417 -1 EFAULT 0"), "\(faulted.output)\(faulted.errors)")
+        let closed = (try? String(contentsOfFile: folder + "/hostile.sock.closed", encoding: .utf8)) ?? ""
+        #expect(closed.split(separator: "\n").contains("close 7"), "closed: \(closed)")
     }
 
     @Test func aCloseRacingAReadLeavesTheReadItsFile() throws {

@@ -6,12 +6,16 @@ It serves one node (any path) and answers each ioctl command in its own wrong wa
   0x5414  PD_NEED rounds that never converge (each asks for one more region)
   0x5415  a reply whose region count runs far past the frame
   0x5416  a PD_NEED whose slot lies outside every region
+  0x5417  a lawful reply (the argument's 8 bytes written back) that makes a new handle, 7: the program's
+          argument is read-only memory, so the write-back fails and the handle must come back closed
+Every PD_CLOSE is noted in SOCKET.closed ("close HANDLE" per line).
 Usage: hostile-backend.py SOCKET   (prints "listening on unix:SOCKET" once it accepts)
 """
-import socket, struct, sys, threading
+import os, socket, struct, sys, threading
 
 HEADER = struct.Struct("<IHHII")
-PD_HELLO, PD_OPEN, PD_IOCTL, PD_REPLY, PD_NEED = 1, 2, 6, 0x80, 0x81
+PD_HELLO, PD_OPEN, PD_CLOSE, PD_IOCTL, PD_REPLY, PD_NEED = 1, 2, 3, 6, 0x80, 0x81
+PD_DONE_RESULT_HANDLE = 1
 
 def receive(conn, n):
     data = b""
@@ -50,8 +54,17 @@ def serve(conn):
                     send(conn, PD_REPLY, request, reply(0, 0, struct.pack("<IIII", 0x7fffffff, 0, 0, 0)))
                 elif command == 0x5416:
                     send(conn, PD_NEED, request, struct.pack("<IIII", 0, 1, 0, 0) + struct.pack("<QII", argument + 4096, 4, 1))
+                elif command == 0x5417 and count == 0:
+                    send(conn, PD_NEED, request, struct.pack("<IIII", 1, 0, 0, 0) + struct.pack("<QII", argument, 8, 0))
+                elif command == 0x5417:
+                    done = struct.pack("<IIII", 1, 0, PD_DONE_RESULT_HANDLE, 0) + struct.pack("<QII", argument, 8, 0) + b"WRITTEN!"
+                    send(conn, PD_REPLY, request, reply(7, 0, done))
                 else:
                     send(conn, PD_REPLY, request, reply(-1, 25))
+            elif op == PD_CLOSE:
+                with open(sys.argv[1] + ".closed", "a") as log:
+                    log.write("close %d\n" % handle)
+                send(conn, PD_REPLY, request, reply())
             else:
                 send(conn, PD_REPLY, request, reply())
     except (EOFError, OSError):

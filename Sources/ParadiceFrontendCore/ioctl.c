@@ -81,6 +81,20 @@ static void store(uint8_t *p, uint32_t width, int64_t value) {
     memcpy(p, &v, 4);
 }
 
+/* The bytes a checked ioctl reply writes at [address, address + width), or NULL when no region it
+   writes holds all of them. */
+static const uint8_t *written_bytes(const uint8_t *regions, uint32_t count, uint64_t address, uint32_t width) {
+    const uint8_t *p = regions;
+    for (uint32_t i = 0; i < count; i++) {
+        struct pd_region r;
+        const uint8_t *bytes;
+        p = pd_region_entry(p, &r, &bytes);
+        if (address >= r.address && address - r.address <= r.length && width <= r.length - (address - r.address))
+            return bytes + (address - r.address);
+    }
+    return NULL;
+}
+
 /* What a reply to this call may write: the regions gathered for it, the memory the program lent the
  * file, the file's mirrors. */
 struct bounds_storage {
@@ -319,12 +333,18 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
             struct pd_slot slot;
             memcpy(&slot, p, sizeof slot);
             p += sizeof slot;
-            uint8_t bytes[8];
             if (descriptors->numbers_are_handles) continue;   /* the handle is the descriptor already */
-            if (memory->read(memory->context, slot.address, bytes, slot.width) != 0) continue;
-            int64_t fd = descriptors->adopt(descriptors->context, (uint32_t)load(bytes, slot.width));
+            /* The handle is taken from the reply, never read back from the program's memory, where
+               another thread (or another process, for a daemon) may have changed it since. */
+            const uint8_t *handle = written_bytes(view.regions, done.region_count, slot.address, slot.width);
+            if (!handle) {
+                pd_conn_log(c, "paradice: ioctl 0x%x: a new handle in no region the reply writes", command);
+                continue;
+            }
+            uint8_t bytes[8];
+            int64_t fd = descriptors->adopt(descriptors->context, (uint32_t)load(handle, slot.width));
             store(bytes, slot.width, fd);
-            (void)memory->write(memory->context, slot.address, bytes, slot.width);
+            if (memory->write(memory->context, slot.address, bytes, slot.width) != 0) faulted = 1;
         }
         pd_mirror_receive(c, memory, t->handle, view.mappings, done.mapping_count);
         int result_is_handle = value >= 0 && (done.flags & PD_DONE_RESULT_HANDLE);

@@ -247,6 +247,24 @@ struct PreloadTests {
         #expect(faulted.output.contains("0x5417 -1 EFAULT 0"), "\(faulted.output)\(faulted.errors)")
         let closed = (try? String(contentsOfFile: folder + "/hostile.sock.closed", encoding: .utf8)) ?? ""
         #expect(closed.split(separator: "\n").contains("close 7"), "closed: \(closed)")
+
+        // A new handle in a slot is taken from the reply's bytes and becomes a descriptor of the program's; a
+        // slot whose bytes the reply does not carry adopts nothing.
+        let slots = """
+            import fcntl, os, struct
+            fd = os.open("/dev/hostile", os.O_RDWR)
+            before = len(os.listdir("/proc/self/fd"))
+            out = fcntl.ioctl(fd, 0x5418, bytes(8))
+            new = struct.unpack_from("<i", out)[0]
+            print("0x5418", len(os.listdir("/proc/self/fd")) - before, new not in (fd, 9), out[4:] == bytes(4))
+            out = fcntl.ioctl(fd, 0x5419, b"abcdefgh")
+            print("0x5419", out, len(os.listdir("/proc/self/fd")) - before)
+            """
+        let adopted = try paradiceRun("unix:" + folder + "/hostile.sock", ["python3", "-c", slots],
+                                      extra: ["--map", "/dev/hostile=/dev/hostile"])
+        #expect(adopted.output.contains("0x5418 1 True True"), "\(adopted.output)\(adopted.errors)")
+        #expect(adopted.output.contains("0x5419 b'abcdefgh' 1"), "\(adopted.output)\(adopted.errors)")
+        #expect(adopted.errors.contains("ioctl 0x5419: a new handle in no region the reply writes"), "\(adopted.errors)")
     }
 
     @Test func aCloseRacingAReadLeavesTheReadItsFile() throws {

@@ -8,6 +8,8 @@ It serves one node (any path) and answers each ioctl command in its own wrong wa
   0x5416  a PD_NEED whose slot lies outside every region
   0x5417  a lawful reply (the argument's 8 bytes written back) that makes a new handle, 7: the program's
           argument is read-only memory, so the write-back fails and the handle must come back closed
+  0x5418  a lawful reply writing the argument's 8 bytes with a new handle, 9, in its first 4 (a slot)
+  0x5419  a reply naming a slot in the argument but writing no region: no bytes say which handle
 Every PD_CLOSE is noted in SOCKET.closed ("close HANDLE" per line).
 Usage: hostile-backend.py SOCKET   (prints "listening on unix:SOCKET" once it accepts)
 """
@@ -54,6 +56,14 @@ def serve(conn):
                     send(conn, PD_REPLY, request, reply(0, 0, struct.pack("<IIII", 0x7fffffff, 0, 0, 0)))
                 elif command == 0x5416:
                     send(conn, PD_NEED, request, struct.pack("<IIII", 0, 1, 0, 0) + struct.pack("<QII", argument + 4096, 4, 1))
+                elif command in (0x5418, 0x5419) and count == 0:
+                    send(conn, PD_NEED, request, struct.pack("<IIII", 1, 0, 0, 0) + struct.pack("<QII", argument, 8, 0))
+                elif command == 0x5418:
+                    done = struct.pack("<IIII", 1, 1, 0, 0) + struct.pack("<QII", argument, 8, 0) + struct.pack("<iI", 9, 0) \
+                        + struct.pack("<QII", argument, 4, 2)
+                    send(conn, PD_REPLY, request, reply(0, 0, done))
+                elif command == 0x5419:
+                    send(conn, PD_REPLY, request, reply(0, 0, struct.pack("<IIII", 0, 1, 0, 0) + struct.pack("<QII", argument, 4, 2)))
                 elif command == 0x5417 and count == 0:
                     send(conn, PD_NEED, request, struct.pack("<IIII", 1, 0, 0, 0) + struct.pack("<QII", argument, 8, 0))
                 elif command == 0x5417:

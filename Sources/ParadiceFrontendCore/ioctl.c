@@ -81,6 +81,13 @@ static void store(uint8_t *p, uint32_t width, int64_t value) {
     memcpy(p, &v, 4);
 }
 
+/* A reply that breaks the protocol: released unused, named in one line; the call fails with EPROTO. */
+static int refuse_reply(struct pd_connection *c, struct pd_frame *reply, uint32_t command, const char *why) {
+    pd_frame_release(c, reply);
+    pd_conn_log(c, "paradice: ioctl 0x%x: %s", command, why);
+    return EPROTO;
+}
+
 /* The bytes a checked ioctl reply writes at [address, address + width), or NULL when no region it
    writes holds all of them. */
 static const uint8_t *written_bytes(const uint8_t *regions, uint32_t count, uint64_t address, uint32_t width) {
@@ -206,9 +213,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
             int bad = pd_parse_need(reply.body, reply.header.length, &bs.bounds, &view, &why);
             bounds_free(&bs);
             if (bad) {
-                pd_frame_release(c, &reply);
-                pd_conn_log(c, "paradice: ioctl 0x%x: %s", command, why);
-                error = EPROTO;
+                error = refuse_reply(c, &reply, command, why);
                 protocol = 1;
                 break;
             }
@@ -289,9 +294,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
         int64_t value = pd_reply_result(&reply, &data, &length);
         int callError = value < 0 ? errno : 0;
         if (pd_reply_broken(&reply)) {
-            pd_conn_log(c, "paradice: ioctl 0x%x: the backend answered neither a result nor PD_NEED", command);
-            pd_frame_release(c, &reply);
-            error = EPROTO;
+            error = refuse_reply(c, &reply, command, "the backend answered neither a result nor PD_NEED");
             protocol = 1;
             break;
         }
@@ -303,9 +306,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
         int bad = pd_parse_done(data, length, &bs.bounds, &view, &why);
         bounds_free(&bs);
         if (bad) {
-            pd_frame_release(c, &reply);
-            pd_conn_log(c, "paradice: ioctl 0x%x: %s", command, why);
-            error = EPROTO;
+            error = refuse_reply(c, &reply, command, why);
             protocol = 1;
             break;
         }

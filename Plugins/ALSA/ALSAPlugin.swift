@@ -7,10 +7,8 @@ import ParadiceSpec
 import ParadiceSystem
 
 /// ALSA: what asound.h's spec cannot say. A PCM's transfer lengths depend on the frame size negotiated by
-/// HW_PARAMS on the same file; the status and control pages are updated by the driver at any time, so a
-/// mirror of them would be stale: their mmap is refused as the kernel refuses it for drivers that need
-/// explicit pointer syncs (ENXIO), and alsa-lib then uses SYNC_PTR, whose spec syncs the data buffer
-/// (`$capture` says which way).
+/// HW_PARAMS on the same file; SYNC_PTR's spec syncs the data buffer, `$capture` says which way. (The
+/// refused mmap of the status and control pages is the spec's `mmap refuse`.)
 public final class ALSAPlugin: DevicePlugin {
     public static let name = "alsa"
 
@@ -38,7 +36,6 @@ struct ALSALayout: Sendable {
     let intervals, intervalSize: Int                          // snd_pcm_hw_params.intervals[]
     let intervalMin: SpecField<UInt32>
     let sampleBits, frameBits, channels: Int                  // indices into intervals[]
-    let statusOffset: UInt64                                  // the lowest status/control mmap offset
 
     init(_ specs: SpecSet) throws {
         let l = SpecLayout(specs)
@@ -49,7 +46,6 @@ struct ALSALayout: Sendable {
         sampleBits = Int(l.constant("SNDRV_PCM_HW_PARAM_SAMPLE_BITS") - first)
         frameBits = Int(l.constant("SNDRV_PCM_HW_PARAM_FRAME_BITS") - first)
         channels = Int(l.constant("SNDRV_PCM_HW_PARAM_CHANNELS") - first)
-        statusOffset = UInt64(["STATUS_OLD", "CONTROL_OLD", "STATUS_NEW", "CONTROL_NEW"].map { l.constant("SNDRV_PCM_MMAP_OFFSET_" + $0) }.min()!)
         try l.check()
     }
 }
@@ -97,9 +93,5 @@ final class PCMFile: DeviceFileState, @unchecked Sendable {
         default:
             break
         }
-    }
-
-    func mayMap(offset: UInt64, length: UInt64) -> Errno? {
-        offset >= layout.statusOffset ? .noSuchAddressOrDevice : nil
     }
 }

@@ -289,12 +289,23 @@ public struct SyncPoint: Sendable {
     public let location: SourceLocation
 }
 
+/// Mappings a class's files refuse, as the driver refuses them (spec `mmap refuse COND errno NAME`): a page
+/// the driver updates by itself, which a guest's mirror would show stale. The condition reads `offset` and
+/// `length` of the mapping and constants.
+public struct MmapRefusal: Sendable {
+    public let condition: Expr
+    public let errno: Int32
+    public let location: SourceLocation
+}
+
 public final class SpecClass: @unchecked Sendable {
     public let name: String
     public internal(set) var devices: [String]
     public internal(set) var plugin: String?
     public internal(set) var ioctls: [Ioctl] = []
     public internal(set) var records: [Record] = []
+    /// Mappings of the class's files that are refused (spec `mmap refuse`), in declaration order.
+    public internal(set) var mmapRefusals: [MmapRefusal] = []
     public let file: String
     public let location: SourceLocation
     /// Command number → ioctl, for the ioctls without parameters.

@@ -149,23 +149,32 @@ public struct Parser {
         try expectPunct("{", "to open the class")
         var devices: [String] = []
         var plugin: String?
+        var mmapRefusals: [MmapRefusalSyntax] = []
         while true {
             skipNewlines()
             if isPunct("}") { _ = advance(); break }
-            let (item, itemLoc) = try identifier("'devices' or 'plugin'")
+            let (item, itemLoc) = try identifier("'devices', 'plugin' or 'mmap'")
             switch item {
             case "devices":
                 while case .string(let s) = current.kind { devices.append(s); _ = advance() }
             case "plugin":
                 plugin = try identifier("a plug-in name").0
+            case "mmap":
+                let (word, wordLoc) = try identifier("'refuse'")
+                guard word == "refuse" else { throw fail("'mmap' takes refuse CONDITION errno NAME", at: wordLoc) }
+                let condition = try expression()
+                let (errnoWord, errnoLoc) = try identifier("'errno'")
+                guard errnoWord == "errno" else { throw fail("'mmap' takes refuse CONDITION errno NAME", at: errnoLoc) }
+                let name = try identifier("an errno name")
+                mmapRefusals.append(MmapRefusalSyntax(condition: condition, errno: name, location: itemLoc))
             default:
-                throw fail("unknown class item '\(item)'; expected 'devices' or 'plugin'", at: itemLoc)
+                throw fail("unknown class item '\(item)'; expected 'devices', 'plugin' or 'mmap'", at: itemLoc)
             }
             try endStatement()
         }
         try endStatement()
         _ = loc
-        return .specClass(name: name, devices: devices, plugin: plugin, nameLoc)
+        return .specClass(name: name, devices: devices, plugin: plugin, mmapRefusals: mmapRefusals, nameLoc)
     }
 
     private mutating func enumeration(isFlags: Bool, _ loc: SourceLocation) throws -> DeclarationSyntax {

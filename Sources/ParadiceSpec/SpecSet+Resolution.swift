@@ -30,6 +30,8 @@ extension SpecSet {
                             c.ioctls.append(ioctl)
                         }
                     }
+                case .specClass(_, _, _, let refusals, _):
+                    file.specClass?.mmapRefusals = refusals.compactMap(resolveMmapRefusal)
                 default: break
                 }
             }

@@ -168,6 +168,14 @@ public struct SyncSyntax: Sendable {
     public var location: SourceLocation
 }
 
+/// `mmap refuse COND errno NAME` in a class: mmaps of the class's files for which COND (over `offset`,
+/// `length` and constants) holds are refused with errno NAME.
+public struct MmapRefusalSyntax: Sendable {
+    public var condition: Expr
+    public var errno: (String, SourceLocation)
+    public var location: SourceLocation
+}
+
 public struct EnumMemberSyntax: Sendable {
     public var name: String
     public var value: Expr?
@@ -179,7 +187,7 @@ public enum DeclarationSyntax: Sendable {
     case headers([String], SourceLocation)
     case cflags([String], SourceLocation)
     case facts(String, SourceLocation)
-    case specClass(name: String, devices: [String], plugin: String?, SourceLocation)
+    case specClass(name: String, devices: [String], plugin: String?, mmapRefusals: [MmapRefusalSyntax], SourceLocation)
     case constant(name: String, value: Expr, verify: Bool, SourceLocation)
     case enumeration(name: String, isFlags: Bool, members: [EnumMemberSyntax], SourceLocation)
     case alias(name: String, type: TypeSyntax, SourceLocation)

@@ -19,6 +19,41 @@ struct CompilerTests {
         #expect(syncs.map { $0.condition == nil } == [false, true])
     }
 
+    @Test func mmapRefusalsAnswerInOrderOverOffsetAndLength() throws {
+        let specs = try compile("""
+            const STATUS = 0x80000000
+            class c {
+              devices "/dev/x"
+              mmap refuse offset >= STATUS errno ENXIO
+              mmap refuse length > 1M || offset % 4096 != 0 errno EINVAL
+            }
+            """)
+        let c = try #require(specs.specClass(named: "c"))
+        #expect(c.mmapRefusals.map(\.errno) == [6, 22])
+        #expect(specs.mmapRefusal(in: c, offset: 0, length: 4096) == nil)
+        #expect(specs.mmapRefusal(in: c, offset: 0x7fff_f000, length: 4096) == nil)
+        #expect(specs.mmapRefusal(in: c, offset: 0x8000_0000, length: 4096) == 6)
+        #expect(specs.mmapRefusal(in: c, offset: 0x8000_0000, length: 2 << 20) == 6)   // the first that holds
+        #expect(specs.mmapRefusal(in: c, offset: 0, length: 2 << 20) == 22)
+        #expect(specs.mmapRefusal(in: c, offset: 12, length: 4096) == 22)
+        #expect(specs.mmapRefusal(in: c, offset: .max, length: 1) == 6)                // past Int64: refused
+        // A class without the clause maps everything.
+        let plain = try compile("class d { devices \"/dev/y\" }")
+        #expect(plain.mmapRefusal(in: try #require(plain.specClass(named: "d")), offset: 1 << 40, length: 4096) == nil)
+    }
+
+    @Test func alsaRefusesTheStatusAndControlPagesOnly() throws {
+        let alsa = try #require(repositorySpecs.specClass(named: "alsa"))
+        let enxio: Int32 = 6
+        for name in ["STATUS_OLD", "CONTROL_OLD", "STATUS_NEW", "CONTROL_NEW"] {
+            let offset = try #require(try repositorySpecs.constantValue("SNDRV_PCM_MMAP_OFFSET_" + name))
+            #expect(repositorySpecs.mmapRefusal(in: alsa, offset: UInt64(offset), length: 4096) == enxio, "\(name)")
+        }
+        let data = try #require(try repositorySpecs.constantValue("SNDRV_PCM_MMAP_OFFSET_DATA"))
+        #expect(repositorySpecs.mmapRefusal(in: alsa, offset: UInt64(data), length: 64 << 10) == nil)
+        #expect(repositorySpecs.mmapRefusal(in: alsa, offset: 0x8000_0000 - 4096, length: 4096) == nil)
+    }
+
     @Test func cLayoutRules() throws {
         let s = try compile("""
             struct natural { a u8; b u64; c u16 }

@@ -150,10 +150,11 @@ public struct Parser {
         var devices: [String] = []
         var plugin: String?
         var mmapRefusals: [MmapRefusalSyntax] = []
+        var states: [StateSyntax] = []
         while true {
             skipNewlines()
             if isPunct("}") { _ = advance(); break }
-            let (item, itemLoc) = try identifier("'devices', 'plugin' or 'mmap'")
+            let (item, itemLoc) = try identifier("'devices', 'plugin', 'mmap' or 'state'")
             switch item {
             case "devices":
                 while case .string(let s) = current.kind { devices.append(s); _ = advance() }
@@ -167,14 +168,21 @@ public struct Parser {
                 guard errnoWord == "errno" else { throw fail("'mmap' takes refuse CONDITION errno NAME", at: errnoLoc) }
                 let name = try identifier("an errno name")
                 mmapRefusals.append(MmapRefusalSyntax(condition: condition, errno: name, location: itemLoc))
+            case "state":
+                let (name, nameLoc) = try identifier("a state name")
+                for word in ["unset", "errno"] {
+                    let (w, wLoc) = try identifier("'\(word)'")
+                    guard w == word else { throw fail("'state' takes NAME unset errno NAME", at: wLoc) }
+                }
+                states.append(StateSyntax(name: name, errno: try identifier("an errno name"), location: nameLoc))
             default:
-                throw fail("unknown class item '\(item)'; expected 'devices', 'plugin' or 'mmap'", at: itemLoc)
+                throw fail("unknown class item '\(item)'; expected 'devices', 'plugin', 'mmap' or 'state'", at: itemLoc)
             }
             try endStatement()
         }
         try endStatement()
         _ = loc
-        return .specClass(name: name, devices: devices, plugin: plugin, mmapRefusals: mmapRefusals, nameLoc)
+        return .specClass(name: name, devices: devices, plugin: plugin, mmapRefusals: mmapRefusals, states: states, nameLoc)
     }
 
     private mutating func enumeration(isFlags: Bool, _ loc: SourceLocation) throws -> DeclarationSyntax {
@@ -351,7 +359,7 @@ public struct Parser {
         let encoding = try ioctlEncoding()
         var ioctl = IoctlSyntax(name: name, parameters: parameters, encoding: encoding, location: loc)
         while !atStatementEnd {
-            let (option, optLoc) = try identifier("an ioctl option (arg, blocking, returns, max, maxbytes, c, noverify, refuse, sync)")
+            let (option, optLoc) = try identifier("an ioctl option (arg, blocking, returns, max, maxbytes, c, noverify, refuse, sync, remember, forget)")
             switch option {
             case "arg":
                 if isKeyword("none") { _ = advance(); ioctl.argument = ArgumentSyntax.none }
@@ -383,6 +391,15 @@ public struct Parser {
                 var condition: Expr?
                 if isKeyword("when") { _ = advance(); condition = try expression() }
                 ioctl.syncs.append(SyncSyntax(direction: direction, offset: offset, length: length, condition: condition, location: optLoc))
+            case "remember":
+                let (name, nameLoc) = try identifier("a state name")
+                try expectPunct("=", "after the state name")
+                let value = try expression()
+                var condition: Expr?
+                if isKeyword("when") { _ = advance(); condition = try expression() }
+                ioctl.remembers.append(RememberSyntax(name: name, value: value, condition: condition, location: nameLoc))
+            case "forget":
+                ioctl.forgets.append(try identifier("a state name"))
             default: throw fail("unknown ioctl option '\(option)'", at: optLoc)
             }
         }
@@ -499,7 +516,16 @@ public struct Parser {
                 _ = advance()
                 path.append(try identifier("a field name after '.'").0)
             }
-            return .name(path, token.location)
+            guard isPunct("[") else { return .name(path, token.location) }
+            _ = advance()
+            let index = try expression()
+            try expectPunct("]", "to close the index")
+            var rest: [String] = []
+            while isPunct(".") {
+                _ = advance()
+                rest.append(try identifier("a field name after '.'").0)
+            }
+            return .element(path, index, rest, token.location)
         default:
             throw fail("expected an expression, found \(token.kind)")
         }

@@ -17,8 +17,8 @@ extension SpecSet {
     func resolveMmapRefusal(_ syntax: MmapRefusalSyntax) -> MmapRefusal? {
         // A plug-in variable has no call to be asked for at mmap; any other name must be offset, length
         // or a constant, which one evaluation over a sample mapping reports where it is written.
-        guard !syntax.condition.usesVariables else {
-            error(syntax.condition.location, "an mmap condition reads offset, length and constants, not plug-in variables")
+        if let variable = syntax.condition.variableLocation {
+            error(variable, "an mmap condition reads offset, length and constants, not plug-in variables")
             return nil
         }
         guard constantExpression(syntax.condition, parameters: ["offset": 0, "length": 1]) != nil else { return nil }

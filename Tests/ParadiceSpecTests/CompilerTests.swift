@@ -42,6 +42,27 @@ struct CompilerTests {
         #expect(plain.mmapRefusal(in: try #require(plain.specClass(named: "d")), offset: 1 << 40, length: 4096) == nil)
     }
 
+    @Test func statesAreRememberedFromArrayElementsAndForgotten() throws {
+        let specs = try compile("""
+            const FIRST = 8
+            struct item { lo u32; hi u32 }
+            struct params { flags u32; items item[4]; count u16 }
+            class c {
+              devices "/dev/x"
+              state width unset errno EBADFD
+              state depth unset errno EIO
+            }
+            ioctl SET = _IOWR('x', 1, params) remember width = items[9 - FIRST].lo * 2 when count > 0 remember depth = count
+            ioctl FREE = _IO('x', 2) forget depth forget width
+            """)
+        let c = try #require(specs.specClass(named: "c"))
+        #expect(c.states.map(\.name) == ["width", "depth"] && c.states.map(\.unsetErrno) == [77, 5])
+        let set = try #require(specs.ioctl(named: "SET"))
+        #expect(set.remembers.map(\.index) == [0, 1] && set.remembers.map { $0.condition == nil } == [false, true])
+        #expect(set.remembers[0].value.description == "(items[(9 - FIRST)].lo * 2)")
+        #expect(try #require(specs.ioctl(named: "FREE")).forgets == [1, 0])
+    }
+
     @Test func alsaRefusesTheStatusAndControlPagesOnly() throws {
         let alsa = try #require(repositorySpecs.specClass(named: "alsa"))
         let enxio: Int32 = 6

@@ -15,7 +15,6 @@ import Testing
     }
     #expect(missing(DRMIoctl.self) == [])
     #expect(missing(V4L2Ioctl.self) == [])
-    #expect(missing(ALSAIoctl.self) == [])
 }
 
 /// Plug-ins build their layouts once, for every file of the backend.

@@ -3,20 +3,28 @@ import ParadiceSpec
 import ParadiceSystem
 
 /// The values an open file remembers between calls, as its class's spec declares them (`state`), set and
-/// unset by the ioctls' `remember` and `forget`. Bounded: one slot per declared state. The sessions of
-/// forked children share the file, and so its states, from several threads.
+/// unset by the ioctls' `remember` and `forget`, and those its path fixes at open (`path`). Bounded: one
+/// slot per declared name. The sessions of forked children share the file, and so its states, from
+/// several threads.
 final class FileStates: Sendable {
     let declared: [StateVariable]
     private let values: LockedValue<[Int64?]>
+    /// The class's path variables and their values for this file.
+    let fixed: [(name: String, value: Int64)]
 
-    init(_ declared: [StateVariable]) {
-        self.declared = declared
+    init(_ specClass: SpecClass?, path: String) {
+        declared = specClass?.states ?? []
         values = LockedValue([Int64?](repeating: nil, count: declared.count))
+        fixed = specClass.map { c in Array(zip(c.pathVariables.map(\.name), c.pathVariableValues(for: path))) } ?? []
     }
+
+    /// Whether the file has any spec value to answer.
+    var isEmpty: Bool { declared.isEmpty && fixed.isEmpty }
 
     /// The value of state `name`: nil when the class declares no such state; throws the state's errno
     /// while it is unset (the driver's answer to a call made before the one that sets it).
     func value(of name: String) throws -> Int64? {
+        if let value = fixed.first(where: { $0.name == name })?.value { return value }
         guard let index = declared.firstIndex(where: { $0.name == name }) else { return nil }
         guard let value = values.withLock({ $0[index] }) else {
             throw PlanError.rejected(errno: Errno(declared[index].unsetErrno), message: "$\(name) is unset on this file")
@@ -45,6 +53,6 @@ struct FileVariables: PlanVariables {
 extension OpenFile {
     /// The variables its plans read; nil when neither a spec state nor a plug-in could answer one.
     var variables: (any PlanVariables)? {
-        states.declared.isEmpty && state == nil ? nil : FileVariables(file: self)
+        states.isEmpty && state == nil ? nil : FileVariables(file: self)
     }
 }

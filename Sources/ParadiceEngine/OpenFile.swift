@@ -22,7 +22,7 @@ final class OpenFile: @unchecked Sendable {
         self.path = path
         self.specClass = specClass
         self.state = state
-        self.states = FileStates(specClass?.states ?? [])
+        self.states = FileStates(specClass, path: path)
         self.statusFlags = LockedValue(nonBlocking)
     }
 

@@ -310,6 +310,14 @@ public struct StateVariable: Sendable {
     public let location: SourceLocation
 }
 
+/// `path NAME GLOB…`: `$NAME` is 1 on an open file of the class whose path matches one of the globs, 0
+/// on the others (ALSA's `$capture`: a capture PCM's node name ends in "c").
+public struct PathVariable: Sendable {
+    public let name: String
+    public let globs: [String]
+    public let location: SourceLocation
+}
+
 /// `remember NAME = VALUE [when CONDITION]`: state `index` of the class takes VALUE, evaluated over the
 /// argument's struct after a successful call; unset when CONDITION does not hold.
 public struct StateChange: Sendable {
@@ -329,6 +337,8 @@ public final class SpecClass: @unchecked Sendable {
     public internal(set) var mmapRefusals: [MmapRefusal] = []
     /// What each open file of the class remembers (spec `state`); ioctls name them by index.
     public internal(set) var states: [StateVariable] = []
+    /// Variables fixed at open by the file's path (spec `path`).
+    public internal(set) var pathVariables: [PathVariable] = []
     public let file: String
     public let location: SourceLocation
     /// Command number → ioctl, for the ioctls without parameters.

@@ -151,10 +151,11 @@ public struct Parser {
         var plugin: String?
         var mmapRefusals: [MmapRefusalSyntax] = []
         var states: [StateSyntax] = []
+        var paths: [PathVariableSyntax] = []
         while true {
             skipNewlines()
             if isPunct("}") { _ = advance(); break }
-            let (item, itemLoc) = try identifier("'devices', 'plugin', 'mmap' or 'state'")
+            let (item, itemLoc) = try identifier("'devices', 'plugin', 'mmap', 'state' or 'path'")
             switch item {
             case "devices":
                 while case .string(let s) = current.kind { devices.append(s); _ = advance() }
@@ -175,14 +176,20 @@ public struct Parser {
                     guard w == word else { throw fail("'state' takes NAME unset errno NAME", at: wLoc) }
                 }
                 states.append(StateSyntax(name: name, errno: try identifier("an errno name"), location: nameLoc))
+            case "path":
+                let (name, nameLoc) = try identifier("a variable name")
+                var globs: [String] = []
+                while case .string(let s) = current.kind { globs.append(s); _ = advance() }
+                guard !globs.isEmpty else { throw fail("'path' takes NAME and one or more globs", at: nameLoc) }
+                paths.append(PathVariableSyntax(name: name, globs: globs, location: nameLoc))
             default:
-                throw fail("unknown class item '\(item)'; expected 'devices', 'plugin', 'mmap' or 'state'", at: itemLoc)
+                throw fail("unknown class item '\(item)'; expected 'devices', 'plugin', 'mmap', 'state' or 'path'", at: itemLoc)
             }
             try endStatement()
         }
         try endStatement()
         _ = loc
-        return .specClass(name: name, devices: devices, plugin: plugin, mmapRefusals: mmapRefusals, states: states, nameLoc)
+        return .specClass(name: name, devices: devices, plugin: plugin, mmapRefusals: mmapRefusals, states: states, paths: paths, nameLoc)
     }
 
     private mutating func enumeration(isFlags: Bool, _ loc: SourceLocation) throws -> DeclarationSyntax {

@@ -31,7 +31,7 @@ extension SpecSet {
                         }
                         resolveStateChanges(syntax, of: ioctl, in: file.specClass)
                     }
-                case .specClass(_, _, _, let refusals, _, _):
+                case .specClass(_, _, _, let refusals, _, _, _):
                     file.specClass?.mmapRefusals = refusals.compactMap(resolveMmapRefusal)
                 default: break
                 }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 // Per-file state: a class's `state` declarations and the ioctls' `remember` and `forget` clauses.
 
 extension SpecSet {
@@ -15,6 +21,18 @@ extension SpecSet {
             states.append(StateVariable(name: s.name, unsetErrno: number, location: s.location))
         }
         return states
+    }
+
+    func declarePathVariables(_ syntax: [PathVariableSyntax], besides states: [StateVariable]) -> [PathVariable] {
+        var variables: [PathVariable] = []
+        for p in syntax {
+            if let previous = states.first(where: { $0.name == p.name })?.location ?? variables.first(where: { $0.name == p.name })?.location {
+                error(p.location, "'\(p.name)' is already declared at \(previous)")
+                continue
+            }
+            variables.append(PathVariable(name: p.name, globs: p.globs, location: p.location))
+        }
+        return variables
     }
 
     /// `remember` and `forget` name states of the ioctl's class; a remembered value and its condition
@@ -108,5 +126,12 @@ struct RecordCheckScope: EvaluationScope {
     static func isInteger(_ type: SpecType) -> Bool {
         if case .integer = type { return true }
         return false
+    }
+}
+
+extension SpecClass {
+    /// The values of the class's path variables for an open file at `path`, in declaration order.
+    public func pathVariableValues(for path: String) -> [Int64] {
+        pathVariables.map { v in v.globs.contains { fnmatch($0, path, FNM_PATHNAME) == 0 } ? 1 : 0 }
     }
 }

@@ -190,6 +190,13 @@ public struct RememberSyntax: Sendable {
 
 /// `state NAME unset errno ERRNO` in a class: a per-file value that ioctls `remember` and `forget`, read as
 /// `$NAME`; a plan that reads it while unset is refused with ERRNO.
+/// `path NAME GLOB…` in a class: `$NAME` is 1 on an open file whose path matches one of the globs, else 0.
+public struct PathVariableSyntax: Sendable {
+    public var name: String
+    public var globs: [String]
+    public var location: SourceLocation
+}
+
 public struct StateSyntax: Sendable {
     public var name: String
     public var errno: (String, SourceLocation)
@@ -224,7 +231,7 @@ public enum DeclarationSyntax: Sendable {
     case headers([String], SourceLocation)
     case cflags([String], SourceLocation)
     case facts(String, SourceLocation)
-    case specClass(name: String, devices: [String], plugin: String?, mmapRefusals: [MmapRefusalSyntax], states: [StateSyntax], SourceLocation)
+    case specClass(name: String, devices: [String], plugin: String?, mmapRefusals: [MmapRefusalSyntax], states: [StateSyntax], paths: [PathVariableSyntax], SourceLocation)
     case constant(name: String, value: Expr, verify: Bool, SourceLocation)
     case enumeration(name: String, isFlags: Bool, members: [EnumMemberSyntax], SourceLocation)
     case alias(name: String, type: TypeSyntax, SourceLocation)

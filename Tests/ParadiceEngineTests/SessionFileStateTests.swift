@@ -105,16 +105,39 @@ struct SessionFileStateTests {
         #expect(refusal("SNDRV_PCM_IOCTL_WRITEI_FRAMES", xfer, on: file) == .fileDescriptorInBadState)
     }
 
+    /// SYNC_PTR's `sync` conditions read `$capture`, which alsa.spec's `path capture` fixes from the PCM's
+    /// name at open: a playback buffer goes to the device before the call, a capture buffer comes back after it.
+    @Test func syncPtrFollowsTheStreamDirectionOfThePath() throws {
+        let data: Range<UInt64> = 0..<UInt64(try #require(try specs.constantValue("SNDRV_PCM_MMAP_OFFSET_STATUS_OLD")))
+        let size = try #require(specs.record(named: "snd_pcm_sync_ptr")).size
+        let argument = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        defer { argument.deallocate() }
+        argument.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        func open(_ path: String) throws -> OpenFile {
+            OpenFile(fd: try Syscall.open("/dev/null", O_RDWR), path: path, specClass: alsa, state: nil, nonBlocking: false)
+        }
+        let player = try open("/dev/snd/pcmC0D0p"), recorder = try open("/dev/snd/pcmC1D3c")
+        #expect(try player.states.value(of: "capture") == 0 && recorder.states.value(of: "capture") == 1)
+        let playback = try plan("SNDRV_PCM_IOCTL_SYNC_PTR", argument, on: player)
+        #expect(playback.syncToDevice == [data] && playback.syncToGuest(result: 0, variables: player.variables).isEmpty)
+        let capture = try plan("SNDRV_PCM_IOCTL_SYNC_PTR", argument, on: recorder)
+        #expect(capture.syncToDevice.isEmpty && capture.syncToGuest(result: 0, variables: recorder.variables) == [data])
+        #expect(capture.syncToGuest(result: -1, variables: recorder.variables).isEmpty)
+        // The path is matched whole: a control node, or a name that only ends in c, is no capture PCM.
+        #expect(try open("/dev/snd/controlC0").states.value(of: "capture") == 0)
+        #expect(try open("/tmp/pcmC0D0c").states.value(of: "capture") == 0)
+    }
+
     @Test func statesArePerFileAndOnlyTheDeclaredOnes() throws {
         let a = OpenFile(fd: try Syscall.open("/dev/null", O_RDWR), path: "/dev/snd/pcmC0D0p", specClass: alsa, state: nil, nonBlocking: false)
         let b = OpenFile(fd: try Syscall.open("/dev/null", O_RDWR), path: "/dev/snd/pcmC0D0p", specClass: alsa, state: nil, nonBlocking: false)
         a.states.apply([(index: 0, value: 4)])
         #expect(try a.states.value(of: "frame_bytes") == 4)
         #expect(throws: PlanError.self) { try b.states.value(of: "frame_bytes") }
-        #expect(try a.states.value(of: "capture") == nil)      // not a state: the plug-in's to answer
+        #expect(try a.states.value(of: "no_such_state") == nil)   // not the spec's: a plug-in's to answer
         a.states.apply([(index: 99, value: 1)])                  // out of range: ignored
         // A class without states keeps none, and its plans read no variables.
         let tty = OpenFile(fd: try Syscall.open("/dev/null", O_RDWR), path: "/dev/null", specClass: specs.specClass(named: "tty"), state: nil, nonBlocking: false)
-        #expect(tty.states.declared.isEmpty && tty.variables == nil)
+        #expect(tty.states.isEmpty && tty.variables == nil)
     }
 }

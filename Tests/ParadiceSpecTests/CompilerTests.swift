@@ -51,6 +51,7 @@ struct CompilerTests {
               devices "/dev/x"
               state width unset errno EBADFD
               state depth unset errno EIO
+              path fast "/dev/x1" "/dev/y/*c"
             }
             ioctl SET = _IOWR('x', 1, params) remember width = items[9 - FIRST].lo * 2 when count > 0 remember depth = count
             ioctl FREE = _IO('x', 2) forget depth forget width
@@ -61,6 +62,8 @@ struct CompilerTests {
         #expect(set.remembers.map(\.index) == [0, 1] && set.remembers.map { $0.condition == nil } == [false, true])
         #expect(set.remembers[0].value.description == "(items[(9 - FIRST)].lo * 2)")
         #expect(try #require(specs.ioctl(named: "FREE")).forgets == [1, 0])
+        #expect(c.pathVariables.map(\.name) == ["fast"])
+        #expect(["/dev/x1", "/dev/y/0c", "/dev/y/0p", "/dev/x10", "/dev/y/z/0c"].map { c.pathVariableValues(for: $0) } == [[1], [1], [0], [0], [0]])
     }
 
     @Test func alsaRefusesTheStatusAndControlPagesOnly() throws {

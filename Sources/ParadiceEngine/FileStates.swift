@@ -21,12 +21,17 @@ final class FileStates: Sendable {
     /// Whether the file has any spec value to answer.
     var isEmpty: Bool { declared.isEmpty && fixed.isEmpty }
 
-    /// The value of state `name`: nil when the class declares no such state; throws the state's errno
-    /// while it is unset (the driver's answer to a call made before the one that sets it).
-    func value(of name: String) throws -> Int64? {
+    /// The states as they are now, taken under the lock once: a plan reads them all from one HW_PARAMS,
+    /// never half from the one before it.
+    func snapshot() -> [Int64?] { values.withLock { $0 } }
+
+    /// The value of state `name` (in `snapshot`, else as it is now): nil when the class declares no such
+    /// state; throws the state's errno while it is unset (the driver's answer to a call made too early).
+    func value(of name: String, in snapshot: [Int64?]? = nil) throws -> Int64? {
         if let value = fixed.first(where: { $0.name == name })?.value { return value }
         guard let index = declared.firstIndex(where: { $0.name == name }) else { return nil }
-        guard let value = values.withLock({ $0[index] }) else {
+        let current = snapshot ?? values.withLock { $0 }
+        guard index < current.count, let value = current[index] else {
             throw PlanError.rejected(errno: Errno(declared[index].unsetErrno), message: "$\(name) is unset on this file")
         }
         return value
@@ -43,9 +48,15 @@ final class FileStates: Sendable {
 /// What a file's plans read as `$name`: its spec states first, then its plug-in's variables.
 struct FileVariables: PlanVariables {
     let file: OpenFile
+    let states: [Int64?]
+
+    init(file: OpenFile) {
+        self.file = file
+        states = file.states.snapshot()
+    }
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? {
-        if arguments.isEmpty, let value = try file.states.value(of: name) { return value }
+        if arguments.isEmpty, let value = try file.states.value(of: name, in: states) { return value }
         return try file.state?.value(of: name, arguments: arguments)
     }
 }

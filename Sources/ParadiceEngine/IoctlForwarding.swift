@@ -44,7 +44,7 @@ extension Session {
         let call: PlannedCall
         do {
             call = try backend.planner.plan(command: request.command, argument: request.argument, specClass: specClass,
-                                            memory: memory, variables: file.state)
+                                            memory: memory, variables: file.variables)
         } catch let error as PlanError {
             if !memory.missing.isEmpty { return need(frame.request, memory.missing, slots: [], argumentFD: false) }
             switch error {
@@ -198,7 +198,7 @@ extension Session {
             answer[i] = Array(UnsafeRawBufferPointer(start: buffers[i], count: region.length))
         }
         let (view, edits) = completed(call, answer: answer, on: file, result: Int64(r))
-        var lengths = call.copyOutLengths(answer: answer, result: Int64(r), variables: file.state)
+        var lengths = call.copyOutLengths(answer: answer, result: Int64(r), variables: file.variables)
         for target in lent.keys { lengths[target] = 0 }   // the driver fills it later; the plug-in says when
         if r < 0 {
             // A failed call returns what the guest sent and the driver may have updated (an error index),
@@ -268,6 +268,7 @@ extension Session {
     /// `answer` holds the driver's bytes for the regions it may write, the guest's for the others.
     fileprivate func completed(_ call: PlannedCall, answer: [[UInt8]], on file: OpenFile, result: Int64) -> (CallView, CallEdits) {
         let view = CallView(call, bytes: answer)
+        file.states.apply(call.stateChanges(answer: answer, result: result))
         guard let state = file.state else { return (view, CallEdits()) }
         state.ioctlCompleted(view, result: result)
         return (view, state.edits(after: view, result: result))
@@ -280,7 +281,7 @@ extension Session {
                                 result: Int64, error: Errno?, flags: UInt32, written: inout WrittenRegions, newSlots: [pd_slot]) {
         let r = error == nil ? driverResult : -1
         for write in edits.guestWrites where write.bytes.count > 0 { written.append(address: write.address, write.bytes) }
-        let toGuest = call.call.syncToGuest(result: r, variables: file.state) + (file.state?.mappedToGuest(after: call, result: r) ?? [])
+        let toGuest = call.call.syncToGuest(result: r, variables: file.variables) + (file.state?.mappedToGuest(after: call, result: r) ?? [])
         // `pushes` holds each mapping (and so its memory) until the reply is encoded.
         let pushes = mappingRanges(of: file, toGuest)
         let frame = withExtendedLifetime(pushes) {
@@ -314,8 +315,8 @@ extension Session {
             let r = outcome.driverResult
             // Written back: the block on success; on failure only what the guest sent both ways.
             let back = region.map { $0.direction.writes && (r >= 0 || $0.direction.reads) } ?? false
-            // The driver's answer, copied only for a plug-in to read.
-            let answer = file.state != nil && region?.direction.writes == true
+            // The driver's answer, copied only for a plug-in or the spec's `remember` to read.
+            let answer = (file.state != nil || !call.ioctl.remembers.isEmpty) && region?.direction.writes == true
                 ? [Array(UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))] : call.gathered
             let (view, edits) = completed(call, answer: answer, on: file, result: Int64(r))
             // What the plug-in shows the guest instead (V4L2's user pointers).

@@ -11,6 +11,8 @@ final class OpenFile: @unchecked Sendable {
     let path: String
     let specClass: SpecClass?
     let state: (any DeviceFileState)?
+    /// What the file remembers between calls (the spec's `state`s), one slot per state its class declares.
+    let states: FileStates
     /// O_NONBLOCK as the descriptor has it. The file's own state, not a session's: the sessions of forked
     /// children share the file and may set it while another reads it.
     private let statusFlags: LockedValue<Bool>
@@ -20,6 +22,7 @@ final class OpenFile: @unchecked Sendable {
         self.path = path
         self.specClass = specClass
         self.state = state
+        self.states = FileStates(specClass, path: path)
         self.statusFlags = LockedValue(nonBlocking)
     }
 

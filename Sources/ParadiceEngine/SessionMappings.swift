@@ -14,6 +14,10 @@ extension Session {
         guard length > 0, length <= 1 << 30, offset <= UInt64(Int64.max) - length else {
             return fail(request, .invalidArgument)
         }
+        if let specClass = file.specClass, let refusal = backend.specs.mmapRefusal(in: specClass, offset: offset, length: length) {
+            logger.debug("mmap refused by the spec", metadata: ["path": "\(file.path)", "offset": "\(offset)"])
+            return fail(request, Errno(refusal))
+        }
         if let refusal = file.state?.mayMap(offset: offset, length: length) {
             logger.debug("mmap refused by the plug-in", metadata: ["path": "\(file.path)", "offset": "\(offset)"])
             return fail(request, refusal)

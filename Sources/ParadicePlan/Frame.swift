@@ -76,6 +76,22 @@ struct FrameScope: EvaluationScope {
         return v
     }
 
+    /// An element of a fixed array field; the index was checked at compile time where it is constant, and
+    /// is checked again here against the array's length.
+    func element(of path: [String], index: Int64, then rest: [String], at location: SourceLocation) throws -> Int64? {
+        guard let (owner, field, offset) = frame.resolve(path), case .array(let element, let count) = field.type else { return nil }
+        guard index >= 0, index < Int64(count) else { throw EvaluationError(location, "index \(index) outside \(field.name)") }
+        var at = offset + Int(index) * element.size
+        var type = element
+        for component in rest {
+            guard case .record(let inner) = type, let (next, o) = inner.field(named: component) else { return nil }
+            type = next.type
+            at += o
+        }
+        guard let buffer = buffers[safe: owner.region] else { return 0 }
+        return readValue(type, buffer, at)
+    }
+
     func sum(of path: [String], at location: SourceLocation) throws -> Int64 {
         guard let memory, let (owner, field, offset) = frame.resolve(path),
               case .pointer(let p) = field.type, let length = p.length, case .integer(let element) = p.pointee,

@@ -124,7 +124,7 @@ public protocol GuestMemory {
 /// Values that a class plug-in keeps per open file and specs read as `$name` or `$name(args)`.
 public protocol PlanVariables {
     /// The value, or nil when the plug-in does not know the name. A plug-in may throw
-    /// `PlanError.rejected` with the errno its driver would give (ALSA: EBADFD before HW_PARAMS).
+    /// `PlanError.rejected` with the errno its driver would give (as a spec `state` does while unset).
     func value(of name: String, arguments: [Int64]) throws -> Int64?
 }
 

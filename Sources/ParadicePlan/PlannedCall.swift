@@ -64,6 +64,25 @@ public struct PlannedCall: Sendable {
         }
     }
 
+    /// What the open file's states become after the call (spec `remember`, `forget`), by index into the
+    /// class's `states`: a value, or nil for unset. A failed call unsets what it would remember and forgets
+    /// nothing; a value that cannot be evaluated, or whose condition does not hold, is unset.
+    public func stateChanges(answer: [[UInt8]], result: Int64) -> [(index: Int, value: Int64?)] {
+        guard !ioctl.remembers.isEmpty || !ioctl.forgets.isEmpty else { return [] }
+        guard result >= 0 else { return ioctl.remembers.map { ($0.index, nil) } }
+        var record: Record?
+        if case .pointer(let p) = ioctl.argument, case .record(let r) = p.pointee { record = r }
+        let root = Frame(record: record, region: 0, offset: 0, parent: nil, parameters: parameters)
+        let scope = FrameScope(frame: root, specs: specs, buffers: answer, result: result, variables: nil, memory: nil)
+        let forgotten: [(index: Int, value: Int64?)] = ioctl.forgets.map { ($0, nil) }
+        return forgotten + ioctl.remembers.map { change in
+            if let condition = change.condition, (try? specs.evaluate(condition, in: scope)).map({ $0 != 0 }) != true {
+                return (change.index, nil)
+            }
+            return (change.index, try? specs.evaluate(change.value, in: scope))
+        }
+    }
+
     /// Some region copies back fewer bytes than it holds, depending on what the driver answers.
     public var hasCopyOutRules: Bool { !copyOutRules.isEmpty }
 

@@ -7,6 +7,13 @@ public protocol EvaluationScope {
     func variable(_ name: String, arguments: [Int64], at location: SourceLocation) throws -> Int64
     /// The sum of the elements behind pointer field `path`.
     func sum(of path: [String], at location: SourceLocation) throws -> Int64
+    /// Field `rest` of element `index` of array field `path` (`intervals[K].min`), or nil when this scope
+    /// has no such field.
+    func element(of path: [String], index: Int64, then rest: [String], at location: SourceLocation) throws -> Int64?
+}
+
+extension EvaluationScope {
+    public func element(of path: [String], index: Int64, then rest: [String], at location: SourceLocation) throws -> Int64? { nil }
 }
 
 /// An expression could not be evaluated.
@@ -92,6 +99,10 @@ extension SpecSet {
             let v = try evaluate(e, in: scope)
             for candidate in set where try evaluate(candidate, in: scope) == v { return 1 }
             return 0
+        case .element(let path, let index, let rest, let loc):
+            let i = try evaluate(index, in: scope)
+            if let v = try scope.element(of: path, index: i, then: rest, at: loc) { return v }
+            throw EvaluationError(loc, "'\(path.joined(separator: "."))' is no array field here")
         }
     }
 

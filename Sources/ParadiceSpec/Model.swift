@@ -266,6 +266,10 @@ public final class Ioctl: @unchecked Sendable {
     public internal(set) weak var specClass: SpecClass?
     /// Device mmap ranges of the file that the call reads or writes besides its argument (spec `sync`).
     public internal(set) var syncs: [SyncPoint] = []
+    /// States of the open file set after a successful call (spec `remember`); a failed call unsets them.
+    public internal(set) var remembers: [StateChange] = []
+    /// States unset after a successful call (spec `forget`): indices into the class's `states`.
+    public internal(set) var forgets: [Int] = []
     public let file: String
 
     init(name: String, location: SourceLocation, encoding: Encoding, file: String) {
@@ -289,12 +293,52 @@ public struct SyncPoint: Sendable {
     public let location: SourceLocation
 }
 
+/// Mappings a class's files refuse, as the driver refuses them (spec `mmap refuse COND errno NAME`): a page
+/// the driver updates by itself, which a guest's mirror would show stale. The condition reads `offset` and
+/// `length` of the mapping and constants.
+public struct MmapRefusal: Sendable {
+    public let condition: Expr
+    public let errno: Int32
+    public let location: SourceLocation
+}
+
+/// A value an open file of a class keeps between calls (spec `state NAME unset errno ERRNO`), read as
+/// `$NAME`: ALSA's frame size from HW_PARAMS. While unset, a plan that reads it is refused with `unsetErrno`.
+public struct StateVariable: Sendable {
+    public let name: String
+    public let unsetErrno: Int32
+    public let location: SourceLocation
+}
+
+/// `path NAME GLOB…`: `$NAME` is 1 on an open file of the class whose path matches one of the globs, 0
+/// on the others (ALSA's `$capture`: a capture PCM's node name ends in "c").
+public struct PathVariable: Sendable {
+    public let name: String
+    public let globs: [String]
+    public let location: SourceLocation
+}
+
+/// `remember NAME = VALUE [when CONDITION]`: state `index` of the class takes VALUE, evaluated over the
+/// argument's struct after a successful call; unset when CONDITION does not hold.
+public struct StateChange: Sendable {
+    public let index: Int
+    public let value: Expr
+    public let condition: Expr?
+    public let location: SourceLocation
+}
+
 public final class SpecClass: @unchecked Sendable {
     public let name: String
     public internal(set) var devices: [String]
     public internal(set) var plugin: String?
     public internal(set) var ioctls: [Ioctl] = []
     public internal(set) var records: [Record] = []
+    /// Mappings of the class's files that are refused (spec `mmap refuse`), in declaration order.
+    public internal(set) var mmapRefusals: [MmapRefusal] = []
+    /// What each open file of the class remembers (spec `state`); ioctls name them by index.
+    public internal(set) var states: [StateVariable] = []
+    /// Variables fixed at open by the file's path (spec `path`).
+    public internal(set) var pathVariables: [PathVariable] = []
     public let file: String
     public let location: SourceLocation
     /// Command number → ioctl, for the ioctls without parameters.

@@ -149,23 +149,47 @@ public struct Parser {
         try expectPunct("{", "to open the class")
         var devices: [String] = []
         var plugin: String?
+        var mmapRefusals: [MmapRefusalSyntax] = []
+        var states: [StateSyntax] = []
+        var paths: [PathVariableSyntax] = []
         while true {
             skipNewlines()
             if isPunct("}") { _ = advance(); break }
-            let (item, itemLoc) = try identifier("'devices' or 'plugin'")
+            let (item, itemLoc) = try identifier("'devices', 'plugin', 'mmap', 'state' or 'path'")
             switch item {
             case "devices":
                 while case .string(let s) = current.kind { devices.append(s); _ = advance() }
             case "plugin":
                 plugin = try identifier("a plug-in name").0
+            case "mmap":
+                let (word, wordLoc) = try identifier("'refuse'")
+                guard word == "refuse" else { throw fail("'mmap' takes refuse CONDITION errno NAME", at: wordLoc) }
+                let condition = try expression()
+                let (errnoWord, errnoLoc) = try identifier("'errno'")
+                guard errnoWord == "errno" else { throw fail("'mmap' takes refuse CONDITION errno NAME", at: errnoLoc) }
+                let name = try identifier("an errno name")
+                mmapRefusals.append(MmapRefusalSyntax(condition: condition, errno: name, location: itemLoc))
+            case "state":
+                let (name, nameLoc) = try identifier("a state name")
+                for word in ["unset", "errno"] {
+                    let (w, wLoc) = try identifier("'\(word)'")
+                    guard w == word else { throw fail("'state' takes NAME unset errno NAME", at: wLoc) }
+                }
+                states.append(StateSyntax(name: name, errno: try identifier("an errno name"), location: nameLoc))
+            case "path":
+                let (name, nameLoc) = try identifier("a variable name")
+                var globs: [String] = []
+                while case .string(let s) = current.kind { globs.append(s); _ = advance() }
+                guard !globs.isEmpty else { throw fail("'path' takes NAME and one or more globs", at: nameLoc) }
+                paths.append(PathVariableSyntax(name: name, globs: globs, location: nameLoc))
             default:
-                throw fail("unknown class item '\(item)'; expected 'devices' or 'plugin'", at: itemLoc)
+                throw fail("unknown class item '\(item)'; expected 'devices', 'plugin', 'mmap', 'state' or 'path'", at: itemLoc)
             }
             try endStatement()
         }
         try endStatement()
         _ = loc
-        return .specClass(name: name, devices: devices, plugin: plugin, nameLoc)
+        return .specClass(name: name, devices: devices, plugin: plugin, mmapRefusals: mmapRefusals, states: states, paths: paths, nameLoc)
     }
 
     private mutating func enumeration(isFlags: Bool, _ loc: SourceLocation) throws -> DeclarationSyntax {
@@ -342,7 +366,7 @@ public struct Parser {
         let encoding = try ioctlEncoding()
         var ioctl = IoctlSyntax(name: name, parameters: parameters, encoding: encoding, location: loc)
         while !atStatementEnd {
-            let (option, optLoc) = try identifier("an ioctl option (arg, blocking, returns, max, maxbytes, c, noverify, refuse, sync)")
+            let (option, optLoc) = try identifier("an ioctl option (arg, blocking, returns, max, maxbytes, c, noverify, refuse, sync, remember, forget)")
             switch option {
             case "arg":
                 if isKeyword("none") { _ = advance(); ioctl.argument = ArgumentSyntax.none }
@@ -374,6 +398,15 @@ public struct Parser {
                 var condition: Expr?
                 if isKeyword("when") { _ = advance(); condition = try expression() }
                 ioctl.syncs.append(SyncSyntax(direction: direction, offset: offset, length: length, condition: condition, location: optLoc))
+            case "remember":
+                let (name, nameLoc) = try identifier("a state name")
+                try expectPunct("=", "after the state name")
+                let value = try expression()
+                var condition: Expr?
+                if isKeyword("when") { _ = advance(); condition = try expression() }
+                ioctl.remembers.append(RememberSyntax(name: name, value: value, condition: condition, location: nameLoc))
+            case "forget":
+                ioctl.forgets.append(try identifier("a state name"))
             default: throw fail("unknown ioctl option '\(option)'", at: optLoc)
             }
         }
@@ -490,7 +523,16 @@ public struct Parser {
                 _ = advance()
                 path.append(try identifier("a field name after '.'").0)
             }
-            return .name(path, token.location)
+            guard isPunct("[") else { return .name(path, token.location) }
+            _ = advance()
+            let index = try expression()
+            try expectPunct("]", "to close the index")
+            var rest: [String] = []
+            while isPunct(".") {
+                _ = advance()
+                rest.append(try identifier("a field name after '.'").0)
+            }
+            return .element(path, index, rest, token.location)
         default:
             throw fail("expected an expression, found \(token.kind)")
         }

@@ -50,6 +50,7 @@ extension SpecSet {
         case .unary(_, let e, _): return containsSum(e)
         case .binary(_, let a, let b, _): return containsSum(a) || containsSum(b)
         case .membership(let e, let s, _): return containsSum(e) || s.contains(where: containsSum)
+        case .element(_, let index, _, _): return containsSum(index)
         case .variable(_, let args, _): return args.contains(where: containsSum)
         default: return false
         }

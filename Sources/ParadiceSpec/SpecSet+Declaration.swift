@@ -22,13 +22,15 @@ extension SpecSet {
                 case .headers(let h, _): file.headers += h
                 case .cflags(let c, _): file.cflags += c
                 case .facts(let f, _): file.facts = f
-                case .specClass(let name, let devices, let plugin, let loc):
+                case .specClass(let name, let devices, let plugin, _, let states, let paths, let loc):
                     if file.specClass != nil { error(loc, "a spec file declares at most one class"); continue }
                     if let other = classes.first(where: { $0.name == name }) {
                         error(loc, "class '\(name)' is already declared at \(other.location)"); continue
                     }
                     if devices.isEmpty { error(loc, "class '\(name)' names no devices") }
                     let c = SpecClass(name: name, devices: devices, plugin: plugin, file: file.path, location: loc)
+                    c.states = declareStates(states)
+                    c.pathVariables = declarePathVariables(paths, besides: c.states)
                     file.specClass = c
                     classes.append(c)
                 case .constant(let name, let value, _, let loc):

@@ -29,7 +29,10 @@ extension SpecSet {
                             ioctl.specClass = c
                             c.ioctls.append(ioctl)
                         }
+                        resolveStateChanges(syntax, of: ioctl, in: file.specClass)
                     }
+                case .specClass(_, _, _, let refusals, _, _, _):
+                    file.specClass?.mmapRefusals = refusals.compactMap(resolveMmapRefusal)
                 default: break
                 }
             }

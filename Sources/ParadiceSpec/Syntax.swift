@@ -22,11 +22,13 @@ public indirect enum Expr: Sendable, CustomStringConvertible {
     case call(String, [Expr], SourceLocation)
     case sizeof(TypeSyntax, SourceLocation)
     case membership(Expr, [Expr], SourceLocation)
+    /// `base[index].rest`: one element of an array field (`intervals[K].min`).
+    case element([String], Expr, [String], SourceLocation)
 
     public var location: SourceLocation {
         switch self {
         case .integer(_, let l), .name(_, let l), .variable(_, _, let l), .unary(_, _, let l),
-            .binary(_, _, _, let l), .call(_, _, let l), .sizeof(_, let l), .membership(_, _, let l):
+            .binary(_, _, _, let l), .call(_, _, let l), .sizeof(_, let l), .membership(_, _, let l), .element(_, _, _, let l):
             return l
         }
     }
@@ -42,6 +44,8 @@ public indirect enum Expr: Sendable, CustomStringConvertible {
         case .call(let f, let args, _): return "\(f)(\(args.map(\.description).joined(separator: ", ")))"
         case .sizeof(let t, _): return "sizeof(\(t))"
         case .membership(let e, let set, _): return "\(e) in (\(set.map(\.description).joined(separator: ", ")))"
+        case .element(let base, let index, let rest, _):
+            return base.joined(separator: ".") + "[\(index)]" + rest.map { "." + $0 }.joined()
         }
     }
 
@@ -54,6 +58,19 @@ public indirect enum Expr: Sendable, CustomStringConvertible {
         case .unary(_, let e, _): e.visitNames(body)
         case .binary(_, let a, let b, _): a.visitNames(body); b.visitNames(body)
         case .membership(let e, let s, _): e.visitNames(body); s.forEach { $0.visitNames(body) }
+        case .element(let p, let index, _, let l): body(p[0], l); index.visitNames(body)
+        }
+    }
+
+    /// Where the expression's first plug-in variable is written, for a diagnostic; nil when it reads none.
+    var variableLocation: SourceLocation? {
+        switch self {
+        case .integer, .sizeof, .name: return nil
+        case .variable(_, _, let l): return l
+        case .call(_, let args, _): return args.lazy.compactMap(\.variableLocation).first
+        case .unary(_, let e, _), .element(_, let e, _, _): return e.variableLocation
+        case .binary(_, let a, let b, _): return a.variableLocation ?? b.variableLocation
+        case .membership(let e, let s, _): return e.variableLocation ?? s.lazy.compactMap(\.variableLocation).first
         }
     }
 
@@ -65,6 +82,7 @@ public indirect enum Expr: Sendable, CustomStringConvertible {
         case .unary(_, let e, _): return e.usesVariables
         case .binary(_, let a, let b, _): return a.usesVariables || b.usesVariables
         case .membership(let e, let s, _): return e.usesVariables || s.contains { $0.usesVariables }
+        case .element(_, let index, _, _): return index.usesVariables
         }
     }
 }
@@ -156,6 +174,32 @@ public struct IoctlSyntax: Sendable {
     public var refusal: String?
     public var maxCount: Expr?
     public var syncs: [SyncSyntax] = []
+    public var remembers: [RememberSyntax] = []
+    public var forgets: [(String, SourceLocation)] = []
+    public var location: SourceLocation
+}
+
+/// `remember NAME = VALUE [when COND]` on an ioctl: after a successful call the open file's state NAME
+/// takes VALUE, read over the argument's struct as the driver left it (unset when COND does not hold).
+public struct RememberSyntax: Sendable {
+    public var name: String
+    public var value: Expr
+    public var condition: Expr?
+    public var location: SourceLocation
+}
+
+/// `state NAME unset errno ERRNO` in a class: a per-file value that ioctls `remember` and `forget`, read as
+/// `$NAME`; a plan that reads it while unset is refused with ERRNO.
+/// `path NAME GLOB…` in a class: `$NAME` is 1 on an open file whose path matches one of the globs, else 0.
+public struct PathVariableSyntax: Sendable {
+    public var name: String
+    public var globs: [String]
+    public var location: SourceLocation
+}
+
+public struct StateSyntax: Sendable {
+    public var name: String
+    public var errno: (String, SourceLocation)
     public var location: SourceLocation
 }
 
@@ -165,6 +209,14 @@ public struct SyncSyntax: Sendable {
     public var offset: Expr
     public var length: Expr
     public var condition: Expr?
+    public var location: SourceLocation
+}
+
+/// `mmap refuse COND errno NAME` in a class: mmaps of the class's files for which COND (over `offset`,
+/// `length` and constants) holds are refused with errno NAME.
+public struct MmapRefusalSyntax: Sendable {
+    public var condition: Expr
+    public var errno: (String, SourceLocation)
     public var location: SourceLocation
 }
 
@@ -179,7 +231,7 @@ public enum DeclarationSyntax: Sendable {
     case headers([String], SourceLocation)
     case cflags([String], SourceLocation)
     case facts(String, SourceLocation)
-    case specClass(name: String, devices: [String], plugin: String?, SourceLocation)
+    case specClass(name: String, devices: [String], plugin: String?, mmapRefusals: [MmapRefusalSyntax], states: [StateSyntax], paths: [PathVariableSyntax], SourceLocation)
     case constant(name: String, value: Expr, verify: Bool, SourceLocation)
     case enumeration(name: String, isFlags: Bool, members: [EnumMemberSyntax], SourceLocation)
     case alias(name: String, type: TypeSyntax, SourceLocation)

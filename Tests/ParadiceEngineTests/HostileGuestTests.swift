@@ -250,6 +250,28 @@ struct HostileGuestTests {
         #expect(guest.result(PD_FSTAT, handle: handle)?.error == 0)
     }
 
+    @Test func mmapsTheSpecRefusesGetItsErrnoAndOthersMap() throws {
+        // A file served as an ALSA device: alsa.spec refuses mmaps from the lowest status/control offset
+        // on (ENXIO, before anything is mapped); below it the file maps.
+        let path = NSTemporaryDirectory() + "paradice-mmap-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 8192)))
+        defer { unlink(path) }
+        let bench = try HostileBench(devices: ["/dev/ptmx", "/dev/pts/*", path + "=alsa"])
+        let guest = try RawGuest(bench.backend.unixEndpoint)
+        #expect(guest.hello())
+        let (handle, error) = guest.open(path)
+        #expect(error == 0)
+        func map(_ offset: UInt64, _ length: UInt64 = 4096) -> Int32? {
+            guest.result(PD_MMAP, handle: handle, body: bytes(of: pd_mmap(offset: offset, length: length, prot: PROT_READ, flags: MAP_SHARED)))?.error
+        }
+        #expect(map(0) == 0)
+        #expect(map(0x8000_0000 - 4096) == 0)
+        #expect(map(0x8000_0000) == ENXIO)          // SNDRV_PCM_MMAP_OFFSET_STATUS_OLD
+        #expect(map(0x8300_0000, 8192) == ENXIO)    // CONTROL_NEW
+        #expect(map(1 << 40) == ENXIO)
+        #expect(guest.result(PD_FSTAT, handle: handle)?.error == 0)
+    }
+
     @Test func unknownOpsAndBadOrStaleHandlesGetTheErrnoOfALocalCall() throws {
         let bench = try HostileBench()
         let guest = try RawGuest(bench.backend.unixEndpoint)

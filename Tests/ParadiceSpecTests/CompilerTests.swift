@@ -19,6 +19,65 @@ struct CompilerTests {
         #expect(syncs.map { $0.condition == nil } == [false, true])
     }
 
+    @Test func mmapRefusalsAnswerInOrderOverOffsetAndLength() throws {
+        let specs = try compile("""
+            const STATUS = 0x80000000
+            class c {
+              devices "/dev/x"
+              mmap refuse offset >= STATUS errno ENXIO
+              mmap refuse length > 1M || offset % 4096 != 0 errno EINVAL
+            }
+            """)
+        let c = try #require(specs.specClass(named: "c"))
+        #expect(c.mmapRefusals.map(\.errno) == [6, 22])
+        #expect(specs.mmapRefusal(in: c, offset: 0, length: 4096) == nil)
+        #expect(specs.mmapRefusal(in: c, offset: 0x7fff_f000, length: 4096) == nil)
+        #expect(specs.mmapRefusal(in: c, offset: 0x8000_0000, length: 4096) == 6)
+        #expect(specs.mmapRefusal(in: c, offset: 0x8000_0000, length: 2 << 20) == 6)   // the first that holds
+        #expect(specs.mmapRefusal(in: c, offset: 0, length: 2 << 20) == 22)
+        #expect(specs.mmapRefusal(in: c, offset: 12, length: 4096) == 22)
+        #expect(specs.mmapRefusal(in: c, offset: .max, length: 1) == 6)                // past Int64: refused
+        // A class without the clause maps everything.
+        let plain = try compile("class d { devices \"/dev/y\" }")
+        #expect(plain.mmapRefusal(in: try #require(plain.specClass(named: "d")), offset: 1 << 40, length: 4096) == nil)
+    }
+
+    @Test func statesAreRememberedFromArrayElementsAndForgotten() throws {
+        let specs = try compile("""
+            const FIRST = 8
+            struct item { lo u32; hi u32 }
+            struct params { flags u32; items item[4]; count u16 }
+            class c {
+              devices "/dev/x"
+              state width unset errno EBADFD
+              state depth unset errno EIO
+              path fast "/dev/x1" "/dev/y/*c"
+            }
+            ioctl SET = _IOWR('x', 1, params) remember width = items[9 - FIRST].lo * 2 when count > 0 remember depth = count
+            ioctl FREE = _IO('x', 2) forget depth forget width
+            """)
+        let c = try #require(specs.specClass(named: "c"))
+        #expect(c.states.map(\.name) == ["width", "depth"] && c.states.map(\.unsetErrno) == [77, 5])
+        let set = try #require(specs.ioctl(named: "SET"))
+        #expect(set.remembers.map(\.index) == [0, 1] && set.remembers.map { $0.condition == nil } == [false, true])
+        #expect(set.remembers[0].value.description == "(items[(9 - FIRST)].lo * 2)")
+        #expect(try #require(specs.ioctl(named: "FREE")).forgets == [1, 0])
+        #expect(c.pathVariables.map(\.name) == ["fast"])
+        #expect(["/dev/x1", "/dev/y/0c", "/dev/y/0p", "/dev/x10", "/dev/y/z/0c"].map { c.pathVariableValues(for: $0) } == [[1], [1], [0], [0], [0]])
+    }
+
+    @Test func alsaRefusesTheStatusAndControlPagesOnly() throws {
+        let alsa = try #require(repositorySpecs.specClass(named: "alsa"))
+        let enxio: Int32 = 6
+        for name in ["STATUS_OLD", "CONTROL_OLD", "STATUS_NEW", "CONTROL_NEW"] {
+            let offset = try #require(try repositorySpecs.constantValue("SNDRV_PCM_MMAP_OFFSET_" + name))
+            #expect(repositorySpecs.mmapRefusal(in: alsa, offset: UInt64(offset), length: 4096) == enxio, "\(name)")
+        }
+        let data = try #require(try repositorySpecs.constantValue("SNDRV_PCM_MMAP_OFFSET_DATA"))
+        #expect(repositorySpecs.mmapRefusal(in: alsa, offset: UInt64(data), length: 64 << 10) == nil)
+        #expect(repositorySpecs.mmapRefusal(in: alsa, offset: 0x8000_0000 - 4096, length: 4096) == nil)
+    }
+
     @Test func cLayoutRules() throws {
         let s = try compile("""
             struct natural { a u8; b u64; c u16 }

@@ -295,6 +295,45 @@ struct PlanTests {
         #expect(throws: PlanError.self) { try plan("alsa", "SNDRV_PCM_IOCTL_WRITEI_FRAMES", xfer.address) }
     }
 
+    /// HW_PARAMS' `remember`s read the intervals the driver left; a failed call unsets them, HW_FREE forgets.
+    @Test func alsaHwParamsRemembersTheNegotiatedSizesAndHwFreeForgetsThem() throws {
+        let alsa = try #require(repositorySpecs.specClass(named: "alsa"))
+        #expect(alsa.states.map(\.name) == ["frame_bytes", "sample_bytes", "channels"])
+        #expect(alsa.states.allSatisfy { $0.unsetErrno == 77 })   // EBADFD
+        let params = Arg("snd_pcm_hw_params")
+        let call = try plan("alsa", "SNDRV_PCM_IOCTL_HW_PARAMS", params.address)
+        let intervals = try #require(repositorySpecs.offset(of: "intervals", in: "snd_pcm_hw_params"))
+        let intervalSize = try #require(repositorySpecs.record(named: "snd_interval")).size
+        let first = try #require(try repositorySpecs.constantValue("SNDRV_PCM_HW_PARAM_FIRST_INTERVAL"))
+        func answer(frameBits: UInt32, sampleBits: UInt32, channels: UInt32) throws -> [[UInt8]] {
+            var bytes = [UInt8](repeating: 0xEE, count: call.plan.regions[0].length)
+            for (name, value) in [("FRAME_BITS", frameBits), ("SAMPLE_BITS", sampleBits), ("CHANNELS", channels)] {
+                let index = Int(try #require(try repositorySpecs.constantValue("SNDRV_PCM_HW_PARAM_" + name)) - first)
+                withUnsafeBytes(of: value.littleEndian) { bytes.replaceSubrange(intervals + index * intervalSize ..< intervals + index * intervalSize + 4, with: $0) }
+            }
+            return [bytes]
+        }
+        func states(_ changes: [(index: Int, value: Int64?)]) -> [String: Int64?] {
+            Dictionary(changes.map { (alsa.states[$0.index].name, $0.value) }, uniquingKeysWith: { $1 })
+        }
+        // S24_3LE stereo: 24-bit samples, 48-bit frames.
+        #expect(states(call.stateChanges(answer: try answer(frameBits: 48, sampleBits: 24, channels: 2), result: 0))
+                == ["frame_bytes": 6, "sample_bytes": 3, "channels": 2])
+        // 20-bit samples round up to whole bytes, never fewer than the driver reads.
+        #expect(states(call.stateChanges(answer: try answer(frameBits: 20, sampleBits: 20, channels: 1), result: 0))
+                == ["frame_bytes": 3, "sample_bytes": 3, "channels": 1])
+        // An interval the driver left at 0 leaves its state unset; a failed call unsets all three.
+        #expect(states(call.stateChanges(answer: try answer(frameBits: 32, sampleBits: 16, channels: 0), result: 0))
+                == ["frame_bytes": 4, "sample_bytes": 2, "channels": nil])
+        #expect(states(call.stateChanges(answer: try answer(frameBits: 32, sampleBits: 16, channels: 2), result: -1))
+                == ["frame_bytes": nil, "sample_bytes": nil, "channels": nil])
+        let free = try plan("alsa", "SNDRV_PCM_IOCTL_HW_FREE", 0)
+        #expect(states(free.stateChanges(answer: [], result: 0)) == ["frame_bytes": nil, "sample_bytes": nil, "channels": nil])
+        #expect(free.stateChanges(answer: [], result: -1).isEmpty)
+        // Other calls change nothing.
+        #expect(try plan("alsa", "SNDRV_PCM_IOCTL_PREPARE", 0).stateChanges(answer: [], result: 0).isEmpty)
+    }
+
     @Test func syncPointsComeFromTheSpec() throws {
         // KVM_RUN: the whole mapping (kvm_run and the pages after it) to the device and back, whatever the result.
         let run = try plan("kvm", "KVM_RUN", 0)

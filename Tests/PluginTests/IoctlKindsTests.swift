@@ -1,4 +1,4 @@
-@testable import ALSAPlugin
+import ALSAPlugin
 @testable import DRMPlugin
 import EvdevPlugin
 @testable import KVMPlugin
@@ -15,7 +15,6 @@ import Testing
     }
     #expect(missing(DRMIoctl.self) == [])
     #expect(missing(V4L2Ioctl.self) == [])
-    #expect(missing(ALSAIoctl.self) == [])
 }
 
 /// Plug-ins build their layouts once, for every file of the backend.
@@ -30,7 +29,6 @@ import Testing
 @Test func everyPluginsLayoutResolves() throws {
     let plugins: [any DevicePlugin] = [ALSAPlugin(), DRMPlugin(), V4L2Plugin(), KVMPlugin(), EvdevPlugin()]
     for plugin in plugins { try plugin.check(specs) }
-    #expect(ALSAPlugin().state(for: DeviceFile(path: "/dev/snd/pcmC0D0p", descriptor: -1, specs: specs)) != nil)
     #expect(DRMPlugin().state(for: DeviceFile(path: "/dev/dri/card0", descriptor: -1, specs: specs)) != nil)
 }
 
@@ -48,25 +46,4 @@ import Testing
     let error = try #require(throws: SpecLayoutError.self) { try layout.check() }
     #expect(error.problems.count == 5)
     #expect(error.description.contains("v4l2_buffer.no_such_field") && error.description.contains("NO_SUCH_CONSTANT"))
-}
-
-/// SYNC_PTR's `sync` conditions read `$capture`, which the ALSA plug-in answers from the PCM's name: a
-/// playback buffer goes to the device before the call, a capture buffer comes back after it.
-@Test func alsaSyncPointsFollowTheStreamDirection() throws {
-    let command = try specs.ioctl(named: "SNDRV_PCM_IOCTL_SYNC_PTR")!.command(in: specs, parameters: [:])
-    let data: Range<UInt64> = 0..<UInt64(try specs.constantValue("SNDRV_PCM_MMAP_OFFSET_STATUS_OLD")!)
-    let size = specs.record(named: "snd_pcm_sync_ptr")!.size
-    let argument = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
-    argument.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-    defer { argument.deallocate() }
-    func plan(_ path: String) throws -> (PlannedCall, (any DeviceFileState)?) {
-        let state = ALSAPlugin().state(for: DeviceFile(path: path, descriptor: -1, specs: specs))
-        let call = try Planner(specs: specs).plan(command: command, argument: UInt64(UInt(bitPattern: argument)), className: "alsa",
-                                                  memory: LocalMemory(), variables: state)
-        return (call, state)
-    }
-    let (playback, player) = try plan("/dev/snd/pcmC0D0p")
-    #expect(playback.syncToDevice == [data] && playback.syncToGuest(result: 0, variables: player).isEmpty)
-    let (capture, recorder) = try plan("/dev/snd/pcmC0D0c")
-    #expect(capture.syncToDevice.isEmpty && capture.syncToGuest(result: 0, variables: recorder) == [data])
 }

@@ -165,6 +165,11 @@ public final class PlannerFuzzer: Sendable {
                          "\(call.ioctl.name): copies back \(length) bytes of a \(region.length)-byte region")
             precondition(region.direction.writes || length == 0, "\(call.ioctl.name): copies back into an in-only region")
         }
+        // What the file remembers from the answer (spec `remember`): only states its class declares.
+        let states = call.ioctl.specClass?.states.count ?? 0
+        for change in call.stateChanges(answer: answer, result: result) {
+            precondition(change.index >= 0 && change.index < states, "\(call.ioctl.name): remembers state \(change.index) of \(states)")
+        }
         let view = CallView(call, bytes: answer)
         for offset in [-1, 0, 4, Int.max - 2] { _ = view.load(UInt32.self, at: offset) }
     }

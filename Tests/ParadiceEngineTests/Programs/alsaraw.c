@@ -1,5 +1,5 @@
 /* Raw PCM calls, printed with their result and errno: the same lines natively and through Paradice.
- * Transfers before HW_PARAMS and after HW_FREE (the plug-in has no frame size then), a transfer from an
+ * Transfers before HW_PARAMS and after HW_FREE (the file has no frame size then), a transfer from an
  * unmapped buffer (on a driver that copies the data: snd-dummy's fake buffer never reads it), and a
  * command the class does not know. */
 #include <errno.h>

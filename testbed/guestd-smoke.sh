@@ -5,7 +5,7 @@
 #
 #   testbed/guestd-smoke.sh [--keep]     (--keep: leave the VM running and print its dir)
 #
-# Environment: GUESTD (default .build/debug/paradice-guestd), MODULE (default Kernel/paradice/paradice.ko),
+# Environment: GUESTD (default .build/debug/paradice-guestd), MODULE (default Kernel/paradice/build.sh's output),
 # DVM_BACKEND (the backend the VM runs; default: dvmctl's), DVM_DIR / --port auto as dvmctl.py takes them.
 # The pieces are functions another script can source (GUESTD_SMOKE_LIB=1): guestd_boot, guestd_start,
 # guestd_compare, guestd_stop.
@@ -13,7 +13,7 @@ set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DVM="python3 $REPO/testbed/drivervm/dvmctl.py"
 GUESTD=${GUESTD:-$REPO/.build/debug/paradice-guestd}
-MODULE=${MODULE:-$REPO/Kernel/paradice/paradice.ko}
+MODULE=${MODULE:-$REPO/.build/kernel/6.1.0-57-amd64/paradice.ko}
 VMDIR=""
 failures=0
 

@@ -64,17 +64,18 @@ static void serve_open(struct gd_call *call) {
     reply(r, seekable ? PDK_OPEN_SEEKABLE : 0, (uint64_t)handle);
 }
 
+/* The module waits for the answer (its result is ignored), so that the backend's file is closed when the
+ * guest's last reference goes, as a local driver's release has run by then. */
 static void serve_release(struct gd_call *call) {
     const struct pdk_request *r = &call->request;
-    if (r->handle == 0 || r->handle > UINT32_MAX) return;
-    struct gd_file *f = gd_file_remove((uint32_t)r->handle);
-    if (!f) return;
+    struct gd_file *f = r->handle && r->handle <= UINT32_MAX ? gd_file_remove((uint32_t)r->handle) : NULL;
+    if (!f) { reply(r, 0, 0); return; }
     struct gd_node *node = gd_node(f->cookie);
     if (node) atomic_fetch_sub(&node->open_files, 1);
     gd_file_put(f);
     int broken;
     (void)pd_file_simple(gd.connection, (uint32_t)r->handle, PD_CLOSE, NULL, 0, NULL, 0, &broken);
-    gd.dirty = 1;
+    reply(r, 0, 0);
 }
 
 /* The guest changes O_NONBLOCK and O_APPEND with fcntl, which no driver sees: the backend's file follows

@@ -484,6 +484,103 @@ static void test_signal(int restart)
 		      strerror(o.err));
 }
 
+static void c_takeback(struct outcome *o, void *arg)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 };
+	int fd = open_node(), *report = arg;
+	char b[8];
+
+	sigaction(SIGUSR1, &sa, NULL);
+	o->ret = read(fd, b, sizeof(b));
+	o->err = errno;
+	if (write(report[1], "r", 1) != 1)
+		_exit(3);
+	close(fd);
+}
+
+/* A signal before the daemon read the request takes it back: the daemon never sees it. */
+static void test_takeback(void)
+{
+	struct pollfd p = { .fd = ctl, .events = POLLIN };
+	int report[2];
+	struct child c;
+	struct outcome o;
+	char x;
+
+	if (pipe(report))
+		die("pipe");
+	c = spawn(c_takeback, report);
+	close(report[1]);
+	serve_open(17, 0, 0, 1);
+	check(poll(&p, 1, 30000) == 1, "the READ is queued (the control file polls POLLIN)");
+	kill(c.pid, SIGUSR1);
+	check(read(report[0], &x, 1) == 1, "the caller's read returns");
+	close(report[0]);
+	serve_release(17, "a request taken back is never seen: the next request is the close's");
+	if (!collect(c, &o))
+		return;
+	check(o.ret == -1 && o.err == EINTR, "the taken-back read fails with EINTR (%ld, %s)", o.ret, strerror(o.err));
+}
+
+static void c_hostile(struct outcome *o, void *arg)
+{
+	int fd = open_node();
+	char b[4];
+	void *m;
+
+	(void)arg;
+	o->ret = read(fd, b, sizeof(b)) < 0 ? errno : 0;
+	o->err = ioctl(fd, _IO('T', 1)) < 0 ? errno : 0;
+	o->extra = ioctl(fd, _IO('T', 2)) < 0 ? errno : 0;
+	m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+	o->data[0] = m == MAP_FAILED ? errno : 0;
+	close(fd);
+	o->data[1] = open_node() < 0 ? errno : 0;
+}
+
+/* Replies a local driver could not give are not passed on as they are. */
+static void test_hostile(void)
+{
+	struct child c = spawn(c_hostile, NULL);
+	struct pdk_request rq;
+	struct outcome o;
+	uint64_t area;
+	char b[8];
+	int r;
+
+	serve_open(18, 0, 0, 1);
+	if (next_request(ctl, PDK_OP_READ, &rq))
+		return;
+	reply(ctl, rq.id, 10, 0);   /* more than the 4 bytes asked for */
+	if (next_request(ctl, PDK_OP_IOCTL, &rq))
+		return;
+	reply(ctl, rq.id, -512, 0);   /* ERESTARTSYS is the kernel's own */
+	if (next_request(ctl, PDK_OP_IOCTL, &rq))
+		return;
+	reply(ctl, rq.id, -515, 0);   /* ENOIOCTLCMD */
+	if (next_request(ctl, PDK_OP_MMAP, &rq))
+		return;
+	area = rq.area;
+	r = access_(ctl, rq.id, PDK_COPY_TO_CALLER, rq.arg[0], 4, b, NULL);
+	check(r == -EINVAL, "ACCESS on an MMAP request (its caller holds its mmap lock) is EINVAL (%d)", r);
+	reply(ctl, rq.id, -ENODEV, 0);
+	if (next_request(ctl, PDK_OP_MUNMAP, &rq))
+		return;
+	check(rq.area == area, "a failed mmap sends MUNMAP for its area");
+	serve_release(18, "close");
+	if (next_request(ctl, PDK_OP_OPEN, &rq))
+		return;
+	reply(ctl, rq.id, 7, 1234);   /* neither 0 nor PDK_OPEN_SEEKABLE */
+	serve_release(1234, "an OPEN reply out of range: its handle");
+	if (!collect(c, &o))
+		return;
+	check(o.ret == EIO, "a READ reply beyond the count gives EIO (%s)", strerror(o.ret));
+	check(o.err == EIO, "a reply of -ERESTARTSYS gives EIO (%s)", strerror(o.err));
+	check(o.extra == ENOTTY, "a reply of -ENOIOCTLCMD gives ENOTTY (%s)", strerror(o.extra));
+	check(o.data[0] == ENODEV, "the daemon's mmap error reaches the caller (%s)", strerror(o.data[0]));
+	check(o.data[1] == EIO, "an OPEN reply out of range gives EIO (%s)", strerror(o.data[1]));
+}
+
 static void c_open_only(struct outcome *o, void *arg)
 {
 	(void)arg;
@@ -900,6 +997,8 @@ int main(int argc, char **argv)
 	test_poll();
 	test_signal(0);
 	test_signal(1);
+	test_takeback();
+	test_hostile();
 	test_kill();
 	test_mmap();
 	test_seekable();

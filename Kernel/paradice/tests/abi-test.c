@@ -2,6 +2,7 @@
 /*
  * abi-test.c — drives paradice.ko through its interface (paradice_kernel.h) as a daemon would, with
  * child processes as the callers, and checks what each side sees. Run as root where the module is loaded.
+ * abi-test [32-BIT-CALLER]: the compat-ioctl program, for the compat_ioctl check (skipped without it).
  * Prints one line per check ("ok - ..." / "FAIL - ..."), exits 1 if any check failed.
  *
  * Each wait for a request has a generous deadline (30 s, the driver VM is emulated): a request that does
@@ -581,6 +582,50 @@ static void test_hostile(void)
 	check(o.data[1] == EIO, "an OPEN reply out of range gives EIO (%s)", strerror(o.data[1]));
 }
 
+static const char *compat_caller;
+
+static void c_compat(struct outcome *o, void *arg)
+{
+	(void)o;
+	(void)arg;
+	execl(compat_caller, compat_caller, node_path, (char *)NULL);
+	_exit(127);
+}
+
+/* A 32-bit caller's ioctl is forwarded with arg[2] = 1 and its 32-bit argument address. */
+static void test_compat(void)
+{
+	struct pdk_request rq;
+	unsigned char buf[8];
+	struct child c;
+	int r, st;
+
+	if (!compat_caller) {
+		printf("skip - compat_ioctl (no 32-bit caller given)\n");
+		return;
+	}
+	if (access(compat_caller, X_OK)) {
+		check(0, "the 32-bit caller %s exists", compat_caller);
+		return;
+	}
+	c = spawn(c_compat, NULL);
+	serve_open(19, 0, 0, 1);
+	if (next_request(ctl, PDK_OP_IOCTL, &rq))
+		return;
+	check(rq.arg[0] == 0xc0087a01 && rq.arg[2] == 1 && rq.arg[1] < (1ull << 32),
+	      "compat_ioctl: IOCTL with arg[2] 1 and a 32-bit address (%#llx)", (unsigned long long)rq.arg[1]);
+	r = access_(ctl, rq.id, PDK_COPY_FROM_CALLER, rq.arg[1], 8, buf, NULL);
+	check(r == 0 && buf[0] == 1 && buf[7] == 8, "compat_ioctl: the 32-bit caller's bytes are read");
+	buf[0] = 9;
+	access_(ctl, rq.id, PDK_COPY_TO_CALLER, rq.arg[1], 1, buf, NULL);
+	reply(ctl, rq.id, 5, 0);
+	serve_release(19, "compat close");
+	waitpid(c.pid, &st, 0);
+	close(c.pipe);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 5, "compat_ioctl: the 32-bit caller gets 5 and the byte written (status %d)",
+	      WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
 static void c_open_only(struct outcome *o, void *arg)
 {
 	(void)arg;
@@ -983,8 +1028,8 @@ static void test_close_control(void)
 
 int main(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
+	if (argc > 1)
+		compat_caller = argv[1];
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	ctl = open("/dev/paradice", O_RDWR | O_CLOEXEC);
 	if (ctl < 0)
@@ -1003,6 +1048,7 @@ int main(int argc, char **argv)
 	test_mmap();
 	test_seekable();
 	test_fasync();
+	test_compat();
 	test_close_control();
 	printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
 	return failures ? 1 : 0;

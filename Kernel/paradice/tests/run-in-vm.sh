@@ -23,6 +23,10 @@ if ! gcc -O2 -Wall -Wextra -Werror -I"$REPO/Sources/CParadice/include" -o "$OUT/
   bad "abi-test builds"; exit 1
 fi
 say "ok - abi-test builds"
+if ! gcc -m32 -static -nostdlib -ffreestanding -fno-pic -fno-stack-protector -O2 -Wall -Werror \
+     -o "$OUT/compat-ioctl" "$HERE/compat-ioctl.c"; then
+  bad "compat-ioctl (the 32-bit caller) builds"; exit 1
+fi
 
 booted=0
 if [ -n "${PDK_DVM_DIR:-}" ]; then
@@ -37,11 +41,11 @@ stop_vm() { [ $booted = 1 ] && $DVM --dir "$DIR" stop >/dev/null 2>&1; }
 trap stop_vm EXIT
 vm() { $DVM --dir "$DIR" exec "$@"; }
 
-cp "$ko" "$OUT/abi-test" "$DIR/share/" || { bad "copy into the VM's share"; exit 1; }
+cp "$ko" "$OUT/abi-test" "$OUT/compat-ioctl" "$DIR/share/" || { bad "copy into the VM's share"; exit 1; }
 vm --init 'rmmod paradice 2>/dev/null; dmesg -c >/dev/null' >/dev/null 2>&1
 if vm --init 'insmod /share/paradice.ko' ; then say "ok - insmod paradice.ko"; else bad "insmod paradice.ko"; exit 1; fi
 
-vm --timeout 300 /share/abi-test
+vm --timeout 300 /share/abi-test /share/compat-ioctl
 rc=$?
 [ $rc = 0 ] || bad "abi-test exit status $rc"
 

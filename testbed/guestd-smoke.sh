@@ -112,6 +112,23 @@ guestd_compare "evtest --query" /dev/pdk/input/event0 /dev/input/event0 'evtest 
 guestd_compare "modetest -c" /dev/pdk/dri/card0 /dev/dri/card0 'modetest -D @DEV@ -c'
 guestd_compare "modetest -e -p" /dev/pdk/dri/card0 /dev/dri/card0 'modetest -D @DEV@ -e -p'
 
+# A signal with a handler ends a blocked read as it ends a local driver's wait (EINTR to the handler's
+# program): the daemon interrupts the backend's call (PD_INTERRUPT), when the backend can.
+INTERRUPTED='python3 -c "
+import os, signal
+def alarm(*_): raise InterruptedError
+signal.signal(signal.SIGALRM, alarm)
+fd = os.open(\"@DEV@\", os.O_RDONLY)
+signal.alarm(2)
+try: os.read(fd, 24); print(\"read\")
+except InterruptedError: print(\"EINTR\")
+"'
+if grep -q "cannot end a call early" "$VMDIR/share/guestd.log"; then
+  log "skip a signal ends a blocked read: the backend has no PD_INTERRUPT (DVM_BACKEND of this branch)"
+else
+  guestd_compare "a signal ends a blocked read" /dev/pdk/input/event0 /dev/input/event0 "timeout 20 $INTERRUPTED"
+fi
+
 # Every file the clients opened was released (RELEASE closed the backend's file). (No awk in the VM's
 # chroot: /etc/alternatives is the host's.)
 guestd_expect "every node has no open file left" \

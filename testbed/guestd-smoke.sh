@@ -10,7 +10,7 @@
 # The pieces are functions another script can source (GUESTD_SMOKE_LIB=1): guestd_boot, guestd_start,
 # guestd_compare, guestd_stop.
 set -u
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DVM="python3 $REPO/testbed/drivervm/dvmctl.py"
 GUESTD=${GUESTD:-$REPO/.build/debug/paradice-guestd}
 MODULE=${MODULE:-$REPO/.build/kernel/6.1.0-57-amd64/paradice.ko}

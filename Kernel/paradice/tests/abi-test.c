@@ -626,6 +626,116 @@ static void test_compat(void)
 	      WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
+#define STRESS_CALLERS 4
+#define STRESS_READS 200
+
+static void c_stress(struct outcome *o, void *arg)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 };
+	int fd, i;
+	char b[8];
+
+	(void)arg;
+	sigaction(SIGUSR1, &sa, NULL);
+	fd = open_node();
+	for (i = 0; i < STRESS_READS; i++) {
+		ssize_t n = read(fd, b, sizeof(b));
+
+		if (n == 8 && !memcmp(b, "ABCDEFGH", 8))
+			o->ret++;
+		else if (n < 0 && errno == EINTR)
+			o->err++;
+		else
+			o->extra++;
+	}
+	close(fd);
+}
+
+/* Several callers read at once while signals interrupt some of them before and after the daemon read
+ * their requests: every read ends as a full read or EINTR, each answered request once. */
+static void test_stress(void)
+{
+	struct child c[STRESS_CALLERS];
+	struct pdk_request pending[STRESS_CALLERS], rq;
+	int npending = 0, released = 0, round = 0, i, bad = 0, interrupts = 0, served = 0;
+	unsigned seed = 12345;
+
+	for (i = 0; i < STRESS_CALLERS; i++)
+		c[i] = spawn(c_stress, NULL);
+	while (released < STRESS_CALLERS && !bad) {
+		struct pollfd p = { .fd = ctl, .events = POLLIN };
+
+		if (poll(&p, 1, 30000) != 1) {
+			check(0, "stress: requests keep coming (none in 30 s, %d pending)", npending);
+			bad = 1;
+			break;
+		}
+		fcntl(ctl, F_SETFL, O_NONBLOCK);
+		while (read(ctl, &rq, sizeof(rq)) == sizeof(rq)) {
+			switch (rq.op) {
+			case PDK_OP_OPEN:
+				reply(ctl, rq.id, 0, 500);
+				break;
+			case PDK_OP_RELEASE:
+				reply(ctl, rq.id, 0, 0);
+				released++;
+				break;
+			case PDK_OP_READ:
+				if (npending == STRESS_CALLERS) {
+					bad = 1;
+					break;
+				}
+				pending[npending++] = rq;
+				break;
+			case PDK_OP_INTERRUPT:
+				for (i = 0; i < npending; i++) {
+					if (pending[i].id == rq.arg[0]) {
+						if (reply(ctl, pending[i].id, -EINTR, 0))
+							bad = 1;
+						pending[i] = pending[--npending];
+						interrupts++;
+						break;
+					}
+				}
+				break;
+			default:
+				printf("   (stress: unexpected %s)\n", op_name(rq.op));
+				bad = 1;
+			}
+		}
+		fcntl(ctl, F_SETFL, 0);
+		round++;
+		if (round % 3 == 0 && npending) {
+			/* signal a waiting caller: its INTERRUPT comes next */
+			kill(pending[rand_r(&seed) % npending].tgid, SIGUSR1);
+			continue;
+		}
+		if (round % 5 == 0) {
+			/* signal a caller whose request may not be read yet: it is taken back */
+			kill(c[rand_r(&seed) % STRESS_CALLERS].pid, SIGUSR1);
+		}
+		for (i = 0; i < npending; i++) {
+			int r = access_(ctl, pending[i].id, PDK_COPY_TO_CALLER, pending[i].arg[0], 8, "ABCDEFGH", NULL);
+
+			if (r == 0)
+				r = reply(ctl, pending[i].id, 8, 0);
+			if (r)
+				bad = 1;
+			served++;
+		}
+		npending = 0;
+	}
+	check(!bad, "stress: every request served once (%d reads, %d interrupts)", served, interrupts);
+	for (i = 0; i < STRESS_CALLERS; i++) {
+		struct outcome o;
+
+		if (!collect(c[i], &o))
+			continue;
+		check(o.ret + o.err == STRESS_READS && o.extra == 0,
+		      "stress caller %d: %ld full reads, %d EINTR, %d other", i, o.ret, o.err, o.extra);
+	}
+}
+
 static void c_open_only(struct outcome *o, void *arg)
 {
 	(void)arg;
@@ -1049,6 +1159,7 @@ int main(int argc, char **argv)
 	test_seekable();
 	test_fasync();
 	test_compat();
+	test_stress();
 	test_close_control();
 	printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
 	return failures ? 1 : 0;

@@ -660,6 +660,10 @@ static void test_stress(void)
 	int npending = 0, released = 0, round = 0, i, bad = 0, interrupts = 0, served = 0;
 	unsigned seed = 12345;
 
+	struct sigaction sa = { .sa_handler = on_usr1 };
+
+	/* the callers inherit the handler: a signal before their own sigaction must not kill them */
+	sigaction(SIGUSR1, &sa, NULL);
 	for (i = 0; i < STRESS_CALLERS; i++)
 		c[i] = spawn(c_stress, NULL);
 	while (released < STRESS_CALLERS && !bad) {
@@ -1093,6 +1097,68 @@ static void test_control(void)
 	(void)rq;
 }
 
+static void c_removed(struct outcome *o, void *arg)
+{
+	int fd = open_node(), *report = arg;
+	struct pollfd p;
+	char b[4], x;
+
+	if (write(report[1], "o", 1) != 1 || read(report[2], &x, 1) != 1)
+		_exit(3);
+	o->ret = read(fd, b, sizeof(b)) < 0 ? errno : 0;
+	o->err = ioctl(fd, _IO('T', 1)) < 0 ? errno : 0;
+	p.fd = fd;
+	p.events = POLLIN;
+	o->extra = poll(&p, 1, 0) == 1 ? p.revents : 0;
+	close(fd);
+}
+
+/* REMOVE_NODE with a file open on it: the file fails with EIO and hangs up; its release still comes. */
+static void test_remove_open(void)
+{
+	struct pdk_node n = node_of(20, "pdktest/removed", "", PDK_NODE_ANY_NUMBER);
+	int up[2], down[2], report[3];
+	uint64_t cookie = 20;
+	struct outcome o;
+	struct child c;
+	char x;
+
+	if (add_node(ctl, &n) || pipe(up) || pipe(down)) {
+		check(0, "a node to remove");
+		return;
+	}
+	snprintf(node_path, sizeof(node_path), "/dev/pdktest/removed");
+	report[1] = up[1];
+	report[2] = down[0];
+	c = spawn(c_removed, report);
+	serve_open(20, 0, 0, 20);
+	if (read(up[0], &x, 1) != 1)
+		die("pipe");
+	check(ioctl(ctl, PDK_REMOVE_NODE, &cookie) == 0 && !path_exists(node_path),
+	      "REMOVE_NODE with a file open: the node goes");
+	write(down[1], "r", 1);
+	serve_release(20, "a removed node's open file");
+	snprintf(node_path, sizeof(node_path), "/dev/pdktest/node0");
+	close(up[0]);
+	close(up[1]);
+	close(down[0]);
+	close(down[1]);
+	if (!collect(c, &o))
+		return;
+	check(o.ret == EIO && o.err == EIO && o.extra == (POLLERR | POLLHUP),
+	      "the removed node's file: read and ioctl EIO, poll POLLERR|POLLHUP");
+}
+
+static void c_close_only(struct outcome *o, void *arg)
+{
+	int fd = open_node(), *report = arg;
+
+	if (write(report[1], "o", 1) != 1)
+		_exit(3);
+	o->ret = close(fd);
+	o->err = errno;
+}
+
 static void c_block(struct outcome *o, void *arg)
 {
 	int fd = open_node();
@@ -1118,8 +1184,24 @@ static void test_close_control(void)
 	struct pdk_node n;
 	int second;
 
+	struct child closer;
+	struct outcome co;
+	int report[2];
+	char x;
+
 	serve_open(16, 0, 0, 1);
 	if (next_request(ctl, PDK_OP_READ, &rq))
+		return;
+	/* a second caller waits in close for a RELEASE reply that never comes */
+	if (pipe(report))
+		die("pipe");
+	closer = spawn(c_close_only, report);
+	close(report[1]);
+	serve_open(21, 0, 0, 1);
+	if (read(report[0], &x, 1) != 1)
+		die("pipe");
+	close(report[0]);
+	if (next_request(ctl, PDK_OP_RELEASE, &rq))
 		return;
 	/* a second control file's nodes are its own */
 	second = open("/dev/paradice", O_RDWR);
@@ -1129,6 +1211,8 @@ static void test_close_control(void)
 	if (!collect(c, &o))
 		return;
 	check(o.ret == -1 && o.err == EIO, "closing the control file: the waiting caller's read fails with EIO");
+	if (collect(closer, &co))
+		check(co.ret == 0, "closing the control file: a close waiting for its RELEASE reply returns");
 	check(o.extra == EIO && o.data[0] == (POLLERR | POLLHUP), "later calls fail with EIO, poll says POLLERR|POLLHUP");
 	check(!path_exists(node_path) && path_exists("/dev/pdktest/second"),
 	      "the control file's nodes are gone, the other control file's stay");
@@ -1160,6 +1244,7 @@ int main(int argc, char **argv)
 	test_fasync();
 	test_compat();
 	test_stress();
+	test_remove_open();
 	test_close_control();
 	printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
 	return failures ? 1 : 0;

@@ -24,6 +24,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <sys/syscall.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
 #include <unistd.h>
 #include "paradice_kernel.h"
 
@@ -740,6 +743,97 @@ static void test_stress(void)
 	}
 }
 
+struct uffd_job {
+	int uffd, up, down;
+	void *page;
+};
+
+static void *uffd_resolver(void *arg)
+{
+	struct uffd_job *j = arg;
+	struct pollfd p = { .fd = j->uffd, .events = POLLIN };
+	struct uffd_msg msg;
+	struct uffdio_zeropage zp = { .range = { .start = (uintptr_t)j->page, .len = 4096 } };
+	char x;
+
+	if (poll(&p, 1, 30000) != 1 || read(j->uffd, &msg, sizeof(msg)) != sizeof(msg))
+		return NULL;
+	if (write(j->up, "f", 1) != 1 || read(j->down, &x, 1) != 1)
+		return NULL;
+	ioctl(j->uffd, UFFDIO_ZEROPAGE, &zp);
+	return NULL;
+}
+
+static void c_uffd(struct outcome *o, void *arg)
+{
+	int *pipes = arg, fd = open_node();
+	struct uffd_job j = { .up = pipes[1], .down = pipes[2] };
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg;
+	pthread_t t;
+
+	j.uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	j.page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	reg.range.start = (uintptr_t)j.page;
+	reg.range.len = 4096;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (j.uffd < 0 || ioctl(j.uffd, UFFDIO_API, &api) || ioctl(j.uffd, UFFDIO_REGISTER, &reg)) {
+		o->ret = -100;
+		o->err = errno;
+		close(fd);
+		return;
+	}
+	pthread_create(&t, NULL, uffd_resolver, &j);
+	o->ret = ioctl(fd, _IO('T', 0x70), j.page);
+	memcpy(o->data, j.page, 4);
+	pthread_join(t, NULL);
+	close(fd);
+}
+
+/* The daemon's process dies while a caller carries out its access (the caller's copy faults on a
+ * userfaultfd page meanwhile): the caller finishes the copy alone, and the request is still answered. */
+static void test_daemon_killed_in_access(void)
+{
+	int up[2], down[2], pipes[3], st;
+	struct pdk_request rq;
+	struct outcome o;
+	struct child c;
+	pid_t helper;
+	char x;
+
+	if (pipe(up) || pipe(down))
+		die("pipe");
+	pipes[1] = up[1];
+	pipes[2] = down[0];
+	c = spawn(c_uffd, pipes);
+	serve_open(22, 0, 0, 1);
+	if (next_request(ctl, PDK_OP_IOCTL, &rq))
+		return;
+	helper = fork();
+	if (helper == 0)
+		_exit(access_(ctl, rq.id, PDK_COPY_TO_CALLER, rq.arg[1], 4, "XYZW", NULL) ? 1 : 0);
+	if (read(up[0], &x, 1) != 1) {
+		check(0, "the caller's copy faults on its userfaultfd page");
+		kill(helper, SIGKILL);
+		waitpid(helper, &st, 0);
+		return;
+	}
+	kill(helper, SIGKILL);
+	waitpid(helper, &st, 0);
+	check(WIFSIGNALED(st), "a daemon process blocked in PDK_ACCESS dies of SIGKILL");
+	write(down[1], "r", 1);
+	reply(ctl, rq.id, 0, 0);
+	serve_release(22, "after the daemon process died in an access");
+	if (!collect(c, &o))
+		return;
+	check(o.ret == 0 && !memcmp(o.data, "XYZW", 4),
+	      "the caller completes the copy alone and its ioctl is answered (%ld, %.4s)", o.ret, o.data);
+	close(up[0]);
+	close(up[1]);
+	close(down[0]);
+	close(down[1]);
+}
+
 static void c_open_only(struct outcome *o, void *arg)
 {
 	(void)arg;
@@ -1244,6 +1338,7 @@ int main(int argc, char **argv)
 	test_fasync();
 	test_compat();
 	test_stress();
+	test_daemon_killed_in_access();
 	test_remove_open();
 	test_close_control();
 	printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);

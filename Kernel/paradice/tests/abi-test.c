@@ -406,6 +406,9 @@ static void c_poll(struct outcome *o, void *arg)
 	(void)arg;
 	o->ret = poll(&p, 1, 30000);
 	o->extra = p.revents;
+	p.events = POLLOUT;          /* the readiness known answers for POLLIN only */
+	o->data[1] = poll(&p, 1, 30000);
+	o->data[2] = p.revents;
 	ioctl(fd, _IO('T', 0x7d));   /* makes the readiness stale */
 	ep = epoll_create1(0);
 	epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
@@ -428,6 +431,11 @@ static void test_poll(void)
 	check(rq.file == file && (rq.arg[0] & POLLIN) && rq.handle == 10, "poll sends WATCH for POLLIN");
 	check(notify(ctl, file + 1000, POLLIN) == -ESRCH, "NOTIFY of an unknown file is ESRCH");
 	check(notify(ctl, file, POLLIN) == 0, "NOTIFY POLLIN");
+	if (next_request(ctl, PDK_OP_WATCH, &rq))
+		return;
+	check((rq.arg[0] & (POLLIN | POLLOUT)) == (POLLIN | POLLOUT),
+	      "a poll for POLLOUT the known readiness does not answer for sends WATCH for POLLIN|POLLOUT");
+	notify(ctl, file, POLLIN | POLLOUT);
 	if (next_request(ctl, PDK_OP_IOCTL, &rq))
 		return;
 	reply(ctl, rq.id, 0, 0);
@@ -439,6 +447,8 @@ static void test_poll(void)
 	if (!collect(c, &o))
 		return;
 	check(o.ret == 1 && o.extra == POLLIN, "poll(2) wakes with POLLIN (%ld, %#x)", o.ret, o.extra);
+	check(o.data[1] == 1 && o.data[2] == POLLOUT, "poll(2) for POLLOUT wakes with POLLOUT (%d, %#x)", o.data[1],
+	      o.data[2]);
 	check(o.err == 1 && (o.data[0] & EPOLLIN), "epoll_wait wakes with EPOLLIN");
 }
 

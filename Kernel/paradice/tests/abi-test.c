@@ -1188,6 +1188,65 @@ static void test_nodes(void)
 	}
 }
 
+static int set_parent(int fd, uint64_t cookie, const char *name)
+{
+	struct pdk_parent p = { .cookie = cookie };
+
+	snprintf(p.parent, sizeof(p.parent), "%s", name);
+	return ioctl(fd, PDK_SET_PARENT, &p) < 0 ? -errno : 0;
+}
+
+static int dir_has(const char *dir, const char *name)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	return path_exists(p);
+}
+
+/* PDK_SET_PARENT: nodes side by side under a shared parent device, as a driver's device has them. */
+static void test_parent(void)
+{
+	struct pdk_node a = node_of(30, "pdktest/vidp", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_node b = node_of(31, "pdktest/medp", "pdktestclass2", PDK_NODE_ANY_NUMBER);
+	struct pdk_node coll = node_of(32, "pdkcoll", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_node res = node_of(33, "uevent", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_node same = node_of(34, "pdkdev.0", "", PDK_NODE_ANY_NUMBER);
+	char dev[128], link[256], uev[128], buf[512];
+	uint64_t cookie;
+	ssize_t l;
+
+	if (add_node(ctl, &a) || add_node(ctl, &b) || add_node(ctl, &coll) || add_node(ctl, &res)) {
+		check(0, "nodes for PDK_SET_PARENT");
+		return;
+	}
+	snprintf(dev, sizeof(dev), "/sys/dev/char/%u:%u/device", a.major, a.minor);
+	check(!path_exists(dev), "a node has no parent device at first");
+	check(set_parent(ctl, 30, "pdkdev.0") == 0 && set_parent(ctl, 31, "pdkdev.0") == 0,
+	      "SET_PARENT puts two nodes (two classes) under parent pdkdev.0");
+	l = readlink(dev, link, sizeof(link) - 1);
+	link[l > 0 ? l : 0] = 0;
+	check(l > 0 && !strcmp(strrchr(link, '/'), "/pdkdev.0"), "/sys/dev/char/M:m/device is the parent (%s)", link);
+	check(dir_has(dev, "pdktest!vidp") && dir_has(dev, "pdktest!medp"),
+	      "the parent's directory lists both nodes by their device names");
+	snprintf(uev, sizeof(uev), "/sys/dev/char/%u:%u/uevent", b.major, b.minor);
+	check(read_file(uev, buf, sizeof(buf)) == 0 && strstr(buf, "DEVNAME=pdktest/medp\n") &&
+	      path_exists("/dev/pdktest/medp"), "a moved node keeps its uevent and its /dev node");
+	check(set_parent(ctl, 30, "a/b") == -EINVAL, "SET_PARENT with a bad name is EINVAL");
+	check(set_parent(ctl, 99, "pdkdev.0") == -ENOENT, "SET_PARENT of an unknown cookie is ENOENT");
+	check(set_parent(ctl, 30, "pdkcoll") == -EEXIST, "SET_PARENT named like a node of class paradice is EEXIST");
+	check(set_parent(ctl, 33, "pdkdev.0") == -EINVAL, "a node named uevent cannot go under a parent (EINVAL)");
+	check(add_node(ctl, &same) == -EEXIST, "ADD_NODE named like a parent device is EEXIST");
+	check(set_parent(ctl, 30, "") == 0 && !path_exists(dev) && path_exists("/sys/class/paradice/pdkdev.0"),
+	      "SET_PARENT \"\" puts the node back alone; the parent stays for the other");
+	cookie = 31;
+	check(ioctl(ctl, PDK_REMOVE_NODE, &cookie) == 0 && !path_exists("/sys/class/paradice/pdkdev.0"),
+	      "the parent goes with its last node");
+	for (cookie = 30; cookie <= 33; cookie++)
+		if (cookie != 31)
+			ioctl(ctl, PDK_REMOVE_NODE, &cookie);
+}
+
 static void test_control(void)
 {
 	struct pdk_request rq;
@@ -1334,6 +1393,7 @@ int main(int argc, char **argv)
 		die("open /dev/paradice");
 	test_control();
 	test_nodes();
+	test_parent();
 	test_read();
 	test_write_ioctl();
 	test_new_file();

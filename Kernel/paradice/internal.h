@@ -45,6 +45,7 @@ struct pdk_control {
 };
 
 struct pdk_class;
+struct pdk_parent_dev;
 
 struct pdk_knode {
 	struct kref kref;
@@ -60,6 +61,7 @@ struct pdk_knode {
 	struct cdev *cdev;
 	struct device *dev;
 	struct pdk_class *cls;
+	struct pdk_parent_dev *parent;   /* PDK_SET_PARENT's, or NULL */
 	char path[PDK_MAX_PATH];
 };
 
@@ -75,6 +77,7 @@ struct pdk_file {
 	bool ready_valid;            /* revents is the last PDK_NOTIFY's, not made stale since */
 	u32 revents;
 	u32 watching;                /* events a PDK_OP_WATCH asked for and no PDK_NOTIFY answered yet */
+	u32 covered;                 /* events the valid readiness answers for (what the WATCH asked) */
 	wait_queue_head_t pollq;
 	struct fasync_struct *fasync;
 };
@@ -138,6 +141,7 @@ static inline void pdk_control_get(struct pdk_control *c) { kref_get(&c->kref); 
 /* node.c */
 long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg);
 long pdk_remove_node(struct pdk_control *c, u64 __user *arg);
+long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg);
 void pdk_remove_all_nodes(struct pdk_control *c);
 struct pdk_knode *pdk_node_lookup(dev_t devt);
 void pdk_node_put(struct pdk_knode *n);

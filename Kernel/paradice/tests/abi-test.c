@@ -24,6 +24,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <sys/syscall.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
 #include <unistd.h>
 #include "paradice_kernel.h"
 
@@ -403,6 +406,9 @@ static void c_poll(struct outcome *o, void *arg)
 	(void)arg;
 	o->ret = poll(&p, 1, 30000);
 	o->extra = p.revents;
+	p.events = POLLOUT;          /* the readiness known answers for POLLIN only */
+	o->data[1] = poll(&p, 1, 30000);
+	o->data[2] = p.revents;
 	ioctl(fd, _IO('T', 0x7d));   /* makes the readiness stale */
 	ep = epoll_create1(0);
 	epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
@@ -425,6 +431,11 @@ static void test_poll(void)
 	check(rq.file == file && (rq.arg[0] & POLLIN) && rq.handle == 10, "poll sends WATCH for POLLIN");
 	check(notify(ctl, file + 1000, POLLIN) == -ESRCH, "NOTIFY of an unknown file is ESRCH");
 	check(notify(ctl, file, POLLIN) == 0, "NOTIFY POLLIN");
+	if (next_request(ctl, PDK_OP_WATCH, &rq))
+		return;
+	check((rq.arg[0] & (POLLIN | POLLOUT)) == (POLLIN | POLLOUT),
+	      "a poll for POLLOUT the known readiness does not answer for sends WATCH for POLLIN|POLLOUT");
+	notify(ctl, file, POLLIN | POLLOUT);
 	if (next_request(ctl, PDK_OP_IOCTL, &rq))
 		return;
 	reply(ctl, rq.id, 0, 0);
@@ -436,6 +447,8 @@ static void test_poll(void)
 	if (!collect(c, &o))
 		return;
 	check(o.ret == 1 && o.extra == POLLIN, "poll(2) wakes with POLLIN (%ld, %#x)", o.ret, o.extra);
+	check(o.data[1] == 1 && o.data[2] == POLLOUT, "poll(2) for POLLOUT wakes with POLLOUT (%d, %#x)", o.data[1],
+	      o.data[2]);
 	check(o.err == 1 && (o.data[0] & EPOLLIN), "epoll_wait wakes with EPOLLIN");
 }
 
@@ -624,6 +637,211 @@ static void test_compat(void)
 	close(c.pipe);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 5, "compat_ioctl: the 32-bit caller gets 5 and the byte written (status %d)",
 	      WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
+#define STRESS_CALLERS 4
+#define STRESS_READS 200
+
+static void c_stress(struct outcome *o, void *arg)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 };
+	int fd, i;
+	char b[8];
+
+	(void)arg;
+	sigaction(SIGUSR1, &sa, NULL);
+	fd = open_node();
+	for (i = 0; i < STRESS_READS; i++) {
+		ssize_t n = read(fd, b, sizeof(b));
+
+		if (n == 8 && !memcmp(b, "ABCDEFGH", 8))
+			o->ret++;
+		else if (n < 0 && errno == EINTR)
+			o->err++;
+		else
+			o->extra++;
+	}
+	close(fd);
+}
+
+/* Several callers read at once while signals interrupt some of them before and after the daemon read
+ * their requests: every read ends as a full read or EINTR, each answered request once. */
+static void test_stress(void)
+{
+	struct child c[STRESS_CALLERS];
+	struct pdk_request pending[STRESS_CALLERS], rq;
+	int npending = 0, released = 0, round = 0, i, bad = 0, interrupts = 0, served = 0;
+	unsigned seed = 12345;
+
+	struct sigaction sa = { .sa_handler = on_usr1 };
+
+	/* the callers inherit the handler: a signal before their own sigaction must not kill them */
+	sigaction(SIGUSR1, &sa, NULL);
+	for (i = 0; i < STRESS_CALLERS; i++)
+		c[i] = spawn(c_stress, NULL);
+	while (released < STRESS_CALLERS && !bad) {
+		struct pollfd p = { .fd = ctl, .events = POLLIN };
+
+		if (poll(&p, 1, 30000) != 1) {
+			check(0, "stress: requests keep coming (none in 30 s, %d pending)", npending);
+			bad = 1;
+			break;
+		}
+		fcntl(ctl, F_SETFL, O_NONBLOCK);
+		while (read(ctl, &rq, sizeof(rq)) == sizeof(rq)) {
+			switch (rq.op) {
+			case PDK_OP_OPEN:
+				reply(ctl, rq.id, 0, 500);
+				break;
+			case PDK_OP_RELEASE:
+				reply(ctl, rq.id, 0, 0);
+				released++;
+				break;
+			case PDK_OP_READ:
+				if (npending == STRESS_CALLERS) {
+					bad = 1;
+					break;
+				}
+				pending[npending++] = rq;
+				break;
+			case PDK_OP_INTERRUPT:
+				for (i = 0; i < npending; i++) {
+					if (pending[i].id == rq.arg[0]) {
+						if (reply(ctl, pending[i].id, -EINTR, 0))
+							bad = 1;
+						pending[i] = pending[--npending];
+						interrupts++;
+						break;
+					}
+				}
+				break;
+			default:
+				printf("   (stress: unexpected %s)\n", op_name(rq.op));
+				bad = 1;
+			}
+		}
+		fcntl(ctl, F_SETFL, 0);
+		round++;
+		if (round % 3 == 0 && npending) {
+			/* signal a waiting caller: its INTERRUPT comes next */
+			kill(pending[rand_r(&seed) % npending].tgid, SIGUSR1);
+			continue;
+		}
+		if (round % 5 == 0) {
+			/* signal a caller whose request may not be read yet: it is taken back */
+			kill(c[rand_r(&seed) % STRESS_CALLERS].pid, SIGUSR1);
+		}
+		for (i = 0; i < npending; i++) {
+			int r = access_(ctl, pending[i].id, PDK_COPY_TO_CALLER, pending[i].arg[0], 8, "ABCDEFGH", NULL);
+
+			if (r == 0)
+				r = reply(ctl, pending[i].id, 8, 0);
+			if (r)
+				bad = 1;
+			served++;
+		}
+		npending = 0;
+	}
+	check(!bad, "stress: every request served once (%d reads, %d interrupts)", served, interrupts);
+	for (i = 0; i < STRESS_CALLERS; i++) {
+		struct outcome o;
+
+		if (!collect(c[i], &o))
+			continue;
+		check(o.ret + o.err == STRESS_READS && o.extra == 0,
+		      "stress caller %d: %ld full reads, %d EINTR, %d other", i, o.ret, o.err, o.extra);
+	}
+}
+
+struct uffd_job {
+	int uffd, up, down;
+	void *page;
+};
+
+static void *uffd_resolver(void *arg)
+{
+	struct uffd_job *j = arg;
+	struct pollfd p = { .fd = j->uffd, .events = POLLIN };
+	struct uffd_msg msg;
+	struct uffdio_zeropage zp = { .range = { .start = (uintptr_t)j->page, .len = 4096 } };
+	char x;
+
+	if (poll(&p, 1, 30000) != 1 || read(j->uffd, &msg, sizeof(msg)) != sizeof(msg))
+		return NULL;
+	if (write(j->up, "f", 1) != 1 || read(j->down, &x, 1) != 1)
+		return NULL;
+	ioctl(j->uffd, UFFDIO_ZEROPAGE, &zp);
+	return NULL;
+}
+
+static void c_uffd(struct outcome *o, void *arg)
+{
+	int *pipes = arg, fd = open_node();
+	struct uffd_job j = { .up = pipes[1], .down = pipes[2] };
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg;
+	pthread_t t;
+
+	j.uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	j.page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	reg.range.start = (uintptr_t)j.page;
+	reg.range.len = 4096;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (j.uffd < 0 || ioctl(j.uffd, UFFDIO_API, &api) || ioctl(j.uffd, UFFDIO_REGISTER, &reg)) {
+		o->ret = -100;
+		o->err = errno;
+		close(fd);
+		return;
+	}
+	pthread_create(&t, NULL, uffd_resolver, &j);
+	o->ret = ioctl(fd, _IO('T', 0x70), j.page);
+	memcpy(o->data, j.page, 4);
+	pthread_join(t, NULL);
+	close(fd);
+}
+
+/* The daemon's process dies while a caller carries out its access (the caller's copy faults on a
+ * userfaultfd page meanwhile): the caller finishes the copy alone, and the request is still answered. */
+static void test_daemon_killed_in_access(void)
+{
+	int up[2], down[2], pipes[3], st;
+	struct pdk_request rq;
+	struct outcome o;
+	struct child c;
+	pid_t helper;
+	char x;
+
+	if (pipe(up) || pipe(down))
+		die("pipe");
+	pipes[1] = up[1];
+	pipes[2] = down[0];
+	c = spawn(c_uffd, pipes);
+	serve_open(22, 0, 0, 1);
+	if (next_request(ctl, PDK_OP_IOCTL, &rq))
+		return;
+	helper = fork();
+	if (helper == 0)
+		_exit(access_(ctl, rq.id, PDK_COPY_TO_CALLER, rq.arg[1], 4, "XYZW", NULL) ? 1 : 0);
+	if (read(up[0], &x, 1) != 1) {
+		check(0, "the caller's copy faults on its userfaultfd page");
+		kill(helper, SIGKILL);
+		waitpid(helper, &st, 0);
+		return;
+	}
+	kill(helper, SIGKILL);
+	waitpid(helper, &st, 0);
+	check(WIFSIGNALED(st), "a daemon process blocked in PDK_ACCESS dies of SIGKILL");
+	write(down[1], "r", 1);
+	reply(ctl, rq.id, 0, 0);
+	serve_release(22, "after the daemon process died in an access");
+	if (!collect(c, &o))
+		return;
+	check(o.ret == 0 && !memcmp(o.data, "XYZW", 4),
+	      "the caller completes the copy alone and its ioctl is answered (%ld, %.4s)", o.ret, o.data);
+	close(up[0]);
+	close(up[1]);
+	close(down[0]);
+	close(down[1]);
 }
 
 static void c_open_only(struct outcome *o, void *arg)
@@ -970,6 +1188,65 @@ static void test_nodes(void)
 	}
 }
 
+static int set_parent(int fd, uint64_t cookie, const char *name)
+{
+	struct pdk_parent p = { .cookie = cookie };
+
+	snprintf(p.parent, sizeof(p.parent), "%s", name);
+	return ioctl(fd, PDK_SET_PARENT, &p) < 0 ? -errno : 0;
+}
+
+static int dir_has(const char *dir, const char *name)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	return path_exists(p);
+}
+
+/* PDK_SET_PARENT: nodes side by side under a shared parent device, as a driver's device has them. */
+static void test_parent(void)
+{
+	struct pdk_node a = node_of(30, "pdktest/vidp", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_node b = node_of(31, "pdktest/medp", "pdktestclass2", PDK_NODE_ANY_NUMBER);
+	struct pdk_node coll = node_of(32, "pdkcoll", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_node res = node_of(33, "uevent", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_node same = node_of(34, "pdkdev.0", "", PDK_NODE_ANY_NUMBER);
+	char dev[128], link[256], uev[128], buf[512];
+	uint64_t cookie;
+	ssize_t l;
+
+	if (add_node(ctl, &a) || add_node(ctl, &b) || add_node(ctl, &coll) || add_node(ctl, &res)) {
+		check(0, "nodes for PDK_SET_PARENT");
+		return;
+	}
+	snprintf(dev, sizeof(dev), "/sys/dev/char/%u:%u/device", a.major, a.minor);
+	check(!path_exists(dev), "a node has no parent device at first");
+	check(set_parent(ctl, 30, "pdkdev.0") == 0 && set_parent(ctl, 31, "pdkdev.0") == 0,
+	      "SET_PARENT puts two nodes (two classes) under parent pdkdev.0");
+	l = readlink(dev, link, sizeof(link) - 1);
+	link[l > 0 ? l : 0] = 0;
+	check(l > 0 && !strcmp(strrchr(link, '/'), "/pdkdev.0"), "/sys/dev/char/M:m/device is the parent (%s)", link);
+	check(dir_has(dev, "pdktest!vidp") && dir_has(dev, "pdktest!medp"),
+	      "the parent's directory lists both nodes by their device names");
+	snprintf(uev, sizeof(uev), "/sys/dev/char/%u:%u/uevent", b.major, b.minor);
+	check(read_file(uev, buf, sizeof(buf)) == 0 && strstr(buf, "DEVNAME=pdktest/medp\n") &&
+	      path_exists("/dev/pdktest/medp"), "a moved node keeps its uevent and its /dev node");
+	check(set_parent(ctl, 30, "a/b") == -EINVAL, "SET_PARENT with a bad name is EINVAL");
+	check(set_parent(ctl, 99, "pdkdev.0") == -ENOENT, "SET_PARENT of an unknown cookie is ENOENT");
+	check(set_parent(ctl, 30, "pdkcoll") == -EEXIST, "SET_PARENT named like a node of class paradice is EEXIST");
+	check(set_parent(ctl, 33, "pdkdev.0") == -EINVAL, "a node named uevent cannot go under a parent (EINVAL)");
+	check(add_node(ctl, &same) == -EEXIST, "ADD_NODE named like a parent device is EEXIST");
+	check(set_parent(ctl, 30, "") == 0 && !path_exists(dev) && path_exists("/sys/class/paradice/pdkdev.0"),
+	      "SET_PARENT \"\" puts the node back alone; the parent stays for the other");
+	cookie = 31;
+	check(ioctl(ctl, PDK_REMOVE_NODE, &cookie) == 0 && !path_exists("/sys/class/paradice/pdkdev.0"),
+	      "the parent goes with its last node");
+	for (cookie = 30; cookie <= 33; cookie++)
+		if (cookie != 31)
+			ioctl(ctl, PDK_REMOVE_NODE, &cookie);
+}
+
 static void test_control(void)
 {
 	struct pdk_request rq;
@@ -981,6 +1258,68 @@ static void test_control(void)
 	check(reply(ctl, 123456789, 0, 0) == -ESRCH, "REPLY to an unknown request is ESRCH");
 	check(ioctl(ctl, _IO(PDK_IOCTL_BASE, 99)) < 0 && errno == ENOTTY, "an unknown control ioctl is ENOTTY");
 	(void)rq;
+}
+
+static void c_removed(struct outcome *o, void *arg)
+{
+	int fd = open_node(), *report = arg;
+	struct pollfd p;
+	char b[4], x;
+
+	if (write(report[1], "o", 1) != 1 || read(report[2], &x, 1) != 1)
+		_exit(3);
+	o->ret = read(fd, b, sizeof(b)) < 0 ? errno : 0;
+	o->err = ioctl(fd, _IO('T', 1)) < 0 ? errno : 0;
+	p.fd = fd;
+	p.events = POLLIN;
+	o->extra = poll(&p, 1, 0) == 1 ? p.revents : 0;
+	close(fd);
+}
+
+/* REMOVE_NODE with a file open on it: the file fails with EIO and hangs up; its release still comes. */
+static void test_remove_open(void)
+{
+	struct pdk_node n = node_of(20, "pdktest/removed", "", PDK_NODE_ANY_NUMBER);
+	int up[2], down[2], report[3];
+	uint64_t cookie = 20;
+	struct outcome o;
+	struct child c;
+	char x;
+
+	if (add_node(ctl, &n) || pipe(up) || pipe(down)) {
+		check(0, "a node to remove");
+		return;
+	}
+	snprintf(node_path, sizeof(node_path), "/dev/pdktest/removed");
+	report[1] = up[1];
+	report[2] = down[0];
+	c = spawn(c_removed, report);
+	serve_open(20, 0, 0, 20);
+	if (read(up[0], &x, 1) != 1)
+		die("pipe");
+	check(ioctl(ctl, PDK_REMOVE_NODE, &cookie) == 0 && !path_exists(node_path),
+	      "REMOVE_NODE with a file open: the node goes");
+	write(down[1], "r", 1);
+	serve_release(20, "a removed node's open file");
+	snprintf(node_path, sizeof(node_path), "/dev/pdktest/node0");
+	close(up[0]);
+	close(up[1]);
+	close(down[0]);
+	close(down[1]);
+	if (!collect(c, &o))
+		return;
+	check(o.ret == EIO && o.err == EIO && o.extra == (POLLERR | POLLHUP),
+	      "the removed node's file: read and ioctl EIO, poll POLLERR|POLLHUP");
+}
+
+static void c_close_only(struct outcome *o, void *arg)
+{
+	int fd = open_node(), *report = arg;
+
+	if (write(report[1], "o", 1) != 1)
+		_exit(3);
+	o->ret = close(fd);
+	o->err = errno;
 }
 
 static void c_block(struct outcome *o, void *arg)
@@ -1008,8 +1347,24 @@ static void test_close_control(void)
 	struct pdk_node n;
 	int second;
 
+	struct child closer;
+	struct outcome co;
+	int report[2];
+	char x;
+
 	serve_open(16, 0, 0, 1);
 	if (next_request(ctl, PDK_OP_READ, &rq))
+		return;
+	/* a second caller waits in close for a RELEASE reply that never comes */
+	if (pipe(report))
+		die("pipe");
+	closer = spawn(c_close_only, report);
+	close(report[1]);
+	serve_open(21, 0, 0, 1);
+	if (read(report[0], &x, 1) != 1)
+		die("pipe");
+	close(report[0]);
+	if (next_request(ctl, PDK_OP_RELEASE, &rq))
 		return;
 	/* a second control file's nodes are its own */
 	second = open("/dev/paradice", O_RDWR);
@@ -1019,6 +1374,8 @@ static void test_close_control(void)
 	if (!collect(c, &o))
 		return;
 	check(o.ret == -1 && o.err == EIO, "closing the control file: the waiting caller's read fails with EIO");
+	if (collect(closer, &co))
+		check(co.ret == 0, "closing the control file: a close waiting for its RELEASE reply returns");
 	check(o.extra == EIO && o.data[0] == (POLLERR | POLLHUP), "later calls fail with EIO, poll says POLLERR|POLLHUP");
 	check(!path_exists(node_path) && path_exists("/dev/pdktest/second"),
 	      "the control file's nodes are gone, the other control file's stay");
@@ -1036,6 +1393,7 @@ int main(int argc, char **argv)
 		die("open /dev/paradice");
 	test_control();
 	test_nodes();
+	test_parent();
 	test_read();
 	test_write_ioctl();
 	test_new_file();
@@ -1049,6 +1407,9 @@ int main(int argc, char **argv)
 	test_seekable();
 	test_fasync();
 	test_compat();
+	test_stress();
+	test_daemon_killed_in_access();
+	test_remove_open();
 	test_close_control();
 	printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
 	return failures ? 1 : 0;

@@ -19,7 +19,7 @@ bad() { echo "FAIL - $*"; fail=1; }
 ko=$("$HERE/../build.sh" ${PDK_KV:-} | tail -n 1) || { bad "paradice.ko builds"; exit 1; }
 say "ok - paradice.ko builds ($ko)"
 OUT=$(dirname "$ko")
-if ! gcc -O2 -Wall -Wextra -Werror -I"$REPO/Sources/CParadice/include" -o "$OUT/abi-test" "$HERE/abi-test.c"; then
+if ! gcc -O2 -Wall -Wextra -Werror -I"$REPO/Sources/CParadice/include" -o "$OUT/abi-test" "$HERE/abi-test.c" -pthread; then
   bad "abi-test builds"; exit 1
 fi
 say "ok - abi-test builds"

@@ -6,7 +6,8 @@
 #   testbed/guestd-smoke.sh [--keep]     (--keep: leave the VM running and print its dir)
 #
 # Environment: GUESTD (default .build/debug/paradice-guestd), MODULE (default Kernel/paradice/build.sh's output),
-# DVM_BACKEND (the backend the VM runs; default: dvmctl's), DVM_DIR / --port auto as dvmctl.py takes them.
+# DVM_BACKEND (the backend the VM runs; default: dvmctl's), PARADICE_CLI (a `paradice` built with
+# --static-swift-stdlib: start through `paradice guest` instead of insmod and the daemon by hand).
 # The pieces are functions another script can source (GUESTD_SMOKE_LIB=1): guestd_boot, guestd_start,
 # guestd_compare, guestd_stop.
 set -u
@@ -46,6 +47,17 @@ guestd_start() {
   done
   log "the daemon is not ready; its log:"; cat "$VMDIR/share/guestd.log" >&2
   return 1
+}
+
+# The same through `paradice guest` (a build with --static-swift-stdlib: the VM has no Swift runtime), which
+# loads the module beside it with finit_module and detaches the daemon once its nodes are there.
+guestd_start_cli() {
+  cp "$MODULE" "$VMDIR/share/paradice.ko" && cp "$GUESTD" "$VMDIR/share/paradice-guestd" && cp "$PARADICE_CLI" "$VMDIR/share/paradice" || return 1
+  local args="" m
+  for m in "$@"; do args="$args --map $m"; done
+  vm --timeout 200 "/share/paradice guest --backend tcp://127.0.0.1:7000 $args" >&2 || { log "paradice guest failed"; return 1; }
+  vm --timeout 30 '/share/paradice guest status' >&2 || return 1
+  vm --timeout 10 'cp /run/paradice/guestd-*.log /share/guestd.log' || true
 }
 
 # guestd_compare NAME FORWARDED NATIVE 'COMMAND with @DEV@' [FILTER]: the command's output and status on
@@ -89,7 +101,11 @@ guestd_boot || exit 1
 # v4l-utils classifies a node by its uevent's DEVNAME ("video" and a digit), so the forwarded capture node
 # gets a free /dev/videoN; the others go under /dev/pdk/.
 V=/dev/video9
-guestd_start $V=/dev/video0 /dev/pdk/input/event0=/dev/input/event0 /dev/pdk/dri/card0=/dev/dri/card0 || exit 1
+if [ -n "${PARADICE_CLI:-}" ]; then
+  guestd_start_cli $V=/dev/video0 /dev/pdk/input/event0=/dev/input/event0 /dev/pdk/dri/card0=/dev/dri/card0 || exit 1
+else
+  guestd_start $V=/dev/video0 /dev/pdk/input/event0=/dev/input/event0 /dev/pdk/dri/card0=/dev/dri/card0 || exit 1
+fi
 vm --timeout 10 "ls -l $V /dev/pdk/*" >&2
 
 # --all: the media controller's part comes from the node's sysfs device links (the module's: the
@@ -135,7 +151,7 @@ guestd_expect "every node has no open file left" \
   'st=$(cat /run/paradice/guest-*.status); ! echo "$st" | grep "^node" | grep -qv " 0\$" || { echo "$st"; exit 1; }'
 # SIGTERM: the nodes go, the daemon says so and exits 0.
 guestd_expect "SIGTERM removes the nodes" \
-  'p=$(sed -n "s/^pid //p" /run/paradice/guest-*.status); kill -TERM $p; for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/video9 ] || break; sleep 1; done; ! [ -e /dev/video9 ] && ! [ -e /dev/pdk/dri/card0 ] && grep -q "signal 15: leaving" /share/guestd.log'
+  'p=$(sed -n "s/^pid //p" /run/paradice/guest-*.status); kill -TERM $p; for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/video9 ] || break; sleep 1; done; ! [ -e /dev/video9 ] && ! [ -e /dev/pdk/dri/card0 ] && cat /share/guestd.log /run/paradice/guestd-*.log 2>/dev/null | grep -q "signal 15: leaving"'
 # The backend's end: a call in flight and new calls fail with EIO, the daemon exits 1 and the nodes go.
 guestd_start $V=/dev/video0 || exit 1
 vm --timeout 10 'setsid v4l2-ctl -d /dev/video9 --stream-mmap --stream-count=100000 > /tmp/stream.out 2>&1 < /dev/null & echo $! > /tmp/stream.pid'

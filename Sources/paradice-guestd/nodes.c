@@ -98,6 +98,18 @@ static void backend_subsystem(uint32_t major, uint32_t minor, char *out, size_t 
     snprintf(out, size, "%s", basename_of(target));
 }
 
+/* The backend's parent device of char device M:m (the last component of /sys/dev/char/M:m/device, as
+ * "vivid.0"), or "": nodes of one parent sit side by side under it, where v4l-utils finds a video node's
+ * media device. */
+static void backend_parent(uint32_t major, uint32_t minor, char *out, size_t size) {
+    out[0] = 0;
+    if (!backend_has_sys) return;
+    char path[64], target[512];
+    snprintf(path, sizeof path, "/sys/dev/char/%u:%u/device", major, minor);
+    if (backend_readlink(path, target, sizeof target) != 0) return;
+    snprintf(out, size, "%s", basename_of(target));
+}
+
 /* ---- patterns ---- */
 
 /* The backend's char devices by kernel name (its /sys/dev/char links' last component), read once. */
@@ -247,6 +259,10 @@ static void add_node(const struct wanted *w, const struct gd_mapping *maps, int 
     n->major = k.major;
     n->minor = k.minor;
     node_count++;
+    struct pdk_parent parent = { .cookie = n->cookie };
+    backend_parent(n->wanted_major, n->wanted_minor, parent.parent, sizeof parent.parent);
+    if (parent.parent[0] && ioctl(gd.control, PDK_SET_PARENT, &parent) != 0 && errno != ENOTTY)
+        gd_log("%s: parent device %s: %m", guest, parent.parent);
     if (k.major != n->wanted_major || k.minor != n->wanted_minor)
         gd_log("node %s = %s (%s) at %u:%u: %u:%u is taken here", guest, w->backend,
                n->subsystem[0] ? n->subsystem : "no class", k.major, k.minor, n->wanted_major, n->wanted_minor);

@@ -101,17 +101,20 @@ guestd_boot || exit 1
 # v4l-utils classifies a node by its uevent's DEVNAME ("video" and a digit), so the forwarded capture node
 # gets a free /dev/videoN; the others go under /dev/pdk/.
 V=/dev/video9
+MAPS="$V=/dev/video0 /dev/media9=/dev/media0 /dev/pdk/input/event0=/dev/input/event0 /dev/pdk/dri/card0=/dev/dri/card0"
 if [ -n "${PARADICE_CLI:-}" ]; then
-  guestd_start_cli $V=/dev/video0 /dev/pdk/input/event0=/dev/input/event0 /dev/pdk/dri/card0=/dev/dri/card0 || exit 1
+  guestd_start_cli $MAPS || exit 1
 else
-  guestd_start $V=/dev/video0 /dev/pdk/input/event0=/dev/input/event0 /dev/pdk/dri/card0=/dev/dri/card0 || exit 1
+  guestd_start $MAPS || exit 1
 fi
 vm --timeout 10 "ls -l $V /dev/pdk/*" >&2
 
-# --all: the media controller's part comes from the node's sysfs device links (the module's: the
-# forwarded node has no media device beside it), and volatile controls change between two reads.
+# --all: the media controller is found through the node's parent device (PDK_SET_PARENT), so the media
+# node is forwarded too; but its topology names the interfaces by the backend's numbers, which the
+# forwarded nodes cannot have here (the driver VM holds them): the interface and entity part, found by
+# number, is left out. Volatile controls change between two reads.
 guestd_compare "v4l2-ctl --all" $V /dev/video0 'v4l2-ctl -d @DEV@ --all' \
-  "awk '/^Media Driver Info:/ { skip = 1; next } skip && /^[^\t]/ && !/^(Interface|Entity) Info:/ { skip = 0 } !skip' | sed '/volatile/s/value=[-0-9]*//'"
+  "grep -v '^FAIL: could not find device .* in topology' | awk '/^(Interface|Entity) Info:/ { skip = 1; next } skip && /^[^\t]/ { skip = 0 } !skip' | sed '/volatile/s/value=[-0-9]*//'"
 # Frames through mmap'ed buffers (select() for each: PDK_OP_WATCH), the vivid pattern without its
 # on-screen text (time stamps), byte for byte.
 vm --timeout 30 'v4l2-ctl -d /dev/video0 -c osd_text_mode=2' || failures=$((failures + 1))

@@ -98,16 +98,23 @@ static void backend_subsystem(uint32_t major, uint32_t minor, char *out, size_t 
     snprintf(out, size, "%s", basename_of(target));
 }
 
-/* The backend's parent device of char device M:m (the last component of /sys/dev/char/M:m/device, as
- * "vivid.0"), or "": nodes of one parent sit side by side under it, where v4l-utils finds a video node's
- * media device. */
+/* The backend's parent device of char device M:m, or "": the last component of /sys/dev/char/M:m/device
+ * (a class device's, as "vivid.0"), else the folder that holds the device itself (a bus device's, as a
+ * media controller's). Nodes of one parent sit side by side under it, where v4l-utils finds a video
+ * node's media device. */
 static void backend_parent(uint32_t major, uint32_t minor, char *out, size_t size) {
     out[0] = 0;
     if (!backend_has_sys) return;
     char path[64], target[512];
     snprintf(path, sizeof path, "/sys/dev/char/%u:%u/device", major, minor);
+    if (backend_readlink(path, target, sizeof target) == 0) { snprintf(out, size, "%s", basename_of(target)); return; }
+    snprintf(path, sizeof path, "/sys/dev/char/%u:%u", major, minor);
     if (backend_readlink(path, target, sizeof target) != 0) return;
-    snprintf(out, size, "%s", basename_of(target));
+    char *last = strrchr(target, '/');
+    if (!last) return;
+    *last = 0;
+    if (strstr(target, "/devices/") || strncmp(target, "../../devices/", 14) == 0) snprintf(out, size, "%s", basename_of(target));
+    if (strcmp(out, "devices") == 0 || strcmp(out, "virtual") == 0 || strcmp(out, "..") == 0) out[0] = 0;
 }
 
 /* ---- patterns ---- */

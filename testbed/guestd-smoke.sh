@@ -148,6 +148,15 @@ else
   guestd_compare "a signal ends a blocked read" /dev/pdk/input/event0 /dev/input/event0 "timeout 20 $INTERRUPTED"
 fi
 
+# Calls that block hold their threads: with more blocked readers than the pool's first threads, the pool
+# grows and other calls are still served.
+vm --timeout 10 'for i in 1 2 3 4 5 6 7 8; do setsid timeout 15 cat /dev/pdk/input/event0 > /dev/null 2>&1 < /dev/null & done'
+sleep 3
+guestd_compare "evtest --query beside 8 blocked readers" /dev/pdk/input/event0 /dev/input/event0 'evtest --query @DEV@ EV_KEY KEY_A; echo $?'
+guestd_expect "the pool grew past 8 busy threads" \
+  'grep "^threads" /run/paradice/guest-*.status; set -- $(sed -n "s/^threads //p" /run/paradice/guest-*.status); [ "$1" -gt 8 ] && [ "$2" -ge 8 ]'
+vm --timeout 30 'sleep 14'
+
 # Every file the clients opened was released (RELEASE closed the backend's file). (No awk in the VM's
 # chroot: /etc/alternatives is the host's.)
 guestd_expect "every node has no open file left" \
@@ -163,5 +172,8 @@ vm --init --timeout 10 'kill $(pidof paradice-backend)'
 guestd_expect "a lost backend: the call in flight fails, the daemon exits, the nodes go" \
   'for i in $(seq 1 30); do [ -e /dev/video9 ] || ! kill -0 $(cat /tmp/stream.pid) 2>/dev/null || { sleep 1; continue; }; break; done
    for i in $(seq 1 30); do [ -e /dev/video9 ] || break; sleep 1; done
-   ! kill -0 $(cat /tmp/stream.pid) 2>/dev/null && ! [ -e /dev/video9 ] && grep -q "is gone" /share/guestd.log || { cat /tmp/stream.out; exit 1; }
-   tail -3 /tmp/stream.out'
+   ! kill -0 $(cat /tmp/stream.pid) 2>/dev/null && ! [ -e /dev/video9 ] && grep -q "is gone" /share/guestd.log &&
+     grep -q "Input/output error" /tmp/stream.out || { tail -5 /tmp/stream.out; exit 1; }'
+[ $keep = 1 ] && log "VM left running: $VMDIR"
+if [ $failures = 0 ]; then log "all comparisons match"; else log "$failures comparison(s) differ"; fi
+exit $((failures > 0))

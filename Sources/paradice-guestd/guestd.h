@@ -79,6 +79,7 @@ void gd_interrupt_file(uint32_t handle);
 
 /* serve.c */
 int gd_serve_start(void);     /* the first threads of the pool */
+void gd_pool_size(int *total, int *busy);
 
 /* status.c */
 void gd_status_init(const char *path);   /* NULL: /run/paradice/guest-<pid>.status */

@@ -244,6 +244,7 @@ static void *worker(void *unused) {
         pthread_mutex_lock(&pool_lock);
         int grow = --idle == 0;
         pthread_mutex_unlock(&pool_lock);
+        gd.dirty = 1;
         if (grow) (void)spawn();   /* a thread is always reading while one can be */
         serve(&call);
         pthread_mutex_lock(&pool_lock);
@@ -280,6 +281,13 @@ static int spawn(void) {
         return -1;
     }
     return 0;
+}
+
+void gd_pool_size(int *total, int *busy) {
+    pthread_mutex_lock(&pool_lock);
+    *total = threads;
+    *busy = threads - idle;
+    pthread_mutex_unlock(&pool_lock);
 }
 
 int gd_serve_start(void) {

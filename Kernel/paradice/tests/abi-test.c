@@ -1286,6 +1286,8 @@ static void test_nodes(void)
 	r = add_node(ctl, &m);
 	check(r == 0 && !(m.major == 1 && m.minor == 3), "a taken number with ANY_NUMBER gives another (%u:%u)",
 	      m.major, m.minor);
+	check(m.major == n.major && m.minor != n.minor, "nodes given a number share the module's major (%u:%u, %u:%u)",
+	      n.major, n.minor, m.major, m.minor);
 	snprintf(sys, sizeof(sys), "/sys/dev/char/%u:%u/subsystem", m.major, m.minor);
 	l = readlink(sys, link, sizeof(link) - 1);
 	link[l > 0 ? l : 0] = 0;

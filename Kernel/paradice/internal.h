@@ -54,6 +54,7 @@ struct pdk_knode {
 	struct list_head global_entry;
 	u64 cookie;
 	dev_t devt;
+	bool pooled;                 /* devt is a minor of the module's pool, not a region of its own */
 	bool removed;                /* READ_ONCE: its files fail with EIO */
 	umode_t mode;
 	kuid_t uid;

@@ -10,6 +10,7 @@
 #include <linux/string.h>
 #include <linux/uidgid.h>
 #include <linux/cred.h>
+#include <linux/idr.h>
 #include "internal.h"
 
 struct class *pdk_default_class;
@@ -30,6 +31,12 @@ struct pdk_parent_dev {
 	unsigned int users;
 	char name[PDK_MAX_NAME];
 };
+
+/* Nodes whose number is taken here (PDK_NODE_ANY_NUMBER) share one dynamic major, so that many of them do
+ * not use up the kernel's few dynamic majors; past its minors each takes a major of its own. */
+#define PDK_POOL_MINORS 1024
+static dev_t pdk_pool_base;
+static DEFINE_IDA(pdk_pool_ida);
 
 static LIST_HEAD(pdk_all_nodes);     /* pdk_node.global_entry, under pdk_global_mutex */
 static LIST_HEAD(pdk_parents);       /* pdk_parent_dev.entry, under pdk_global_mutex */
@@ -219,7 +226,23 @@ static int pdk_take_number(struct pdk_knode *n, const struct pdk_node *want, con
 	}
 	if (!any)
 		return err;
+	err = ida_alloc_max(&pdk_pool_ida, PDK_POOL_MINORS - 1, GFP_KERNEL);
+	if (err >= 0) {
+		n->devt = MKDEV(MAJOR(pdk_pool_base), MINOR(pdk_pool_base) + err);
+		n->pooled = true;
+		return 0;
+	}
+	if (err != -ENOSPC)
+		return err;
 	return alloc_chrdev_region(&n->devt, 0, 1, name);
+}
+
+static void pdk_release_number(struct pdk_knode *n)
+{
+	if (n->pooled)
+		ida_free(&pdk_pool_ida, MINOR(n->devt) - MINOR(pdk_pool_base));
+	else
+		unregister_chrdev_region(n->devt, 1);
 }
 
 long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg)
@@ -334,7 +357,7 @@ unlock_cdev:
 unlock_class:
 	pdk_class_put(n->cls);
 unlock_region:
-	unregister_chrdev_region(n->devt, 1);
+	pdk_release_number(n);
 unlock_free:
 	mutex_unlock(&pdk_global_mutex);
 	kfree(n);
@@ -363,7 +386,7 @@ static void pdk_node_remove_locked(struct pdk_knode *n)
 	if (n->parent)
 		pdk_parent_put(n->parent);
 	cdev_del(n->cdev);
-	unregister_chrdev_region(n->devt, 1);
+	pdk_release_number(n);
 	pdk_class_put(n->cls);
 	spin_lock(&c->lock);
 	pdk_files_hangup_locked(c, n);
@@ -509,13 +532,21 @@ void pdk_remove_all_nodes(struct pdk_control *c)
 
 int pdk_nodes_init(void)
 {
+	int err = alloc_chrdev_region(&pdk_pool_base, 0, PDK_POOL_MINORS, pdk_default.name);
+
+	if (err)
+		return err;
 	pdk_default_class = class_create(THIS_MODULE, pdk_default.name);
-	if (IS_ERR(pdk_default_class))
+	if (IS_ERR(pdk_default_class)) {
+		unregister_chrdev_region(pdk_pool_base, PDK_POOL_MINORS);
 		return PTR_ERR(pdk_default_class);
+	}
 	return 0;
 }
 
 void pdk_nodes_exit(void)
 {
 	class_destroy(pdk_default_class);
+	unregister_chrdev_region(pdk_pool_base, PDK_POOL_MINORS);
+	ida_destroy(&pdk_pool_ida);
 }

@@ -131,6 +131,14 @@ guestd_compare "evtest --query" /dev/pdk/input/event0 /dev/input/event0 'evtest 
 guestd_compare "modetest -c" /dev/pdk/dri/card0 /dev/dri/card0 'modetest -D @DEV@ -c'
 guestd_compare "modetest -e -p" /dev/pdk/dri/card0 /dev/dri/card0 'modetest -D @DEV@ -e -p'
 
+# A caller's argument address is the caller's, even when it equals an address of the daemon's own view of
+# a module area (where it keeps a mirror): EFAULT, as natively (a streaming v4l2-ctl holds the mappings).
+vm --timeout 10 'setsid v4l2-ctl -d /dev/video9 --stream-mmap --stream-count=100000 > /dev/null 2>&1 < /dev/null & echo $! > /tmp/holder.pid'
+sleep 4
+cp "$REPO/testbed/guestd-view-address.py" "$VMDIR/share/"
+guestd_compare "an argument at a daemon view's address" $V /dev/video0 'python3 /share/guestd-view-address.py @DEV@'
+vm --timeout 10 'kill $(cat /tmp/holder.pid); sleep 2'
+
 # A signal with a handler ends a blocked read as it ends a local driver's wait (EINTR to the handler's
 # program): the daemon interrupts the backend's call (PD_INTERRUPT), when the backend can.
 INTERRUPTED='python3 -c "

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define MAX_NODES 512
+#define MAX_LISTED 4096   /* devices, listed or expanded, the daemon looks at: a backend cannot make it hoard */
 static struct gd_node nodes[MAX_NODES];
 static int node_count;
 static int backend_has_sys;
@@ -129,7 +130,7 @@ static void add_sys_device(const char *name, uint8_t type, void *unused) {
     (void)unused;
     unsigned major, minor;
     char path[64], target[512];
-    if (sscanf(name, "%u:%u", &major, &minor) != 2) return;
+    if (sscanf(name, "%u:%u", &major, &minor) != 2 || sys_device_count >= MAX_LISTED) return;
     snprintf(path, sizeof path, "/sys/dev/char/%s", name);
     if (backend_readlink(path, target, sizeof target) != 0) return;
     struct sys_device *grown = realloc(sys_devices, sizeof *grown * (size_t)(sys_device_count + 1));
@@ -174,6 +175,7 @@ static int wanted_count;
 
 static void want(const char *path, const char *class_name, uint32_t mode, uint64_t rdev) {
     for (int i = 0; i < wanted_count; i++) if (strcmp(wanted[i].backend, path) == 0) return;   /* listed twice */
+    if (wanted_count >= MAX_LISTED) return;
     struct wanted *grown = realloc(wanted, sizeof *grown * (size_t)(wanted_count + 1));
     if (!grown) return;
     wanted = grown;
@@ -281,6 +283,10 @@ static void add_node(const struct wanted *w, const struct gd_mapping *maps, int 
 int gd_register_nodes(const struct pd_frame *hello, const struct gd_mapping *maps, int map_count) {
     struct pd_hello_reply hr;
     memcpy(&hr, hello->body, sizeof hr);   /* checked by pd_conn_start */
+    if (hr.device_count > MAX_LISTED) {
+        gd_log("the backend lists %u devices: only the first %d are looked at", hr.device_count, MAX_LISTED);
+        hr.device_count = MAX_LISTED;
+    }
     const uint8_t *p = hello->body + sizeof hr;
     struct entry { char path[256], class_name[64]; uint32_t mode; uint64_t rdev; } *list = calloc(hr.device_count + 1, sizeof *list);
     if (!list) return -1;

@@ -1,5 +1,5 @@
 /* The backend's devices as nodes of the module: the handshake's list (path, mode, rdev), patterns such
- * as /dev/pts/N expanded through the backend's listing, each added with PDK_ADD_NODE at the backend's
+ * ("/dev/NAME*") expanded through the backend's listing, each added with PDK_ADD_NODE at the backend's
  * path under /dev (or where --map puts it) with the backend's number, or any free one when that number
  * is taken here. The node's sysfs class is the backend's own, read through its exported /sys tree. */
 #define _GNU_SOURCE
@@ -89,7 +89,7 @@ static const char *basename_of(const char *path) {
     return slash ? slash + 1 : path;
 }
 
-/* The backend's class of char device M:m in sysfs ("video4linux", "drm", "sound", "input"), or "". */
+/* The backend's sysfs class of char device M:m (the last component of its subsystem link), or "". */
 static void backend_subsystem(uint32_t major, uint32_t minor, char *out, size_t size) {
     out[0] = 0;
     if (!backend_has_sys) return;
@@ -100,9 +100,8 @@ static void backend_subsystem(uint32_t major, uint32_t minor, char *out, size_t 
 }
 
 /* The backend's parent device of char device M:m, or "": the last component of /sys/dev/char/M:m/device
- * (a class device's, as "vivid.0"), else the folder that holds the device itself (a bus device's, as a
- * media controller's). Nodes of one parent sit side by side under it, where v4l-utils finds a video
- * node's media device. */
+ * (a class device's), else the folder that holds the device itself (a bus device's). Nodes of one parent
+ * sit side by side under it, as a driver's nodes do, where libraries look for a node's siblings. */
 static void backend_parent(uint32_t major, uint32_t minor, char *out, size_t size) {
     out[0] = 0;
     if (!backend_has_sys) return;

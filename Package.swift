@@ -12,6 +12,8 @@ let package = Package(
         .executable(name: "paradice", targets: ["paradice"]),
         .executable(name: "paradice-backend", targets: ["paradice-backend"]),
         .executable(name: "paradice-bench", targets: ["paradice-bench"]),
+        // The frontend daemon of a guest kernel's Paradice module (C only: no Swift runtime in the guest).
+        .executable(name: "paradice-guestd", targets: ["paradice-guestd"]),
         .library(name: "ParadiceClient", targets: ["ParadiceClient"]),
         // LD_PRELOAD frontend for unmodified programs (C only: no Swift runtime in the program).
         .library(name: "ParadicePreload", type: .dynamic, targets: ["ParadicePreload"]),
@@ -51,6 +53,13 @@ let package = Package(
         // The preload frontend: class-agnostic, it executes the plans the backend sends.
         .target(name: "ParadicePreload", dependencies: ["ParadiceFrontendCore", "CParadice"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread"),
                                  .unsafeFlags(["-nostartfiles", "-static-stdlib", "-Xlinker", "--as-needed"])]),
+        // The guest daemon: registers a backend's devices as nodes of the guest kernel's module (Kernel/paradice)
+        // and serves their calls on the frontend core, reaching callers through the module (paradice_kernel.h).
+        // -nostartfiles drops swiftrt.o (which needs the Swift runtime) but keeps the C start files; the static
+        // stdlib it then names adds nothing: the daemon runs on libc and pthreads alone.
+        .executableTarget(name: "paradice-guestd", dependencies: ["ParadiceFrontendCore", "CParadice"],
+                          linkerSettings: [.linkedLibrary("pthread"),
+                                           .unsafeFlags(["-nostartfiles", "-static-stdlib", "-Xlinker", "--as-needed"])]),
         // The client library (frontend side): remote files that behave like local ones.
         .target(name: "ParadiceClient", dependencies: ["ParadiceFrontendCore", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "ParadiceSystem", "CParadice"],
                 swiftSettings: hotPath),

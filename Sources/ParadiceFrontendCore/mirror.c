@@ -36,7 +36,10 @@ void pd_mirror_receive(struct pd_connection *c, const struct pd_memory *memory, 
         pthread_mutex_lock(&c->mirrors_lock);
         struct pd_mirror *at = find(c, handle, m.mapping, m.offset, m.length);
         if (at && m.length) {
-            (void)memory->write(memory->context, at->address + m.offset, bytes, m.length);
+            /* A memory with `local` holds its mirrors there, apart from the call's argument memory. */
+            uint8_t *here = memory->local ? memory->local(memory->context, at->address + m.offset, m.length) : NULL;
+            if (here) memcpy(here, bytes, m.length);
+            else if (!memory->local) (void)memory->write(memory->context, at->address + m.offset, bytes, m.length);
             memcpy(at->shadow + m.offset, bytes, m.length);
         }
         pthread_mutex_unlock(&c->mirrors_lock);
@@ -54,15 +57,13 @@ size_t pd_mirror_spans(struct pd_connection *c, uint32_t handle, struct pd_mirro
     return n;
 }
 
-/* The guest's bytes of [offset, end) of mirror m: in place when the memory is this process's, else a
- * copy (*copy, to free). NULL when they cannot be read. */
+/* The guest's bytes of [offset, end) of mirror m: in place when the memory has `local` (then only there:
+ * a mirror address is never read as argument memory), else a copy (*copy, to free). NULL when they cannot
+ * be read. */
 static const uint8_t *current(const struct pd_memory *memory, struct pd_mirror *m, uint64_t offset, uint64_t end,
                               uint8_t **copy) {
     *copy = NULL;
-    if (memory->local) {
-        uint8_t *here = memory->local(memory->context, m->address + offset, end - offset);
-        if (here) return here;
-    }
+    if (memory->local) return memory->local(memory->context, m->address + offset, end - offset);
     *copy = malloc(end - offset ? end - offset : 1);
     if (!*copy) return NULL;
     if (end > offset && memory->read(memory->context, m->address + offset, *copy, end - offset) != 0) {

@@ -54,7 +54,8 @@ enum pdk_op {
                                                                             → result = bytes (copied through
                                                                               PDK_ACCESS before the reply) */
     PDK_OP_WRITE     = 4,   /* same arguments                              → result = bytes */
-    PDK_OP_IOCTL     = 5,   /* arg[0] = command, arg[1] = argument        → result */
+    PDK_OP_IOCTL     = 5,   /* arg[0] = command, arg[1] = argument, arg[2] = 1 for a 32-bit caller's
+                               compat_ioctl (0 otherwise)               → result */
     PDK_OP_LLSEEK    = 6,   /* arg[0] = offset, arg[1] = whence           → result = new position */
     PDK_OP_FSYNC     = 7,   /* arg[0] = 1 for fdatasync                   → result */
     PDK_OP_MMAP      = 8,   /* arg[0] = length, arg[1] = offset in the device (bytes), arg[2] = PROT_*,

@@ -57,9 +57,11 @@ struct pd_memory {
        never part of them. The core fails the guest's call with EFAULT then. */
     int (*read)(void *context, uint64_t address, void *into, size_t length);
     int (*write)(void *context, uint64_t address, const void *from, size_t length);
-    /* Optional: the guest's bytes at [address, address + length) as this process's memory, when they are
-       (a frontend inside the program); NULL otherwise. Used for mirrors the core made, to compare pages in
-       place. */
+    /* Optional: the mirror bytes at [address, address + length) as this process's memory (a frontend
+       inside the program: the program's own; a daemon: its view of a mirror), NULL when they are none. When
+       given, the core reaches mirrors only through it and argument memory only through read/write, so that
+       an argument address can never reach a mirror, nor a mirror address the caller's memory (a daemon's
+       views and its caller's memory are different address spaces). */
     uint8_t *(*local)(void *context, uint64_t address, size_t length);
     /* Optional (mmap): new private, writable guest memory for a mirror, at `hint` when `fixed`; its guest
        address, or PD_NO_ADDRESS with errno. NULL: this frontend cannot mirror (ENODEV). */

@@ -1,0 +1,373 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * node.c — PDK_ADD_NODE / PDK_REMOVE_NODE: a character device region, its cdev, and a device in a class
+ * so that devtmpfs makes /dev/<path> and sysfs has /sys/dev/char/M:m (uevent MAJOR, MINOR, DEVNAME).
+ */
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/kdev_t.h>
+#include <linux/kernfs.h>
+#include <linux/string.h>
+#include <linux/uidgid.h>
+#include <linux/cred.h>
+#include "internal.h"
+
+struct class *pdk_default_class;
+
+/* A class the module made for a subsystem name the kernel has no class of (a guest without the driver). */
+struct pdk_class {
+	struct list_head entry;
+	struct class *cls;
+	unsigned int users;
+	char name[PDK_MAX_NAME];
+};
+
+static LIST_HEAD(pdk_all_nodes);     /* pdk_node.global_entry, under pdk_global_mutex */
+static LIST_HEAD(pdk_classes);
+static struct pdk_class pdk_default = { .name = "paradice" };
+
+static bool pdk_name_char(char ch)
+{
+	return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+	       ch == '.' || ch == '_' || ch == '-';
+}
+
+/* One component of [A-Za-z0-9._-], neither "." nor "..". */
+static bool pdk_component_ok(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
+		return false;
+	for (i = 0; i < len; i++)
+		if (!pdk_name_char(s[i]))
+			return false;
+	return true;
+}
+
+static bool pdk_path_ok(const char *path)
+{
+	const char *p = path, *slash;
+
+	for (;;) {
+		slash = strchr(p, '/');
+		if (!pdk_component_ok(p, slash ? (size_t)(slash - p) : strlen(p)))
+			return false;
+		if (!slash)
+			return true;
+		p = slash + 1;
+	}
+}
+
+static char *pdk_devnode(struct device *dev, umode_t *mode, kuid_t *uid, kgid_t *gid)
+{
+	struct pdk_knode *n = dev_get_drvdata(dev);
+
+	if (mode)
+		*mode = n->mode;
+	if (uid)
+		*uid = n->uid;
+	if (gid)
+		*gid = n->gid;
+	return kstrdup(n->path, GFP_KERNEL);
+}
+
+static const struct device_type pdk_device_type = {
+	.name = "paradice",
+	.devnode = pdk_devnode,
+};
+
+static void pdk_device_release(struct device *dev)
+{
+	kfree(dev);
+}
+
+/* Whether the running kernel has a class of this name (that the module did not make): /sys/class/NAME. */
+static bool pdk_kernel_has_class(const char *name)
+{
+	struct kernfs_node *link, *found;
+	bool has = false;
+
+	/* The control node is a misc device: its "subsystem" link leads to /sys/class/misc, whose parent
+	 * is /sys/class. */
+	link = kernfs_find_and_get(pdk_control_device->kobj.sd, "subsystem");
+	if (!link)
+		return true;   /* cannot tell: keep to the module's own class */
+	if (link->symlink.target_kn && link->symlink.target_kn->parent) {
+		found = kernfs_find_and_get(link->symlink.target_kn->parent, name);
+		has = found != NULL;
+		kernfs_put(found);
+	} else {
+		has = true;
+	}
+	kernfs_put(link);
+	return has;
+}
+
+/* The class a node of `subsystem` belongs to (pdk_global_mutex held). */
+static struct pdk_class *pdk_class_get(const char *subsystem)
+{
+	struct pdk_class *pc;
+	struct class *cls;
+
+	if (!subsystem[0] || !strcmp(subsystem, pdk_default.name))
+		goto fallback;
+	list_for_each_entry(pc, &pdk_classes, entry) {
+		if (!strcmp(pc->name, subsystem)) {
+			pc->users++;
+			return pc;
+		}
+	}
+	if (pdk_kernel_has_class(subsystem)) {
+		pr_info("paradice: this kernel has a class '%s' already; its nodes go in class '%s'\n",
+			subsystem, pdk_default.name);
+		goto fallback;
+	}
+	pc = kzalloc(sizeof(*pc), GFP_KERNEL);
+	if (!pc)
+		return ERR_PTR(-ENOMEM);
+	strscpy(pc->name, subsystem, sizeof(pc->name));
+	cls = class_create(THIS_MODULE, pc->name);
+	if (IS_ERR(cls)) {
+		kfree(pc);
+		return ERR_CAST(cls);
+	}
+	pc->cls = cls;
+	pc->users = 1;
+	list_add(&pc->entry, &pdk_classes);
+	return pc;
+fallback:
+	pdk_default.users++;
+	return &pdk_default;
+}
+
+static void pdk_class_put(struct pdk_class *pc)
+{
+	if (--pc->users || pc == &pdk_default)
+		return;
+	list_del(&pc->entry);
+	class_destroy(pc->cls);
+	kfree(pc);
+}
+
+static void pdk_node_release(struct kref *kref)
+{
+	struct pdk_knode *n = container_of(kref, struct pdk_knode, kref);
+
+	pdk_control_put(n->control);
+	kfree(n);
+}
+
+void pdk_node_put(struct pdk_knode *n)
+{
+	kref_put(&n->kref, pdk_node_release);
+}
+
+/* The node of a device number, with a reference, or NULL. */
+struct pdk_knode *pdk_node_lookup(dev_t devt)
+{
+	struct pdk_knode *n, *found = NULL;
+
+	mutex_lock(&pdk_global_mutex);
+	list_for_each_entry(n, &pdk_all_nodes, global_entry) {
+		if (n->devt == devt && !n->removed) {
+			pdk_node_get(n);
+			found = n;
+			break;
+		}
+	}
+	mutex_unlock(&pdk_global_mutex);
+	return found;
+}
+
+/* Takes the region of the wanted number, or (PDK_NODE_ANY_NUMBER) a free one. */
+static int pdk_take_number(struct pdk_knode *n, const struct pdk_node *want, const char *name)
+{
+	bool any = want->flags & PDK_NODE_ANY_NUMBER;
+	int err = -EBUSY;
+
+	if (want->major != 0 && want->major < CHRDEV_MAJOR_MAX && want->minor <= MINORMASK) {
+		n->devt = MKDEV(want->major, want->minor);
+		err = register_chrdev_region(n->devt, 1, name);
+		if (!err)
+			return 0;
+	} else if (!any) {
+		return -EINVAL;
+	}
+	if (!any)
+		return err;
+	return alloc_chrdev_region(&n->devt, 0, 1, name);
+}
+
+long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg)
+{
+	struct pdk_node want;
+	struct pdk_knode *n, *other;
+	struct device *dev;
+	char devname[PDK_MAX_PATH];
+	int err;
+
+	if (copy_from_user(&want, arg, sizeof(want)))
+		return -EFAULT;
+	if (strnlen(want.path, sizeof(want.path)) == sizeof(want.path) ||
+	    strnlen(want.subsystem, sizeof(want.subsystem)) == sizeof(want.subsystem))
+		return -EINVAL;
+	if (!pdk_path_ok(want.path) || !strcmp(want.path, PDK_CONTROL_NODE))
+		return -EINVAL;
+	if (want.subsystem[0] && !pdk_component_ok(want.subsystem, strlen(want.subsystem)))
+		return -EINVAL;
+	if (want.mode & ~0777u || want.flags & ~PDK_NODE_ANY_NUMBER)
+		return -EINVAL;
+
+	n = kzalloc(sizeof(*n), GFP_KERNEL);
+	if (!n)
+		return -ENOMEM;
+	kref_init(&n->kref);
+	n->cookie = want.cookie;
+	n->mode = want.mode;
+	n->uid = make_kuid(current_user_ns(), want.uid);
+	n->gid = make_kgid(current_user_ns(), want.gid);
+	if (!uid_valid(n->uid) || !gid_valid(n->gid)) {
+		kfree(n);
+		return -EINVAL;
+	}
+	strscpy(n->path, want.path, sizeof(n->path));
+	strscpy(devname, want.path, sizeof(devname));
+	strreplace(devname, '/', '!');   /* how the kernel spells a subdirectory in a device name */
+
+	mutex_lock(&pdk_global_mutex);
+	err = -EBUSY;
+	if (c->node_count >= PDK_MAX_NODES_PER_CONTROL)
+		goto unlock_free;
+	err = -EEXIST;
+	list_for_each_entry(other, &c->nodes, control_entry)
+		if (other->cookie == want.cookie)
+			goto unlock_free;
+	list_for_each_entry(other, &pdk_all_nodes, global_entry)
+		if (!strcmp(other->path, n->path))
+			goto unlock_free;
+
+	err = pdk_take_number(n, &want, devname);
+	if (err)
+		goto unlock_free;
+	n->cls = pdk_class_get(want.subsystem);
+	if (IS_ERR(n->cls)) {
+		err = PTR_ERR(n->cls);
+		goto unlock_region;
+	}
+	n->cdev = cdev_alloc();
+	err = -ENOMEM;
+	if (!n->cdev)
+		goto unlock_class;
+	n->cdev->owner = THIS_MODULE;
+	n->cdev->ops = &pdk_file_fops;
+	err = cdev_add(n->cdev, n->devt, 1);
+	if (err) {
+		kobject_put(&n->cdev->kobj);
+		goto unlock_class;
+	}
+
+	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	err = -ENOMEM;
+	if (!dev)
+		goto unlock_cdev;
+	device_initialize(dev);
+	dev->devt = n->devt;
+	dev->class = n->cls == &pdk_default ? pdk_default_class : n->cls->cls;
+	dev->type = &pdk_device_type;
+	dev->release = pdk_device_release;
+	dev_set_drvdata(dev, n);
+	err = dev_set_name(dev, "%s", devname);
+	if (!err)
+		err = device_add(dev);
+	if (err) {
+		put_device(dev);
+		goto unlock_cdev;
+	}
+	n->dev = dev;
+	pdk_control_get(c);
+	n->control = c;
+	list_add_tail(&n->control_entry, &c->nodes);
+	list_add_tail(&n->global_entry, &pdk_all_nodes);
+	c->node_count++;
+	mutex_unlock(&pdk_global_mutex);
+
+	want.major = MAJOR(n->devt);
+	want.minor = MINOR(n->devt);
+	if (copy_to_user(arg, &want, sizeof(want)))
+		return -EFAULT;   /* the node stays: the daemon can still remove it by its cookie */
+	return 0;
+
+unlock_cdev:
+	cdev_del(n->cdev);
+unlock_class:
+	pdk_class_put(n->cls);
+unlock_region:
+	unregister_chrdev_region(n->devt, 1);
+unlock_free:
+	mutex_unlock(&pdk_global_mutex);
+	kfree(n);
+	return err;
+}
+
+/* pdk_global_mutex held. The node's files fail with EIO from now on (poll: POLLERR | POLLHUP). */
+static void pdk_node_remove_locked(struct pdk_knode *n)
+{
+	struct pdk_control *c = n->control;
+
+	WRITE_ONCE(n->removed, true);
+	list_del(&n->control_entry);
+	list_del(&n->global_entry);
+	c->node_count--;
+	device_unregister(n->dev);
+	cdev_del(n->cdev);
+	unregister_chrdev_region(n->devt, 1);
+	pdk_class_put(n->cls);
+	spin_lock(&c->lock);
+	pdk_files_hangup_locked(c, n);
+	spin_unlock(&c->lock);
+	pdk_node_put(n);
+}
+
+long pdk_remove_node(struct pdk_control *c, u64 __user *arg)
+{
+	struct pdk_knode *n;
+	u64 cookie;
+	long err = -ENOENT;
+
+	if (copy_from_user(&cookie, arg, sizeof(cookie)))
+		return -EFAULT;
+	mutex_lock(&pdk_global_mutex);
+	list_for_each_entry(n, &c->nodes, control_entry) {
+		if (n->cookie == cookie) {
+			pdk_node_remove_locked(n);
+			err = 0;
+			break;
+		}
+	}
+	mutex_unlock(&pdk_global_mutex);
+	return err;
+}
+
+void pdk_remove_all_nodes(struct pdk_control *c)
+{
+	struct pdk_knode *n, *tmp;
+
+	mutex_lock(&pdk_global_mutex);
+	list_for_each_entry_safe(n, tmp, &c->nodes, control_entry)
+		pdk_node_remove_locked(n);
+	mutex_unlock(&pdk_global_mutex);
+}
+
+int pdk_nodes_init(void)
+{
+	pdk_default_class = class_create(THIS_MODULE, pdk_default.name);
+	if (IS_ERR(pdk_default_class))
+		return PTR_ERR(pdk_default_class);
+	return 0;
+}
+
+void pdk_nodes_exit(void)
+{
+	class_destroy(pdk_default_class);
+}

@@ -85,7 +85,7 @@ final class GuestFrontend {
     init(_ vm: GuestVM, backend: String, waitingFor nodes: [String], extra: String = "") throws {
         self.vm = vm
         tag = "frontend-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let started = try vm.run("cd / && setsid sh -c 'echo $$ > /share/\(tag).pid; exec /share/bin/paradice guest --backend \(backend) \(extra)' "
+        let started = try vm.run("cd / && setsid sh -c 'echo $$ > /share/\(tag).pid; exec /share/bin/paradice-frontend --backend \(backend) \(extra)' "
                                  + "> /share/\(tag).log 2>&1 < /dev/null &", timeout: 60)
         guard started.status == 0 else { throw BackendFailure(log: "paradice guest did not start: \(started.output)") }
         let check = nodes.map { "[ -e \($0) ]" }.joined(separator: " && ")

@@ -97,6 +97,14 @@ if [ "$ROLE" = guest ]; then
     fi
     cp "$GUEST_BIN/$p" "$SHARE/bin/$p"
   done
+  # One frontend, as /init and tests start it: `paradice guest` where the CLI has that command, else its
+  # daemon itself (the module is loaded by /init either way).
+  cat > "$SHARE/bin/paradice-frontend" <<'SH'
+#!/bin/sh
+if /share/bin/paradice --help 2>/dev/null | grep -q '^ *guest '; then exec /share/bin/paradice guest "$@"; fi
+exec /share/bin/paradice-guestd "$@"
+SH
+  chmod 755 "$SHARE/bin/paradice-frontend"
   rc=0; ko=$("$HERE/paradice-module.sh" "$KV") || rc=$?
   if [ $rc = 0 ]; then cp "$ko" "$SHARE/paradice.ko"
   elif [ $rc != 3 ] || [ $need = 1 ]; then die "no Paradice module for $KV (see above)"

@@ -101,6 +101,7 @@ let package = Package(
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
         .testTarget(name: "ParadiceSystemTests", dependencies: ["ParadiceSystem"]),
+        .testTarget(name: "ParadiceToolTests", dependencies: ["ParadiceToolSupport"]),
         .testTarget(
             name: "PluginTests",
             dependencies: ["V4L2Plugin", "KVMPlugin", "EvdevPlugin", "ALSAPlugin", "DRMPlugin", "ParadiceEngine", "ParadicePlan", "ParadiceSpec"]

@@ -128,15 +128,14 @@ int pdk_file_mmap(struct pdk_file *f, struct vm_area_struct *vma)
 		       (vma->vm_flags & VM_SHARED) ? MAP_SHARED : MAP_PRIVATE, a->offset, NULL);
 	if (res > 0)
 		res = -EIO;
-	if (res == 0) {
+	if (res == 0)
 		res = remap_vmalloc_range(vma, a->pages, 0);
-		if (res)
-			pdk_send_oneway(c, f, PDK_OP_MUNMAP, 0, a->offset);
-	}
 	if (res) {
 		spin_lock(&c->lock);
 		pdk_area_unlist_locked(a);
 		spin_unlock(&c->lock);
+		/* the daemon may have mapped it (a failed reply, a caller killed meanwhile): it unmaps it */
+		pdk_send_oneway(c, f, PDK_OP_MUNMAP, 0, a->offset);
 		pdk_area_put(a);
 		return res;
 	}

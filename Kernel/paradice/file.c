@@ -216,15 +216,19 @@ static __poll_t pdk_poll(struct file *file, struct poll_table_struct *wait)
 	__poll_t want = poll_requested_events(wait) & ~(EPOLLERR | EPOLLHUP | EPOLLNVAL | EPOLLET |
 							EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP);
 	__poll_t mask = 0, ask = 0;
+	u32 covered;
 
 	poll_wait(file, &f->pollq, wait);
 	if (pdk_file_gone(f))
 		return EPOLLERR | EPOLLHUP;
 	spin_lock(&c->lock);
-	if (f->ready_valid) {
-		mask = f->revents;
-	} else if (want & ~(__force __poll_t)f->watching) {
-		f->watching |= (__force u32)want;
+	covered = f->ready_valid ? f->covered : 0;
+	if (f->ready_valid)
+		mask = (__force __poll_t)f->revents;
+	/* ask about events the known readiness does not answer for and no WATCH asked yet; the answer
+	 * then covers those it already answered for too */
+	if ((__force u32)want & ~covered & ~f->watching) {
+		f->watching |= (__force u32)want | covered;
 		ask = (__force __poll_t)f->watching;
 	}
 	spin_unlock(&c->lock);

@@ -75,6 +75,7 @@ struct pdk_file {
 	bool ready_valid;            /* revents is the last PDK_NOTIFY's, not made stale since */
 	u32 revents;
 	u32 watching;                /* events a PDK_OP_WATCH asked for and no PDK_NOTIFY answered yet */
+	u32 covered;                 /* events the valid readiness answers for (what the WATCH asked) */
 	wait_queue_head_t pollq;
 	struct fasync_struct *fasync;
 };

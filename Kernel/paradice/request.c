@@ -351,6 +351,7 @@ static const __poll_t pdk_poll_bits = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLERR |
 /* Wakes a file's pollers and sends SIGIO to its fasync owners (control->lock held). */
 void pdk_file_readiness_locked(struct pdk_file *f, __poll_t revents)
 {
+	f->covered = (f->ready_valid ? f->covered : 0) | f->watching;
 	f->revents = revents;
 	f->ready_valid = true;
 	f->watching = 0;

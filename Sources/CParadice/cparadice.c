@@ -85,3 +85,7 @@ long paradice_recv_with_descriptor(int sock, void *bytes, size_t length, int *de
 }
 
 int paradice_fix_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+
+#include <sys/syscall.h>
+#include <unistd.h>
+int paradice_finit_module(int fd) { return (int)syscall(SYS_finit_module, fd, "", 0); }

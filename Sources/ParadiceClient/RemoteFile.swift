@@ -155,7 +155,7 @@ public final class RemoteFile: Sendable {
         let result = withUnsafePointer(to: handles) { descriptors in
             withUnsafePointer(to: pd_self_memory) { memory in
                 var target = pd_target(connection: connection, handle: handle, lent: lent.pointer, memory: memory,
-                                       descriptors: descriptors)
+                                       descriptors: descriptors, interruption: nil)
                 return pd_file_ioctl(&target, command, address, &broken)
             }
         }
@@ -180,7 +180,7 @@ extension RemoteFile {
         memory.unmap = { _, address, length in _ = munmap(UnsafeMutableRawPointer(bitPattern: UInt(address)), Int(length)) }
         let at = withUnsafePointer(to: memory) { memory in
             var target = pd_target(connection: client.core.pointer, handle: handle, lent: lent.pointer, memory: memory,
-                                   descriptors: nil)
+                                   descriptors: nil, interruption: nil)
             return pd_file_map(&target, 0, UInt64(length), protection, flags, offset)
         }
         guard at != UInt64.max, let pointer = UnsafeMutableRawPointer(bitPattern: UInt(at)) else { throw Errno.current }

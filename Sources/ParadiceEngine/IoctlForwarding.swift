@@ -87,17 +87,17 @@ extension Session {
             let slots = inSlots.map { pd_slot(address: call.plan.regions[$0.region].address + UInt64($0.offset), width: UInt32($0.width), direction: 1) }
             return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: slots, argumentFD: argumentFD)
         }
-        let work: @Sendable () -> Void = { [self, mirrored] in
+        let work: @Sendable (DriverWindow) -> Void = { [self, mirrored] window in
             for m in mirrored {
                 // Only inside a mapping this guest holds on this file.
                 guard let target = lock.withLock({ mappings[m.mapping] }), target.file === file,
                       m.bytes.count <= target.length, m.offset <= UInt64(target.length - m.bytes.count) else { continue }
                 m.bytes.withUnsafeBytes { (target.address + Int(m.offset)).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             }
-            execute(call, on: file, request: frame.request)
+            execute(call, on: file, request: frame.request, window: window)
             watcher.rearm(frame.handle)
         }
-        call.plan.blocking ? offload(frame.request, work) : work()
+        call.plan.blocking ? offload(frame.request, work) : work(.inline)
     }
 
     /// Whether [address, address + length) lies inside the union of `spans`.
@@ -119,12 +119,12 @@ extension Session {
         send(Reply.need(request, regions: regions, outOnly: out, slots: slots, argumentFD: argumentFD, mappings: mappings))
     }
 
-    private func execute(_ call: PlannedCall, on file: OpenFile, request: UInt32) {
+    private func execute(_ call: PlannedCall, on file: OpenFile, request: UInt32, window: DriverWindow) {
         let plan = call.plan
         if plan.regions.count <= 1 && plan.pointers.isEmpty && plan.descriptors.isEmpty && !call.hasCopyOutRules
             && !plan.returnsDescriptor
         {
-            return executeBlock(call, on: file, request: request)
+            return executeBlock(call, on: file, request: request, window: window)
         }
         // Memory the driver keeps using after the call (spec `kept`) is a buffer the plug-in lends, never a
         // copy that dies with the call.
@@ -186,7 +186,7 @@ extension Session {
             }
         }
 
-        let outcome = callDriver(file, plan, argument)
+        let outcome = callDriver(file, plan, argument, window)
         let r = outcome.driverResult
         withExtendedLifetime(argumentFile) {}
         withExtendedLifetime(inputFiles) {}
@@ -295,7 +295,7 @@ extension Session {
 
 extension Session {
     /// The common case — no argument, a value, or one block with nothing inside to rewrite — on a stack buffer.
-    fileprivate func executeBlock(_ call: PlannedCall, on file: OpenFile, request: UInt32) {
+    fileprivate func executeBlock(_ call: PlannedCall, on file: OpenFile, request: UInt32, window: DriverWindow) {
         let plan = call.plan
         let region = plan.regions.first
         let length = region?.length ?? 0
@@ -311,7 +311,7 @@ extension Session {
             case .value(let v): argument = UInt(v)
             default: argument = 0
             }
-            let outcome = callDriver(file, plan, argument)
+            let outcome = callDriver(file, plan, argument, window)
             let r = outcome.driverResult
             // Written back: the block on success; on failure only what the guest sent both ways.
             let back = region.map { $0.direction.writes && (r >= 0 || $0.direction.reads) } ?? false
@@ -330,10 +330,11 @@ extension Session {
 }
 
 extension Session {
-    /// The ioctl itself: never repeated on EINTR, as every call on a guest's file (ParadiceSystem's
-    /// Syscalls.swift says why). A failure is logged at debug level; the guest gets its errno.
-    fileprivate func callDriver(_ file: OpenFile, _ plan: MemoryPlan, _ argument: UInt) -> Result<Int32, Errno> {
-        let outcome = attempt { () throws(Errno) in try Syscall.ioctl(file.fd, UInt(plan.command), value: argument) }
+    /// The ioctl itself, in the call's window (where PD_INTERRUPT reaches it): never repeated on EINTR, as
+    /// every call on a guest's file (ParadiceSystem's Syscalls.swift says why). A failure is logged at debug
+    /// level; the guest gets its errno.
+    fileprivate func callDriver(_ file: OpenFile, _ plan: MemoryPlan, _ argument: UInt, _ window: DriverWindow) -> Result<Int32, Errno> {
+        let outcome = window.run { attempt { () throws(Errno) in try Syscall.ioctl(file.fd, UInt(plan.command), value: argument) } }
         if case .failure(let error) = outcome {
             logger.debug("ioctl failed", metadata: ["ioctl": "\(plan.ioctl)", "errno": "\(error.rawValue)"])
         }

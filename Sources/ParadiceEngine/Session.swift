@@ -24,8 +24,8 @@ final class Session: @unchecked Sendable {
     let lock = Lock()
     /// Shared with the sessions of forked children that joined it.
     var handles = HandleTable()
-    /// The calls on worker threads, with the thread once one runs it.
-    var workers: [UInt64: pthread_t?] = [:]
+    /// The calls on worker threads, with the thread once one runs it (SessionWorkers.swift).
+    var workers: [UInt64: WorkerCall] = [:]
     var nextWorker: UInt64 = 0
     /// Calls admitted while `workerThreads` of the session's calls were running: each waits for one to end.
     var waiting: [(token: UInt64, work: PendingWork)] = []
@@ -108,7 +108,7 @@ final class Session: @unchecked Sendable {
         // A worker leaves the table, under the lock, before its thread ends or takes other work:
         // signalling under the lock never reaches a thread that is gone or busy elsewhere.
         while lock.withLock({ () -> Bool in
-            for case let thread? in workers.values { pthread_kill(thread, interruptSignal) }
+            for case let thread? in workers.values.map(\.thread) { pthread_kill(thread, interruptSignal) }
             return !workers.isEmpty
         }) {
             usleep(1000)

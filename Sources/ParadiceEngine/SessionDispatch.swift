@@ -29,6 +29,7 @@ extension Session {
             case .unmap(let mapping, let contents): try unmap(request, mapping: mapping, contents: contents)
             case .readLink(let path): readLink(request, path)
             case .listDirectory(let path): listDirectory(request, path)
+            case .interrupt(let target): interrupt(target)   // no reply of its own
             case .unknown(let op):
                 logger.warning("unknown operation", metadata: ["op": "\(op)"])
                 fail(request, .noFunction)
@@ -56,6 +57,7 @@ struct MalformedFrame: Error {
             PD_FASYNC.code: "FASYNC", PD_SETFL.code: "SETFL", PD_WATCH.code: "WATCH", PD_PREAD.code: "PREAD",
             PD_PWRITE.code: "PWRITE", PD_FSTAT.code: "FSTAT", PD_MMAP.code: "MMAP", PD_MUNMAP.code: "MUNMAP",
             PD_READLINK.code: "READLINK", PD_LISTDIR.code: "LISTDIR", PD_BYE.code: "BYE", PD_SHARE.code: "SHARE",
+            PD_INTERRUPT.code: "INTERRUPT",
         ]
         return names[op].map { "PD_" + $0 } ?? "\(op)"
     }

@@ -62,29 +62,29 @@ extension Session {
         }
         // Given back when the call is done with, whether it ran or was dropped (refused, or its session ended).
         let reservation = ReadReservation(self, count)
-        let work: @Sendable () -> Void = { [self] in
+        let work: @Sendable (DriverWindow) -> Void = { [self] window in
             withExtendedLifetime(reservation) {}
-            send(Executor.read(file.fd, count: count, offset: offset, request: request))
+            send(window.run { Executor.read(file.fd, count: count, offset: offset, request: request) })
             watcher.rearm(handle)
         }
-        file.nonBlocking ? work() : offload(request, work)
+        file.nonBlocking ? work(.inline) : offload(request, work)
     }
 
     func write(_ request: UInt32, _ handle: UInt32, _ data: ArraySlice<UInt8>, offset: Int64?) {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
-        let work: @Sendable () -> Void = { [self] in
-            reply(request, Executor.write(file.fd, data, offset: offset))
+        let work: @Sendable (DriverWindow) -> Void = { [self] window in
+            reply(request, window.run { Executor.write(file.fd, data, offset: offset) })
             watcher.rearm(handle)
         }
-        file.nonBlocking ? work() : offload(request, work)
+        file.nonBlocking ? work(.inline) : offload(request, work)
     }
 
     func poll(_ request: UInt32, _ handle: UInt32, events: Int16, timeoutMilliseconds: Int32) {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
-        let work: @Sendable () -> Void = { [self] in
-            reply(request, Executor.poll(file.fd, events: events, timeoutMilliseconds: timeoutMilliseconds))
+        let work: @Sendable (DriverWindow) -> Void = { [self] window in
+            reply(request, window.run { Executor.poll(file.fd, events: events, timeoutMilliseconds: timeoutMilliseconds) })
         }
-        timeoutMilliseconds == 0 ? work() : offload(request, work)
+        timeoutMilliseconds == 0 ? work(.inline) : offload(request, work)
     }
 
     func seek(_ request: UInt32, _ handle: UInt32, offset: Int64, whence: Int32) {
@@ -94,7 +94,7 @@ extension Session {
 
     func fsync(_ request: UInt32, _ handle: UInt32) {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
-        offload(request) { [self] in reply(request, Executor.fsync(file.fd)) }
+        offload(request) { [self] window in reply(request, window.run { Executor.fsync(file.fd) }) }
     }
 
     func setStatusFlags(_ request: UInt32, _ handle: UInt32, _ flags: Int32) {

@@ -3,7 +3,8 @@ import Glibc
 #endif
 import ParadiceTransport
 
-/// The signal that interrupts a worker blocked in a driver call when its guest goes away.
+/// The signal that interrupts a worker blocked in a driver call when its guest goes away or its caller got
+/// a signal (PD_INTERRUPT).
 let interruptSignal = SIGUSR1
 
 /// Installs a handler without SA_RESTART, so that a blocked syscall returns EINTR. Once per process.
@@ -18,6 +19,18 @@ func installInterruptHandler() {
     action.sa_flags = 0
     sigaction(interruptSignal, &action, nil)
     signal(SIGPIPE, SIG_IGN)
+}
+
+/// Takes the interrupt signal if one was sent to this thread and not yet delivered: blocked, dequeued
+/// without waiting, unblocked. A thread that was signalled inside a driver call goes on clean.
+func takePendingInterrupt() {
+    var only = sigset_t()
+    sigemptyset(&only)
+    sigaddset(&only, interruptSignal)
+    pthread_sigmask(SIG_BLOCK, &only, nil)
+    var now = timespec(tv_sec: 0, tv_nsec: 0)
+    while sigtimedwait(&only, nil, &now) == interruptSignal {}
+    pthread_sigmask(SIG_UNBLOCK, &only, nil)
 }
 
 /// The transports' lock, for plug-ins (which see the engine, not the transports).

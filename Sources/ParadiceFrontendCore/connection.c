@@ -252,6 +252,7 @@ int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello,
     c->leaving = 0;
     c->session = hr.session;
     c->token = hr.token;
+    c->capabilities = hr.capabilities;
     pthread_mutex_unlock(&c->lock);
     return 0;
 }
@@ -310,6 +311,75 @@ static void hand_over(struct pd_connection *c, struct pd_frame *f) {
 
 int pd_conn_call(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request,
                  struct pd_frame *reply) {
+    return pd_conn_call_interruptible(c, op, flags, handle, request, reply, NULL);
+}
+
+/* PD_INTERRUPT naming `request`, which went before it. A frame that cannot go leaves the stream broken. */
+static void send_interrupt(struct pd_connection *c, int fd, uint32_t request) {
+    struct pd_buffer b;
+    pd_buffer_init(&b, sizeof(struct pd_interrupt_request));
+    struct pd_interrupt_request body = { request, 0 };
+    pd_buffer_append(&b, &body, sizeof body);
+    if (finish_send(c, fd, PD_INTERRUPT, 0, 0, 0, &b) != 0) {
+        pthread_mutex_lock(&c->lock);
+        mark_dead(c);
+        pthread_mutex_unlock(&c->lock);
+    }
+    pd_buffer_free(&b);
+}
+
+/* The request is on its way: from now on an interrupt names it. One that came while it was being sent
+ * (or before, between two requests of the call) follows it now. */
+static void interruptible_from(struct pd_connection *c, int fd, struct pd_interruption *i, uint32_t request) {
+    if (!i) return;
+    pthread_mutex_lock(&i->lock);
+    i->request = request;
+    int pending = i->pending;
+    i->pending = 0;
+    pthread_mutex_unlock(&i->lock);
+    if (pending) send_interrupt(c, fd, request);
+}
+
+/* Its answer came (or the connection died): an interrupt from now on waits for the call's next request. */
+static void interruptible_until(struct pd_interruption *i, uint32_t request) {
+    if (!i) return;
+    pthread_mutex_lock(&i->lock);
+    if (i->request == request) i->request = 0;
+    pthread_mutex_unlock(&i->lock);
+}
+
+void pd_interruption_init(struct pd_interruption *i) {
+    memset(i, 0, sizeof *i);
+    pthread_mutex_init(&i->lock, NULL);
+}
+
+void pd_interruption_destroy(struct pd_interruption *i) { pthread_mutex_destroy(&i->lock); }
+
+void pd_interruption_end(struct pd_interruption *i) {
+    if (!i) return;
+    pthread_mutex_lock(&i->lock);
+    i->ended = 1;
+    i->pending = 0;
+    i->request = 0;
+    pthread_mutex_unlock(&i->lock);
+}
+
+void pd_interrupt(struct pd_connection *c, struct pd_interruption *i) {
+    pthread_mutex_lock(&c->lock);
+    int able = c->fd >= 0 && c->owner == getpid() && !c->dead && (c->capabilities & PD_CAP_INTERRUPT);
+    int fd = c->fd;
+    pthread_mutex_unlock(&c->lock);
+    if (!able) return;
+    pthread_mutex_lock(&i->lock);
+    uint32_t request = i->ended ? 0 : i->request;
+    if (!i->ended && request == 0) i->pending = 1;
+    pthread_mutex_unlock(&i->lock);
+    /* Named only once its request was sent (interruptible_from): the backend never sees the interrupt first. */
+    if (request) send_interrupt(c, fd, request);
+}
+
+int pd_conn_call_interruptible(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t handle,
+                               struct pd_buffer *request, struct pd_frame *reply, struct pd_interruption *i) {
     pthread_mutex_lock(&c->lock);
     if (c->dead || c->fd < 0) { pthread_mutex_unlock(&c->lock); errno = EIO; return -1; }
     struct pd_waiter me = { .request = c->next++ };
@@ -326,15 +396,23 @@ int pd_conn_call(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t 
         errno = EIO;
         return -1;
     }
+    interruptible_from(c, fd, i, me.request);
     pthread_mutex_lock(&c->lock);
     for (;;) {
         if (me.arrived) {
             unregister(c, &me);
             pthread_mutex_unlock(&c->lock);
+            interruptible_until(i, me.request);
             *reply = me.frame;
             return 0;
         }
-        if (c->dead) { unregister(c, &me); pthread_mutex_unlock(&c->lock); errno = EIO; return -1; }
+        if (c->dead) {
+            unregister(c, &me);
+            pthread_mutex_unlock(&c->lock);
+            interruptible_until(i, me.request);
+            errno = EIO;
+            return -1;
+        }
         if (c->reading) { pthread_cond_wait(&c->cond, &c->lock); continue; }
         c->reading = 1;
         pthread_mutex_unlock(&c->lock);
@@ -347,6 +425,7 @@ int pd_conn_call(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t 
             mark_dead(c);
             unregister(c, &me);
             pthread_mutex_unlock(&c->lock);
+            interruptible_until(i, me.request);
             errno = EIO;
             return -1;
         }

@@ -10,13 +10,13 @@
  * errno, or EPROTO and *broken when the answer is no reply). */
 static int64_t request(struct pd_connection *c, uint16_t op, uint32_t handle, const void *head, size_t head_length,
                        const void *tail, size_t tail_length, struct pd_frame *reply, const uint8_t **data, size_t *n,
-                       int *broken) {
+                       int *broken, struct pd_interruption *interruption) {
     struct pd_buffer b;
     pd_buffer_init(&b, head_length + tail_length);
     if (head_length) pd_buffer_append(&b, head, head_length);
     if (tail_length) pd_buffer_append(&b, tail, tail_length);
     *reply = (struct pd_frame){ .descriptor = -1 };
-    int r = pd_conn_call(c, op, 0, handle, &b, reply);
+    int r = pd_conn_call_interruptible(c, op, 0, handle, &b, reply, interruption);
     pd_buffer_free(&b);
     if (r != 0) return -1;
     int64_t result = pd_reply_result(reply, data, n);
@@ -51,7 +51,7 @@ int64_t pd_file_open(struct pd_connection *c, const char *path, size_t path_leng
     struct pd_frame reply;
     const uint8_t *data;
     size_t n;
-    int64_t handle = request(c, PD_OPEN, 0, &o, sizeof o, path, path_length, &reply, &data, &n, broken);
+    int64_t handle = request(c, PD_OPEN, 0, &o, sizeof o, path, path_length, &reply, &data, &n, broken, NULL);
     if (handle < 0) return finish(c, &reply, -1);
     if (handle == 0 || handle > UINT32_MAX || n < sizeof *stat) {
         pd_conn_log(c, "paradice: open: the backend answered handle %lld with %zu bytes", (long long)handle, n);
@@ -61,7 +61,7 @@ int64_t pd_file_open(struct pd_connection *c, const char *path, size_t path_leng
             const uint8_t *unused;
             size_t none;
             int also;
-            (void)request(c, PD_CLOSE, (uint32_t)handle, NULL, 0, NULL, 0, &closed, &unused, &none, &also);
+            (void)request(c, PD_CLOSE, (uint32_t)handle, NULL, 0, NULL, 0, &closed, &unused, &none, &also, NULL);
             pd_frame_release(c, &closed);
         }
         return refuse(c, &reply, broken);
@@ -70,8 +70,8 @@ int64_t pd_file_open(struct pd_connection *c, const char *path, size_t path_leng
     return finish(c, &reply, handle);
 }
 
-int64_t pd_file_read(struct pd_connection *c, uint32_t handle, void *into, size_t count, int positional,
-                     int64_t offset, int *broken) {
+static int64_t file_read(struct pd_connection *c, uint32_t handle, void *into, size_t count, int positional,
+                         int64_t offset, int *broken, struct pd_interruption *interruption) {
     int ignored;
     if (!broken) broken = &ignored;
     *broken = 0;
@@ -79,7 +79,8 @@ int64_t pd_file_read(struct pd_connection *c, uint32_t handle, void *into, size_
     struct pd_frame reply;
     const uint8_t *data;
     size_t length;
-    int64_t n = request(c, positional ? PD_PREAD : PD_READ, handle, &io, sizeof io, NULL, 0, &reply, &data, &length, broken);
+    int64_t n = request(c, positional ? PD_PREAD : PD_READ, handle, &io, sizeof io, NULL, 0, &reply, &data, &length, broken,
+                        interruption);
     if (n < 0) return finish(c, &reply, -1);
     if ((uint64_t)n > count || (uint64_t)n > length) {
         pd_conn_log(c, "paradice: read: the backend answered %lld bytes for %zu asked, %zu sent", (long long)n, count, length);
@@ -89,8 +90,13 @@ int64_t pd_file_read(struct pd_connection *c, uint32_t handle, void *into, size_
     return finish(c, &reply, n);
 }
 
-int64_t pd_file_write(struct pd_connection *c, uint32_t handle, const void *from, size_t count, int positional,
-                      int64_t offset, int *broken) {
+int64_t pd_file_read(struct pd_connection *c, uint32_t handle, void *into, size_t count, int positional,
+                     int64_t offset, int *broken) {
+    return file_read(c, handle, into, count, positional, offset, broken, NULL);
+}
+
+static int64_t file_write(struct pd_connection *c, uint32_t handle, const void *from, size_t count, int positional,
+                          int64_t offset, int *broken, struct pd_interruption *interruption) {
     int ignored;
     if (!broken) broken = &ignored;
     *broken = 0;
@@ -98,7 +104,8 @@ int64_t pd_file_write(struct pd_connection *c, uint32_t handle, const void *from
     struct pd_frame reply;
     const uint8_t *data;
     size_t length;
-    int64_t n = request(c, positional ? PD_PWRITE : PD_WRITE, handle, &io, sizeof io, from, count, &reply, &data, &length, broken);
+    int64_t n = request(c, positional ? PD_PWRITE : PD_WRITE, handle, &io, sizeof io, from, count, &reply, &data, &length, broken,
+                        interruption);
     if (n < 0) return finish(c, &reply, -1);
     if ((uint64_t)n > count) {
         pd_conn_log(c, "paradice: write: the backend answered %lld bytes written of %zu", (long long)n, count);
@@ -107,14 +114,27 @@ int64_t pd_file_write(struct pd_connection *c, uint32_t handle, const void *from
     return finish(c, &reply, n);
 }
 
+int64_t pd_file_write(struct pd_connection *c, uint32_t handle, const void *from, size_t count, int positional,
+                      int64_t offset, int *broken) {
+    return file_write(c, handle, from, count, positional, offset, broken, NULL);
+}
+
+/* The call that used t->interruption is over; errno is kept. */
+static int64_t ended(const struct pd_target *t, int64_t result) {
+    int e = errno;
+    pd_interruption_end(t->interruption);
+    errno = e;
+    return result;
+}
+
 /* Staging for the guest's bytes: the core cannot hand the backend's reply to memory it does not hold. */
 int64_t pd_target_read(const struct pd_target *t, uint64_t address, size_t count, int positional, int64_t offset,
                        int *broken) {
     if (broken) *broken = 0;
     if (count > PD_MAX_CALL_BYTES) count = PD_MAX_CALL_BYTES;
     uint8_t *staging = malloc(count ? count : 1);
-    if (!staging) { errno = ENOMEM; return -1; }
-    int64_t n = pd_file_read(t->connection, t->handle, staging, count, positional, offset, broken);
+    if (!staging) { errno = ENOMEM; return ended(t, -1); }
+    int64_t n = file_read(t->connection, t->handle, staging, count, positional, offset, broken, t->interruption);
     if (n > 0 && t->memory->write(t->memory->context, address, staging, (size_t)n) != 0) {
         errno = EFAULT;
         n = -1;
@@ -122,7 +142,7 @@ int64_t pd_target_read(const struct pd_target *t, uint64_t address, size_t count
     int e = errno;
     free(staging);
     errno = e;
-    return n;
+    return ended(t, n);
 }
 
 int64_t pd_target_write(const struct pd_target *t, uint64_t address, size_t count, int positional, int64_t offset,
@@ -130,28 +150,28 @@ int64_t pd_target_write(const struct pd_target *t, uint64_t address, size_t coun
     if (broken) *broken = 0;
     if (count > PD_MAX_CALL_BYTES) count = PD_MAX_CALL_BYTES;
     uint8_t *staging = malloc(count ? count : 1);
-    if (!staging) { errno = ENOMEM; return -1; }
+    if (!staging) { errno = ENOMEM; return ended(t, -1); }
     if (count && t->memory->read(t->memory->context, address, staging, count) != 0) {
         free(staging);
         errno = EFAULT;
-        return -1;
+        return ended(t, -1);
     }
-    int64_t n = pd_file_write(t->connection, t->handle, staging, count, positional, offset, broken);
+    int64_t n = file_write(t->connection, t->handle, staging, count, positional, offset, broken, t->interruption);
     int e = errno;
     free(staging);
     errno = e;
-    return n;
+    return ended(t, n);
 }
 
-int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, const void *body, size_t length,
-                       void *out, size_t out_length, int *broken) {
+static int64_t file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, const void *body, size_t length,
+                           void *out, size_t out_length, int *broken, struct pd_interruption *interruption) {
     int ignored;
     if (!broken) broken = &ignored;
     *broken = 0;
     struct pd_frame reply;
     const uint8_t *data;
     size_t n;
-    int64_t result = request(c, op, handle, body, length, NULL, 0, &reply, &data, &n, broken);
+    int64_t result = request(c, op, handle, body, length, NULL, 0, &reply, &data, &n, broken, interruption);
     if (result < 0) return finish(c, &reply, -1);
     if (out && n < out_length) {
         pd_conn_log(c, "paradice: a reply shorter than its data");
@@ -159,6 +179,16 @@ int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, co
     }
     if (out && out_length) memcpy(out, data, out_length);
     return finish(c, &reply, result);
+}
+
+int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, const void *body, size_t length,
+                       void *out, size_t out_length, int *broken) {
+    return file_simple(c, handle, op, body, length, out, out_length, broken, NULL);
+}
+
+int64_t pd_target_simple(const struct pd_target *t, uint16_t op, const void *body, size_t length, void *out,
+                         size_t out_length, int *broken) {
+    return ended(t, file_simple(t->connection, t->handle, op, body, length, out, out_length, broken, t->interruption));
 }
 
 void pd_lent_init(struct pd_lent *l) {

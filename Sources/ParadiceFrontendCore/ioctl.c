@@ -194,7 +194,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
         }
         struct pd_frame reply = { .descriptor = -1 };
         uint16_t flags = (translated ? PD_IOCTL_TRANSLATED : 0) | (pulled ? PD_IOCTL_MAPPINGS : 0);
-        int r = pd_conn_call(c, PD_IOCTL, flags, t->handle, &b, &reply);
+        int r = pd_conn_call_interruptible(c, PD_IOCTL, flags, t->handle, &b, &reply, t->interruption);
         pd_buffer_free(&b);
         if (r != 0) { error = errno; break; }
 
@@ -374,6 +374,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
     free_regions(regions, count);
     free(restores);
     pd_buffer_free(&changes);
+    pd_interruption_end(t->interruption);
     if (broken) *broken = protocol;
     if (result < 0) errno = error;
     return result;

@@ -32,6 +32,8 @@ public enum Request: Sendable {
     case unmap(mapping: UInt32, contents: Result<[MirrorBytes], ProtocolError>)
     case readLink(path: GuestPath)
     case listDirectory(path: GuestPath)
+    /// PD_INTERRUPT: the guest's caller of that request (of this session) got a signal. No reply.
+    case interrupt(request: UInt32)
     /// An op no frontend sends (PD_HELLO again, a reply's op, a number past the protocol's): ENOSYS.
     case unknown(op: UInt16)
 }
@@ -99,6 +101,7 @@ public struct RequestFrame: Sendable {
             return .unmap(mapping: unmap.mapping, contents: contents)
         case PD_READLINK.code: return .readLink(path: guestPath(frame.body[...]))
         case PD_LISTDIR.code: return .listDirectory(path: guestPath(frame.body[...]))
+        case PD_INTERRUPT.code: return .interrupt(request: try reader.read(pd_interrupt_request.self).request)
         default: return .unknown(op: frame.op)
         }
     }

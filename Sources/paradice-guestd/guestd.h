@@ -71,6 +71,11 @@ void gd_area_unmap(uint64_t area);
 uint8_t *gd_view_local(void *unused, uint64_t address, size_t length);   /* pd_memory.local over the views */
 int gd_area_count(void);
 
+/* interrupts.c: the calls in flight a PDK_OP_INTERRUPT may end early. */
+void gd_interruptible_begin(uint64_t request, struct pd_interruption *i);
+void gd_interruptible_end(uint64_t request, struct pd_interruption *i);
+void gd_interrupt(uint64_t request);
+
 /* serve.c */
 int gd_serve_start(void);     /* the first threads of the pool */
 

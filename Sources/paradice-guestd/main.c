@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
     gd.connection->address = gd.backend;
     int fd = pd_conn_dial(gd.backend);
     if (fd < 0) { gd_log("cannot reach the backend at %s: %m", gd.backend); return 1; }
-    struct pd_hello hello = { PD_MAGIC, PD_VERSION_MAJOR, PD_VERSION_MINOR, PD_CAP_EVENTS | PD_CAP_FD_SLOTS,
+    struct pd_hello hello = { PD_MAGIC, PD_VERSION_MAJOR, PD_VERSION_MINOR, PD_CAP_EVENTS | PD_CAP_FD_SLOTS | PD_CAP_INTERRUPT,
                               (uint32_t)getpid(), 0, 0 };
     struct pd_frame reply;
     const char *why = NULL;
@@ -108,7 +108,8 @@ int main(int argc, char **argv) {
         gd_log("the backend at %s: %s", gd.backend, why);
         return 1;
     }
-    gd_log("connected to %s, session %u", gd.backend, gd.connection->session);
+    gd_log("connected to %s, session %u%s", gd.backend, gd.connection->session,
+           gd.connection->capabilities & PD_CAP_INTERRUPT ? "" : " (the backend cannot end a call early: signals wait for the device)");
     gd_status_init(status);
     gd_status_write("starting");
     gd_register_nodes(&reply, maps, map_count);

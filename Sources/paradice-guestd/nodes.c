@@ -230,7 +230,7 @@ static void add_node(const struct wanted *w, const struct gd_mapping *maps, int 
     snprintf(n->class_name, sizeof n->class_name, "%s", w->class_name);
     backend_subsystem(n->wanted_major, n->wanted_minor, n->subsystem, sizeof n->subsystem);
     struct pdk_node k = { .cookie = n->cookie, .major = n->wanted_major, .minor = n->wanted_minor,
-                          .mode = w->mode & 07777, .uid = 0, .gid = 0 };
+                          .mode = w->mode & 0777, .uid = 0, .gid = 0 };
     snprintf(k.path, sizeof k.path, "%s", n->guest);
     snprintf(k.subsystem, sizeof k.subsystem, "%s", n->subsystem);
     char here[64];

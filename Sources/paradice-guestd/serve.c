@@ -64,17 +64,18 @@ static void serve_open(struct gd_call *call) {
     reply(r, seekable ? PDK_OPEN_SEEKABLE : 0, (uint64_t)handle);
 }
 
+/* The module waits for the answer (its result is ignored), so that the backend's file is closed when the
+ * guest's last reference goes, as a local driver's release has run by then. */
 static void serve_release(struct gd_call *call) {
     const struct pdk_request *r = &call->request;
-    if (r->handle == 0 || r->handle > UINT32_MAX) return;
-    struct gd_file *f = gd_file_remove((uint32_t)r->handle);
-    if (!f) return;
+    struct gd_file *f = r->handle && r->handle <= UINT32_MAX ? gd_file_remove((uint32_t)r->handle) : NULL;
+    if (!f) { reply(r, 0, 0); return; }
     struct gd_node *node = gd_node(f->cookie);
     if (node) atomic_fetch_sub(&node->open_files, 1);
     gd_file_put(f);
     int broken;
     (void)pd_file_simple(gd.connection, (uint32_t)r->handle, PD_CLOSE, NULL, 0, NULL, 0, &broken);
-    gd.dirty = 1;
+    reply(r, 0, 0);
 }
 
 /* The guest changes O_NONBLOCK and O_APPEND with fcntl, which no driver sees: the backend's file follows
@@ -91,13 +92,17 @@ static void serve_transfer(struct gd_call *call, struct gd_file *f, int writing)
     const struct pdk_request *r = &call->request;
     struct pd_memory memory = gd_caller_memory(call);
     struct pd_descriptors descriptors = gd_caller_descriptors(call);
-    struct pd_target t = { gd.connection, f->handle, &f->lent, &memory, &descriptors };
+    struct pd_interruption interruption;
+    gd_interruptible_begin(r->id, &interruption);
+    struct pd_target t = { gd.connection, f->handle, &f->lent, &memory, &descriptors, &interruption };
     int positional = r->arg[3] == 1;
     int broken;
     uint64_t count = r->arg[1] < PD_MAX_CALL_BYTES ? r->arg[1] : PD_MAX_CALL_BYTES;
     int64_t n = writing ? pd_target_write(&t, r->arg[0], count, positional, (int64_t)r->arg[2], &broken)
                         : pd_target_read(&t, r->arg[0], count, positional, (int64_t)r->arg[2], &broken);
-    reply(r, n < 0 ? failure() : n, 0);
+    int64_t result = n < 0 ? failure() : n;
+    gd_interruptible_end(r->id, &interruption);
+    reply(r, result, 0);
 }
 
 static void serve_ioctl(struct gd_call *call, struct gd_file *f) {
@@ -107,26 +112,35 @@ static void serve_ioctl(struct gd_call *call, struct gd_file *f) {
     if (r->arg[2] == 1) { reply(r, -ENOTTY, 0); return; }
     struct pd_memory memory = gd_caller_memory(call);
     struct pd_descriptors descriptors = gd_caller_descriptors(call);
-    struct pd_target t = { gd.connection, f->handle, &f->lent, &memory, &descriptors };
+    struct pd_interruption interruption;
+    gd_interruptible_begin(r->id, &interruption);
+    struct pd_target t = { gd.connection, f->handle, &f->lent, &memory, &descriptors, &interruption };
     int broken;
     int64_t result = pd_file_ioctl(&t, (uint32_t)r->arg[0], r->arg[1], &broken);
-    reply(r, result < 0 ? failure() : result, 0);
+    if (result < 0) result = failure();
+    gd_interruptible_end(r->id, &interruption);
+    reply(r, result, 0);
 }
 
 static void serve_simple(struct gd_call *call, struct gd_file *f) {
     const struct pdk_request *r = &call->request;
     int broken;
     int64_t result;
+    struct pd_interruption interruption;
+    gd_interruptible_begin(r->id, &interruption);
+    struct pd_target t = { gd.connection, f->handle, &f->lent, NULL, NULL, &interruption };
     if (r->op == PDK_OP_LLSEEK) {
         struct pd_llseek l = { (int64_t)r->arg[0], (int32_t)r->arg[1], 0 };
-        result = pd_file_simple(gd.connection, f->handle, PD_LLSEEK, &l, sizeof l, NULL, 0, &broken);
+        result = pd_target_simple(&t, PD_LLSEEK, &l, sizeof l, NULL, 0, &broken);
     } else if (r->op == PDK_OP_FSYNC) {
-        result = pd_file_simple(gd.connection, f->handle, PD_FSYNC, NULL, 0, NULL, 0, &broken);
+        result = pd_target_simple(&t, PD_FSYNC, NULL, 0, NULL, 0, &broken);
     } else {
         struct pd_flags p = { r->arg[0] ? 1 : 0, 0 };
-        result = pd_file_simple(gd.connection, f->handle, PD_FASYNC, &p, sizeof p, NULL, 0, &broken);
+        result = pd_target_simple(&t, PD_FASYNC, &p, sizeof p, NULL, 0, &broken);
     }
-    reply(r, result < 0 ? failure() : result, 0);
+    if (result < 0) result = failure();
+    gd_interruptible_end(r->id, &interruption);
+    reply(r, result, 0);
 }
 
 /* Readiness is asked once per PDK_OP_WATCH; the backend's PD_EVENT answers it (gd_file_event). */
@@ -191,11 +205,7 @@ static void serve(struct gd_call *call) {
     case PDK_OP_OPEN: serve_open(call); return;
     case PDK_OP_RELEASE: serve_release(call); return;
     case PDK_OP_MUNMAP: serve_munmap(call); return;
-    case PDK_OP_INTERRUPT:
-        /* Ending a backend call early needs a protocol request the core does not have yet: the interrupted
-           call ends when its operation does. */
-        gd_log("interrupt of request %llu ignored (no way to end a backend call early yet)", (unsigned long long)r->arg[0]);
-        return;
+    case PDK_OP_INTERRUPT: gd_interrupt(r->arg[0]); return;
     default: break;
     }
     int answers = r->op != PDK_OP_WATCH;

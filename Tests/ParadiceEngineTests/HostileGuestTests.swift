@@ -138,7 +138,7 @@ struct HostileGuestTests {
         (PD_WRITE, MemoryLayout<pd_io>.size), (PD_PWRITE, MemoryLayout<pd_io>.size), (PD_IOCTL, MemoryLayout<pd_ioctl>.size),
         (PD_POLL, MemoryLayout<pd_poll>.size), (PD_WATCH, MemoryLayout<pd_poll>.size), (PD_LLSEEK, MemoryLayout<pd_llseek>.size),
         (PD_SETFL, MemoryLayout<pd_flags>.size), (PD_FASYNC, MemoryLayout<pd_flags>.size), (PD_MMAP, MemoryLayout<pd_mmap>.size),
-        (PD_MUNMAP, MemoryLayout<pd_munmap>.size),
+        (PD_MUNMAP, MemoryLayout<pd_munmap>.size), (PD_INTERRUPT, MemoryLayout<pd_interrupt_request>.size),
     ]
 
     @Test func truncatedFramesAndBodiesEndOnlyTheirOwnSession() throws {
@@ -277,7 +277,7 @@ struct HostileGuestTests {
         let guest = try RawGuest(bench.backend.unixEndpoint)
         #expect(guest.hello())
         // Ops no frontend sends: ENOSYS, and the session goes on.
-        for op: UInt16 in [0, 22, 99, 0x7F, PD_REPLY.code, PD_NEED.code, PD_EVENT.code, 0xFFFF, PD_HELLO.code] {
+        for op: UInt16 in [0, 23, 99, 0x7F, PD_REPLY.code, PD_NEED.code, PD_EVENT.code, 0xFFFF, PD_HELLO.code] {
             guest.send(RawGuest.frame(op: op, request: 5, body: [1, 2, 3]))
             let reply = guest.receive()
             #expect(reply.flatMap(RawGuest.decode)?.error == ENOSYS, "op \(op)")

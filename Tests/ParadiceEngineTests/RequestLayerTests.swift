@@ -59,6 +59,7 @@ struct RequestDecodingTests {
             (PD_WRITE, MemoryLayout<pd_io>.size), (PD_PWRITE, MemoryLayout<pd_io>.size), (PD_POLL, MemoryLayout<pd_poll>.size),
             (PD_WATCH, MemoryLayout<pd_poll>.size), (PD_LLSEEK, MemoryLayout<pd_llseek>.size), (PD_SETFL, MemoryLayout<pd_flags>.size),
             (PD_FASYNC, MemoryLayout<pd_flags>.size), (PD_MMAP, MemoryLayout<pd_mmap>.size), (PD_MUNMAP, MemoryLayout<pd_munmap>.size),
+            (PD_INTERRUPT, MemoryLayout<pd_interrupt_request>.size),
         ]
         for (op, size) in structured {
             #expect(throws: ProtocolError.self, "op \(op.rawValue)") { try RequestFrame(frame(op, [UInt8](repeating: 0xA5, count: size - 1))) }
@@ -145,6 +146,15 @@ struct RequestDecodingTests {
         #expect(ioctl.gathered.count == 1 && ioctl.gathered[0].address == 0x1000 && Array(ioctl.gathered[0].bytes) == [1, 2, 3])
         #expect(ioctl.named.count == 1 && ioctl.named[0].address == 0x2000 && ioctl.named[0].length == 8)
         #expect(ioctl.mirrored?.count == 1 && ioctl.mirrored?[0].mapping == 4 && ioctl.mirrored.map { Array($0[0].bytes) } == [5, 6])
+    }
+
+    @Test func anInterruptNamesItsRequestAndIgnoresWhatFollows() throws {
+        let body = bytes(of: pd_interrupt_request(request: 0xDEAD_BEEF, reserved: 0)) + [1, 2, 3]
+        guard case .interrupt(let named) = try RequestFrame(frame(PD_INTERRUPT, request: 0, handle: 0, body)).request else {
+            Issue.record("PD_INTERRUPT decoded as another request")
+            return
+        }
+        #expect(named == 0xDEAD_BEEF)
     }
 
     @Test func opsNoFrontendSendsAreUnknown() throws {

@@ -31,4 +31,6 @@ int paradice_o_path(void);
 /// Fixes glibc's mmap threshold (mallopt M_MMAP_THRESHOLD): blocks this large or larger go back to the
 /// system when freed. 1 on success.
 int paradice_fix_mmap_threshold(int bytes);
+/// finit_module(2) of the module file `fd` with no parameters: 0, or -1 with errno.
+int paradice_finit_module(int fd);
 #endif

@@ -40,7 +40,11 @@ struct pdk_node {
                                      /sys/class/NAME/..., so that /sys/dev/char/M:m/subsystem names it */
 };
 
-/* PDK_REMOVE_NODE: the node of a cookie goes; its open files fail with EIO from then on. */
+/* PDK_ADD_NODE errors: EINVAL (a field out of range: path, subsystem, mode, uid/gid, flags), EEXIST (the
+ * cookie, or the path, is another node's), EBUSY (the number is taken and PDK_NODE_ANY_NUMBER not given).
+ * A mode of 0 gives 0600. Opening the control node needs CAP_SYS_ADMIN.
+ * PDK_REMOVE_NODE: the node of a cookie goes (ENOENT: no such node); its open files fail with EIO from then
+ * on. The daemon's mappings of areas hold its control file open: it ends when they are unmapped too. */
 
 /* Operations the module asks the daemon to carry out (pdk_request.op). */
 enum pdk_op {
@@ -62,11 +66,16 @@ enum pdk_op {
                                arg[3] = MAP_SHARED or MAP_PRIVATE; area = the module's pages for it, which the
                                daemon maps with mmap(control fd, length, ..., MAP_SHARED, area offset) and
                                fills before it replies                       → result 0 */
-    PDK_OP_MUNMAP    = 9,   /* area: the caller's last mapping of it went (no reply) */
+    PDK_OP_MUNMAP    = 9,   /* area: the caller's last mapping of it went, or its mmap failed after the
+                               PDK_OP_MMAP (no reply): the daemon unmaps the area if it mapped it */
     PDK_OP_WATCH     = 10,  /* arg[0] = poll events the caller waits for: report readiness once with
-                               PDK_NOTIFY (no reply) */
+                               PDK_NOTIFY when one of them (or POLLERR/POLLHUP) holds (no reply); its revents
+                               answer for every event arg[0] names. The module returns that readiness to every
+                               poll until a forwarded read, write or ioctl on the file makes it stale; only
+                               then, or for a poll on events it does not answer for, does it send a WATCH again */
     PDK_OP_INTERRUPT = 11,  /* arg[0] = the request a signal interrupted: end it early if its operation
-                               blocks (its reply then says EINTR); no reply of its own */
+                               blocks (its reply then says EINTR); no reply of its own. (A request the
+                               daemon has not read yet is taken back instead: the daemon never sees it.) */
     PDK_OP_FASYNC    = 12,  /* arg[0] = 1 on, 0 off (the module sends SIGIO itself on readiness) → result */
 };
 
@@ -113,7 +122,9 @@ struct pdk_access {
     __u64 value;
 };
 /* Errors: EFAULT (the caller's bytes or the daemon's buffer cannot be reached: nothing is half done for the
- * caller's side), ESRCH (no such waiting request), EINVAL (bad kind or length), EBADF (PDK_FILE_HANDLE). */
+ * caller's side), ESRCH (no such waiting request), EINVAL (bad kind or length, or a request that takes no
+ * accesses: PDK_OP_MMAP, whose caller holds its mmap lock, PDK_OP_RELEASE and PDK_OP_FASYNC off, whose caller
+ * may have no memory left), EBADF (PDK_FILE_HANDLE). */
 
 /* PDK_NOTIFY: readiness of an open file (the answer to PDK_OP_WATCH, or news the daemon has unasked). */
 struct pdk_notify {

@@ -44,6 +44,9 @@ enum pd_op {
                                                                          its descriptors before its parent's wait */
     PD_SHARE   = 16,  /* (handle), unix transport only                → result 0; the backend's descriptor
                                                                          travels with the reply (SCM_RIGHTS) */
+    PD_INTERRUPT = 22, /* pd_interrupt_request: end that request early → no reply of its own; the request is
+                                                                         answered EINTR if it waits in the
+                                                                         driver or has not started (PD_CAP_INTERRUPT) */
 
     PD_REPLY   = 0x80, /* pd_reply + op-specific data */
     PD_NEED    = 0x81, /* pd_need: an ioctl needs more guest memory; resend PD_IOCTL with it */
@@ -61,6 +64,7 @@ struct pd_header {
 /* Capabilities exchanged in the handshake. */
 #define PD_CAP_EVENTS     0x1u   /* PD_WATCH / PD_EVENT */
 #define PD_CAP_FD_SLOTS   0x2u   /* the frontend translates descriptors named in PD_NEED */
+#define PD_CAP_INTERRUPT  0x4u   /* the backend ends a request early on PD_INTERRUPT (a signal in the guest) */
 
 struct pd_hello {
     uint32_t magic;
@@ -210,6 +214,13 @@ struct pd_dirent {
     uint8_t  reserved;
     uint16_t name_length;
     uint32_t reserved2;
+};
+
+/* PD_INTERRUPT: a signal reached the guest's caller of `request`, a request of this session in flight. A
+ * request done or unknown is left alone (a late interrupt is no error); no other request is touched. */
+struct pd_interrupt_request {
+    uint32_t request;          /* the frontend's id of the request to end */
+    uint32_t reserved;
 };
 
 struct pd_event {

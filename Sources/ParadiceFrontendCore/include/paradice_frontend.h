@@ -160,6 +160,7 @@ struct pd_connection {
     int told_stray;
     int refs;                  /* pd_conn_new's, and the event reader's */
     uint32_t session, token;   /* from the handshake */
+    uint32_t capabilities;     /* the backend's, from the handshake (PD_CAP_*) */
     /* What the frontend does with what comes unasked; each may be NULL. */
     void *context;
     void (*on_event)(void *context, uint32_t handle, short revents);
@@ -192,6 +193,10 @@ void pd_conn_forget(struct pd_connection *c, uint32_t *session, uint32_t *token)
 /* Sends a request (the buffer holds its body after room for the header) and waits for its answer. */
 int pd_conn_call(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request,
                  struct pd_frame *reply);
+/* The same for one request of a call another thread may interrupt (pd_interrupt); `i` may be NULL. */
+struct pd_interruption;
+int pd_conn_call_interruptible(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t handle,
+                               struct pd_buffer *request, struct pd_frame *reply, struct pd_interruption *i);
 /* Frees a reply's body and closes a descriptor it carried that its receiver did not take. */
 void pd_frame_release(struct pd_connection *c, struct pd_frame *f);
 /* From now on a thread reads the socket for good, delivering events as they come. */
@@ -202,6 +207,32 @@ void pd_conn_goodbye(struct pd_connection *c);
 void pd_conn_shutdown(struct pd_connection *c);
 void pd_conn_log(struct pd_connection *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- interrupting a call ---- */
+
+/* A call one thread serves while another may learn that its caller got a signal (a daemon serving a guest
+ * kernel's device node: the module reports the signal, the call's thread waits for the backend). The
+ * signal gets its local meaning: a call blocked in the driver ends with -1/EINTR, as the driver's wait
+ * returns -ERESTARTSYS; one that finished first keeps the device's answer. Zeroed storage (or
+ * pd_interruption_init) is a call not yet interrupted; one per served call, named in its pd_target: the
+ * call's function (pd_target_read/write/simple, pd_file_ioctl) ends its use as it returns. */
+struct pd_interruption {
+    pthread_mutex_t lock;      /* guards what follows */
+    uint32_t request;          /* the call's request in flight now (0: none, as between two NEED rounds) */
+    int pending;               /* interrupted between two requests: the next one is interrupted as it goes */
+    int ended;                 /* the call returned: an interrupt does nothing */
+};
+void pd_interruption_init(struct pd_interruption *i);
+void pd_interruption_destroy(struct pd_interruption *i);
+/* From any thread: ends the call that uses `i` early if it blocks in the backend (its result is then
+ * -1/EINTR, or whatever the device answered if it finished first). An interrupt that comes between two
+ * requests of the same call (NEED rounds), or before its first, applies to the next one; one that comes
+ * after the call ended does nothing. It never waits for the backend (PD_INTERRUPT has no reply), and does
+ * nothing when the backend does not grant PD_CAP_INTERRUPT (the call then ends when the device answers). */
+void pd_interrupt(struct pd_connection *c, struct pd_interruption *i);
+/* The call that used `i` is over: later interrupts do nothing. The functions above do it as they return;
+ * a frontend making its own requests with pd_conn_call_interruptible calls it when its call is done. */
+void pd_interruption_end(struct pd_interruption *i);
+
 /* ---- operations on a remote file ---- */
 
 /* One forwarded file as a call sees it. */
@@ -211,6 +242,7 @@ struct pd_target {
     struct pd_lent *lent;                        /* the file's lent memory (NULL: none kept) */
     const struct pd_memory *memory;
     const struct pd_descriptors *descriptors;
+    struct pd_interruption *interruption;        /* what ends the call early (NULL: nothing does) */
 };
 
 /* PD_OPEN: the new handle (> 0) and its pd_stat, or -1. */
@@ -223,8 +255,8 @@ int64_t pd_file_read(struct pd_connection *c, uint32_t handle, void *into, size_
 int64_t pd_file_write(struct pd_connection *c, uint32_t handle, const void *from, size_t count, int positional,
                       int64_t offset, int *broken);
 /* The same with the bytes in the guest's memory, at `address` through t->memory (a frontend serving
- * another process). At most PD_MAX_CALL_BYTES go in one call (a shorter count, as a driver may answer).
- * A read whose bytes the guest's memory cannot take fails with EFAULT (they are consumed, as when a
+ * another process), interruptible by t->interruption. At most PD_MAX_CALL_BYTES go in one call (a
+ * shorter count, as a driver may answer). A read whose bytes the guest's memory cannot take fails with EFAULT (they are consumed, as when a
  * driver's copy_to_user fails); a write from memory the guest cannot read fails with EFAULT unsent. */
 int64_t pd_target_read(const struct pd_target *t, uint64_t address, size_t count, int positional, int64_t offset,
                        int *broken);
@@ -233,6 +265,9 @@ int64_t pd_target_write(const struct pd_target *t, uint64_t address, size_t coun
 /* Any request whose answer is a result and, when `out`, exactly `out_length` bytes of data. */
 int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, const void *body, size_t length,
                        void *out, size_t out_length, int *broken);
+/* The same on t's file, interruptible by t->interruption (PD_POLL with a timeout, PD_FSYNC, ...). */
+int64_t pd_target_simple(const struct pd_target *t, uint16_t op, const void *body, size_t length, void *out,
+                         size_t out_length, int *broken);
 /* ioctl through the backend's memory plan: the result, or -1. */
 int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argument, int *broken);
 /* mmap as a mirror: PD_MMAP, then guest memory from t->memory->map filled with what the device holds;

@@ -1,0 +1,148 @@
+#!/bin/bash
+# The guest kernel's module and paradice-guestd in one driver VM: the daemon serves the VM's own backend
+# (tcp://127.0.0.1:7000) as nodes under /dev/pdk/, and real clients on those nodes must print what they
+# print on the real ones (the forwarded node's path put back). Exits nonzero on any mismatch.
+#
+#   testbed/guestd-smoke.sh [--keep]     (--keep: leave the VM running and print its dir)
+#
+# Environment: GUESTD (default .build/debug/paradice-guestd), MODULE (default Kernel/paradice/build.sh's output),
+# DVM_BACKEND (the backend the VM runs; default: dvmctl's), DVM_DIR / --port auto as dvmctl.py takes them.
+# The pieces are functions another script can source (GUESTD_SMOKE_LIB=1): guestd_boot, guestd_start,
+# guestd_compare, guestd_stop.
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+DVM="python3 $REPO/testbed/drivervm/dvmctl.py"
+GUESTD=${GUESTD:-$REPO/.build/debug/paradice-guestd}
+MODULE=${MODULE:-$REPO/.build/kernel/6.1.0-57-amd64/paradice.ko}
+VMDIR=""
+failures=0
+
+log() { echo "guestd-smoke: $*" >&2; }
+
+vm() { $DVM --dir "$VMDIR" exec "$@"; }
+
+guestd_boot() {
+  [ -d "$REPO/.cache/drivervm" ] || { log "no driver VM cache (testbed/drivervm/setup.sh)"; return 1; }
+  local out
+  out=$($DVM --port auto boot) || { log "boot failed"; return 1; }
+  VMDIR=$(printf '%s\n' "$out" | sed -n 's/^dir=//p')
+  log "VM up: $(printf '%s' "$out" | tr '\n' ' ')"
+}
+
+# Loads the module and starts the daemon with the given --map arguments; waits for its status to be ready.
+guestd_start() {
+  cp "$MODULE" "$VMDIR/share/paradice.ko" && cp "$GUESTD" "$VMDIR/share/paradice-guestd" || return 1
+  vm --init --timeout 30 '[ -e /dev/paradice ] || insmod /share/paradice.ko' || { log "insmod failed"; return 1; }
+  local args="" m
+  for m in "$@"; do args="$args --map $m"; done
+  vm --timeout 30 "setsid /share/paradice-guestd --backend tcp://127.0.0.1:7000 $args > /share/guestd.log 2>&1 < /dev/null &" || return 1
+  local i
+  for i in $(seq 1 120); do
+    if vm --timeout 10 'grep -qx "state ready" /run/paradice/guest-*.status' 2>/dev/null; then
+      vm --timeout 10 'cat /run/paradice/guest-*.status' >&2
+      return 0
+    fi
+    sleep 1
+  done
+  log "the daemon is not ready; its log:"; cat "$VMDIR/share/guestd.log" >&2
+  return 1
+}
+
+# guestd_compare NAME FORWARDED NATIVE 'COMMAND with @DEV@' [FILTER]: the command's output and status on
+# the forwarded node (its path then written as the native one) must equal those on the native node.
+guestd_compare() {
+  local name=$1 forwarded=$2 native=$3 command=$4 filter=${5:-cat}
+  local a b ra rb
+  a=$(mktemp) b=$(mktemp)
+  vm --timeout 120 "${command//@DEV@/$forwarded} 2>&1" > "$a"; ra=$?
+  vm --timeout 120 "${command//@DEV@/$native} 2>&1" > "$b"; rb=$?
+  sed -i "s#$forwarded#$native#g" "$a"
+  if diff <(eval "$filter" < "$a") <(eval "$filter" < "$b") > "$a.diff" && [ "$ra" == "$rb" ]; then
+    log "ok   $name (status $ra, $(wc -l < "$b") lines)"
+  else
+    log "FAIL $name: status $ra forwarded, $rb native; diff (forwarded < > native):"
+    head -40 "$a.diff" >&2
+    failures=$((failures + 1))
+  fi
+  rm -f "$a" "$b" "$a.diff"
+}
+
+# guestd_expect NAME 'COMMAND' : a command in the VM that must succeed.
+guestd_expect() {
+  if out=$(vm --timeout 60 "$2" 2>&1); then log "ok   $1"; else log "FAIL $1: $out"; failures=$((failures + 1)); fi
+}
+
+guestd_stop() {
+  [ -n "$VMDIR" ] || return 0
+  [ -f "$VMDIR/share/guestd.log" ] && { log "daemon log:"; tail -40 "$VMDIR/share/guestd.log" >&2; }
+  $DVM --dir "$VMDIR" stop >/dev/null 2>&1
+}
+
+[ "${GUESTD_SMOKE_LIB:-0}" = 1 ] && return 0
+
+keep=0
+[ "${1:-}" = --keep ] && keep=1
+[ -x "$GUESTD" ] || { log "no daemon at $GUESTD (swift build --product paradice-guestd)"; exit 2; }
+[ -f "$MODULE" ] || { log "no module at $MODULE (Kernel/paradice/build.sh)"; exit 2; }
+[ $keep = 1 ] || trap guestd_stop EXIT
+guestd_boot || exit 1
+# v4l-utils classifies a node by its uevent's DEVNAME ("video" and a digit), so the forwarded capture node
+# gets a free /dev/videoN; the others go under /dev/pdk/.
+V=/dev/video9
+guestd_start $V=/dev/video0 /dev/pdk/input/event0=/dev/input/event0 /dev/pdk/dri/card0=/dev/dri/card0 || exit 1
+vm --timeout 10 "ls -l $V /dev/pdk/*" >&2
+
+# --all: the media controller's part comes from the node's sysfs device links (the module's: the
+# forwarded node has no media device beside it), and volatile controls change between two reads.
+guestd_compare "v4l2-ctl --all" $V /dev/video0 'v4l2-ctl -d @DEV@ --all' \
+  "awk '/^Media Driver Info:/ { skip = 1; next } skip && /^[^\t]/ && !/^(Interface|Entity) Info:/ { skip = 0 } !skip' | sed '/volatile/s/value=[-0-9]*//'"
+# Frames through mmap'ed buffers (select() for each: PDK_OP_WATCH), the vivid pattern without its
+# on-screen text (time stamps), byte for byte.
+vm --timeout 30 'v4l2-ctl -d /dev/video0 -c osd_text_mode=2' || failures=$((failures + 1))
+guestd_compare "v4l2-ctl --stream-mmap" $V /dev/video0 \
+  'v4l2-ctl -d @DEV@ --stream-mmap --stream-count=3 --stream-to=/tmp/frames && md5sum < /tmp/frames && wc -c < /tmp/frames' \
+  "tr -d '<'"
+guestd_compare "v4l2-ctl --stream-mmap --stream-poll" $V /dev/video0 \
+  'v4l2-ctl -d @DEV@ --stream-mmap --stream-poll --stream-count=3 --stream-to=/tmp/frames && md5sum < /tmp/frames' \
+  "tr -d '<'"
+guestd_compare "v4l2-ctl read()" $V /dev/video0 \
+  'v4l2-ctl -d @DEV@ --stream-count=2 --stream-to=/tmp/frames && md5sum < /tmp/frames' "tr -d '<'"
+guestd_compare "evtest (description)" /dev/pdk/input/event0 /dev/input/event0 'timeout 3 evtest @DEV@' "grep -v '^Testing'"
+guestd_compare "evtest --query" /dev/pdk/input/event0 /dev/input/event0 'evtest --query @DEV@ EV_KEY KEY_A; echo $?'
+guestd_compare "modetest -c" /dev/pdk/dri/card0 /dev/dri/card0 'modetest -D @DEV@ -c'
+guestd_compare "modetest -e -p" /dev/pdk/dri/card0 /dev/dri/card0 'modetest -D @DEV@ -e -p'
+
+# A signal with a handler ends a blocked read as it ends a local driver's wait (EINTR to the handler's
+# program): the daemon interrupts the backend's call (PD_INTERRUPT), when the backend can.
+INTERRUPTED='python3 -c "
+import os, signal
+def alarm(*_): raise InterruptedError
+signal.signal(signal.SIGALRM, alarm)
+fd = os.open(\"@DEV@\", os.O_RDONLY)
+signal.alarm(2)
+try: os.read(fd, 24); print(\"read\")
+except InterruptedError: print(\"EINTR\")
+"'
+if grep -q "cannot end a call early" "$VMDIR/share/guestd.log"; then
+  log "skip a signal ends a blocked read: the backend has no PD_INTERRUPT (DVM_BACKEND of this branch)"
+else
+  guestd_compare "a signal ends a blocked read" /dev/pdk/input/event0 /dev/input/event0 "timeout 20 $INTERRUPTED"
+fi
+
+# Every file the clients opened was released (RELEASE closed the backend's file). (No awk in the VM's
+# chroot: /etc/alternatives is the host's.)
+guestd_expect "every node has no open file left" \
+  'st=$(cat /run/paradice/guest-*.status); ! echo "$st" | grep "^node" | grep -qv " 0\$" || { echo "$st"; exit 1; }'
+# SIGTERM: the nodes go, the daemon says so and exits 0.
+guestd_expect "SIGTERM removes the nodes" \
+  'p=$(sed -n "s/^pid //p" /run/paradice/guest-*.status); kill -TERM $p; for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/video9 ] || break; sleep 1; done; ! [ -e /dev/video9 ] && ! [ -e /dev/pdk/dri/card0 ] && grep -q "signal 15: leaving" /share/guestd.log'
+# The backend's end: a call in flight and new calls fail with EIO, the daemon exits 1 and the nodes go.
+guestd_start $V=/dev/video0 || exit 1
+vm --timeout 10 'setsid v4l2-ctl -d /dev/video9 --stream-mmap --stream-count=100000 > /tmp/stream.out 2>&1 < /dev/null & echo $! > /tmp/stream.pid'
+sleep 3
+vm --init --timeout 10 'kill $(pidof paradice-backend)'
+guestd_expect "a lost backend: the call in flight fails, the daemon exits, the nodes go" \
+  'for i in $(seq 1 30); do [ -e /dev/video9 ] || ! kill -0 $(cat /tmp/stream.pid) 2>/dev/null || { sleep 1; continue; }; break; done
+   for i in $(seq 1 30); do [ -e /dev/video9 ] || break; sleep 1; done
+   ! kill -0 $(cat /tmp/stream.pid) 2>/dev/null && ! [ -e /dev/video9 ] && grep -q "is gone" /share/guestd.log || { cat /tmp/stream.out; exit 1; }
+   tail -3 /tmp/stream.out'

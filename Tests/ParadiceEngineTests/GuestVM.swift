@@ -99,7 +99,7 @@ final class GuestFrontend {
     var log: String { vm.text(tag + ".log") }
 
     deinit {
-        _ = try? vm.run("kill $(cat /share/\(tag).pid) 2>/dev/null; sleep 1", timeout: 30)
+        _ = try? vm.run("kill $(cat /share/\(tag).pid) 2>/dev/null; sleep 1; rm -f /share/\(tag).pid /share/\(tag).log", timeout: 30)
     }
 }
 

@@ -97,12 +97,11 @@ if [ "$ROLE" = guest ]; then
     fi
     cp "$GUEST_BIN/$p" "$SHARE/bin/$p"
   done
-  # One frontend, as /init and tests start it: `paradice guest` where the CLI has that command, else its
-  # daemon itself (the module is loaded by /init either way).
+  # One frontend, as /init and tests start it: paradice guest, which loads the module when /dev/paradice is
+  # not there yet and runs the daemon in its place (its log on stderr, its pid the one started).
   cat > "$SHARE/bin/paradice-frontend" <<'SH'
 #!/bin/sh
-if /share/bin/paradice --help 2>/dev/null | grep -q '^ *guest '; then exec /share/bin/paradice guest "$@"; fi
-exec /share/bin/paradice-guestd "$@"
+exec /share/bin/paradice guest --foreground --module /share/paradice.ko "$@"
 SH
   chmod 755 "$SHARE/bin/paradice-frontend"
   rc=0; ko=$("$HERE/paradice-module.sh" "$KV") || rc=$?

@@ -2,10 +2,10 @@
 # The preload frontend's tests (real programs under `paradice run`) with the frontend built by clang under
 # AddressSanitizer and UndefinedBehaviorSanitizer. Any sanitizer report fails the run, whether or not the
 # program's exit status shows it: reports go to files, which must stay empty.
-#   scripts/sanitize-preload.sh [test filter]     (default: the preload, conformance and remote-memory suites)
+#   scripts/sanitize-preload.sh [test filter]     (default: the preload, conformance, remote-memory and interrupt suites)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-filter="${1:-PreloadTests|ConformanceTests|RemoteMemoryTests}"
+filter="${1:-PreloadTests|ConformanceTests|RemoteMemoryTests|InterruptTests}"
 out=.build/sanitize
 reports="$out/reports"
 rm -rf "$reports"
@@ -27,7 +27,7 @@ clang -shared -fPIC -O1 -o "$out/libaligned_alloc.so" "$out/aligned_alloc.c"
 
 swift build --build-tests 2>&1 | tail -1
 export PARADICE_PRELOAD_LIBRARY="$PWD/$out/libaligned_alloc.so:$runtime:$PWD/$out/libParadicePreload.so"
-# Programs built on the frontend core itself (RemoteMemoryTests) are compiled with the same sanitizers.
+# Programs built on the frontend core itself (RemoteMemoryTests, InterruptTests) are compiled with the same sanitizers.
 export PARADICE_SANITIZE_CORE=1
 # Leaks are not checked: the programs run (python, ip, stty) are not ours, nor their exits.
 export ASAN_OPTIONS="detect_leaks=0:verify_asan_link_order=0:log_path=$PWD/$reports/asan:abort_on_error=0:exitcode=86"

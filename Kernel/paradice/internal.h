@@ -45,6 +45,7 @@ struct pdk_control {
 };
 
 struct pdk_class;
+struct pdk_parent_dev;
 
 struct pdk_knode {
 	struct kref kref;
@@ -53,6 +54,7 @@ struct pdk_knode {
 	struct list_head global_entry;
 	u64 cookie;
 	dev_t devt;
+	bool pooled;                 /* devt is a minor of the module's pool, not a region of its own */
 	bool removed;                /* READ_ONCE: its files fail with EIO */
 	umode_t mode;
 	kuid_t uid;
@@ -60,6 +62,7 @@ struct pdk_knode {
 	struct cdev *cdev;
 	struct device *dev;
 	struct pdk_class *cls;
+	struct pdk_parent_dev *parent;   /* PDK_SET_PARENT's, or NULL */
 	char path[PDK_MAX_PATH];
 };
 
@@ -139,6 +142,7 @@ static inline void pdk_control_get(struct pdk_control *c) { kref_get(&c->kref); 
 /* node.c */
 long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg);
 long pdk_remove_node(struct pdk_control *c, u64 __user *arg);
+long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg);
 void pdk_remove_all_nodes(struct pdk_control *c);
 struct pdk_knode *pdk_node_lookup(dev_t devt);
 void pdk_node_put(struct pdk_knode *n);

@@ -77,6 +77,8 @@ static long pdk_control_ioctl(struct file *file, unsigned int cmd, unsigned long
 		return pdk_access(c, argp);
 	case PDK_NOTIFY:
 		return pdk_notify(c, argp);
+	case PDK_SET_PARENT:
+		return pdk_set_parent(c, argp);
 	default:
 		return -ENOTTY;
 	}

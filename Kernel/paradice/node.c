@@ -10,6 +10,7 @@
 #include <linux/string.h>
 #include <linux/uidgid.h>
 #include <linux/cred.h>
+#include <linux/idr.h>
 #include "internal.h"
 
 struct class *pdk_default_class;
@@ -22,7 +23,23 @@ struct pdk_class {
 	char name[PDK_MAX_NAME];
 };
 
+/* A parent device that nodes share (PDK_SET_PARENT), in class paradice, so that its nodes sit directly
+ * in its directory (a class device under a class device gets no glue directory). */
+struct pdk_parent_dev {
+	struct list_head entry;
+	struct device *dev;
+	unsigned int users;
+	char name[PDK_MAX_NAME];
+};
+
+/* Nodes whose number is taken here (PDK_NODE_ANY_NUMBER) share one dynamic major, so that many of them do
+ * not use up the kernel's few dynamic majors; past its minors each takes a major of its own. */
+#define PDK_POOL_MINORS 1024
+static dev_t pdk_pool_base;
+static DEFINE_IDA(pdk_pool_ida);
+
 static LIST_HEAD(pdk_all_nodes);     /* pdk_node.global_entry, under pdk_global_mutex */
+static LIST_HEAD(pdk_parents);       /* pdk_parent_dev.entry, under pdk_global_mutex */
 static LIST_HEAD(pdk_classes);
 static struct pdk_class pdk_default = { .name = "paradice" };
 
@@ -102,6 +119,19 @@ static bool pdk_kernel_has_class(const char *name)
 	}
 	kernfs_put(link);
 	return has;
+}
+
+/* Whether a node of `subsystem` goes in class paradice (pdk_global_mutex held). */
+static bool pdk_kernel_has_class_or_default(const char *subsystem)
+{
+	struct pdk_class *pc;
+
+	if (!strcmp(subsystem, pdk_default.name))
+		return true;
+	list_for_each_entry(pc, &pdk_classes, entry)
+		if (!strcmp(pc->name, subsystem))
+			return false;
+	return pdk_kernel_has_class(subsystem);
 }
 
 /* The class a node of `subsystem` belongs to (pdk_global_mutex held). */
@@ -196,7 +226,23 @@ static int pdk_take_number(struct pdk_knode *n, const struct pdk_node *want, con
 	}
 	if (!any)
 		return err;
+	err = ida_alloc_max(&pdk_pool_ida, PDK_POOL_MINORS - 1, GFP_KERNEL);
+	if (err >= 0) {
+		n->devt = MKDEV(MAJOR(pdk_pool_base), MINOR(pdk_pool_base) + err);
+		n->pooled = true;
+		return 0;
+	}
+	if (err != -ENOSPC)
+		return err;
 	return alloc_chrdev_region(&n->devt, 0, 1, name);
+}
+
+static void pdk_release_number(struct pdk_knode *n)
+{
+	if (n->pooled)
+		ida_free(&pdk_pool_ida, MINOR(n->devt) - MINOR(pdk_pool_base));
+	else
+		unregister_chrdev_region(n->devt, 1);
 }
 
 long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg)
@@ -246,6 +292,14 @@ long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg)
 	list_for_each_entry(other, &pdk_all_nodes, global_entry)
 		if (!strcmp(other->path, n->path))
 			goto unlock_free;
+
+	if (!want.subsystem[0] || pdk_kernel_has_class_or_default(want.subsystem)) {
+		struct pdk_parent_dev *p;
+
+		list_for_each_entry(p, &pdk_parents, entry)
+			if (!strcmp(p->name, devname))
+				goto unlock_free;
+	}
 
 	err = pdk_take_number(n, &want, devname);
 	if (err)
@@ -303,11 +357,20 @@ unlock_cdev:
 unlock_class:
 	pdk_class_put(n->cls);
 unlock_region:
-	unregister_chrdev_region(n->devt, 1);
+	pdk_release_number(n);
 unlock_free:
 	mutex_unlock(&pdk_global_mutex);
 	kfree(n);
 	return err;
+}
+
+static void pdk_parent_put(struct pdk_parent_dev *p)
+{
+	if (--p->users)
+		return;
+	list_del(&p->entry);
+	device_unregister(p->dev);
+	kfree(p);
 }
 
 /* pdk_global_mutex held. The node's files fail with EIO from now on (poll: POLLERR | POLLHUP). */
@@ -320,8 +383,10 @@ static void pdk_node_remove_locked(struct pdk_knode *n)
 	list_del(&n->global_entry);
 	c->node_count--;
 	device_unregister(n->dev);
+	if (n->parent)
+		pdk_parent_put(n->parent);
 	cdev_del(n->cdev);
-	unregister_chrdev_region(n->devt, 1);
+	pdk_release_number(n);
 	pdk_class_put(n->cls);
 	spin_lock(&c->lock);
 	pdk_files_hangup_locked(c, n);
@@ -349,6 +414,112 @@ long pdk_remove_node(struct pdk_control *c, u64 __user *arg)
 	return err;
 }
 
+/* The parent device of that name, made on first use (pdk_global_mutex held). */
+static struct pdk_parent_dev *pdk_parent_get(const char *name)
+{
+	struct pdk_parent_dev *p;
+	struct pdk_knode *n;
+	struct device *dev;
+	int err;
+
+	list_for_each_entry(p, &pdk_parents, entry) {
+		if (!strcmp(p->name, name)) {
+			p->users++;
+			return p;
+		}
+	}
+	list_for_each_entry(n, &pdk_all_nodes, global_entry)
+		if (n->dev->class == pdk_default_class && !strcmp(dev_name(n->dev), name))
+			return ERR_PTR(-EEXIST);
+	p = kzalloc(sizeof(*p), GFP_KERNEL);
+	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	if (!p || !dev) {
+		kfree(p);
+		kfree(dev);
+		return ERR_PTR(-ENOMEM);
+	}
+	strscpy(p->name, name, sizeof(p->name));
+	device_initialize(dev);
+	dev->class = pdk_default_class;
+	dev->release = pdk_device_release;
+	err = dev_set_name(dev, "%s", p->name);
+	if (!err)
+		err = device_add(dev);
+	if (err) {
+		put_device(dev);
+		kfree(p);
+		return ERR_PTR(err);
+	}
+	p->dev = dev;
+	p->users = 1;
+	list_add(&p->entry, &pdk_parents);
+	return p;
+}
+
+/* Names a parent device's own directory has: a node named so cannot sit in it. */
+static bool pdk_parent_entry_name(const char *name)
+{
+	static const char *const names[] = { "uevent", "power", "subsystem", "device", "driver", "dev",
+					     "of_node", "firmware_node", "waiting_for_supplier" };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(names); i++)
+		if (!strcmp(name, names[i]))
+			return true;
+	return false;
+}
+
+long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg)
+{
+	struct pdk_parent_dev *p = NULL, *old;
+	struct pdk_parent want;
+	struct pdk_knode *n, *found = NULL;
+	long err;
+
+	if (copy_from_user(&want, arg, sizeof(want)))
+		return -EFAULT;
+	if (strnlen(want.parent, sizeof(want.parent)) == sizeof(want.parent))
+		return -EINVAL;
+	if (want.parent[0] && !pdk_component_ok(want.parent, strlen(want.parent)))
+		return -EINVAL;
+	mutex_lock(&pdk_global_mutex);
+	list_for_each_entry(n, &c->nodes, control_entry) {
+		if (n->cookie == want.cookie) {
+			found = n;
+			break;
+		}
+	}
+	err = -ENOENT;
+	if (!found)
+		goto unlock;
+	n = found;
+	old = n->parent;
+	err = 0;
+	if (old ? !strcmp(old->name, want.parent) : !want.parent[0])
+		goto unlock;
+	if (want.parent[0]) {
+		err = -EINVAL;
+		if (pdk_parent_entry_name(dev_name(n->dev)))
+			goto unlock;
+		p = pdk_parent_get(want.parent);
+		err = PTR_ERR_OR_ZERO(p);
+		if (err)
+			goto unlock;
+	}
+	err = device_move(n->dev, p ? p->dev : NULL, DPM_ORDER_NONE);
+	if (err) {
+		if (p)
+			pdk_parent_put(p);
+		goto unlock;
+	}
+	n->parent = p;
+	if (old)
+		pdk_parent_put(old);
+unlock:
+	mutex_unlock(&pdk_global_mutex);
+	return err;
+}
+
 void pdk_remove_all_nodes(struct pdk_control *c)
 {
 	struct pdk_knode *n, *tmp;
@@ -361,13 +532,21 @@ void pdk_remove_all_nodes(struct pdk_control *c)
 
 int pdk_nodes_init(void)
 {
+	int err = alloc_chrdev_region(&pdk_pool_base, 0, PDK_POOL_MINORS, pdk_default.name);
+
+	if (err)
+		return err;
 	pdk_default_class = class_create(THIS_MODULE, pdk_default.name);
-	if (IS_ERR(pdk_default_class))
+	if (IS_ERR(pdk_default_class)) {
+		unregister_chrdev_region(pdk_pool_base, PDK_POOL_MINORS);
 		return PTR_ERR(pdk_default_class);
+	}
 	return 0;
 }
 
 void pdk_nodes_exit(void)
 {
 	class_destroy(pdk_default_class);
+	unregister_chrdev_region(pdk_pool_base, PDK_POOL_MINORS);
+	ida_destroy(&pdk_pool_ida);
 }

@@ -98,6 +98,7 @@ extension Session {
             work.drop()
             fail(request, .interrupted)
         }
+        // One pool thread per running call at most, so no more than the session's `workerThreads`.
         for token in running {
             backend.workers.run { [self] in
                 keepInterrupting(token)

@@ -72,12 +72,14 @@ uint8_t *gd_view_local(void *unused, uint64_t address, size_t length);   /* pd_m
 int gd_area_count(void);
 
 /* interrupts.c: the calls in flight a PDK_OP_INTERRUPT may end early. */
-void gd_interruptible_begin(uint64_t request, struct pd_interruption *i);
+void gd_interruptible_begin(uint64_t request, uint32_t handle, struct pd_interruption *i);
 void gd_interruptible_end(uint64_t request, struct pd_interruption *i);
 void gd_interrupt(uint64_t request);
+void gd_interrupt_file(uint32_t handle);
 
 /* serve.c */
 int gd_serve_start(void);     /* the first threads of the pool */
+void gd_pool_size(int *total, int *busy);
 
 /* status.c */
 void gd_status_init(const char *path);   /* NULL: /run/paradice/guest-<pid>.status */

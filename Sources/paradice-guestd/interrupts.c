@@ -10,17 +10,17 @@
 
 #define CALLS 512
 #define EARLY 64
-static struct { uint64_t request; struct pd_interruption *interruption; } calls[CALLS];
+static struct { uint64_t request; uint32_t handle; struct pd_interruption *interruption; } calls[CALLS];
 static uint64_t early[EARLY];
 static unsigned early_next;
 static pthread_mutex_t interrupts_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void gd_interruptible_begin(uint64_t request, struct pd_interruption *i) {
+void gd_interruptible_begin(uint64_t request, uint32_t handle, struct pd_interruption *i) {
     pd_interruption_init(i);
     pthread_mutex_lock(&interrupts_lock);
     int placed = 0;
     for (int k = 0; k < CALLS && !placed; k++)
-        if (!calls[k].request) { calls[k].request = request; calls[k].interruption = i; placed = 1; }
+        if (!calls[k].request) { calls[k].request = request; calls[k].handle = handle; calls[k].interruption = i; placed = 1; }
     int interrupted = 0;
     for (int k = 0; k < EARLY; k++)
         if (early[k] == request) { early[k] = 0; interrupted = 1; }
@@ -48,5 +48,15 @@ void gd_interrupt(uint64_t request) {
         found = 1;
     }
     if (!found) early[early_next++ % EARLY] = request;
+    pthread_mutex_unlock(&interrupts_lock);
+}
+
+/* The guest's last reference to a file went: no caller waits on its calls any more (the module ended
+ * their waits), so those still in the backend end now rather than hold the file (and its release) until
+ * the device answers. */
+void gd_interrupt_file(uint32_t handle) {
+    pthread_mutex_lock(&interrupts_lock);
+    for (int k = 0; k < CALLS; k++)
+        if (calls[k].request && calls[k].handle == handle) pd_interrupt(gd.connection, calls[k].interruption);
     pthread_mutex_unlock(&interrupts_lock);
 }

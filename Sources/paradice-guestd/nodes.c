@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define MAX_NODES 512
+#define MAX_LISTED 4096   /* devices, listed or expanded, the daemon looks at: a backend cannot make it hoard */
 static struct gd_node nodes[MAX_NODES];
 static int node_count;
 static int backend_has_sys;
@@ -98,6 +99,25 @@ static void backend_subsystem(uint32_t major, uint32_t minor, char *out, size_t 
     snprintf(out, size, "%s", basename_of(target));
 }
 
+/* The backend's parent device of char device M:m, or "": the last component of /sys/dev/char/M:m/device
+ * (a class device's, as "vivid.0"), else the folder that holds the device itself (a bus device's, as a
+ * media controller's). Nodes of one parent sit side by side under it, where v4l-utils finds a video
+ * node's media device. */
+static void backend_parent(uint32_t major, uint32_t minor, char *out, size_t size) {
+    out[0] = 0;
+    if (!backend_has_sys) return;
+    char path[64], target[512];
+    snprintf(path, sizeof path, "/sys/dev/char/%u:%u/device", major, minor);
+    if (backend_readlink(path, target, sizeof target) == 0) { snprintf(out, size, "%s", basename_of(target)); return; }
+    snprintf(path, sizeof path, "/sys/dev/char/%u:%u", major, minor);
+    if (backend_readlink(path, target, sizeof target) != 0) return;
+    char *last = strrchr(target, '/');
+    if (!last) return;
+    *last = 0;
+    if (strstr(target, "/devices/") || strncmp(target, "../../devices/", 14) == 0) snprintf(out, size, "%s", basename_of(target));
+    if (strcmp(out, "devices") == 0 || strcmp(out, "virtual") == 0 || strcmp(out, "..") == 0) out[0] = 0;
+}
+
 /* ---- patterns ---- */
 
 /* The backend's char devices by kernel name (its /sys/dev/char links' last component), read once. */
@@ -110,7 +130,7 @@ static void add_sys_device(const char *name, uint8_t type, void *unused) {
     (void)unused;
     unsigned major, minor;
     char path[64], target[512];
-    if (sscanf(name, "%u:%u", &major, &minor) != 2) return;
+    if (sscanf(name, "%u:%u", &major, &minor) != 2 || sys_device_count >= MAX_LISTED) return;
     snprintf(path, sizeof path, "/sys/dev/char/%s", name);
     if (backend_readlink(path, target, sizeof target) != 0) return;
     struct sys_device *grown = realloc(sys_devices, sizeof *grown * (size_t)(sys_device_count + 1));
@@ -155,6 +175,7 @@ static int wanted_count;
 
 static void want(const char *path, const char *class_name, uint32_t mode, uint64_t rdev) {
     for (int i = 0; i < wanted_count; i++) if (strcmp(wanted[i].backend, path) == 0) return;   /* listed twice */
+    if (wanted_count >= MAX_LISTED) return;
     struct wanted *grown = realloc(wanted, sizeof *grown * (size_t)(wanted_count + 1));
     if (!grown) return;
     wanted = grown;
@@ -247,6 +268,10 @@ static void add_node(const struct wanted *w, const struct gd_mapping *maps, int 
     n->major = k.major;
     n->minor = k.minor;
     node_count++;
+    struct pdk_parent parent = { .cookie = n->cookie };
+    backend_parent(n->wanted_major, n->wanted_minor, parent.parent, sizeof parent.parent);
+    if (parent.parent[0] && ioctl(gd.control, PDK_SET_PARENT, &parent) != 0 && errno != ENOTTY)
+        gd_log("%s: parent device %s: %m", guest, parent.parent);
     if (k.major != n->wanted_major || k.minor != n->wanted_minor)
         gd_log("node %s = %s (%s) at %u:%u: %u:%u is taken here", guest, w->backend,
                n->subsystem[0] ? n->subsystem : "no class", k.major, k.minor, n->wanted_major, n->wanted_minor);
@@ -258,6 +283,10 @@ static void add_node(const struct wanted *w, const struct gd_mapping *maps, int 
 int gd_register_nodes(const struct pd_frame *hello, const struct gd_mapping *maps, int map_count) {
     struct pd_hello_reply hr;
     memcpy(&hr, hello->body, sizeof hr);   /* checked by pd_conn_start */
+    if (hr.device_count > MAX_LISTED) {
+        gd_log("the backend lists %u devices: only the first %d are looked at", hr.device_count, MAX_LISTED);
+        hr.device_count = MAX_LISTED;
+    }
     const uint8_t *p = hello->body + sizeof hr;
     struct entry { char path[256], class_name[64]; uint32_t mode; uint64_t rdev; } *list = calloc(hr.device_count + 1, sizeof *list);
     if (!list) return -1;

@@ -73,6 +73,7 @@ static void serve_release(struct gd_call *call) {
     struct gd_node *node = gd_node(f->cookie);
     if (node) atomic_fetch_sub(&node->open_files, 1);
     gd_file_put(f);
+    gd_interrupt_file((uint32_t)r->handle);
     int broken;
     (void)pd_file_simple(gd.connection, (uint32_t)r->handle, PD_CLOSE, NULL, 0, NULL, 0, &broken);
     reply(r, 0, 0);
@@ -93,7 +94,7 @@ static void serve_transfer(struct gd_call *call, struct gd_file *f, int writing)
     struct pd_memory memory = gd_caller_memory(call);
     struct pd_descriptors descriptors = gd_caller_descriptors(call);
     struct pd_interruption interruption;
-    gd_interruptible_begin(r->id, &interruption);
+    gd_interruptible_begin(r->id, f->handle, &interruption);
     struct pd_target t = { gd.connection, f->handle, &f->lent, &memory, &descriptors, &interruption };
     int positional = r->arg[3] == 1;
     int broken;
@@ -113,7 +114,7 @@ static void serve_ioctl(struct gd_call *call, struct gd_file *f) {
     struct pd_memory memory = gd_caller_memory(call);
     struct pd_descriptors descriptors = gd_caller_descriptors(call);
     struct pd_interruption interruption;
-    gd_interruptible_begin(r->id, &interruption);
+    gd_interruptible_begin(r->id, f->handle, &interruption);
     struct pd_target t = { gd.connection, f->handle, &f->lent, &memory, &descriptors, &interruption };
     int broken;
     int64_t result = pd_file_ioctl(&t, (uint32_t)r->arg[0], r->arg[1], &broken);
@@ -127,7 +128,7 @@ static void serve_simple(struct gd_call *call, struct gd_file *f) {
     int broken;
     int64_t result;
     struct pd_interruption interruption;
-    gd_interruptible_begin(r->id, &interruption);
+    gd_interruptible_begin(r->id, f->handle, &interruption);
     struct pd_target t = { gd.connection, f->handle, &f->lent, NULL, NULL, &interruption };
     if (r->op == PDK_OP_LLSEEK) {
         struct pd_llseek l = { (int64_t)r->arg[0], (int32_t)r->arg[1], 0 };
@@ -243,6 +244,7 @@ static void *worker(void *unused) {
         pthread_mutex_lock(&pool_lock);
         int grow = --idle == 0;
         pthread_mutex_unlock(&pool_lock);
+        gd.dirty = 1;
         if (grow) (void)spawn();   /* a thread is always reading while one can be */
         serve(&call);
         pthread_mutex_lock(&pool_lock);
@@ -279,6 +281,13 @@ static int spawn(void) {
         return -1;
     }
     return 0;
+}
+
+void gd_pool_size(int *total, int *busy) {
+    pthread_mutex_lock(&pool_lock);
+    *total = threads;
+    *busy = threads - idle;
+    pthread_mutex_unlock(&pool_lock);
 }
 
 int gd_serve_start(void) {

@@ -844,6 +844,127 @@ static void test_daemon_killed_in_access(void)
 	close(down[1]);
 }
 
+static void c_fuzz_caller(struct outcome *o, void *arg)
+{
+	char buf[64];
+	int i;
+
+	(void)arg;
+	for (i = 0; i < 100000; i++) {
+		int fd = open("/dev/pdktest/fuzz", O_RDWR);
+
+		if (fd < 0) {
+			if (errno == ENOENT || errno == ENXIO)
+				break;   /* the fuzzing control file went */
+			continue;
+		}
+		(void)!read(fd, buf, sizeof(buf));
+		(void)!write(fd, buf, sizeof(buf));
+		ioctl(fd, _IOWR('T', 0x71, char[64]), buf);
+		close(fd);
+		o->ret++;
+	}
+}
+
+static uint64_t fuzz_rand(unsigned *seed)
+{
+	return ((uint64_t)rand_r(seed) << 33) ^ ((uint64_t)rand_r(seed) << 11) ^ (uint64_t)rand_r(seed);
+}
+
+/* A hostile daemon: random replies, accesses, notifications and node requests on a control file of its
+ * own while a caller keeps calling; nothing may crash, and the kernel log must stay clean. */
+static void test_fuzz(void)
+{
+	static unsigned char big[PDK_MAX_ACCESS + 4096];
+	struct pdk_node n = node_of(1, "pdktest/fuzz", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_request last = { 0 }, rq;
+	unsigned seed = 4242;
+	struct outcome o;
+	struct child c;
+	int fz, i, ops = 0;
+
+	fz = open("/dev/paradice", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	if (fz < 0 || add_node(fz, &n)) {
+		check(0, "fuzz: a control file and its node");
+		return;
+	}
+	c = spawn(c_fuzz_caller, NULL);
+	for (i = 0; i < 4000; i++) {
+		uint64_t r = fuzz_rand(&seed);
+		uint64_t id = r % 4 ? last.id : last.id + (r % 5) - 2;   /* mostly the live request */
+
+		if (read(fz, &rq, sizeof(rq)) == sizeof(rq))
+			last = rq;
+		switch ((r >> 8) % 8) {
+		case 0:
+		case 1: {   /* replies, sometimes sane */
+			int64_t res = (r >> 16) % 4 == 0 ? (int64_t)fuzz_rand(&seed) :
+				      (r >> 16) % 4 == 1 ? (int64_t)((r >> 20) % 80) - 40 : 0;
+
+			reply(fz, id, res, fuzz_rand(&seed));
+			break;
+		}
+		case 2:
+		case 3: {   /* accesses near the caller's buffer, or anywhere it has nothing mapped */
+			uint64_t addr = (r >> 16) & 1 ? last.arg[0] + ((r >> 20) % 128) - 64 : fuzz_rand(&seed);
+			uint64_t len = (r >> 30) & 1 ? (r >> 31) % 128 : fuzz_rand(&seed) % (PDK_MAX_ACCESS + 4096);
+			uint32_t kind = (r >> 40) % 6;
+			uint64_t value = fuzz_rand(&seed) % 3;
+
+			if (kind == PDK_COPY_TO_CALLER && addr != last.arg[0])
+				addr = 8;   /* never scribble on the caller beyond its buffer: it must keep calling */
+			if (kind == PDK_COPY_TO_CALLER && len > 64)
+				len = 64;
+			if (kind == PDK_NEW_FILE)
+				addr = value & 1;
+			access_(fz, id, kind, addr, len, (r >> 50) & 1 ? big : (void *)(uintptr_t)fuzz_rand(&seed), &value);
+			if (kind == PDK_NEW_FILE)
+				break;
+			break;
+		}
+		case 4:
+			notify(fz, last.file + (r >> 16) % 3 - 1, (uint32_t)fuzz_rand(&seed) & 0x3fff);
+			break;
+		case 5: {   /* node requests from random bytes */
+			struct pdk_node junk;
+			unsigned j;
+
+			for (j = 0; j < sizeof(junk); j++)
+				((unsigned char *)&junk)[j] = (unsigned char)fuzz_rand(&seed);
+			junk.path[(r >> 16) % sizeof(junk.path)] = 0;
+			junk.subsystem[(r >> 24) % sizeof(junk.subsystem)] = 0;
+			if (add_node(fz, &junk) == 0) {
+				uint64_t ck = junk.cookie;
+
+				ioctl(fz, PDK_REMOVE_NODE, &ck);
+			}
+			break;
+		}
+		case 6: {
+			struct pdk_parent pp = { .cookie = (r >> 16) % 3 };
+
+			snprintf(pp.parent, sizeof(pp.parent), "%s", (r >> 20) & 1 ? "fuzzdev" : "");
+			ioctl(fz, PDK_SET_PARENT, &pp);
+			break;
+		}
+		default:   /* the daemon maps what it should not */
+		{
+			void *m = mmap(NULL, 4096 * (1 + (r >> 16) % 4), PROT_READ, MAP_SHARED, fz,
+				       last.area + 4096 * ((r >> 20) % 3));
+
+			if (m != MAP_FAILED)
+				munmap(m, 4096);
+		}
+		}
+		ops++;
+	}
+	close(fz);   /* the caller's calls fail with EIO from now on, and the node goes */
+	/* collect fails unless the caller's calls all ended once the control file went */
+	if (collect(c, &o))
+		check(1, "fuzz: after %d hostile operations the caller's calls end (%ld rounds made meanwhile)", ops,
+		      o.ret);
+}
+
 static void c_open_only(struct outcome *o, void *arg)
 {
 	(void)arg;
@@ -1166,6 +1287,8 @@ static void test_nodes(void)
 	r = add_node(ctl, &m);
 	check(r == 0 && !(m.major == 1 && m.minor == 3), "a taken number with ANY_NUMBER gives another (%u:%u)",
 	      m.major, m.minor);
+	check(m.major == n.major && m.minor != n.minor, "nodes given a number share the module's major (%u:%u, %u:%u)",
+	      n.major, n.minor, m.major, m.minor);
 	snprintf(sys, sizeof(sys), "/sys/dev/char/%u:%u/subsystem", m.major, m.minor);
 	l = readlink(sys, link, sizeof(link) - 1);
 	link[l > 0 ? l : 0] = 0;
@@ -1186,6 +1309,65 @@ static void test_nodes(void)
 		      "REMOVE_NODE: the node and the class made for it go");
 		check(ioctl(ctl, PDK_REMOVE_NODE, &cookie) < 0 && errno == ENOENT, "REMOVE_NODE twice is ENOENT");
 	}
+}
+
+static int set_parent(int fd, uint64_t cookie, const char *name)
+{
+	struct pdk_parent p = { .cookie = cookie };
+
+	snprintf(p.parent, sizeof(p.parent), "%s", name);
+	return ioctl(fd, PDK_SET_PARENT, &p) < 0 ? -errno : 0;
+}
+
+static int dir_has(const char *dir, const char *name)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	return path_exists(p);
+}
+
+/* PDK_SET_PARENT: nodes side by side under a shared parent device, as a driver's device has them. */
+static void test_parent(void)
+{
+	struct pdk_node a = node_of(30, "pdktest/vidp", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_node b = node_of(31, "pdktest/medp", "pdktestclass2", PDK_NODE_ANY_NUMBER);
+	struct pdk_node coll = node_of(32, "pdkcoll", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_node res = node_of(33, "uevent", "", PDK_NODE_ANY_NUMBER);
+	struct pdk_node same = node_of(34, "pdkdev.0", "", PDK_NODE_ANY_NUMBER);
+	char dev[128], link[256], uev[128], buf[512];
+	uint64_t cookie;
+	ssize_t l;
+
+	if (add_node(ctl, &a) || add_node(ctl, &b) || add_node(ctl, &coll) || add_node(ctl, &res)) {
+		check(0, "nodes for PDK_SET_PARENT");
+		return;
+	}
+	snprintf(dev, sizeof(dev), "/sys/dev/char/%u:%u/device", a.major, a.minor);
+	check(!path_exists(dev), "a node has no parent device at first");
+	check(set_parent(ctl, 30, "pdkdev.0") == 0 && set_parent(ctl, 31, "pdkdev.0") == 0,
+	      "SET_PARENT puts two nodes (two classes) under parent pdkdev.0");
+	l = readlink(dev, link, sizeof(link) - 1);
+	link[l > 0 ? l : 0] = 0;
+	check(l > 0 && !strcmp(strrchr(link, '/'), "/pdkdev.0"), "/sys/dev/char/M:m/device is the parent (%s)", link);
+	check(dir_has(dev, "pdktest!vidp") && dir_has(dev, "pdktest!medp"),
+	      "the parent's directory lists both nodes by their device names");
+	snprintf(uev, sizeof(uev), "/sys/dev/char/%u:%u/uevent", b.major, b.minor);
+	check(read_file(uev, buf, sizeof(buf)) == 0 && strstr(buf, "DEVNAME=pdktest/medp\n") &&
+	      path_exists("/dev/pdktest/medp"), "a moved node keeps its uevent and its /dev node");
+	check(set_parent(ctl, 30, "a/b") == -EINVAL, "SET_PARENT with a bad name is EINVAL");
+	check(set_parent(ctl, 99, "pdkdev.0") == -ENOENT, "SET_PARENT of an unknown cookie is ENOENT");
+	check(set_parent(ctl, 30, "pdkcoll") == -EEXIST, "SET_PARENT named like a node of class paradice is EEXIST");
+	check(set_parent(ctl, 33, "pdkdev.0") == -EINVAL, "a node named uevent cannot go under a parent (EINVAL)");
+	check(add_node(ctl, &same) == -EEXIST, "ADD_NODE named like a parent device is EEXIST");
+	check(set_parent(ctl, 30, "") == 0 && !path_exists(dev) && path_exists("/sys/class/paradice/pdkdev.0"),
+	      "SET_PARENT \"\" puts the node back alone; the parent stays for the other");
+	cookie = 31;
+	check(ioctl(ctl, PDK_REMOVE_NODE, &cookie) == 0 && !path_exists("/sys/class/paradice/pdkdev.0"),
+	      "the parent goes with its last node");
+	for (cookie = 30; cookie <= 33; cookie++)
+		if (cookie != 31)
+			ioctl(ctl, PDK_REMOVE_NODE, &cookie);
 }
 
 static void test_control(void)
@@ -1334,6 +1516,7 @@ int main(int argc, char **argv)
 		die("open /dev/paradice");
 	test_control();
 	test_nodes();
+	test_parent();
 	test_read();
 	test_write_ioctl();
 	test_new_file();
@@ -1349,6 +1532,7 @@ int main(int argc, char **argv)
 	test_compat();
 	test_stress();
 	test_daemon_killed_in_access();
+	test_fuzz();
 	test_remove_open();
 	test_close_control();
 	printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);

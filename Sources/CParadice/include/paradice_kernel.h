@@ -140,4 +140,17 @@ struct pdk_notify {
 #define PDK_ACCESS       _IOWR(PDK_IOCTL_BASE, 4, struct pdk_access)
 #define PDK_NOTIFY       _IOW(PDK_IOCTL_BASE, 5, struct pdk_notify)
 #define PDK_GET_VERSION  _IO(PDK_IOCTL_BASE, 6)   /* → PDK_VERSION */
+
+/* PDK_SET_PARENT: the node of `cookie` goes under the parent device named `parent` (made on first use, in
+ * class "paradice", gone with its last node), so that /sys/dev/char/M:m/device is that parent and its
+ * directory lists the nodes that share it by their device names, as a driver's device lists its video0 and
+ * media0 side by side (where v4l-utils looks for a video node's media device); "" puts the node back alone.
+ * Errors: ENOENT (no such node), EINVAL (a bad name, or a node named like one of the parent's own entries:
+ * uevent, power, subsystem, ...), EEXIST (the name is a node's of class "paradice"). A module without it
+ * answers ENOTTY. */
+struct pdk_parent {
+    __u64 cookie;
+    char parent[PDK_MAX_NAME];    /* [A-Za-z0-9._-], e.g. the backend's device name "vivid.0" */
+};
+#define PDK_SET_PARENT   _IOW(PDK_IOCTL_BASE, 7, struct pdk_parent)
 #endif

@@ -13,7 +13,7 @@ swift build -c release --static-swift-stdlib --product paradice-backend 2>&1 | t
 # The guest VM (the same kernel with the Paradice module, setup.sh builds it) runs the CLI and its daemon from
 # its share: release builds that need nothing of the host beyond /usr.
 swift build -c release --static-swift-stdlib --product paradice 2>&1 | tail -1
-if [ -d Sources/paradice-guestd ]; then swift build -c release --product paradice-guestd 2>&1 | tail -1; fi
+swift build -c release --product paradice-guestd 2>&1 | tail -1
 swift build --build-tests 2>&1 | tail -3
 swift test --skip-build 2>&1
 echo "== paradice spec verify"

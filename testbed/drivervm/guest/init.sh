@@ -167,9 +167,9 @@ fi
 # --- guest role: Paradice frontends -------------------------------------------------------------------------
 # run.sh puts paradice (a --static-swift-stdlib build) and its daemon into /share/bin, the module built for
 # this kernel into /share/paradice.ko (paradice guest loads it), and one line of `paradice guest` arguments
-# per backend into /share/guest-daemons. Each frontend's log is /share/guest-N.log. Its backend may still be booting (a driver
-# VM started alongside): until the nodes of /share/guest-expect are there, a frontend that gave up is started
-# again. "guest=ok" in the ready marker: all of them are.
+# per backend into /share/guest-daemons. Each frontend's log is /share/guest-N.log. Its backend may still be
+# booting (a driver VM started alongside): until the nodes of /share/guest-expect are there, a frontend that
+# gave up is started again. "guest=ok" in the ready marker: all of them are.
 guest=none
 if [ "$ROLE" = guest ] && [ -s /share/guest-daemons ]; then
   set -f

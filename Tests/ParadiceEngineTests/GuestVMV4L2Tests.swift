@@ -24,6 +24,23 @@ struct V4L2 {
         compareComplianceVerdicts(inGuest, native, options)
     }
 
+    /// 2,000 wake-ups from vivid's event queue (Programs/v4l2wakeups.c: a control set from another thread, its
+    /// change event waited for through epoll, poll and select in turn, then read): none lost natively, none
+    /// lost on the guest VM's node.
+    @Test func driverWakeUpsThroughEpollPollAndSelectAreAllDelivered() throws {
+        let guest = try GuestVM.require()
+        let binary = guest.share + "/v4l2wakeups"
+        let built = try run("/usr/bin/gcc", ["-O1", "-o", binary, programSources + "/v4l2wakeups.c", "-lpthread"])
+        #expect(built.status == 0, "\(built.output)")
+        unlink(guest.driver.folder + "/share/v4l2wakeups")
+        try FileManager.default.copyItem(atPath: binary, toPath: guest.driver.folder + "/share/v4l2wakeups")
+        let native = try guest.driver.native("/share/v4l2wakeups /dev/video0 2000")
+        let inGuest = try guest.run("/share/v4l2wakeups /dev/video0 2000")
+        print("v4l2wakeups: native \(native.output.trimmingCharacters(in: .newlines)); guest VM \(inGuest.output.trimmingCharacters(in: .newlines))")
+        #expect(native.status == 0 && native.output.contains("lost 0"), "\(native.output)")
+        #expect(inGuest.status == 0 && inGuest.output.contains("wake-ups 2000 in") && inGuest.output.contains("lost 0"), "\(inGuest.output)")
+    }
+
     /// v4l2-ctl --stream-mmap in both places: five 640x360 YUYV frames each, every one vivid's colour bars, and
     /// the rows below the text overlay the same bytes natively and in the guest VM.
     @Test func streamedFramesHaveTheNativePattern() throws {

@@ -6,9 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 # The driver VM (V4L2, DRM, ALSA, evdev drivers under QEMU) and the backend that runs inside it: a
-# release build with the Swift runtime linked in, since the VM has only the host's /usr.
+# release build with the Swift runtime linked in, since the VM has only the host's /usr. setup.sh also
+# builds the Paradice kernel module for the guest VM.
 bash testbed/drivervm/setup.sh
 swift build -c release --static-swift-stdlib --product paradice-backend 2>&1 | tail -1
+# The guest VM (the same kernel with the Paradice module, setup.sh builds it) runs the CLI and its daemon from
+# its share: release builds that need nothing of the host beyond /usr.
+swift build -c release --static-swift-stdlib --product paradice 2>&1 | tail -1
+swift build -c release --product paradice-guestd 2>&1 | tail -1
 swift build --build-tests 2>&1 | tail -3
 swift test --skip-build 2>&1
 echo "== paradice spec verify"

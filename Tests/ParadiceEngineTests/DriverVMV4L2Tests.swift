@@ -107,35 +107,37 @@ struct V4L2 {
         for run in 1...runs {
             let forwarded = complianceVerdict(try vm.forwarded(command).output)
             print("v4l2-compliance -d \(device) \(options.joined(separator: " ")) run \(run)/\(runs): \(forwarded.totals) (native \(native.totals))")
-            compare(forwarded, native, options)
+            compareComplianceVerdicts(forwarded, native, options)
         }
-    }
-
-    private func compare(_ forwarded: (totals: String, failures: [String]), _ native: (totals: String, failures: [String]), _ options: [String]) {
-        // Three checks race vivid's frame clock: in the Requests test a buffer queued while streaming must
-        // still be pending at the QUERYBUF, REINIT and QUEUE that follow. Each call here is a round trip
-        // into an emulated CPU (~1 ms); when that loop runs slower than vivid's frames the queue drains
-        // and vivid completes the buffer in between. Only those checks may differ, and each one that
-        // does is reported; every other difference fails.
-        let isRace = { (line: String) in line.hasPrefix("fail: v4l2-test-buffers.cpp(237") }   // lines 2370-2379
-        let raced = { (failures: [String]) in failures.filter(isRace) }
-        let racedTests = raced(forwarded.failures).count - raced(native.failures).count
-        let steady = { (failures: [String]) in
-            failures.enumerated().filter { index, line in
-                !isRace(line) && !(line == "test Requests: FAIL" && index > 0 && isRace(failures[index - 1]))
-            }.map(\.element)
-        }
-        #expect(steady(forwarded.failures) == steady(native.failures), "\(forwarded.failures) against \(native.failures)")
-        #expect(forwarded.totals == native.totals || adjusted(forwarded.totals, failedBy: racedTests) == native.totals,
-                "\(forwarded.totals) against \(native.totals)")
-        if racedTests > 0 { print("v4l2-compliance \(options): Requests raced vivid's frame clock on \(racedTests) input(s): \(raced(forwarded.failures))") }
-    }
-
-    /// "Total …: N, Succeeded: S, Failed: F" with `count` failures counted as successes.
-    private func adjusted(_ totals: String, failedBy count: Int) -> String {
-        let parts = totals.components(separatedBy: ", ")
-        guard parts.count == 3, let s = Int(parts[1].dropFirst("Succeeded: ".count)), let f = Int(parts[2].dropFirst("Failed: ".count)) else { return totals }
-        return "\(parts[0]), Succeeded: \(s + count), Failed: \(f - count)"
     }
 }
+}
+
+/// A forwarded v4l2-compliance verdict against the native one: the same failures and totals, but for the checks
+/// that race vivid's frame clock (each reported).
+func compareComplianceVerdicts(_ forwarded: (totals: String, failures: [String]), _ native: (totals: String, failures: [String]), _ options: [String]) {
+    // Three checks race vivid's frame clock: in the Requests test a buffer queued while streaming must
+    // still be pending at the QUERYBUF, REINIT and QUEUE that follow. Each call here is a round trip
+    // into an emulated CPU (~1 ms); when that loop runs slower than vivid's frames the queue drains
+    // and vivid completes the buffer in between. Only those checks may differ, and each one that
+    // does is reported; every other difference fails.
+    let isRace = { (line: String) in line.hasPrefix("fail: v4l2-test-buffers.cpp(237") }   // lines 2370-2379
+    let raced = { (failures: [String]) in failures.filter(isRace) }
+    let racedTests = raced(forwarded.failures).count - raced(native.failures).count
+    let steady = { (failures: [String]) in
+        failures.enumerated().filter { index, line in
+            !isRace(line) && !(line == "test Requests: FAIL" && index > 0 && isRace(failures[index - 1]))
+        }.map(\.element)
+    }
+    #expect(steady(forwarded.failures) == steady(native.failures), "\(forwarded.failures) against \(native.failures)")
+    #expect(forwarded.totals == native.totals || adjusted(forwarded.totals, failedBy: racedTests) == native.totals,
+            "\(forwarded.totals) against \(native.totals)")
+    if racedTests > 0 { print("v4l2-compliance \(options): Requests raced vivid's frame clock on \(racedTests) input(s): \(raced(forwarded.failures))") }
+}
+
+/// "Total …: N, Succeeded: S, Failed: F" with `count` failures counted as successes.
+private func adjusted(_ totals: String, failedBy count: Int) -> String {
+    let parts = totals.components(separatedBy: ", ")
+    guard parts.count == 3, let s = Int(parts[1].dropFirst("Succeeded: ".count)), let f = Int(parts[2].dropFirst("Failed: ".count)) else { return totals }
+    return "\(parts[0]), Succeeded: \(s + count), Failed: \(f - count)"
 }

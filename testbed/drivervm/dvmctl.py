@@ -13,6 +13,15 @@
   dvmctl.py status     Print whether the VM runs, and its endpoint.
   dvmctl.py qmp JSON   Send one QMP command (e.g. input-send-event to the virtio keyboard), print the reply.
   dvmctl.py bench N    Boot and stop N times; print each boot time and the median.
+  dvmctl.py --role guest boot [--daemon ARGS]... [--expect PATHS]
+        A guest VM (run.sh --role guest): no virtual devices; each --daemon runs `paradice guest ARGS` in it at
+        boot, and it is ready once those frontends have made the nodes PATHS (space-separated).
+  dvmctl.py pair boot|stop|bench N
+        A driver VM and a guest VM whose frontend serves the driver VM's backend (through the host: the guest
+        reaches it at tcp://10.0.2.2:<driver port>), booted side by side. --dir is the pair's folder (default
+        <repo>/.cache/drivervm/pair-<driver port>), holding the two VMs' state dirs driver/ and guest/; `exec`
+        with --dir PAIR/guest runs in the guest VM. boot prints the driver VM's endpoint, then driver_dir=,
+        guest_dir=, driver_boot_s=, guest_boot_s= and pair_s= (launch to both ready).
 
 Global options (before the command): --port N|auto (default $DVM_PORT or 17000) and --dir DIR (default
 $DVM_DIR or <repo>/.cache/drivervm/vm-<port>). Every VM has its own port and state dir (sockets, pid file,
@@ -106,7 +115,7 @@ class _Reader:
 
 
 class DriverVM:
-    def __init__(self, port=None, dir=None):
+    def __init__(self, port=None, dir=None, role="driver"):
         if dir is None and port in (None, "") and os.environ.get("DVM_DIR"):
             dir = os.environ["DVM_DIR"]
         if port in (None, ""):
@@ -119,6 +128,9 @@ class DriverVM:
         self.dir = os.path.abspath(dir or os.environ.get("DVM_DIR") or os.path.join(CACHE, f"vm-{self.port}"))
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.boot_s = None
+        if role not in ("driver", "guest"):
+            raise DVMError(f"unknown role {role} (driver or guest)")
+        self.role = role
 
     # --- paths and state -------------------------------------------------------------------------------
     def _p(self, name):
@@ -149,8 +161,10 @@ class DriverVM:
         return "\n".join(f"  {name}: {l}" for l in lines[-n:])
 
     # --- boot --------------------------------------------------------------------------------------------
-    def boot(self, backend=True, timeout=240, lifetime=3600, progress=None):
-        """Start the VM in the background and wait until it is ready. Returns the boot time in seconds."""
+    def boot(self, backend=True, timeout=240, lifetime=3600, progress=None, daemons=(), expect=()):
+        """Start the VM in the background and wait until it is ready. Returns the boot time in seconds.
+        A guest VM runs `paradice guest` with each of `daemons` (argument strings) and is ready once the
+        nodes `expect` are there."""
         if self.running():
             raise DVMError(f"a VM already runs with state dir {self.dir} (pid {self.pid()}); stop it first")
         if not _port_free(self.port):
@@ -163,7 +177,8 @@ class DriverVM:
                 pass
         with open(self._p("port"), "w") as f:
             f.write(f"{self.port}\n")
-        env = dict(os.environ, DVM_PORT=str(self.port), DVM_DIR=self.dir, DVM_LIFETIME=str(lifetime))
+        env = dict(os.environ, DVM_PORT=str(self.port), DVM_DIR=self.dir, DVM_LIFETIME=str(lifetime), DVM_ROLE=self.role,
+                   DVM_GUEST_DAEMONS="\n".join(daemons), DVM_GUEST_EXPECT=" ".join(expect))
         cmd = [os.path.join(HERE, "run.sh")] + ([] if backend else ["--no-backend"])
         t0 = time.monotonic()
         # A session of its own: the VM outlives this command (the lifetime limit in run.sh is the safety net).
@@ -181,10 +196,16 @@ class DriverVM:
             ready = [l for l in text.splitlines() if l.startswith("DVM ready")]
             if ready:
                 self.boot_s = time.monotonic() - t0
-                if backend and "backend=1" not in ready[0]:
+                if self.role == "driver" and backend and "backend=1" not in ready[0]:
                     why = self._tail("share/backend.log")
                     self.stop()
                     raise DVMError(f"the VM booted but paradice-backend did not start:\n{why}")
+                if self.role == "guest" and daemons and "guest=ok" not in ready[0]:
+                    why = "\n".join(self._tail(f"share/guest-{i + 1}.log") for i in range(len(daemons)))
+                    missing = [l for l in text.splitlines() if l.startswith("DVM guest-missing")]
+                    self.stop()
+                    raise DVMError(f"the guest VM booted but its frontends did not make their nodes "
+                                   f"({missing[0] if missing else 'no nodes'}):\n{why}")
                 return self.boot_s
             if self.proc.poll() is not None:
                 raise DVMError(f"the VM exited (rc={self.proc.returncode}) before it was ready:\n"
@@ -301,10 +322,72 @@ class DriverVM:
         self.stop()
 
 
+# What a guest VM's frontend has made once the driver VM's devices are all there (one node of each kind).
+PAIR_EXPECT = ("/dev/video0", "/dev/video3", "/dev/media0", "/dev/dri/card0", "/dev/dri/card2", "/dev/dri/renderD128",
+               "/dev/snd/controlC1", "/dev/snd/pcmC1D0p", "/dev/uinput", "/dev/input/event0")
+
+
+class VMPair:
+    """A driver VM and a guest VM whose `paradice guest` serves the driver VM's devices as its own nodes."""
+
+    def __init__(self, dir=None, driver_port="auto", guest_port="auto"):
+        self.driver = DriverVM(driver_port, None)
+        self.dir = os.path.abspath(dir or os.path.join(CACHE, f"pair-{self.driver.port}"))
+        self.driver = DriverVM(self.driver.port, os.path.join(self.dir, "driver"))
+        self.guest = DriverVM(guest_port, os.path.join(self.dir, "guest"), role="guest")
+        self.guest_backend = f"tcp://10.0.2.2:{self.driver.port}"
+        self.pair_s = None
+
+    @classmethod
+    def existing(cls, dir):
+        """The pair booted earlier in `dir` (for stop)."""
+        pair = cls.__new__(cls)
+        pair.dir = os.path.abspath(dir)
+        pair.driver = DriverVM(None, os.path.join(pair.dir, "driver"))
+        pair.guest = DriverVM(None, os.path.join(pair.dir, "guest"), role="guest")
+        return pair
+
+    def boot(self, timeout=240, lifetime=3600, progress=None):
+        """Boots both at once (the guest's frontend retries until the driver VM's backend listens)."""
+        import threading
+        errors = []
+
+        def one(vm, **kw):
+            try:
+                vm.boot(timeout=timeout, lifetime=lifetime,
+                        progress=(lambda m: progress(f"{vm.role}: {m}")) if progress else None, **kw)
+            except DVMError as e:
+                errors.append(f"{vm.role} VM: {e}")
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=one, args=(self.driver,)),
+                   threading.Thread(target=one, args=(self.guest,),
+                                    kwargs=dict(daemons=[f"--backend {self.guest_backend}"], expect=PAIR_EXPECT))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.pair_s = time.monotonic() - t0
+        if errors:
+            self.stop()
+            raise DVMError("\n".join(errors))
+        return self.pair_s
+
+    def stop(self):
+        return f"guest {self.guest.stop()}, driver {self.driver.stop()}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", help="host port of the backend, or 'auto' (default $DVM_PORT or 17000)")
     ap.add_argument("--dir", help="state dir of this VM (default $DVM_DIR or <repo>/.cache/drivervm/vm-PORT)")
+    ap.add_argument("--role", default="driver", choices=["driver", "guest"], help="the VM's role (for boot)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("boot")
     b.add_argument("--no-backend", action="store_true")
@@ -312,6 +395,8 @@ def main(argv=None):
     b.add_argument("--lifetime", type=int, default=3600, help="kill QEMU after this many seconds (0 = never)")
     b.add_argument("--json", action="store_true")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    b.add_argument("--daemon", action="append", default=[], help="guest role: arguments of one `paradice guest`")
+    b.add_argument("--expect", default="", help="guest role: the nodes its frontends make (space-separated)")
     e = sub.add_parser("exec")
     e.add_argument("--init", action="store_true", help="busybox sh in the initramfs instead of the host userland")
     e.add_argument("--timeout", type=int, default=0, help="kill the command after this many seconds")
@@ -323,15 +408,24 @@ def main(argv=None):
     n = sub.add_parser("bench")
     n.add_argument("n", type=int, nargs="?", default=3)
     n.add_argument("--no-backend", action="store_true")
+    p = sub.add_parser("pair")
+    p.add_argument("action", choices=["boot", "stop", "bench"])
+    p.add_argument("n", type=int, nargs="?", default=3, help="bench: how many boots")
+    p.add_argument("--timeout", type=float, default=240)
+    p.add_argument("--lifetime", type=int, default=3600)
     a = ap.parse_args(argv)
 
-    vm = DriverVM(a.port, a.dir)
+    note = (lambda m: print(f"dvmctl: {m}", file=sys.stderr, flush=True))
     try:
+        if a.cmd == "pair":
+            return pair_command(a, note)
+        vm = DriverVM(a.port, a.dir, role=a.role)
         if a.cmd == "boot":
-            note = None if a.quiet else (lambda m: print(f"dvmctl: {m}", file=sys.stderr, flush=True))
+            note = None if a.quiet else note
             if note:
-                note(f"booting (state {vm.dir}, port {vm.port})")
-            t = vm.boot(backend=not a.no_backend, timeout=a.timeout, lifetime=a.lifetime, progress=note)
+                note(f"booting (state {vm.dir}, port {vm.port}, role {vm.role})")
+            t = vm.boot(backend=not a.no_backend, timeout=a.timeout, lifetime=a.lifetime, progress=note,
+                        daemons=a.daemon, expect=a.expect.split())
             if a.json:
                 print(json.dumps({"endpoint": vm.endpoint, "boot_s": round(t, 2), "dir": vm.dir, "port": vm.port}))
             else:
@@ -368,6 +462,36 @@ def main(argv=None):
     except DVMError as ex:
         print(f"dvmctl: error: {ex}", file=sys.stderr)
         return 1
+    return 0
+
+
+def pair_command(a, note):
+    if a.action == "stop":
+        if not a.dir:
+            raise DVMError("pair stop needs the pair's --dir (printed by pair boot)")
+        print(f"dvmctl: stopped ({VMPair.existing(a.dir).stop()})", file=sys.stderr)
+        return 0
+    rounds = a.n if a.action == "bench" else 1
+    times = []
+    for i in range(rounds):
+        pair = VMPair(a.dir, driver_port=a.port or "auto")
+        note(f"booting a driver VM (port {pair.driver.port}) and a guest VM (port {pair.guest.port}) in {pair.dir}")
+        t = pair.boot(timeout=a.timeout, lifetime=a.lifetime, progress=note)
+        if a.action == "boot":
+            print(pair.driver.endpoint)
+            print(f"driver_dir={pair.driver.dir}")
+            print(f"guest_dir={pair.guest.dir}")
+            print(f"driver_boot_s={pair.driver.boot_s:.2f}")
+            print(f"guest_boot_s={pair.guest.boot_s:.2f}")
+            print(f"pair_s={t:.2f}")
+            print(f"dir={pair.dir}")
+            return 0
+        how = pair.stop()
+        times.append((t, pair.driver.boot_s, pair.guest.boot_s))
+        print(f"pair boot {i + 1}: {t:.2f} s (driver {pair.driver.boot_s:.2f} s, guest with its frontend "
+              f"{pair.guest.boot_s:.2f} s; stopped: {how})", flush=True)
+    pairs = [t for t, _, _ in times]
+    print(f"median {statistics.median(pairs):.2f} s, min {min(pairs):.2f} s, max {max(pairs):.2f} s")
     return 0
 
 

@@ -8,6 +8,11 @@
 #   testbed/drivervm/run.sh --poweroff          boot to "DVM ready", then power off (boot-time measurement)
 #   testbed/drivervm/run.sh --no-backend        do not start paradice-backend
 #   testbed/drivervm/run.sh stop                stop the VM of this DVM_PORT / DVM_DIR (see dvmctl.py stop)
+#   testbed/drivervm/run.sh --role guest        a guest VM instead: the same kernel and initramfs without the
+#                                               virtual devices and their drivers, with the Paradice module and
+#                                               frontend (paradice guest) in its share; it reaches backends on
+#                                               the host's loopback as 10.0.2.2 (tcp://10.0.2.2:17000 is the
+#                                               driver VM's). See DVM_GUEST_* below and dvmctl.py pair.
 #
 # The backend listens on guest port 7000, forwarded from 127.0.0.1:$DVM_PORT on the host:
 #   paradice devices --backend tcp://127.0.0.1:17000
@@ -23,6 +28,12 @@
 #   DVM_BACKEND_ARGS=...  extra backend arguments (e.g. "--log-level debug")
 #   DVM_MEM=1024 DVM_SMP=1 DVM_LIFETIME=0 (seconds before QEMU is killed; 0 = never) DVM_QEMU_EXTRA=...
 #   DVM_CACHE=dir         where setup.sh put the kernel and initramfs (default <repo>/.cache/drivervm)
+#   DVM_ROLE=driver|guest the VM's role (--role)
+# Guest role only:
+#   DVM_GUEST_BIN=dir     where paradice (built with --static-swift-stdlib) and paradice-guestd are
+#                         (default <repo>/.build/release)
+#   DVM_GUEST_DAEMONS=... one `paradice guest` per line, its arguments (e.g. "--backend tcp://10.0.2.2:17000");
+#                         the VM is ready once they have made the nodes of DVM_GUEST_EXPECT (paths, spaces)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,12 +48,14 @@ SPECS=${DVM_SPECS:-$REPO/Specs}
 log() { echo "run.sh: $*" >&2; }
 die() { echo "run.sh: error: $*" >&2; exit 1; }
 
+ROLE=${DVM_ROLE:-driver}
 run_cmd="" poweroff=0 backend=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --run) [ $# -ge 2 ] || die "--run needs a command"; run_cmd=$2; poweroff=1; shift 2 ;;
     --poweroff) poweroff=1; shift ;;
     --no-backend) backend=0; shift ;;
+    --role) [ $# -ge 2 ] || die "--role needs driver or guest"; ROLE=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -68,7 +81,36 @@ rm -f "$DIR"/{qmp.sock,ctl.sock,qemu.pid,console.log}
 # backend and the specs on every boot, so the VM always runs what was just built.
 SHARE=$DIR/share
 rm -rf "$SHARE"; mkdir -p "$SHARE/bin"
-if [ $backend = 1 ] && [ "$BACKEND" != none ]; then
+case "$ROLE" in driver) ;; guest) backend=0 ;; *) die "unknown role $ROLE (driver or guest)" ;; esac
+if [ "$ROLE" = guest ]; then
+  # A guest VM runs the frontend side: the CLI, its daemon (C, glibc only) and the module for this kernel.
+  # Without frontends to start (DVM_GUEST_DAEMONS empty) it boots with whatever of them there is.
+  GUEST_BIN=${DVM_GUEST_BIN:-$REPO/.build/release}
+  need=0; [ -n "${DVM_GUEST_DAEMONS:-}" ] && need=1
+  for p in paradice paradice-guestd; do
+    if [ ! -x "$GUEST_BIN/$p" ]; then
+      [ $need = 0 ] || die "no $p in $GUEST_BIN: build it (swift build -c release --static-swift-stdlib --product $p) or set DVM_GUEST_BIN"
+      continue
+    fi
+    if ldd "$GUEST_BIN/$p" 2>/dev/null | grep -q 'libswiftCore'; then
+      die "$GUEST_BIN/$p links the Swift runtime dynamically; build it with --static-swift-stdlib"
+    fi
+    cp "$GUEST_BIN/$p" "$SHARE/bin/$p"
+  done
+  # One frontend, as /init and tests start it: paradice guest, which loads the module when /dev/paradice is
+  # not there yet and runs the daemon in its place (its log on stderr, its pid the one started).
+  cat > "$SHARE/bin/paradice-frontend" <<'SH'
+#!/bin/sh
+exec /share/bin/paradice guest --foreground --module /share/paradice.ko "$@"
+SH
+  chmod 755 "$SHARE/bin/paradice-frontend"
+  rc=0; ko=$("$HERE/paradice-module.sh" "$KV") || rc=$?
+  if [ $rc = 0 ]; then cp "$ko" "$SHARE/paradice.ko"
+  elif [ $rc != 3 ] || [ $need = 1 ]; then die "no Paradice module for $KV (see above)"
+  fi
+  [ -z "${DVM_GUEST_DAEMONS:-}" ] || printf '%s\n' "$DVM_GUEST_DAEMONS" > "$SHARE/guest-daemons"
+  printf '%s\n' "${DVM_GUEST_EXPECT:-}" > "$SHARE/guest-expect"
+elif [ $backend = 1 ] && [ "$BACKEND" != none ]; then
   [ -x "$BACKEND" ] || die "no backend at $BACKEND: build it (cd $REPO && swift build -c release --static-swift-stdlib --product paradice-backend) or set DVM_BACKEND"
   # The guest sees the host's /usr but not the Swift toolchain (/opt/swift here), so the Swift runtime must be linked in.
   if ldd "$BACKEND" 2>/dev/null | grep -q 'libswiftCore'; then
@@ -82,7 +124,7 @@ else
   backend=0
 fi
 
-append="console=ttyS0 loglevel=4 panic=-1 mitigations=off"
+append="console=ttyS0 loglevel=4 panic=-1 mitigations=off dvm.role=$ROLE"
 [ $backend = 0 ] && append="$append dvm.backend=0"
 if [ -n "$run_cmd" ]; then printf '%s\n' "$run_cmd" > "$SHARE/.dvm-run.sh"; append="$append dvm.run=1"; fi
 [ $poweroff = 1 ] && append="$append dvm.poweroff=1"
@@ -95,16 +137,26 @@ else
   console=(-chardev "stdio,id=con,logfile=$DIR/console.log" -serial chardev:con)
 fi
 
+if [ "$ROLE" = driver ]; then
+  devices=(
+    -device virtio-gpu-pci                  # DRM card0 (virtio_gpu, KMS)
+    -device virtio-keyboard-pci             # an evdev keyboard; keys can be injected over QMP (input-send-event)
+    # user networking with no way out (restrict=on); only the backend port comes in, on the host's loopback
+    -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:7000"
+  )
+else
+  # No virtual devices. The frontends connect out to backends on the host's loopback (10.0.2.2 is the host
+  # in QEMU user networking), which restrict=on would refuse; guest port 7000 is forwarded in all the same
+  # (a backend run in the guest VM by hand), and $PORT names the VM.
+  devices=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$PORT-:7000")
+fi
 qemu=(qemu-system-x86_64
   -accel tcg -m "${DVM_MEM:-1024}" -smp "${DVM_SMP:-1}"   # KVM cannot boot a normal kernel here; -smp 2 was slower
   -nodefaults -no-reboot -display none -vga none
   # PVH boot of the uncompressed vmlinux + an uncompressed initramfs: the fastest boot under TCG
   -kernel "$KERNEL" -initrd "$INITRD" -append "$append"
   "${console[@]}"
-  -device virtio-gpu-pci                    # DRM card0 (virtio_gpu, KMS)
-  -device virtio-keyboard-pci               # an evdev keyboard; keys can be injected over QMP (input-send-event)
-  # user networking with no way out (restrict=on); only the backend port comes in, on the host's loopback
-  -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:7000" -device virtio-net-pci,netdev=n0,romfile=
+  "${devices[@]}" -device virtio-net-pci,netdev=n0,romfile=
   # host /usr (read-only) for host programs and the backend's C/C++ runtime; the per-VM share
   -virtfs local,path=/usr,mount_tag=hostusr,security_model=none,readonly=on,multidevs=remap
   -virtfs "local,path=$SHARE,mount_tag=share,security_model=none"
@@ -119,7 +171,7 @@ qemu=(qemu-system-x86_64
 lifetime=${DVM_LIFETIME:-0}
 [ "$lifetime" != 0 ] && qemu=(timeout --foreground --kill-after=10 "$lifetime" "${qemu[@]}")
 
-log "kernel $KV, backend $([ $backend = 1 ] && echo "$BACKEND" || echo none), state $DIR"
+log "role $ROLE, kernel $KV, backend $([ $backend = 1 ] && echo "$BACKEND" || echo none), state $DIR"
 log "backend endpoint will be tcp://127.0.0.1:$PORT once the console prints 'DVM ready'"
 if [ -t 1 ]; then
   exec "${qemu[@]}"

@@ -26,8 +26,11 @@ command -v apt-get >/dev/null || die "needs Debian's apt-get"
 # card1 and vkms card2 (no render node); snd-dummy is ALSA card 0 and snd-aloop card 1. vivid is loaded with
 # n_devs=1 (see guest/init.sh). Debian's 6.1 kernel is built without CONFIG_DRM_VKMS, so vkms is compiled
 # below from linux-source against linux-headers-$KV (it gives KMS a real 60 Hz vblank; virtio-gpu has none).
-MODULES="virtio_pci virtio_net virtio_console 9pnet_virtio 9p virtio_input evdev uinput virtio-gpu vgem vkms
-vivid snd-dummy snd-aloop snd-seq-dummy cuse"
+# A guest VM (dvm.role=guest, see run.sh) loads only the first line: what any VM needs for its network,
+# exec channel and shares; its devices come from the Paradice module (Kernel/paradice, built below).
+PLAIN_MODULES="virtio_pci virtio_net virtio_console 9pnet_virtio 9p"
+MODULES="$PLAIN_MODULES
+virtio_input evdev uinput virtio-gpu vgem vkms vivid snd-dummy snd-aloop snd-seq-dummy cuse"
 # Nodes /init waits for before it starts the backend.
 EXPECT="/dev/video0 /dev/video3 /dev/vbi0 /dev/vbi1 /dev/radio0 /dev/radio1 /dev/swradio0 /dev/v4l-touch0 /dev/media0
 /dev/dri/card0 /dev/dri/card1 /dev/dri/card2 /dev/dri/renderD128 /dev/snd/controlC0 /dev/snd/controlC1 /dev/snd/seq /dev/uinput /dev/cuse"
@@ -107,6 +110,15 @@ if [ ! -f "$VKMS" ]; then
   rm -rf "$VW"
 fi
 
+# --- the Paradice module for guest VMs (Kernel/paradice), cached by a hash of its sources ---------------------
+# It goes into a guest VM's share folder on each boot (run.sh), not into the initramfs.
+if [ -x "$REPO/Kernel/paradice/build.sh" ]; then
+  install_missing "linux-headers-$KV" make
+  log "paradice module: $("$HERE/paradice-module.sh" "$KV")"
+else
+  log "no Kernel/paradice in this tree: guest VMs will have no Paradice module"
+fi
+
 VMLINUX=$CACHE/vmlinux-$KV
 INITRD=$CACHE/initramfs.cpio
 STAMP=$CACHE/initramfs.stamp
@@ -171,6 +183,7 @@ depmod -b "$R" "$KV"
 nmods=$(find "$R/lib/modules" -name '*.ko' | wc -l)
 
 echo "$MODULES" | tr '\n' ' ' > "$R/etc/dvm-modules"
+echo "$PLAIN_MODULES" > "$R/etc/dvm-modules-guest"
 echo "$EXPECT" | tr '\n' ' ' > "$R/etc/dvm-expect"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$R/etc/passwd"
 printf 'root:x:0:\naudio:x:29:\nvideo:x:44:\ninput:x:101:\n' > "$R/etc/group"

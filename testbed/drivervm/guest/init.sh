@@ -5,6 +5,8 @@
 # backend (or backend-failed), ready, then run-begin/run-end rc=N if a command was given, and poweroff.
 #
 # Kernel command line options (set by run.sh):
+#   dvm.role=guest  a guest VM: load only what any VM needs (network, exec channel, 9p), no virtual device
+#                   driver and no backend; start the Paradice frontends listed in /share/guest-daemons
 #   dvm.backend=0   do not start paradice-backend
 #   dvm.run=1       after "ready", run /share/.dvm-run.sh in the host userland and print its output
 #   dvm.poweroff=1  power off after that instead of opening a shell on the console
@@ -19,13 +21,16 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
-mark init
 
 CMDLINE=$(cat /proc/cmdline)
 opt() { for w in $CMDLINE; do case "$w" in "$1="*) echo "${w#*=}"; return;; esac; done; }
+ROLE=$(opt dvm.role); ROLE=${ROLE:-driver}
+mark init "role=$ROLE"
+MODULES=/etc/dvm-modules EXPECT=/etc/dvm-expect
+[ "$ROLE" = guest ] && MODULES=/etc/dvm-modules-guest EXPECT=/dev/null
 
 # --- drivers ---------------------------------------------------------------------------------------------
-for m in $(cat /etc/dvm-modules); do
+for m in $(cat $MODULES); do
   case "$m" in
     vivid) modprobe vivid n_devs=1 ;;          # one vivid instance, every node kind: video0..3, vbi0..1, radio0..1, swradio0, v4l-touch0, media0
     *) modprobe "$m" ;;
@@ -65,7 +70,7 @@ fi
 i=0
 while [ $i -lt 300 ]; do
   missing=""
-  for n in $(cat /etc/dvm-expect); do [ -e "$n" ] || missing="$missing $n"; done
+  for n in $(cat $EXPECT); do [ -e "$n" ] || missing="$missing $n"; done
   [ -z "$missing" ] && break
   i=$((i + 1)); usleep 100000
 done
@@ -135,7 +140,7 @@ fi
 # readable (what libdrm and v4l-utils read to identify a device): without a class's plug-in its calls
 # that need one are refused, which no client in the VM should meet by default.
 started=0
-if [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/paradice-backend ]; then
+if [ "$ROLE" != guest ] && [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/paradice-backend ]; then
   set -f                                             # the device globs are for the backend, not this shell
   hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 --specs /share/Specs \
     --device /dev/video0 --device '/dev/video*' --device '/dev/vbi*' --device '/dev/radio*' --device '/dev/swradio*' \
@@ -159,7 +164,38 @@ if [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/paradice-backend ]; then
     tail -n 20 /share/backend.log
   fi
 fi
-mark ready "backend=$started"
+# --- guest role: Paradice frontends -------------------------------------------------------------------------
+# run.sh puts paradice (a --static-swift-stdlib build) and its daemon into /share/bin, the module built for
+# this kernel into /share/paradice.ko (paradice guest loads it), and one line of `paradice guest` arguments
+# per backend into /share/guest-daemons. Each frontend's log is /share/guest-N.log. Its backend may still be
+# booting (a driver VM started alongside): until the nodes of /share/guest-expect are there, a frontend that
+# gave up is started again. "guest=ok" in the ready marker: all of them are.
+guest=none
+if [ "$ROLE" = guest ] && [ -s /share/guest-daemons ]; then
+  set -f
+  n=0
+  while IFS= read -r args; do
+    [ -n "$args" ] || continue
+    n=$((n + 1))
+    ( tries=0
+      until hostrun /share/bin/paradice-frontend $args >> /share/guest-$n.log 2>&1 < /dev/null; do
+        tries=$((tries + 1))
+        [ -e /tmp/guest-up ] || [ $tries -ge 60 ] && break
+        echo "init: paradice guest exited; again in 2 s" >> /share/guest-$n.log; sleep 2
+      done ) < /dev/null > /dev/null 2>&1 &
+  done < /share/guest-daemons
+  set +f
+  guest=ok i=0
+  while [ $i -lt 1200 ]; do
+    missing=""
+    for node in $(cat /share/guest-expect 2>/dev/null); do [ -e "$node" ] || missing="$missing $node"; done
+    [ -z "$missing" ] && break
+    i=$((i + 1)); usleep 100000
+  done
+  if [ -n "$missing" ]; then guest=missing; mark guest-missing "$missing"; else touch /tmp/guest-up; fi
+  mark guest "frontends=$n $(cd /dev && ls -d video* dri/* snd/* input/event* uinput 2>/dev/null | tr '\n' ' ')"
+fi
+mark ready "backend=$started guest=$guest"
 
 if [ "$(opt dvm.run)" = 1 ] && [ -f /share/.dvm-run.sh ]; then
   mark run-begin

@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension DriverVMSuites.GuestVMSuites {
+@Suite("DRM in the guest VM: virtio-gpu and vkms")
+struct DRM {
+    /// modetest's listing of connectors, encoders and planes with their properties: byte for byte the native
+    /// one. Every id in it (objects, blobs, properties) is the driver VM kernel's, read through the node, so
+    /// none may differ.
+    @Test func modetestListingMatchesNative() throws {
+        let guest = try GuestVM.require()
+        let native = try guest.driver.native("modetest -M virtio_gpu -c -e -p")
+        let inGuest = try guest.run("modetest -M virtio_gpu -c -e -p")
+        #expect(native.status == 0 && inGuest.status == 0, "\(inGuest.output)")
+        #expect(native.output.contains("Virtual-1") && native.output.contains("1024x768"))
+        #expect(inGuest.output == native.output)
+    }
+
+    /// modetest -s in the guest VM sets the mode on the driver VM's display (the driver VM's own modetest sees
+    /// it on the CRTC) and shows the same test pattern as modetest run natively.
+    @Test func modetestSetsTheModeWithTheNativePattern() throws {
+        let guest = try GuestVM.require()
+        let vm = guest.driver
+        let pipe = try #require(virtioGPUPipe(try vm.native("modetest -M virtio_gpu -c -p").output))
+        let set = "\(pipe.connector)@\(pipe.crtc):1024x768"
+        func screenAt1024x768(_ name: String) throws -> Data? {
+            for _ in 0..<120 {
+                if let s = try driverVMScreen(vm, name), s.width == 1024, s.height == 768 {
+                    usleep(500_000)   // a frame more, so that the dump is not taken mid-update
+                    return try driverVMScreen(vm, name)?.pixels
+                }
+                usleep(500_000)
+            }
+            return nil
+        }
+        let native = Background { try vm.native("sleep 12 | modetest -M virtio_gpu -s \(set)", timeout: 120) }
+        let nativeScreen = try screenAt1024x768("gvm-native")
+        let nativeRun = native.wait()
+        #expect(nativeRun.output.contains("setting mode 1024x768"), "\(nativeRun.output)")
+
+        let inGuest = Background { try guest.run("sleep 15 | modetest -M virtio_gpu -s \(set)", timeout: 120) }
+        let guestScreen = try screenAt1024x768("gvm-guest")
+        let crtc = try vm.native("modetest -M virtio_gpu -p").output
+        let guestRun = inGuest.wait()
+        #expect(guestRun.status == 0 && guestRun.output.contains("setting mode 1024x768"), "\(guestRun.output)")
+        let crtcLine = crtc.split(separator: "\n").first { $0.hasPrefix(pipe.crtc + "\t") }.map(String.init) ?? ""
+        #expect(crtcLine.contains("(1024x768)"), "\(crtc)")
+        let expected = try #require(nativeScreen, "the native modetest never showed 1024x768")
+        let shown = try #require(guestScreen, "modetest in the guest VM never showed 1024x768")
+        #expect(expected.count == 1024 * 768 * 3 && Set(expected).count > 4)
+        #expect(shown == expected)
+    }
+
+    /// vkms completes a flip at its 60 Hz vblank: modetest -v in the guest VM, each flip's event read from its
+    /// node, keeps the native pace (within 20 %, native runs before and after; an attempt while the host was
+    /// busy is taken again, as in the driver VM's own flip test).
+    @Test func vkmsPageFlipsKeepTheNativePace() throws {
+        let guest = try GuestVM.require()
+        let vm = guest.driver
+        let listing = try vm.native("modetest -M vkms -c -p")
+        let pipe = try #require(kmsPipe(listing.output), "\(listing.output)")
+        let command = "sleep 12 | modetest -M vkms -s \(pipe.connector)@\(pipe.crtc):\(pipe.mode) -v 2>&1"
+        typealias Attempt = (native: [[Double]], guest: [Double], outputs: [String])
+        let within = { (a: Attempt) in
+            let native = median(a.native.flatMap { $0 })
+            return a.guest.count >= 3 && abs(median(a.guest) - native) <= 0.2 * native
+        }
+        let (native, inGuest, outputs) = try unlessTheHostWasBusy(
+            "vkms page flips in the guest VM", failed: { !within($0) }, disturbed: { $0.native.contains { median($0) < 54 } }
+        ) { () throws -> Attempt in
+            let before = try vm.native(command, timeout: 120)
+            let through = try guest.run(command, timeout: 120)
+            let after = try vm.native(command, timeout: 120)
+            return ([flipRates(before.output), flipRates(after.output)], flipRates(through.output), [before.output, through.output, after.output])
+        }
+        let nativeRates = native.flatMap { $0 }
+        print("vkms page flips in the guest VM, modetest -v for 12 s at \(pipe.mode): native median \(median(nativeRates)) Hz, "
+              + "guest VM median \(median(inGuest)) Hz over \(inGuest.count) reports")
+        #expect(nativeRates.count >= 8 && median(nativeRates) > 30 && median(nativeRates) < 75, "\(outputs)")
+        #expect(within((native, inGuest, outputs)), "native \(native) Hz, guest VM \(inGuest) Hz")
+    }
+}
+}

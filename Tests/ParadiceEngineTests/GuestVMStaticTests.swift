@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension DriverVMSuites.GuestVMSuites {
+@Suite("Programs no preload reaches, in the guest VM")
+struct Unreachable {
+    /// V4L2 MMAP streaming from a statically linked program (REQBUFS, QUERYBUF, mmap, QBUF, STREAMON, DQBUF of
+    /// 8 frames, each checked for vivid's colour bars): the same output natively and in the guest VM.
+    @Test func aStaticProgramStreamsTheNativeFrames() throws {
+        let guest = try GuestVM.require()
+        try staticClient(guest)
+        let native = try guest.driver.native("/share/static-client v4l2 /dev/video0 8", timeout: 120)
+        let inGuest = try guest.run("/share/static-client v4l2 /dev/video0 8", timeout: 120)
+        #expect(native.status == 0 && native.output.contains("8 frames, 0 without the pattern"), "\(native.output)")
+        #expect(inGuest.status == 0 && inGuest.output == native.output, "\(inGuest.output)")
+    }
+
+    /// A pty of a backend on this machine (a second frontend in the guest VM; its nodes keep their names and
+    /// take free numbers there): stty and busybox stty in the guest VM read the settings made here, and a
+    /// size set there is the pty's here.
+    @Test func sttyOnAForwardedPtyOfThisMachine() throws {
+        let guest = try GuestVM.require()
+        // A pty pair held open here while the test runs (by a helper: its end closes them).
+        let holder = Process(), control = Pipe(), named = Pipe()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        holder.arguments = ["-c", "import os, sys; m, s = os.openpty(); print(os.ttyname(s), flush=True); sys.stdin.read()"]
+        holder.standardInput = control
+        holder.standardOutput = named
+        try holder.run()
+        defer { try? control.fileHandleForWriting.close(); holder.waitUntilExit() }
+        var line = Data()
+        while !line.contains(10) {
+            let chunk = named.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let slave = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(slave.hasPrefix("/dev/pts/"), "\(slave)")
+        #expect(try run("/usr/bin/stty", ["-F", slave, "rows", "33", "cols", "77", "-echo", "-icanon", "min", "3"]).status == 0)
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"], tcp: true)
+        let port = backend.endpoint.split(separator: ":").last.map(String.init) ?? ""
+        let frontend = try GuestFrontend(guest, backend: "tcp://10.0.2.2:\(port)", waitingFor: [slave])
+        for stty in [["stty"], ["busybox", "stty"]] {
+            let here = try run("/usr/bin/env", stty + ["-F", slave, "-a"] as [String])
+            let there = try guest.run((stty + ["-F", slave, "-a"]).joined(separator: " "), timeout: 60)
+            #expect(here.status == 0 && (here.output.contains("rows 33; columns 77") || here.output.contains("rows 33 columns 77")), "\(here.output)")
+            #expect(there.status == 0 && there.output == here.output, "\(stty): \(there.output)\n\(frontend.log)")
+        }
+        let set = try guest.run("stty -F \(slave) rows 44 cols 88 && busybox stty -F \(slave) size", timeout: 60)
+        #expect(set.status == 0 && set.output == "44 88\n", "\(set.output)")
+        #expect(try run("/usr/bin/stty", ["-F", slave, "size"]).output == "44 88\n")
+    }
+}
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite: unit, device, hostile-guest and driver-VM tests (swift test), the header verification
+# The test suite: unit, device, hostile-guest, driver-VM and guest-VM tests (swift test), the guest kernel
+# module's interface test and the daemon's smoke test (each in a driver VM), the header verification
 # of every spec, then the fuzz regression (committed findings replayed, each harness fuzzed briefly), the
 # preload frontend under ASan/UBSan, and the suites that need no driver VM under ThreadSanitizer.
 set -euo pipefail
@@ -16,6 +17,10 @@ swift build -c release --static-swift-stdlib --product paradice 2>&1 | tail -1
 swift build -c release --product paradice-guestd 2>&1 | tail -1
 swift build --build-tests 2>&1 | tail -3
 swift test --skip-build 2>&1
+echo "== the Paradice module's interface (abi-test in a driver VM)"
+bash Kernel/paradice/tests/run-in-vm.sh
+echo "== paradice-guestd and the module against the driver VM's own backend"
+DVM_BACKEND=$PWD/.build/release/paradice-backend bash testbed/guestd-smoke.sh
 echo "== paradice spec verify"
 .build/debug/paradice spec verify
 echo "== fuzz regression"

@@ -14,7 +14,7 @@ set -u
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DVM="python3 $REPO/testbed/drivervm/dvmctl.py"
 GUESTD=${GUESTD:-$REPO/.build/debug/paradice-guestd}
-MODULE=${MODULE:-$REPO/.build/kernel/6.1.0-57-amd64/paradice.ko}
+MODULE=${MODULE:-$REPO/.build/kernel/$(cat "$REPO/.cache/drivervm/kv" 2>/dev/null || echo 6.1.0-57-amd64)/paradice.ko}
 VMDIR=""
 failures=0
 

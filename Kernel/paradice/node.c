@@ -62,6 +62,21 @@ static bool pdk_component_ok(const char *s, size_t len)
 	return true;
 }
 
+/* A parent's name is a device name as the backend's kernel gives it: besides [A-Za-z0-9._-], the other
+ * graphic ASCII bytes a bus may use (PCI "0000:00:02.0", USB "1-1:1.0", "PNP0C0A:00"); never '/', a
+ * space, a control or non-ASCII byte, "." or "..". The length is bounded by the field (NUL included). */
+static bool pdk_device_name_ok(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
+		return false;
+	for (i = 0; i < len; i++)
+		if (s[i] <= ' ' || s[i] > '~' || s[i] == '/')
+			return false;
+	return true;
+}
+
 static bool pdk_path_ok(const char *path)
 {
 	const char *p = path, *slash;
@@ -480,7 +495,7 @@ long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg)
 		return -EFAULT;
 	if (strnlen(want.parent, sizeof(want.parent)) == sizeof(want.parent))
 		return -EINVAL;
-	if (want.parent[0] && !pdk_component_ok(want.parent, strlen(want.parent)))
+	if (want.parent[0] && !pdk_device_name_ok(want.parent, strlen(want.parent)))
 		return -EINVAL;
 	mutex_lock(&pdk_global_mutex);
 	list_for_each_entry(n, &c->nodes, control_entry) {

@@ -1,7 +1,13 @@
-/* The request loop: a pool of threads, each blocking in read(2) of the control file for one
- * pdk_request, carrying it out on the backend with the frontend core, and answering with PDK_REPLY. A
- * call that blocks (a read, an ioctl waiting for a frame) holds its thread, so the pool grows whenever
- * every thread is busy, up to a cap. */
+/* The request loop: a pool of threads, each reading one pdk_request from the control file, carrying it
+ * out on the backend with the frontend core, and answering with PDK_REPLY. A call that blocks (a read, an
+ * ioctl waiting for a frame) holds its thread, so the pool grows whenever every thread is busy, up to a
+ * cap.
+ *
+ * One thread reads at a time (the reading lock), so requests are taken in the module's queue order. A
+ * PDK_OP_MUNMAP is carried out whole (the mirror's write-back and the backend's PD_MUNMAP answered)
+ * before the next request is read: the module does not wait for it (a vma close runs with the caller's
+ * mmap lock held, and at exit), yet the program's next call, queued after it, must find the backend's
+ * mapping gone, as the preload's synchronous munmap leaves it. */
 #define _GNU_SOURCE
 #include "guestd.h"
 #include <errno.h>
@@ -18,6 +24,7 @@
 #define FIRST_THREADS 4
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t reading_lock = PTHREAD_MUTEX_INITIALIZER;   /* held by the one thread in read(2) */
 static int threads, idle;
 static int told_cap;
 
@@ -237,10 +244,20 @@ static void *worker(void *unused) {
     (void)unused;
     for (;;) {
         struct gd_call call;
+        pthread_mutex_lock(&reading_lock);
         ssize_t n = read(gd.control, &call.request, sizeof call.request);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n < 0) { gd_log("read of the control file: %m"); return NULL; }
-        if ((size_t)n != sizeof call.request) { gd_log("a short request (%zd bytes)", n); continue; }
+        int e = errno;
+        int whole = (size_t)n == sizeof call.request;
+        if (whole && call.request.op == PDK_OP_MUNMAP) {
+            gd.dirty = 1;
+            serve(&call);   /* ordered: done before the next request is read */
+            pthread_mutex_unlock(&reading_lock);
+            continue;
+        }
+        pthread_mutex_unlock(&reading_lock);
+        if (n < 0 && (e == EINTR || e == EAGAIN)) continue;
+        if (n < 0) { errno = e; gd_log("read of the control file: %m"); return NULL; }
+        if (!whole) { gd_log("a short request (%zd bytes)", n); continue; }
         pthread_mutex_lock(&pool_lock);
         int grow = --idle == 0;
         pthread_mutex_unlock(&pool_lock);

@@ -1356,6 +1356,18 @@ static void test_parent(void)
 	check(read_file(uev, buf, sizeof(buf)) == 0 && strstr(buf, "DEVNAME=pdktest/medp\n") &&
 	      path_exists("/dev/pdktest/medp"), "a moved node keeps its uevent and its /dev node");
 	check(set_parent(ctl, 30, "a/b") == -EINVAL, "SET_PARENT with a bad name is EINVAL");
+	check(set_parent(ctl, 30, "..") == -EINVAL && set_parent(ctl, 30, ".") == -EINVAL &&
+	      set_parent(ctl, 30, "a b") == -EINVAL && set_parent(ctl, 30, "a\tb") == -EINVAL &&
+	      set_parent(ctl, 30, "a\xc3\xa9") == -EINVAL, "SET_PARENT refuses \".\", \"..\", spaces, controls, non-ASCII");
+	/* a PCI device's name, as a GPU's DRM nodes have for parent */
+	check(set_parent(ctl, 30, "0000:00:02.0") == 0, "SET_PARENT takes a PCI device name (0000:00:02.0)");
+	l = readlink(dev, link, sizeof(link) - 1);
+	link[l > 0 ? l : 0] = 0;
+	check(l > 0 && !strcmp(strrchr(link, '/'), "/0000:00:02.0") && dir_has(dev, "pdktest!vidp") &&
+	      path_exists("/sys/class/paradice/0000:00:02.0"),
+	      "the node's device link is the PCI-named parent (%s), which lists it", link);
+	check(set_parent(ctl, 30, "pdkdev.0") == 0 && !path_exists("/sys/class/paradice/0000:00:02.0"),
+	      "moved back to pdkdev.0, the PCI-named parent goes with its last node");
 	check(set_parent(ctl, 99, "pdkdev.0") == -ENOENT, "SET_PARENT of an unknown cookie is ENOENT");
 	check(set_parent(ctl, 30, "pdkcoll") == -EEXIST, "SET_PARENT named like a node of class paradice is EEXIST");
 	check(set_parent(ctl, 33, "pdkdev.0") == -EINVAL, "a node named uevent cannot go under a parent (EINVAL)");

@@ -150,7 +150,8 @@ struct pdk_notify {
  * answers ENOTTY. */
 struct pdk_parent {
     __u64 cookie;
-    char parent[PDK_MAX_NAME];    /* [A-Za-z0-9._-], e.g. the backend's device name "vivid.0" */
+    char parent[PDK_MAX_NAME];    /* the backend's device name, e.g. "vivid.0" or the PCI "0000:00:02.0":
+                                     graphic ASCII without '/', neither "." nor ".." */
 };
 #define PDK_SET_PARENT   _IOW(PDK_IOCTL_BASE, 7, struct pdk_parent)
 #endif

@@ -4,6 +4,15 @@ import Testing
 import Glibc
 #endif
 
+/// Input 0 and every control of /dev/video0 that can be written back to its default (the chroot of the host's /usr
+/// in the VM has sed and paste, no awk).
+let resetVividCommand = """
+    v4l2-ctl -d /dev/video0 -i 0 > /dev/null && \
+    v4l2-ctl -d /dev/video0 -c "$(v4l2-ctl -d /dev/video0 -l | sed -n \
+      -e '/flags=[^ ]*\\(read-only\\|inactive\\|write-only\\)/d' \
+      -e 's/^ *\\([a-z0-9_]*\\) 0x[0-9a-f]* ([a-z0-9]*) *:.* default=\\(-\\{0,1\\}[0-9]*\\).*/\\1=\\2/p' | paste -sd, -)"
+    """
+
 extension DriverVMSuites.GuestVMSuites {
 @Suite("Programs no preload reaches, in the guest VM")
 struct Unreachable {
@@ -12,6 +21,10 @@ struct Unreachable {
     @Test func aStaticProgramStreamsTheNativeFrames() throws {
         let guest = try GuestVM.require()
         try staticClient(guest)
+        // The suites before this one leave vivid's controls where they put them (a compliance run sets every
+        // control): back to input 0 and every writable control's default, so that the colour bars are there.
+        let reset = try guest.driver.native(resetVividCommand, timeout: 60)
+        #expect(reset.status == 0, "\(reset.output)")
         let native = try guest.driver.native("/share/static-client v4l2 /dev/video0 8", timeout: 120)
         let inGuest = try guest.run("/share/static-client v4l2 /dev/video0 8", timeout: 120)
         #expect(native.status == 0 && native.output.contains("8 frames, 0 without the pattern"), "\(native.output)")

@@ -433,8 +433,9 @@ static void test_poll(void)
 	check(notify(ctl, file, POLLIN) == 0, "NOTIFY POLLIN");
 	if (next_request(ctl, PDK_OP_WATCH, &rq))
 		return;
-	check((rq.arg[0] & (POLLIN | POLLOUT)) == (POLLIN | POLLOUT),
-	      "a poll for POLLOUT the known readiness does not answer for sends WATCH for POLLIN|POLLOUT");
+	check((rq.arg[0] & POLLOUT) && !(rq.arg[0] & POLLIN),
+	      "a poll for POLLOUT the known readiness (POLLIN) does not satisfy sends WATCH for POLLOUT (%#llx)",
+	      (unsigned long long)rq.arg[0]);
 	notify(ctl, file, POLLIN | POLLOUT);
 	if (next_request(ctl, PDK_OP_IOCTL, &rq))
 		return;
@@ -450,6 +451,84 @@ static void test_poll(void)
 	check(o.data[1] == 1 && o.data[2] == POLLOUT, "poll(2) for POLLOUT wakes with POLLOUT (%d, %#x)", o.data[1],
 	      o.data[2]);
 	check(o.err == 1 && (o.data[0] & EPOLLIN), "epoll_wait wakes with EPOLLIN");
+}
+
+/* Readiness and forwarded calls: an answer to a WATCH made before a call that completed since is not
+ * trusted, and every answer wakes every waiter (an epoll for POLLPRI after an answer of POLLIN). */
+static void c_poll_races(struct outcome *o, void *arg)
+{
+	int fd = open_node(), ep;
+	struct pollfd p = { .fd = fd, .events = POLLPRI };
+	struct epoll_event ev = { .events = EPOLLPRI }, got;
+
+	(void)arg;
+	o->data[0] = poll(&p, 1, 0);        /* WATCH POLLPRI */
+	ioctl(fd, _IO('T', 0x7d));          /* its answer comes while this call is in flight */
+	o->data[1] = poll(&p, 1, 0);        /* WATCH again: the call may have consumed that readiness */
+	ioctl(fd, _IO('T', 0x7d));          /* the answer comes after this call */
+	o->ret = poll(&p, 1, 30000);        /* not that answer: a WATCH, then its answer */
+	o->extra = p.revents;
+	ioctl(fd, _IO('T', 0x7d));
+	ep = epoll_create1(0);
+	epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);   /* WATCH POLLPRI */
+	p.events = POLLIN;
+	o->data[2] = poll(&p, 1, 0);        /* WATCH POLLPRI|POLLIN (answered with POLLIN after it returned) */
+	o->err = epoll_wait(ep, &got, 1, 30000);
+	o->data[3] = got.events;
+	close(ep);
+	close(fd);
+}
+
+static void test_poll_races(void)
+{
+	struct child c = spawn(c_poll_races, NULL);
+	struct pdk_request rq, call;
+	struct outcome o;
+	uint64_t file;
+
+	file = serve_open(12, 0, 0, 1);
+	if (next_request(ctl, PDK_OP_WATCH, &rq))
+		return;
+	check(rq.arg[0] & POLLPRI, "a poll for POLLPRI sends WATCH for POLLPRI");
+	if (next_request(ctl, PDK_OP_IOCTL, &call))
+		return;
+	notify(ctl, file, POLLPRI);         /* during the call */
+	reply(ctl, call.id, 0, 0);
+	if (next_request(ctl, PDK_OP_WATCH, &rq))
+		return;
+	check(rq.arg[0] & POLLPRI, "a NOTIFY during a call is forgotten when it completes: the next poll asks again");
+	if (next_request(ctl, PDK_OP_IOCTL, &call))
+		return;
+	reply(ctl, call.id, 0, 0);
+	notify(ctl, file, POLLPRI);         /* answers the WATCH made before the call */
+	if (next_request(ctl, PDK_OP_WATCH, &rq))
+		return;
+	check(rq.arg[0] & POLLPRI,
+	      "a NOTIFY answering a WATCH made before a completed call is not trusted: the waiter asks again");
+	notify(ctl, file, POLLPRI);
+	if (next_request(ctl, PDK_OP_IOCTL, &call))
+		return;
+	reply(ctl, call.id, 0, 0);
+	if (next_request(ctl, PDK_OP_WATCH, &rq))
+		return;
+	check(rq.arg[0] == POLLPRI, "epoll for EPOLLPRI sends WATCH for POLLPRI (%#llx)", (unsigned long long)rq.arg[0]);
+	if (next_request(ctl, PDK_OP_WATCH, &rq))
+		return;
+	check((rq.arg[0] & (POLLIN | POLLPRI)) == (POLLIN | POLLPRI),
+	      "a poll for POLLIN beside it names both in its WATCH (%#llx)", (unsigned long long)rq.arg[0]);
+	notify(ctl, file, POLLIN);
+	if (next_request(ctl, PDK_OP_WATCH, &rq))
+		return;
+	check(rq.arg[0] == POLLPRI, "an answer of POLLIN wakes the epoll for EPOLLPRI, which asks again (%#llx)",
+	      (unsigned long long)rq.arg[0]);
+	notify(ctl, file, POLLPRI);
+	serve_release(12, "close");
+	if (!collect(c, &o))
+		return;
+	check(o.data[0] == 0 && o.data[1] == 0 && o.data[2] == 0, "the polls with no timeout find nothing (%d, %d, %d)",
+	      o.data[0], o.data[1], o.data[2]);
+	check(o.ret == 1 && o.extra == POLLPRI, "poll(2) wakes with the trusted POLLPRI (%ld, %#x)", o.ret, o.extra);
+	check(o.err == 1 && o.data[3] == EPOLLPRI, "epoll_wait wakes with EPOLLPRI (%d, %#x)", o.err, o.data[3]);
 }
 
 static void on_usr1(int sig) { (void)sig; }
@@ -1521,6 +1600,7 @@ int main(int argc, char **argv)
 	test_write_ioctl();
 	test_new_file();
 	test_poll();
+	test_poll_races();
 	test_signal(0);
 	test_signal(1);
 	test_takeback();

@@ -144,19 +144,26 @@ static void serve_simple(struct gd_call *call, struct gd_file *f) {
     reply(r, result, 0);
 }
 
-/* Readiness is asked once per PDK_OP_WATCH; the backend's PD_EVENT answers it (gd_file_event). */
+/* Readiness is asked once per PDK_OP_WATCH; the backend's PD_EVENT answers it (gd_file_event). Serving
+ * threads take WATCHes in any order: one at a time per handle, each naming every event asked since the
+ * last event, the backend's watch never loses an event a module file still waits for. The backend's
+ * watch reports a level already there at once (it polls the device). */
 static void serve_watch(struct gd_call *call, struct gd_file *f) {
     const struct pdk_request *r = &call->request;
     struct pdk_notify notify = { r->file, POLLERR, 0 };
-    if (gd.lost || gd_file_watch(f->handle, r->file) != 0) {
+    short events = 0;
+    pthread_mutex_lock(&f->watch_lock);
+    if (gd.lost || gd_file_watch(f->handle, r->file, (short)(r->arg[0] & 0xffff), &events) != 0) {
+        pthread_mutex_unlock(&f->watch_lock);
         notify.revents = POLLERR | POLLHUP;
         (void)ioctl(gd.control, PDK_NOTIFY, &notify);
         return;
     }
-    struct pd_poll p = { (int32_t)(r->arg[0] & 0xffff), -1 };
+    struct pd_poll p = { (int32_t)(uint16_t)events, -1 };
     int broken;
-    if (pd_file_simple(gd.connection, f->handle, PD_WATCH, &p, sizeof p, NULL, 0, &broken) < 0)
-        gd_file_event(f->handle, gd.lost ? POLLERR | POLLHUP : POLLERR);
+    int64_t result = pd_file_simple(gd.connection, f->handle, PD_WATCH, &p, sizeof p, NULL, 0, &broken);
+    pthread_mutex_unlock(&f->watch_lock);
+    if (result < 0) gd_file_event(f->handle, gd.lost ? POLLERR | POLLHUP : POLLERR);
 }
 
 /* The memory of an mmap request: the caller's, and the view of its area as the mirror's memory. */

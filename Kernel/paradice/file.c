@@ -223,6 +223,9 @@ static const __poll_t pdk_watchable = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDNOR
  * names the events of every WATCH still outstanding, as the daemon replaces the backend's watch with
  * the last. The known readiness answers only what it holds: a waiter for other events is not satisfied
  * by it even when its WATCH named them (the backend answers as soon as one event holds).
+ * When nothing is known and nothing asked (the first poll after a forwarded call), the poll asks the
+ * level and waits for it (PDK_OP_POLL): a driver's poll answers at once, and callers count on it
+ * (v4l2-compliance selects for an event with a 100 us timeout). Not ready, the daemon has made the WATCH.
  */
 static __poll_t pdk_poll(struct file *file, struct poll_table_struct *wait)
 {
@@ -230,7 +233,9 @@ static __poll_t pdk_poll(struct file *file, struct poll_table_struct *wait)
 	struct pdk_control *c = f->control;
 	__poll_t want = poll_requested_events(wait) & pdk_watchable;
 	__poll_t mask = 0, ask = 0;
-	bool send = false;
+	bool send = false, query = false;
+	u64 calls_done = 0, sent = 0;
+	long res;
 
 	poll_wait(file, &f->pollq, wait);
 	if (pdk_file_gone(f))
@@ -239,18 +244,44 @@ static __poll_t pdk_poll(struct file *file, struct poll_table_struct *wait)
 	if (f->ready_valid && ((__force __poll_t)f->revents & (want | EPOLLERR | EPOLLHUP))) {
 		mask = (__force __poll_t)f->revents;
 	} else if (!f->watch_outstanding || ((__force u32)want & ~f->watching)) {
+		query = !f->ready_valid && !f->watch_outstanding;
 		if (!f->watch_outstanding)
 			f->watch_calls_done = f->calls_done;
 		f->watch_outstanding = true;
 		f->watching |= (__force u32)want;
 		ask = (__force __poll_t)f->watching;
 		send = true;
+		calls_done = f->calls_done;
+		sent = ++f->watches_sent;
 	}
 	spin_unlock(&c->lock);
-	if (send && !pdk_send_oneway(c, f, PDK_OP_WATCH, (__force u32)ask, 0)) {
+	if (!send)
+		return mask;
+	if (query) {
+		res = pdk_call(f, PDK_OP_POLL, (__force u32)ask, 0, 0, 0, 0, NULL);
+		if (res == 0)
+			return 0;   /* not ready: the daemon made the WATCH */
+		if (res < 0 && res != -ERESTARTSYS && res != -EINTR)
+			res = EPOLLERR;   /* the daemon cannot tell: as a driver whose device failed */
+		spin_lock(&c->lock);
+		/* ready, or no answer (a signal): no WATCH came of it, unless another poll sent one meanwhile */
+		if (f->watches_sent == sent) {
+			f->watch_outstanding = false;
+			f->watching = 0;
+		}
+		if (res > 0 && f->calls_done == calls_done) {
+			f->revents = (u32)res & (__force u32)PDK_POLL_BITS;
+			f->ready_valid = true;
+		}
+		spin_unlock(&c->lock);
+		return res > 0 ? (__force __poll_t)((u32)res & (__force u32)PDK_POLL_BITS) : 0;
+	}
+	if (!pdk_send_oneway(c, f, PDK_OP_WATCH, (__force u32)ask, 0)) {
 		spin_lock(&c->lock);   /* not sent (no memory, or the daemon is gone): the next poll asks again */
-		f->watch_outstanding = false;
-		f->watching = 0;
+		if (f->watches_sent == sent) {
+			f->watch_outstanding = false;
+			f->watching = 0;
+		}
 		spin_unlock(&c->lock);
 	}
 	return mask;

@@ -22,12 +22,16 @@
 #include <linux/wait.h>
 #include <linux/completion.h>
 #include <linux/fs.h>
+#include <linux/poll.h>
 #include <linux/cdev.h>
 #include <linux/device.h>
 #include "paradice_kernel.h"
 
 #define PDK_MAX_NODES_PER_CONTROL 1024
 #define PDK_MAX_AREA (512ul << 20)
+/* The events a readiness may hold (PDK_NOTIFY, PDK_OP_POLL's result). */
+#define PDK_POLL_BITS (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLNVAL | EPOLLRDNORM | \
+		       EPOLLRDBAND | EPOLLWRNORM | EPOLLWRBAND | EPOLLMSG | EPOLLRDHUP)
 
 struct pdk_control {
 	struct kref kref;
@@ -81,6 +85,7 @@ struct pdk_file {
 	u32 watching;                /* the events the outstanding WATCHes asked for (the last one names all) */
 	u64 calls_done;              /* forwarded reads, writes and ioctls that completed */
 	u64 watch_calls_done;        /* calls_done when the first outstanding WATCH was sent */
+	u64 watches_sent;            /* WATCHes and POLLs sent, to tell whether one went during a POLL */
 	wait_queue_head_t pollq;
 	struct fasync_struct *fasync;
 };

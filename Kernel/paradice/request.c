@@ -348,9 +348,6 @@ long pdk_reply(struct pdk_control *c, struct pdk_reply __user *arg)
 	return 0;
 }
 
-static const __poll_t pdk_poll_bits = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLNVAL |
-	EPOLLRDNORM | EPOLLRDBAND | EPOLLWRNORM | EPOLLWRBAND | EPOLLMSG | EPOLLRDHUP;
-
 /* Readiness is level-based end to end: a trusted answer is kept until a forwarded call may change it,
  * and every waiter it does not satisfy has a WATCH outstanding (pdk_poll). Every PDK_NOTIFY ends the
  * outstanding WATCHes (the daemon keeps one backend watch per file), so it wakes every waiter, whatever
@@ -360,7 +357,7 @@ static void pdk_file_wake_locked(struct pdk_file *f, __poll_t revents)
 {
 	f->watch_outstanding = false;
 	f->watching = 0;
-	wake_up_interruptible_poll(&f->pollq, pdk_poll_bits);
+	wake_up_interruptible_poll(&f->pollq, PDK_POLL_BITS);
 	if (revents & (EPOLLIN | EPOLLRDNORM))
 		kill_fasync(&f->fasync, SIGIO, POLL_IN);
 	if (revents & (EPOLLOUT | EPOLLWRNORM))
@@ -402,7 +399,7 @@ long pdk_notify(struct pdk_control *c, struct pdk_notify __user *arg)
 
 	if (copy_from_user(&n, arg, sizeof(n)))
 		return -EFAULT;
-	if (n.reserved || (n.revents & ~(__force u32)pdk_poll_bits))
+	if (n.reserved || (n.revents & ~(__force u32)PDK_POLL_BITS))
 		return -EINVAL;
 	spin_lock(&c->lock);
 	list_for_each_entry(f, &c->files, control_entry) {

@@ -79,6 +79,10 @@ enum pdk_op {
                                blocks (its reply then says EINTR); no reply of its own. (A request the
                                daemon has not read yet is taken back instead: the daemon never sees it.) */
     PDK_OP_FASYNC    = 12,  /* arg[0] = 1 on, 0 off (the module sends SIGIO itself on readiness) → result */
+    PDK_OP_POLL      = 13,  /* arg[0] = poll events, as PDK_OP_WATCH's: the first poll after the readiness went
+                               stale asks the level now (a driver's poll answers at once, and a caller's
+                               timeout may be 100 us)  → result = revents when one of them (or POLLERR/POLLHUP)
+                               holds; else 0, and the daemon has made the WATCH (a PDK_NOTIFY follows) */
 };
 
 /* What read(2) of the control file returns, one per read (a shorter buffer gets EINVAL); a read blocks

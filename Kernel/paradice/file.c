@@ -243,14 +243,17 @@ static __poll_t pdk_poll(struct file *file, struct poll_table_struct *wait)
 	spin_lock(&c->lock);
 	if (f->ready_valid && ((__force __poll_t)f->revents & (want | EPOLLERR | EPOLLHUP))) {
 		mask = (__force __poll_t)f->revents;
-	} else if (!f->watch_outstanding || ((__force u32)want & ~f->watching)) {
-		query = !f->ready_valid && !f->watch_outstanding;
+	} else {
+		/* the level is unknown since the last call (a WATCH made before it may be answered late) */
+		query = !f->ready_valid && (!f->watch_outstanding || f->watch_calls_done != f->calls_done);
+		send = query || !f->watch_outstanding || ((__force u32)want & ~f->watching);
+	}
+	if (send) {
 		if (!f->watch_outstanding)
 			f->watch_calls_done = f->calls_done;
 		f->watch_outstanding = true;
 		f->watching |= (__force u32)want;
 		ask = (__force __poll_t)f->watching;
-		send = true;
 		calls_done = f->calls_done;
 		sent = ++f->watches_sent;
 	}
@@ -258,7 +261,9 @@ static __poll_t pdk_poll(struct file *file, struct poll_table_struct *wait)
 	if (!send)
 		return mask;
 	if (query) {
-		res = pdk_call(f, PDK_OP_POLL, (__force u32)ask, 0, 0, 0, 0, NULL);
+		/* this waiter's events alone: a driver's answer depends on them (vb2 says POLLERR to a poll for
+		 * POLLIN on a queue that is not streaming, nothing to one for POLLPRI) */
+		res = pdk_call(f, PDK_OP_POLL, (__force u32)want, 0, 0, 0, 0, NULL);
 		if (res == 0)
 			return 0;   /* not ready: the daemon made the WATCH */
 		if (res < 0 && res != -ERESTARTSYS && res != -EINTR)

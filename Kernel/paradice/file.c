@@ -33,11 +33,13 @@ void pdk_file_free(struct pdk_file *f)
 	kfree(f);
 }
 
-/* After a read, write or ioctl the last readiness may be stale: the next poll asks the daemon again. */
+/* After a read, write or ioctl the last readiness may be stale: the next poll asks the daemon again, and
+ * an answer to a WATCH sent before now is not trusted (pdk_file_notified_locked). */
 void pdk_file_forget_readiness(struct pdk_file *f)
 {
 	spin_lock(&f->control->lock);
 	f->ready_valid = false;
+	f->calls_done++;
 	spin_unlock(&f->control->lock);
 }
 
@@ -209,31 +211,84 @@ static int pdk_fasync(int fd, struct file *file, int on)
 	return 0;
 }
 
+/* The events a WATCH can name: what poll(2) reports, less what it always reports (POLLERR, POLLHUP) and
+ * the poll machinery's own flags (EPOLLET, busy polling, ...). */
+static const __poll_t pdk_watchable = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDNORM | EPOLLRDBAND | EPOLLWRNORM |
+	EPOLLWRBAND | EPOLLMSG | EPOLLRDHUP;
+
+/*
+ * A waiter is satisfied by the known readiness when it holds one of its events (or POLLERR/POLLHUP,
+ * which every waiter gets). One that is not needs a WATCH outstanding for its events, since epoll calls
+ * poll again only when woken: a WATCH is sent unless the outstanding ones already name them, and it
+ * names the events of every WATCH still outstanding, as the daemon replaces the backend's watch with
+ * the last. The known readiness answers only what it holds: a waiter for other events is not satisfied
+ * by it even when its WATCH named them (the backend answers as soon as one event holds).
+ * When nothing is known and nothing asked (the first poll after a forwarded call), the poll asks the
+ * level and waits for it (PDK_OP_POLL): a driver's poll answers at once, and callers count on it
+ * (v4l2-compliance selects for an event with a 100 us timeout). Not ready, the daemon has made the WATCH.
+ */
 static __poll_t pdk_poll(struct file *file, struct poll_table_struct *wait)
 {
 	struct pdk_file *f = file->private_data;
 	struct pdk_control *c = f->control;
-	__poll_t want = poll_requested_events(wait) & ~(EPOLLERR | EPOLLHUP | EPOLLNVAL | EPOLLET |
-							EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP);
+	__poll_t want = poll_requested_events(wait) & pdk_watchable;
 	__poll_t mask = 0, ask = 0;
-	u32 covered;
+	bool send = false, query = false;
+	u64 calls_done = 0, sent = 0;
+	long res;
 
 	poll_wait(file, &f->pollq, wait);
 	if (pdk_file_gone(f))
 		return EPOLLERR | EPOLLHUP;
 	spin_lock(&c->lock);
-	covered = f->ready_valid ? f->covered : 0;
-	if (f->ready_valid)
+	if (f->ready_valid && ((__force __poll_t)f->revents & (want | EPOLLERR | EPOLLHUP))) {
 		mask = (__force __poll_t)f->revents;
-	/* ask about events the known readiness does not answer for and no WATCH asked yet; the answer
-	 * then covers those it already answered for too */
-	if ((__force u32)want & ~covered & ~f->watching) {
-		f->watching |= (__force u32)want | covered;
+	} else {
+		/* the level is unknown since the last call (a WATCH made before it may be answered late) */
+		query = !f->ready_valid && (!f->watch_outstanding || f->watch_calls_done != f->calls_done);
+		send = query || !f->watch_outstanding || ((__force u32)want & ~f->watching);
+	}
+	if (send) {
+		if (!f->watch_outstanding)
+			f->watch_calls_done = f->calls_done;
+		f->watch_outstanding = true;
+		f->watching |= (__force u32)want;
 		ask = (__force __poll_t)f->watching;
+		calls_done = f->calls_done;
+		sent = ++f->watches_sent;
 	}
 	spin_unlock(&c->lock);
-	if (ask)
-		pdk_send_oneway(c, f, PDK_OP_WATCH, (__force u32)ask, 0);
+	if (!send)
+		return mask;
+	if (query) {
+		/* this waiter's events alone: a driver's answer depends on them (vb2 says POLLERR to a poll for
+		 * POLLIN on a queue that is not streaming, nothing to one for POLLPRI) */
+		res = pdk_call(f, PDK_OP_POLL, (__force u32)want, 0, 0, 0, 0, NULL);
+		if (res == 0)
+			return 0;   /* not ready: the daemon made the WATCH */
+		if (res < 0 && res != -ERESTARTSYS && res != -EINTR)
+			res = EPOLLERR;   /* the daemon cannot tell: as a driver whose device failed */
+		spin_lock(&c->lock);
+		/* ready, or no answer (a signal): no WATCH came of it, unless another poll sent one meanwhile */
+		if (f->watches_sent == sent) {
+			f->watch_outstanding = false;
+			f->watching = 0;
+		}
+		if (res > 0 && f->calls_done == calls_done) {
+			f->revents = (u32)res & (__force u32)PDK_POLL_BITS;
+			f->ready_valid = true;
+		}
+		spin_unlock(&c->lock);
+		return res > 0 ? (__force __poll_t)((u32)res & (__force u32)PDK_POLL_BITS) : 0;
+	}
+	if (!pdk_send_oneway(c, f, PDK_OP_WATCH, (__force u32)ask, 0)) {
+		spin_lock(&c->lock);   /* not sent (no memory, or the daemon is gone): the next poll asks again */
+		if (f->watches_sent == sent) {
+			f->watch_outstanding = false;
+			f->watching = 0;
+		}
+		spin_unlock(&c->lock);
+	}
 	return mask;
 }
 

@@ -22,12 +22,16 @@
 #include <linux/wait.h>
 #include <linux/completion.h>
 #include <linux/fs.h>
+#include <linux/poll.h>
 #include <linux/cdev.h>
 #include <linux/device.h>
 #include "paradice_kernel.h"
 
 #define PDK_MAX_NODES_PER_CONTROL 1024
 #define PDK_MAX_AREA (512ul << 20)
+/* The events a readiness may hold (PDK_NOTIFY, PDK_OP_POLL's result). */
+#define PDK_POLL_BITS (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLNVAL | EPOLLRDNORM | \
+		       EPOLLRDBAND | EPOLLWRNORM | EPOLLWRBAND | EPOLLMSG | EPOLLRDHUP)
 
 struct pdk_control {
 	struct kref kref;
@@ -75,10 +79,13 @@ struct pdk_file {
 	u64 handle;
 	bool seekable;
 	/* under control->lock */
-	bool ready_valid;            /* revents is the last PDK_NOTIFY's, not made stale since */
+	bool ready_valid;            /* revents is a trusted PDK_NOTIFY's, not made stale since */
 	u32 revents;
-	u32 watching;                /* events a PDK_OP_WATCH asked for and no PDK_NOTIFY answered yet */
-	u32 covered;                 /* events the valid readiness answers for (what the WATCH asked) */
+	bool watch_outstanding;      /* a PDK_OP_WATCH was sent and no PDK_NOTIFY came since */
+	u32 watching;                /* the events the outstanding WATCHes asked for (the last one names all) */
+	u64 calls_done;              /* forwarded reads, writes and ioctls that completed */
+	u64 watch_calls_done;        /* calls_done when the first outstanding WATCH was sent */
+	u64 watches_sent;            /* WATCHes and POLLs sent, to tell whether one went during a POLL */
 	wait_queue_head_t pollq;
 	struct fasync_struct *fasync;
 };
@@ -155,9 +162,10 @@ struct pdk_req *pdk_req_new(struct pdk_control *c, struct pdk_file *f, u32 op, b
 void pdk_req_free(struct pdk_req *r);
 struct pdk_req *pdk_find_waiting_locked(struct pdk_control *c, u64 id);
 void pdk_file_readiness_locked(struct pdk_file *f, __poll_t revents);
+void pdk_file_notified_locked(struct pdk_file *f, __poll_t revents);
 long pdk_call(struct pdk_file *f, u32 op, u64 a0, u64 a1, u64 a2, u64 a3, u64 area, u64 *value);
 void pdk_send_release(struct pdk_control *c, struct pdk_file *f, u64 handle, u64 cookie);
-void pdk_send_oneway(struct pdk_control *c, struct pdk_file *f, u32 op, u64 a0, u64 area);
+bool pdk_send_oneway(struct pdk_control *c, struct pdk_file *f, u32 op, u64 a0, u64 area);
 ssize_t pdk_control_read(struct file *file, char __user *buf, size_t count, loff_t *ppos);
 __poll_t pdk_control_poll(struct file *file, struct poll_table_struct *wait);
 long pdk_reply(struct pdk_control *c, struct pdk_reply __user *arg);

@@ -75,16 +75,19 @@ static bool pdk_enqueue(struct pdk_req *r)
 }
 
 /* A request nobody waits for: WATCH, INTERRUPT, MUNMAP (no reply). */
-void pdk_send_oneway(struct pdk_control *c, struct pdk_file *f, u32 op, u64 a0, u64 area)
+bool pdk_send_oneway(struct pdk_control *c, struct pdk_file *f, u32 op, u64 a0, u64 area)
 {
 	struct pdk_req *r = pdk_req_new(c, f, op, false);
 
 	if (!r)
-		return;
+		return false;
 	r->msg.arg[0] = a0;
 	r->msg.area = area;
-	if (!pdk_enqueue(r))
+	if (!pdk_enqueue(r)) {
 		pdk_req_free(r);
+		return false;
+	}
+	return true;
 }
 
 /* A RELEASE of a daemon handle that no open file holds any more (a late OPEN reply); its reply is taken
@@ -345,17 +348,16 @@ long pdk_reply(struct pdk_control *c, struct pdk_reply __user *arg)
 	return 0;
 }
 
-static const __poll_t pdk_poll_bits = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLNVAL |
-	EPOLLRDNORM | EPOLLRDBAND | EPOLLWRNORM | EPOLLWRBAND | EPOLLMSG | EPOLLRDHUP;
-
-/* Wakes a file's pollers and sends SIGIO to its fasync owners (control->lock held). */
-void pdk_file_readiness_locked(struct pdk_file *f, __poll_t revents)
+/* Readiness is level-based end to end: a trusted answer is kept until a forwarded call may change it,
+ * and every waiter it does not satisfy has a WATCH outstanding (pdk_poll). Every PDK_NOTIFY ends the
+ * outstanding WATCHes (the daemon keeps one backend watch per file), so it wakes every waiter, whatever
+ * its events: a wake-up keyed by the answer's events alone would pass by an epoll or a poll waiting for
+ * others, which would then never ask again. */
+static void pdk_file_wake_locked(struct pdk_file *f, __poll_t revents)
 {
-	f->covered = (f->ready_valid ? f->covered : 0) | f->watching;
-	f->revents = revents;
-	f->ready_valid = true;
+	f->watch_outstanding = false;
 	f->watching = 0;
-	wake_up_interruptible_poll(&f->pollq, revents);
+	wake_up_interruptible_poll(&f->pollq, PDK_POLL_BITS);
 	if (revents & (EPOLLIN | EPOLLRDNORM))
 		kill_fasync(&f->fasync, SIGIO, POLL_IN);
 	if (revents & (EPOLLOUT | EPOLLWRNORM))
@@ -368,6 +370,27 @@ void pdk_file_readiness_locked(struct pdk_file *f, __poll_t revents)
 		kill_fasync(&f->fasync, SIGIO, POLL_HUP);
 }
 
+/* Readiness the module knows for itself (a hangup): kept whatever was asked (control->lock held). */
+void pdk_file_readiness_locked(struct pdk_file *f, __poll_t revents)
+{
+	f->revents = (__force u32)revents;
+	f->ready_valid = true;
+	pdk_file_wake_locked(f, revents);
+}
+
+/* The daemon's PDK_NOTIFY (control->lock held). It is trusted only when no forwarded call completed
+ * since the first outstanding WATCH was sent: an answer to a WATCH made before such a call (a
+ * DQEVENT, a read) may tell of readiness the call consumed. Untrusted, it only wakes the waiters, whose
+ * next poll asks again and gets the level as it is now. */
+void pdk_file_notified_locked(struct pdk_file *f, __poll_t revents)
+{
+	if (f->watch_outstanding && f->watch_calls_done == f->calls_done) {
+		f->revents = (__force u32)revents;
+		f->ready_valid = true;
+	}
+	pdk_file_wake_locked(f, revents);
+}
+
 long pdk_notify(struct pdk_control *c, struct pdk_notify __user *arg)
 {
 	struct pdk_notify n;
@@ -376,13 +399,13 @@ long pdk_notify(struct pdk_control *c, struct pdk_notify __user *arg)
 
 	if (copy_from_user(&n, arg, sizeof(n)))
 		return -EFAULT;
-	if (n.reserved || (n.revents & ~(__force u32)pdk_poll_bits))
+	if (n.reserved || (n.revents & ~(__force u32)PDK_POLL_BITS))
 		return -EINVAL;
 	spin_lock(&c->lock);
 	list_for_each_entry(f, &c->files, control_entry) {
 		if (f->id == n.file) {
 			if (!READ_ONCE(f->node->removed))
-				pdk_file_readiness_locked(f, (__force __poll_t)n.revents);
+				pdk_file_notified_locked(f, (__force __poll_t)n.revents);
 			err = 0;
 			break;
 		}

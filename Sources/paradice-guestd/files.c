@@ -20,6 +20,7 @@ struct gd_file *gd_file_add(uint32_t handle, uint64_t cookie, int flags) {
     f->cookie = cookie;
     f->flags = flags;
     f->refs = 1;
+    pthread_mutex_init(&f->watch_lock, NULL);
     pd_lent_init(&f->lent);
     e->file = f;
     pthread_mutex_lock(&files_lock);
@@ -44,6 +45,7 @@ void gd_file_put(struct gd_file *f) {
     pthread_mutex_unlock(&files_lock);
     if (!last) return;
     pd_lent_destroy(&f->lent);
+    pthread_mutex_destroy(&f->watch_lock);
     free(f);
 }
 
@@ -63,7 +65,10 @@ struct gd_file *gd_file_remove(uint32_t handle) {
     return found;
 }
 
-int gd_file_watch(uint32_t handle, uint64_t module_file) {
+/* The backend keeps one watch per handle, and each PD_WATCH replaces it: what it is sent names every event
+ * a module file asked for since the last event, so that a later, narrower WATCH (another module file's,
+ * or one served out of order) does not drop what an earlier one still waits for. */
+int gd_file_watch(uint32_t handle, uint64_t module_file, short events, short *all) {
     int r = -1;
     pthread_mutex_lock(&files_lock);
     for (struct entry *e = table[handle % BUCKETS]; e; e = e->next) {
@@ -76,6 +81,7 @@ int gd_file_watch(uint32_t handle, uint64_t module_file) {
             f->watchers[f->watcher_count++] = module_file;
             r = 0;
         }
+        if (r == 0) *all = f->watch_events |= events;
         break;
     }
     pthread_mutex_unlock(&files_lock);
@@ -92,6 +98,7 @@ void gd_file_event(uint32_t handle, short revents) {
         n = e->file->watcher_count;
         for (int i = 0; i < n; i++) waiting[i] = e->file->watchers[i];
         e->file->watcher_count = 0;
+        e->file->watch_events = 0;   /* the backend's watch fired: it holds none now */
         break;
     }
     pthread_mutex_unlock(&files_lock);

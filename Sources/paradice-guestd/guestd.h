@@ -3,6 +3,7 @@
  * the calls programs make on them (paradice_kernel.h). It knows no device class. */
 #ifndef PARADICE_GUESTD_H
 #define PARADICE_GUESTD_H
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include "paradice_frontend.h"
@@ -56,12 +57,15 @@ struct gd_file {
     int closed;                   /* released: the table no longer holds it */
     uint64_t watchers[8];         /* module files waiting for a PDK_NOTIFY of this handle */
     int watcher_count;
+    short watch_events;           /* the events they asked for since the last event: the backend's watch */
+    pthread_mutex_t watch_lock;   /* PD_WATCHes of the handle go one at a time, each naming all of them */
 };
 struct gd_file *gd_file_add(uint32_t handle, uint64_t cookie, int flags);
 struct gd_file *gd_file_get(uint32_t handle);   /* a reference, or NULL */
 void gd_file_put(struct gd_file *f);
 struct gd_file *gd_file_remove(uint32_t handle); /* the table's reference, or NULL */
-int gd_file_watch(uint32_t handle, uint64_t module_file);   /* 0, or -1: no room / no file */
+/* 0 and *all = every event asked since the last event, or -1: no room / no file. */
+int gd_file_watch(uint32_t handle, uint64_t module_file, short events, short *all);
 void gd_file_event(uint32_t handle, short revents);
 
 /* areas.c: module areas mapped into the daemon (views), which hold the mirrors of device mappings. */

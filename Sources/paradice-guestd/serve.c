@@ -151,19 +151,52 @@ static void serve_simple(struct gd_call *call, struct gd_file *f) {
     reply(r, result, 0);
 }
 
-/* Readiness is asked once per PDK_OP_WATCH; the backend's PD_EVENT answers it (gd_file_event). */
+/* Readiness is asked once per PDK_OP_WATCH; the backend's PD_EVENT answers it (gd_file_event). Serving
+ * threads take WATCHes in any order: one at a time per handle, each naming every event asked since the
+ * last event, the backend's watch never loses an event a module file still waits for. The backend's
+ * watch reports a level already there at once (it polls the device). */
 static void serve_watch(struct gd_call *call, struct gd_file *f) {
     const struct pdk_request *r = &call->request;
     struct pdk_notify notify = { r->file, POLLERR, 0 };
-    if (gd.lost || gd_file_watch(f->handle, r->file) != 0) {
+    short events = 0;
+    pthread_mutex_lock(&f->watch_lock);
+    if (gd.lost || gd_file_watch(f->handle, r->file, (short)(r->arg[0] & 0xffff), &events) != 0) {
+        pthread_mutex_unlock(&f->watch_lock);
         notify.revents = POLLERR | POLLHUP;
         (void)ioctl(gd.control, PDK_NOTIFY, &notify);
         return;
     }
-    struct pd_poll p = { (int32_t)(r->arg[0] & 0xffff), -1 };
+    struct pd_poll p = { (int32_t)(uint16_t)events, -1 };
     int broken;
-    if (pd_file_simple(gd.connection, f->handle, PD_WATCH, &p, sizeof p, NULL, 0, &broken) < 0)
-        gd_file_event(f->handle, gd.lost ? POLLERR | POLLHUP : POLLERR);
+    int64_t result = pd_file_simple(gd.connection, f->handle, PD_WATCH, &p, sizeof p, NULL, 0, &broken);
+    pthread_mutex_unlock(&f->watch_lock);
+    if (result < 0) gd_file_event(f->handle, gd.lost ? POLLERR | POLLHUP : POLLERR);
+}
+
+/* PDK_OP_POLL: the level now; when none of the events holds, the WATCH is made before the answer, so
+ * that nothing coming in between goes unreported (the backend's watch reports a level already there). */
+static void serve_poll(struct gd_call *call, struct gd_file *f) {
+    const struct pdk_request *r = &call->request;
+    short asked = (short)(r->arg[0] & 0xffff), events = 0;
+    struct pd_poll now = { (int32_t)(uint16_t)asked, 0 };
+    int broken;
+    pthread_mutex_lock(&f->watch_lock);
+    int64_t revents = gd.lost ? -1 : pd_file_simple(gd.connection, f->handle, PD_POLL, &now, sizeof now, NULL, 0, &broken);
+    if (revents < 0 || (revents & (asked | POLLERR | POLLHUP | POLLNVAL))) {
+        pthread_mutex_unlock(&f->watch_lock);
+        reply(r, revents < 0 ? (gd.lost ? POLLERR | POLLHUP : POLLERR) : revents & 0xffff, 0);
+        return;
+    }
+    if (gd_file_watch(f->handle, r->file, asked, &events) != 0) {
+        pthread_mutex_unlock(&f->watch_lock);
+        reply(r, POLLERR, 0);
+        return;
+    }
+    struct pd_poll p = { (int32_t)(uint16_t)events, -1 };
+    int64_t result = pd_file_simple(gd.connection, f->handle, PD_WATCH, &p, sizeof p, NULL, 0, &broken);
+    pthread_mutex_unlock(&f->watch_lock);
+    reply(r, 0, 0);
+    if (result < 0) gd_file_event(f->handle, gd.lost ? POLLERR | POLLHUP : POLLERR);
 }
 
 /* The memory of an mmap request: the caller's, and the view of its area as the mirror's memory. */
@@ -230,6 +263,7 @@ static void serve(struct gd_call *call) {
     case PDK_OP_IOCTL: serve_ioctl(call, f); break;
     case PDK_OP_LLSEEK: case PDK_OP_FSYNC: case PDK_OP_FASYNC: serve_simple(call, f); break;
     case PDK_OP_WATCH: serve_watch(call, f); break;
+    case PDK_OP_POLL: serve_poll(call, f); break;
     case PDK_OP_MMAP: serve_mmap(call, f); break;
     default:
         gd_log("request %llu: unknown op %u", (unsigned long long)r->id, r->op);

@@ -58,7 +58,7 @@ static void die(const char *what)
 static const char *op_name(unsigned op)
 {
 	static const char *names[] = { "?", "OPEN", "RELEASE", "READ", "WRITE", "IOCTL", "LLSEEK", "FSYNC",
-				       "MMAP", "MUNMAP", "WATCH", "INTERRUPT", "FASYNC" };
+				       "MMAP", "MUNMAP", "WATCH", "INTERRUPT", "FASYNC", "POLL" };
 	return op < sizeof(names) / sizeof(names[0]) ? names[op] : "?";
 }
 
@@ -426,22 +426,25 @@ static void test_poll(void)
 	uint64_t file;
 
 	file = serve_open(10, 0, 0, 1);
-	if (next_request(ctl, PDK_OP_WATCH, &rq))
+	if (next_request(ctl, PDK_OP_POLL, &rq))
 		return;
-	check(rq.file == file && (rq.arg[0] & POLLIN) && rq.handle == 10, "poll sends WATCH for POLLIN");
+	check(rq.file == file && (rq.arg[0] & POLLIN) && rq.handle == 10, "the first poll asks the level (POLL POLLIN)");
+	reply(ctl, rq.id, 0, 0);            /* not ready: the daemon watches */
 	check(notify(ctl, file + 1000, POLLIN) == -ESRCH, "NOTIFY of an unknown file is ESRCH");
 	check(notify(ctl, file, POLLIN) == 0, "NOTIFY POLLIN");
 	if (next_request(ctl, PDK_OP_WATCH, &rq))
 		return;
-	check((rq.arg[0] & (POLLIN | POLLOUT)) == (POLLIN | POLLOUT),
-	      "a poll for POLLOUT the known readiness does not answer for sends WATCH for POLLIN|POLLOUT");
+	check((rq.arg[0] & POLLOUT) && !(rq.arg[0] & POLLIN),
+	      "a poll for POLLOUT the known readiness (POLLIN) does not satisfy sends WATCH for POLLOUT (%#llx)",
+	      (unsigned long long)rq.arg[0]);
 	notify(ctl, file, POLLIN | POLLOUT);
 	if (next_request(ctl, PDK_OP_IOCTL, &rq))
 		return;
 	reply(ctl, rq.id, 0, 0);
-	if (next_request(ctl, PDK_OP_WATCH, &rq))
+	if (next_request(ctl, PDK_OP_POLL, &rq))
 		return;
-	check(rq.arg[0] & POLLIN, "after an ioctl epoll asks again (WATCH)");
+	check(rq.arg[0] & POLLIN, "after an ioctl epoll asks again (POLL)");
+	reply(ctl, rq.id, 0, 0);
 	notify(ctl, file, POLLIN | POLLOUT);
 	serve_release(10, "close");
 	if (!collect(c, &o))
@@ -450,6 +453,99 @@ static void test_poll(void)
 	check(o.data[1] == 1 && o.data[2] == POLLOUT, "poll(2) for POLLOUT wakes with POLLOUT (%d, %#x)", o.data[1],
 	      o.data[2]);
 	check(o.err == 1 && (o.data[0] & EPOLLIN), "epoll_wait wakes with EPOLLIN");
+}
+
+/* Readiness and forwarded calls: the first poll after a call asks the level and waits for it; an answer
+ * to a WATCH made before a call that completed since is not trusted; every answer wakes every waiter (an
+ * epoll for POLLPRI after an answer of POLLIN). */
+static void c_poll_races(struct outcome *o, void *arg)
+{
+	int fd = open_node(), ep;
+	struct pollfd p = { .fd = fd, .events = POLLPRI };
+	struct epoll_event ev = { .events = EPOLLPRI }, got;
+
+	(void)arg;
+	o->data[0] = poll(&p, 1, 0);        /* POLL POLLPRI: not ready, the daemon watches */
+	ioctl(fd, _IO('T', 0x7d));          /* the answer comes while this call is in flight */
+	o->data[1] = poll(&p, 1, 0);        /* POLL again: the call may have consumed that readiness */
+	ioctl(fd, _IO('T', 0x7d));          /* the answer comes after this call */
+	o->ret = poll(&p, 1, 30000);        /* not that answer: a POLL, answered POLLPRI */
+	o->extra = p.revents;
+	ioctl(fd, _IO('T', 0x7d));
+	o->data[4] = poll(&p, 1, 0);        /* a level already there: found with no timeout */
+	o->data[5] = p.revents;
+	ioctl(fd, _IO('T', 0x7d));
+	ep = epoll_create1(0);
+	epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);   /* POLL POLLPRI: not ready */
+	p.events = POLLIN;
+	o->data[2] = poll(&p, 1, 0);        /* WATCH POLLPRI|POLLIN (answered with POLLIN after it returned) */
+	o->err = epoll_wait(ep, &got, 1, 30000);
+	o->data[3] = got.events;
+	close(ep);
+	close(fd);
+}
+
+/* Serves the next request as op, replying result; its events in *events. */
+static int serve_poll_op(unsigned op, int64_t result, uint64_t *events)
+{
+	struct pdk_request rq;
+
+	if (next_request(ctl, op, &rq))
+		return -1;
+	*events = rq.arg[0];
+	if (op == PDK_OP_POLL || op == PDK_OP_IOCTL)
+		reply(ctl, rq.id, result, 0);
+	return 0;
+}
+
+static void test_poll_races(void)
+{
+	struct child c = spawn(c_poll_races, NULL);
+	struct pdk_request call;
+	struct outcome o;
+	uint64_t file, ev;
+
+	file = serve_open(12, 0, 0, 1);
+	if (serve_poll_op(PDK_OP_POLL, 0, &ev))
+		return;
+	check(ev & POLLPRI, "a poll for POLLPRI asks the level (POLL POLLPRI)");
+	if (next_request(ctl, PDK_OP_IOCTL, &call))
+		return;
+	notify(ctl, file, POLLPRI);         /* during the call */
+	reply(ctl, call.id, 0, 0);
+	if (serve_poll_op(PDK_OP_POLL, 0, &ev))
+		return;
+	check(ev & POLLPRI, "a NOTIFY during a call is forgotten when it completes: the next poll asks again");
+	if (serve_poll_op(PDK_OP_IOCTL, 0, &ev))
+		return;
+	notify(ctl, file, POLLPRI);         /* answers the WATCH made before the call */
+	if (serve_poll_op(PDK_OP_POLL, POLLPRI, &ev))
+		return;
+	check(ev & POLLPRI, "a NOTIFY answering a WATCH made before a completed call is not trusted: the waiter asks again");
+	if (serve_poll_op(PDK_OP_IOCTL, 0, &ev) || serve_poll_op(PDK_OP_POLL, POLLPRI, &ev) ||
+	    serve_poll_op(PDK_OP_IOCTL, 0, &ev) || serve_poll_op(PDK_OP_POLL, 0, &ev))
+		return;
+	check(ev == POLLPRI, "epoll for EPOLLPRI asks POLLPRI (%#llx)", (unsigned long long)ev);
+	if (serve_poll_op(PDK_OP_WATCH, 0, &ev))
+		return;
+	check((ev & (POLLIN | POLLPRI)) == (POLLIN | POLLPRI), "a poll for POLLIN beside it names both in its WATCH (%#llx)",
+	      (unsigned long long)ev);
+	notify(ctl, file, POLLIN);
+	if (serve_poll_op(PDK_OP_WATCH, 0, &ev))
+		return;
+	check(ev == POLLPRI, "an answer of POLLIN wakes the epoll for EPOLLPRI, which asks again (%#llx)",
+	      (unsigned long long)ev);
+	notify(ctl, file, POLLPRI);
+	serve_release(12, "close");
+	if (!collect(c, &o))
+		return;
+	check(o.data[0] == 0 && o.data[1] == 0 && o.data[2] == 0, "the polls with no timeout find nothing (%d, %d, %d)",
+	      o.data[0], o.data[1], o.data[2]);
+	check(o.ret == 1 && o.extra == POLLPRI, "poll(2) wakes with the level asked after the call (%ld, %#x)", o.ret,
+	      o.extra);
+	check(o.data[4] == 1 && o.data[5] == POLLPRI, "a poll with no timeout finds a level already there (%d, %#x)",
+	      o.data[4], o.data[5]);
+	check(o.err == 1 && o.data[3] == EPOLLPRI, "epoll_wait wakes with EPOLLPRI (%d, %#x)", o.err, o.data[3]);
 }
 
 static void on_usr1(int sig) { (void)sig; }
@@ -1533,6 +1629,7 @@ int main(int argc, char **argv)
 	test_write_ioctl();
 	test_new_file();
 	test_poll();
+	test_poll_races();
 	test_signal(0);
 	test_signal(1);
 	test_takeback();

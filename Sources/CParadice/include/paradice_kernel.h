@@ -68,15 +68,21 @@ enum pdk_op {
                                fills before it replies                       → result 0 */
     PDK_OP_MUNMAP    = 9,   /* area: the caller's last mapping of it went, or its mmap failed after the
                                PDK_OP_MMAP (no reply): the daemon unmaps the area if it mapped it */
-    PDK_OP_WATCH     = 10,  /* arg[0] = poll events the caller waits for: report readiness once with
-                               PDK_NOTIFY when one of them (or POLLERR/POLLHUP) holds (no reply); its revents
-                               answer for every event arg[0] names. The module returns that readiness to every
-                               poll until a forwarded read, write or ioctl on the file makes it stale; only
-                               then, or for a poll on events it does not answer for, does it send a WATCH again */
+    PDK_OP_WATCH     = 10,  /* arg[0] = poll events the file's waiters wait for: report readiness once with
+                               PDK_NOTIFY when one of them (or POLLERR/POLLHUP) holds, at once when one holds
+                               already (no reply). Each WATCH names every event of the file's WATCHes still
+                               unanswered; a NOTIFY answers them all. The module returns that readiness to the
+                               polls it satisfies until a forwarded read, write or ioctl on the file makes it
+                               stale, and sends a WATCH for a waiter it does not satisfy. A NOTIFY answering a
+                               WATCH sent before a forwarded call that completed since only wakes the waiters */
     PDK_OP_INTERRUPT = 11,  /* arg[0] = the request a signal interrupted: end it early if its operation
                                blocks (its reply then says EINTR); no reply of its own. (A request the
                                daemon has not read yet is taken back instead: the daemon never sees it.) */
     PDK_OP_FASYNC    = 12,  /* arg[0] = 1 on, 0 off (the module sends SIGIO itself on readiness) → result */
+    PDK_OP_POLL      = 13,  /* arg[0] = poll events, as PDK_OP_WATCH's: the first poll after the readiness went
+                               stale asks the level now (a driver's poll answers at once, and a caller's
+                               timeout may be 100 us)  → result = revents when one of them (or POLLERR/POLLHUP)
+                               holds; else 0, and the daemon has made the WATCH (a PDK_NOTIFY follows) */
 };
 
 /* What read(2) of the control file returns, one per read (a shorter buffer gets EINVAL); a read blocks

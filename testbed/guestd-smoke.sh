@@ -36,7 +36,7 @@ guestd_start() {
   vm --init --timeout 30 '[ -e /dev/paradice ] || insmod /share/paradice.ko' || { log "insmod failed"; return 1; }
   local args="" m
   for m in "$@"; do args="$args --map $m"; done
-  vm --timeout 30 "setsid /share/paradice-guestd --backend tcp://127.0.0.1:7000 $args > /share/guestd.log 2>&1 < /dev/null &" || return 1
+  vm --timeout 30 "setsid /share/paradice-guestd --backend ${GUESTD_BACKEND:-tcp://127.0.0.1:7000} $args > /share/guestd.log 2>&1 < /dev/null &" || return 1
   local i
   for i in $(seq 1 120); do
     if vm --timeout 10 'grep -qx "state ready" /run/paradice/guest-*.status' 2>/dev/null; then
@@ -88,6 +88,37 @@ guestd_stop() {
   [ -n "$VMDIR" ] || return 0
   [ -f "$VMDIR/share/guestd.log" ] && { log "daemon log:"; tail -40 "$VMDIR/share/guestd.log" >&2; }
   $DVM --dir "$VMDIR" stop >/dev/null 2>&1
+}
+
+# A backend on the same machine over a unix socket with --share-mappings: an mmap of a forwarded node maps
+# the device itself into the caller (PDK_MMAP_DEVICE: no area, no mirror), and the clients see what they
+# see natively. (The VM's own backend listens on TCP only.) Needs V, the forwarded capture node.
+guestd_shared_mappings() {
+SHARE_SOCK=/run/pd-share.sock
+vm --timeout 30 "set -f; rm -f $SHARE_SOCK; setsid /share/bin/paradice-backend --listen unix:$SHARE_SOCK --share-mappings \
+  --specs /share/Specs --device /dev/video0 --device '/dev/media*' --device '/dev/dri/*' --plugins v4l2,drm --tree /sys \
+  > /share/backend-share.log 2>&1 < /dev/null & for i in \$(seq 1 100); do [ -S $SHARE_SOCK ] && break; sleep 0.2; done; [ -S $SHARE_SOCK ]" ||
+  { log "FAIL the sharing backend did not start:"; cat "$VMDIR/share/backend-share.log" >&2; failures=$((failures + 1)); }
+VKMS=$(vm --timeout 10 'for c in /sys/class/drm/card[0-9]; do case $(readlink -f $c/device) in */vkms) echo /dev/dri/${c##*/};; esac; done | head -1')
+cc -O -o "$VMDIR/share/drmscanout" "$REPO/Tests/ParadiceEngineTests/Programs/drmscanout.c" -I/usr/include/libdrm -ldrm ||
+  failures=$((failures + 1))
+if GUESTD_BACKEND=unix:$SHARE_SOCK guestd_start $V=/dev/video0 /dev/pdk/dri/vkms=$VKMS; then
+  guestd_compare "v4l2-ctl --stream-mmap, the device mapped itself" $V /dev/video0 \
+    'v4l2-ctl -d @DEV@ --stream-mmap --stream-count=3 --stream-to=/tmp/frames && md5sum < /tmp/frames && wc -c < /tmp/frames' \
+    "tr -d '<'"
+  guestd_compare "drmscanout on vkms, dumb buffers mapped from the device" /dev/pdk/dri/vkms $VKMS '/share/drmscanout @DEV@'
+  # a streaming caller's buffers are mappings of the device file itself (its path in /proc/PID/maps), and
+  # the daemon holds no area (mirror) for them
+  local what="the caller's mappings are the device's own, the daemon has no mirror" out
+  if out=$(vm --timeout 60 'v4l2-ctl -d /dev/video9 --stream-mmap --stream-count=100000 > /dev/null 2>&1 < /dev/null & p=$!; sleep 4
+     m=$(grep -c " /dev/video0\$" /proc/$p/maps); f=$(grep -c /dev/video9 /proc/$p/maps); st=$(cat /run/paradice/guest-*.status)
+     kill $p; echo "device mappings $m, node mappings $f"; echo "$st" | grep "^mappings\|^shared"
+     [ "$m" -ge 1 ] && [ "$f" = 0 ] && echo "$st" | grep -qx "mappings 0" && ! echo "$st" | grep -qx "shared 0"' 2>&1)
+  then log "ok   $what: $(echo $out)"; else log "FAIL $what: $out"; failures=$((failures + 1)); fi
+  vm --timeout 20 'p=$(sed -n "s/^pid //p" /run/paradice/guest-*.status); kill -TERM $p; for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/video9 ] || break; sleep 1; done' || true
+else
+  failures=$((failures + 1))
+fi
 }
 
 [ "${GUESTD_SMOKE_LIB:-0}" = 1 ] && return 0
@@ -182,6 +213,9 @@ guestd_expect "a lost backend: the call in flight fails, the daemon exits, the n
    for i in $(seq 1 30); do [ -e /dev/video9 ] || break; sleep 1; done
    ! kill -0 $(cat /tmp/stream.pid) 2>/dev/null && ! [ -e /dev/video9 ] && grep -q "is gone" /share/guestd.log &&
      grep -q "Input/output error" /tmp/stream.out || { tail -5 /tmp/stream.out; exit 1; }'
+
+guestd_shared_mappings
+
 [ $keep = 1 ] && log "VM left running: $VMDIR"
 if [ $failures = 0 ]; then log "all comparisons match"; else log "$failures comparison(s) differ"; fi
 exit $((failures > 0))

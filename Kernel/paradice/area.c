@@ -4,11 +4,17 @@
  * caller and, at the area's offset on the control file, into the daemon, which fills them before it
  * answers PDK_OP_MMAP. When the caller's last mapping of an area goes the daemon gets PDK_OP_MUNMAP;
  * the pages are freed when the daemon's mappings are gone too.
+ *
+ * When the daemon answers PDK_MMAP_DEVICE (its backend is on this machine and shares the device's open
+ * file), the caller maps the device itself, as dma_buf_mmap does: the vma becomes the device file's and
+ * its driver's mmap decides, with the caller's offset, length and flags. No area, no mirror, no MUNMAP:
+ * the vma holds the device file, so munmap, fork and close keep the kernel's own semantics.
  */
 #include <linux/slab.h>
 #include <linux/mm.h>
 #include <linux/mman.h>
 #include <linux/vmalloc.h>
+#include <linux/file.h>
 #include "internal.h"
 
 static void pdk_area_release(struct kref *kref)
@@ -84,10 +90,34 @@ static const struct vm_operations_struct pdk_daemon_vm_ops = {
 	.close = pdk_daemon_vm_close,
 };
 
+/* The caller's mapping becomes the device's own (the area was never mapped by the daemon). */
+static int pdk_map_device(struct vm_area_struct *vma, struct file *device)
+{
+	int res;
+
+	if (!(device->f_mode & FMODE_WRITE) && (vma->vm_flags & VM_SHARED)) {
+		if (vma->vm_flags & VM_WRITE)
+			res = -EACCES;   /* as the device's own file would answer */
+		else {
+			vma->vm_flags &= ~VM_MAYWRITE;
+			res = 0;
+		}
+		if (res) {
+			fput(device);
+			return res;
+		}
+	}
+	vma_set_file(vma, device);   /* the vma's reference; a failed mmap's is dropped by the mm */
+	res = call_mmap(device, vma);
+	fput(device);
+	return res;
+}
+
 int pdk_file_mmap(struct pdk_file *f, struct vm_area_struct *vma)
 {
 	struct pdk_control *c = f->control;
 	unsigned long len = vma->vm_end - vma->vm_start;
+	struct file *device = NULL;
 	struct pdk_area *a;
 	u64 prot = 0;
 	long res;
@@ -124,8 +154,17 @@ int pdk_file_mmap(struct pdk_file *f, struct vm_area_struct *vma)
 		prot |= PROT_WRITE;
 	if (vma->vm_flags & VM_EXEC)
 		prot |= PROT_EXEC;
-	res = pdk_call(f, PDK_OP_MMAP, len, (u64)vma->vm_pgoff << PAGE_SHIFT, prot,
-		       (vma->vm_flags & VM_SHARED) ? MAP_SHARED : MAP_PRIVATE, a->offset, NULL);
+	res = pdk_call_device(f, PDK_OP_MMAP, len, (u64)vma->vm_pgoff << PAGE_SHIFT, prot,
+			      (vma->vm_flags & VM_SHARED) ? MAP_SHARED : MAP_PRIVATE, a->offset, &device);
+	if (res == PDK_MMAP_DEVICE && device) {
+		spin_lock(&c->lock);
+		pdk_area_unlist_locked(a);
+		spin_unlock(&c->lock);
+		pdk_area_put(a);
+		return pdk_map_device(vma, device);
+	}
+	if (device)
+		fput(device);
 	if (res > 0)
 		res = -EIO;
 	if (res == 0)

@@ -110,6 +110,7 @@ struct pdk_req {
 	bool accessible;             /* PDK_ACCESS may run in its caller's context */
 	s64 result;
 	u64 value;
+	struct file *device;         /* PDK_MMAP_DEVICE's file (a reference), until the caller takes it */
 	wait_queue_head_t wq;
 	struct list_head accesses;   /* pdk_access_work.entry, for the caller to run */
 };
@@ -164,6 +165,9 @@ struct pdk_req *pdk_find_waiting_locked(struct pdk_control *c, u64 id);
 void pdk_file_readiness_locked(struct pdk_file *f, __poll_t revents);
 void pdk_file_notified_locked(struct pdk_file *f, __poll_t revents);
 long pdk_call(struct pdk_file *f, u32 op, u64 a0, u64 a1, u64 a2, u64 a3, u64 area, u64 *value);
+/* pdk_call that also hands over the file of a PDK_MMAP_DEVICE reply (*device: a reference, or NULL) */
+long pdk_call_device(struct pdk_file *f, u32 op, u64 a0, u64 a1, u64 a2, u64 a3, u64 area,
+		     struct file **device);
 void pdk_send_release(struct pdk_control *c, struct pdk_file *f, u64 handle, u64 cookie);
 bool pdk_send_oneway(struct pdk_control *c, struct pdk_file *f, u32 op, u64 a0, u64 area);
 ssize_t pdk_control_read(struct file *file, char __user *buf, size_t count, loff_t *ppos);

@@ -14,6 +14,7 @@
 #include <linux/sched/signal.h>
 #include <linux/poll.h>
 #include <linux/cred.h>
+#include <linux/file.h>
 #include "internal.h"
 
 static atomic64_t pdk_next_request_id = ATOMIC64_INIT(0);
@@ -51,6 +52,8 @@ struct pdk_req *pdk_req_new(struct pdk_control *c, struct pdk_file *f, u32 op, b
 
 void pdk_req_free(struct pdk_req *r)
 {
+	if (r->device)
+		fput(r->device);
 	if (r->node)
 		pdk_node_put(r->node);
 	kfree(r);
@@ -136,7 +139,7 @@ static bool pdk_req_wakes(struct pdk_req *r)
  * Waits for the reply of a queued request, running the daemon's accesses meanwhile. Consumes the request.
  * idle: wait uninterruptibly (release), until the reply or the daemon's end.
  */
-static long pdk_wait_consume(struct pdk_req *r, bool idle, u64 *value)
+static long pdk_wait_consume(struct pdk_req *r, bool idle, u64 *value, struct file **device)
 {
 	struct pdk_control *c = r->control;
 	bool interrupt;
@@ -159,6 +162,10 @@ static long pdk_wait_consume(struct pdk_req *r, bool idle, u64 *value)
 			res = pdk_sanitize_result(r->result);
 			if (value)
 				*value = r->value;
+			if (device) {
+				*device = r->device;
+				r->device = NULL;
+			}
 			if (res == -EINTR && r->interrupted && signal_pending(current))
 				res = -ERESTARTSYS;
 			break;
@@ -208,7 +215,23 @@ static long pdk_wait_consume(struct pdk_req *r, bool idle, u64 *value)
 	return res;
 }
 
+static long pdk_call_common(struct pdk_file *f, u32 op, u64 a0, u64 a1, u64 a2, u64 a3, u64 area, u64 *value,
+			    struct file **device);
+
 long pdk_call(struct pdk_file *f, u32 op, u64 a0, u64 a1, u64 a2, u64 a3, u64 area, u64 *value)
+{
+	return pdk_call_common(f, op, a0, a1, a2, a3, area, value, NULL);
+}
+
+long pdk_call_device(struct pdk_file *f, u32 op, u64 a0, u64 a1, u64 a2, u64 a3, u64 area,
+		     struct file **device)
+{
+	*device = NULL;
+	return pdk_call_common(f, op, a0, a1, a2, a3, area, NULL, device);
+}
+
+static long pdk_call_common(struct pdk_file *f, u32 op, u64 a0, u64 a1, u64 a2, u64 a3, u64 area, u64 *value,
+			    struct file **device)
 {
 	struct pdk_control *c = f->control;
 	bool idle = op == PDK_OP_RELEASE || (op == PDK_OP_FASYNC && a0 == 0);
@@ -231,7 +254,7 @@ long pdk_call(struct pdk_file *f, u32 op, u64 a0, u64 a1, u64 a2, u64 a3, u64 ar
 		pdk_req_free(r);
 		return -EIO;
 	}
-	return pdk_wait_consume(r, idle, value);
+	return pdk_wait_consume(r, idle, value, device);
 }
 
 /* The request `id` among those that expect a reply (control->lock held). */
@@ -314,17 +337,67 @@ __poll_t pdk_control_poll(struct file *file, struct poll_table_struct *wait)
 	return list_empty_careful(&c->pending) ? 0 : EPOLLIN | EPOLLRDNORM;
 }
 
+/*
+ * A PDK_MMAP_DEVICE reply's descriptor, taken in the daemon's context: a character device's open file whose
+ * driver maps (never one of the module's own: a node's mmap would come back here, the control file's
+ * would hand out the daemon's areas). The caller's mmap then
+ * maps it as the device's own mapping (pdk_file_mmap).
+ */
+static struct file *pdk_reply_device(u64 fd, long *err)
+{
+	struct file *file;
+
+	*err = -EBADF;
+	if (fd > INT_MAX)
+		return NULL;
+	file = fget((unsigned int)fd);
+	if (!file)
+		return NULL;
+	*err = -EINVAL;
+	if (!S_ISCHR(file_inode(file)->i_mode) || !file->f_op || !file->f_op->mmap ||
+	    file->f_op->owner == THIS_MODULE || !(file->f_mode & FMODE_READ)) {
+		fput(file);
+		return NULL;
+	}
+	return file;
+}
+
 long pdk_reply(struct pdk_control *c, struct pdk_reply __user *arg)
 {
 	struct pdk_reply rep;
 	struct pdk_req *r;
+	struct file *device = NULL;
+	long err;
 
 	if (copy_from_user(&rep, arg, sizeof(rep)))
 		return -EFAULT;
+	if (rep.result == PDK_MMAP_DEVICE) {
+		/* only an mmap's 1 names a descriptor (ids are never reused: the request is looked up again) */
+		u32 op = 0;
+
+		spin_lock(&c->lock);
+		r = pdk_find_locked(c, rep.request);
+		if (r)
+			op = r->msg.op;
+		spin_unlock(&c->lock);
+		if (op == PDK_OP_MMAP) {
+			device = pdk_reply_device(rep.value, &err);
+			if (!device)
+				return err;
+		}
+	}
 	spin_lock(&c->lock);
 	r = pdk_find_locked(c, rep.request);
 	if (!r || r->state == PDK_REQ_QUEUED) {
 		spin_unlock(&c->lock);
+		if (device)
+			fput(device);
+		return -ESRCH;
+	}
+	if (device && (r->msg.op != PDK_OP_MMAP || r->orphan || r->state != PDK_REQ_SENT)) {
+		/* a device only answers an mmap some caller waits for; the request stays unanswered */
+		spin_unlock(&c->lock);
+		fput(device);
 		return -ESRCH;
 	}
 	if (r->orphan || r->state == PDK_REQ_ENDED) {
@@ -340,6 +413,7 @@ long pdk_reply(struct pdk_control *c, struct pdk_reply __user *arg)
 	}
 	r->result = rep.result;
 	r->value = rep.value;
+	r->device = device;
 	list_del_init(&r->inflight_entry);
 	pdk_drain_accesses_locked(r);
 	WRITE_ONCE(r->state, PDK_REQ_ANSWERED);

@@ -16,6 +16,7 @@ struct guestd {
     int control;                  /* /dev/paradice */
     atomic_int lost;              /* the backend is gone: every call fails with EIO */
     atomic_ulong served, failed;  /* requests answered with a result >= 0 / with an error */
+    atomic_ulong shared_maps;     /* mmaps answered with the device itself (PDK_MMAP_DEVICE) */
     atomic_int dirty;             /* the status file is behind */
 };
 extern struct guestd gd;
@@ -59,6 +60,7 @@ struct gd_file {
     int watcher_count;
     short watch_events;           /* the events they asked for since the last event: the backend's watch */
     pthread_mutex_t watch_lock;   /* PD_WATCHes of the handle go one at a time, each naming all of them */
+    int shared;                   /* the device's own descriptor (PD_SHARE), -1 not asked, -2 refused */
 };
 struct gd_file *gd_file_add(uint32_t handle, uint64_t cookie, int flags);
 struct gd_file *gd_file_get(uint32_t handle);   /* a reference, or NULL */
@@ -67,6 +69,8 @@ struct gd_file *gd_file_remove(uint32_t handle); /* the table's reference, or NU
 /* 0 and *all = every event asked since the last event, or -1: no room / no file. */
 int gd_file_watch(uint32_t handle, uint64_t module_file, short events, short *all);
 void gd_file_event(uint32_t handle, short revents);
+/* The device's own descriptor for a same-host mmap (asked once, kept with the file), or -1 with errno. */
+int gd_file_shared(struct gd_file *f);
 
 /* areas.c: module areas mapped into the daemon (views), which hold the mirrors of device mappings. */
 uint64_t gd_area_map(uint64_t area, uint64_t length, uint32_t handle);   /* the view's address, or PD_NO_ADDRESS */

@@ -210,9 +210,23 @@ static uint64_t view_of(void *context, uint64_t hint, uint64_t length, int fixed
     return m->view;
 }
 
+/* A same-host backend's device maps into the caller itself (PDK_MMAP_DEVICE), its area left alone; else
+ * (TCP, or a backend that keeps its descriptors) the area holds a mirror. */
 static void serve_mmap(struct gd_call *call, struct gd_file *f) {
     const struct pdk_request *r = &call->request;
     uint64_t length = r->arg[0];
+    int device = gd_file_shared(f);
+    if (device >= 0) {
+        struct pdk_reply answer = { r->id, PDK_MMAP_DEVICE, (uint64_t)device };
+        if (ioctl(gd.control, PDK_REPLY, &answer) == 0) {
+            atomic_fetch_add(&gd.served, 1);
+            atomic_fetch_add(&gd.shared_maps, 1);
+            gd.dirty = 1;
+            return;
+        }
+        if (errno == ESRCH) return;   /* its caller is gone */
+        gd_log("request %llu: the module refused the device's descriptor (%m): a mirror", (unsigned long long)r->id);
+    }
     struct mapping_call m = { *call, 0, length };
     m.view = gd_area_map(r->area, length, f->handle);
     if (m.view == PD_NO_ADDRESS) { reply(r, failure(), 0); return; }

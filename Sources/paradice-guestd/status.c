@@ -29,8 +29,8 @@ void gd_status_write(const char *state) {
     fprintf(f, "pid %d\nstate %s\nbackend %s\nsession %u\n", (int)getpid(), state, gd.backend, gd.connection->session);
     int threads, busy;
     gd_pool_size(&threads, &busy);
-    fprintf(f, "requests %lu served %lu failed\nmappings %d\nthreads %d %d busy\n", (unsigned long)gd.served,
-            (unsigned long)gd.failed, gd_area_count(), threads, busy);
+    fprintf(f, "requests %lu served %lu failed\nmappings %d\nshared %lu\nthreads %d %d busy\n", (unsigned long)gd.served,
+            (unsigned long)gd.failed, gd_area_count(), (unsigned long)gd.shared_maps, threads, busy);
     for (int i = 0; i < gd_node_count(); i++) {
         struct gd_node *n = gd_node_at(i);
         fprintf(f, "node /dev/%s %u:%u %s %s %d\n", n->guest, n->major, n->minor, n->backend,

@@ -1204,6 +1204,62 @@ static void test_mmap(void)
 	check(WIFEXITED(o.extra) && WEXITSTATUS(o.extra) == 7, "the forked child sees the area too");
 }
 
+/* PDK_MMAP_DEVICE: the caller maps the daemon's device file itself (/dev/zero here). */
+static void c_mmap_device(struct outcome *o, void *arg)
+{
+	int fd = open_node();
+	unsigned char *m;
+
+	(void)arg;
+	m = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	o->extra = m == MAP_FAILED ? errno : 0;   /* the device file is read-only: EACCES */
+	m = mmap(NULL, 2 * 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (m == MAP_FAILED) {
+		o->ret = -1;
+		o->err = errno;
+		return;
+	}
+	o->data[0] = m[0] | m[4096 + 7];
+	o->data[1] = 1;
+	munmap(m, 2 * 4096);
+	o->ret = 0;
+	close(fd);
+}
+
+static void test_mmap_device(void)
+{
+	struct child c = spawn(c_mmap_device, NULL);
+	int zero = open("/dev/zero", O_RDONLY), p[2], r;
+	struct pdk_request rq;
+	struct outcome o;
+
+	if (zero < 0 || pipe(p))
+		die("open /dev/zero");
+	serve_open(16, 0, 0, 1);
+	if (next_request(ctl, PDK_OP_MMAP, &rq))
+		return;
+	check(reply(ctl, rq.id, PDK_MMAP_DEVICE, p[0]) == -EINVAL, "MMAP_DEVICE with a pipe is EINVAL");
+	check(reply(ctl, rq.id, PDK_MMAP_DEVICE, 9999) == -EBADF, "MMAP_DEVICE with no such descriptor is EBADF");
+	check(reply(ctl, rq.id, PDK_MMAP_DEVICE, ctl) == -EINVAL, "MMAP_DEVICE with the control file is EINVAL");
+	check(reply(ctl, rq.id, PDK_MMAP_DEVICE, zero) == 0, "MMAP_DEVICE with /dev/zero (the refusals left the request waiting)");
+	if (next_request(ctl, PDK_OP_MMAP, &rq))
+		return;
+	check(rq.arg[3] == MAP_PRIVATE, "the second mmap is MAP_PRIVATE");
+	r = reply(ctl, rq.id, PDK_MMAP_DEVICE, zero);
+	check(r == 0, "MMAP_DEVICE again (%d)", r);
+	serve_release(16, "close after device mappings");
+	check(no_request(ctl), "no MUNMAP for mappings of the device itself");
+	if (!collect(c, &o))
+		return;
+	check(o.extra == EACCES, "a shared writable mapping of a read-only device file is EACCES (%s)",
+	      strerror(o.extra));
+	check(o.ret == 0 && o.data[1] == 1 && o.data[0] == 0, "the caller maps the device and reads it (%ld, %s)",
+	      o.ret, strerror(o.err));
+	close(zero);
+	close(p[0]);
+	close(p[1]);
+}
+
 static void c_seek(struct outcome *o, void *arg)
 {
 	int fd = open_node();
@@ -1636,6 +1692,7 @@ int main(int argc, char **argv)
 	test_hostile();
 	test_kill();
 	test_mmap();
+	test_mmap_device();
 	test_seekable();
 	test_fasync();
 	test_compat();

@@ -65,7 +65,10 @@ enum pdk_op {
     PDK_OP_MMAP      = 8,   /* arg[0] = length, arg[1] = offset in the device (bytes), arg[2] = PROT_*,
                                arg[3] = MAP_SHARED or MAP_PRIVATE; area = the module's pages for it, which the
                                daemon maps with mmap(control fd, length, ..., MAP_SHARED, area offset) and
-                               fills before it replies                       → result 0 */
+                               fills before it replies                       → result 0;
+                               or, when the daemon holds the device's own open file (a backend on this
+                               machine that shares it: PD_SHARE), result PDK_MMAP_DEVICE with value = that
+                               descriptor in the daemon: the caller then maps the device itself (below) */
     PDK_OP_MUNMAP    = 9,   /* area: the caller's last mapping of it went, or its mmap failed after the
                                PDK_OP_MMAP (no reply): the daemon unmaps the area if it mapped it */
     PDK_OP_WATCH     = 10,  /* arg[0] = poll events the file's waiters wait for: report readiness once with
@@ -99,6 +102,17 @@ struct pdk_request {
     __u32 pid, tgid;              /* the caller (for logs); 0 for requests no process waits on */
     __u32 uid, gid;
 };
+
+/* PDK_MMAP_DEVICE, a PDK_OP_MMAP's shared answer: the module takes the daemon's descriptor `value` in
+ * PDK_REPLY (EBADF: no such descriptor; EINVAL: not a character device's file with an mmap of its driver, one
+ * of the module's own, or one not open for reading; ESRCH: no caller waits; in each case the request stays
+ * unanswered; a result of 1 to another operation is just 1), and the caller's mmap becomes the device file's own mapping
+ * (vma_set_file + the driver's mmap, as dma_buf_mmap does) with the caller's offset, length, protection and
+ * flags: the driver's checks decide, the area goes unmapped and unused (the daemon must not map it) and no
+ * PDK_OP_MUNMAP follows; the mapping holds the device file, not the node's. A shared writable mapping of a
+ * file not open for writing is EACCES. The daemon answers so only with the descriptor its backend handed for
+ * that very open file. */
+#define PDK_MMAP_DEVICE    1
 
 /* PDK_REPLY: the answer to a request that expects one. A reply to a request that already ended (its
  * caller was killed) is ESRCH; the module then undoes what it can (a new handle is released). */

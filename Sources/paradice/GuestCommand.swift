@@ -132,7 +132,7 @@ struct GuestStatus: ParsableCommand {
             guard let pid = s.fields["pid"].flatMap({ Int32($0) }), kill(pid, 0) == 0 || errno == EPERM else { continue }
             shown += 1
             print("paradice-guestd \(pid): \(s.fields["state"] ?? "?"), backend \(s.fields["backend"] ?? "?"), session \(s.fields["session"] ?? "?")")
-            print("  requests: \(s.fields["requests"] ?? "?"); mappings: \(s.fields["mappings"] ?? "0"); threads: \(s.fields["threads"] ?? "?")")
+            print("  requests: \(s.fields["requests"] ?? "?"); mirrored mappings: \(s.fields["mappings"] ?? "0"); shared mappings: \(s.fields["shared"] ?? "0"); threads: \(s.fields["threads"] ?? "?")")
             print("  " + pad("node", 22) + pad("number", 9) + pad("backend", 22) + pad("class", 14) + "open files")
             for node in s.nodes {
                 let f = node.split(separator: " ").map(String.init)

@@ -114,6 +114,31 @@ static void pdk_device_release(struct device *dev)
 	kfree(dev);
 }
 
+/* The node's device in its class, under `parent` (NULL: /sys/devices/virtual/CLASS); devtmpfs makes its node. */
+static struct device *pdk_node_device(struct pdk_knode *n, struct device *parent, const char *devname)
+{
+	struct device *dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	int err;
+
+	if (!dev)
+		return ERR_PTR(-ENOMEM);
+	device_initialize(dev);
+	dev->devt = n->devt;
+	dev->class = n->cls == &pdk_default ? pdk_default_class : n->cls->cls;
+	dev->type = &pdk_device_type;
+	dev->release = pdk_device_release;
+	dev->parent = parent;
+	dev_set_drvdata(dev, n);
+	err = dev_set_name(dev, "%s", devname);
+	if (!err)
+		err = device_add(dev);
+	if (err) {
+		put_device(dev);
+		return ERR_PTR(err);
+	}
+	return dev;
+}
+
 /* Whether the running kernel has a class of this name (that the module did not make): /sys/class/NAME. */
 static bool pdk_kernel_has_class(const char *name)
 {
@@ -336,21 +361,9 @@ long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg)
 		goto unlock_class;
 	}
 
-	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
-	err = -ENOMEM;
-	if (!dev)
-		goto unlock_cdev;
-	device_initialize(dev);
-	dev->devt = n->devt;
-	dev->class = n->cls == &pdk_default ? pdk_default_class : n->cls->cls;
-	dev->type = &pdk_device_type;
-	dev->release = pdk_device_release;
-	dev_set_drvdata(dev, n);
-	err = dev_set_name(dev, "%s", devname);
-	if (!err)
-		err = device_add(dev);
-	if (err) {
-		put_device(dev);
+	dev = pdk_node_device(n, NULL, devname);
+	if (IS_ERR(dev)) {
+		err = PTR_ERR(dev);
 		goto unlock_cdev;
 	}
 	n->dev = dev;
@@ -397,7 +410,8 @@ static void pdk_node_remove_locked(struct pdk_knode *n)
 	list_del(&n->control_entry);
 	list_del(&n->global_entry);
 	c->node_count--;
-	device_unregister(n->dev);
+	if (n->dev)
+		device_unregister(n->dev);
 	if (n->parent)
 		pdk_parent_put(n->parent);
 	cdev_del(n->cdev);
@@ -444,7 +458,7 @@ static struct pdk_parent_dev *pdk_parent_get(const char *name)
 		}
 	}
 	list_for_each_entry(n, &pdk_all_nodes, global_entry)
-		if (n->dev->class == pdk_default_class && !strcmp(dev_name(n->dev), name))
+		if (n->dev && n->dev->class == pdk_default_class && !strcmp(dev_name(n->dev), name))
 			return ERR_PTR(-EEXIST);
 	p = kzalloc(sizeof(*p), GFP_KERNEL);
 	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
@@ -508,6 +522,9 @@ long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg)
 	if (!found)
 		goto unlock;
 	n = found;
+	err = -ENODEV;
+	if (!n->dev)
+		goto unlock;   /* a node whose device could not be made again: only REMOVE_NODE is left */
 	old = n->parent;
 	err = 0;
 	if (old ? !strcmp(old->name, want.parent) : !want.parent[0])
@@ -521,11 +538,37 @@ long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg)
 		if (err)
 			goto unlock;
 	}
-	err = device_move(n->dev, p ? p->dev : NULL, DPM_ORDER_NONE);
-	if (err) {
-		if (p)
+	/* The device is made again under its new parent rather than moved: device_move leaves the old glue
+	 * directory (/sys/devices/virtual/CLASS) behind, and a later load of the module could not make it
+	 * again. Its files keep working (they hold the cdev); its /dev node is made again. */
+	{
+		char devname[PDK_MAX_PATH];
+		struct device *dev;
+
+		strscpy(devname, dev_name(n->dev), sizeof(devname));
+		device_unregister(n->dev);
+		dev = pdk_node_device(n, p ? p->dev : NULL, devname);
+		if (IS_ERR(dev) && p) {
+			/* back where it was, without a parent */
 			pdk_parent_put(p);
-		goto unlock;
+			p = NULL;
+			err = PTR_ERR(dev);
+			dev = pdk_node_device(n, old ? old->dev : NULL, devname);
+			if (!IS_ERR(dev)) {
+				n->dev = dev;
+				goto unlock;
+			}
+		}
+		if (IS_ERR(dev)) {
+			/* no device: the node is removed, as PDK_REMOVE_NODE would */
+			n->dev = NULL;
+			err = PTR_ERR(dev);
+			if (old)
+				pdk_parent_put(old);
+			n->parent = NULL;
+			goto unlock;
+		}
+		n->dev = dev;
 	}
 	n->parent = p;
 	if (old)

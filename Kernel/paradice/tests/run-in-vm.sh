@@ -50,6 +50,16 @@ rc=$?
 [ $rc = 0 ] || bad "abi-test exit status $rc"
 
 if vm --init 'rmmod paradice'; then say "ok - rmmod paradice (nothing left open)"; else bad "rmmod paradice"; fi
+# Nothing of it stays in sysfs (a glue directory left behind would make the next load's nodes fail), and it
+# loads and passes again.
+left=$(vm --init 'ls -d /sys/devices/virtual/paradice /sys/class/paradice /sys/devices/virtual/pdktest* 2>/dev/null')
+if [ -z "$left" ]; then say "ok - nothing of the module is left in sysfs"; else bad "left in sysfs after rmmod: $left"; fi
+if vm --init 'insmod /share/paradice.ko' && vm --timeout 300 /share/abi-test /share/compat-ioctl > "$OUT/abi-test-again.log" 2>&1; then
+  say "ok - loaded again, abi-test passes again"
+else
+  tail -n 20 "$OUT/abi-test-again.log"; bad "abi-test after reloading the module"
+fi
+vm --init 'rmmod paradice' || bad "rmmod paradice after the second run"
 log=$(vm --init 'dmesg')
 if printf '%s\n' "$log" | grep -E 'WARNING|BUG|Call Trace|lockdep|general protection|Oops|refcount_t|list_(add|del) corruption|INFO: task' ; then
   bad "kernel log has a splat (above)"

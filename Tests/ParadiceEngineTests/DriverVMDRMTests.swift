@@ -99,18 +99,7 @@ struct DRM {
         let vm = try DriverVM.require()
         let pipe = try #require(virtioGPUPipe(try vm.native("modetest -M virtio_gpu -c -p").output))
         let set = "\(pipe.connector)@\(pipe.crtc):1024x768"
-
-        /// The screen once it shows 1024x768 (the console's mode is another), waited for up to 60 s.
-        func screenAt1024x768(_ name: String) throws -> Data? {
-            for _ in 0..<120 {
-                if let s = try driverVMScreen(vm, name), s.width == 1024, s.height == 768 {
-                    usleep(500_000)   // a frame more, so that the dump is not taken mid-update
-                    return try driverVMScreen(vm, name)?.pixels
-                }
-                usleep(500_000)
-            }
-            return nil
-        }
+        func screenAt1024x768(_ name: String) throws -> Data? { try driverVMScreenAt1024x768(vm, name) }
 
         let native = Background { try vm.native("sleep 12 | modetest -M virtio_gpu -s \(set)", timeout: 120) }
         let nativeScreen = try screenAt1024x768("native")
@@ -234,4 +223,16 @@ struct DRM {
         #expect(forwarded.output == native.output)
     }
 }
+}
+
+/// The driver VM's screen once it shows 1024x768 (the console's mode is another), waited for up to 60 s.
+func driverVMScreenAt1024x768(_ vm: DriverVM, _ name: String) throws -> Data? {
+    for _ in 0..<120 {
+        if let s = try driverVMScreen(vm, name), s.width == 1024, s.height == 768 {
+            usleep(500_000)   // a frame more, so that the dump is not taken mid-update
+            return try driverVMScreen(vm, name)?.pixels
+        }
+        usleep(500_000)
+    }
+    return nil
 }

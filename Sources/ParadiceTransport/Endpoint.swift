@@ -1,9 +1,44 @@
-/// Where a backend listens or a frontend connects: `unix:/path` or `tcp://host:port`.
+/// Where a backend listens or a frontend connects: `unix:/path`, `tcp://host:port`, `vsock://cid:port`
+/// (AF_VSOCK; a listener's cid may be `any`) or `serial:/path` (a virtio-serial port: the character device
+/// in a VM, or the unix socket of QEMU's chardev on the host; one peer at a time, see docs/transports.md).
 public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
     case tcp(host: String, port: UInt16)
+    case vsock(cid: UInt32, port: UInt32)
+    case serial(path: String)
+
+    /// VMADDR_CID_ANY: a listener on every CID of this machine.
+    public static let anyCID: UInt32 = 0xFFFF_FFFF
 
     public init(_ url: String) throws {
+        if url.hasPrefix("vsock:") {
+            var rest = url.dropFirst(6)
+            if rest.hasPrefix("//") { rest = rest.dropFirst(2) }
+            if rest.hasSuffix("/") { rest = rest.dropLast() }
+            let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2 else { throw TransportError.badEndpoint(url, "a vsock endpoint is vsock://CID:PORT") }
+            let cid: UInt32
+            switch parts[0] {
+            case "any", "-1": cid = Endpoint.anyCID
+            default:
+                guard let n = UInt32(parts[0]), n != Endpoint.anyCID else {
+                    throw TransportError.badEndpoint(url, "a vsock CID is a number below 4294967295 or 'any'")
+                }
+                cid = n
+            }
+            guard let port = UInt32(parts[1]), port != 0xFFFF_FFFF else {
+                throw TransportError.badEndpoint(url, "a vsock port is a number below 4294967295")
+            }
+            self = .vsock(cid: cid, port: port)
+            return
+        }
+        if url.hasPrefix("serial:") {
+            var path = String(url.dropFirst(7))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a serial endpoint needs the port's path") }
+            self = .serial(path: path)
+            return
+        }
         if url.hasPrefix("unix:") {
             var path = String(url.dropFirst(5))
             if path.hasPrefix("//") { path.removeFirst(2) }
@@ -13,7 +48,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         }
         var rest: Substring
         if url.hasPrefix("tcp://") { rest = url.dropFirst(6) } else if url.hasPrefix("tcp:") { rest = url.dropFirst(4) } else {
-            throw TransportError.badEndpoint(url, "use unix:/path or tcp://host:port")
+            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port, vsock://cid:port or serial:/path")
         }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else {
@@ -28,6 +63,8 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .unix(let path): return "unix:\(path)"
         case .tcp(let host, let port): return host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
+        case .vsock(let cid, let port): return "vsock://\(cid == Endpoint.anyCID ? "any" : String(cid)):\(port)"
+        case .serial(let path): return "serial:\(path)"
         }
     }
 }

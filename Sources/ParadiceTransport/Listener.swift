@@ -4,14 +4,37 @@ import Glibc
 import CParadice
 import ParadiceSystem
 
-/// A listening socket that accepts frame connections.
+/// A listening socket that accepts frame connections, or a serial port that serves one session at a time.
 public final class Listener: @unchecked Sendable {
+    /// The listening socket (-1 for a serial port, which is opened for each session).
     public let fd: Int32
     /// The endpoint actually bound (a tcp port 0 becomes the chosen port).
     public let endpoint: Endpoint
+    /// A serial port's session: whether one is open, and whether the last one read to its peer's end.
+    private let serialSession = ConditionLock((open: false, reachedEnd: true))
 
     public init(_ endpoint: Endpoint) throws {
         switch endpoint {
+        case .serial:
+            self.fd = -1
+            self.endpoint = endpoint
+        case .vsock(let cid, let port):
+            let fd: Int32
+            do throws(Errno) { fd = try Syscall.socket(AF_VSOCK, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+                throw TransportError.system("socket", error)
+            }
+            let listening = vsockAddress(cid: cid, port: port).withUnsafeBytes { address in
+                attempt { () throws(Errno) in
+                    try Syscall.bind(fd, address)
+                    try Syscall.listen(fd, backlog: 64)
+                }
+            }
+            if case .failure(let error) = listening {
+                try? Syscall.close(fd)
+                throw TransportError.system("listen on \(endpoint)", error)
+            }
+            self.fd = fd
+            self.endpoint = endpoint
         case .unix(let path):
             let fd: Int32
             do throws(Errno) { fd = try Syscall.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
@@ -60,7 +83,7 @@ public final class Listener: @unchecked Sendable {
         }
     }
 
-    deinit { try? Syscall.close(fd) }
+    deinit { if fd >= 0 { try? Syscall.close(fd) } }
 
     private static func boundPort(_ fd: Int32) -> UInt16? {
         var storage = sockaddr_storage()
@@ -71,8 +94,9 @@ public final class Listener: @unchecked Sendable {
         }
     }
 
-    /// Blocks for the next connection.
+    /// Blocks for the next connection (on a serial port: until the last session ended and a host side sends).
     public func accept() throws -> FrameSocket {
+        if case .serial(let path) = endpoint { return try acceptSerial(path) }
         while true {
             var storage = sockaddr_storage()
             var length = UInt32(MemoryLayout<sockaddr_storage>.size)
@@ -83,7 +107,11 @@ public final class Listener: @unchecked Sendable {
                 throw TransportError.system("accept", error)
             }
             var peer = endpoint.description
-            if case .tcp = endpoint {
+            if case .vsock = endpoint {
+                // sockaddr_vm: the peer's port at 4, its CID at 8.
+                let (cid, port) = withUnsafeBytes(of: &storage) { ($0.loadUnaligned(fromByteOffset: 8, as: UInt32.self), $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) }
+                peer = "vsock://\(cid):\(port)"
+            } else if case .tcp = endpoint {
                 try? Syscall.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, Int32(1))
                 var host = [CChar](repeating: 0, count: 64)
                 var service = [CChar](repeating: 0, count: 16)
@@ -101,5 +129,21 @@ public final class Listener: @unchecked Sendable {
             if case .unix = endpoint { return FrameSocket(fd: fd, peer: peer, isLocal: true) }
             return FrameSocket(fd: fd, peer: peer)
         }
+    }
+
+    private func acceptSerial(_ path: String) throws -> FrameSocket {
+        let discard = serialSession.withLock(waitingFor: { state -> Bool? in state.open ? nil : !state.reachedEnd })
+        let socket = try SerialPort.open(path, onClose: { [serialSession] reachedEnd in
+            serialSession.withLock { $0 = (open: false, reachedEnd: reachedEnd) }
+            serialSession.broadcast()
+        })
+        if socket.isDevice {
+            do { try SerialPort.waitForHost(socket.fd, discardingCurrent: discard) } catch {
+                socket.close()
+                throw error
+            }
+        }
+        serialSession.withLock { $0 = (open: true, reachedEnd: false) }
+        return socket
     }
 }

@@ -5,14 +5,23 @@ import ParadiceSystem
 import ParadiceWire
 import CParadice
 
-/// A connected stream socket (unix or TCP) that carries frames. Sending is serialized by a lock (the
-/// one that also guards the close, so no send reaches a closed and reused number), so several threads
-/// may send; receiving belongs to one thread at a time.
+/// A connected byte stream that carries frames: a stream socket (unix, TCP, vsock) or a character device
+/// (a virtio-serial port). Sending is serialized by a lock (the one that also guards the close, so no send
+/// reaches a closed and reused number), so several threads may send; receiving belongs to one thread at a time.
 public final class FrameSocket: @unchecked Sendable {
     public let fd: Int32
     public let peer: String
     /// A unix socket: the peer is on this machine, and descriptors can travel.
     public let isLocal: Bool
+    /// A character device, read and written (send/recv are for sockets); `shutdownBoth` wakes its reader
+    /// through this eventfd, as a device has no shutdown.
+    private let deviceWake: Int32?
+    /// A character device (read and written), not a socket.
+    public var isDevice: Bool { deviceWake != nil }
+    /// Whether a read met the end of the stream (a serial port's host side went away).
+    private let reachedEnd = LockedValue(false)
+    /// Run once, when the socket is closed (a serial listener waits for its one session to end).
+    private let onClose: (@Sendable (_ reachedEnd: Bool) -> Void)?
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
@@ -26,25 +35,51 @@ public final class FrameSocket: @unchecked Sendable {
         self.fd = fd
         self.peer = peer
         self.isLocal = isLocal
+        self.deviceWake = nil
+        self.onClose = nil
+        self.buffer = [UInt8](repeating: 0, count: 1 << 16)
+    }
+
+    /// Frames over a character device (read/write), or over a socket whose end is reported to `onClose`.
+    public init(fd: Int32, peer: String, device: Bool, onClose: (@Sendable (_ reachedEnd: Bool) -> Void)? = nil) throws {
+        self.fd = fd
+        self.peer = peer
+        self.isLocal = false
+        if device {
+            do throws(Errno) { deviceWake = try Syscall.eventfd() } catch { throw TransportError.system("eventfd", error) }
+        } else {
+            deviceWake = nil
+        }
+        self.onClose = onClose
         self.buffer = [UInt8](repeating: 0, count: 1 << 16)
     }
 
     deinit { close() }
 
     public func close() {
-        sendLock.withLock {
-            closed.withLock { closed in
-                if !closed {
-                    closed = true
-                    try? Syscall.close(fd)
-                }
+        let first = sendLock.withLock {
+            closed.withLock { closed -> Bool in
+                if closed { return false }
+                closed = true
+                try? Syscall.close(fd)
+                if let wake = deviceWake { try? Syscall.close(wake) }
+                return true
             }
         }
+        if first, let onClose { onClose(reachedEnd.withLock { $0 }) }
     }
 
     /// Wakes a thread blocked in receive or send (the socket stays open until `close`).
     public func shutdownBoth() {
-        closed.withLock { closed in if !closed { try? Syscall.shutdown(fd, Int32(SHUT_RDWR)) } }
+        closed.withLock { closed in
+            if closed { return }
+            if let wake = deviceWake {
+                var one: UInt64 = 1
+                _ = try? Syscall.write(wake, &one, 8)
+            } else {
+                try? Syscall.shutdown(fd, Int32(SHUT_RDWR))
+            }
+        }
     }
 
     public func send(_ frame: Frame) throws { try sendRaw(frame.encoded()) }
@@ -62,7 +97,11 @@ public final class FrameSocket: @unchecked Sendable {
             var sent = 0
             while sent < raw.count {
                 do throws(Errno) {
-                    sent += try Syscall.send(fd, raw.baseAddress! + sent, raw.count - sent, flags: Int32(MSG_NOSIGNAL))
+                    if deviceWake != nil {
+                        sent += try Syscall.write(fd, raw.baseAddress! + sent, raw.count - sent, retryOnInterrupt: true)
+                    } else {
+                        sent += try Syscall.send(fd, raw.baseAddress! + sent, raw.count - sent, flags: Int32(MSG_NOSIGNAL))
+                    }
                 } catch {
                     throw error == .brokenPipe || error == .connectionReset ? TransportError.closed : TransportError.system("send", error)
                 }
@@ -72,6 +111,7 @@ public final class FrameSocket: @unchecked Sendable {
 
     /// Sends an encoded frame with a descriptor attached (unix sockets only).
     public func sendRaw(_ bytes: [UInt8], passing descriptor: Int32) throws {
+        guard isLocal else { throw TransportError.system("sendmsg", .notSupported) }
         try sendLock.withLock { () throws -> Void in
             if closed.withLock({ $0 }) { throw TransportError.closed }
             let sent = bytes.withUnsafeBytes { buffer in attempt { () throws(Errno) in try Syscall.send(fd, buffer, passing: descriptor) } }
@@ -147,9 +187,20 @@ public final class FrameSocket: @unchecked Sendable {
 
     /// One recv (retried on EINTR, as socket I/O is); 0 at the end of the stream. A reset peer is a closed one.
     private func receive(into buffer: UnsafeMutableRawPointer, _ count: Int) throws(TransportError) -> Int {
-        do throws(Errno) { return try Syscall.recv(fd, buffer, count) } catch {
-            throw error == .connectionReset ? .closed : .system("recv", error)
+        if let wake = deviceWake {
+            // A device has no shutdown: wait for its bytes (or its end) or for `shutdownBoth`'s wake-up.
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
+            do throws(Errno) { _ = try Syscall.poll(&fds, 2, -1, retryOnInterrupt: true) } catch { throw .system("poll", error) }
+            if fds[1].revents != 0 { throw .closed }
         }
+        let n: Int
+        do throws(Errno) {
+            n = deviceWake != nil ? try Syscall.read(fd, buffer, count, retryOnInterrupt: true) : try Syscall.recv(fd, buffer, count)
+        } catch {
+            throw error == .connectionReset ? .closed : .system(deviceWake != nil ? "read" : "recv", error)
+        }
+        if n == 0 { reachedEnd.withLock { $0 = true } }
+        return n
     }
 
     // MARK: connecting
@@ -187,6 +238,20 @@ public final class FrameSocket: @unchecked Sendable {
                 }
             }
             throw TransportError.system("connect \(endpoint)", lastError)
+        case .vsock(let cid, let port):
+            guard cid != Endpoint.anyCID else { throw TransportError.badEndpoint(endpoint.description, "a connection needs the peer's CID") }
+            let fd: Int32
+            do throws(Errno) { fd = try Syscall.socket(AF_VSOCK, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+                throw TransportError.system("socket", error)
+            }
+            let connected = vsockAddress(cid: cid, port: port).withUnsafeBytes { address in attempt { () throws(Errno) in try Syscall.connect(fd, address) } }
+            if case .failure(let error) = connected {
+                try? Syscall.close(fd)
+                throw TransportError.system("connect \(endpoint)", error)
+            }
+            return FrameSocket(fd: fd, peer: endpoint.description)
+        case .serial(let path):
+            return try SerialPort.open(path)
         }
     }
 

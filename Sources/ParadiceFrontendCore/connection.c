@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/vm_sockets.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -105,9 +108,21 @@ static void deliver_event(struct pd_connection *c, struct pd_frame *f) {
     pd_frame_release(c, f);
 }
 
+/* A virtio-serial port is a character device: read and written, as send/recv are for sockets. The
+ * system calls themselves, as close_descriptor's: a frontend may wrap read and write. */
+static ssize_t send_some(int fd, const void *p, size_t n) {
+    ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+    return k < 0 && errno == ENOTSOCK ? syscall(SYS_write, fd, p, n) : k;
+}
+
+static ssize_t recv_some(int fd, void *p, size_t n) {
+    ssize_t k = recv(fd, p, n, 0);
+    return k < 0 && errno == ENOTSOCK ? syscall(SYS_read, fd, p, n) : k;
+}
+
 static int send_all(int fd, const uint8_t *p, size_t n) {
     while (n > 0) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        ssize_t k = send_some(fd, p, n);
         if (k < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -121,7 +136,7 @@ static int send_all(int fd, const uint8_t *p, size_t n) {
 static int recv_all(int fd, void *buffer, size_t n) {
     uint8_t *p = buffer;
     while (n > 0) {
-        ssize_t k = recv(fd, p, n, 0);
+        ssize_t k = recv_some(fd, p, n);
         if (k == 0) { errno = EIO; return -1; }
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -138,6 +153,7 @@ static int read_frame(struct pd_connection *c, int fd, struct pd_frame *f) {
     f->descriptor = -1;
     f->body = NULL;
     long first = paradice_recv_with_descriptor(fd, &f->header, sizeof f->header, &f->descriptor);
+    if (first < 0 && errno == ENOTSOCK) first = recv_some(fd, &f->header, sizeof f->header);
     if (first == 0) { errno = EIO; return -1; }
     if (first < 0) { if (errno != EINTR) return -1; first = 0; }
     int failed = recv_all(fd, (uint8_t *)&f->header + first, sizeof f->header - (size_t)first) != 0;
@@ -173,18 +189,69 @@ static int finish_send(struct pd_connection *c, int fd, uint16_t op, uint16_t fl
     return r;
 }
 
+static int dial_unix(const char *path) {
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close_descriptor(fd); errno = e; return -1; }
+    return fd;
+}
+
+/* A decimal number that fits in 32 bits and is not 0xffffffff (VMADDR_CID_ANY, VMADDR_PORT_ANY). */
+static int parse_u32(const char *s, size_t n, uint32_t *out) {
+    if (n == 0 || n > 10) return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v >= 0xffffffffu) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* vsock://CID:PORT (a connection names its peer's CID). */
+static int dial_vsock(const char *rest) {
+    if (rest[0] == '/' && rest[1] == '/') rest += 2;
+    const char *colon = strchr(rest, ':');
+    size_t plen = colon ? strlen(colon + 1) : 0;
+    if (plen && colon[plen] == '/') plen--;
+    struct sockaddr_vm addr = { .svm_family = AF_VSOCK };
+    uint32_t cid, port;
+    if (!colon || parse_u32(rest, (size_t)(colon - rest), &cid) != 0 || parse_u32(colon + 1, plen, &port) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    addr.svm_cid = cid;
+    addr.svm_port = port;
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close_descriptor(fd); errno = e; return -1; }
+    return fd;
+}
+
+/* serial:PATH: a virtio-serial port's character device (in a VM) or QEMU's chardev socket for it (on the
+ * host). openat itself: a frontend may wrap open. */
+static int dial_serial(const char *path) {
+    if (path[0] == '/' && path[1] == '/') path += 2;
+    struct stat st;
+    if (!path[0]) { errno = EINVAL; return -1; }
+    if (stat(path, &st) != 0) return -1;
+    if (S_ISSOCK(st.st_mode)) return dial_unix(path);
+    if (!S_ISCHR(st.st_mode)) { errno = ENOTSUP; return -1; }
+    return (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+}
+
 int pd_conn_dial(const char *url) {
     if (strncmp(url, "unix:", 5) == 0) {
         const char *path = url + 5;
         if (path[0] == '/' && path[1] == '/') path += 2;
-        struct sockaddr_un addr = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
-        strcpy(addr.sun_path, path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) return -1;
-        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close_descriptor(fd); errno = e; return -1; }
-        return fd;
+        return dial_unix(path);
     }
+    if (strncmp(url, "vsock:", 6) == 0) return dial_vsock(url + 6);
+    if (strncmp(url, "serial:", 7) == 0) return dial_serial(url + 7);
     const char *rest = strncmp(url, "tcp://", 6) == 0 ? url + 6 : strncmp(url, "tcp:", 4) == 0 ? url + 4 : NULL;
     if (!rest) { errno = EINVAL; return -1; }
     char host[256];

@@ -10,8 +10,13 @@ public final class Listener: @unchecked Sendable {
     public let fd: Int32
     /// The endpoint actually bound (a tcp port 0 becomes the chosen port).
     public let endpoint: Endpoint
-    /// A serial port's session: whether one is open, and whether the last one read to its peer's end.
-    private let serialSession = ConditionLock((open: false, reachedEnd: true))
+    /// A serial port: its channel, kept across sessions, whether a session is open, and how the last ended.
+    private let serialSession = ConditionLock(SerialState())
+    private struct SerialState {
+        var channel: (fd: Int32, isDevice: Bool)?
+        var open = false
+        var ending = FrameSocket.Ending.peerGone
+    }
 
     public init(_ endpoint: Endpoint) throws {
         switch endpoint {
@@ -83,7 +88,10 @@ public final class Listener: @unchecked Sendable {
         }
     }
 
-    deinit { if fd >= 0 { try? Syscall.close(fd) } }
+    deinit {
+        if fd >= 0 { try? Syscall.close(fd) }
+        if let channel = serialSession.withLock({ $0.channel }) { try? Syscall.close(channel.fd) }
+    }
 
     private static func boundPort(_ fd: Int32) -> UInt16? {
         var storage = sockaddr_storage()
@@ -131,19 +139,49 @@ public final class Listener: @unchecked Sendable {
         }
     }
 
+    /// The port's next session, once the last one ended (see SerialPort).
     private func acceptSerial(_ path: String) throws -> FrameSocket {
-        let discard = serialSession.withLock(waitingFor: { state -> Bool? in state.open ? nil : !state.reachedEnd })
-        let socket = try SerialPort.open(path, onClose: { [serialSession] reachedEnd in
-            serialSession.withLock { $0 = (open: false, reachedEnd: reachedEnd) }
-            serialSession.broadcast()
-        })
-        if socket.isDevice {
-            do { try SerialPort.waitForHost(socket.fd, discardingCurrent: discard) } catch {
-                socket.close()
-                throw error
+        var (channel, ending) = serialSession.withLock(waitingFor: { s in s.open ? nil : (s.channel, s.ending) })
+        var pending: [UInt8] = []
+        switch ending {
+        case .restarted(let carried): pending = carried
+        case .peerGone, .ended:
+            if let c = channel, !c.isDevice {
+                try? Syscall.close(c.fd)
+                channel = nil
             }
         }
-        serialSession.withLock { $0 = (open: true, reachedEnd: false) }
-        return socket
+        if channel == nil {
+            channel = try SerialPort.openChannel(path)
+            serialSession.withLock { $0.channel = channel }
+        }
+        let (fd, isDevice) = channel!
+        do {
+            if isDevice && pending.isEmpty {
+                if case .ended = ending { try SerialPort.waitForHost(fd, discardingCurrent: true) } else {
+                    try SerialPort.waitForHost(fd, discardingCurrent: false)
+                }
+            }
+            let sessionFd: Int32
+            do throws(Errno) { sessionFd = try Syscall.fcntl(fd, F_DUPFD_CLOEXEC, 0) } catch { throw TransportError.system("dup", error) }
+            let socket: FrameSocket
+            do {
+                socket = try FrameSocket(fd: sessionFd, peer: endpoint.description, device: isDevice, pending: pending, restartsOnHello: true,
+                                         onClose: { [serialSession] ending in
+                                             serialSession.withLock { $0.open = false; $0.ending = ending }
+                                             serialSession.broadcast()
+                                         })
+            } catch {
+                try? Syscall.close(sessionFd)
+                throw error
+            }
+            serialSession.withLock { $0.open = true }
+            return socket
+        } catch {
+            // A channel that failed is opened anew for the next session.
+            try? Syscall.close(fd)
+            serialSession.withLock { $0.channel = nil; $0.ending = .peerGone }
+            throw error
+        }
     }
 }

@@ -9,13 +9,28 @@ import ParadiceSystem
 /// - in a VM, the port's host side connecting and going away is the session's start and end: a read
 ///   returns 0 while no host side is connected (poll says POLLHUP), and the bytes a host side sent before it
 ///   went away are still read first;
-/// - the guest side's close discards what the port holds, and a port opened again starts empty;
-/// - a listener (a backend) opens the port for each session; after a session that ended before its host
-///   side went away (a bad frame, a backend's own end), it discards what that host side still sends until
-///   it goes away, so that every session begins with the first byte of a host connection.
+/// - the guest side's close discards what the port holds, so a port opened anew starts empty;
+/// - the guest side learns of a host side going away only when it reads and the port is empty: a host
+///   side that reconnects at once can be read as one stream with the last one;
+/// - the host side learns nothing of the guest side's open and close.
+/// A listener (a backend) therefore keeps the port open (or its chardev connected) across sessions; a
+/// session ends at the host side's end, at a bad frame, at a BYE, or at a PD_HELLO within it (a new
+/// frontend whose predecessor's end was not seen: its bytes open the next session). After a session that
+/// ended on its own side, a port in a VM discards what its host side still sends, until it goes away, and
+/// a chardev connection is made anew (which the frontend in the VM reads as the end), so that each
+/// session begins with a frontend's first byte.
 enum SerialPort {
-    /// Connects to the port (a frontend, or a backend's session on a host's chardev socket).
-    static func open(_ path: String, onClose: (@Sendable (Bool) -> Void)? = nil) throws -> FrameSocket {
+    /// A frontend's connection through the port.
+    static func open(_ path: String) throws -> FrameSocket {
+        let channel = try openChannel(path)
+        do { return try FrameSocket(fd: channel.fd, peer: "serial:\(path)", device: channel.isDevice) } catch {
+            try? Syscall.close(channel.fd)
+            throw error
+        }
+    }
+
+    /// The port's character device, opened, or a connection to QEMU's chardev socket for it.
+    static func openChannel(_ path: String) throws -> (fd: Int32, isDevice: Bool) {
         let peer = "serial:\(path)"
         let info: stat
         do throws(Errno) { info = try Syscall.stat(path) } catch { throw TransportError.system("serial port \(path)", error) }
@@ -31,25 +46,17 @@ enum SerialPort {
                 try? Syscall.close(fd)
                 throw TransportError.system("connect \(peer)", error)
             }
-            do { return try FrameSocket(fd: fd, peer: peer, device: false, onClose: onClose) } catch {
-                try? Syscall.close(fd)
-                throw error
-            }
+            return (fd, false)
         case S_IFCHR:
-            let fd: Int32
-            do throws(Errno) { fd = try Syscall.open(path, O_RDWR | O_CLOEXEC | O_NOCTTY, retryOnInterrupt: true) } catch {
+            do throws(Errno) { return (try Syscall.open(path, O_RDWR | O_CLOEXEC | O_NOCTTY, retryOnInterrupt: true), true) } catch {
                 throw TransportError.system("open \(peer)", error)
-            }
-            do { return try FrameSocket(fd: fd, peer: peer, device: true, onClose: onClose) } catch {
-                try? Syscall.close(fd)
-                throw error
             }
         default:
             throw TransportError.badEndpoint(peer, "\(path) is neither a character device (a virtio-serial port) nor a unix socket (QEMU's chardev)")
         }
     }
 
-    /// Waits, on a port just opened in a VM, for a host side that sends: bytes of a host side that went
+    /// Waits, on a port in a VM, for a host side that sends: bytes of a host side that went
     /// away (and, if `discardingCurrent`, of the one connected now, until it goes away) are read and
     /// dropped. The port gives no wake-up when a host side connects, so without one it is looked at
     /// every 100 ms.

@@ -21,7 +21,7 @@ public final class FrameSocket: @unchecked Sendable {
     /// Whether a read met the end of the stream (a serial port's host side went away).
     private let reachedEnd = LockedValue(false)
     /// Run once, when the socket is closed (a serial listener waits for its one session to end).
-    private let onClose: (@Sendable (_ reachedEnd: Bool) -> Void)?
+    private let onClose: (@Sendable (_ ending: Ending) -> Void)?
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
@@ -37,11 +37,30 @@ public final class FrameSocket: @unchecked Sendable {
         self.isLocal = isLocal
         self.deviceWake = nil
         self.onClose = nil
+        self.restartsOnHello = false
         self.buffer = [UInt8](repeating: 0, count: 1 << 16)
     }
 
-    /// Frames over a character device (read/write), or over a socket whose end is reported to `onClose`.
-    public init(fd: Int32, peer: String, device: Bool, onClose: (@Sendable (_ reachedEnd: Bool) -> Void)? = nil) throws {
+    /// How a session on a serial port ended, for the port's next one.
+    public enum Ending: Sendable {
+        /// A read met the end of the stream (the port's host side went away).
+        case peerGone
+        /// A PD_HELLO came within the session: a new peer began; its bytes open the next session.
+        case restarted(carried: [UInt8])
+        /// The session ended on its own side (a bad frame, a BYE, a shutdown).
+        case ended
+    }
+
+    /// A PD_HELLO past the first frame ends the stream, and is kept for the next session (a serial port's
+    /// peer can be replaced without a read ever seeing the old one go; see SerialPort).
+    private let restartsOnHello: Bool
+    private var framesReceived = 0
+    private let carried = LockedValue<[UInt8]?>(nil)
+
+    /// Frames over a serial port's channel (`device`: a character device, read and written), beginning
+    /// with the `pending` bytes; `onClose` learns how the session ended.
+    public init(fd: Int32, peer: String, device: Bool, pending: [UInt8] = [], restartsOnHello: Bool = false,
+                onClose: (@Sendable (_ ending: Ending) -> Void)? = nil) throws {
         self.fd = fd
         self.peer = peer
         self.isLocal = false
@@ -51,7 +70,10 @@ public final class FrameSocket: @unchecked Sendable {
             deviceWake = nil
         }
         self.onClose = onClose
-        self.buffer = [UInt8](repeating: 0, count: 1 << 16)
+        self.restartsOnHello = restartsOnHello
+        self.buffer = [UInt8](repeating: 0, count: max(1 << 16, pending.count))
+        buffer.replaceSubrange(0..<pending.count, with: pending)
+        end = pending.count
     }
 
     deinit { close() }
@@ -66,7 +88,11 @@ public final class FrameSocket: @unchecked Sendable {
                 return true
             }
         }
-        if first, let onClose { onClose(reachedEnd.withLock { $0 }) }
+        if first, let onClose {
+            if let bytes = carried.withLock({ $0 }) { onClose(.restarted(carried: bytes)) } else {
+                onClose(reachedEnd.withLock { $0 } ? .peerGone : .ended)
+            }
+        }
     }
 
     /// Wakes a thread blocked in receive or send (the socket stays open until `close`).
@@ -131,6 +157,12 @@ public final class FrameSocket: @unchecked Sendable {
     public func receive(maxLength: Int? = nil) throws -> Frame? {
         guard try fill(Frame.headerSize) else { return nil }
         let header = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: start, as: pd_header.self) }
+        if restartsOnHello && framesReceived > 0 && header.op == PD_HELLO.code {
+            carried.withLock { $0 = Array(buffer[start..<end]) }
+            start = end
+            return nil
+        }
+        framesReceived += 1
         start += Frame.headerSize
         let length = Int(header.length)
         guard length <= min(maxLength ?? maxFrameLength, maxFrameLength) else {

@@ -20,7 +20,9 @@
 #
 # Environment:
 #   DVM_PORT=17000        host TCP port of the backend (bound to 127.0.0.1 only)
-#   DVM_DIR=dir           per-VM state: qmp.sock, ctl.sock (exec channel), qemu.pid, console.log, share/
+#   DVM_DIR=dir           per-VM state: qmp.sock, ctl.sock (exec channel), serial.sock (the virtio-serial port
+#                         "paradice": serial:$DVM_DIR/serial.sock on the host, serial:/dev/virtio-ports/paradice
+#                         in the VM, where the driver VM's backend listens), qemu.pid, console.log, share/
 #                         (default $DVM_CACHE/vm-$DVM_PORT; two VMs need different ports and dirs)
 #   DVM_BACKEND=path      paradice-backend to run (default <repo>/.build/release/paradice-backend, built with
 #                         swift build -c release --static-swift-stdlib --product paradice-backend); "none" = no backend
@@ -75,7 +77,7 @@ DIR=$(cd "$DIR" && pwd)
 if [ -f "$DIR/qemu.pid" ] && kill -0 "$(cat "$DIR/qemu.pid")" 2>/dev/null; then
   die "a VM is already running with state dir $DIR (pid $(cat "$DIR/qemu.pid")); run: DVM_DIR=$DIR $0 stop"
 fi
-rm -f "$DIR"/{qmp.sock,ctl.sock,qemu.pid,console.log}
+rm -f "$DIR"/{qmp.sock,ctl.sock,serial.sock,qemu.pid,console.log}
 
 # The share folder (guest /share) carries what the VM needs from the host besides /usr: a fresh copy of the
 # backend and the specs on every boot, so the VM always runs what was just built.
@@ -120,6 +122,13 @@ elif [ $backend = 1 ] && [ "$BACKEND" != none ]; then
   cp "$BACKEND" "$SHARE/bin/paradice-backend"
   cp -r "$SPECS" "$SHARE/Specs"
   printf '%s\n' "${DVM_BACKEND_ARGS:-}" > "$SHARE/backend-extra-args"
+  # Frontends for clients run in the driver VM itself (its backend over vsock), when they are built.
+  GUEST_BIN=${DVM_GUEST_BIN:-$REPO/.build/release}
+  for p in paradice libParadicePreload.so; do
+    [ -e "$GUEST_BIN/$p" ] || continue
+    if [ "$p" = paradice ] && ldd "$GUEST_BIN/$p" 2>/dev/null | grep -q 'libswiftCore'; then continue; fi
+    cp "$GUEST_BIN/$p" "$SHARE/bin/$p"
+  done
 else
   backend=0
 fi
@@ -163,6 +172,8 @@ qemu=(qemu-system-x86_64
   # exec channel: guest /dev/virtio-ports/dvm.ctl <-> host ctl.sock
   -device virtio-serial-pci
   -chardev "socket,id=ctl,path=$DIR/ctl.sock,server=on,wait=off" -device virtserialport,chardev=ctl,name=dvm.ctl
+  # frames over virtio-serial: guest /dev/virtio-ports/paradice <-> host serial.sock (a client connects)
+  -chardev "socket,id=pd,path=$DIR/serial.sock,server=on,wait=off" -device virtserialport,chardev=pd,name=paradice
   -qmp "unix:$DIR/qmp.sock,server=on,wait=off"
   -pidfile "$DIR/qemu.pid"
 )

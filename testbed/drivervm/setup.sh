@@ -26,11 +26,12 @@ command -v apt-get >/dev/null || die "needs Debian's apt-get"
 # card1 and vkms card2 (no render node); snd-dummy is ALSA card 0 and snd-aloop card 1. vivid is loaded with
 # n_devs=1 (see guest/init.sh). Debian's 6.1 kernel is built without CONFIG_DRM_VKMS, so vkms is compiled
 # below from linux-source against linux-headers-$KV (it gives KMS a real 60 Hz vblank; virtio-gpu has none).
+# vsock_loopback gives the driver VM AF_VSOCK connections to itself (CID 1): its backend listens on vsock too.
 # A guest VM (dvm.role=guest, see run.sh) loads only the first line: what any VM needs for its network,
 # exec channel and shares; its devices come from the Paradice module (Kernel/paradice, built below).
 PLAIN_MODULES="virtio_pci virtio_net virtio_console 9pnet_virtio 9p"
 MODULES="$PLAIN_MODULES
-virtio_input evdev uinput virtio-gpu vgem vkms vivid snd-dummy snd-aloop snd-seq-dummy cuse"
+virtio_input evdev uinput virtio-gpu vgem vkms vivid snd-dummy snd-aloop snd-seq-dummy cuse vsock_loopback"
 # Nodes /init waits for before it starts the backend.
 EXPECT="/dev/video0 /dev/video3 /dev/vbi0 /dev/vbi1 /dev/radio0 /dev/radio1 /dev/swradio0 /dev/v4l-touch0 /dev/media0
 /dev/dri/card0 /dev/dri/card1 /dev/dri/card2 /dev/dri/renderD128 /dev/snd/controlC0 /dev/snd/controlC1 /dev/snd/seq /dev/uinput /dev/cuse"

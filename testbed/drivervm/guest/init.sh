@@ -142,7 +142,12 @@ fi
 started=0
 if [ "$ROLE" != guest ] && [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/paradice-backend ]; then
   set -f                                             # the device globs are for the backend, not this shell
-  hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 --specs /share/Specs \
+  # also on vsock (CID 1 is the VM itself, through vsock_loopback) and on the virtio-serial port "paradice"
+  # (run.sh's serial.sock on the host), one session at a time
+  more=""
+  [ -d /sys/module/vsock_loopback ] && more="--listen vsock://any:7000"
+  [ -e /dev/virtio-ports/paradice ] && more="$more --listen serial:/dev/virtio-ports/paradice"
+  hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 $more --specs /share/Specs \
     --device /dev/video0 --device '/dev/video*' --device '/dev/vbi*' --device '/dev/radio*' --device '/dev/swradio*' \
     --device '/dev/v4l-touch*' --device '/dev/v4l-subdev*' --device '/dev/media*' \
     --device '/dev/dri/*' --device '/dev/snd/*' --device '/dev/input/event*' --device /dev/uinput \
@@ -158,7 +163,7 @@ if [ "$ROLE" != guest ] && [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/para
     i=$((i + 1)); usleep 100000
   done
   if [ $started = 1 ]; then
-    mark backend "tcp://0.0.0.0:7000 pid=$bpid"
+    mark backend "tcp://0.0.0.0:7000 $more pid=$bpid"
   else
     mark backend-failed "see backend.log in the share folder"
     tail -n 20 /share/backend.log

@@ -1,0 +1,123 @@
+import CParadice
+import Foundation
+import ParadiceClient
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension DriverVMSuites {
+/// The same frames over vsock (backend and frontend both in the driver VM, through vsock_loopback) and over
+/// the virtio-serial port "paradice" (a frontend on this machine, through QEMU's chardev socket, to the
+/// backend that listens on the port in the VM).
+@Suite("Transports: vsock and virtio-serial")
+struct Transports {
+    static let stable = { (text: String) in text.split(separator: "\n").filter { !$0.contains("volatile") } }
+
+    @Test func v4l2CtlThroughVsockInTheVMMatchesNative() throws {
+        let vm = try DriverVM.require()
+        let native = try vm.native("v4l2-ctl -d /dev/video0 --all")
+        let forwarded = try vm.native("/share/bin/paradice run --backend vsock://1:7000 -- v4l2-ctl -d /dev/video0 --all")
+        #expect(native.status == 0 && forwarded.status == 0, "\(forwarded.output)")
+        #expect(Self.stable(forwarded.output) == Self.stable(native.output))
+        #expect(try vm.native("/share/bin/paradice run --backend vsock://1:7000 -- v4l2-ctl -d /dev/video0 -c brightness=77").status == 0)
+        #expect(try vm.native("v4l2-ctl -d /dev/video0 -C brightness").output.contains("brightness: 77"))
+        _ = try vm.native("v4l2-ctl -d /dev/video0 -c brightness=128")
+    }
+
+    /// A pty opened natively in the VM, read and set by stty through a backend on vsock in the same VM.
+    @Test func sttyOnAPtyThroughVsockInTheVM() throws {
+        let vm = try DriverVM.require()
+        let script = #"""
+        /share/bin/paradice-backend --listen vsock://any:7101 --specs /share/Specs --device /dev/ptmx --device '/dev/pts/*' > /tmp/pty-backend.log 2>&1 &
+        b=$!
+        i=0
+        until /share/bin/paradice devices --backend vsock://1:7101 > /dev/null 2>&1; do
+          i=$((i + 1)); [ $i -lt 600 ] || { echo "no backend on vsock://1:7101"; cat /tmp/pty-backend.log; kill $b; exit 2; }; sleep 0.2
+        done
+        python3 - <<'PY'
+        import fcntl, os, struct, subprocess, termios
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 33, 77, 0, 0))
+        name = os.ttyname(slave)
+        run = lambda *a: subprocess.run(list(a), capture_output=True, text=True)
+        forward = ['/share/bin/paradice', 'run', '--backend', 'vsock://1:7101', '--']
+        native = run('stty', '-F', name, '-a')
+        forwarded = run(*forward, 'stty', '-F', name, '-a')
+        print('same-a', native.returncode == 0 and forwarded.returncode == 0 and native.stdout == forwarded.stdout)
+        print('forwarded-a', forwarded.returncode, forwarded.stdout.splitlines()[:1], forwarded.stderr)
+        set_ = run(*forward, 'stty', '-F', name, 'rows', '40', 'cols', '100', '-echo')
+        rows, cols = struct.unpack('HHHH', fcntl.ioctl(slave, termios.TIOCGWINSZ, b'\0' * 8))[:2]
+        echo = termios.tcgetattr(slave)[3] & termios.ECHO
+        print('set', set_.returncode, rows, cols, 'echo' if echo else '-echo', set_.stderr)
+        PY
+        kill $b
+        """#
+        let r = try vm.native(script)
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("same-a True"), "\(r.output)")
+        #expect(r.output.contains("set 0 40 100 -echo"), "\(r.output)")
+    }
+
+    @Test func v4l2CtlFromThisMachineThroughVirtioSerialMatchesNative() throws {
+        let vm = try DriverVM.require()
+        let serial = "serial:" + vm.folder + "/serial.sock"
+        let native = try vm.native("v4l2-ctl -d /dev/video0 --all")
+        let forwarded = try paradiceRun(serial, ["v4l2-ctl", "-d", "/dev/video0", "--all"], timeout: 600)
+        #expect(native.status == 0 && forwarded.status == 0, "\(forwarded.output)\(forwarded.errors)")
+        #expect(Self.stable(forwarded.output) == Self.stable(native.output))
+        let set = try paradiceRun(serial, ["v4l2-ctl", "-d", "/dev/video0", "-c", "brightness=66"], timeout: 600)
+        #expect(set.status == 0, "\(set.errors)")
+        #expect(try vm.native("v4l2-ctl -d /dev/video0 -C brightness").output.contains("brightness: 66"))
+        _ = try vm.native("v4l2-ctl -d /dev/video0 -c brightness=128")
+    }
+
+    /// A peer of the port that sends garbage, one that goes away within a frame, and one that stays
+    /// silent after half a header: each ends its own session, and the next peer's session works.
+    @Test func badSerialPeersEndOnlyTheirOwnSessions() throws {
+        let vm = try DriverVM.require()
+        let path = vm.folder + "/serial.sock"
+        let log = vm.folder + "/share/backend.log"
+        func endings() -> Int {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").filter {
+                $0.contains("malformed frame") || $0.contains("guest disconnected") || $0.contains("guest connection ended")
+                    || $0.contains("without a handshake") || $0.contains("guest said goodbye")
+            }.count
+        }
+        /// Sends `bytes` as a peer of the port and leaves; returns once the backend ended that session.
+        func badPeer(_ bytes: [UInt8]) throws {
+            let before = endings()
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            #expect(fd >= 0)
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+            let connected = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            #expect(connected == 0, "connect \(path): \(String(cString: strerror(errno)))")
+            #expect(bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count)
+            close(fd)
+            // The session ends when the port's host side is gone, or at the bad frame: either way one line.
+            var waited = 0
+            while endings() == before && waited < 1200 { usleep(100_000); waited += 1 }
+            #expect(endings() > before, "the backend did not end the bad peer's session")
+        }
+        var garbage = [UInt8](repeating: 0xA5, count: 4096)
+        garbage.replaceSubrange(0..<4, with: [0xff, 0xff, 0xff, 0x7f])   // a length past any limit
+        try badPeer(garbage)
+        // A handshake header announcing 100 bytes, and 10 of them.
+        var partial = [UInt8](repeating: 0, count: 16 + 10)
+        partial[0] = 100
+        partial[4] = UInt8(PD_HELLO.rawValue & 0xff)
+        partial[5] = UInt8(PD_HELLO.rawValue >> 8)
+        try badPeer(partial)
+        let client = try ParadiceClient.connect("serial:" + path, name: "transport test")
+        #expect(!client.devices.isEmpty)
+        client.disconnect()
+        // The backend still serves its other guests.
+        #expect(try vm.forwarded(["v4l2-ctl", "-d", "/dev/video0", "--info"]).status == 0)
+    }
+}
+}

@@ -158,8 +158,8 @@ public final class Listener: @unchecked Sendable {
         let (fd, isDevice) = channel!
         do {
             if isDevice && pending.isEmpty {
-                if case .ended = ending { try SerialPort.waitForHost(fd, discardingCurrent: true) } else {
-                    try SerialPort.waitForHost(fd, discardingCurrent: false)
+                if case .ended = ending { pending = try SerialPort.waitForHost(fd, discardingCurrent: true) } else {
+                    pending = try SerialPort.waitForHost(fd, discardingCurrent: false)
                 }
             }
             let sessionFd: Int32

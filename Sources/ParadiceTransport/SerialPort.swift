@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CParadice
 import ParadiceSystem
 
 /// A virtio-serial port as a frame stream: in a VM its character device (/dev/virtio-ports/NAME, read and
@@ -56,19 +57,21 @@ enum SerialPort {
         }
     }
 
-    /// Waits, on a port in a VM, for a host side that sends: bytes of a host side that went
-    /// away (and, if `discardingCurrent`, of the one connected now, until it goes away) are read and
-    /// dropped. The port gives no wake-up when a host side connects, so without one it is looked at
-    /// every 100 ms.
-    static func waitForHost(_ fd: Int32, discardingCurrent: Bool) throws {
+    /// Waits, on a port in a VM, for a host side that sends, and returns the bytes read meanwhile that
+    /// begin its session. Bytes of a host side that went away (and, if `discardingCurrent`, of the one
+    /// connected now, until it goes away) are read and dropped, but for a read that begins with a PD_HELLO:
+    /// a read returns the bytes of one of the port's buffers, which QEMU fills from one connection, so
+    /// that is a new frontend's first frame (the old host side's end was not seen). The port gives no
+    /// wake-up when a host side connects, so without one it is looked at every 100 ms.
+    static func waitForHost(_ fd: Int32, discardingCurrent: Bool) throws -> [UInt8] {
         var discarding = discardingCurrent
-        var scratch = [UInt8](repeating: 0, count: 4096)
+        var scratch = [UInt8](repeating: 0, count: 4096)   // a port's buffer is one page: a read takes all of it
         while true {
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             do throws(Errno) { _ = try Syscall.poll(&p, 1, -1, retryOnInterrupt: true) } catch { throw TransportError.system("poll", error) }
             let hostGone = p.revents & Int16(POLLHUP) != 0
-            if !hostGone && !discarding { return }   // a connected host side has sent: its session begins
-            // Either bytes to drop or, with the host side gone, 0: neither read blocks.
+            if !hostGone && !discarding { return [] }   // a connected host side has sent: its session begins
+            // Either bytes or, with the host side gone, 0: neither read blocks.
             let n: Int
             do throws(Errno) { n = try Syscall.read(fd, &scratch, scratch.count, retryOnInterrupt: true) } catch {
                 throw TransportError.system("read serial port", error)
@@ -76,7 +79,18 @@ enum SerialPort {
             if n == 0 {
                 discarding = false
                 usleep(100_000)
+            } else if !hostGone && beginsWithHello(scratch[0..<n]) {
+                return Array(scratch[0..<n])
             }
+        }
+    }
+
+    /// Whether `bytes` begin with a PD_HELLO header and the protocol's magic.
+    static func beginsWithHello(_ bytes: ArraySlice<UInt8>) -> Bool {
+        guard bytes.count >= MemoryLayout<pd_header>.size + 4 else { return false }
+        return bytes.withUnsafeBytes { raw in
+            raw.loadUnaligned(fromByteOffset: 4, as: UInt16.self) == UInt16(PD_HELLO.rawValue)
+                && raw.loadUnaligned(fromByteOffset: MemoryLayout<pd_header>.size, as: UInt32.self) == PD_MAGIC
         }
     }
 }

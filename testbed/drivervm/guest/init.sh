@@ -56,6 +56,7 @@ if [ -d /host/usr/bin ]; then
   for d in bin sbin lib lib64; do ln -s usr/$d /host/$d; done
   mkdir -p /host/dev /host/proc /host/sys /host/tmp /host/run /host/etc /host/root /host/share
   mount -o bind /dev /host/dev
+  mount -o bind /dev/pts /host/dev/pts               # ptys for host programs (a bind of /dev leaves it out)
   mount -o bind /proc /host/proc
   mount -o bind /sys /host/sys
   mount -o bind /share /host/share

@@ -124,3 +124,40 @@ struct Transports {
     }
 }
 }
+
+extension DriverVMSuites.GuestVMSuites {
+/// The other way through the port: the preload frontend in the guest VM, through its
+/// /dev/virtio-ports/paradice, to a backend on this machine that listens on QEMU's socket for the port.
+@Suite("A backend on this machine through the guest VM's virtio-serial port")
+struct SerialFromTheGuest {
+    @Test func sttyInTheGuestVMReadsAndSetsAPtyOfThisMachine() throws {
+        let guest = try GuestVM.require()
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"], extra: ["--listen", "serial:" + guest.folder + "/serial.sock"])
+        _ = backend
+        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY)
+        #expect(master >= 0)
+        defer { close(master) }
+        var number: UInt32 = 0, unlock: Int32 = 0
+        #expect(ioctl(master, UInt(Ioctl.TIOCGPTN), &number) == 0 && ioctl(master, UInt(Ioctl.TIOCSPTLCK), &unlock) == 0)
+        let name = "/dev/pts/\(number)"
+        let slave = open(name, O_RDWR | O_NOCTTY)
+        #expect(slave >= 0)
+        defer { close(slave) }
+        var size = winsize(ws_row: 21, ws_col: 55, ws_xpixel: 0, ws_ypixel: 0)
+        #expect(ioctl(slave, UInt(TIOCSWINSZ), &size) == 0)
+        let native = try run("/usr/bin/stty", ["-F", name, "-a"])
+        let forward = "/share/bin/paradice run --backend serial:/dev/virtio-ports/paradice -- "
+        let inGuest = try guest.run(forward + "stty -F \(name) -a")
+        #expect(native.status == 0 && inGuest.status == 0, "\(inGuest.output)")
+        #expect(inGuest.output == native.output)
+        // Again (a session after one that the port did not see end), and setting this time.
+        let set = try guest.run(forward + "stty -F \(name) rows 44 cols 111 -echo")
+        #expect(set.status == 0, "\(set.output)")
+        #expect(ioctl(slave, UInt(TIOCGWINSZ), &size) == 0)
+        #expect(size.ws_row == 44 && size.ws_col == 111)
+        var attributes = termios()
+        #expect(tcgetattr(slave, &attributes) == 0)
+        #expect(attributes.c_lflag & UInt32(ECHO) == 0)
+    }
+}
+}

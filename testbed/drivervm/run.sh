@@ -99,6 +99,8 @@ if [ "$ROLE" = guest ]; then
     fi
     cp "$GUEST_BIN/$p" "$SHARE/bin/$p"
   done
+  # the preload frontend, for `paradice run` in the guest VM, when it is built
+  [ -e "$GUEST_BIN/libParadicePreload.so" ] && cp "$GUEST_BIN/libParadicePreload.so" "$SHARE/bin/"
   # One frontend, as /init and tests start it: paradice guest, which loads the module when /dev/paradice is
   # not there yet and runs the daemon in its place (its log on stderr, its pid the one started).
   cat > "$SHARE/bin/paradice-frontend" <<'SH'

@@ -113,7 +113,16 @@ func exchange(_ stream: [UInt8]) {
     }
     shutdown(guestSide, Int32(SHUT_WR))
     _ = fcntl(backendSide, F_SETFL, fcntl(backendSide, F_GETFL) | O_NONBLOCK)
-    let session = Session(id: nextSession, socket: FrameSocket(fd: backendSide, peer: "fuzz", isLocal: true), backend: fuzzBackend.backend)
+    // Every other stream as a serial port frames it: a PD_HELLO past the first frame ends the session, the
+    // bytes from it on kept for the next one.
+    let socket = nextSession & 1 == 0
+        ? try! FrameSocket(fd: backendSide, peer: "fuzz serial", device: false, restartsOnHello: true, onClose: { ending in
+            guard case .restarted(let carried) = ending else { return }
+            precondition(carried.count >= Frame.headerSize && carried.count <= stream.count)
+            precondition(carried.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self) } == PD_HELLO.code)
+        })
+        : FrameSocket(fd: backendSide, peer: "fuzz", isLocal: true)
+    let session = Session(id: nextSession, socket: socket, backend: fuzzBackend.backend)
     nextSession &+= 1
     session.run()
 }

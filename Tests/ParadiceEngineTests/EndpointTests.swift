@@ -1,5 +1,12 @@
+import CParadice
+import Foundation
+import ParadiceFrontendCore
 import ParadiceTransport
+import ParadiceWire
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("Endpoint forms")
 struct EndpointTests {
@@ -48,5 +55,43 @@ struct EndpointTests {
             guard case TransportError.badEndpoint(_, let reason) = error else { return false }
             return reason.contains("neither a character device")
         }
+    }
+}
+
+/// The C frontends' parse of the same forms (pd_conn_dial): a malformed one is EINVAL, before any socket.
+@Suite("Endpoint forms in the C frontends")
+struct FrontendDialTests {
+    func dialError(_ url: String) -> Int32 {
+        errno = 0
+        let fd = pd_conn_dial(url)
+        if fd >= 0 { close(fd); return 0 }
+        return errno
+    }
+
+    @Test func malformedFormsAreInvalid() {
+        for url in ["vsock://1", "vsock://", "vsock://x:7000", "vsock://1:", "vsock://1:-5", "vsock://4294967295:1",
+                    "vsock://99999999999:1", "vsock://1:4294967295", "vsock://1:80x", "vsock://any:7000", "serial:", "serial://",
+                    "vsck://1:2", ""] {
+            #expect(dialError(url) == EINVAL, "\(url)")
+        }
+    }
+
+    @Test func aSerialPortMustBeADeviceOrASocket() {
+        #expect(dialError("serial:/nonexistent/port") == ENOENT)
+        #expect(dialError("serial:/etc/hostname") == ENOTSUP)
+    }
+
+    @Test func aSerialPortThatIsAUnixSocketIsConnectedTo() throws {
+        let path = NSTemporaryDirectory() + "paradice-serial-\(getpid()).sock"
+        let listener = try Listener(.unix(path: path))
+        defer { unlink(path) }
+        let fd = pd_conn_dial("serial:" + path)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        let accepted = try listener.accept()
+        var header = pd_header(length: 0, op: PD_BYE.code, flags: 0, request: 7, handle: 0)
+        #expect(write(fd, &header, MemoryLayout<pd_header>.size) == MemoryLayout<pd_header>.size)
+        let frame = try accepted.receive()
+        #expect(frame?.op == PD_BYE.code && frame?.request == 7)
     }
 }

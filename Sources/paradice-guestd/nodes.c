@@ -53,35 +53,30 @@ static int backend_readlink(const char *path, char *out, size_t size) {
     return ok ? 0 : -1;
 }
 
-/* The names in a backend folder, one callback each. */
+struct listing { void (*each)(const char *name, uint8_t type, void *context); void *context; };
+
+static void listed(const char *name, size_t name_length, uint8_t type, void *context) {
+    struct listing *l = context;
+    char copy[PD_MAX_NAME_LENGTH + 1];
+    memcpy(copy, name, name_length);
+    copy[name_length] = 0;
+    l->each(copy, type, l->context);
+}
+
+/* The names in a backend folder, one callback each (a listing that breaks the rules is refused whole). */
 static int backend_list(const char *folder, void (*each)(const char *name, uint8_t type, void *context), void *context) {
     struct pd_frame reply;
     const uint8_t *data;
     size_t length;
     int64_t count = path_call(PD_LISTDIR, folder, &reply, &data, &length);
-    if (count < 0 || (uint64_t)count > length / sizeof(struct pd_dirent)) {
-        int e = count < 0 ? errno : EPROTO;
-        pd_frame_release(gd.connection, &reply);
-        errno = e;
-        return -1;
-    }
-    const uint8_t *p = data, *end = data + length;
-    for (int64_t i = 0; i < count && (size_t)(end - p) >= sizeof(struct pd_dirent); i++) {
-        struct pd_dirent e;
-        memcpy(&e, p, sizeof e);
-        p += sizeof e;
-        size_t padded = ((size_t)e.name_length + 7) / 8 * 8;
-        if ((size_t)(end - p) < padded) break;   /* a name past the reply */
-        char name[256];
-        if (e.name_length > 0 && e.name_length < sizeof name && !memchr(p, 0, e.name_length)) {
-            memcpy(name, p, e.name_length);
-            name[e.name_length] = 0;
-            each(name, e.type, context);
-        }
-        p += padded;
-    }
+    struct listing l = { each, context };
+    const char *why = NULL;
+    int r = count < 0 ? -1 : pd_parse_listing(data, length, count, listed, &l, &why) == 0 ? 0 : -1;
+    int e = count < 0 ? errno : EPROTO;
+    if (why) gd_log("%s: %s", folder, why);
     pd_frame_release(gd.connection, &reply);
-    return 0;
+    if (r != 0) errno = e;
+    return r;
 }
 
 static const char *basename_of(const char *path) {

@@ -245,6 +245,10 @@ struct pd_target {
     struct pd_interruption *interruption;        /* what ends the call early (NULL: nothing does) */
 };
 
+/* PD_SHARE, once per file: a backend on this machine that shares mappings hands over the device's own
+ * open file; any other answers ENODEV (TCP, or no --share-mappings), and is not asked again. *slot, under
+ * `lock`, is -1 (not asked yet), -2 (refused) or that descriptor. The descriptor, or -1 with errno. */
+int pd_file_shared(struct pd_connection *c, uint32_t handle, int *slot, pthread_mutex_t *lock);
 /* PD_OPEN: the new handle (> 0) and its pd_stat, or -1. */
 int64_t pd_file_open(struct pd_connection *c, const char *path, size_t path_length, int flags, uint32_t mode,
                      struct pd_stat *stat, int *broken);

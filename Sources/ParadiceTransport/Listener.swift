@@ -98,8 +98,8 @@ public final class Listener: @unchecked Sendable {
                 var uid: UInt32 = 0
                 if paradice_peer_credentials(fd, &pid, &uid) == 0 { peer = "pid \(pid) uid \(uid)" }
             }
-            if case .unix = endpoint { return FrameSocket(fd: fd, peer: peer, isLocal: true) }
-            return FrameSocket(fd: fd, peer: peer)
+            if case .unix = endpoint { return FrameSocket(channel: SocketChannel(fd: fd), peer: peer, isLocal: true) }
+            return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
         }
     }
 }

@@ -5,46 +5,65 @@ import ParadiceSystem
 import ParadiceWire
 import CParadice
 
-/// A connected stream socket (unix or TCP) that carries frames. Sending is serialized by a lock (the
-/// one that also guards the close, so no send reaches a closed and reused number), so several threads
-/// may send; receiving belongs to one thread at a time.
+/// A connected byte channel (a unix or TCP socket, a shared-memory ring) that carries frames. Sending is
+/// serialized by a lock (the one that also guards the close, so no send reaches a closed and reused
+/// descriptor), so several threads may send; receiving belongs to one thread at a time.
 public final class FrameSocket: @unchecked Sendable {
-    public let fd: Int32
+    public let channel: any ByteChannel
     public let peer: String
-    /// A unix socket: the peer is on this machine, and descriptors can travel.
+    /// The peer is on this machine, and descriptors can travel.
     public let isLocal: Bool
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
-    /// Held for the whole of each send, and by `close`: no send reaches a closed (and reused) number.
+    /// Held for the whole of each send, and by `close`: no send reaches a closed (and reused) descriptor.
     private let sendLock = Lock()
-    /// Whether the descriptor was closed. Taken briefly, so that a shutdown never waits behind a send
+    /// Whether the channel was closed. Taken briefly, so that a shutdown never waits behind a send
     /// stuck on a peer that does not read.
     private let closed = LockedValue(false)
 
-    public init(fd: Int32, peer: String, isLocal: Bool = false) {
-        self.fd = fd
+    public init(channel: any ByteChannel, peer: String, isLocal: Bool = false) {
+        self.channel = channel
         self.peer = peer
         self.isLocal = isLocal
         self.buffer = [UInt8](repeating: 0, count: 1 << 16)
     }
 
+    /// A frame socket over a connected stream socket, which it takes.
+    public convenience init(fd: Int32, peer: String, isLocal: Bool = false) {
+        self.init(channel: SocketChannel(fd: fd), peer: peer, isLocal: isLocal)
+    }
+
     deinit { close() }
+
+    /// The socket under the channel (socket options, descriptor passing); nil for a channel without one.
+    public var descriptor: Int32? { channel.descriptor }
 
     public func close() {
         sendLock.withLock {
             closed.withLock { closed in
                 if !closed {
                     closed = true
-                    try? Syscall.close(fd)
+                    channel.close()
                 }
             }
         }
     }
 
-    /// Wakes a thread blocked in receive or send (the socket stays open until `close`).
+    /// Wakes a thread blocked in receive or send (the channel stays open until `close`).
     public func shutdownBoth() {
-        closed.withLock { closed in if !closed { try? Syscall.shutdown(fd, Int32(SHUT_RDWR)) } }
+        closed.withLock { closed in if !closed { channel.shutdown() } }
+    }
+
+    /// No more frames follow: the peer receives those sent, then the end of the stream.
+    public func finishSending() {
+        sendLock.withLock { closed.withLock { closed in if !closed { channel.finishSending() } } }
+    }
+
+    /// Bounds each wait of `receive` (0: no bound); a wait that long throws
+    /// `TransportError.system(_, .resourceTemporarilyUnavailable)`.
+    public func setReceiveTimeout(seconds: Int) {
+        closed.withLock { closed in if !closed { channel.setReceiveTimeout(seconds: seconds) } }
     }
 
     public func send(_ frame: Frame) throws { try sendRaw(frame.encoded()) }
@@ -61,21 +80,16 @@ public final class FrameSocket: @unchecked Sendable {
         try bytes.withUnsafeBytes { raw in
             var sent = 0
             while sent < raw.count {
-                do throws(Errno) {
-                    sent += try Syscall.send(fd, raw.baseAddress! + sent, raw.count - sent, flags: Int32(MSG_NOSIGNAL))
-                } catch {
-                    throw error == .brokenPipe || error == .connectionReset ? TransportError.closed : TransportError.system("send", error)
-                }
+                sent += try channel.send(UnsafeRawBufferPointer(rebasing: raw[sent...]))
             }
         }
     }
 
-    /// Sends an encoded frame with a descriptor attached (unix sockets only).
+    /// Sends an encoded frame with a descriptor attached (peers on this machine only).
     public func sendRaw(_ bytes: [UInt8], passing descriptor: Int32) throws {
         try sendLock.withLock { () throws -> Void in
             if closed.withLock({ $0 }) { throw TransportError.closed }
-            let sent = bytes.withUnsafeBytes { buffer in attempt { () throws(Errno) in try Syscall.send(fd, buffer, passing: descriptor) } }
-            if case .failure(let error) = sent { throw TransportError.system("sendmsg", error) }
+            try bytes.withUnsafeBytes { raw in try channel.send(raw, passing: descriptor) }
         }
     }
 
@@ -145,11 +159,9 @@ public final class FrameSocket: @unchecked Sendable {
         return true
     }
 
-    /// One recv (retried on EINTR, as socket I/O is); 0 at the end of the stream. A reset peer is a closed one.
+    /// One receive from the channel; 0 at the end of the stream.
     private func receive(into buffer: UnsafeMutableRawPointer, _ count: Int) throws(TransportError) -> Int {
-        do throws(Errno) { return try Syscall.recv(fd, buffer, count) } catch {
-            throw error == .connectionReset ? .closed : .system("recv", error)
-        }
+        try channel.receive(into: UnsafeMutableRawBufferPointer(start: buffer, count: count))
     }
 
     // MARK: connecting
@@ -167,7 +179,7 @@ public final class FrameSocket: @unchecked Sendable {
                 try? Syscall.close(fd)
                 throw TransportError.system("connect \(endpoint)", error)
             }
-            return FrameSocket(fd: fd, peer: endpoint.description, isLocal: true)
+            return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description, isLocal: true)
         case .tcp(let host, let port):
             var lastError = Errno.connectionRefused
             for candidate in try resolve(host, port, passive: false) {
@@ -180,7 +192,7 @@ public final class FrameSocket: @unchecked Sendable {
                 switch connected {
                 case .success:
                     try? Syscall.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, Int32(1))
-                    return FrameSocket(fd: fd, peer: endpoint.description)
+                    return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description)
                 case .failure(let error):
                     lastError = error
                     try? Syscall.close(fd)

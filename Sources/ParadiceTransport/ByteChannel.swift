@@ -7,7 +7,7 @@ public protocol ByteChannel: AnyObject, Sendable {
     func send(_ bytes: UnsafeRawBufferPointer) throws(TransportError) -> Int
 
     /// Sends every byte of `bytes` with `descriptor` attached, for a peer on this machine. A channel that
-    /// cannot carry descriptors throws `.system(_, .operationNotSupported)`.
+    /// cannot carry descriptors throws `.system(_, .notSupported)`.
     func send(_ bytes: UnsafeRawBufferPointer, passing descriptor: Int32) throws(TransportError)
 
     /// Receives up to `buffer.count` bytes, blocking until at least one came; 0 at the end of the stream.

@@ -137,6 +137,9 @@ struct pd_stream {
 
 /* A stream over the connected socket `fd`, which it takes. */
 void pd_stream_socket(struct pd_stream *s, int fd);
+/* A stream over a Xen vchan: `rest` is "DOMID:XENSTORE-PATH" of the backend's server. 0, or -1 with errno
+ * and *why. */
+int pd_stream_vchan(struct pd_stream *s, const char *rest, const char **why);
 
 /* ---- the connection ---- */
 

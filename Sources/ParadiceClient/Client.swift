@@ -46,14 +46,22 @@ public final class ParadiceClient: Sendable {
 
     public static func connect(_ url: String, name: String = "paradice-client") throws -> ParadiceClient {
         let endpoint = try Endpoint(url)
-        let fd = pd_conn_dial(endpoint.description)
-        guard fd >= 0 else { throw Errno.current }
-        return try ParadiceClient(descriptor: fd, endpoint: endpoint, name: name)
+        var stream = pd_stream()
+        guard pd_conn_dial(endpoint.description, &stream) == 0 else { throw Errno.current }
+        return try ParadiceClient(stream: stream, endpoint: endpoint, name: name)
     }
 
     /// Shakes hands over a connected socket, which the client owns from then on (closed on failure too).
-    init(descriptor fd: Int32, endpoint: Endpoint, name: String) throws {
-        guard let connection = pd_conn_new() else { Glibc.close(fd); throw Errno.noMemory }
+    convenience init(descriptor fd: Int32, endpoint: Endpoint, name: String) throws {
+        var stream = pd_stream()
+        pd_stream_socket(&stream, fd)
+        try self.init(stream: stream, endpoint: endpoint, name: name)
+    }
+
+    /// Shakes hands over a connected stream, which the client owns from then on (closed on failure too).
+    init(stream: pd_stream, endpoint: Endpoint, name: String) throws {
+        var stream = stream
+        guard let connection = pd_conn_new() else { stream.ops.pointee.close(&stream); throw Errno.noMemory }
         let events = ClientEvents()
         self.events = events
         connection.pointee.context = Unmanaged.passRetained(events).toOpaque()
@@ -71,7 +79,7 @@ public final class ParadiceClient: Sendable {
         var reply = pd_frame()
         var why: UnsafePointer<CChar>?
         let name = Array(name.utf8)
-        guard pd_conn_start(connection, fd, &hello, name, name.count, &reply, &why) == 0 else {
+        guard pd_conn_start(connection, &stream, &hello, name, name.count, &reply, &why) == 0 else {
             let error = Errno.current
             pd_conn_release(connection)
             throw error

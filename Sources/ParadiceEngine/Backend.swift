@@ -146,7 +146,7 @@ public final class Backend: @unchecked Sendable {
         logger.warning("connection refused: too many sessions",
                        metadata: ["peer": "\(socket.peer)", "limit": "\(configuration.limits.sessions)"])
         try? socket.sendRaw(Reply.frame(0, .failure(.tooManyUsers)))
-        try? Syscall.shutdown(socket.fd, Int32(SHUT_WR))
+        socket.finishSending()
         socket.close()
     }
 

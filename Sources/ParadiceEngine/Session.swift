@@ -90,9 +90,7 @@ final class Session: @unchecked Sendable {
         }
     }
 
-    private func setReceiveTimeout(seconds: Int) {
-        try? Syscall.setsockopt(socket.fd, SOL_SOCKET, SO_RCVTIMEO, timeval(tv_sec: seconds, tv_usec: 0))
-    }
+    private func setReceiveTimeout(seconds: Int) { socket.setReceiveTimeout(seconds: seconds) }
 
     private func teardown() {
         // Calls still waiting for a thread never run.

@@ -1,21 +1,13 @@
 /* The connection to the backend, shared by the frontend's threads. The first waiting thread reads the
- * socket for all of them (a lone caller never changes threads). */
+ * stream for all of them (a lone caller never changes threads). */
 #define _GNU_SOURCE
 #include "paradice_frontend.h"
-#include "cparadice.h"
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <linux/vm_sockets.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -31,6 +23,14 @@ struct pd_waiter {
 /* close(2) itself: inside a program whose close the frontend wraps, the wrapper is not for the core. */
 static void close_descriptor(int fd) { syscall(SYS_close, fd); }
 
+/* Under the lock, or under the caller's care. */
+static int connected(const struct pd_connection *c) { return c->stream.ops != NULL; }
+
+static void drop_stream(struct pd_connection *c) {
+    if (connected(c)) c->stream.ops->close(&c->stream);
+    c->stream = (struct pd_stream)PD_STREAM_NONE;
+}
+
 struct pd_connection *pd_conn_new(void) {
     struct pd_connection *c = calloc(1, sizeof *c);
     if (!c) { errno = ENOMEM; return NULL; }
@@ -39,7 +39,7 @@ struct pd_connection *pd_conn_new(void) {
     pthread_mutex_init(&c->send_lock, NULL);
     pthread_mutex_init(&c->shapes_lock, NULL);
     pthread_mutex_init(&c->mirrors_lock, NULL);
-    c->fd = -1;
+    c->stream = (struct pd_stream)PD_STREAM_NONE;
     c->next = 1;
     c->refs = 1;
     return c;
@@ -50,7 +50,7 @@ void pd_conn_release(struct pd_connection *c) {
     int last = --c->refs == 0;
     pthread_mutex_unlock(&c->lock);
     if (!last) return;
-    if (c->fd >= 0) close_descriptor(c->fd);
+    drop_stream(c);
     for (int i = 0; i < PD_MIRRORS; i++) free(c->mirrors[i].shadow);
     if (c->release) c->release(c->context);
     pthread_mutex_destroy(&c->lock);
@@ -75,14 +75,14 @@ void pd_conn_log(struct pd_connection *c, const char *format, ...) {
 
 int pd_conn_live(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
-    int live = c->fd >= 0 && c->owner == getpid() && !c->dead;
+    int live = connected(c) && c->owner == getpid() && !c->dead;
     pthread_mutex_unlock(&c->lock);
     return live;
 }
 
 uint32_t pd_conn_token(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
-    uint32_t t = c->fd >= 0 && c->owner == getpid() && !c->dead ? c->token : 0;
+    uint32_t t = connected(c) && c->owner == getpid() && !c->dead ? c->token : 0;
     pthread_mutex_unlock(&c->lock);
     return t;
 }
@@ -91,8 +91,7 @@ void pd_conn_forget(struct pd_connection *c, uint32_t *session, uint32_t *token)
     pthread_mutex_lock(&c->lock);
     *session = c->session;
     *token = c->token;
-    if (c->fd >= 0) close_descriptor(c->fd);
-    c->fd = -1;
+    drop_stream(c);
     c->dead = 0;
     c->reading = 0;
     c->waiting = NULL;
@@ -108,21 +107,16 @@ static void deliver_event(struct pd_connection *c, struct pd_frame *f) {
     pd_frame_release(c, f);
 }
 
-/* A virtio-serial port is a character device: read and written, as send/recv are for sockets. The
- * system calls themselves, as close_descriptor's: a frontend may wrap read and write. */
-static ssize_t send_some(int fd, const void *p, size_t n) {
-    ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-    return k < 0 && errno == ENOTSOCK ? syscall(SYS_write, fd, p, n) : k;
+int pd_conn_inherited(struct pd_connection *c) {
+    pthread_mutex_lock(&c->lock);
+    int inherited = connected(c) && c->owner != getpid();
+    pthread_mutex_unlock(&c->lock);
+    return inherited;
 }
 
-static ssize_t recv_some(int fd, void *p, size_t n) {
-    ssize_t k = recv(fd, p, n, 0);
-    return k < 0 && errno == ENOTSOCK ? syscall(SYS_read, fd, p, n) : k;
-}
-
-static int send_all(int fd, const uint8_t *p, size_t n) {
+static int send_all(struct pd_stream *s, const uint8_t *p, size_t n) {
     while (n > 0) {
-        ssize_t k = send_some(fd, p, n);
+        long k = s->ops->send(s, p, n);
         if (k < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -133,10 +127,10 @@ static int send_all(int fd, const uint8_t *p, size_t n) {
     return 0;
 }
 
-static int recv_all(int fd, void *buffer, size_t n) {
+static int recv_all(struct pd_stream *s, void *buffer, size_t n) {
     uint8_t *p = buffer;
     while (n > 0) {
-        ssize_t k = recv_some(fd, p, n);
+        long k = s->ops->recv(s, p, n, NULL);
         if (k == 0) { errno = EIO; return -1; }
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -148,21 +142,20 @@ static int recv_all(int fd, void *buffer, size_t n) {
     return 0;
 }
 
-static int read_frame(struct pd_connection *c, int fd, struct pd_frame *f) {
+static int read_frame(struct pd_connection *c, struct pd_stream *s, struct pd_frame *f) {
     /* A descriptor, when one is passed, comes with the first byte of its frame. */
     f->descriptor = -1;
     f->body = NULL;
-    long first = paradice_recv_with_descriptor(fd, &f->header, sizeof f->header, &f->descriptor);
-    if (first < 0 && errno == ENOTSOCK) first = recv_some(fd, &f->header, sizeof f->header);
+    long first = s->ops->recv(s, &f->header, sizeof f->header, &f->descriptor);
     if (first == 0) { errno = EIO; return -1; }
     if (first < 0) { if (errno != EINTR) return -1; first = 0; }
-    int failed = recv_all(fd, (uint8_t *)&f->header + first, sizeof f->header - (size_t)first) != 0;
+    int failed = recv_all(s, (uint8_t *)&f->header + first, sizeof f->header - (size_t)first) != 0;
     if (!failed && f->header.length > PD_MAX_FRAME) { errno = EPROTO; failed = 1; }
     if (!failed) {
         f->body = malloc(f->header.length ? f->header.length : 1);
         if (!f->body) { errno = ENOMEM; failed = 1; }
     }
-    if (!failed && recv_all(fd, f->body, f->header.length) != 0) failed = 1;
+    if (!failed && recv_all(s, f->body, f->header.length) != 0) failed = 1;
     if (failed) {
         int e = errno;
         pd_frame_release(c, f);
@@ -179,122 +172,27 @@ void pd_frame_release(struct pd_connection *c, struct pd_frame *f) {
     f->descriptor = -1;
 }
 
-static int finish_send(struct pd_connection *c, int fd, uint16_t op, uint16_t flags, uint32_t request, uint32_t handle,
+static int finish_send(struct pd_connection *c, struct pd_stream *s, uint16_t op, uint16_t flags, uint32_t request, uint32_t handle,
                        struct pd_buffer *b) {
     struct pd_header h = { (uint32_t)(b->length - sizeof h), op, flags, request, handle };
     memcpy(b->data, &h, sizeof h);
     pthread_mutex_lock(&c->send_lock);
-    int r = send_all(fd, b->data, b->length);
+    int r = send_all(s, b->data, b->length);
     pthread_mutex_unlock(&c->send_lock);
     return r;
 }
 
-static int dial_unix(const char *path) {
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
-    strcpy(addr.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close_descriptor(fd); errno = e; return -1; }
-    return fd;
-}
-
-/* A decimal number that fits in 32 bits and is not 0xffffffff (VMADDR_CID_ANY, VMADDR_PORT_ANY). */
-static int parse_u32(const char *s, size_t n, uint32_t *out) {
-    if (n == 0 || n > 10) return -1;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return -1;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (v >= 0xffffffffu) return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-/* vsock://CID:PORT (a connection names its peer's CID). */
-static int dial_vsock(const char *rest) {
-    if (rest[0] == '/' && rest[1] == '/') rest += 2;
-    const char *colon = strchr(rest, ':');
-    size_t plen = colon ? strlen(colon + 1) : 0;
-    if (plen && colon[plen] == '/') plen--;
-    struct sockaddr_vm addr = { .svm_family = AF_VSOCK };
-    uint32_t cid, port;
-    if (!colon || parse_u32(rest, (size_t)(colon - rest), &cid) != 0 || parse_u32(colon + 1, plen, &port) != 0) {
-        errno = EINVAL;
-        return -1;
-    }
-    addr.svm_cid = cid;
-    addr.svm_port = port;
-    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close_descriptor(fd); errno = e; return -1; }
-    return fd;
-}
-
-/* serial:PATH: a virtio-serial port's character device (in a VM) or QEMU's chardev socket for it (on the
- * host). openat itself: a frontend may wrap open. */
-static int dial_serial(const char *path) {
-    if (path[0] == '/' && path[1] == '/') path += 2;
-    struct stat st;
-    if (!path[0]) { errno = EINVAL; return -1; }
-    if (stat(path, &st) != 0) return -1;
-    if (S_ISSOCK(st.st_mode)) return dial_unix(path);
-    if (!S_ISCHR(st.st_mode)) { errno = ENOTSUP; return -1; }
-    return (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CLOEXEC | O_NOCTTY);
-}
-
-int pd_conn_dial(const char *url) {
-    if (strncmp(url, "unix:", 5) == 0) {
-        const char *path = url + 5;
-        if (path[0] == '/' && path[1] == '/') path += 2;
-        return dial_unix(path);
-    }
-    if (strncmp(url, "vsock:", 6) == 0) return dial_vsock(url + 6);
-    if (strncmp(url, "serial:", 7) == 0) return dial_serial(url + 7);
-    const char *rest = strncmp(url, "tcp://", 6) == 0 ? url + 6 : strncmp(url, "tcp:", 4) == 0 ? url + 4 : NULL;
-    if (!rest) { errno = EINVAL; return -1; }
-    char host[256];
-    const char *colon = strrchr(rest, ':');
-    if (!colon || (size_t)(colon - rest) >= sizeof host) { errno = EINVAL; return -1; }
-    memcpy(host, rest, colon - rest);
-    host[colon - rest] = 0;
-    char *h = host;
-    if (h[0] == '[') { h++; size_t n = strlen(h); if (n) h[n - 1] = 0; }
-    char port[16];
-    snprintf(port, sizeof port, "%s", colon + 1);
-    size_t plen = strlen(port);
-    if (plen && port[plen - 1] == '/') port[plen - 1] = 0;
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *list;
-    if (getaddrinfo(h, port, &hints, &list) != 0) { errno = EHOSTUNREACH; return -1; }
-    int fd = -1, e = ECONNREFUSED;
-    for (struct addrinfo *a = list; a; a = a->ai_next) {
-        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) { e = errno; continue; }
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            break;
-        }
-        e = errno;
-        close_descriptor(fd);
-        fd = -1;
-    }
-    freeaddrinfo(list);
-    if (fd < 0) errno = e;
-    return fd;
-}
-
 /* Under the caller's care: no other thread uses c until it returns. */
-int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello, const char *name, size_t name_length,
-                  struct pd_frame *reply, const char **why) {
+int pd_conn_start(struct pd_connection *c, const struct pd_stream *stream, const struct pd_hello *hello, const char *name,
+                  size_t name_length, struct pd_frame *reply, const char **why) {
+    struct pd_stream s = *stream;
     struct pd_buffer b;
     pd_buffer_init(&b, sizeof *hello + name_length);
     pd_buffer_append(&b, hello, sizeof *hello);
     pd_buffer_append(&b, name, name_length);
     *reply = (struct pd_frame){ .descriptor = -1 };
     *why = "the backend closed the connection or answered no PD_REPLY";
-    int ok = finish_send(c, fd, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(c, fd, reply) == 0 && reply->header.op == PD_REPLY;
+    int ok = finish_send(c, &s, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(c, &s, reply) == 0 && reply->header.op == PD_REPLY;
     pd_buffer_free(&b);
     struct pd_hello_reply hr;
     if (ok) ok = pd_parse_hello(reply->body, reply->header.length, &hr, why) == 0;
@@ -308,12 +206,12 @@ int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello,
             if (refusal.error > 0) e = refusal.error;
         }
         pd_frame_release(c, reply);
-        close_descriptor(fd);
+        s.ops->close(&s);
         errno = e;
         return -1;
     }
     pthread_mutex_lock(&c->lock);
-    c->fd = fd;
+    c->stream = s;
     c->owner = getpid();
     c->dead = 0;
     c->leaving = 0;
@@ -337,13 +235,13 @@ static void mark_dead(struct pd_connection *c) {
 void pd_conn_shutdown(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
     c->leaving = 1;
-    if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+    if (connected(c)) c->stream.ops->shutdown(&c->stream);
     pthread_mutex_unlock(&c->lock);
 }
 
 void pd_conn_goodbye(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
-    int ours = c->fd >= 0 && c->owner == getpid() && !c->dead;
+    int ours = connected(c) && c->owner == getpid() && !c->dead;
     if (ours) c->leaving = 1;
     pthread_mutex_unlock(&c->lock);
     if (!ours) return;
@@ -382,12 +280,12 @@ int pd_conn_call(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t 
 }
 
 /* PD_INTERRUPT naming `request`, which went before it. A frame that cannot go leaves the stream broken. */
-static void send_interrupt(struct pd_connection *c, int fd, uint32_t request) {
+static void send_interrupt(struct pd_connection *c, struct pd_stream *s, uint32_t request) {
     struct pd_buffer b;
     pd_buffer_init(&b, sizeof(struct pd_interrupt_request));
     struct pd_interrupt_request body = { request, 0 };
     pd_buffer_append(&b, &body, sizeof body);
-    if (finish_send(c, fd, PD_INTERRUPT, 0, 0, 0, &b) != 0) {
+    if (finish_send(c, s, PD_INTERRUPT, 0, 0, 0, &b) != 0) {
         pthread_mutex_lock(&c->lock);
         mark_dead(c);
         pthread_mutex_unlock(&c->lock);
@@ -397,14 +295,14 @@ static void send_interrupt(struct pd_connection *c, int fd, uint32_t request) {
 
 /* The request is on its way: from now on an interrupt names it. One that came while it was being sent
  * (or before, between two requests of the call) follows it now. */
-static void interruptible_from(struct pd_connection *c, int fd, struct pd_interruption *i, uint32_t request) {
+static void interruptible_from(struct pd_connection *c, struct pd_stream *s, struct pd_interruption *i, uint32_t request) {
     if (!i) return;
     pthread_mutex_lock(&i->lock);
     i->request = request;
     int pending = i->pending;
     i->pending = 0;
     pthread_mutex_unlock(&i->lock);
-    if (pending) send_interrupt(c, fd, request);
+    if (pending) send_interrupt(c, s, request);
 }
 
 /* Its answer came (or the connection died): an interrupt from now on waits for the call's next request. */
@@ -433,8 +331,8 @@ void pd_interruption_end(struct pd_interruption *i) {
 
 void pd_interrupt(struct pd_connection *c, struct pd_interruption *i) {
     pthread_mutex_lock(&c->lock);
-    int able = c->fd >= 0 && c->owner == getpid() && !c->dead && (c->capabilities & PD_CAP_INTERRUPT);
-    int fd = c->fd;
+    int able = connected(c) && c->owner == getpid() && !c->dead && (c->capabilities & PD_CAP_INTERRUPT);
+    struct pd_stream s = c->stream;
     pthread_mutex_unlock(&c->lock);
     if (!able) return;
     pthread_mutex_lock(&i->lock);
@@ -442,20 +340,20 @@ void pd_interrupt(struct pd_connection *c, struct pd_interruption *i) {
     if (!i->ended && request == 0) i->pending = 1;
     pthread_mutex_unlock(&i->lock);
     /* Named only once its request was sent (interruptible_from): the backend never sees the interrupt first. */
-    if (request) send_interrupt(c, fd, request);
+    if (request) send_interrupt(c, &s, request);
 }
 
 int pd_conn_call_interruptible(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t handle,
                                struct pd_buffer *request, struct pd_frame *reply, struct pd_interruption *i) {
     pthread_mutex_lock(&c->lock);
-    if (c->dead || c->fd < 0) { pthread_mutex_unlock(&c->lock); errno = EIO; return -1; }
+    if (c->dead || !connected(c)) { pthread_mutex_unlock(&c->lock); errno = EIO; return -1; }
     struct pd_waiter me = { .request = c->next++ };
     if (c->next == 0) c->next = 1;
     me.next = c->waiting;   /* before the request goes: another thread may read the reply */
     c->waiting = &me;
-    int fd = c->fd;
+    struct pd_stream s = c->stream;
     pthread_mutex_unlock(&c->lock);
-    if (finish_send(c, fd, op, flags, me.request, handle, request) != 0) {
+    if (finish_send(c, &s, op, flags, me.request, handle, request) != 0) {
         pthread_mutex_lock(&c->lock);
         unregister(c, &me);
         mark_dead(c);
@@ -463,7 +361,7 @@ int pd_conn_call_interruptible(struct pd_connection *c, uint16_t op, uint16_t fl
         errno = EIO;
         return -1;
     }
-    interruptible_from(c, fd, i, me.request);
+    interruptible_from(c, &s, i, me.request);
     pthread_mutex_lock(&c->lock);
     for (;;) {
         if (me.arrived) {
@@ -484,7 +382,7 @@ int pd_conn_call_interruptible(struct pd_connection *c, uint16_t op, uint16_t fl
         c->reading = 1;
         pthread_mutex_unlock(&c->lock);
         struct pd_frame f = { .descriptor = -1 };
-        int r = read_frame(c, fd, &f);
+        int r = read_frame(c, &s, &f);
         pthread_mutex_lock(&c->lock);
         c->reading = 0;
         pthread_cond_broadcast(&c->cond);   /* another caller may read next */
@@ -516,11 +414,11 @@ static void *event_reader(void *argument) {
     while (c->reading && !c->dead) pthread_cond_wait(&c->cond, &c->lock);
     if (c->dead) { pthread_mutex_unlock(&c->lock); pd_conn_release(c); return NULL; }
     c->reading = 1;
-    int fd = c->fd;
+    struct pd_stream s = c->stream;
     for (;;) {
         pthread_mutex_unlock(&c->lock);
         struct pd_frame f = { .descriptor = -1 };
-        int r = read_frame(c, fd, &f);
+        int r = read_frame(c, &s, &f);
         if (r == 0 && f.header.op == PD_EVENT) {
             deliver_event(c, &f);
             pthread_mutex_lock(&c->lock);
@@ -540,7 +438,7 @@ static void *event_reader(void *argument) {
 
 void pd_conn_start_event_reader(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
-    int start = !c->event_reader && !c->dead && c->fd >= 0;
+    int start = !c->event_reader && !c->dead && connected(c);
     if (start) {
         c->event_reader = 1;
         c->refs++;

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* Sends a request of `length` bytes of body and takes its PD_REPLY: the result (or -1 with the device's
  * errno, or EPROTO and *broken when the answer is no reply). */
@@ -219,4 +221,35 @@ size_t pd_lent_spans(struct pd_lent *l, struct pd_span *out, size_t max) {
     for (int i = 0; i < l->count && n < max; i++, n++) out[n] = (struct pd_span){ l->spans[i].address, l->spans[i].length };
     pthread_mutex_unlock(&l->lock);
     return n;
+}
+
+int pd_file_shared(struct pd_connection *c, uint32_t handle, int *slot, pthread_mutex_t *lock) {
+    pthread_mutex_lock(lock);
+    int shared = *slot;
+    pthread_mutex_unlock(lock);
+    if (shared >= 0) return shared;
+    if (shared == -2) { errno = ENODEV; return -1; }   /* refused once: the backend keeps it */
+    struct pd_buffer b;
+    pd_buffer_init(&b, 0);
+    struct pd_frame reply = { .descriptor = -1 };
+    int r = pd_conn_call(c, PD_SHARE, 0, handle, &b, &reply);
+    pd_buffer_free(&b);
+    if (r != 0) return -1;
+    int64_t result = pd_reply_result(&reply, NULL, NULL);
+    int e = errno, got = -1;
+    if (result >= 0 && reply.descriptor >= 0) {
+        got = reply.descriptor;
+        reply.descriptor = -1;
+    } else if (result >= 0) {
+        e = ENODEV;   /* an answer without a descriptor: nothing to share */
+    }
+    pd_frame_release(c, &reply);
+    pthread_mutex_lock(lock);
+    if (got >= 0 && *slot >= 0) { syscall(SYS_close, got); got = *slot; }   /* another thread's came first */
+    else if (got >= 0) *slot = got;
+    else if (e == ENODEV && *slot == -1) *slot = -2;
+    pthread_mutex_unlock(lock);
+    if (got >= 0) return got;
+    errno = e;
+    return -1;
 }

@@ -150,6 +150,33 @@ int pd_parse_mmap_contents(const uint8_t *data, size_t length, uint32_t id, uint
     return 0;
 }
 
+int pd_parse_listing(const uint8_t *data, size_t length, int64_t count,
+                     void (*each)(const char *name, size_t name_length, uint8_t type, void *context), void *context,
+                     const char **why) {
+    if (count < 0 || (uint64_t)count > length / sizeof(struct pd_dirent)) FAIL("a listing of more entries than its bytes hold");
+    const uint8_t *p = data, *end = data + length;
+    for (int64_t i = 0; i < count; i++) {
+        struct pd_dirent e;
+        if ((size_t)(end - p) < sizeof e) FAIL("a listing entry past the reply");
+        memcpy(&e, p, sizeof e);
+        p += sizeof e;
+        size_t padded = ((size_t)e.name_length + 7) / 8 * 8;
+        if (e.name_length == 0 || e.name_length > PD_MAX_NAME_LENGTH) FAIL("a listing entry with no name or one too long");
+        if ((size_t)(end - p) < padded) FAIL("a listing entry's name past the reply");
+        if (memchr(p, 0, e.name_length)) FAIL("a listing entry's name holds a NUL");
+        p += padded;
+    }
+    p = data;
+    for (int64_t i = 0; i < count; i++) {
+        struct pd_dirent e;
+        memcpy(&e, p, sizeof e);
+        p += sizeof e;
+        if (each) each((const char *)p, e.name_length, e.type, context);
+        p += ((size_t)e.name_length + 7) / 8 * 8;
+    }
+    return 0;
+}
+
 int pd_parse_hello(const uint8_t *body, size_t length, struct pd_hello_reply *out, const char **why) {
     if (length < sizeof *out) FAIL("handshake reply shorter than pd_hello_reply");
     memcpy(out, body, sizeof *out);

@@ -45,7 +45,7 @@ int pd_connect(void) {
     pd_conn.log = log_line;
     pd_conn.on_event = on_event;
     uint32_t join_session = 0, join_token = 0;
-    if (pd_conn.fd >= 0 && pd_conn.owner != getpid()) {
+    if (pd_conn_inherited(&pd_conn)) {
         /* Inherited across fork: the parent's connection is not ours to use, but its files are: the child
          * joins the parent's session with a connection of its own. */
         pd_conn_forget(&pd_conn, &join_session, &join_token);
@@ -53,8 +53,8 @@ int pd_connect(void) {
     const char *url = getenv("PARADICE_BACKEND");
     if (!url) { pthread_mutex_unlock(&connect_lock); errno = ENOENT; return -1; }
     pd_conn.address = url;   /* the environment's string: it outlives the connection */
-    int fd = pd_conn_dial(url);
-    if (fd < 0) {
+    struct pd_stream stream;
+    if (pd_conn_dial(url, &stream) != 0) {
         int e = errno;
         if (!complained) pd_log("paradice: cannot reach the backend at %s: %s", url, strerror(e));
         complained = 1;
@@ -67,7 +67,7 @@ int pd_connect(void) {
     const char *name = program_invocation_short_name;
     struct pd_frame reply;
     const char *why = NULL;
-    if (pd_conn_start(&pd_conn, fd, &hello, name, strlen(name), &reply, &why) != 0) {
+    if (pd_conn_start(&pd_conn, &stream, &hello, name, strlen(name), &reply, &why) != 0) {
         if (!complained) {
             pd_log("paradice: the backend at %s: %s", url, why);
             pd_log("paradice: the backend at %s does not speak protocol %d", url, PD_VERSION_MAJOR);

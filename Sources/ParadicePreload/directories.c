@@ -61,6 +61,16 @@ ssize_t readlink(const char *path, char *buffer, size_t size) {
     return n;
 }
 
+static void add_entry(const char *name, size_t name_length, uint8_t type, void *context) {
+    struct remote_dir *d = context;
+    struct dirent64 *out = &d->entries[d->count++];
+    out->d_ino = (ino64_t)d->count;
+    out->d_type = type;
+    out->d_reclen = sizeof *out;
+    memcpy(out->d_name, name, name_length);   /* at most PD_MAX_NAME_LENGTH: d_name holds 256 */
+    out->d_name[name_length] = 0;
+}
+
 DIR *opendir(const char *path) {
     static DIR *(*real)(const char *);
     if (!real) real = (DIR *(*)(const char *))dlsym(RTLD_NEXT, "opendir");
@@ -71,30 +81,19 @@ DIR *opendir(const char *path) {
     size_t length;
     int64_t count = path_call(PD_LISTDIR, backend, &reply, &data, &length);
     if (count < 0) { int e = errno; if (reply.body) pd_frame_free(&reply); errno = e; return NULL; }
-    if ((uint64_t)count > length / sizeof(struct pd_dirent)) {   /* more entries than the reply holds */
-        pd_log("paradice: opendir: a listing of %lld entries in %zu bytes", (long long)count, length);
-        pd_frame_free(&reply);
-        errno = EPROTO;
-        return NULL;
-    }
     struct remote_dir *d = calloc(1, sizeof *d);
     d->magic = REMOTE_DIR_MAGIC;
-    d->entries = calloc((size_t)count + 1, sizeof *d->entries);
+    d->entries = count >= 0 && (uint64_t)count <= length / sizeof(struct pd_dirent) ? calloc((size_t)count + 1, sizeof *d->entries) : NULL;
     d->plain = calloc(1, sizeof *d->plain);
-    const uint8_t *p = data;
-    for (int64_t i = 0; i < count && p + sizeof(struct pd_dirent) <= data + length; i++) {
-        struct pd_dirent e;
-        memcpy(&e, p, sizeof e);
-        p += sizeof e;
-        if ((size_t)(data + length - p) < ((size_t)e.name_length + 7) / 8 * 8) break;   /* a name past the reply */
-        struct dirent64 *out = &d->entries[d->count++];
-        out->d_ino = (ino64_t)(i + 1);
-        out->d_type = e.type;
-        out->d_reclen = sizeof *out;
-        size_t n = e.name_length < sizeof out->d_name - 1 ? e.name_length : sizeof out->d_name - 1;
-        memcpy(out->d_name, p, n);
-        out->d_name[n] = 0;
-        p += (e.name_length + 7) / 8 * 8;
+    const char *why = "a listing of more entries than its bytes hold";
+    if (!d->entries || pd_parse_listing(data, length, count, add_entry, d, &why) != 0) {
+        pd_log("paradice: opendir %s: %s", path, why);
+        pd_frame_free(&reply);
+        free(d->entries);
+        free(d->plain);
+        free(d);
+        errno = EPROTO;
+        return NULL;
     }
     pd_frame_free(&reply);
     pthread_mutex_lock(&dirs_lock);

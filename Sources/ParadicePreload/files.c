@@ -282,36 +282,8 @@ int pd_adopt_handle(uint32_t handle, int flags) {
 }
 
 int pd_shared_descriptor(struct pd_file *f) {
-    if (!pd_usable(f)) return -1;
-    pthread_mutex_lock(&files_lock);
-    int shared = f->shared;
-    pthread_mutex_unlock(&files_lock);
-    if (shared >= 0) return shared;
-    if (shared == -2) { errno = ENODEV; return -1; }   /* refused once: the backend keeps it */
-    struct pd_buffer b;
-    pd_buffer_init(&b, 0);
-    struct pd_frame reply = { .descriptor = -1 };
-    int r = pd_call(PD_SHARE, 0, f->handle, &b, &reply);
-    pd_buffer_free(&b);
-    if (r != 0) return -1;
-    int64_t result = pd_reply_result(&reply, NULL, NULL);
-    int e = errno;
-    int got = -1;
-    if (result >= 0 && reply.descriptor >= 0) {
-        got = reply.descriptor;
-        reply.descriptor = -1;
-    } else if (result >= 0) {
-        e = ENODEV;
-    }
-    pd_frame_free(&reply);
-    pthread_mutex_lock(&files_lock);
-    if (got >= 0 && f->shared >= 0) { pd_real.close(got); got = f->shared; }   /* another thread's came first */
-    else if (got >= 0) f->shared = got;
-    else if (e == ENODEV && f->shared == -1) f->shared = -2;
-    pthread_mutex_unlock(&files_lock);
-    if (got >= 0) return got;
-    errno = e;
-    return -1;
+    if (!pd_usable(f) || pd_connect() != 0) return -1;
+    return pd_file_shared(&pd_conn, f->handle, &f->shared, &files_lock);
 }
 
 int pd_handle_for_fd(int fd, uint32_t *handle) {

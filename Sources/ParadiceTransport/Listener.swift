@@ -134,8 +134,8 @@ public final class Listener: @unchecked Sendable {
                 var uid: UInt32 = 0
                 if paradice_peer_credentials(fd, &pid, &uid) == 0 { peer = "pid \(pid) uid \(uid)" }
             }
-            if case .unix = endpoint { return FrameSocket(fd: fd, peer: peer, isLocal: true) }
-            return FrameSocket(fd: fd, peer: peer)
+            if case .unix = endpoint { return FrameSocket(channel: SocketChannel(fd: fd), peer: peer, isLocal: true) }
+            return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
         }
     }
 
@@ -164,17 +164,11 @@ public final class Listener: @unchecked Sendable {
             }
             let sessionFd: Int32
             do throws(Errno) { sessionFd = try Syscall.fcntl(fd, F_DUPFD_CLOEXEC, 0) } catch { throw TransportError.system("dup", error) }
-            let socket: FrameSocket
-            do {
-                socket = try FrameSocket(fd: sessionFd, peer: endpoint.description, device: isDevice, pending: pending, restartsOnHello: true,
-                                         onClose: { [serialSession] ending in
-                                             serialSession.withLock { $0.open = false; $0.ending = ending }
-                                             serialSession.broadcast()
-                                         })
-            } catch {
-                try? Syscall.close(sessionFd)
-                throw error
-            }
+            let socket = FrameSocket(channel: try SerialPort.channel(sessionFd, isDevice: isDevice), peer: endpoint.description,
+                                     pending: pending, restartsOnHello: true, onClose: { [serialSession] ending in
+                                         serialSession.withLock { $0.open = false; $0.ending = ending }
+                                         serialSession.broadcast()
+                                     })
             serialSession.withLock { $0.open = true }
             return socket
         } catch {

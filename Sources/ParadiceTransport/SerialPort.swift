@@ -23,9 +23,15 @@ import ParadiceSystem
 enum SerialPort {
     /// A frontend's connection through the port.
     static func open(_ path: String) throws -> FrameSocket {
-        let channel = try openChannel(path)
-        do { return try FrameSocket(fd: channel.fd, peer: "serial:\(path)", device: channel.isDevice) } catch {
-            try? Syscall.close(channel.fd)
+        let (fd, isDevice) = try openChannel(path)
+        return FrameSocket(channel: try channel(fd, isDevice: isDevice), peer: "serial:\(path)")
+    }
+
+    /// A byte channel over what `openChannel` opened; it takes `fd` (closed here if that fails).
+    static func channel(_ fd: Int32, isDevice: Bool) throws -> any ByteChannel {
+        guard isDevice else { return SocketChannel(fd: fd) }
+        do { return try DeviceChannel(fd: fd) } catch {
+            try? Syscall.close(fd)
             throw error
         }
     }

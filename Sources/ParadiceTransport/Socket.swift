@@ -5,37 +5,36 @@ import ParadiceSystem
 import ParadiceWire
 import CParadice
 
-/// A connected byte stream that carries frames: a stream socket (unix, TCP, vsock) or a character device
-/// (a virtio-serial port). Sending is serialized by a lock (the one that also guards the close, so no send
-/// reaches a closed and reused number), so several threads may send; receiving belongs to one thread at a time.
+/// A connected byte channel (a unix, TCP or vsock socket, a shared-memory ring, a virtio-serial port) that carries frames. Sending is
+/// serialized by a lock (the one that also guards the close, so no send reaches a closed and reused
+/// descriptor), so several threads may send; receiving belongs to one thread at a time.
 public final class FrameSocket: @unchecked Sendable {
-    public let fd: Int32
+    public let channel: any ByteChannel
     public let peer: String
-    /// A unix socket: the peer is on this machine, and descriptors can travel.
+    /// The peer is on this machine, and descriptors can travel.
     public let isLocal: Bool
-    /// A character device, read and written (send/recv are for sockets); `shutdownBoth` wakes its reader
-    /// through this eventfd, as a device has no shutdown.
-    private let deviceWake: Int32?
-    /// A character device (read and written), not a socket.
-    public var isDevice: Bool { deviceWake != nil }
-    /// Whether a read met the end of the stream (a serial port's host side went away).
-    private let reachedEnd = LockedValue(false)
-    /// Run once, when the socket is closed (a serial listener waits for its one session to end).
-    private let onClose: (@Sendable (_ ending: Ending) -> Void)?
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
-    /// Held for the whole of each send, and by `close`: no send reaches a closed (and reused) number.
+    /// Held for the whole of each send, and by `close`: no send reaches a closed (and reused) descriptor.
     private let sendLock = Lock()
-    /// Whether the descriptor was closed. Taken briefly, so that a shutdown never waits behind a send
+    /// Whether the channel was closed. Taken briefly, so that a shutdown never waits behind a send
     /// stuck on a peer that does not read.
     private let closed = LockedValue(false)
+    /// Whether a receive met the end of the stream (a serial port's host side went away).
+    private let reachedEnd = LockedValue(false)
+    /// Run once, when the socket is closed (a serial listener waits for its one session to end).
+    private let onClose: (@Sendable (_ ending: Ending) -> Void)?
+    /// A PD_HELLO past the first frame ends the stream, and is kept for the next session (a serial port's
+    /// peer can be replaced without a read ever seeing the old one go; see SerialPort).
+    private let restartsOnHello: Bool
+    private var framesReceived = 0
+    private let carried = LockedValue<[UInt8]?>(nil)
 
-    public init(fd: Int32, peer: String, isLocal: Bool = false) {
-        self.fd = fd
+    public init(channel: any ByteChannel, peer: String, isLocal: Bool = false) {
+        self.channel = channel
         self.peer = peer
         self.isLocal = isLocal
-        self.deviceWake = nil
         self.onClose = nil
         self.restartsOnHello = false
         self.buffer = [UInt8](repeating: 0, count: 1 << 16)
@@ -43,7 +42,7 @@ public final class FrameSocket: @unchecked Sendable {
 
     /// How a session on a serial port ended, for the port's next one.
     public enum Ending: Sendable {
-        /// A read met the end of the stream (the port's host side went away).
+        /// A receive met the end of the stream (the port's host side went away).
         case peerGone
         /// A PD_HELLO came within the session: a new peer began; its bytes open the next session.
         case restarted(carried: [UInt8])
@@ -51,24 +50,13 @@ public final class FrameSocket: @unchecked Sendable {
         case ended
     }
 
-    /// A PD_HELLO past the first frame ends the stream, and is kept for the next session (a serial port's
-    /// peer can be replaced without a read ever seeing the old one go; see SerialPort).
-    private let restartsOnHello: Bool
-    private var framesReceived = 0
-    private let carried = LockedValue<[UInt8]?>(nil)
-
-    /// Frames over a serial port's channel (`device`: a character device, read and written), beginning
-    /// with the `pending` bytes; `onClose` learns how the session ended.
-    public init(fd: Int32, peer: String, device: Bool, pending: [UInt8] = [], restartsOnHello: Bool = false,
-                onClose: (@Sendable (_ ending: Ending) -> Void)? = nil) throws {
-        self.fd = fd
+    /// Frames over a serial port's channel, beginning with the `pending` bytes; `onClose` learns how the
+    /// session ended.
+    public init(channel: any ByteChannel, peer: String, pending: [UInt8], restartsOnHello: Bool,
+                onClose: (@Sendable (_ ending: Ending) -> Void)?) {
+        self.channel = channel
         self.peer = peer
         self.isLocal = false
-        if device {
-            do throws(Errno) { deviceWake = try Syscall.eventfd() } catch { throw TransportError.system("eventfd", error) }
-        } else {
-            deviceWake = nil
-        }
         self.onClose = onClose
         self.restartsOnHello = restartsOnHello
         self.buffer = [UInt8](repeating: 0, count: max(1 << 16, pending.count))
@@ -76,15 +64,22 @@ public final class FrameSocket: @unchecked Sendable {
         end = pending.count
     }
 
+    /// A frame socket over a connected stream socket, which it takes.
+    public convenience init(fd: Int32, peer: String, isLocal: Bool = false) {
+        self.init(channel: SocketChannel(fd: fd), peer: peer, isLocal: isLocal)
+    }
+
     deinit { close() }
+
+    /// The socket under the channel (socket options, descriptor passing); nil for a channel without one.
+    public var descriptor: Int32? { channel.descriptor }
 
     public func close() {
         let first = sendLock.withLock {
             closed.withLock { closed -> Bool in
                 if closed { return false }
                 closed = true
-                try? Syscall.close(fd)
-                if let wake = deviceWake { try? Syscall.close(wake) }
+                channel.close()
                 return true
             }
         }
@@ -95,17 +90,20 @@ public final class FrameSocket: @unchecked Sendable {
         }
     }
 
-    /// Wakes a thread blocked in receive or send (the socket stays open until `close`).
+    /// Wakes a thread blocked in receive or send (the channel stays open until `close`).
     public func shutdownBoth() {
-        closed.withLock { closed in
-            if closed { return }
-            if let wake = deviceWake {
-                var one: UInt64 = 1
-                _ = try? Syscall.write(wake, &one, 8)
-            } else {
-                try? Syscall.shutdown(fd, Int32(SHUT_RDWR))
-            }
-        }
+        closed.withLock { closed in if !closed { channel.shutdown() } }
+    }
+
+    /// No more frames follow: the peer receives those sent, then the end of the stream.
+    public func finishSending() {
+        sendLock.withLock { closed.withLock { closed in if !closed { channel.finishSending() } } }
+    }
+
+    /// Bounds each wait of `receive` (0: no bound); a wait that long throws
+    /// `TransportError.system(_, .resourceTemporarilyUnavailable)`.
+    public func setReceiveTimeout(seconds: Int) {
+        closed.withLock { closed in if !closed { channel.setReceiveTimeout(seconds: seconds) } }
     }
 
     public func send(_ frame: Frame) throws { try sendRaw(frame.encoded()) }
@@ -122,26 +120,16 @@ public final class FrameSocket: @unchecked Sendable {
         try bytes.withUnsafeBytes { raw in
             var sent = 0
             while sent < raw.count {
-                do throws(Errno) {
-                    if deviceWake != nil {
-                        sent += try Syscall.write(fd, raw.baseAddress! + sent, raw.count - sent, retryOnInterrupt: true)
-                    } else {
-                        sent += try Syscall.send(fd, raw.baseAddress! + sent, raw.count - sent, flags: Int32(MSG_NOSIGNAL))
-                    }
-                } catch {
-                    throw error == .brokenPipe || error == .connectionReset ? TransportError.closed : TransportError.system("send", error)
-                }
+                sent += try channel.send(UnsafeRawBufferPointer(rebasing: raw[sent...]))
             }
         }
     }
 
-    /// Sends an encoded frame with a descriptor attached (unix sockets only).
+    /// Sends an encoded frame with a descriptor attached (peers on this machine only).
     public func sendRaw(_ bytes: [UInt8], passing descriptor: Int32) throws {
-        guard isLocal else { throw TransportError.system("sendmsg", .notSupported) }
         try sendLock.withLock { () throws -> Void in
             if closed.withLock({ $0 }) { throw TransportError.closed }
-            let sent = bytes.withUnsafeBytes { buffer in attempt { () throws(Errno) in try Syscall.send(fd, buffer, passing: descriptor) } }
-            if case .failure(let error) = sent { throw TransportError.system("sendmsg", error) }
+            try bytes.withUnsafeBytes { raw in try channel.send(raw, passing: descriptor) }
         }
     }
 
@@ -217,20 +205,9 @@ public final class FrameSocket: @unchecked Sendable {
         return true
     }
 
-    /// One recv (retried on EINTR, as socket I/O is); 0 at the end of the stream. A reset peer is a closed one.
+    /// One receive from the channel; 0 at the end of the stream.
     private func receive(into buffer: UnsafeMutableRawPointer, _ count: Int) throws(TransportError) -> Int {
-        if let wake = deviceWake {
-            // A device has no shutdown: wait for its bytes (or its end) or for `shutdownBoth`'s wake-up.
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
-            do throws(Errno) { _ = try Syscall.poll(&fds, 2, -1, retryOnInterrupt: true) } catch { throw .system("poll", error) }
-            if fds[1].revents != 0 { throw .closed }
-        }
-        let n: Int
-        do throws(Errno) {
-            n = deviceWake != nil ? try Syscall.read(fd, buffer, count, retryOnInterrupt: true) : try Syscall.recv(fd, buffer, count)
-        } catch {
-            throw error == .connectionReset ? .closed : .system(deviceWake != nil ? "read" : "recv", error)
-        }
+        let n = try channel.receive(into: UnsafeMutableRawBufferPointer(start: buffer, count: count))
         if n == 0 { reachedEnd.withLock { $0 = true } }
         return n
     }
@@ -250,7 +227,7 @@ public final class FrameSocket: @unchecked Sendable {
                 try? Syscall.close(fd)
                 throw TransportError.system("connect \(endpoint)", error)
             }
-            return FrameSocket(fd: fd, peer: endpoint.description, isLocal: true)
+            return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description, isLocal: true)
         case .tcp(let host, let port):
             var lastError = Errno.connectionRefused
             for candidate in try resolve(host, port, passive: false) {
@@ -263,7 +240,7 @@ public final class FrameSocket: @unchecked Sendable {
                 switch connected {
                 case .success:
                     try? Syscall.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, Int32(1))
-                    return FrameSocket(fd: fd, peer: endpoint.description)
+                    return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description)
                 case .failure(let error):
                     lastError = error
                     try? Syscall.close(fd)
@@ -281,7 +258,7 @@ public final class FrameSocket: @unchecked Sendable {
                 try? Syscall.close(fd)
                 throw TransportError.system("connect \(endpoint)", error)
             }
-            return FrameSocket(fd: fd, peer: endpoint.description)
+            return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description)
         case .serial(let path):
             return try SerialPort.open(path)
         }

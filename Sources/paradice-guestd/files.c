@@ -115,32 +115,6 @@ void gd_file_event(uint32_t handle, short revents) {
 /* PD_SHARE: a backend on this machine that shares mappings hands the device's own open file, which the
  * module maps into the caller itself; any other answers ENODEV (TCP, or no --share-mappings), once. */
 int gd_file_shared(struct gd_file *f) {
-    pthread_mutex_lock(&files_lock);
-    int shared = f->shared;
-    pthread_mutex_unlock(&files_lock);
-    if (shared >= 0) return shared;
-    if (shared == -2 || gd.lost) { errno = ENODEV; return -1; }
-    struct pd_buffer b;
-    pd_buffer_init(&b, 0);
-    struct pd_frame reply = { .descriptor = -1 };
-    int r = pd_conn_call(gd.connection, PD_SHARE, 0, f->handle, &b, &reply);
-    pd_buffer_free(&b);
-    if (r != 0) return -1;
-    int64_t result = pd_reply_result(&reply, NULL, NULL);
-    int e = errno, got = -1;
-    if (result >= 0 && reply.descriptor >= 0) {
-        got = reply.descriptor;
-        reply.descriptor = -1;
-    } else if (result >= 0) {
-        e = ENODEV;
-    }
-    pd_frame_release(gd.connection, &reply);
-    pthread_mutex_lock(&files_lock);
-    if (got >= 0 && f->shared >= 0) { close(got); got = f->shared; }   /* another thread's came first */
-    else if (got >= 0) f->shared = got;
-    else if (e == ENODEV && f->shared == -1) f->shared = -2;
-    pthread_mutex_unlock(&files_lock);
-    if (got >= 0) return got;
-    errno = e;
-    return -1;
+    if (gd.lost) { errno = ENODEV; return -1; }
+    return pd_file_shared(gd.connection, f->handle, &f->shared, &files_lock);
 }

@@ -98,13 +98,13 @@ int main(int argc, char **argv) {
     gd.connection->log = log_line;
     gd.connection->on_event = on_event;
     gd.connection->address = gd.backend;
-    int fd = pd_conn_dial(gd.backend);
-    if (fd < 0) { gd_log("cannot reach the backend at %s: %m", gd.backend); return 1; }
+    struct pd_stream stream;
+    if (pd_conn_dial(gd.backend, &stream) != 0) { gd_log("cannot reach the backend at %s: %m", gd.backend); return 1; }
     struct pd_hello hello = { PD_MAGIC, PD_VERSION_MAJOR, PD_VERSION_MINOR, PD_CAP_EVENTS | PD_CAP_FD_SLOTS | PD_CAP_INTERRUPT,
                               (uint32_t)getpid(), 0, 0 };
     struct pd_frame reply;
     const char *why = NULL;
-    if (pd_conn_start(gd.connection, fd, &hello, name, strlen(name), &reply, &why) != 0) {
+    if (pd_conn_start(gd.connection, &stream, &hello, name, strlen(name), &reply, &why) != 0) {
         gd_log("the backend at %s: %s", gd.backend, why);
         return 1;
     }

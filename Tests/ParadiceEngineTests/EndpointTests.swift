@@ -63,8 +63,8 @@ struct EndpointTests {
 struct FrontendDialTests {
     func dialError(_ url: String) -> Int32 {
         errno = 0
-        let fd = pd_conn_dial(url)
-        if fd >= 0 { close(fd); return 0 }
+        var stream = pd_stream(ops: nil, fd: -1, state: nil)
+        if pd_conn_dial(url, &stream) == 0 { stream.ops.pointee.close(&stream); return 0 }
         return errno
     }
 
@@ -85,9 +85,10 @@ struct FrontendDialTests {
         let path = NSTemporaryDirectory() + "paradice-serial-\(getpid()).sock"
         let listener = try Listener(.unix(path: path))
         defer { unlink(path) }
-        let fd = pd_conn_dial("serial:" + path)
-        #expect(fd >= 0)
-        defer { close(fd) }
+        var stream = pd_stream(ops: nil, fd: -1, state: nil)
+        #expect(pd_conn_dial("serial:" + path, &stream) == 0)
+        let fd = stream.fd
+        defer { stream.ops.pointee.close(&stream) }
         let accepted = try listener.accept()
         var header = pd_header(length: 0, op: PD_BYE.code, flags: 0, request: 7, handle: 0)
         #expect(write(fd, &header, MemoryLayout<pd_header>.size) == MemoryLayout<pd_header>.size)

@@ -110,6 +110,37 @@ void pd_lent_destroy(struct pd_lent *l);
 void pd_lent_add(struct pd_lent *l, uint64_t address, uint64_t length);
 size_t pd_lent_spans(struct pd_lent *l, struct pd_span *out, size_t max);
 
+/* ---- byte streams ---- */
+
+/* A connected, ordered, reliable byte stream under the frames: a socket, or a shared-memory ring. The
+ * connection serializes its use: sends never overlap, receives come from one thread at a time, close
+ * comes once; shutdown may come at any time from any thread. */
+struct pd_stream;
+struct pd_stream_ops {
+    /* Sends some of the n bytes (at least one): how many, or -1 with errno (EINTR: try again). */
+    long (*send)(struct pd_stream *s, const void *bytes, size_t n);
+    /* Receives up to n bytes: how many, 0 at the end of the stream, or -1 with errno (EINTR: try again).
+     * When `descriptor` is not NULL it is set to a descriptor that came with these bytes, or -1. */
+    long (*recv)(struct pd_stream *s, void *bytes, size_t n, int *descriptor);
+    /* Ends the stream both ways and wakes a thread blocked in send or recv; its resources stay. */
+    void (*shutdown)(struct pd_stream *s);
+    /* Releases the stream's resources without a word to the peer: a forked child drops its copy of the
+     * parent's stream this way and the parent's stream goes on. */
+    void (*close)(struct pd_stream *s);
+};
+struct pd_stream {
+    const struct pd_stream_ops *ops;   /* NULL: no stream */
+    int fd;                            /* the socket under the stream (-1: none) */
+    void *state;                       /* the transport's own */
+};
+#define PD_STREAM_NONE { .ops = NULL, .fd = -1, .state = NULL }
+
+/* A stream over the connected socket `fd`, which it takes. */
+void pd_stream_socket(struct pd_stream *s, int fd);
+/* A stream over a Xen vchan: `rest` is "DOMID:XENSTORE-PATH" of the backend's server. 0, or -1 with errno
+ * and *why. */
+int pd_stream_vchan(struct pd_stream *s, const char *rest, const char **why);
+
 /* ---- the connection ---- */
 
 struct pd_waiter;
@@ -149,7 +180,7 @@ struct pd_connection {
     pthread_mutex_t send_lock;
     pthread_mutex_t shapes_lock;
     pthread_mutex_t mirrors_lock;
-    int fd;
+    struct pd_stream stream;   /* ops NULL: not connected */
     pid_t owner;               /* the process that made it: a forked child's copy is not its to use */
     int dead;
     int reading;
@@ -172,22 +203,24 @@ struct pd_connection {
 };
 #define PD_CONNECTION_INIT { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, \
     .send_lock = PTHREAD_MUTEX_INITIALIZER, .shapes_lock = PTHREAD_MUTEX_INITIALIZER, \
-    .mirrors_lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1, .next = 1, .refs = 1 }
+    .mirrors_lock = PTHREAD_MUTEX_INITIALIZER, .stream = PD_STREAM_NONE, .next = 1, .refs = 1 }
 
 struct pd_connection *pd_conn_new(void);
-/* Drops a reference; the last closes the socket and frees the connection. */
+/* Drops a reference; the last closes the stream and frees the connection. */
 void pd_conn_release(struct pd_connection *c);
-/* A socket to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/): its descriptor, or -1. */
-int pd_conn_dial(const char *url);
-/* Shakes hands over `fd` (taken either way): pd_hello with `name` after it. On success the connection
- * uses fd, and *reply holds the backend's answer (pd_hello_reply and its devices, checked; free it). */
-int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello, const char *name, size_t name_length,
-                  struct pd_frame *reply, const char **why);
+/* A stream to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/) in *stream: 0, or -1. */
+int pd_conn_dial(const char *url, struct pd_stream *stream);
+/* Shakes hands over *stream (taken either way): pd_hello with `name` after it. On success the connection
+ * uses the stream, and *reply holds the backend's answer (pd_hello_reply and its devices, checked; free it). */
+int pd_conn_start(struct pd_connection *c, const struct pd_stream *stream, const struct pd_hello *hello, const char *name,
+                  size_t name_length, struct pd_frame *reply, const char **why);
+/* 1 when the connection's stream was made by another process (this one is a forked child). */
+int pd_conn_inherited(struct pd_connection *c);
 /* 1 while the connection is this process's and alive. */
 int pd_conn_live(struct pd_connection *c);
 /* The handle table this process's connection names (0: none). */
 uint32_t pd_conn_token(struct pd_connection *c);
-/* Inherited across fork: forgets the parent's connection (closing the child's copy of its socket) and
+/* Inherited across fork: forgets the parent's connection (closing the child's copy of its stream) and
  * hands back what the child needs to join its session. */
 void pd_conn_forget(struct pd_connection *c, uint32_t *session, uint32_t *token);
 /* Sends a request (the buffer holds its body after room for the header) and waits for its answer. */
@@ -203,7 +236,7 @@ void pd_frame_release(struct pd_connection *c, struct pd_frame *f);
 void pd_conn_start_event_reader(struct pd_connection *c);
 /* PD_BYE and its answer (the backend drops this frontend's references first), then the end. */
 void pd_conn_goodbye(struct pd_connection *c);
-/* shutdown(2) of the socket: every waiting call fails with EIO, the event reader ends. */
+/* Shuts the stream down: every waiting call fails with EIO, the event reader ends. */
 void pd_conn_shutdown(struct pd_connection *c);
 void pd_conn_log(struct pd_connection *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
@@ -245,6 +278,10 @@ struct pd_target {
     struct pd_interruption *interruption;        /* what ends the call early (NULL: nothing does) */
 };
 
+/* PD_SHARE, once per file: a backend on this machine that shares mappings hands over the device's own
+ * open file; any other answers ENODEV (TCP, or no --share-mappings), and is not asked again. *slot, under
+ * `lock`, is -1 (not asked yet), -2 (refused) or that descriptor. The descriptor, or -1 with errno. */
+int pd_file_shared(struct pd_connection *c, uint32_t handle, int *slot, pthread_mutex_t *lock);
 /* PD_OPEN: the new handle (> 0) and its pd_stat, or -1. */
 int64_t pd_file_open(struct pd_connection *c, const char *path, size_t path_length, int flags, uint32_t mode,
                      struct pd_stat *stat, int *broken);

@@ -61,6 +61,14 @@ int pd_parse_mmap_contents(const uint8_t *data, size_t length, uint32_t id, uint
 /* The handshake's reply body: pd_hello_reply, then its device list, every entry inside the body. */
 int pd_parse_hello(const uint8_t *body, size_t length, struct pd_hello_reply *out, const char **why);
 
+/* PD_LISTDIR's reply data: `count` entries of (pd_dirent, name, padding to 8), every name inside the data,
+ * 1 to PD_MAX_NAME_LENGTH bytes without a NUL. Checks them all, then calls `each` for every entry: a
+ * listing is taken whole or not at all. */
+#define PD_MAX_NAME_LENGTH 255
+int pd_parse_listing(const uint8_t *data, size_t length, int64_t count,
+                     void (*each)(const char *name, size_t name_length, uint8_t type, void *context), void *context,
+                     const char **why);
+
 /* After a successful parse: the entry at p and where the next starts. */
 const uint8_t *pd_region_entry(const uint8_t *p, struct pd_region *region, const uint8_t **bytes);
 const uint8_t *pd_mapping_entry(const uint8_t *p, struct pd_mapping_range *range, const uint8_t **bytes);

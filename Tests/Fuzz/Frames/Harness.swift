@@ -116,7 +116,7 @@ func exchange(_ stream: [UInt8]) {
     // Every other stream as a serial port frames it: a PD_HELLO past the first frame ends the session, the
     // bytes from it on kept for the next one.
     let socket = nextSession & 1 == 0
-        ? try! FrameSocket(fd: backendSide, peer: "fuzz serial", device: false, restartsOnHello: true, onClose: { ending in
+        ? FrameSocket(channel: SocketChannel(fd: backendSide), peer: "fuzz serial", pending: [], restartsOnHello: true, onClose: { ending in
             guard case .restarted(let carried) = ending else { return }
             precondition(carried.count >= Frame.headerSize && carried.count <= stream.count)
             precondition(carried.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self) } == PD_HELLO.code)

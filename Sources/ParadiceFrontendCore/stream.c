@@ -1,0 +1,172 @@
+/* Byte streams under the frames, and dialing a backend's address. */
+#define _GNU_SOURCE
+#include "paradice_frontend.h"
+#include "cparadice.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/vm_sockets.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* close(2) itself: inside a program whose close the frontend wraps, the wrapper is not for the core. */
+static void close_descriptor(int fd) { syscall(SYS_close, fd); }
+
+/* ---- a socket ---- */
+
+static long socket_send(struct pd_stream *s, const void *bytes, size_t n) { return send(s->fd, bytes, n, MSG_NOSIGNAL); }
+
+static long socket_recv(struct pd_stream *s, void *bytes, size_t n, int *descriptor) {
+    /* A descriptor, when one is passed, comes with the first byte of its frame. */
+    if (descriptor) return paradice_recv_with_descriptor(s->fd, bytes, n, descriptor);
+    return recv(s->fd, bytes, n, 0);
+}
+
+static void socket_shutdown(struct pd_stream *s) { shutdown(s->fd, SHUT_RDWR); }
+
+/* The child's copy of an inherited socket closes without touching the parent's. */
+static void socket_close(struct pd_stream *s) { close_descriptor(s->fd); }
+
+static const struct pd_stream_ops socket_ops = { socket_send, socket_recv, socket_shutdown, socket_close };
+
+void pd_stream_socket(struct pd_stream *s, int fd) { *s = (struct pd_stream){ .ops = &socket_ops, .fd = fd, .state = NULL }; }
+
+/* ---- a character device (a virtio-serial port in a VM) ---- */
+
+/* Read and written, as send and recv are for sockets; the system calls themselves, as close_descriptor's:
+ * a frontend may wrap read and write. No descriptor travels. A device has no shutdown: a thread blocked
+ * in recv stays there until the port's host side sends or goes away. */
+static long device_send(struct pd_stream *s, const void *bytes, size_t n) { return syscall(SYS_write, s->fd, bytes, n); }
+
+static long device_recv(struct pd_stream *s, void *bytes, size_t n, int *descriptor) {
+    if (descriptor) *descriptor = -1;
+    return syscall(SYS_read, s->fd, bytes, n);
+}
+
+static void device_shutdown(struct pd_stream *s) { (void)s; }
+
+static void device_close(struct pd_stream *s) { close_descriptor(s->fd); }
+
+static const struct pd_stream_ops device_ops = { device_send, device_recv, device_shutdown, device_close };
+
+/* ---- dialing ---- */
+
+static int dial_unix(const char *path) {
+    if (path[0] == '/' && path[1] == '/') path += 2;
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close_descriptor(fd); errno = e; return -1; }
+    return fd;
+}
+
+static int dial_tcp(const char *rest) {
+    char host[256];
+    const char *colon = strrchr(rest, ':');
+    if (!colon || (size_t)(colon - rest) >= sizeof host) { errno = EINVAL; return -1; }
+    memcpy(host, rest, colon - rest);
+    host[colon - rest] = 0;
+    char *h = host;
+    if (h[0] == '[') { h++; size_t n = strlen(h); if (n) h[n - 1] = 0; }
+    char port[16];
+    snprintf(port, sizeof port, "%s", colon + 1);
+    size_t plen = strlen(port);
+    if (plen && port[plen - 1] == '/') port[plen - 1] = 0;
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *list;
+    if (getaddrinfo(h, port, &hints, &list) != 0) { errno = EHOSTUNREACH; return -1; }
+    int fd = -1, e = ECONNREFUSED;
+    for (struct addrinfo *a = list; a; a = a->ai_next) {
+        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) { e = errno; continue; }
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            break;
+        }
+        e = errno;
+        close_descriptor(fd);
+        fd = -1;
+    }
+    freeaddrinfo(list);
+    if (fd < 0) errno = e;
+    return fd;
+}
+
+/* A decimal number that fits in 32 bits and is not 0xffffffff (VMADDR_CID_ANY, VMADDR_PORT_ANY). */
+static int parse_u32(const char *s, size_t n, uint32_t *out) {
+    if (n == 0 || n > 10) return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v >= 0xffffffffu) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* vsock://CID:PORT (a connection names its peer's CID). */
+static int dial_vsock(const char *rest) {
+    if (rest[0] == '/' && rest[1] == '/') rest += 2;
+    const char *colon = strchr(rest, ':');
+    size_t plen = colon ? strlen(colon + 1) : 0;
+    if (plen && colon[plen] == '/') plen--;
+    struct sockaddr_vm addr = { .svm_family = AF_VSOCK };
+    uint32_t cid, port;
+    if (!colon || parse_u32(rest, (size_t)(colon - rest), &cid) != 0 || parse_u32(colon + 1, plen, &port) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    addr.svm_cid = cid;
+    addr.svm_port = port;
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close_descriptor(fd); errno = e; return -1; }
+    return fd;
+}
+
+/* serial:PATH: a virtio-serial port's character device (in a VM), or QEMU's chardev socket for it (on the
+ * host). openat itself: a frontend may wrap open. */
+static int dial_serial(const char *path, int *device) {
+    if (path[0] == '/' && path[1] == '/') path += 2;
+    struct stat st;
+    if (!path[0]) { errno = EINVAL; return -1; }
+    if (stat(path, &st) != 0) return -1;
+    *device = S_ISCHR(st.st_mode);
+    if (S_ISSOCK(st.st_mode)) return dial_unix(path);
+    if (!*device) { errno = ENOTSUP; return -1; }
+    return (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+}
+
+int pd_conn_dial(const char *url, struct pd_stream *stream) {
+    *stream = (struct pd_stream)PD_STREAM_NONE;
+    int fd;
+    if (strncmp(url, "unix:", 5) == 0) {
+        fd = dial_unix(url + 5);
+    } else if (strncmp(url, "vsock:", 6) == 0) {
+        fd = dial_vsock(url + 6);
+    } else if (strncmp(url, "serial:", 7) == 0) {
+        int device = 0;
+        fd = dial_serial(url + 7, &device);
+        if (fd >= 0 && device) {
+            *stream = (struct pd_stream){ .ops = &device_ops, .fd = fd, .state = NULL };
+            return 0;
+        }
+    } else {
+        const char *rest = strncmp(url, "tcp://", 6) == 0 ? url + 6 : strncmp(url, "tcp:", 4) == 0 ? url + 4 : NULL;
+        if (!rest) { errno = EINVAL; return -1; }
+        fd = dial_tcp(rest);
+    }
+    if (fd < 0) return -1;
+    pd_stream_socket(stream, fd);
+    return 0;
+}

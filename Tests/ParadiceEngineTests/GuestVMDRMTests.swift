@@ -51,13 +51,13 @@ struct DRM {
     ///
     /// Each frame in the guest waits on three round trips to the driver VM's backend: modetest reads the
     /// flip's event and queues the next flip (one each), and its poll's request arms the backend's watch
-    /// whose PD_EVENT brings the next flip's event (half a round trip each way). When they take longer than a vblank period, the flip
-    /// completes a vblank later, however well Paradice does. So the bound is 80 % of the lower of the
-    /// native rate and what the chain allows: forwarded ioctls timed in the guest right before and after
-    /// modetest, taken in threes as frames, each frame lasting as many vblank periods as its three round
-    /// trips need. On an idle host they fit in a frame and the bound is 80 % of native; a lost wake-up, or a
-    /// flip reported a frame late each time, still halves the rate below it. Only round trips measured slow
-    /// lower the bound, and only by what they cost.
+    /// whose PD_EVENT brings the next flip's event (half a round trip each way). When they take longer than
+    /// a vblank period, the flip completes a vblank later, however well Paradice does. So the bound is 80 % of
+    /// the lower of the native rate and what the chain allows: forwarded ioctls timed in the guest right
+    /// before and after modetest, taken in threes as frames, each frame lasting as many vblank periods as its
+    /// three round trips need. On an idle host they fit in a frame and the bound is 80 % of native; a lost
+    /// wake-up, or a flip reported a frame late each time, still halves the rate below it. Only round trips
+    /// measured slow lower the bound, and only by what they cost.
     @Test func vkmsPageFlipsKeepTheNativePace() throws {
         let guest = try GuestVM.require()
         let vm = guest.driver
@@ -68,8 +68,7 @@ struct DRM {
         try? FileManager.default.removeItem(atPath: guest.share + "/" + script)
         try FileManager.default.copyItem(atPath: GuestVM.repository + "/testbed/drivervm/" + script, toPath: guest.share + "/" + script)
         let roundTrips = "python3 /share/\(script) /dev/dri/card0 150"
-        let segments = "grep '^Tcp:' /proc/net/snmp | tail -1"
-        typealias Attempt = (native: [[Double]], guest: [Double], roundTrips: [Double], segments: Double, outputs: [String])
+        typealias Attempt = (native: [[Double]], guest: [Double], roundTrips: [Double], outputs: [String])
         let bound = { (a: Attempt) -> (native: Double, allowed: Double) in
             let native = median(a.native.flatMap { $0 })
             return (native, min(native, chainAllows(native: native, roundTripsMicroseconds: a.roundTrips)))
@@ -83,25 +82,19 @@ struct DRM {
             "vkms page flips in the guest VM", failed: { !within($0) }, disturbed: { $0.native.contains { median($0) < 54 } }
         ) { () throws -> Attempt in
             let before = try vm.native(command, timeout: 120)
-            let through = try guest.run("\(roundTrips); \(segments); \(command); \(segments); \(roundTrips)", timeout: 180)
+            let through = try guest.run("\(roundTrips); \(command); \(roundTrips)", timeout: 180)
             let after = try vm.native(command, timeout: 120)
             let lines = through.output.split(separator: "\n")
             let times = lines.filter { $0.hasPrefix("round_trip_us ") }.flatMap { $0.split(separator: " ").dropFirst().compactMap { Double($0) } }
-            // Segments the guest sent (OutSegs, the 12th field of the Tcp: line), all of them Paradice's.
-            let sent = lines.filter { $0.hasPrefix("Tcp: ") }.compactMap { line -> Double? in
-                let fields = line.split(separator: " ")
-                return fields.count > 11 ? Double(fields[11]) : nil
-            }
             return ([flipRates(before.output), flipRates(after.output)], flipRates(through.output), times,
-                    sent.count == 2 ? sent[1] - sent[0] : 0, [before.output, through.output, after.output])
+                    [before.output, through.output, after.output])
         }
         let nativeRates = attempt.native.flatMap { $0 }
         let (native, allowed) = bound(attempt)
         let rate = median(attempt.guest)
         print("vkms page flips in the guest VM, modetest -v for 12 s at \(pipe.mode): native median \(native) Hz, "
               + "guest VM median \(rate) Hz over \(attempt.guest.count) reports; forwarded round trip median "
-              + "\(median(attempt.roundTrips)) us over \(attempt.roundTrips.count), the chain allows \(allowed) Hz; "
-              + "TCP segments sent per flip \(rate > 0 ? attempt.segments / (12 * rate) : 0)")
+              + "\(median(attempt.roundTrips)) us over \(attempt.roundTrips.count), the chain allows \(allowed) Hz")
         #expect(nativeRates.count >= 8 && native > 30 && native < 75, "\(attempt.outputs)")
         #expect(attempt.roundTrips.count >= 200, "\(attempt.outputs[1])")
         #expect(within(attempt), "native \(attempt.native) Hz, guest VM \(attempt.guest) Hz, bound 80 % of \(allowed) Hz")

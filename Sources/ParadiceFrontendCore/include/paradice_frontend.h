@@ -305,6 +305,12 @@ int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, co
 /* The same on t's file, interruptible by t->interruption (PD_POLL with a timeout, PD_FSYNC, ...). */
 int64_t pd_target_simple(const struct pd_target *t, uint16_t op, const void *body, size_t length, void *out,
                          size_t out_length, int *broken);
+/* The level of `level` on the file now and, when none of it (nor POLLERR/POLLHUP/POLLNVAL) holds, a
+ * one-shot watch for `events`, armed before the answer, so that whatever comes after the look arrives as
+ * a PD_EVENT: the revents (> 0), 0 when the watch is armed, or -1. A level that holds arms nothing: the
+ * file's watch stays as it was. One round trip with a backend that grants PD_CAP_WATCH_LEVEL; PD_POLL
+ * (timeout 0), then PD_WATCH when not ready, otherwise. */
+int64_t pd_file_watch_level(struct pd_connection *c, uint32_t handle, short events, short level, int *broken);
 /* ioctl through the backend's memory plan: the result, or -1. */
 int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argument, int *broken);
 /* mmap as a mirror: PD_MMAP, then guest memory from t->memory->map filled with what the device holds;

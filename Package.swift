@@ -99,7 +99,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceEngineTests",
-            dependencies: ["ParadiceClient", "ParadiceFrontendCore", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire", "ParadiceSystem"],
+            dependencies: ["ParadiceClient", "ParadiceFrontendCore", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire", "ParadiceSystem",
+                           "ParadiceTransport", "ParadiceTLS"],
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
         .testTarget(name: "ParadiceSystemTests", dependencies: ["ParadiceSystem"]),

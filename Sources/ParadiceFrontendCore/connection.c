@@ -28,6 +28,14 @@ struct pd_waiter {
 /* close(2) itself: inside a program whose close the frontend wraps, the wrapper is not for the core. */
 static void close_descriptor(int fd) { syscall(SYS_close, fd); }
 
+/* The connection's TLS state goes (without a word: the socket is closed or not this process's). */
+static void drop_tls(struct pd_connection *c) {
+    if (c->tls) pd_tls_free(c->tls);
+    if (c->tls_context) pd_tls_context_free(c->tls_context);
+    c->tls = NULL;
+    c->tls_context = NULL;
+}
+
 struct pd_connection *pd_conn_new(void) {
     struct pd_connection *c = calloc(1, sizeof *c);
     if (!c) { errno = ENOMEM; return NULL; }
@@ -48,6 +56,7 @@ void pd_conn_release(struct pd_connection *c) {
     pthread_mutex_unlock(&c->lock);
     if (!last) return;
     if (c->fd >= 0) close_descriptor(c->fd);
+    drop_tls(c);
     for (int i = 0; i < PD_MIRRORS; i++) free(c->mirrors[i].shadow);
     if (c->release) c->release(c->context);
     pthread_mutex_destroy(&c->lock);
@@ -89,6 +98,7 @@ void pd_conn_forget(struct pd_connection *c, uint32_t *session, uint32_t *token)
     *session = c->session;
     *token = c->token;
     if (c->fd >= 0) close_descriptor(c->fd);
+    drop_tls(c);
     c->fd = -1;
     c->dead = 0;
     c->reading = 0;
@@ -105,9 +115,9 @@ static void deliver_event(struct pd_connection *c, struct pd_frame *f) {
     pd_frame_release(c, f);
 }
 
-static int send_all(int fd, const uint8_t *p, size_t n) {
+static int send_all(struct pd_connection *c, int fd, const uint8_t *p, size_t n) {
     while (n > 0) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        ssize_t k = c->tls ? pd_tls_write(c->tls, p, n) : send(fd, p, n, MSG_NOSIGNAL);
         if (k < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -118,10 +128,10 @@ static int send_all(int fd, const uint8_t *p, size_t n) {
     return 0;
 }
 
-static int recv_all(int fd, void *buffer, size_t n) {
+static int recv_all(struct pd_connection *c, int fd, void *buffer, size_t n) {
     uint8_t *p = buffer;
     while (n > 0) {
-        ssize_t k = recv(fd, p, n, 0);
+        ssize_t k = c->tls ? pd_tls_read(c->tls, p, n) : recv(fd, p, n, 0);
         if (k == 0) { errno = EIO; return -1; }
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -137,16 +147,16 @@ static int read_frame(struct pd_connection *c, int fd, struct pd_frame *f) {
     /* A descriptor, when one is passed, comes with the first byte of its frame. */
     f->descriptor = -1;
     f->body = NULL;
-    long first = paradice_recv_with_descriptor(fd, &f->header, sizeof f->header, &f->descriptor);
+    long first = c->tls ? 0 : paradice_recv_with_descriptor(fd, &f->header, sizeof f->header, &f->descriptor);   /* none over TLS */
     if (first == 0) { errno = EIO; return -1; }
     if (first < 0) { if (errno != EINTR) return -1; first = 0; }
-    int failed = recv_all(fd, (uint8_t *)&f->header + first, sizeof f->header - (size_t)first) != 0;
+    int failed = recv_all(c, fd, (uint8_t *)&f->header + first, sizeof f->header - (size_t)first) != 0;
     if (!failed && f->header.length > PD_MAX_FRAME) { errno = EPROTO; failed = 1; }
     if (!failed) {
         f->body = malloc(f->header.length ? f->header.length : 1);
         if (!f->body) { errno = ENOMEM; failed = 1; }
     }
-    if (!failed && recv_all(fd, f->body, f->header.length) != 0) failed = 1;
+    if (!failed && recv_all(c, fd, f->body, f->header.length) != 0) failed = 1;
     if (failed) {
         int e = errno;
         pd_frame_release(c, f);
@@ -168,7 +178,7 @@ static int finish_send(struct pd_connection *c, int fd, uint16_t op, uint16_t fl
     struct pd_header h = { (uint32_t)(b->length - sizeof h), op, flags, request, handle };
     memcpy(b->data, &h, sizeof h);
     pthread_mutex_lock(&c->send_lock);
-    int r = send_all(fd, b->data, b->length);
+    int r = send_all(c, fd, b->data, b->length);
     pthread_mutex_unlock(&c->send_lock);
     return r;
 }
@@ -218,6 +228,47 @@ int pd_conn_dial(const char *url) {
     return fd;
 }
 
+struct pd_security pd_security_from_environment(void) {
+    struct pd_security s = { getenv("PARADICE_TLS_CERT"), getenv("PARADICE_TLS_KEY"), getenv("PARADICE_TLS_CA"),
+                             getenv("PARADICE_PSK_FILE"), 0 };
+    const char *plain = getenv("PARADICE_PLAIN_TCP");
+    s.plain_tcp = plain && strcmp(plain, "1") == 0;
+    return s;
+}
+
+int pd_conn_dial_secure(struct pd_connection *c, const char *url, const struct pd_security *s) {
+    c->why[0] = 0;
+    int tcp = strncmp(url, "tcp:", 4) == 0;
+    int tls = s->cert || s->key || s->ca || s->psk_file;
+    if (tcp && !tls && !s->plain_tcp) {
+        snprintf(c->why, sizeof c->why, "TCP needs TLS: --tls-cert, --tls-key and --tls-ca, or --psk-file "
+                 "(or, unauthenticated and unencrypted, --plain-tcp)");
+        errno = EACCES;
+        return -1;
+    }
+    if (tcp && tls && s->plain_tcp) {
+        snprintf(c->why, sizeof c->why, "--plain-tcp and TLS settings exclude each other");
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = pd_conn_dial(url);
+    if (fd < 0 || !tcp || !tls) return fd;
+    drop_tls(c);
+    struct pd_tls_settings settings = { s->cert, s->key, s->ca, s->psk_file };
+    char error[256];
+    c->tls_context = pd_tls_context_new(PD_TLS_CLIENT, &settings, error, sizeof error);
+    if (c->tls_context) c->tls = pd_tls_handshake(c->tls_context, fd, 10000, error, sizeof error);
+    if (!c->tls) {
+        snprintf(c->why, sizeof c->why, c->tls_context ? "the backend is refused: %s" : "%s", error);
+        drop_tls(c);
+        close_descriptor(fd);
+        errno = EACCES;
+        return -1;
+    }
+    /* pd_tls_handshake made it non-blocking; the TLS layer waits for it itself. */
+    return fd;
+}
+
 /* Under the caller's care: no other thread uses c until it returns. */
 int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello, const char *name, size_t name_length,
                   struct pd_frame *reply, const char **why) {
@@ -229,6 +280,15 @@ int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello,
     *why = "the backend closed the connection or answered no PD_REPLY";
     int ok = finish_send(c, fd, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(c, fd, reply) == 0 && reply->header.op == PD_REPLY;
     pd_buffer_free(&b);
+    if (!ok && c->tls && pd_tls_failure(c->tls)[0]) {
+        /* TLS 1.3: the backend refuses a guest's certificate or key after the guest's side of the handshake. */
+        snprintf(c->why, sizeof c->why, "the backend refused this frontend's TLS credentials: %s", pd_tls_failure(c->tls));
+        *why = c->why;
+        close_descriptor(fd);
+        drop_tls(c);
+        errno = EACCES;
+        return -1;
+    }
     struct pd_hello_reply hr;
     if (ok) ok = pd_parse_hello(reply->body, reply->header.length, &hr, why) == 0;
     if (!ok) {
@@ -242,6 +302,7 @@ int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello,
         }
         pd_frame_release(c, reply);
         close_descriptor(fd);
+        drop_tls(c);
         errno = e;
         return -1;
     }

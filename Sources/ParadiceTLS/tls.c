@@ -48,6 +48,7 @@ struct pd_tls {
     char kind[8];
     char *subject, *names;
     char psk_identity[PD_PSK_MAX_IDENTITY + 1];
+    char failure[256];      /* why the last read or write failed in TLS ("" if none) */
 };
 
 /* ---- errors ---- */
@@ -472,7 +473,12 @@ long pd_tls_read(struct pd_tls *t, void *buffer, size_t length) {
             if (system == 0) return 0;
             errno = system == EPIPE ? ECONNRESET : system;
             return -1;
-        default: errno = EIO; return -1;
+        default:
+            pthread_mutex_lock(&t->lock);
+            openssl_reason(t->failure, sizeof t->failure);
+            pthread_mutex_unlock(&t->lock);
+            errno = EIO;
+            return -1;
         }
     }
 }
@@ -497,6 +503,8 @@ long pd_tls_write(struct pd_tls *t, const void *buffer, size_t length) {
         }
     }
 }
+
+const char *pd_tls_failure(const struct pd_tls *t) { return t->failure; }
 
 void pd_tls_set_read_timeout(struct pd_tls *t, int timeout_ms) {
     pthread_mutex_lock(&t->lock);

@@ -13,6 +13,13 @@ public final class FrameSocket: @unchecked Sendable {
     public let peer: String
     /// A unix socket: the peer is on this machine, and descriptors can travel.
     public let isLocal: Bool
+    /// Who the peer is: its credentials (unix), what it proved over TLS, or only its address (plain TCP).
+    /// Final once `establish` has returned.
+    public private(set) var identity: PeerIdentity
+    /// The TLS a listener asked for, done by `establish` on the connection's own thread.
+    private var pendingTLS: TLSContext?
+    /// Set by `establish` (before any frame moves), then never changed: frames go through it.
+    private var tls: TLSConnection?
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
@@ -22,11 +29,32 @@ public final class FrameSocket: @unchecked Sendable {
     /// stuck on a peer that does not read.
     private let closed = LockedValue(false)
 
-    public init(fd: Int32, peer: String, isLocal: Bool = false) {
+    public init(fd: Int32, peer: String, isLocal: Bool = false, identity: PeerIdentity? = nil, tls: TLSContext? = nil) {
         self.fd = fd
         self.peer = peer
         self.isLocal = isLocal
+        self.identity = identity ?? .unauthenticated(address: peer)
+        self.pendingTLS = tls
         self.buffer = [UInt8](repeating: 0, count: 1 << 16)
+    }
+
+    /// Whether the connection waits for (or went through) a TLS handshake.
+    public var usesTLS: Bool { pendingTLS != nil || tls != nil }
+
+    /// The TLS handshake the listener (or `connect`) asked for, if any: afterwards `identity` is what the
+    /// peer proved. Called once, before any frame, by the thread that will receive.
+    public func establish(timeoutSeconds: Int) throws {
+        guard let context = pendingTLS else { return }
+        pendingTLS = nil
+        let connection = try context.handshake(fd, timeoutSeconds: timeoutSeconds)
+        tls = connection
+        identity = connection.peer
+    }
+
+    /// How long a receive waits for the peer (0: for ever); past it, receive fails with EAGAIN.
+    public func setReceiveTimeout(seconds: Int) {
+        if let tls { tls.setReadTimeout(seconds: seconds); return }
+        try? Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval(tv_sec: seconds, tv_usec: 0))
     }
 
     deinit { close() }
@@ -61,6 +89,15 @@ public final class FrameSocket: @unchecked Sendable {
         try bytes.withUnsafeBytes { raw in
             var sent = 0
             while sent < raw.count {
+                if let tls {
+                    let n = tls.write(raw.baseAddress! + sent, raw.count - sent)
+                    if n < 0 {
+                        let error = Errno(errno)
+                        throw error == .brokenPipe || error == .connectionReset ? TransportError.closed : TransportError.system("send", error)
+                    }
+                    sent += n
+                    continue
+                }
                 do throws(Errno) {
                     sent += try Syscall.send(fd, raw.baseAddress! + sent, raw.count - sent, flags: Int32(MSG_NOSIGNAL))
                 } catch {
@@ -74,6 +111,7 @@ public final class FrameSocket: @unchecked Sendable {
     public func sendRaw(_ bytes: [UInt8], passing descriptor: Int32) throws {
         try sendLock.withLock { () throws -> Void in
             if closed.withLock({ $0 }) { throw TransportError.closed }
+            if tls != nil { throw TransportError.system("sendmsg", Errno(EOPNOTSUPP)) }   // descriptors travel on unix sockets only
             let sent = bytes.withUnsafeBytes { buffer in attempt { () throws(Errno) in try Syscall.send(fd, buffer, passing: descriptor) } }
             if case .failure(let error) = sent { throw TransportError.system("sendmsg", error) }
         }
@@ -147,12 +185,36 @@ public final class FrameSocket: @unchecked Sendable {
 
     /// One recv (retried on EINTR, as socket I/O is); 0 at the end of the stream. A reset peer is a closed one.
     private func receive(into buffer: UnsafeMutableRawPointer, _ count: Int) throws(TransportError) -> Int {
+        if let tls {
+            let n = tls.read(buffer, count)
+            if n >= 0 { return n }
+            let error = Errno(errno)
+            throw error == .connectionReset ? .closed : .system("recv", error)
+        }
         do throws(Errno) { return try Syscall.recv(fd, buffer, count) } catch {
             throw error == .connectionReset ? .closed : .system("recv", error)
         }
     }
 
     // MARK: connecting
+
+    /// Connects and, on TCP, secures the connection as `security` says (TLS unless it asks for plain TCP).
+    public static func connect(_ endpoint: Endpoint, security: TransportSecurity, handshakeSeconds: Int = 10) throws -> FrameSocket {
+        guard case .tcp = endpoint else { return try connect(endpoint) }
+        if let problem = security.problem { throw TLSFailure(problem) }
+        let plain = try connect(endpoint)
+        guard security.usesTLS else { return plain }
+        let context = try TLSContext(.client, security)
+        let socket = FrameSocket(fd: plain.fd, peer: plain.peer, tls: context)
+        plain.disown()
+        do { try socket.establish(timeoutSeconds: handshakeSeconds) } catch {
+            throw TLSFailure("the backend at \(endpoint) is refused: \(error)")
+        }
+        return socket
+    }
+
+    /// Gives the descriptor up without closing it (another FrameSocket took it).
+    private func disown() { closed.withLock { $0 = true } }
 
     public static func connect(_ endpoint: Endpoint) throws -> FrameSocket {
         switch endpoint {

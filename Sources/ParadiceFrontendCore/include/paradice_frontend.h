@@ -19,6 +19,7 @@
 #include <sys/types.h>
 #include "paradice_wire.h"
 #include "paradice_frontend_parse.h"
+#include "paradice_tls.h"
 
 /* ---- frames ---- */
 
@@ -167,6 +168,9 @@ struct pd_connection {
     void (*log)(void *context, const char *line);                 /* one line, no newline */
     void (*release)(void *context);                               /* the connection is freed */
     const char *address;       /* the backend's address as dialed, for log lines (may be NULL; not owned) */
+    struct pd_tls_context *tls_context;   /* TCP over TLS (pd_conn_dial_secure): frames go through tls */
+    struct pd_tls *tls;
+    char why[320];             /* a failed dial's or handshake's reason, when it is more than an errno */
     struct pd_shape shapes[PD_SHAPES];
     struct pd_mirror mirrors[PD_MIRRORS];
 };
@@ -179,6 +183,19 @@ struct pd_connection *pd_conn_new(void);
 void pd_conn_release(struct pd_connection *c);
 /* A socket to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/): its descriptor, or -1. */
 int pd_conn_dial(const char *url);
+/* How a frontend secures TCP: certificate, key and CA, or a PSK file (paradice_tls.h), or plain TCP when
+ * asked for. Unix sockets need none. */
+struct pd_security {
+    const char *cert, *key, *ca, *psk_file;
+    int plain_tcp;
+};
+/* From the environment the CLI sets for the preload: PARADICE_TLS_CERT, PARADICE_TLS_KEY, PARADICE_TLS_CA,
+ * PARADICE_PSK_FILE, PARADICE_PLAIN_TCP=1. */
+struct pd_security pd_security_from_environment(void);
+/* pd_conn_dial, then on TCP the TLS handshake `s` asks for (c keeps the TLS state for pd_conn_start). The
+ * descriptor, or -1 with errno (EACCES: no TLS settings and no plain TCP asked for, or the TLS handshake
+ * failed) and c->why saying why. */
+int pd_conn_dial_secure(struct pd_connection *c, const char *url, const struct pd_security *s);
 /* Shakes hands over `fd` (taken either way): pd_hello with `name` after it. On success the connection
  * uses fd, and *reply holds the backend's answer (pd_hello_reply and its devices, checked; free it). */
 int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello, const char *name, size_t name_length,

@@ -41,6 +41,9 @@ long pd_tls_read(struct pd_tls *t, void *buffer, size_t length);
 /* Like send with MSG_NOSIGNAL: bytes written (> 0, possibly fewer than `length`), or -1 with errno
  * (EPIPE once the peer has gone). */
 long pd_tls_write(struct pd_tls *t, const void *buffer, size_t length);
+/* Why the last read failed in TLS itself (an alert: "tlsv13 alert certificate required"), or "". A backend
+ * that refuses a guest's certificate says so only after the guest's handshake has ended: its first read. */
+const char *pd_tls_failure(const struct pd_tls *t);
 /* How long a read waits for the peer's bytes before failing with EAGAIN (as SO_RCVTIMEO); 0: for ever. */
 void pd_tls_set_read_timeout(struct pd_tls *t, int timeout_ms);
 /* Wakes a thread blocked in read or write (shutdown(2) of the socket); later calls fail. */

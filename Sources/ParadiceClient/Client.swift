@@ -98,7 +98,7 @@ public final class ParadiceClient: Sendable {
         guard pd_conn_start(connection, fd, &hello, name, name.count, &reply, &why) == 0 else {
             let error = Errno.current
             pd_conn_release(connection)
-            if error == .permissionDenied, let why { throw ConnectionRefused(description: String(cString: why), errno: error) }
+            if let why { throw ConnectionRefused(description: "\(String(cString: why)) (\(error))", errno: error) }
             throw error
         }
         defer { pd_frame_release(connection, &reply) }

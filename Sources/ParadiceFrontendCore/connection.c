@@ -147,9 +147,12 @@ static int read_frame(struct pd_connection *c, int fd, struct pd_frame *f) {
     /* A descriptor, when one is passed, comes with the first byte of its frame. */
     f->descriptor = -1;
     f->body = NULL;
-    long first = c->tls ? 0 : paradice_recv_with_descriptor(fd, &f->header, sizeof f->header, &f->descriptor);   /* none over TLS */
-    if (first == 0) { errno = EIO; return -1; }
-    if (first < 0) { if (errno != EINTR) return -1; first = 0; }
+    long first = 0;   /* over TLS no descriptor travels: the header is read like the body */
+    if (!c->tls) {
+        first = paradice_recv_with_descriptor(fd, &f->header, sizeof f->header, &f->descriptor);
+        if (first == 0) { errno = EIO; return -1; }
+        if (first < 0) { if (errno != EINTR) return -1; first = 0; }
+    }
     int failed = recv_all(c, fd, (uint8_t *)&f->header + first, sizeof f->header - (size_t)first) != 0;
     if (!failed && f->header.length > PD_MAX_FRAME) { errno = EPROTO; failed = 1; }
     if (!failed) {
@@ -251,6 +254,7 @@ int pd_conn_dial_secure(struct pd_connection *c, const char *url, const struct p
         errno = EINVAL;
         return -1;
     }
+    c->plain_tcp = tcp && !tls;
     int fd = pd_conn_dial(url);
     if (fd < 0 || !tcp || !tls) return fd;
     drop_tls(c);
@@ -279,7 +283,21 @@ int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello,
     *reply = (struct pd_frame){ .descriptor = -1 };
     *why = "the backend closed the connection or answered no PD_REPLY";
     int ok = finish_send(c, fd, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(c, fd, reply) == 0 && reply->header.op == PD_REPLY;
+    int failure = errno;
     pd_buffer_free(&b);
+    if (!ok && c->plain_tcp && failure != EPROTO && reply->header.op != PD_REPLY) {
+        snprintf(c->why, sizeof c->why, "the backend ended the connection at the handshake (a TLS backend does so to plain TCP)");
+        *why = c->why;
+    }
+    const uint8_t *first = (const uint8_t *)&reply->header;
+    if (!ok && c->plain_tcp && (first[0] == 0x15 || first[0] == 0x16) && first[1] == 3) {
+        /* A TLS record (an alert, a server hello): the backend wants TLS and this frontend spoke plain TCP. */
+        snprintf(c->why, sizeof c->why, "the backend speaks TLS: give this frontend --tls-cert, --tls-key and --tls-ca, or --psk-file");
+        *why = c->why;
+        close_descriptor(fd);
+        errno = EACCES;
+        return -1;
+    }
     if (!ok && c->tls && pd_tls_failure(c->tls)[0]) {
         /* TLS 1.3: the backend refuses a guest's certificate or key after the guest's side of the handshake. */
         snprintf(c->why, sizeof c->why, "the backend refused this frontend's TLS credentials: %s", pd_tls_failure(c->tls));

@@ -422,7 +422,8 @@ struct pd_tls *pd_tls_handshake(struct pd_tls_context *c, int fd, int timeout_ms
         }
         long verify = SSL_get_verify_result(t->ssl);
         if (verify != X509_V_OK)
-            say(error, size, "TLS handshake: the peer's certificate is refused: %s%s", X509_verify_cert_error_string(verify), "");
+            say(error, size, "TLS handshake: %s certificate is refused: %s", c->role == PD_TLS_SERVER ? "the guest's" : "the backend's",
+                X509_verify_cert_error_string(verify));
         else
             say(error, size, "TLS handshake: %s%s", openssl_reason(reason, sizeof reason), "");
         free_connection(t);

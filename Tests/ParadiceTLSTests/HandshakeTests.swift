@@ -190,7 +190,7 @@ struct HandshakeTests {
         let o = shake(server: try backend(), client: guest)
         defer { finish(o) }
         #expect(o.client == nil)
-        #expect(o.clientError.hasPrefix("TLS handshake: the peer's certificate is refused: "), "\(o.clientError)")
+        #expect(o.clientError.hasPrefix("TLS handshake: the backend's certificate is refused: "), "\(o.clientError)")
     }
 
     @Test func aGuestCertificateCannotPoseAsTheBackend() throws {

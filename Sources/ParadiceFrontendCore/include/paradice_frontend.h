@@ -170,6 +170,7 @@ struct pd_connection {
     const char *address;       /* the backend's address as dialed, for log lines (may be NULL; not owned) */
     struct pd_tls_context *tls_context;   /* TCP over TLS (pd_conn_dial_secure): frames go through tls */
     struct pd_tls *tls;
+    int plain_tcp;             /* dialed plain TCP on purpose (pd_conn_dial_secure) */
     char why[320];             /* a failed dial's or handshake's reason, when it is more than an errno */
     struct pd_shape shapes[PD_SHAPES];
     struct pd_mirror mirrors[PD_MIRRORS];

@@ -254,6 +254,8 @@ struct pd_tls_context *pd_tls_context_new(int role, const struct pd_tls_settings
     /* A PSK handshake counts as a resumption, which OpenSSL refuses to verify without a context. */
     SSL_CTX_set_session_id_context(c->ssl, session_context, sizeof session_context - 1);
     SSL_CTX_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* One recv takes whatever has come (a record's header and body, or several records), not 5 bytes first. */
+    SSL_CTX_set_read_ahead(c->ssl, 1);
     /* The peer always proves itself: a backend wants a guest's certificate (unless the guest uses a PSK); a
      * frontend checks the backend's against its CA (with no CA, only a PSK handshake can succeed). */
     SSL_CTX_set_verify(c->ssl, role == PD_TLS_SERVER ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER, NULL);
@@ -449,6 +451,15 @@ struct pd_tls *pd_tls_handshake(struct pd_tls_context *c, int fd, int timeout_ms
 
 long pd_tls_read(struct pd_tls *t, void *buffer, size_t length) {
     int n = length > INT_MAX ? INT_MAX : (int)length;
+    /* Nothing buffered: wait for the socket first rather than try a recv that would fail with EAGAIN. */
+    pthread_mutex_lock(&t->lock);
+    int buffered = SSL_has_pending(t->ssl);
+    int timeout = t->read_timeout_ms;
+    pthread_mutex_unlock(&t->lock);
+    if (!buffered && wait_for(t->fd, POLLIN, timeout) != 0) {
+        if (errno == ETIMEDOUT) errno = EAGAIN;
+        return -1;
+    }
     for (;;) {
         pthread_mutex_lock(&t->lock);
         ERR_clear_error();

@@ -54,30 +54,35 @@ public final class ParadiceClient: Sendable {
     /// Dials, secures the connection and shakes hands.
     convenience init(endpoint: Endpoint, name: String, security: TransportSecurity) throws {
         guard let connection = pd_conn_new() else { throw Errno.noMemory }
-        let fd = optionalCString(security.certificate) { cert in optionalCString(security.key) { key in
+        var stream = pd_stream()
+        let dialed = optionalCString(security.certificate) { cert in optionalCString(security.key) { key in
             optionalCString(security.authority) { ca in optionalCString(security.presharedKeys) { psk in
                 var s = pd_security(cert: cert, key: key, ca: ca, psk_file: psk, plain_tcp: security.plainTCP ? 1 : 0)
-                return pd_conn_dial_secure(connection, endpoint.description, &s)
+                return pd_conn_dial_secure(connection, endpoint.description, &s, &stream)
             } }
         } }
-        guard fd >= 0 else {
+        guard dialed == 0 else {
             let error = Errno.current
             let why = withUnsafeBytes(of: &connection.pointee.why) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             pd_conn_release(connection)
             if !why.isEmpty { throw ConnectionRefused(description: why, errno: error) }
             throw error
         }
-        try self.init(connection: connection, descriptor: fd, endpoint: endpoint, name: name)
+        try self.init(connection: connection, stream: stream, endpoint: endpoint, name: name)
     }
 
     /// Shakes hands over a connected socket, which the client owns from then on (closed on failure too).
     convenience init(descriptor fd: Int32, endpoint: Endpoint, name: String) throws {
-        guard let connection = pd_conn_new() else { Glibc.close(fd); throw Errno.noMemory }
-        try self.init(connection: connection, descriptor: fd, endpoint: endpoint, name: name)
+        var stream = pd_stream()
+        pd_stream_socket(&stream, fd)
+        guard let connection = pd_conn_new() else { stream.ops.pointee.close(&stream); throw Errno.noMemory }
+        try self.init(connection: connection, stream: stream, endpoint: endpoint, name: name)
     }
 
-    /// Shakes hands over `fd` with the connection it was dialed for (both the client's, released on failure).
-    private init(connection: UnsafeMutablePointer<pd_connection>, descriptor fd: Int32, endpoint: Endpoint, name: String) throws {
+    /// Shakes hands over a connected stream with the connection it was dialed for (both the client's from
+    /// then on: released on failure too).
+    private init(connection: UnsafeMutablePointer<pd_connection>, stream: pd_stream, endpoint: Endpoint, name: String) throws {
+        var stream = stream
         let events = ClientEvents()
         self.events = events
         connection.pointee.context = Unmanaged.passRetained(events).toOpaque()
@@ -95,7 +100,7 @@ public final class ParadiceClient: Sendable {
         var reply = pd_frame()
         var why: UnsafePointer<CChar>?
         let name = Array(name.utf8)
-        guard pd_conn_start(connection, fd, &hello, name, name.count, &reply, &why) == 0 else {
+        guard pd_conn_start(connection, &stream, &hello, name, name.count, &reply, &why) == 0 else {
             let error = Errno.current
             pd_conn_release(connection)
             if let why { throw ConnectionRefused(description: "\(String(cString: why)) (\(error))", errno: error) }

@@ -155,7 +155,7 @@ public final class Backend: @unchecked Sendable {
                        metadata: ["peer": "\(socket.peer)", "limit": "\(configuration.limits.sessions)"])
         // Before TLS, nothing the guest could read: its handshake just ends.
         if !socket.usesTLS { try? socket.sendRaw(Reply.frame(0, .failure(.tooManyUsers))) }
-        try? Syscall.shutdown(socket.fd, Int32(SHUT_WR))
+        socket.finishSending()
         socket.close()
     }
 

@@ -1,18 +1,13 @@
 /* The connection to the backend, shared by the frontend's threads. The first waiting thread reads the
- * socket for all of them (a lone caller never changes threads). */
+ * stream for all of them (a lone caller never changes threads). */
 #define _GNU_SOURCE
 #include "paradice_frontend.h"
-#include "cparadice.h"
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -28,12 +23,12 @@ struct pd_waiter {
 /* close(2) itself: inside a program whose close the frontend wraps, the wrapper is not for the core. */
 static void close_descriptor(int fd) { syscall(SYS_close, fd); }
 
-/* The connection's TLS state goes (without a word: the socket is closed or not this process's). */
-static void drop_tls(struct pd_connection *c) {
-    if (c->tls) pd_tls_free(c->tls);
-    if (c->tls_context) pd_tls_context_free(c->tls_context);
-    c->tls = NULL;
-    c->tls_context = NULL;
+/* Under the lock, or under the caller's care. */
+static int connected(const struct pd_connection *c) { return c->stream.ops != NULL; }
+
+static void drop_stream(struct pd_connection *c) {
+    if (connected(c)) c->stream.ops->close(&c->stream);
+    c->stream = (struct pd_stream)PD_STREAM_NONE;
 }
 
 struct pd_connection *pd_conn_new(void) {
@@ -44,7 +39,7 @@ struct pd_connection *pd_conn_new(void) {
     pthread_mutex_init(&c->send_lock, NULL);
     pthread_mutex_init(&c->shapes_lock, NULL);
     pthread_mutex_init(&c->mirrors_lock, NULL);
-    c->fd = -1;
+    c->stream = (struct pd_stream)PD_STREAM_NONE;
     c->next = 1;
     c->refs = 1;
     return c;
@@ -55,8 +50,7 @@ void pd_conn_release(struct pd_connection *c) {
     int last = --c->refs == 0;
     pthread_mutex_unlock(&c->lock);
     if (!last) return;
-    if (c->fd >= 0) close_descriptor(c->fd);
-    drop_tls(c);
+    drop_stream(c);
     for (int i = 0; i < PD_MIRRORS; i++) free(c->mirrors[i].shadow);
     if (c->release) c->release(c->context);
     pthread_mutex_destroy(&c->lock);
@@ -81,14 +75,14 @@ void pd_conn_log(struct pd_connection *c, const char *format, ...) {
 
 int pd_conn_live(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
-    int live = c->fd >= 0 && c->owner == getpid() && !c->dead;
+    int live = connected(c) && c->owner == getpid() && !c->dead;
     pthread_mutex_unlock(&c->lock);
     return live;
 }
 
 uint32_t pd_conn_token(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
-    uint32_t t = c->fd >= 0 && c->owner == getpid() && !c->dead ? c->token : 0;
+    uint32_t t = connected(c) && c->owner == getpid() && !c->dead ? c->token : 0;
     pthread_mutex_unlock(&c->lock);
     return t;
 }
@@ -97,9 +91,7 @@ void pd_conn_forget(struct pd_connection *c, uint32_t *session, uint32_t *token)
     pthread_mutex_lock(&c->lock);
     *session = c->session;
     *token = c->token;
-    if (c->fd >= 0) close_descriptor(c->fd);
-    drop_tls(c);
-    c->fd = -1;
+    drop_stream(c);
     c->dead = 0;
     c->reading = 0;
     c->waiting = NULL;
@@ -115,9 +107,16 @@ static void deliver_event(struct pd_connection *c, struct pd_frame *f) {
     pd_frame_release(c, f);
 }
 
-static int send_all(struct pd_connection *c, int fd, const uint8_t *p, size_t n) {
+int pd_conn_inherited(struct pd_connection *c) {
+    pthread_mutex_lock(&c->lock);
+    int inherited = connected(c) && c->owner != getpid();
+    pthread_mutex_unlock(&c->lock);
+    return inherited;
+}
+
+static int send_all(struct pd_stream *s, const uint8_t *p, size_t n) {
     while (n > 0) {
-        ssize_t k = c->tls ? pd_tls_write(c->tls, p, n) : send(fd, p, n, MSG_NOSIGNAL);
+        long k = s->ops->send(s, p, n);
         if (k < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -128,10 +127,10 @@ static int send_all(struct pd_connection *c, int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
-static int recv_all(struct pd_connection *c, int fd, void *buffer, size_t n) {
+static int recv_all(struct pd_stream *s, void *buffer, size_t n) {
     uint8_t *p = buffer;
     while (n > 0) {
-        ssize_t k = c->tls ? pd_tls_read(c->tls, p, n) : recv(fd, p, n, 0);
+        long k = s->ops->recv(s, p, n, NULL);
         if (k == 0) { errno = EIO; return -1; }
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -143,23 +142,20 @@ static int recv_all(struct pd_connection *c, int fd, void *buffer, size_t n) {
     return 0;
 }
 
-static int read_frame(struct pd_connection *c, int fd, struct pd_frame *f) {
+static int read_frame(struct pd_connection *c, struct pd_stream *s, struct pd_frame *f) {
     /* A descriptor, when one is passed, comes with the first byte of its frame. */
     f->descriptor = -1;
     f->body = NULL;
-    long first = 0;   /* over TLS no descriptor travels: the header is read like the body */
-    if (!c->tls) {
-        first = paradice_recv_with_descriptor(fd, &f->header, sizeof f->header, &f->descriptor);
-        if (first == 0) { errno = EIO; return -1; }
-        if (first < 0) { if (errno != EINTR) return -1; first = 0; }
-    }
-    int failed = recv_all(c, fd, (uint8_t *)&f->header + first, sizeof f->header - (size_t)first) != 0;
+    long first = s->ops->recv(s, &f->header, sizeof f->header, &f->descriptor);
+    if (first == 0) { errno = EIO; return -1; }
+    if (first < 0) { if (errno != EINTR) return -1; first = 0; }
+    int failed = recv_all(s, (uint8_t *)&f->header + first, sizeof f->header - (size_t)first) != 0;
     if (!failed && f->header.length > PD_MAX_FRAME) { errno = EPROTO; failed = 1; }
     if (!failed) {
         f->body = malloc(f->header.length ? f->header.length : 1);
         if (!f->body) { errno = ENOMEM; failed = 1; }
     }
-    if (!failed && recv_all(c, fd, f->body, f->header.length) != 0) failed = 1;
+    if (!failed && recv_all(s, f->body, f->header.length) != 0) failed = 1;
     if (failed) {
         int e = errno;
         pd_frame_release(c, f);
@@ -176,134 +172,43 @@ void pd_frame_release(struct pd_connection *c, struct pd_frame *f) {
     f->descriptor = -1;
 }
 
-static int finish_send(struct pd_connection *c, int fd, uint16_t op, uint16_t flags, uint32_t request, uint32_t handle,
+static int finish_send(struct pd_connection *c, struct pd_stream *s, uint16_t op, uint16_t flags, uint32_t request, uint32_t handle,
                        struct pd_buffer *b) {
     struct pd_header h = { (uint32_t)(b->length - sizeof h), op, flags, request, handle };
     memcpy(b->data, &h, sizeof h);
     pthread_mutex_lock(&c->send_lock);
-    int r = send_all(c, fd, b->data, b->length);
+    int r = send_all(s, b->data, b->length);
     pthread_mutex_unlock(&c->send_lock);
     return r;
 }
 
-int pd_conn_dial(const char *url) {
-    if (strncmp(url, "unix:", 5) == 0) {
-        const char *path = url + 5;
-        if (path[0] == '/' && path[1] == '/') path += 2;
-        struct sockaddr_un addr = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
-        strcpy(addr.sun_path, path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) return -1;
-        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close_descriptor(fd); errno = e; return -1; }
-        return fd;
-    }
-    const char *rest = strncmp(url, "tcp://", 6) == 0 ? url + 6 : strncmp(url, "tcp:", 4) == 0 ? url + 4 : NULL;
-    if (!rest) { errno = EINVAL; return -1; }
-    char host[256];
-    const char *colon = strrchr(rest, ':');
-    if (!colon || (size_t)(colon - rest) >= sizeof host) { errno = EINVAL; return -1; }
-    memcpy(host, rest, colon - rest);
-    host[colon - rest] = 0;
-    char *h = host;
-    if (h[0] == '[') { h++; size_t n = strlen(h); if (n) h[n - 1] = 0; }
-    char port[16];
-    snprintf(port, sizeof port, "%s", colon + 1);
-    size_t plen = strlen(port);
-    if (plen && port[plen - 1] == '/') port[plen - 1] = 0;
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *list;
-    if (getaddrinfo(h, port, &hints, &list) != 0) { errno = EHOSTUNREACH; return -1; }
-    int fd = -1, e = ECONNREFUSED;
-    for (struct addrinfo *a = list; a; a = a->ai_next) {
-        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) { e = errno; continue; }
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            break;
-        }
-        e = errno;
-        close_descriptor(fd);
-        fd = -1;
-    }
-    freeaddrinfo(list);
-    if (fd < 0) errno = e;
-    return fd;
-}
-
-struct pd_security pd_security_from_environment(void) {
-    struct pd_security s = { getenv("PARADICE_TLS_CERT"), getenv("PARADICE_TLS_KEY"), getenv("PARADICE_TLS_CA"),
-                             getenv("PARADICE_PSK_FILE"), 0 };
-    const char *plain = getenv("PARADICE_PLAIN_TCP");
-    s.plain_tcp = plain && strcmp(plain, "1") == 0;
-    return s;
-}
-
-int pd_conn_dial_secure(struct pd_connection *c, const char *url, const struct pd_security *s) {
-    c->why[0] = 0;
-    int tcp = strncmp(url, "tcp:", 4) == 0;
-    int tls = s->cert || s->key || s->ca || s->psk_file;
-    if (tcp && !tls && !s->plain_tcp) {
-        snprintf(c->why, sizeof c->why, "TCP needs TLS: --tls-cert, --tls-key and --tls-ca, or --psk-file "
-                 "(or, unauthenticated and unencrypted, --plain-tcp)");
-        errno = EACCES;
-        return -1;
-    }
-    if (tcp && tls && s->plain_tcp) {
-        snprintf(c->why, sizeof c->why, "--plain-tcp and TLS settings exclude each other");
-        errno = EINVAL;
-        return -1;
-    }
-    c->plain_tcp = tcp && !tls;
-    int fd = pd_conn_dial(url);
-    if (fd < 0 || !tcp || !tls) return fd;
-    drop_tls(c);
-    struct pd_tls_settings settings = { s->cert, s->key, s->ca, s->psk_file };
-    char error[256];
-    c->tls_context = pd_tls_context_new(PD_TLS_CLIENT, &settings, error, sizeof error);
-    if (c->tls_context) c->tls = pd_tls_handshake(c->tls_context, fd, 10000, error, sizeof error);
-    if (!c->tls) {
-        snprintf(c->why, sizeof c->why, c->tls_context ? "the backend is refused: %s" : "%s", error);
-        drop_tls(c);
-        close_descriptor(fd);
-        errno = EACCES;
-        return -1;
-    }
-    /* pd_tls_handshake made it non-blocking; the TLS layer waits for it itself. */
-    return fd;
-}
-
 /* Under the caller's care: no other thread uses c until it returns. */
-int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello, const char *name, size_t name_length,
-                  struct pd_frame *reply, const char **why) {
+int pd_conn_start(struct pd_connection *c, const struct pd_stream *stream, const struct pd_hello *hello, const char *name,
+                  size_t name_length, struct pd_frame *reply, const char **why) {
+    struct pd_stream s = *stream;
     struct pd_buffer b;
     pd_buffer_init(&b, sizeof *hello + name_length);
     pd_buffer_append(&b, hello, sizeof *hello);
     pd_buffer_append(&b, name, name_length);
     *reply = (struct pd_frame){ .descriptor = -1 };
     *why = "the backend closed the connection or answered no PD_REPLY";
-    int ok = finish_send(c, fd, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(c, fd, reply) == 0 && reply->header.op == PD_REPLY;
+    int ok = finish_send(c, &s, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(c, &s, reply) == 0 && reply->header.op == PD_REPLY;
     int failure = errno;
     pd_buffer_free(&b);
+    const uint8_t *first = (const uint8_t *)&reply->header;
+    const char *refused = ok ? NULL : pd_stream_tls_failure(&s);
     if (!ok && c->plain_tcp && failure != EPROTO && reply->header.op != PD_REPLY) {
         snprintf(c->why, sizeof c->why, "the backend ended the connection at the handshake (a TLS backend does so to plain TCP)");
         *why = c->why;
     }
-    const uint8_t *first = (const uint8_t *)&reply->header;
-    if (!ok && c->plain_tcp && (first[0] == 0x15 || first[0] == 0x16) && first[1] == 3) {
-        /* A TLS record (an alert, a server hello): the backend wants TLS and this frontend spoke plain TCP. */
-        snprintf(c->why, sizeof c->why, "the backend speaks TLS: give this frontend --tls-cert, --tls-key and --tls-ca, or --psk-file");
+    if ((!ok && c->plain_tcp && (first[0] == 0x15 || first[0] == 0x16) && first[1] == 3) || refused) {
+        /* TLS 1.3: the backend refuses a guest's certificate or key after the guest's side of the handshake;
+         * a TLS record (an alert, a server hello) to plain TCP: the backend wants TLS. */
+        if (refused) snprintf(c->why, sizeof c->why, "the backend refused this frontend's TLS credentials: %s", refused);
+        else snprintf(c->why, sizeof c->why, "the backend speaks TLS: give this frontend --tls-cert, --tls-key and --tls-ca, or --psk-file");
         *why = c->why;
-        close_descriptor(fd);
-        errno = EACCES;
-        return -1;
-    }
-    if (!ok && c->tls && pd_tls_failure(c->tls)[0]) {
-        /* TLS 1.3: the backend refuses a guest's certificate or key after the guest's side of the handshake. */
-        snprintf(c->why, sizeof c->why, "the backend refused this frontend's TLS credentials: %s", pd_tls_failure(c->tls));
-        *why = c->why;
-        close_descriptor(fd);
-        drop_tls(c);
+        pd_frame_release(c, reply);
+        s.ops->close(&s);
         errno = EACCES;
         return -1;
     }
@@ -319,13 +224,12 @@ int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello,
             if (refusal.error > 0) e = refusal.error;
         }
         pd_frame_release(c, reply);
-        close_descriptor(fd);
-        drop_tls(c);
+        s.ops->close(&s);
         errno = e;
         return -1;
     }
     pthread_mutex_lock(&c->lock);
-    c->fd = fd;
+    c->stream = s;
     c->owner = getpid();
     c->dead = 0;
     c->leaving = 0;
@@ -349,13 +253,13 @@ static void mark_dead(struct pd_connection *c) {
 void pd_conn_shutdown(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
     c->leaving = 1;
-    if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+    if (connected(c)) c->stream.ops->shutdown(&c->stream);
     pthread_mutex_unlock(&c->lock);
 }
 
 void pd_conn_goodbye(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
-    int ours = c->fd >= 0 && c->owner == getpid() && !c->dead;
+    int ours = connected(c) && c->owner == getpid() && !c->dead;
     if (ours) c->leaving = 1;
     pthread_mutex_unlock(&c->lock);
     if (!ours) return;
@@ -394,12 +298,12 @@ int pd_conn_call(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t 
 }
 
 /* PD_INTERRUPT naming `request`, which went before it. A frame that cannot go leaves the stream broken. */
-static void send_interrupt(struct pd_connection *c, int fd, uint32_t request) {
+static void send_interrupt(struct pd_connection *c, struct pd_stream *s, uint32_t request) {
     struct pd_buffer b;
     pd_buffer_init(&b, sizeof(struct pd_interrupt_request));
     struct pd_interrupt_request body = { request, 0 };
     pd_buffer_append(&b, &body, sizeof body);
-    if (finish_send(c, fd, PD_INTERRUPT, 0, 0, 0, &b) != 0) {
+    if (finish_send(c, s, PD_INTERRUPT, 0, 0, 0, &b) != 0) {
         pthread_mutex_lock(&c->lock);
         mark_dead(c);
         pthread_mutex_unlock(&c->lock);
@@ -409,14 +313,14 @@ static void send_interrupt(struct pd_connection *c, int fd, uint32_t request) {
 
 /* The request is on its way: from now on an interrupt names it. One that came while it was being sent
  * (or before, between two requests of the call) follows it now. */
-static void interruptible_from(struct pd_connection *c, int fd, struct pd_interruption *i, uint32_t request) {
+static void interruptible_from(struct pd_connection *c, struct pd_stream *s, struct pd_interruption *i, uint32_t request) {
     if (!i) return;
     pthread_mutex_lock(&i->lock);
     i->request = request;
     int pending = i->pending;
     i->pending = 0;
     pthread_mutex_unlock(&i->lock);
-    if (pending) send_interrupt(c, fd, request);
+    if (pending) send_interrupt(c, s, request);
 }
 
 /* Its answer came (or the connection died): an interrupt from now on waits for the call's next request. */
@@ -445,8 +349,8 @@ void pd_interruption_end(struct pd_interruption *i) {
 
 void pd_interrupt(struct pd_connection *c, struct pd_interruption *i) {
     pthread_mutex_lock(&c->lock);
-    int able = c->fd >= 0 && c->owner == getpid() && !c->dead && (c->capabilities & PD_CAP_INTERRUPT);
-    int fd = c->fd;
+    int able = connected(c) && c->owner == getpid() && !c->dead && (c->capabilities & PD_CAP_INTERRUPT);
+    struct pd_stream s = c->stream;
     pthread_mutex_unlock(&c->lock);
     if (!able) return;
     pthread_mutex_lock(&i->lock);
@@ -454,20 +358,20 @@ void pd_interrupt(struct pd_connection *c, struct pd_interruption *i) {
     if (!i->ended && request == 0) i->pending = 1;
     pthread_mutex_unlock(&i->lock);
     /* Named only once its request was sent (interruptible_from): the backend never sees the interrupt first. */
-    if (request) send_interrupt(c, fd, request);
+    if (request) send_interrupt(c, &s, request);
 }
 
 int pd_conn_call_interruptible(struct pd_connection *c, uint16_t op, uint16_t flags, uint32_t handle,
                                struct pd_buffer *request, struct pd_frame *reply, struct pd_interruption *i) {
     pthread_mutex_lock(&c->lock);
-    if (c->dead || c->fd < 0) { pthread_mutex_unlock(&c->lock); errno = EIO; return -1; }
+    if (c->dead || !connected(c)) { pthread_mutex_unlock(&c->lock); errno = EIO; return -1; }
     struct pd_waiter me = { .request = c->next++ };
     if (c->next == 0) c->next = 1;
     me.next = c->waiting;   /* before the request goes: another thread may read the reply */
     c->waiting = &me;
-    int fd = c->fd;
+    struct pd_stream s = c->stream;
     pthread_mutex_unlock(&c->lock);
-    if (finish_send(c, fd, op, flags, me.request, handle, request) != 0) {
+    if (finish_send(c, &s, op, flags, me.request, handle, request) != 0) {
         pthread_mutex_lock(&c->lock);
         unregister(c, &me);
         mark_dead(c);
@@ -475,7 +379,7 @@ int pd_conn_call_interruptible(struct pd_connection *c, uint16_t op, uint16_t fl
         errno = EIO;
         return -1;
     }
-    interruptible_from(c, fd, i, me.request);
+    interruptible_from(c, &s, i, me.request);
     pthread_mutex_lock(&c->lock);
     for (;;) {
         if (me.arrived) {
@@ -496,7 +400,7 @@ int pd_conn_call_interruptible(struct pd_connection *c, uint16_t op, uint16_t fl
         c->reading = 1;
         pthread_mutex_unlock(&c->lock);
         struct pd_frame f = { .descriptor = -1 };
-        int r = read_frame(c, fd, &f);
+        int r = read_frame(c, &s, &f);
         pthread_mutex_lock(&c->lock);
         c->reading = 0;
         pthread_cond_broadcast(&c->cond);   /* another caller may read next */
@@ -528,11 +432,11 @@ static void *event_reader(void *argument) {
     while (c->reading && !c->dead) pthread_cond_wait(&c->cond, &c->lock);
     if (c->dead) { pthread_mutex_unlock(&c->lock); pd_conn_release(c); return NULL; }
     c->reading = 1;
-    int fd = c->fd;
+    struct pd_stream s = c->stream;
     for (;;) {
         pthread_mutex_unlock(&c->lock);
         struct pd_frame f = { .descriptor = -1 };
-        int r = read_frame(c, fd, &f);
+        int r = read_frame(c, &s, &f);
         if (r == 0 && f.header.op == PD_EVENT) {
             deliver_event(c, &f);
             pthread_mutex_lock(&c->lock);
@@ -552,7 +456,7 @@ static void *event_reader(void *argument) {
 
 void pd_conn_start_event_reader(struct pd_connection *c) {
     pthread_mutex_lock(&c->lock);
-    int start = !c->event_reader && !c->dead && c->fd >= 0;
+    int start = !c->event_reader && !c->dead && connected(c);
     if (start) {
         c->event_reader = 1;
         c->refs++;

@@ -45,7 +45,7 @@ int pd_connect(void) {
     pd_conn.log = log_line;
     pd_conn.on_event = on_event;
     uint32_t join_session = 0, join_token = 0;
-    if (pd_conn.fd >= 0 && pd_conn.owner != getpid()) {
+    if (pd_conn_inherited(&pd_conn)) {
         /* Inherited across fork: the parent's connection is not ours to use, but its files are: the child
          * joins the parent's session with a connection of its own. */
         pd_conn_forget(&pd_conn, &join_session, &join_token);
@@ -53,9 +53,9 @@ int pd_connect(void) {
     const char *url = getenv("PARADICE_BACKEND");
     if (!url) { pthread_mutex_unlock(&connect_lock); errno = ENOENT; return -1; }
     pd_conn.address = url;   /* the environment's string: it outlives the connection */
+    struct pd_stream stream;
     struct pd_security security = pd_security_from_environment();
-    int fd = pd_conn_dial_secure(&pd_conn, url, &security);
-    if (fd < 0) {
+    if (pd_conn_dial_secure(&pd_conn, url, &security, &stream) != 0) {
         int e = errno;
         if (!complained) pd_log("paradice: cannot reach the backend at %s: %s", url, pd_conn.why[0] ? pd_conn.why : strerror(e));
         complained = 1;
@@ -68,7 +68,7 @@ int pd_connect(void) {
     const char *name = program_invocation_short_name;
     struct pd_frame reply;
     const char *why = NULL;
-    if (pd_conn_start(&pd_conn, fd, &hello, name, strlen(name), &reply, &why) != 0) {
+    if (pd_conn_start(&pd_conn, &stream, &hello, name, strlen(name), &reply, &why) != 0) {
         int refused = errno == EACCES;   /* TLS: the backend refused this frontend's credentials */
         if (!complained) {
             pd_log("paradice: the backend at %s: %s", url, why);

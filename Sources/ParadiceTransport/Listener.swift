@@ -119,8 +119,9 @@ public final class Listener: @unchecked Sendable {
                     identity = .local(uid: uid, gid: gid, pid: pid)
                 }
             }
-            if case .unix = endpoint { return FrameSocket(fd: fd, peer: peer, isLocal: true, identity: identity) }
-            return FrameSocket(fd: fd, peer: peer, tls: tls)
+            if case .unix = endpoint { return FrameSocket(channel: SocketChannel(fd: fd), peer: peer, isLocal: true, identity: identity) }
+            if let tls { return FrameSocket(channel: TLSChannel(fd: fd, context: tls), peer: peer) }
+            return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
         }
     }
 }

@@ -5,74 +5,79 @@ import ParadiceSystem
 import ParadiceWire
 import CParadice
 
-/// A connected stream socket (unix or TCP) that carries frames. Sending is serialized by a lock (the
-/// one that also guards the close, so no send reaches a closed and reused number), so several threads
-/// may send; receiving belongs to one thread at a time.
+/// A connected byte channel (a unix or TCP socket, a shared-memory ring) that carries frames. Sending is
+/// serialized by a lock (the one that also guards the close, so no send reaches a closed and reused
+/// descriptor), so several threads may send; receiving belongs to one thread at a time.
 public final class FrameSocket: @unchecked Sendable {
-    public let fd: Int32
+    public let channel: any ByteChannel
     public let peer: String
-    /// A unix socket: the peer is on this machine, and descriptors can travel.
+    /// The peer is on this machine, and descriptors can travel.
     public let isLocal: Bool
     /// Who the peer is: its credentials (unix), what it proved over TLS, or only its address (plain TCP).
     /// Final once `establish` has returned.
     public private(set) var identity: PeerIdentity
-    /// The TLS a listener asked for, done by `establish` on the connection's own thread.
-    private var pendingTLS: TLSContext?
-    /// Set by `establish` (before any frame moves), then never changed: frames go through it.
-    private var tls: TLSConnection?
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
-    /// Held for the whole of each send, and by `close`: no send reaches a closed (and reused) number.
+    /// Held for the whole of each send, and by `close`: no send reaches a closed (and reused) descriptor.
     private let sendLock = Lock()
-    /// Whether the descriptor was closed. Taken briefly, so that a shutdown never waits behind a send
+    /// Whether the channel was closed. Taken briefly, so that a shutdown never waits behind a send
     /// stuck on a peer that does not read.
     private let closed = LockedValue(false)
 
-    public init(fd: Int32, peer: String, isLocal: Bool = false, identity: PeerIdentity? = nil, tls: TLSContext? = nil) {
-        self.fd = fd
+    public init(channel: any ByteChannel, peer: String, isLocal: Bool = false, identity: PeerIdentity? = nil) {
+        self.channel = channel
         self.peer = peer
         self.isLocal = isLocal
         self.identity = identity ?? .unauthenticated(address: peer)
-        self.pendingTLS = tls
         self.buffer = [UInt8](repeating: 0, count: 1 << 16)
     }
 
-    /// Whether the connection waits for (or went through) a TLS handshake.
-    public var usesTLS: Bool { pendingTLS != nil || tls != nil }
+    /// Whether the channel is TLS (its handshake is `establish`).
+    public var usesTLS: Bool { channel is TLSChannel }
 
-    /// The TLS handshake the listener (or `connect`) asked for, if any: afterwards `identity` is what the
-    /// peer proved. Called once, before any frame, by the thread that will receive.
+    /// The TLS handshake, when the channel is TLS: afterwards `identity` is what the peer proved. Called
+    /// once, before any frame, by the thread that will receive.
     public func establish(timeoutSeconds: Int) throws {
-        guard let context = pendingTLS else { return }
-        pendingTLS = nil
-        let connection = try context.handshake(fd, timeoutSeconds: timeoutSeconds)
-        tls = connection
-        identity = connection.peer
+        guard let tls = channel as? TLSChannel else { return }
+        identity = try tls.establish(timeoutSeconds: timeoutSeconds)
     }
 
-    /// How long a receive waits for the peer (0: for ever); past it, receive fails with EAGAIN.
-    public func setReceiveTimeout(seconds: Int) {
-        if let tls { tls.setReadTimeout(seconds: seconds); return }
-        try? Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval(tv_sec: seconds, tv_usec: 0))
+    /// A frame socket over a connected stream socket, which it takes.
+    public convenience init(fd: Int32, peer: String, isLocal: Bool = false) {
+        self.init(channel: SocketChannel(fd: fd), peer: peer, isLocal: isLocal)
     }
 
     deinit { close() }
+
+    /// The socket under the channel (socket options, descriptor passing); nil for a channel without one.
+    public var descriptor: Int32? { channel.descriptor }
 
     public func close() {
         sendLock.withLock {
             closed.withLock { closed in
                 if !closed {
                     closed = true
-                    try? Syscall.close(fd)
+                    channel.close()
                 }
             }
         }
     }
 
-    /// Wakes a thread blocked in receive or send (the socket stays open until `close`).
+    /// Wakes a thread blocked in receive or send (the channel stays open until `close`).
     public func shutdownBoth() {
-        closed.withLock { closed in if !closed { try? Syscall.shutdown(fd, Int32(SHUT_RDWR)) } }
+        closed.withLock { closed in if !closed { channel.shutdown() } }
+    }
+
+    /// No more frames follow: the peer receives those sent, then the end of the stream.
+    public func finishSending() {
+        sendLock.withLock { closed.withLock { closed in if !closed { channel.finishSending() } } }
+    }
+
+    /// Bounds each wait of `receive` (0: no bound); a wait that long throws
+    /// `TransportError.system(_, .resourceTemporarilyUnavailable)`.
+    public func setReceiveTimeout(seconds: Int) {
+        closed.withLock { closed in if !closed { channel.setReceiveTimeout(seconds: seconds) } }
     }
 
     public func send(_ frame: Frame) throws { try sendRaw(frame.encoded()) }
@@ -89,31 +94,16 @@ public final class FrameSocket: @unchecked Sendable {
         try bytes.withUnsafeBytes { raw in
             var sent = 0
             while sent < raw.count {
-                if let tls {
-                    let n = tls.write(raw.baseAddress! + sent, raw.count - sent)
-                    if n < 0 {
-                        let error = Errno(errno)
-                        throw error == .brokenPipe || error == .connectionReset ? TransportError.closed : TransportError.system("send", error)
-                    }
-                    sent += n
-                    continue
-                }
-                do throws(Errno) {
-                    sent += try Syscall.send(fd, raw.baseAddress! + sent, raw.count - sent, flags: Int32(MSG_NOSIGNAL))
-                } catch {
-                    throw error == .brokenPipe || error == .connectionReset ? TransportError.closed : TransportError.system("send", error)
-                }
+                sent += try channel.send(UnsafeRawBufferPointer(rebasing: raw[sent...]))
             }
         }
     }
 
-    /// Sends an encoded frame with a descriptor attached (unix sockets only).
+    /// Sends an encoded frame with a descriptor attached (peers on this machine only).
     public func sendRaw(_ bytes: [UInt8], passing descriptor: Int32) throws {
         try sendLock.withLock { () throws -> Void in
             if closed.withLock({ $0 }) { throw TransportError.closed }
-            if tls != nil { throw TransportError.system("sendmsg", Errno(EOPNOTSUPP)) }   // descriptors travel on unix sockets only
-            let sent = bytes.withUnsafeBytes { buffer in attempt { () throws(Errno) in try Syscall.send(fd, buffer, passing: descriptor) } }
-            if case .failure(let error) = sent { throw TransportError.system("sendmsg", error) }
+            try bytes.withUnsafeBytes { raw in try channel.send(raw, passing: descriptor) }
         }
     }
 
@@ -183,17 +173,9 @@ public final class FrameSocket: @unchecked Sendable {
         return true
     }
 
-    /// One recv (retried on EINTR, as socket I/O is); 0 at the end of the stream. A reset peer is a closed one.
+    /// One receive from the channel; 0 at the end of the stream.
     private func receive(into buffer: UnsafeMutableRawPointer, _ count: Int) throws(TransportError) -> Int {
-        if let tls {
-            let n = tls.read(buffer, count)
-            if n >= 0 { return n }
-            let error = Errno(errno)
-            throw error == .connectionReset ? .closed : .system("recv", error)
-        }
-        do throws(Errno) { return try Syscall.recv(fd, buffer, count) } catch {
-            throw error == .connectionReset ? .closed : .system("recv", error)
-        }
+        try channel.receive(into: UnsafeMutableRawBufferPointer(start: buffer, count: count))
     }
 
     // MARK: connecting
@@ -202,21 +184,45 @@ public final class FrameSocket: @unchecked Sendable {
     public static func connect(_ endpoint: Endpoint, security: TransportSecurity, handshakeSeconds: Int = 10) throws -> FrameSocket {
         guard case .tcp = endpoint else { return try connect(endpoint) }
         if let problem = security.problem { throw TLSFailure(problem) }
-        let plain = try connect(endpoint)
-        guard security.usesTLS else { return plain }
+        guard security.usesTLS else { return try connect(endpoint) }
         let context = try TLSContext(.client, security)
-        let socket = FrameSocket(fd: plain.fd, peer: plain.peer, tls: context)
-        plain.disown()
+        let fd = try connectedSocket(endpoint)
+        let socket = FrameSocket(channel: TLSChannel(fd: fd, context: context), peer: endpoint.description)
         do { try socket.establish(timeoutSeconds: handshakeSeconds) } catch {
             throw TLSFailure("the backend at \(endpoint) is refused: \(error)")
         }
         return socket
     }
 
-    /// Gives the descriptor up without closing it (another FrameSocket took it).
-    private func disown() { closed.withLock { $0 = true } }
-
     public static func connect(_ endpoint: Endpoint) throws -> FrameSocket {
+        if case .tcp = endpoint { return FrameSocket(channel: SocketChannel(fd: try connectedSocket(endpoint)), peer: endpoint.description) }
+        return try connectUnix(endpoint)
+    }
+
+    /// A connected TCP socket (TCP_NODELAY).
+    static func connectedSocket(_ endpoint: Endpoint) throws -> Int32 {
+        guard case .tcp(let host, let port) = endpoint else { throw TransportError.badEndpoint(endpoint.description, "not TCP") }
+        var lastError = Errno.connectionRefused
+        for candidate in try resolve(host, port, passive: false) {
+            let fd: Int32
+            do throws(Errno) { fd = try Syscall.socket(candidate.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+                lastError = error
+                continue
+            }
+            let connected = candidate.address.withUnsafeBytes { address in attempt { () throws(Errno) in try Syscall.connect(fd, address) } }
+            switch connected {
+            case .success:
+                try? Syscall.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, Int32(1))
+                return fd
+            case .failure(let error):
+                lastError = error
+                try? Syscall.close(fd)
+            }
+        }
+        throw TransportError.system("connect \(endpoint)", lastError)
+    }
+
+    private static func connectUnix(_ endpoint: Endpoint) throws -> FrameSocket {
         switch endpoint {
         case .unix(let path):
             let fd: Int32
@@ -229,26 +235,9 @@ public final class FrameSocket: @unchecked Sendable {
                 try? Syscall.close(fd)
                 throw TransportError.system("connect \(endpoint)", error)
             }
-            return FrameSocket(fd: fd, peer: endpoint.description, isLocal: true)
-        case .tcp(let host, let port):
-            var lastError = Errno.connectionRefused
-            for candidate in try resolve(host, port, passive: false) {
-                let fd: Int32
-                do throws(Errno) { fd = try Syscall.socket(candidate.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
-                    lastError = error
-                    continue
-                }
-                let connected = candidate.address.withUnsafeBytes { address in attempt { () throws(Errno) in try Syscall.connect(fd, address) } }
-                switch connected {
-                case .success:
-                    try? Syscall.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, Int32(1))
-                    return FrameSocket(fd: fd, peer: endpoint.description)
-                case .failure(let error):
-                    lastError = error
-                    try? Syscall.close(fd)
-                }
-            }
-            throw TransportError.system("connect \(endpoint)", lastError)
+            return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description, isLocal: true)
+        case .tcp:
+            return try connect(endpoint)
         }
     }
 

@@ -104,10 +104,10 @@ int main(int argc, char **argv) {
     gd.connection->log = log_line;
     gd.connection->on_event = on_event;
     gd.connection->address = gd.backend;
+    struct pd_stream stream;
     if (security.plain_tcp && strncmp(gd.backend, "tcp:", 4) == 0)
         gd_log("warning: plain TCP to %s: the connection is neither authenticated nor encrypted", gd.backend);
-    int fd = pd_conn_dial_secure(gd.connection, gd.backend, &security);
-    if (fd < 0) {
+    if (pd_conn_dial_secure(gd.connection, gd.backend, &security, &stream) != 0) {
         if (gd.connection->why[0]) gd_log("cannot reach the backend at %s: %s", gd.backend, gd.connection->why);
         else gd_log("cannot reach the backend at %s: %m", gd.backend);
         return 1;
@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
                               (uint32_t)getpid(), 0, 0 };
     struct pd_frame reply;
     const char *why = NULL;
-    if (pd_conn_start(gd.connection, fd, &hello, name, strlen(name), &reply, &why) != 0) {
+    if (pd_conn_start(gd.connection, &stream, &hello, name, strlen(name), &reply, &why) != 0) {
         gd_log("the backend at %s: %s", gd.backend, why);
         return 1;
     }

@@ -111,6 +111,36 @@ void pd_lent_destroy(struct pd_lent *l);
 void pd_lent_add(struct pd_lent *l, uint64_t address, uint64_t length);
 size_t pd_lent_spans(struct pd_lent *l, struct pd_span *out, size_t max);
 
+/* ---- byte streams ---- */
+
+/* A connected, ordered, reliable byte stream under the frames: a socket, or a shared-memory ring. The
+ * connection serializes its use: sends never overlap, receives come from one thread at a time, close
+ * comes once; shutdown may come at any time from any thread. */
+struct pd_stream;
+struct pd_stream_ops {
+    /* Sends some of the n bytes (at least one): how many, or -1 with errno (EINTR: try again). */
+    long (*send)(struct pd_stream *s, const void *bytes, size_t n);
+    /* Receives up to n bytes: how many, 0 at the end of the stream, or -1 with errno (EINTR: try again).
+     * When `descriptor` is not NULL it is set to a descriptor that came with these bytes, or -1. */
+    long (*recv)(struct pd_stream *s, void *bytes, size_t n, int *descriptor);
+    /* Ends the stream both ways and wakes a thread blocked in send or recv; its resources stay. */
+    void (*shutdown)(struct pd_stream *s);
+    /* Releases the stream's resources without a word to the peer: a forked child drops its copy of the
+     * parent's stream this way and the parent's stream goes on. */
+    void (*close)(struct pd_stream *s);
+};
+struct pd_stream {
+    const struct pd_stream_ops *ops;   /* NULL: no stream */
+    int fd;                            /* the socket under the stream (-1: none) */
+    void *state;                       /* the transport's own */
+};
+#define PD_STREAM_NONE { .ops = NULL, .fd = -1, .state = NULL }
+
+/* A stream over the connected socket `fd`, which it takes. */
+void pd_stream_socket(struct pd_stream *s, int fd);
+/* Why a TLS stream's last read failed in TLS itself (the backend's alert), or NULL (none, or no TLS stream). */
+const char *pd_stream_tls_failure(const struct pd_stream *s);
+
 /* ---- the connection ---- */
 
 struct pd_waiter;
@@ -150,7 +180,7 @@ struct pd_connection {
     pthread_mutex_t send_lock;
     pthread_mutex_t shapes_lock;
     pthread_mutex_t mirrors_lock;
-    int fd;
+    struct pd_stream stream;   /* ops NULL: not connected */
     pid_t owner;               /* the process that made it: a forked child's copy is not its to use */
     int dead;
     int reading;
@@ -168,8 +198,6 @@ struct pd_connection {
     void (*log)(void *context, const char *line);                 /* one line, no newline */
     void (*release)(void *context);                               /* the connection is freed */
     const char *address;       /* the backend's address as dialed, for log lines (may be NULL; not owned) */
-    struct pd_tls_context *tls_context;   /* TCP over TLS (pd_conn_dial_secure): frames go through tls */
-    struct pd_tls *tls;
     int plain_tcp;             /* dialed plain TCP on purpose (pd_conn_dial_secure) */
     char why[320];             /* a failed dial's or handshake's reason, when it is more than an errno */
     struct pd_shape shapes[PD_SHAPES];
@@ -177,13 +205,13 @@ struct pd_connection {
 };
 #define PD_CONNECTION_INIT { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, \
     .send_lock = PTHREAD_MUTEX_INITIALIZER, .shapes_lock = PTHREAD_MUTEX_INITIALIZER, \
-    .mirrors_lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1, .next = 1, .refs = 1 }
+    .mirrors_lock = PTHREAD_MUTEX_INITIALIZER, .stream = PD_STREAM_NONE, .next = 1, .refs = 1 }
 
 struct pd_connection *pd_conn_new(void);
-/* Drops a reference; the last closes the socket and frees the connection. */
+/* Drops a reference; the last closes the stream and frees the connection. */
 void pd_conn_release(struct pd_connection *c);
-/* A socket to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/): its descriptor, or -1. */
-int pd_conn_dial(const char *url);
+/* A stream to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/) in *stream: 0, or -1. */
+int pd_conn_dial(const char *url, struct pd_stream *stream);
 /* How a frontend secures TCP: certificate, key and CA, or a PSK file (paradice_tls.h), or plain TCP when
  * asked for. Unix sockets need none. */
 struct pd_security {
@@ -193,19 +221,21 @@ struct pd_security {
 /* From the environment the CLI sets for the preload: PARADICE_TLS_CERT, PARADICE_TLS_KEY, PARADICE_TLS_CA,
  * PARADICE_PSK_FILE, PARADICE_PLAIN_TCP=1. */
 struct pd_security pd_security_from_environment(void);
-/* pd_conn_dial, then on TCP the TLS handshake `s` asks for (c keeps the TLS state for pd_conn_start). The
- * descriptor, or -1 with errno (EACCES: no TLS settings and no plain TCP asked for, or the TLS handshake
- * failed) and c->why saying why. */
-int pd_conn_dial_secure(struct pd_connection *c, const char *url, const struct pd_security *s);
-/* Shakes hands over `fd` (taken either way): pd_hello with `name` after it. On success the connection
- * uses fd, and *reply holds the backend's answer (pd_hello_reply and its devices, checked; free it). */
-int pd_conn_start(struct pd_connection *c, int fd, const struct pd_hello *hello, const char *name, size_t name_length,
-                  struct pd_frame *reply, const char **why);
+/* pd_conn_dial, then on TCP the TLS handshake `s` asks for: the stream is then a TLS one. 0, or -1 with
+ * errno (EACCES: no TLS settings and no plain TCP asked for, or the TLS handshake failed) and c->why saying
+ * why. */
+int pd_conn_dial_secure(struct pd_connection *c, const char *url, const struct pd_security *s, struct pd_stream *stream);
+/* Shakes hands over *stream (taken either way): pd_hello with `name` after it. On success the connection
+ * uses the stream, and *reply holds the backend's answer (pd_hello_reply and its devices, checked; free it). */
+int pd_conn_start(struct pd_connection *c, const struct pd_stream *stream, const struct pd_hello *hello, const char *name,
+                  size_t name_length, struct pd_frame *reply, const char **why);
+/* 1 when the connection's stream was made by another process (this one is a forked child). */
+int pd_conn_inherited(struct pd_connection *c);
 /* 1 while the connection is this process's and alive. */
 int pd_conn_live(struct pd_connection *c);
 /* The handle table this process's connection names (0: none). */
 uint32_t pd_conn_token(struct pd_connection *c);
-/* Inherited across fork: forgets the parent's connection (closing the child's copy of its socket) and
+/* Inherited across fork: forgets the parent's connection (closing the child's copy of its stream) and
  * hands back what the child needs to join its session. */
 void pd_conn_forget(struct pd_connection *c, uint32_t *session, uint32_t *token);
 /* Sends a request (the buffer holds its body after room for the header) and waits for its answer. */
@@ -221,7 +251,7 @@ void pd_frame_release(struct pd_connection *c, struct pd_frame *f);
 void pd_conn_start_event_reader(struct pd_connection *c);
 /* PD_BYE and its answer (the backend drops this frontend's references first), then the end. */
 void pd_conn_goodbye(struct pd_connection *c);
-/* shutdown(2) of the socket: every waiting call fails with EIO, the event reader ends. */
+/* Shuts the stream down: every waiting call fails with EIO, the event reader ends. */
 void pd_conn_shutdown(struct pd_connection *c);
 void pd_conn_log(struct pd_connection *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
 

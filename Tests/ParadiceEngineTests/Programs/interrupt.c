@@ -89,11 +89,12 @@ int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: interrupt URL\n"); return 2; }
     alarm(60);
     connection = pd_conn_new();
-    int fd = pd_conn_dial(argv[1]);
+    struct pd_stream stream;
+    int dialed = pd_conn_dial(argv[1], &stream);
     struct pd_hello hello = { PD_MAGIC, PD_VERSION_MAJOR, PD_VERSION_MINOR, PD_CAP_FD_SLOTS, (uint32_t)getpid(), 0, 0 };
     struct pd_frame reply;
     const char *why = "";
-    if (fd < 0 || pd_conn_start(connection, fd, &hello, "interrupt", 9, &reply, &why) != 0) {
+    if (dialed != 0 || pd_conn_start(connection, &stream, &hello, "interrupt", 9, &reply, &why) != 0) {
         fprintf(stderr, "interrupt: no backend at %s: %s\n", argv[1], why);
         return 1;
     }

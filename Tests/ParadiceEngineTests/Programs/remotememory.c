@@ -311,11 +311,12 @@ static int daemon_main(const char *url, int kvm_too) {
     connection = pd_conn_new();
     connection->log = log_line;
     connection->address = url;
-    int fd = pd_conn_dial(url);
+    struct pd_stream stream;
+    int dialed = pd_conn_dial(url, &stream);
     struct pd_hello hello = { PD_MAGIC, PD_VERSION_MAJOR, PD_VERSION_MINOR, PD_CAP_FD_SLOTS, (uint32_t)getpid(), 0, 0 };
     struct pd_frame reply;
     const char *why = "";
-    if (fd < 0 || pd_conn_start(connection, fd, &hello, "remotememory", 12, &reply, &why) != 0) {
+    if (dialed != 0 || pd_conn_start(connection, &stream, &hello, "remotememory", 12, &reply, &why) != 0) {
         fprintf(stderr, "remotememory: no backend at %s: %s\n", url, why);
         kill(child, SIGKILL);
         return 1;

@@ -1,0 +1,96 @@
+/* Byte streams under the frames, and dialing a backend's address. */
+#define _GNU_SOURCE
+#include "paradice_frontend.h"
+#include "cparadice.h"
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* close(2) itself: inside a program whose close the frontend wraps, the wrapper is not for the core. */
+static void close_descriptor(int fd) { syscall(SYS_close, fd); }
+
+/* ---- a socket ---- */
+
+static long socket_send(struct pd_stream *s, const void *bytes, size_t n) { return send(s->fd, bytes, n, MSG_NOSIGNAL); }
+
+static long socket_recv(struct pd_stream *s, void *bytes, size_t n, int *descriptor) {
+    /* A descriptor, when one is passed, comes with the first byte of its frame. */
+    if (descriptor) return paradice_recv_with_descriptor(s->fd, bytes, n, descriptor);
+    return recv(s->fd, bytes, n, 0);
+}
+
+static void socket_shutdown(struct pd_stream *s) { shutdown(s->fd, SHUT_RDWR); }
+
+/* The child's copy of an inherited socket closes without touching the parent's. */
+static void socket_close(struct pd_stream *s) { close_descriptor(s->fd); }
+
+static const struct pd_stream_ops socket_ops = { socket_send, socket_recv, socket_shutdown, socket_close };
+
+void pd_stream_socket(struct pd_stream *s, int fd) { *s = (struct pd_stream){ .ops = &socket_ops, .fd = fd, .state = NULL }; }
+
+/* ---- dialing ---- */
+
+static int dial_unix(const char *path) {
+    if (path[0] == '/' && path[1] == '/') path += 2;
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { int e = errno; close_descriptor(fd); errno = e; return -1; }
+    return fd;
+}
+
+static int dial_tcp(const char *rest) {
+    char host[256];
+    const char *colon = strrchr(rest, ':');
+    if (!colon || (size_t)(colon - rest) >= sizeof host) { errno = EINVAL; return -1; }
+    memcpy(host, rest, colon - rest);
+    host[colon - rest] = 0;
+    char *h = host;
+    if (h[0] == '[') { h++; size_t n = strlen(h); if (n) h[n - 1] = 0; }
+    char port[16];
+    snprintf(port, sizeof port, "%s", colon + 1);
+    size_t plen = strlen(port);
+    if (plen && port[plen - 1] == '/') port[plen - 1] = 0;
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *list;
+    if (getaddrinfo(h, port, &hints, &list) != 0) { errno = EHOSTUNREACH; return -1; }
+    int fd = -1, e = ECONNREFUSED;
+    for (struct addrinfo *a = list; a; a = a->ai_next) {
+        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) { e = errno; continue; }
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            break;
+        }
+        e = errno;
+        close_descriptor(fd);
+        fd = -1;
+    }
+    freeaddrinfo(list);
+    if (fd < 0) errno = e;
+    return fd;
+}
+
+int pd_conn_dial(const char *url, struct pd_stream *stream) {
+    *stream = (struct pd_stream)PD_STREAM_NONE;
+    int fd;
+    if (strncmp(url, "unix:", 5) == 0) {
+        fd = dial_unix(url + 5);
+    } else {
+        const char *rest = strncmp(url, "tcp://", 6) == 0 ? url + 6 : strncmp(url, "tcp:", 4) == 0 ? url + 4 : NULL;
+        if (!rest) { errno = EINVAL; return -1; }
+        fd = dial_tcp(rest);
+    }
+    if (fd < 0) return -1;
+    pd_stream_socket(stream, fd);
+    return 0;
+}

@@ -1,0 +1,43 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ParadiceSystem
+
+/// A byte channel over a connected stream socket (unix or TCP). Socket I/O retries EINTR; a reset peer
+/// is a closed one.
+public final class SocketChannel: ByteChannel, @unchecked Sendable {
+    public let fd: Int32
+
+    /// Takes `fd`: `close` closes it.
+    public init(fd: Int32) { self.fd = fd }
+
+    public var descriptor: Int32? { fd }
+
+    public func send(_ bytes: UnsafeRawBufferPointer) throws(TransportError) -> Int {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
+        do throws(Errno) { return try Syscall.send(fd, base, bytes.count, flags: Int32(MSG_NOSIGNAL)) } catch {
+            throw error == .brokenPipe || error == .connectionReset ? .closed : .system("send", error)
+        }
+    }
+
+    public func send(_ bytes: UnsafeRawBufferPointer, passing descriptor: Int32) throws(TransportError) {
+        do throws(Errno) { try Syscall.send(fd, bytes, passing: descriptor) } catch { throw .system("sendmsg", error) }
+    }
+
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(TransportError) -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        do throws(Errno) { return try Syscall.recv(fd, base, buffer.count) } catch {
+            throw error == .connectionReset ? .closed : .system("recv", error)
+        }
+    }
+
+    public func setReceiveTimeout(seconds: Int) {
+        try? Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval(tv_sec: seconds, tv_usec: 0))
+    }
+
+    public func finishSending() { try? Syscall.shutdown(fd, Int32(SHUT_WR)) }
+
+    public func shutdown() { try? Syscall.shutdown(fd, Int32(SHUT_RDWR)) }
+
+    public func close() { try? Syscall.close(fd) }
+}

@@ -50,6 +50,7 @@ struct pdk_control {
 
 struct pdk_class;
 struct pdk_parent_dev;
+struct pdk_glue;
 
 struct pdk_knode {
 	struct kref kref;
@@ -67,7 +68,10 @@ struct pdk_knode {
 	struct device *dev;
 	struct pdk_class *cls;
 	struct pdk_parent_dev *parent;   /* PDK_SET_PARENT's, or NULL */
+	struct pdk_glue *glue;           /* the parent's SUBSYSTEM folder holding the node's NAME link, or NULL */
 	char path[PDK_MAX_PATH];
+	char subsystem[PDK_MAX_NAME];    /* PDK_ADD_NODE's */
+	char name[PDK_MAX_NAME];         /* PDK_SET_PARENT's: the node's name on the backend, or "" */
 };
 
 struct pdk_file {
@@ -151,6 +155,7 @@ static inline void pdk_control_get(struct pdk_control *c) { kref_get(&c->kref); 
 long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg);
 long pdk_remove_node(struct pdk_control *c, u64 __user *arg);
 long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg);
+long pdk_parent_attr(struct pdk_control *c, struct pdk_parent_attr __user *arg);
 void pdk_remove_all_nodes(struct pdk_control *c);
 struct pdk_knode *pdk_node_lookup(dev_t devt);
 void pdk_node_put(struct pdk_knode *n);

@@ -79,6 +79,8 @@ static long pdk_control_ioctl(struct file *file, unsigned int cmd, unsigned long
 		return pdk_notify(c, argp);
 	case PDK_SET_PARENT:
 		return pdk_set_parent(c, argp);
+	case PDK_PARENT_ATTR:
+		return pdk_parent_attr(c, argp);
 	default:
 		return -ENOTTY;
 	}

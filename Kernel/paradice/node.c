@@ -23,11 +23,37 @@ struct pdk_class {
 	char name[PDK_MAX_NAME];
 };
 
-/* A parent device that nodes share (PDK_SET_PARENT), in class paradice, so that its nodes sit directly
- * in its directory (a class device under a class device gets no glue directory). */
+/* A parent device that nodes share (PDK_SET_PARENT), in a class (the backend parent's subsystem, or
+ * paradice), so that its nodes sit directly in its directory (a class device under a class device gets no
+ * glue directory). */
 struct pdk_parent_dev {
 	struct list_head entry;
 	struct device *dev;
+	struct pdk_class *cls;
+	unsigned int users;
+	struct list_head attrs;          /* pdk_parent_file.entry */
+	unsigned int attr_count;
+	struct list_head glues;          /* pdk_glue.entry */
+	const char *uevent;              /* set once (smp_store_release), read without the mutex */
+	char name[PDK_MAX_NAME];
+	char subsystem[PDK_MAX_NAME];
+};
+
+/* A copy of one of the backend parent's attributes (PDK_PARENT_ATTR): immutable once made, so that its
+ * show needs no lock (a lock taken there would deadlock with the removal, which drains the readers). */
+struct pdk_parent_file {
+	struct list_head entry;
+	struct device_attribute attr;
+	size_t length;
+	char name[PDK_MAX_NAME];
+	u8 value[];
+};
+
+/* The parent's SUBSYSTEM folder: links NAME to the nodes of that subsystem, as the backend kernel's class
+ * folder under a bus device holds them. */
+struct pdk_glue {
+	struct list_head entry;
+	struct kobject *kobj;
 	unsigned int users;
 	char name[PDK_MAX_NAME];
 };
@@ -109,6 +135,8 @@ static const struct device_type pdk_device_type = {
 	.devnode = pdk_devnode,
 };
 
+static struct class *pdk_class_of(struct pdk_class *pc);
+
 static void pdk_device_release(struct device *dev)
 {
 	kfree(dev);
@@ -124,7 +152,7 @@ static struct device *pdk_node_device(struct pdk_knode *n, struct device *parent
 		return ERR_PTR(-ENOMEM);
 	device_initialize(dev);
 	dev->devt = n->devt;
-	dev->class = n->cls == &pdk_default ? pdk_default_class : n->cls->cls;
+	dev->class = pdk_class_of(n->cls);
 	dev->type = &pdk_device_type;
 	dev->release = pdk_device_release;
 	dev->parent = parent;
@@ -159,19 +187,6 @@ static bool pdk_kernel_has_class(const char *name)
 	}
 	kernfs_put(link);
 	return has;
-}
-
-/* Whether a node of `subsystem` goes in class paradice (pdk_global_mutex held). */
-static bool pdk_kernel_has_class_or_default(const char *subsystem)
-{
-	struct pdk_class *pc;
-
-	if (!strcmp(subsystem, pdk_default.name))
-		return true;
-	list_for_each_entry(pc, &pdk_classes, entry)
-		if (!strcmp(pc->name, subsystem))
-			return false;
-	return pdk_kernel_has_class(subsystem);
 }
 
 /* The class a node of `subsystem` belongs to (pdk_global_mutex held). */
@@ -209,6 +224,11 @@ static struct pdk_class *pdk_class_get(const char *subsystem)
 fallback:
 	pdk_default.users++;
 	return &pdk_default;
+}
+
+static struct class *pdk_class_of(struct pdk_class *pc)
+{
+	return pc == &pdk_default ? pdk_default_class : pc->cls;
 }
 
 static void pdk_class_put(struct pdk_class *pc)
@@ -289,6 +309,7 @@ long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg)
 {
 	struct pdk_node want;
 	struct pdk_knode *n, *other;
+	struct pdk_parent_dev *p;
 	struct device *dev;
 	char devname[PDK_MAX_PATH];
 	int err;
@@ -333,13 +354,6 @@ long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg)
 		if (!strcmp(other->path, n->path))
 			goto unlock_free;
 
-	if (!want.subsystem[0] || pdk_kernel_has_class_or_default(want.subsystem)) {
-		struct pdk_parent_dev *p;
-
-		list_for_each_entry(p, &pdk_parents, entry)
-			if (!strcmp(p->name, devname))
-				goto unlock_free;
-	}
 
 	err = pdk_take_number(n, &want, devname);
 	if (err)
@@ -349,6 +363,11 @@ long pdk_add_node(struct pdk_control *c, struct pdk_node __user *arg)
 		err = PTR_ERR(n->cls);
 		goto unlock_region;
 	}
+	err = -EEXIST;   /* a parent device of that name in the same class */
+	list_for_each_entry(p, &pdk_parents, entry)
+		if (p->cls == n->cls && !strcmp(p->name, devname))
+			goto unlock_class;
+	strscpy(n->subsystem, want.subsystem, sizeof(n->subsystem));
 	n->cdev = cdev_alloc();
 	err = -ENOMEM;
 	if (!n->cdev)
@@ -394,11 +413,96 @@ unlock_free:
 
 static void pdk_parent_put(struct pdk_parent_dev *p)
 {
+	struct pdk_parent_file *f, *tmp;
+
 	if (--p->users)
 		return;
 	list_del(&p->entry);
+	/* The removal drains the readers of its files and of its uevent: they can go after it. */
 	device_unregister(p->dev);
+	list_for_each_entry_safe(f, tmp, &p->attrs, entry)
+		kfree(f);
+	kfree(p->uevent);
+	pdk_class_put(p->cls);
 	kfree(p);
+}
+
+/* The node's NAME link in its parent's SUBSYSTEM folder goes (pdk_global_mutex held). */
+static void pdk_glue_unlink(struct pdk_knode *n)
+{
+	struct pdk_glue *g = n->glue;
+
+	if (!g)
+		return;
+	n->glue = NULL;
+	sysfs_remove_link(g->kobj, n->name);
+	if (--g->users)
+		return;
+	list_del(&g->entry);
+	kobject_put(g->kobj);
+	kfree(g);
+}
+
+static struct pdk_glue *pdk_glue_find(struct pdk_parent_dev *p, const char *name)
+{
+	struct pdk_glue *g;
+
+	list_for_each_entry(g, &p->glues, entry)
+		if (!strcmp(g->name, name))
+			return g;
+	return NULL;
+}
+
+/* Whether the directory of `kobj` has an entry `name`. */
+static bool pdk_has_entry(struct kobject *kobj, const char *name)
+{
+	struct kernfs_node *found = kernfs_find_and_get(kobj->sd, name);
+
+	kernfs_put(found);
+	return found != NULL;
+}
+
+/* Whether the node's SUBSYSTEM/NAME link can be made in `p` (pdk_global_mutex held): 0 or -EEXIST. */
+static int pdk_glue_check(struct pdk_parent_dev *p, const char *subsystem, const char *name)
+{
+	struct pdk_glue *g;
+
+	if (!subsystem[0] || !name[0])
+		return 0;
+	g = pdk_glue_find(p, subsystem);
+	if (g)
+		return pdk_has_entry(g->kobj, name) ? -EEXIST : 0;
+	return pdk_has_entry(&p->dev->kobj, subsystem) ? -EEXIST : 0;
+}
+
+/* The node's NAME link in its parent's SUBSYSTEM folder (pdk_global_mutex held, pdk_glue_check passed). */
+static int pdk_glue_link(struct pdk_knode *n)
+{
+	struct pdk_parent_dev *p = n->parent;
+	struct pdk_glue *g;
+	int err;
+
+	if (!p || !n->dev || !n->subsystem[0] || !n->name[0])
+		return 0;
+	g = pdk_glue_find(p, n->subsystem);
+	if (!g) {
+		g = kzalloc(sizeof(*g), GFP_KERNEL);
+		if (!g)
+			return -ENOMEM;
+		strscpy(g->name, n->subsystem, sizeof(g->name));
+		g->kobj = kobject_create_and_add(g->name, &p->dev->kobj);
+		if (!g->kobj) {
+			kfree(g);
+			return -ENOMEM;
+		}
+		list_add(&g->entry, &p->glues);
+	}
+	g->users++;
+	err = sysfs_create_link(g->kobj, &n->dev->kobj, n->name);
+	n->glue = g;
+	if (err)
+		pdk_glue_unlink(n);
+	return err;
 }
 
 /* pdk_global_mutex held. The node's files fail with EIO from now on (poll: POLLERR | POLLHUP). */
@@ -410,6 +514,7 @@ static void pdk_node_remove_locked(struct pdk_knode *n)
 	list_del(&n->control_entry);
 	list_del(&n->global_entry);
 	c->node_count--;
+	pdk_glue_unlink(n);
 	if (n->dev)
 		device_unregister(n->dev);
 	if (n->parent)
@@ -443,39 +548,85 @@ long pdk_remove_node(struct pdk_control *c, u64 __user *arg)
 	return err;
 }
 
-/* The parent device of that name, made on first use (pdk_global_mutex held). */
-static struct pdk_parent_dev *pdk_parent_get(const char *name)
+/* What a parent's uevent file shows after the kernel's own lines: the backend parent's (PDK_PARENT_ATTR).
+ * An event sent to user space (its environment starts with ACTION=, which a read of the uevent file has
+ * not) leaves MODALIAS out: udev would load a driver for hardware this machine does not have, while
+ * libraries read it from the file (libdrm takes a platform device's "compatible" from it). */
+static int pdk_parent_uevent(struct device *dev, struct kobj_uevent_env *env)
+{
+	struct pdk_parent_dev *p = dev_get_drvdata(dev);
+	bool announced = env->envp_idx > 0 && !strncmp(env->envp[0], "ACTION=", 7);
+	const char *line, *end;
+	int err;
+
+	if (!p)
+		return 0;
+	line = smp_load_acquire(&p->uevent);
+	for (; line && *line; line = *end ? end + 1 : end) {
+		end = strchrnul(line, '\n');
+		if (announced && end - line >= 9 && !strncmp(line, "MODALIAS=", 9))
+			continue;
+		err = add_uevent_var(env, "%.*s", (int)(end - line), line);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static const struct device_type pdk_parent_type = {
+	.uevent = pdk_parent_uevent,
+};
+
+/* The parent device of that name, made on first use in the class of `subsystem` (pdk_global_mutex held). */
+static struct pdk_parent_dev *pdk_parent_get(const char *name, const char *subsystem)
 {
 	struct pdk_parent_dev *p;
 	struct pdk_knode *n;
 	struct device *dev;
+	struct pdk_class *cls;
 	int err;
 
 	list_for_each_entry(p, &pdk_parents, entry) {
 		if (!strcmp(p->name, name)) {
+			if (subsystem[0] && strcmp(p->subsystem, subsystem))
+				return ERR_PTR(-EINVAL);
 			p->users++;
 			return p;
 		}
 	}
-	list_for_each_entry(n, &pdk_all_nodes, global_entry)
-		if (n->dev && n->dev->class == pdk_default_class && !strcmp(dev_name(n->dev), name))
+	cls = pdk_class_get(subsystem);
+	if (IS_ERR(cls))
+		return ERR_CAST(cls);
+	list_for_each_entry(n, &pdk_all_nodes, global_entry) {
+		if (n->dev && n->cls == cls && !strcmp(dev_name(n->dev), name)) {
+			pdk_class_put(cls);
 			return ERR_PTR(-EEXIST);
+		}
+	}
 	p = kzalloc(sizeof(*p), GFP_KERNEL);
 	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
 	if (!p || !dev) {
 		kfree(p);
 		kfree(dev);
+		pdk_class_put(cls);
 		return ERR_PTR(-ENOMEM);
 	}
 	strscpy(p->name, name, sizeof(p->name));
+	strscpy(p->subsystem, subsystem, sizeof(p->subsystem));
+	INIT_LIST_HEAD(&p->attrs);
+	INIT_LIST_HEAD(&p->glues);
+	p->cls = cls;
 	device_initialize(dev);
-	dev->class = pdk_default_class;
+	dev->class = pdk_class_of(cls);
+	dev->type = &pdk_parent_type;
 	dev->release = pdk_device_release;
+	dev_set_drvdata(dev, p);
 	err = dev_set_name(dev, "%s", p->name);
 	if (!err)
 		err = device_add(dev);
 	if (err) {
 		put_device(dev);
+		pdk_class_put(cls);
 		kfree(p);
 		return ERR_PTR(err);
 	}
@@ -498,11 +649,29 @@ static bool pdk_parent_entry_name(const char *name)
 	return false;
 }
 
+static struct pdk_knode *pdk_control_node(struct pdk_control *c, u64 cookie)
+{
+	struct pdk_knode *n;
+
+	list_for_each_entry(n, &c->nodes, control_entry)
+		if (n->cookie == cookie)
+			return n;
+	return NULL;
+}
+
+/* A field of [A-Za-z0-9._-] or empty, NUL-terminated inside its array. */
+static bool pdk_optional_component_ok(const char *s, size_t size)
+{
+	size_t len = strnlen(s, size);
+
+	return len < size && (len == 0 || pdk_component_ok(s, len));
+}
+
 long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg)
 {
 	struct pdk_parent_dev *p = NULL, *old;
 	struct pdk_parent want;
-	struct pdk_knode *n, *found = NULL;
+	struct pdk_knode *n;
 	long err;
 
 	if (copy_from_user(&want, arg, sizeof(want)))
@@ -511,32 +680,49 @@ long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg)
 		return -EINVAL;
 	if (want.parent[0] && !pdk_device_name_ok(want.parent, strlen(want.parent)))
 		return -EINVAL;
+	if (!pdk_optional_component_ok(want.subsystem, sizeof(want.subsystem)) ||
+	    !pdk_optional_component_ok(want.name, sizeof(want.name)))
+		return -EINVAL;
+	if (!want.parent[0])
+		want.name[0] = 0;
 	mutex_lock(&pdk_global_mutex);
-	list_for_each_entry(n, &c->nodes, control_entry) {
-		if (n->cookie == want.cookie) {
-			found = n;
-			break;
-		}
-	}
+	n = pdk_control_node(c, want.cookie);
 	err = -ENOENT;
-	if (!found)
+	if (!n)
 		goto unlock;
-	n = found;
 	err = -ENODEV;
 	if (!n->dev)
 		goto unlock;   /* a node whose device could not be made again: only REMOVE_NODE is left */
 	old = n->parent;
 	err = 0;
-	if (old ? !strcmp(old->name, want.parent) : !want.parent[0])
+	if (old ? !strcmp(old->name, want.parent) && (!want.subsystem[0] || !strcmp(old->subsystem, want.subsystem)) &&
+		  !strcmp(n->name, want.name) : !want.parent[0])
 		goto unlock;
 	if (want.parent[0]) {
 		err = -EINVAL;
 		if (pdk_parent_entry_name(dev_name(n->dev)))
 			goto unlock;
-		p = pdk_parent_get(want.parent);
+		p = pdk_parent_get(want.parent, want.subsystem);
 		err = PTR_ERR_OR_ZERO(p);
 		if (err)
 			goto unlock;
+		if (p != old) {
+			err = pdk_glue_check(p, n->subsystem, want.name);
+			if (err) {
+				pdk_parent_put(p);
+				goto unlock;
+			}
+		}
+	}
+	pdk_glue_unlink(n);
+	if (p && p == old) {
+		/* the same parent, another name: only the link changes */
+		pdk_parent_put(p);
+		err = pdk_glue_check(p, n->subsystem, want.name);
+		if (!err)
+			strscpy(n->name, want.name, sizeof(n->name));
+		pdk_glue_link(n);
+		goto unlock;
 	}
 	/* The device is made again under its new parent rather than moved: device_move leaves the old glue
 	 * directory (/sys/devices/virtual/CLASS) behind, and a later load of the module could not make it
@@ -556,6 +742,7 @@ long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg)
 			dev = pdk_node_device(n, old ? old->dev : NULL, devname);
 			if (!IS_ERR(dev)) {
 				n->dev = dev;
+				pdk_glue_link(n);
 				goto unlock;
 			}
 		}
@@ -571,10 +758,111 @@ long pdk_set_parent(struct pdk_control *c, struct pdk_parent __user *arg)
 		n->dev = dev;
 	}
 	n->parent = p;
+	strscpy(n->name, want.name, sizeof(n->name));
 	if (old)
 		pdk_parent_put(old);
+	err = pdk_glue_link(n);
 unlock:
 	mutex_unlock(&pdk_global_mutex);
+	return err;
+}
+
+static ssize_t pdk_parent_file_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	struct pdk_parent_file *f = container_of(attr, struct pdk_parent_file, attr);
+
+	memcpy(buf, f->value, f->length);
+	return f->length;
+}
+
+/* KEY=VALUE lines, KEY of [A-Z0-9_] (a uevent's own), VALUE without control bytes. */
+static bool pdk_uevent_lines_ok(const u8 *s, size_t length)
+{
+	size_t i = 0, start;
+
+	while (i < length) {
+		start = i;
+		while (i < length && ((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			i++;
+		if (i == start || i == length || s[i] != '=')
+			return false;
+		for (i++; i < length && s[i] != '\n'; i++)
+			if (s[i] < ' ' || s[i] == 0x7f)
+				return false;
+		if (i - start >= 2048)   /* add_uevent_var's own bound */
+			return false;
+		i++;
+	}
+	return true;
+}
+
+long pdk_parent_attr(struct pdk_control *c, struct pdk_parent_attr __user *arg)
+{
+	struct pdk_parent_attr *want;
+	struct pdk_parent_file *f = NULL;
+	struct pdk_parent_dev *p;
+	struct pdk_knode *n;
+	long err;
+
+	want = memdup_user(arg, sizeof(*want));
+	if (IS_ERR(want))
+		return PTR_ERR(want);
+	err = -EINVAL;
+	if (!pdk_optional_component_ok(want->name, sizeof(want->name)) || !want->name[0] ||
+	    want->length > PDK_MAX_ATTR || want->reserved)
+		goto out;
+	mutex_lock(&pdk_global_mutex);
+	n = pdk_control_node(c, want->cookie);
+	err = -ENOENT;
+	if (!n || !n->parent)
+		goto unlock;
+	p = n->parent;
+	if (!strcmp(want->name, "uevent")) {
+		char *lines;
+
+		err = -EEXIST;
+		if (p->uevent)
+			goto unlock;
+		err = -EINVAL;
+		if (!pdk_uevent_lines_ok(want->value, want->length))
+			goto unlock;
+		err = -ENOMEM;
+		lines = kmemdup_nul(want->value, want->length, GFP_KERNEL);
+		if (!lines)
+			goto unlock;
+		smp_store_release(&p->uevent, lines);
+		err = 0;
+		kobject_uevent(&p->dev->kobj, KOBJ_CHANGE);
+		goto unlock;
+	}
+	err = -ENOSPC;
+	if (p->attr_count >= PDK_MAX_PARENT_ATTRS)
+		goto unlock;
+	err = -EEXIST;
+	if (pdk_parent_entry_name(want->name) || pdk_glue_find(p, want->name) || pdk_has_entry(&p->dev->kobj, want->name))
+		goto unlock;
+	err = -ENOMEM;
+	f = kzalloc(struct_size(f, value, want->length), GFP_KERNEL);
+	if (!f)
+		goto unlock;
+	strscpy(f->name, want->name, sizeof(f->name));
+	memcpy(f->value, want->value, want->length);
+	f->length = want->length;
+	sysfs_attr_init(&f->attr.attr);
+	f->attr.attr.name = f->name;
+	f->attr.attr.mode = 0444;
+	f->attr.show = pdk_parent_file_show;
+	err = device_create_file(p->dev, &f->attr);
+	if (err) {
+		kfree(f);
+		goto unlock;
+	}
+	list_add(&f->entry, &p->attrs);
+	p->attr_count++;
+unlock:
+	mutex_unlock(&pdk_global_mutex);
+out:
+	kfree(want);
 	return err;
 }
 

@@ -99,22 +99,113 @@ static void backend_subsystem(uint32_t major, uint32_t minor, char *out, size_t 
     snprintf(out, size, "%s", basename_of(target));
 }
 
-/* The backend's parent device of char device M:m, or "": the last component of /sys/dev/char/M:m/device
- * (a class device's), else the folder that holds the device itself (a bus device's). Nodes of one parent
- * sit side by side under it, as a driver's nodes do, where libraries look for a node's siblings. */
-static void backend_parent(uint32_t major, uint32_t minor, char *out, size_t size) {
-    out[0] = 0;
+/* The backend's parent device of char device M:m: its name, "" for none (the last component of
+ * /sys/dev/char/M:m/device, a class device's; else the folder that holds the device itself, a bus
+ * device's), its own subsystem (the last component of its subsystem link, "" when unknown) and the node's
+ * own name there ("card0"). Nodes of one parent sit side by side under it, as a driver's nodes do, where
+ * libraries look for a node's siblings. */
+static void backend_parent(uint32_t major, uint32_t minor, struct pdk_parent *out) {
+    out->parent[0] = out->subsystem[0] = out->name[0] = 0;
     if (!backend_has_sys) return;
-    char path[64], target[512];
-    snprintf(path, sizeof path, "/sys/dev/char/%u:%u/device", major, minor);
-    if (backend_readlink(path, target, sizeof target) == 0) { snprintf(out, size, "%s", basename_of(target)); return; }
+    char path[96], target[512], link[640], found[512];
     snprintf(path, sizeof path, "/sys/dev/char/%u:%u", major, minor);
     if (backend_readlink(path, target, sizeof target) != 0) return;
     char *last = strrchr(target, '/');
     if (!last) return;
-    *last = 0;
-    if (strstr(target, "/devices/") || strncmp(target, "../../devices/", 14) == 0) snprintf(out, size, "%s", basename_of(target));
-    if (strcmp(out, "devices") == 0 || strcmp(out, "virtual") == 0 || strcmp(out, "..") == 0) out[0] = 0;
+    char own[PDK_MAX_NAME];
+    snprintf(own, sizeof own, "%s", last + 1);
+    *last = 0;   /* target: the folder that holds the device */
+    snprintf(path, sizeof path, "/sys/dev/char/%u:%u/device", major, minor);
+    if (backend_readlink(path, found, sizeof found) == 0) {
+        snprintf(out->parent, sizeof out->parent, "%s", basename_of(found));
+        snprintf(link, sizeof link, "%s/subsystem", path);
+    } else {
+        /* a virtual device ("…/devices/virtual/sound/seq") has no parent */
+        if ((!strstr(target, "/devices/") && strncmp(target, "../../devices/", 14) != 0) || strstr(target, "/devices/virtual")) return;
+        snprintf(out->parent, sizeof out->parent, "%s", basename_of(target));
+        if (strcmp(out->parent, "devices") == 0 || strcmp(out->parent, "virtual") == 0 || strcmp(out->parent, "..") == 0) {
+            out->parent[0] = 0;
+            return;
+        }
+        snprintf(link, sizeof link, "/sys/dev/char/%s/subsystem", target);
+    }
+    if (backend_readlink(link, found, sizeof found) == 0) snprintf(out->subsystem, sizeof out->subsystem, "%s", basename_of(found));
+    /* In a class folder of the parent ("…/0000:00:02.0/drm/card0"), not in the parent itself ("…/vivid.0/media0"). */
+    if (strcmp(basename_of(target), out->parent) != 0) snprintf(out->name, sizeof out->name, "%s", own);
+}
+
+/* Up to `size` bytes of a backend file into `into`: the count, or -1 (also when the file holds more). */
+static ssize_t backend_read_file(const char *path, uint8_t *into, size_t size) {
+    struct pd_stat st;
+    int broken;
+    int64_t handle = pd_file_open(gd.connection, path, strlen(path), O_RDONLY | O_NONBLOCK | O_NOCTTY, 0, &st, &broken);
+    if (handle < 0) return -1;
+    size_t got = 0;
+    uint8_t spare;
+    for (;;) {
+        int64_t n = got < size ? pd_file_read(gd.connection, (uint32_t)handle, into + got, size - got, 0, 0, &broken)
+                               : pd_file_read(gd.connection, (uint32_t)handle, &spare, 1, 0, 0, &broken);
+        if (n < 0 || (got == size && n > 0)) { got = (size_t)-1; break; }
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    (void)pd_file_simple(gd.connection, (uint32_t)handle, PD_CLOSE, NULL, 0, NULL, 0, &broken);
+    return (ssize_t)got;
+}
+
+/* The backend's uevent lines this parent may show: not DRIVER (no driver is bound here; the module keeps
+ * MODALIAS out of the events it sends). */
+static size_t keep_uevent_lines(uint8_t *p, size_t n) {
+    size_t out = 0;
+    for (size_t i = 0; i < n;) {
+        size_t end = i;
+        while (end < n && p[end] != '\n') end++;
+        size_t length = end - i;
+        int dropped = length >= 7 && memcmp(p + i, "DRIVER=", 7) == 0;
+        if (!dropped && length > 0) {
+            if (out > 0) p[out++] = '\n';
+            memmove(p + out, p + i, length);
+            out += length;
+        }
+        i = end + 1;
+    }
+    return out;
+}
+
+struct parent_files { uint64_t cookie; const char *folder; int count; };
+
+static void mirror_parent_file(const char *name, uint8_t type, void *context) {
+    struct parent_files *x = context;
+    if (type != DT_REG) return;
+    struct pdk_parent_attr *a = calloc(1, sizeof *a);
+    if (!a) return;
+    char path[640];
+    snprintf(path, sizeof path, "%s/%s", x->folder, name);
+    ssize_t n = strlen(name) < sizeof a->name ? backend_read_file(path, a->value, sizeof a->value) : -1;
+    if (n >= 0) {
+        a->cookie = x->cookie;
+        snprintf(a->name, sizeof a->name, "%s", name);
+        a->length = (uint32_t)(strcmp(name, "uevent") == 0 ? keep_uevent_lines(a->value, (size_t)n) : (size_t)n);
+        if (ioctl(gd.control, PDK_PARENT_ATTR, a) == 0) x->count++;
+        else if (errno != EEXIST) gd_log("parent file %s: %m", path);
+    }
+    free(a);
+}
+
+/* The backend parent's own files (PCI vendor, device, config, its uevent's variables) copied into the
+ * parent made here, once per parent: what libdrm reads to tell a device's bus and ids. Its folders (power,
+ * the class folders) are not copied. */
+static void mirror_parent(const struct pdk_parent *parent, uint32_t major, uint32_t minor) {
+    static char done[64][PDK_MAX_NAME];
+    static int done_count;
+    for (int i = 0; i < done_count; i++) if (strcmp(done[i], parent->parent) == 0) return;
+    if (done_count == (int)(sizeof done / sizeof done[0])) return;
+    snprintf(done[done_count++], PDK_MAX_NAME, "%s", parent->parent);
+    char folder[96];
+    snprintf(folder, sizeof folder, "/sys/dev/char/%u:%u/device", major, minor);
+    struct parent_files x = { parent->cookie, folder, 0 };
+    if (backend_list(folder, mirror_parent_file, &x) != 0) { gd_log("%s: the backend lists no %s (%m)", parent->parent, folder); return; }
+    gd_log("parent %s (%s): %d files of the backend's", parent->parent, parent->subsystem[0] ? parent->subsystem : "no subsystem", x.count);
 }
 
 /* ---- patterns ---- */
@@ -268,9 +359,11 @@ static void add_node(const struct wanted *w, const struct gd_mapping *maps, int 
     n->minor = k.minor;
     node_count++;
     struct pdk_parent parent = { .cookie = n->cookie };
-    backend_parent(n->wanted_major, n->wanted_minor, parent.parent, sizeof parent.parent);
-    if (parent.parent[0] && ioctl(gd.control, PDK_SET_PARENT, &parent) != 0 && errno != ENOTTY)
-        gd_log("%s: parent device %s: %m", guest, parent.parent);
+    backend_parent(n->wanted_major, n->wanted_minor, &parent);
+    if (parent.parent[0]) {
+        if (ioctl(gd.control, PDK_SET_PARENT, &parent) != 0) gd_log("%s: parent device %s: %m", guest, parent.parent);
+        else if (parent.subsystem[0]) mirror_parent(&parent, n->wanted_major, n->wanted_minor);
+    }
     if (k.major != n->wanted_major || k.minor != n->wanted_minor)
         gd_log("node %s = %s (%s) at %u:%u: %u:%u is taken here", guest, w->backend,
                n->subsystem[0] ? n->subsystem : "no class", k.major, k.minor, n->wanted_major, n->wanted_minor);

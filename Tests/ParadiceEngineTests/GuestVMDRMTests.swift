@@ -19,6 +19,51 @@ struct DRM {
         #expect(inGuest.output == native.output)
     }
 
+    /// drm_info (libdrm's drmGetDevice, then every KMS object) on each card: in the guest VM the same driver,
+    /// the same bus and device data (virtio-gpu's PCI ids, vkms's and vgem's platform "compatible", read by
+    /// libdrm from the node's parent in sysfs: its subsystem, uevent and PCI attribute files) and the same
+    /// objects as natively. Object states (which FB a plane shows) follow whoever used the card last, so only
+    /// the objects themselves are compared.
+    @Test func drmInfoFindsTheNativeDevices() throws {
+        let guest = try GuestVM.require()
+        func objects(_ json: String, _ card: Int) throws -> [String: String] {
+            let root = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any], "\(json.prefix(300))")
+            let info = try #require(root["/dev/dri/card\(card)"] as? [String: Any], "\(root.keys)")
+            func text(_ value: Any?) -> String {
+                guard let value, !(value is NSNull) else { return "null" }
+                let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed])
+                return data.map { String(decoding: $0, as: UTF8.self) } ?? "?"
+            }
+            func ids(_ key: String, _ fields: [String]) -> String {
+                let list = info[key] as? [[String: Any]] ?? []
+                return list.map { object in fields.map { text(object[$0]) }.joined(separator: "/") }.joined(separator: " ")
+            }
+            return ["driver": text(info["driver"]), "device": text(info["device"]), "fb_size": text(info["fb_size"]),
+                    "connectors": ids("connectors", ["id", "type", "encoders", "modes"]), "encoders": ids("encoders", ["id", "type"]),
+                    "crtcs": ids("crtcs", ["id"]), "planes": ids("planes", ["id", "possible_crtcs", "formats"])]
+        }
+        for card in 0...2 {
+            let command = "drm_info -j /dev/dri/card\(card) 2>/dev/null"
+            let native = try guest.driver.native(command)
+            let inGuest = try guest.run(command)
+            if card == 1 {
+                // vgem has no KMS: drm_info gives up on it, natively as well
+                #expect(inGuest.output == native.output && native.output.contains("{"), "\(inGuest.output) against \(native.output)")
+                continue
+            }
+            #expect(native.status == 0 && inGuest.status == 0, "card\(card): \(inGuest.output.suffix(300))")
+            let expected = try objects(native.output, card)
+            let seen = try objects(inGuest.output, card)
+            #expect(expected["device"] != "null", "card\(card): natively drmGetDevice found nothing")
+            #expect(expected["connectors"]?.isEmpty == false, "card\(card): \(expected)")
+            for key in expected.keys.sorted() {
+                #expect(seen[key] == expected[key], "card\(card) \(key): guest \(seen[key] ?? "none"), native \(expected[key] ?? "none")")
+            }
+        }
+        let sysfs = try guest.run("readlink -f /sys/dev/char/226:0/device/subsystem; ls /sys/dev/char/226:0/device/drm")
+        #expect(sysfs.output.split(separator: "\n").map(String.init) == ["/sys/class/pci", "card0", "renderD128"], "\(sysfs.output)")
+    }
+
     /// modetest -s in the guest VM sets the mode on the driver VM's display (the driver VM's own modetest sees
     /// it on the CRTC) and shows the same test pattern as modetest run natively.
     @Test func modetestSetsTheModeWithTheNativePattern() throws {

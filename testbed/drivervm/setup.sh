@@ -38,7 +38,7 @@ EXPECT="/dev/video0 /dev/video3 /dev/vbi0 /dev/vbi1 /dev/radio0 /dev/radio1 /dev
 # --- host packages -------------------------------------------------------------------------------------
 # emulator and initramfs tools, plus the real clients that tests run natively inside the VM (the guest sees
 # the host's /usr over 9p, so installing them on the host is what makes them available in the guest)
-PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils v4l-utils evtest evemu-tools alsa-utils libdrm-tests"
+PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils v4l-utils evtest evemu-tools alsa-utils libdrm-tests drm-info"
 updated=0
 apt_update_once() { [ $updated = 1 ] || { log "apt-get update"; apt-get update -qq; updated=1; }; }
 

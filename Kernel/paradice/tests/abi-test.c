@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <linux/netlink.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -1534,6 +1536,170 @@ static void test_parent(void)
 			ioctl(ctl, PDK_REMOVE_NODE, &cookie);
 }
 
+static int set_parent_in(int fd, uint64_t cookie, const char *name, const char *subsystem, const char *own)
+{
+	struct pdk_parent p = { .cookie = cookie };
+
+	snprintf(p.parent, sizeof(p.parent), "%s", name);
+	snprintf(p.subsystem, sizeof(p.subsystem), "%s", subsystem);
+	snprintf(p.name, sizeof(p.name), "%s", own);
+	return ioctl(fd, PDK_SET_PARENT, &p) < 0 ? -errno : 0;
+}
+
+static int parent_attr(int fd, uint64_t cookie, const char *name, const void *value, size_t length)
+{
+	static struct pdk_parent_attr a;
+	int r;
+
+	memset(&a, 0, sizeof(a));
+	a.cookie = cookie;
+	snprintf(a.name, sizeof(a.name), "%s", name);
+	a.length = (uint32_t)length;
+	memcpy(a.value, value, length < sizeof(a.value) ? length : sizeof(a.value));
+	r = ioctl(fd, PDK_PARENT_ATTR, &a);
+	return r < 0 ? -errno : 0;
+}
+
+/* The parent's bus view: its class named after the backend parent's subsystem, SUBSYSTEM/NAME links to its
+ * nodes, copies of the backend parent's files and uevent (PDK_SET_PARENT's subsystem and name,
+ * PDK_PARENT_ATTR): what libdrm reads to tell a GPU's bus and PCI ids. */
+static void test_parent_view(void)
+{
+	struct pdk_node a = node_of(40, "pdktest/gpu9", "pdktestgpu", PDK_NODE_ANY_NUMBER);
+	struct pdk_node b = node_of(41, "pdktest/gpur9", "pdktestgpu", PDK_NODE_ANY_NUMBER);
+	struct pdk_node alone = node_of(42, "pdktest/alone", "", PDK_NODE_ANY_NUMBER);
+	char dev[128], p[256], real[512], node_real[512], buf[4200];
+	uint8_t config[256];
+	uint64_t cookie;
+	int i, r, ok;
+
+	if (add_node(ctl, &a) || add_node(ctl, &b) || add_node(ctl, &alone)) {
+		check(0, "nodes for the parent's view");
+		return;
+	}
+	snprintf(dev, sizeof(dev), "/sys/dev/char/%u:%u/device", a.major, a.minor);
+	check(set_parent_in(ctl, 40, "0000:00:09.0", "pdktestbus", "card9") == 0 &&
+	      set_parent_in(ctl, 41, "0000:00:09.0", "pdktestbus", "renderD9") == 0,
+	      "SET_PARENT with a subsystem and the nodes' own names");
+	snprintf(p, sizeof(p), "%s/subsystem", dev);
+	check(realpath(p, real) && !strcmp(real, "/sys/class/pdktestbus"),
+	      "the parent is in class pdktestbus, its backend's subsystem (%s)", real);
+	snprintf(p, sizeof(p), "%s/pdktestgpu/card9", dev);
+	snprintf(buf, sizeof(buf), "/sys/dev/char/%u:%u", a.major, a.minor);
+	check(realpath(p, real) && realpath(buf, node_real) && !strcmp(real, node_real) &&
+	      dir_has(dev, "pdktestgpu/renderD9"),
+	      "the parent's pdktestgpu folder leads to its nodes by their names (card9, renderD9)");
+	check(set_parent_in(ctl, 41, "0000:00:09.0", "otherbus", "renderD9") == -EINVAL,
+	      "a parent that exists in another subsystem is EINVAL");
+	check(set_parent_in(ctl, 41, "0000:00:09.0", "", "renderD9") == 0, "an unknown subsystem joins the parent as it is");
+	check(set_parent_in(ctl, 41, "0000:00:09.0", "pdktestbus", "card9") == -EEXIST && dir_has(dev, "pdktestgpu/renderD9"),
+	      "a name the SUBSYSTEM folder holds already is EEXIST, and the node keeps its own");
+	check(set_parent_in(ctl, 41, "0000:00:09.0", "pdktestbus", "bad/name") == -EINVAL &&
+	      set_parent_in(ctl, 41, "0000:00:09.0", "bad/bus", "x") == -EINVAL, "bad names and subsystems are EINVAL");
+
+	check(parent_attr(ctl, 40, "vendor", "0x1af4\n", 7) == 0, "PARENT_ATTR vendor");
+	snprintf(p, sizeof(p), "%s/vendor", dev);
+	check(read_file(p, buf, sizeof(buf)) == 0 && !strcmp(buf, "0x1af4\n"), "the parent's vendor file reads 0x1af4");
+	for (i = 0; i < 256; i++)
+		config[i] = (uint8_t)(i * 7);
+	config[3] = 0;
+	check(parent_attr(ctl, 41, "config", config, sizeof(config)) == 0, "PARENT_ATTR config (binary, NUL bytes)");
+	{
+		int fd;
+		ssize_t n;
+
+		snprintf(p, sizeof(p), "%s/config", dev);
+		fd = open(p, O_RDONLY);
+		n = fd >= 0 ? read(fd, buf, sizeof(buf)) : -1;
+		if (fd >= 0)
+			close(fd);
+		check(n == 256 && !memcmp(buf, config, 256), "config reads back its 256 bytes (%zd)", n);
+	}
+	check(parent_attr(ctl, 40, "vendor", "0x1\n", 4) == -EEXIST, "an attribute is set once (EEXIST)");
+	check(parent_attr(ctl, 40, "power", "x", 1) == -EEXIST && parent_attr(ctl, 40, "subsystem", "x", 1) == -EEXIST &&
+	      parent_attr(ctl, 40, "pdktestgpu", "x", 1) == -EEXIST,
+	      "names the parent has (power, subsystem, its SUBSYSTEM folder) are EEXIST");
+	check(parent_attr(ctl, 40, "a/b", "x", 1) == -EINVAL && parent_attr(ctl, 40, "", "x", 1) == -EINVAL &&
+	      parent_attr(ctl, 40, "big", "x", PDK_MAX_ATTR + 1) == -EINVAL, "bad names and lengths are EINVAL");
+	check(parent_attr(ctl, 42, "vendor", "x", 1) == -ENOENT && parent_attr(ctl, 99, "vendor", "x", 1) == -ENOENT,
+	      "a node without a parent, or no node, is ENOENT");
+	{
+		static struct pdk_parent_attr bad;
+
+		memset(&bad, 0, sizeof(bad));
+		bad.cookie = 40;
+		snprintf(bad.name, sizeof(bad.name), "resv");
+		bad.reserved = 1;
+		check(ioctl(ctl, PDK_PARENT_ATTR, &bad) < 0 && errno == EINVAL, "a nonzero reserved field is EINVAL");
+		memset(bad.name, 'a', sizeof(bad.name));
+		bad.reserved = 0;
+		check(ioctl(ctl, PDK_PARENT_ATTR, &bad) < 0 && errno == EINVAL, "a name without its NUL is EINVAL");
+	}
+
+	check(parent_attr(ctl, 40, "uevent", "lower=x\n", 8) == -EINVAL &&
+	      parent_attr(ctl, 40, "uevent", "NOEQUALS\n", 9) == -EINVAL &&
+	      parent_attr(ctl, 40, "uevent", "A=\x01\n", 4) == -EINVAL, "uevent lines that are no KEY=VALUE are EINVAL");
+	{
+		/* the change event the uevent's lines are announced with, as udev would receive it */
+		struct sockaddr_nl addr = { .nl_family = AF_NETLINK, .nl_groups = 1 };
+		int s = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
+		struct timeval tv = { 2, 0 };
+		const char *lines = "PCI_SLOT_NAME=0000:00:09.0\nMODALIAS=pci:v00001AF4d00001050\n";
+		int seen = 0, modalias = 0;
+
+		if (s >= 0 && bind(s, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+			close(s);
+			s = -1;
+		}
+		if (s >= 0)
+			setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		r = parent_attr(ctl, 40, "uevent", lines, strlen(lines));
+		check(r == 0, "PARENT_ATTR uevent (%d)", r);
+		snprintf(p, sizeof(p), "%s/uevent", dev);
+		check(read_file(p, buf, sizeof(buf)) == 0 && strstr(buf, "PCI_SLOT_NAME=0000:00:09.0\n") &&
+		      strstr(buf, "MODALIAS=pci:v00001AF4d00001050\n"), "the parent's uevent file shows them");
+		for (i = 0; s >= 0 && i < 50 && !seen; i++) {
+			ssize_t n = recv(s, buf, sizeof(buf) - 1, 0);
+			char *q;
+
+			if (n <= 0)
+				break;
+			buf[n] = 0;
+			if (!strstr(buf, "change@") || !strstr(buf, "0000:00:09.0"))
+				continue;
+			for (q = buf; q < buf + n; q += strlen(q) + 1) {
+				seen |= !strcmp(q, "PCI_SLOT_NAME=0000:00:09.0");
+				modalias |= !strncmp(q, "MODALIAS=", 9);
+			}
+		}
+		if (s >= 0)
+			close(s);
+		check(seen && !modalias, "the change event carries PCI_SLOT_NAME and no MODALIAS (udev loads no driver)");
+	}
+	check(parent_attr(ctl, 40, "uevent", "A=b\n", 4) == -EEXIST, "the uevent lines are set once (EEXIST)");
+	ok = 1;
+	for (i = 0; ok; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "f%d", i);
+		r = parent_attr(ctl, 40, name, "x", 1);
+		if (r == -ENOSPC)
+			break;
+		ok = r == 0 && i < PDK_MAX_PARENT_ATTRS;
+	}
+	check(ok && i == PDK_MAX_PARENT_ATTRS - 2, "at most %d files a parent: then ENOSPC (%d made)", PDK_MAX_PARENT_ATTRS, i);
+
+	cookie = 40;
+	check(ioctl(ctl, PDK_REMOVE_NODE, &cookie) == 0 && !dir_has(dev, "pdktestgpu/card9") &&
+	      path_exists("/sys/class/pdktestbus/0000:00:09.0/pdktestgpu/renderD9"),
+	      "a removed node's link goes; the other's stays");
+	cookie = 41;
+	check(ioctl(ctl, PDK_REMOVE_NODE, &cookie) == 0 && !path_exists("/sys/class/pdktestbus"),
+	      "the parent, its files and its class go with its last node");
+	cookie = 42;
+	ioctl(ctl, PDK_REMOVE_NODE, &cookie);
+}
+
 static void test_control(void)
 {
 	struct pdk_request rq;
@@ -1681,6 +1847,7 @@ int main(int argc, char **argv)
 	test_control();
 	test_nodes();
 	test_parent();
+	test_parent_view();
 	test_read();
 	test_write_ioctl();
 	test_new_file();

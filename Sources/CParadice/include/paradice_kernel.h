@@ -20,7 +20,7 @@
 #include <linux/types.h>
 
 #define PDK_CONTROL_NODE   "paradice"   /* /dev/paradice */
-#define PDK_VERSION        1
+#define PDK_VERSION        2
 #define PDK_MAX_PATH       128          /* node path under /dev, NUL included */
 #define PDK_MAX_NAME       32
 #define PDK_MAX_ACCESS     (1u << 20)   /* bytes one PDK_ACCESS copy may move */
@@ -161,17 +161,43 @@ struct pdk_notify {
 #define PDK_NOTIFY       _IOW(PDK_IOCTL_BASE, 5, struct pdk_notify)
 #define PDK_GET_VERSION  _IO(PDK_IOCTL_BASE, 6)   /* → PDK_VERSION */
 
-/* PDK_SET_PARENT: the node of `cookie` goes under the parent device named `parent` (made on first use, in
- * class "paradice", gone with its last node), so that /sys/dev/char/M:m/device is that parent and its
- * directory lists the nodes that share it by their device names, as a driver's device lists its video0 and
- * media0 side by side (where v4l-utils looks for a video node's media device); "" puts the node back alone.
- * Errors: ENOENT (no such node), EINVAL (a bad name, or a node named like one of the parent's own entries:
- * uevent, power, subsystem, ...), EEXIST (the name is a node's of class "paradice"). A module without it
- * answers ENOTTY. */
+/* PDK_SET_PARENT: the node of `cookie` goes under the parent device named `parent` (made on first use, gone
+ * with its last node), so that /sys/dev/char/M:m/device is that parent and its directory lists the nodes
+ * that share it by their device names, as a driver's device lists its video0 and media0 side by side (where
+ * v4l-utils looks for a video node's media device); "" puts the node back alone.
+ * The parent is in the class named `subsystem` (the backend parent's own bus or class, "pci" say) when this
+ * kernel has no class of that name, else in class "paradice": libraries that ask what kind of device a node
+ * hangs on read the last component of /sys/dev/char/M:m/device/subsystem (libdrm: "pci", "platform").
+ * With `name` (the node's own name on the backend, "card0") and the node's subsystem, the parent's folder
+ * gets SUBSYSTEM/NAME leading to the node, where the backend's kernel has its class folder ("drm/card0",
+ * which libdrm lists to find a device's nodes).
+ * Errors: ENOENT (no such node), EINVAL (a bad name, a node named like one of the parent's own entries:
+ * uevent, power, subsystem, ..., or a parent that exists in another subsystem), EEXIST (the name is a node's
+ * of class "paradice", or SUBSYSTEM/NAME is there already). A module without it answers ENOTTY. */
 struct pdk_parent {
     __u64 cookie;
     char parent[PDK_MAX_NAME];    /* the backend's device name, e.g. "vivid.0" or the PCI "0000:00:02.0":
                                      graphic ASCII without '/', neither "." nor ".." */
+    char subsystem[PDK_MAX_NAME]; /* [A-Za-z0-9._-], or "" (unknown: a parent that exists keeps its own) */
+    char name[PDK_MAX_NAME];      /* [A-Za-z0-9._-] or "" */
 };
 #define PDK_SET_PARENT   _IOW(PDK_IOCTL_BASE, 7, struct pdk_parent)
+
+/* PDK_PARENT_ATTR: a read-only file `name` in the folder of the parent of the node of `cookie`, holding the
+ * `length` bytes of `value`: a copy of the backend parent's attribute of that name (PCI "vendor", "device",
+ * "config", ...), for libraries that read them. The name "uevent" instead gives the KEY=VALUE lines (one
+ * per line) that the parent's uevent file shows after the kernel's own, and announces them (a change
+ * event). Each is set once. Errors: ENOENT (no such node, or it has no parent), EINVAL (a bad name or
+ * length, a uevent line that is no KEY=VALUE), EEXIST (the parent has an entry of that name), ENOSPC (the
+ * parent holds PDK_MAX_PARENT_ATTRS files already). */
+#define PDK_MAX_ATTR          4096
+#define PDK_MAX_PARENT_ATTRS  64
+struct pdk_parent_attr {
+    __u64 cookie;
+    char name[PDK_MAX_NAME];      /* [A-Za-z0-9._-] */
+    __u32 length;                 /* at most PDK_MAX_ATTR */
+    __u32 reserved;               /* 0 */
+    __u8 value[PDK_MAX_ATTR];
+};
+#define PDK_PARENT_ATTR  _IOW(PDK_IOCTL_BASE, 8, struct pdk_parent_attr)
 #endif

@@ -5,7 +5,6 @@
 #include "paradice_tls.h"
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>

@@ -39,7 +39,7 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The spec folder.", valueName: "dir"))
     var specs: String?
 
-    @Option(name: .long, help: ArgumentHelp("A config file with the same settings: listen, plugins, device, specs, log-level.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("A config file with the same settings: listen, plugins, device, specs, log-level, tls-cert, tls-key, tls-ca, psk-file, plain-tcp.", valueName: "file"))
     var config: String?
 
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")

@@ -169,6 +169,21 @@ struct TLSSessionTests {
         #expect(preload.status != 0)
     }
 
+    @Test func theConfigFileCarriesTheTLSSettings() throws {
+        let path = files.path("backend.toml")
+        try """
+            tls-cert = "\(files.path("backend.pem"))"
+            tls-key = "\(files.path("backend.key"))"
+            tls-ca = "\(files.path("ca.pem"))"
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let configured = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"], tcp: true, security: ["--config", path])
+        #expect(try windowSizeRoundTrip(try ParadiceClient.connect(configured.endpoint, name: "configured", security: files.guest)))
+        try "plain-tcp = yes\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let bad = try run(productsFolder + "/paradice-backend", ["--listen", "tcp://127.0.0.1:0", "--config", path, "--specs", repositorySpecFolder])
+        #expect(bad.status != 0)
+        #expect(bad.output.contains("\(path):1:13: plain-tcp is true or false"), "\(bad.output)")
+    }
+
     @Test func tcpWithoutTLSMustBeAskedFor() throws {
         let frontend = try run(productsFolder + "/paradice", ["devices", "--backend", backend.endpoint])
         #expect(frontend.status != 0)

@@ -10,6 +10,17 @@ public enum PeerIdentity: Sendable, Equatable, CustomStringConvertible {
     /// Plain TCP: only the address it connected from, which proves nothing.
     case unauthenticated(address: String)
 
+    /// Whether `other` proved to be the same principal: the same certificate subject and names, PSK
+    /// identity, or uid and gid (another process of the same user). Plain TCP proves no one.
+    public func isSamePrincipal(as other: PeerIdentity) -> Bool {
+        switch (self, other) {
+        case (.certificate(let a, let an), .certificate(let b, let bn)): return a == b && an == bn
+        case (.presharedKey(let a), .presharedKey(let b)): return a == b
+        case (.local(let au, let ag, _), .local(let bu, let bg, _)): return au == bu && ag == bg
+        default: return false
+        }
+    }
+
     public var isAuthenticated: Bool {
         if case .unauthenticated = self { return false }
         return true

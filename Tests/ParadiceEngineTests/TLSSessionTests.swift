@@ -89,6 +89,35 @@ struct TLSSessionTests {
         #expect(backend.log.contains("guest=stty"))
     }
 
+    @Test func aForkedChildJoinsItsParentsSessionOverItsOwnTLSConnection() throws {
+        let script = """
+            import os, fcntl, struct
+            TIOCGPTN = 0x80045430
+            master = os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY)
+            number = struct.unpack('I', fcntl.ioctl(master, TIOCGPTN, bytes(4)))[0]
+            child = os.fork()
+            if child == 0:
+                other = os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY)
+                print('child', struct.unpack('I', fcntl.ioctl(other, TIOCGPTN, bytes(4)))[0] != number, flush=True)
+                os._exit(0)
+            os.waitpid(child, 0)
+            print('parent', struct.unpack('I', fcntl.ioctl(master, TIOCGPTN, bytes(4)))[0] == number)
+            """
+        let r = try paradiceRun(backend.endpoint, ["python3", "-c", script], extra: files.guestOptions)
+        #expect(r.output == "child True\nparent True\n", "\(r.output)\(r.errors)")
+        #expect(backend.waitUntil(seconds: 30) { backend.log.contains("forked guest joined its parent's session") }, "\(backend.log)")
+    }
+
+    @Test func aJoinNeedsTheParentsPrincipal() {
+        let guest = PeerIdentity.certificate(subject: "CN=guest-1,O=Paradice", names: ["DNS:guest-1"])
+        #expect(guest.isSamePrincipal(as: .certificate(subject: "CN=guest-1,O=Paradice", names: ["DNS:guest-1"])))
+        #expect(!guest.isSamePrincipal(as: .certificate(subject: "CN=guest-2,O=Paradice", names: ["DNS:guest-2"])))
+        #expect(!guest.isSamePrincipal(as: .presharedKey(identity: "CN=guest-1,O=Paradice")))
+        #expect(PeerIdentity.local(uid: 5, gid: 6, pid: 1).isSamePrincipal(as: .local(uid: 5, gid: 6, pid: 2)))
+        #expect(!PeerIdentity.local(uid: 5, gid: 6, pid: 1).isSamePrincipal(as: .local(uid: 0, gid: 6, pid: 1)))
+        #expect(!PeerIdentity.unauthenticated(address: "tcp://a:1").isAuthenticated)
+    }
+
     @Test func aPreSharedKeySessionWorks() throws {
         let client = try ParadiceClient.connect(backend.endpoint, name: "psk", security: TransportSecurity(presharedKeys: files.path("guest.psk")))
         #expect(try windowSizeRoundTrip(client))

@@ -217,6 +217,10 @@ struct TLSSessionTests {
         let frontend = try run(productsFolder + "/paradice", ["devices", "--backend", backend.endpoint])
         #expect(frontend.status != 0)
         #expect(frontend.output.contains("TCP needs TLS"), "\(frontend.output)")
+        // paradice guest refuses before it loads a module or starts its daemon.
+        let guest = try run(productsFolder + "/paradice", ["guest", "--backend", backend.endpoint])
+        #expect(guest.status != 0)
+        #expect(guest.output.contains("TCP needs TLS"), "\(guest.output)")
         let plainBackend = try run(productsFolder + "/paradice-backend", ["--listen", "tcp://127.0.0.1:0", "--specs", repositorySpecFolder])
         #expect(plainBackend.status != 0)
         #expect(plainBackend.output.contains("TCP needs TLS"), "\(plainBackend.output)")

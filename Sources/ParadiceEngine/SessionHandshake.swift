@@ -24,6 +24,13 @@ extension Session {
                 try socket.sendRaw(Reply.frame(frame.request, .failure(.notPermitted)))
                 throw ProtocolError("bad join")
             }
+            // A child is its parent's principal: another guest's token does not open its files.
+            guard !parent.identity.isAuthenticated || parent.identity.isSamePrincipal(as: identity) else {
+                logger.warning("refused a join of another guest's session",
+                               metadata: ["session": "\(parent.id)", "parent identity": "\(parent.identity)"])
+                try socket.sendRaw(Reply.frame(frame.request, .failure(.notPermitted)))
+                throw ProtocolError("join across identities")
+            }
             handles = parent.handles
             handles.join(id, from: parent.id)
             logger.info("forked guest joined its parent's session", metadata: ["parent": "\(parent.id)"])

@@ -142,7 +142,7 @@ fi
 started=0
 if [ "$ROLE" != guest ] && [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/paradice-backend ]; then
   set -f                                             # the device globs are for the backend, not this shell
-  hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 --specs /share/Specs \
+  hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 --plain-tcp --specs /share/Specs \
     --device /dev/video0 --device '/dev/video*' --device '/dev/vbi*' --device '/dev/radio*' --device '/dev/swradio*' \
     --device '/dev/v4l-touch*' --device '/dev/v4l-subdev*' --device '/dev/media*' \
     --device '/dev/dri/*' --device '/dev/snd/*' --device '/dev/input/event*' --device /dev/uinput \

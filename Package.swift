@@ -31,6 +31,8 @@ let package = Package(
         .target(name: "ParadicePlan", dependencies: ["ParadiceSpec", "ParadiceSystem", "CParadice"], swiftSettings: hotPath),
         // Small C wrappers for calls Swift cannot import (process_vm_readv, …).
         .target(name: "CParadice"),
+        // TLS 1.3 (mutual certificates or a pre-shared key) on OpenSSL, shared by the backend and the frontend core.
+        .target(name: "ParadiceTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto"), .linkedLibrary("pthread")]),
         // Checks spec layouts and numbers against the real C headers.
         .target(name: "ParadiceVerify", dependencies: ["ParadiceSpec"]),
         // Raw system calls behind one small layer, and a typed Errno (the EINTR policy lives there).
@@ -38,7 +40,7 @@ let package = Package(
         // The wire protocol: frames built from the C structs of paradice_wire.h.
         .target(name: "ParadiceWire", dependencies: ["ParadiceSystem", "CParadice"], swiftSettings: hotPath),
         // Transports behind one interface: unix sockets and TCP.
-        .target(name: "ParadiceTransport", dependencies: ["ParadiceWire", "ParadiceSystem", "CParadice"], swiftSettings: hotPath),
+        .target(name: "ParadiceTransport", dependencies: ["ParadiceWire", "ParadiceSystem", "CParadice", "ParadiceTLS"], swiftSettings: hotPath),
         // The generic forwarding engine (backend side): sessions, handles, spec-driven ioctls.
         .target(
             name: "ParadiceEngine",
@@ -49,7 +51,7 @@ let package = Package(
         // The frontend core (C): connection, request/reply matching, ioctl plan execution, descriptor slots,
         // mirrors, events and the reply checks of the trust model, behind a guest-memory interface. Every
         // frontend is built on it. It must link into the preload: no Swift, nothing beyond libc and pthreads.
-        .target(name: "ParadiceFrontendCore", dependencies: ["CParadice"]),
+        .target(name: "ParadiceFrontendCore", dependencies: ["CParadice", "ParadiceTLS"]),
         // The preload frontend: class-agnostic, it executes the plans the backend sends.
         .target(name: "ParadicePreload", dependencies: ["ParadiceFrontendCore", "CParadice"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread"),
                                  .unsafeFlags(["-nostartfiles", "-static-stdlib", "-Xlinker", "--as-needed"])]),
@@ -97,10 +99,12 @@ let package = Package(
         ),
         .testTarget(
             name: "ParadiceEngineTests",
-            dependencies: ["ParadiceClient", "ParadiceFrontendCore", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire", "ParadiceSystem"],
+            dependencies: ["ParadiceClient", "ParadiceFrontendCore", "CParadice", "ParadiceEngine", "ParadiceSpec", "ParadiceWire", "ParadiceSystem",
+                           "ParadiceTransport", "ParadiceTLS"],
             exclude: ["Programs"]   // C programs the tests compile and run under `paradice run`
         ),
         .testTarget(name: "ParadiceSystemTests", dependencies: ["ParadiceSystem"]),
+        .testTarget(name: "ParadiceTLSTests", dependencies: ["ParadiceTLS"]),
         .testTarget(name: "ParadiceToolTests", dependencies: ["ParadiceToolSupport"]),
         .testTarget(
             name: "PluginTests",

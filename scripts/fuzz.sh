@@ -69,7 +69,7 @@ for h in "${c_harnesses[@]}"; do
     src="Tests/Fuzz/C/$h.c"
     read -r -a own <<< "$(sed -n 's|^// fuzz-build: *||p' "$src" | tr '\n' ' ')"
     clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -I Sources/CParadice/include -I Sources/ParadiceFrontendCore/include -I Sources/ParadicePreload \
+        -I Sources/CParadice/include -I Sources/ParadiceFrontendCore/include -I Sources/ParadiceTLS/include -I Sources/ParadicePreload \
         "$src" ${own[@]+"${own[@]}"} -o "$scratch/c/$h" -ldl -lpthread > "$scratch/logs/build-$h.log" 2>&1 \
         || { grep -v "Cannot export local symbol" "$scratch/logs/build-$h.log" | tail -30; exit 1; }
     binary[$h]="$scratch/c/$h"

@@ -54,8 +54,8 @@ vm=$(DVM_BACKEND_ARGS="--plugins v4l2 --tree /sys" \
 endpoint=$(echo "$vm" | grep '^tcp://')
 trap 'kill $backend $holder 2>/dev/null; rm -f "$ptyname"; python3 testbed/drivervm/dvmctl.py --dir "$PWD/.cache/drivervm/demo" stop >/dev/null 2>&1' EXIT
 echo "driver VM up ($(echo "$vm" | grep boot_s)), backend at $endpoint"
-paradice run --backend "$endpoint" -- v4l2-ctl -d /dev/video0 --set-fmt-video=width=640,height=360,pixelformat=YUYV
-paradice run --backend "$endpoint" -- v4l2-ctl -d /dev/video0 --stream-mmap --stream-count=5 --stream-to=/tmp/paradice-frames.raw
+paradice run --backend "$endpoint" --plain-tcp -- v4l2-ctl -d /dev/video0 --set-fmt-video=width=640,height=360,pixelformat=YUYV
+paradice run --backend "$endpoint" --plain-tcp -- v4l2-ctl -d /dev/video0 --stream-mmap --stream-count=5 --stream-to=/tmp/paradice-frames.raw
 python3 scripts/frame2png.py /tmp/paradice-frames.raw 640 360 "$PWD/paradice-frame.png" 4
 rm -f /tmp/paradice-frames.raw
 echo "saved frame 5 of the VM's camera as $PWD/paradice-frame.png"

@@ -36,7 +36,7 @@ guestd_start() {
   vm --init --timeout 30 '[ -e /dev/paradice ] || insmod /share/paradice.ko' || { log "insmod failed"; return 1; }
   local args="" m
   for m in "$@"; do args="$args --map $m"; done
-  vm --timeout 30 "setsid /share/paradice-guestd --backend ${GUESTD_BACKEND:-tcp://127.0.0.1:7000} $args > /share/guestd.log 2>&1 < /dev/null &" || return 1
+  vm --timeout 30 "setsid /share/paradice-guestd --backend ${GUESTD_BACKEND:-tcp://127.0.0.1:7000} --plain-tcp $args > /share/guestd.log 2>&1 < /dev/null &" || return 1
   local i
   for i in $(seq 1 120); do
     if vm --timeout 10 'grep -qx "state ready" /run/paradice/guest-*.status' 2>/dev/null; then
@@ -55,7 +55,7 @@ guestd_start_cli() {
   cp "$MODULE" "$VMDIR/share/paradice.ko" && cp "$GUESTD" "$VMDIR/share/paradice-guestd" && cp "$PARADICE_CLI" "$VMDIR/share/paradice" || return 1
   local args="" m
   for m in "$@"; do args="$args --map $m"; done
-  vm --timeout 200 "/share/paradice guest --backend tcp://127.0.0.1:7000 $args" >&2 || { log "paradice guest failed"; return 1; }
+  vm --timeout 200 "/share/paradice guest --backend tcp://127.0.0.1:7000 --plain-tcp $args" >&2 || { log "paradice guest failed"; return 1; }
   vm --timeout 30 '/share/paradice guest status' >&2 || return 1
   vm --timeout 10 'cp /run/paradice/guestd-*.log /share/guestd.log' || true
 }

@@ -40,6 +40,16 @@ int paradice_peer_credentials(int fd, int *pid, unsigned int *uid) {
     return 0;
 }
 
+int paradice_peer_ucred(int fd, int *pid, unsigned int *uid, unsigned int *gid) {
+    struct ucred cred;
+    socklen_t size = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &size) != 0) return -1;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}
+
 int paradice_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 int paradice_o_direct(void) { return O_DIRECT; }
 int paradice_o_path(void) { return O_PATH; }

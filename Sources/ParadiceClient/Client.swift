@@ -44,24 +44,45 @@ public final class ParadiceClient: Sendable {
         set { events.setHandler(newValue) }
     }
 
-    public static func connect(_ url: String, name: String = "paradice-client") throws -> ParadiceClient {
-        let endpoint = try Endpoint(url)
+    /// Connects to `url`. TCP goes over TLS as `security` says, or plain when it asks for plain TCP; a unix
+    /// socket needs none.
+    public static func connect(_ url: String, name: String = "paradice-client",
+                               security: TransportSecurity = TransportSecurity()) throws -> ParadiceClient {
+        try ParadiceClient(endpoint: try Endpoint(url), name: name, security: security)
+    }
+
+    /// Dials, secures the connection and shakes hands.
+    convenience init(endpoint: Endpoint, name: String, security: TransportSecurity) throws {
+        guard let connection = pd_conn_new() else { throw Errno.noMemory }
         var stream = pd_stream()
-        guard pd_conn_dial(endpoint.description, &stream) == 0 else { throw Errno.current }
-        return try ParadiceClient(stream: stream, endpoint: endpoint, name: name)
+        let dialed = optionalCString(security.certificate) { cert in optionalCString(security.key) { key in
+            optionalCString(security.authority) { ca in optionalCString(security.presharedKeys) { psk in
+                var s = pd_security(cert: cert, key: key, ca: ca, psk_file: psk, plain_tcp: security.plainTCP ? 1 : 0)
+                return pd_conn_dial_secure(connection, endpoint.description, &s, &stream)
+            } }
+        } }
+        guard dialed == 0 else {
+            let error = Errno.current
+            let why = withUnsafeBytes(of: &connection.pointee.why) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            pd_conn_release(connection)
+            if !why.isEmpty { throw ConnectionRefused(description: why, errno: error) }
+            throw error
+        }
+        try self.init(connection: connection, stream: stream, endpoint: endpoint, name: name)
     }
 
     /// Shakes hands over a connected socket, which the client owns from then on (closed on failure too).
     convenience init(descriptor fd: Int32, endpoint: Endpoint, name: String) throws {
         var stream = pd_stream()
         pd_stream_socket(&stream, fd)
-        try self.init(stream: stream, endpoint: endpoint, name: name)
+        guard let connection = pd_conn_new() else { stream.ops.pointee.close(&stream); throw Errno.noMemory }
+        try self.init(connection: connection, stream: stream, endpoint: endpoint, name: name)
     }
 
-    /// Shakes hands over a connected stream, which the client owns from then on (closed on failure too).
-    init(stream: pd_stream, endpoint: Endpoint, name: String) throws {
+    /// Shakes hands over a connected stream with the connection it was dialed for (both the client's from
+    /// then on: released on failure too).
+    private init(connection: UnsafeMutablePointer<pd_connection>, stream: pd_stream, endpoint: Endpoint, name: String) throws {
         var stream = stream
-        guard let connection = pd_conn_new() else { stream.ops.pointee.close(&stream); throw Errno.noMemory }
         let events = ClientEvents()
         self.events = events
         connection.pointee.context = Unmanaged.passRetained(events).toOpaque()
@@ -82,6 +103,7 @@ public final class ParadiceClient: Sendable {
         guard pd_conn_start(connection, &stream, &hello, name, name.count, &reply, &why) == 0 else {
             let error = Errno.current
             pd_conn_release(connection)
+            if let why { throw ConnectionRefused(description: "\(String(cString: why)) (\(error))", errno: error) }
             throw error
         }
         defer { pd_frame_release(connection, &reply) }
@@ -101,6 +123,12 @@ public final class ParadiceClient: Sendable {
             devices.append(ExportedDevice(path: path, className: className, mode: d.mode, rdev: d.rdev))
         }
         self.devices = devices
+    }
+
+    /// A connection that TLS (or its settings) refused, with the reason.
+    public struct ConnectionRefused: Error, CustomStringConvertible {
+        public var description: String
+        public var errno: Errno
     }
 
     deinit {
@@ -189,4 +217,9 @@ final class ClientEvents: Sendable {
             _ = text.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
         }
     }
+}
+
+private func optionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+    guard let s else { return body(nil) }
+    return s.withCString { body($0) }
 }

@@ -114,6 +114,17 @@ public final class RemoteFile: Sendable {
         _ = try simple(PD_WATCH, pd_poll(events: Int32(events), timeout_ms: -1))
     }
 
+    /// The level of `level` now or, when none of it holds, a watch for `events` whose PD_EVENT (to
+    /// `client.onEvent`) reports whatever comes after the look: the ready events, or 0 when watching.
+    /// One round trip (PD_WATCH_LEVEL) where the backend grants it.
+    public func watch(events: Int16, unlessReady level: Int16) throws -> Int16 {
+        client.startEventReader()
+        var broken: Int32 = 0
+        let result = pd_file_watch_level(connection, handle, events, level, &broken)
+        guard result >= 0 else { throw client.failure(broken) }
+        return Int16(truncatingIfNeeded: result)
+    }
+
     /// O_ASYNC: while on, the backend pushes an event (to `client.onEvent`) each time the file becomes
     /// ready after it was used; a frontend raises SIGIO from it.
     public func setAsync(_ on: Bool) throws {

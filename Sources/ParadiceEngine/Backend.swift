@@ -12,6 +12,8 @@ import CParadice
 /// What a backend serves and where.
 public struct BackendConfiguration: Sendable {
     public var listen: [Endpoint] = []
+    /// How TCP listeners secure their guests: TLS (certificates, PSK) unless plain TCP is asked for.
+    public var security = TransportSecurity()
     public var plugins: [String] = []
     public var devices: [DeviceExport] = []
     public var specsDirectory: String
@@ -100,13 +102,19 @@ public final class Backend: @unchecked Sendable {
         // Large buffers (reads, frames) come from and go back to the system: glibc's sliding threshold would
         // otherwise keep a burst's buffers in its heap, and a hostile guest's peak would stay the backend's size.
         _ = paradice_fix_mmap_threshold(64 << 10)
-        for endpoint in configuration.listen { listeners.append(try Listener(endpoint)) }
+        for endpoint in configuration.listen {
+            listeners.append(try Listener(endpoint, security: configuration.security))
+            if case .tcp = endpoint, configuration.security.plainTCP {
+                logger.warning("plain TCP: guests are neither authenticated nor encrypted", metadata: ["endpoint": "\(endpoint)"])
+            }
+        }
     }
 
     /// Accepts guests on every listener; returns only if every listener fails.
     public func run() {
         for listener in listeners {
-            logger.info("listening", metadata: ["endpoint": "\(listener.endpoint)"])
+            logger.info("listening", metadata: ["endpoint": "\(listener.endpoint)",
+                                                "security": "\(listener.tls != nil ? "tls" : listener.endpoint.isTCP ? "plain" : "local")"])
             startThread { [self] in acceptLoop(listener) }
         }
         while true { pause() }
@@ -145,7 +153,8 @@ public final class Backend: @unchecked Sendable {
     private func refuse(_ socket: FrameSocket) {
         logger.warning("connection refused: too many sessions",
                        metadata: ["peer": "\(socket.peer)", "limit": "\(configuration.limits.sessions)"])
-        try? socket.sendRaw(Reply.frame(0, .failure(.tooManyUsers)))
+        // Before TLS, nothing the guest could read: its handshake just ends.
+        if !socket.usesTLS { try? socket.sendRaw(Reply.frame(0, .failure(.tooManyUsers))) }
         socket.finishSending()
         socket.close()
     }

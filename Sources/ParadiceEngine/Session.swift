@@ -19,6 +19,10 @@ final class Session: @unchecked Sendable {
     let socket: FrameSocket
     unowned let backend: Backend
     var logger: Logger
+    /// Who the guest is: what its TLS certificate or PSK proved, its credentials on a unix socket, or only
+    /// its address on plain TCP (unauthenticated). Final once the connection is established, before the
+    /// first frame is read; every log line of the session carries it.
+    private(set) var identity: PeerIdentity
 
     /// Guards the state below that more than the session's own thread reaches: workers, mappings, budgets.
     let lock = Lock()
@@ -51,6 +55,8 @@ final class Session: @unchecked Sendable {
         var logger = backend.logger
         logger[metadataKey: "session"] = "\(id)"
         logger[metadataKey: "peer"] = "\(socket.peer)"
+        identity = socket.identity
+        if !socket.usesTLS { logger[metadataKey: "identity"] = "\(socket.identity)" }
         self.logger = logger
         watcher = Watcher(session: self)
     }
@@ -61,6 +67,14 @@ final class Session: @unchecked Sendable {
     func run() {
         defer { teardown() }
         do {
+            if socket.usesTLS {
+                do { try socket.establish(timeoutSeconds: limits.handshakeSeconds) } catch {
+                    logger.warning("TLS handshake failed: connection refused", metadata: ["reason": "\(error)"])
+                    return
+                }
+                identity = socket.identity
+                logger[metadataKey: "identity"] = "\(identity)"
+            }
             setReceiveTimeout(seconds: limits.handshakeSeconds)
             let first: Frame?
             do { first = try socket.receive(maxLength: Self.maxHandshake) } catch TransportError.system(_, .resourceTemporarilyUnavailable) {

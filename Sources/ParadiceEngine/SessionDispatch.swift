@@ -21,7 +21,7 @@ extension Session {
             case .fstat: fstat(request, frame.handle)
             case .setStatusFlags(let flags): setStatusFlags(request, frame.handle, flags)
             case .fasync(let enabled): fasync(request, frame.handle, enabled: enabled)
-            case .watch(let events): watch(request, frame.handle, events: events)
+            case .watch(let events, let level): watch(request, frame.handle, events: events, level: level)
             case .share: share(request, frame.handle)
             case .map(let offset, let length, let protection):
                 guard let file = file(frame.handle) else { return fail(request, .badFileDescriptor) }

@@ -113,8 +113,19 @@ extension Session {
         reply(request, result: 0)
     }
 
-    func watch(_ request: UInt32, _ handle: UInt32, events: Int16) {
-        guard file(handle) != nil else { return fail(request, .badFileDescriptor) }
+    /// PD_WATCH. With a level to look at (PD_WATCH_LEVEL) the device is polled first, on this thread (a
+    /// poll that does not wait): a level that holds is the reply, and the handle's watch is left as it
+    /// was, so no PD_EVENT repeats what the reply said. Otherwise the watch is armed after the look, and
+    /// its own poll reports what came in between.
+    func watch(_ request: UInt32, _ handle: UInt32, events: Int16, level: Int16?) {
+        guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
+        if let level {
+            switch Executor.poll(file.fd, events: level, timeoutMilliseconds: 0) {
+            case .failure(let error): return fail(request, error)
+            case .success(let revents) where revents != 0: return reply(request, result: revents)
+            case .success: break
+            }
+        }
         watcher.watch(handle, events: events, persistent: false)
         reply(request, result: 0)
     }

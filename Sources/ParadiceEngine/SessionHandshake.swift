@@ -24,6 +24,13 @@ extension Session {
                 try socket.sendRaw(Reply.frame(frame.request, .failure(.notPermitted)))
                 throw ProtocolError("bad join")
             }
+            // A child is its parent's principal: another guest's token does not open its files.
+            guard !parent.identity.isAuthenticated || parent.identity.isSamePrincipal(as: identity) else {
+                logger.warning("refused a join of another guest's session",
+                               metadata: ["session": "\(parent.id)", "parent identity": "\(parent.identity)"])
+                try socket.sendRaw(Reply.frame(frame.request, .failure(.notPermitted)))
+                throw ProtocolError("join across identities")
+            }
             handles = parent.handles
             handles.join(id, from: parent.id)
             logger.info("forked guest joined its parent's session", metadata: ["parent": "\(parent.id)"])
@@ -35,7 +42,7 @@ extension Session {
             DeviceExport(pattern: $0.hasSuffix("/") ? $0 : $0 + "/", className: nil)
         }
         w.append(pd_hello_reply(magic: PD_MAGIC, major: UInt16(PD_VERSION_MAJOR), minor: UInt16(PD_VERSION_MINOR),
-                                capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS | PD_CAP_INTERRUPT, session: id,
+                                capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS | PD_CAP_INTERRUPT | PD_CAP_WATCH_LEVEL, session: id,
                                 device_count: UInt32(exports.count), token: handles.token))
         for export in exports {
             let path = Array(export.pattern.utf8)

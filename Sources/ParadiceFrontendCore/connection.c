@@ -193,7 +193,25 @@ int pd_conn_start(struct pd_connection *c, const struct pd_stream *stream, const
     *reply = (struct pd_frame){ .descriptor = -1 };
     *why = "the backend closed the connection or answered no PD_REPLY";
     int ok = finish_send(c, &s, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(c, &s, reply) == 0 && reply->header.op == PD_REPLY;
+    int failure = errno;
     pd_buffer_free(&b);
+    const uint8_t *first = (const uint8_t *)&reply->header;
+    const char *refused = ok ? NULL : pd_stream_tls_failure(&s);
+    if (!ok && c->plain_tcp && failure != EPROTO && reply->header.op != PD_REPLY) {
+        snprintf(c->why, sizeof c->why, "the backend ended the connection at the handshake (a TLS backend does so to plain TCP)");
+        *why = c->why;
+    }
+    if ((!ok && c->plain_tcp && (first[0] == 0x15 || first[0] == 0x16) && first[1] == 3) || refused) {
+        /* TLS 1.3: the backend refuses a guest's certificate or key after the guest's side of the handshake;
+         * a TLS record (an alert, a server hello) to plain TCP: the backend wants TLS. */
+        if (refused) snprintf(c->why, sizeof c->why, "the backend refused this frontend's TLS credentials: %s", refused);
+        else snprintf(c->why, sizeof c->why, "the backend speaks TLS: give this frontend --tls-cert, --tls-key and --tls-ca, or --psk-file");
+        *why = c->why;
+        pd_frame_release(c, reply);
+        s.ops->close(&s);
+        errno = EACCES;
+        return -1;
+    }
     struct pd_hello_reply hr;
     if (ok) ok = pd_parse_hello(reply->body, reply->header.length, &hr, why) == 0;
     if (!ok) {

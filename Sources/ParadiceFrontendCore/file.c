@@ -193,6 +193,33 @@ int64_t pd_target_simple(const struct pd_target *t, uint16_t op, const void *bod
     return ended(t, file_simple(t->connection, t->handle, op, body, length, out, out_length, broken, t->interruption));
 }
 
+int64_t pd_file_watch_level(struct pd_connection *c, uint32_t handle, short events, short level, int *broken) {
+    int ignored;
+    if (!broken) broken = &ignored;
+    *broken = 0;
+    if (!(c->capabilities & PD_CAP_WATCH_LEVEL)) {
+        struct pd_poll now = { (int32_t)(uint16_t)level, 0 };
+        int64_t revents = file_simple(c, handle, PD_POLL, &now, sizeof now, NULL, 0, broken, NULL);
+        if (revents != 0) return revents;   /* ready, or failed */
+        struct pd_poll watch = { (int32_t)(uint16_t)events, -1 };
+        return file_simple(c, handle, PD_WATCH, &watch, sizeof watch, NULL, 0, broken, NULL) < 0 ? -1 : 0;
+    }
+    struct pd_watch w = { (int32_t)(uint16_t)events, -1, (int32_t)(uint16_t)level, 0 };
+    struct pd_buffer b;
+    pd_buffer_init(&b, sizeof w);
+    pd_buffer_append(&b, &w, sizeof w);
+    struct pd_frame reply = { .descriptor = -1 };
+    int r = pd_conn_call(c, PD_WATCH, PD_WATCH_LEVEL, handle, &b, &reply);
+    pd_buffer_free(&b);
+    if (r != 0) return -1;
+    int64_t result = pd_reply_result(&reply, NULL, NULL);
+    if (pd_reply_broken(&reply) || result > 0xffff) {
+        pd_conn_log(c, "paradice: the backend answered a watch with no revents");
+        return refuse(c, &reply, broken);
+    }
+    return finish(c, &reply, result);
+}
+
 void pd_lent_init(struct pd_lent *l) {
     memset(l, 0, sizeof *l);
     pthread_mutex_init(&l->lock, NULL);

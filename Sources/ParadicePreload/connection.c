@@ -54,9 +54,10 @@ int pd_connect(void) {
     if (!url) { pthread_mutex_unlock(&connect_lock); errno = ENOENT; return -1; }
     pd_conn.address = url;   /* the environment's string: it outlives the connection */
     struct pd_stream stream;
-    if (pd_conn_dial(url, &stream) != 0) {
+    struct pd_security security = pd_security_from_environment();
+    if (pd_conn_dial_secure(&pd_conn, url, &security, &stream) != 0) {
         int e = errno;
-        if (!complained) pd_log("paradice: cannot reach the backend at %s: %s", url, strerror(e));
+        if (!complained) pd_log("paradice: cannot reach the backend at %s: %s", url, pd_conn.why[0] ? pd_conn.why : strerror(e));
         complained = 1;
         pthread_mutex_unlock(&connect_lock);
         errno = e;
@@ -68,13 +69,14 @@ int pd_connect(void) {
     struct pd_frame reply;
     const char *why = NULL;
     if (pd_conn_start(&pd_conn, &stream, &hello, name, strlen(name), &reply, &why) != 0) {
+        int refused = errno == EACCES;   /* TLS: the backend refused this frontend's credentials */
         if (!complained) {
             pd_log("paradice: the backend at %s: %s", url, why);
-            pd_log("paradice: the backend at %s does not speak protocol %d", url, PD_VERSION_MAJOR);
+            if (!refused) pd_log("paradice: the backend at %s does not speak protocol %d", url, PD_VERSION_MAJOR);
         }
         complained = 1;
         pthread_mutex_unlock(&connect_lock);
-        errno = EPROTO;
+        errno = refused ? EACCES : EPROTO;
         return -1;
     }
     pd_frame_release(&pd_conn, &reply);

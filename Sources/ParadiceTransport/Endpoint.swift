@@ -59,6 +59,11 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         self = .tcp(host: host.isEmpty ? "127.0.0.1" : host, port: port)
     }
 
+    public var isTCP: Bool {
+        if case .tcp = self { return true }
+        return false
+    }
+
     public var description: String {
         switch self {
         case .unix(let path): return "unix:\(path)"

@@ -17,8 +17,24 @@ public final class Listener: @unchecked Sendable {
         var open = false
         var ending = FrameSocket.Ending.peerGone
     }
+    /// TCP connections' TLS (nil: unix, or plain TCP when asked for).
+    public let tls: TLSContext?
 
-    public init(_ endpoint: Endpoint) throws {
+    /// A listener on `endpoint`. TCP takes TLS from `security`, or plain TCP only when it asks for it.
+    public convenience init(_ endpoint: Endpoint, security: TransportSecurity) throws {
+        var context: TLSContext?
+        if case .tcp = endpoint {
+            if let problem = security.problem { throw TLSFailure("\(endpoint): \(problem)") }
+            if security.usesTLS { context = try TLSContext(.server, security) }
+        }
+        try self.init(endpoint, tls: context)
+    }
+
+    /// Unix, or plain TCP.
+    public convenience init(_ endpoint: Endpoint) throws { try self.init(endpoint, tls: nil) }
+
+    private init(_ endpoint: Endpoint, tls: TLSContext?) throws {
+        self.tls = tls
         switch endpoint {
         case .serial:
             self.fd = -1
@@ -115,6 +131,7 @@ public final class Listener: @unchecked Sendable {
                 throw TransportError.system("accept", error)
             }
             var peer = endpoint.description
+            var identity: PeerIdentity?
             if case .vsock = endpoint {
                 // sockaddr_vm: the peer's port at 4, its CID at 8.
                 let (cid, port) = withUnsafeBytes(of: &storage) { ($0.loadUnaligned(fromByteOffset: 8, as: UInt32.self), $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) }
@@ -128,13 +145,18 @@ public final class Listener: @unchecked Sendable {
                         getnameinfo($0, length, &host, 64, &service, 16, NI_NUMERICHOST | NI_NUMERICSERV)
                     }
                 }
-                peer = "tcp://\(String(cString: host)):\(String(cString: service))"
+                peer = "tcp://\(cText(host)):\(cText(service))"
             } else {
                 var pid: Int32 = 0
                 var uid: UInt32 = 0
-                if paradice_peer_credentials(fd, &pid, &uid) == 0 { peer = "pid \(pid) uid \(uid)" }
+                var gid: UInt32 = 0
+                if paradice_peer_ucred(fd, &pid, &uid, &gid) == 0 {
+                    peer = "pid \(pid) uid \(uid)"
+                    identity = .local(uid: uid, gid: gid, pid: pid)
+                }
             }
-            if case .unix = endpoint { return FrameSocket(channel: SocketChannel(fd: fd), peer: peer, isLocal: true) }
+            if case .unix = endpoint { return FrameSocket(channel: SocketChannel(fd: fd), peer: peer, isLocal: true, identity: identity) }
+            if let tls { return FrameSocket(channel: TLSChannel(fd: fd, context: tls), peer: peer) }
             return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
         }
     }

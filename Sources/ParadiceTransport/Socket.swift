@@ -5,7 +5,7 @@ import ParadiceSystem
 import ParadiceWire
 import CParadice
 
-/// A connected byte channel (a unix, TCP or vsock socket, a shared-memory ring, a virtio-serial port) that carries frames. Sending is
+/// A connected byte channel (a unix or TCP socket, a shared-memory ring) that carries frames. Sending is
 /// serialized by a lock (the one that also guards the close, so no send reaches a closed and reused
 /// descriptor), so several threads may send; receiving belongs to one thread at a time.
 public final class FrameSocket: @unchecked Sendable {
@@ -13,6 +13,9 @@ public final class FrameSocket: @unchecked Sendable {
     public let peer: String
     /// The peer is on this machine, and descriptors can travel.
     public let isLocal: Bool
+    /// Who the peer is: its credentials (unix), what it proved over TLS, or only its address (plain TCP).
+    /// Final once `establish` has returned.
+    public private(set) var identity: PeerIdentity
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
@@ -31,10 +34,11 @@ public final class FrameSocket: @unchecked Sendable {
     private var framesReceived = 0
     private let carried = LockedValue<[UInt8]?>(nil)
 
-    public init(channel: any ByteChannel, peer: String, isLocal: Bool = false) {
+    public init(channel: any ByteChannel, peer: String, isLocal: Bool = false, identity: PeerIdentity? = nil) {
         self.channel = channel
         self.peer = peer
         self.isLocal = isLocal
+        self.identity = identity ?? .unauthenticated(address: peer)
         self.onClose = nil
         self.restartsOnHello = false
         self.buffer = [UInt8](repeating: 0, count: 1 << 16)
@@ -57,11 +61,22 @@ public final class FrameSocket: @unchecked Sendable {
         self.channel = channel
         self.peer = peer
         self.isLocal = false
+        self.identity = .unauthenticated(address: peer)
         self.onClose = onClose
         self.restartsOnHello = restartsOnHello
         self.buffer = [UInt8](repeating: 0, count: max(1 << 16, pending.count))
         buffer.replaceSubrange(0..<pending.count, with: pending)
         end = pending.count
+    }
+
+    /// Whether the channel is TLS (its handshake is `establish`).
+    public var usesTLS: Bool { channel is TLSChannel }
+
+    /// The TLS handshake, when the channel is TLS: afterwards `identity` is what the peer proved. Called
+    /// once, before any frame, by the thread that will receive.
+    public func establish(timeoutSeconds: Int) throws {
+        guard let tls = channel as? TLSChannel else { return }
+        identity = try tls.establish(timeoutSeconds: timeoutSeconds)
     }
 
     /// A frame socket over a connected stream socket, which it takes.
@@ -214,7 +229,50 @@ public final class FrameSocket: @unchecked Sendable {
 
     // MARK: connecting
 
+    /// Connects and, on TCP, secures the connection as `security` says (TLS unless it asks for plain TCP).
+    public static func connect(_ endpoint: Endpoint, security: TransportSecurity, handshakeSeconds: Int = 10) throws -> FrameSocket {
+        guard case .tcp = endpoint else { return try connect(endpoint) }
+        if let problem = security.problem { throw TLSFailure(problem) }
+        guard security.usesTLS else { return try connect(endpoint) }
+        let context = try TLSContext(.client, security)
+        let fd = try connectedSocket(endpoint)
+        let socket = FrameSocket(channel: TLSChannel(fd: fd, context: context), peer: endpoint.description)
+        do { try socket.establish(timeoutSeconds: handshakeSeconds) } catch {
+            throw TLSFailure("the backend at \(endpoint) is refused: \(error)")
+        }
+        return socket
+    }
+
     public static func connect(_ endpoint: Endpoint) throws -> FrameSocket {
+        if case .tcp = endpoint { return FrameSocket(channel: SocketChannel(fd: try connectedSocket(endpoint)), peer: endpoint.description) }
+        return try connectUnix(endpoint)
+    }
+
+    /// A connected TCP socket (TCP_NODELAY).
+    static func connectedSocket(_ endpoint: Endpoint) throws -> Int32 {
+        guard case .tcp(let host, let port) = endpoint else { throw TransportError.badEndpoint(endpoint.description, "not TCP") }
+        var lastError = Errno.connectionRefused
+        for candidate in try resolve(host, port, passive: false) {
+            let fd: Int32
+            do throws(Errno) { fd = try Syscall.socket(candidate.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+                lastError = error
+                continue
+            }
+            let connected = candidate.address.withUnsafeBytes { address in attempt { () throws(Errno) in try Syscall.connect(fd, address) } }
+            switch connected {
+            case .success:
+                try? Syscall.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, Int32(1))
+                return fd
+            case .failure(let error):
+                lastError = error
+                try? Syscall.close(fd)
+            }
+        }
+        throw TransportError.system("connect \(endpoint)", lastError)
+    }
+
+    /// Unix, vsock and serial endpoints.
+    private static func connectUnix(_ endpoint: Endpoint) throws -> FrameSocket {
         switch endpoint {
         case .unix(let path):
             let fd: Int32
@@ -228,25 +286,8 @@ public final class FrameSocket: @unchecked Sendable {
                 throw TransportError.system("connect \(endpoint)", error)
             }
             return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description, isLocal: true)
-        case .tcp(let host, let port):
-            var lastError = Errno.connectionRefused
-            for candidate in try resolve(host, port, passive: false) {
-                let fd: Int32
-                do throws(Errno) { fd = try Syscall.socket(candidate.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
-                    lastError = error
-                    continue
-                }
-                let connected = candidate.address.withUnsafeBytes { address in attempt { () throws(Errno) in try Syscall.connect(fd, address) } }
-                switch connected {
-                case .success:
-                    try? Syscall.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, Int32(1))
-                    return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description)
-                case .failure(let error):
-                    lastError = error
-                    try? Syscall.close(fd)
-                }
-            }
-            throw TransportError.system("connect \(endpoint)", lastError)
+        case .tcp:
+            return try connect(endpoint)
         case .vsock(let cid, let port):
             guard cid != Endpoint.anyCID else { throw TransportError.badEndpoint(endpoint.description, "a connection needs the peer's CID") }
             let fd: Int32

@@ -23,7 +23,8 @@ public enum Request: Sendable {
     case fstat
     case setStatusFlags(Int32)
     case fasync(enabled: Bool)
-    case watch(events: Int16)
+    /// PD_WATCH; with PD_WATCH_LEVEL, the events whose level the reply reports first.
+    case watch(events: Int16, level: Int16?)
     case share
     case map(offset: UInt64, length: UInt64, protection: Int32)
     /// PD_MUNMAP with the final contents of the guest's writable mirror. Those are checked here too, but
@@ -90,7 +91,10 @@ public struct RequestFrame: Sendable {
         case PD_FSTAT.code: return .fstat
         case PD_SETFL.code: return .setStatusFlags(try reader.read(pd_flags.self).flags)
         case PD_FASYNC.code: return .fasync(enabled: try reader.read(pd_flags.self).flags != 0)
-        case PD_WATCH.code: return .watch(events: Int16(truncatingIfNeeded: try reader.read(pd_poll.self).events))
+        case PD_WATCH.code where frame.flags & UInt16(PD_WATCH_LEVEL) != 0:
+            let watch = try reader.read(pd_watch.self)
+            return .watch(events: Int16(truncatingIfNeeded: watch.events), level: Int16(truncatingIfNeeded: watch.level))
+        case PD_WATCH.code: return .watch(events: Int16(truncatingIfNeeded: try reader.read(pd_poll.self).events), level: nil)
         case PD_SHARE.code: return .share
         case PD_MMAP.code:
             let map = try reader.read(pd_mmap.self)

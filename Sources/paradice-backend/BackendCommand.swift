@@ -17,7 +17,12 @@ struct BackendCommand: ParsableCommand {
             return, are closed when it disconnects or dies. Ioctls are forwarded as the specs say; an ioctl \
             no spec describes fails with ENOTTY.
 
-            Example: paradice-backend --listen unix:/run/paradice.sock --listen tcp://127.0.0.1:7000 \
+            TCP listeners speak TLS 1.3: guests prove themselves with a certificate the CA signed \
+            (--tls-cert, --tls-key, --tls-ca) or a pre-shared key (--psk-file, IDENTITY:HEXKEY lines). Plain \
+            TCP, unauthenticated and unencrypted, only with --plain-tcp.
+
+            Example: paradice-backend --listen unix:/run/paradice.sock --listen tcp://0.0.0.0:7000 \
+            --tls-cert backend.pem --tls-key backend.key --tls-ca ca.pem \
             --device /dev/ptmx --device '/dev/pts/*' --device /dev/net/tun --device /dev/kvm
             """
     )
@@ -34,7 +39,7 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The spec folder.", valueName: "dir"))
     var specs: String?
 
-    @Option(name: .long, help: ArgumentHelp("A config file with the same settings: listen, plugins, device, specs, log-level.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("A config file with the same settings: listen, plugins, device, specs, log-level, tls-cert, tls-key, tls-ca, psk-file, plain-tcp.", valueName: "file"))
     var config: String?
 
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
@@ -70,6 +75,21 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seconds a new connection has to send its handshake before it is closed (default 10).", valueName: "s"))
     var handshakeTimeout: Int?
 
+    @Option(name: .long, help: ArgumentHelp("The backend's certificate (PEM, with its chain) for TLS on TCP listeners.", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(name: .long, help: ArgumentHelp("The certificate's private key (PEM).", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(name: .long, help: ArgumentHelp("The CA whose certificates guests must show (PEM).", valueName: "file"))
+    var tlsCa: String?
+
+    @Option(name: .long, help: ArgumentHelp("Pre-shared keys guests may use instead: IDENTITY:HEXKEY lines (16 to 64 bytes).", valueName: "file"))
+    var pskFile: String?
+
+    @Flag(name: .long, help: "Serve TCP listeners without TLS: guests are neither authenticated nor encrypted.")
+    var plainTcp = false
+
     @Flag(name: .long, help: .hidden)
     var echo = false
 
@@ -89,8 +109,19 @@ struct BackendCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "paradice.backend")
+        let security = TransportSecurity(certificate: tlsCert ?? settings.tlsCert, key: tlsKey ?? settings.tlsKey,
+                                         authority: tlsCa ?? settings.tlsCA, presharedKeys: pskFile ?? settings.pskFile,
+                                         plainTCP: plainTcp || settings.plainTCP)
+        let endpoints: [Endpoint]
+        do { endpoints = try listen.map(Endpoint.init) } catch { throw ValidationError("\(error)") }
+        if endpoints.contains(where: \.isTCP), let problem = security.problem { throw ValidationError(problem) }
+        if endpoints.contains(where: \.isTCP), security.plainTCP { printError("paradice-backend: " + TransportSecurity.plainWarning) }
         if echo {
-            let listeners = try listen.map { try Listener(Endpoint($0)) }
+            let listeners: [Listener]
+            do { listeners = try endpoints.map { try Listener($0, security: security) } } catch {
+                printError("paradice-backend: \(error)")
+                throw ExitCode(1)
+            }
             announce(listeners)
             EchoServer.run(listeners)
         }
@@ -99,11 +130,8 @@ struct BackendCommand: ParsableCommand {
             throw ValidationError("no spec folder found; pass --specs DIR")
         }
         var configuration = BackendConfiguration(specsDirectory: specFolder)
-        do {
-            configuration.listen = try listen.map(Endpoint.init)
-        } catch {
-            throw ValidationError("\(error)")
-        }
+        configuration.listen = endpoints
+        configuration.security = security
         configuration.plugins = plugins
         configuration.devices = devices.map(DeviceExport.init)
         configuration.shareMappings = shareMappings || settings.shareMappings

@@ -9,6 +9,9 @@ import Glibc
 ///     device  = ["/dev/ptmx", "/dev/pts/*", "/dev/kvm"]
 ///     specs   = "/usr/local/share/paradice/Specs"
 ///     log-level = "info"
+///     tls-cert = "/etc/paradice/backend.pem"   # TLS on TCP listeners: tls-cert, tls-key, tls-ca,
+///     tls-key  = "/etc/paradice/backend.key"   # and/or psk-file; or plain-tcp = true
+///     tls-ca   = "/etc/paradice/ca.pem"
 ///     max-open-files = 4096            # per guest session; also max-requests-in-flight, max-workers,
 ///     max-mapped-bytes = "8G"          # max-read-bytes-in-flight, max-frame, max-sessions (see --help)
 enum ConfigFile {
@@ -20,6 +23,11 @@ enum ConfigFile {
         var logLevel: String?
         var shareMappings = false
         var trees: [String] = []
+        var tlsCert: String?
+        var tlsKey: String?
+        var tlsCA: String?
+        var pskFile: String?
+        var plainTCP = false
         /// Limit settings (max-…), as written: the command checks them with its own options.
         var limits: [String: String] = [:]
     }
@@ -56,6 +64,15 @@ enum ConfigFile {
             case "specs": settings.specs = values.last
             case "log-level", "log_level": settings.logLevel = values.last
             case "share-mappings", "share_mappings": settings.shareMappings = values.last == "true"
+            case "tls-cert", "tls_cert": settings.tlsCert = values.last
+            case "tls-key", "tls_key": settings.tlsKey = values.last
+            case "tls-ca", "tls_ca": settings.tlsCA = values.last
+            case "psk-file", "psk_file": settings.pskFile = values.last
+            case "plain-tcp", "plain_tcp":
+                guard values.last == "true" || values.last == "false" else {
+                    throw Failure(description: "\(path):\(lineNumber):\(line.distance(from: line.startIndex, to: eq) + 3): plain-tcp is true or false")
+                }
+                settings.plainTCP = values.last == "true"
             case let k where limitKeys.contains(k.replacingUnderscores): settings.limits[k.replacingUnderscores] = values.last
             default: throw Failure(description: "\(path):\(lineNumber):1: unknown setting '\(key)'")
             }

@@ -8,6 +8,7 @@ enum EchoServer {
             startThread {
                 while let socket = try? listener.accept() {
                     startThread {
+                        guard (try? socket.establish(timeoutSeconds: 10)) != nil else { socket.close(); return }
                         while let frame = try? socket.receive() {
                             if (try? socket.send(frame)) == nil { break }
                         }

@@ -24,10 +24,16 @@ struct Bench: ParsableCommand {
     @Option(help: "The spec folder for the backend.") var specs: String?
     @Option(help: ArgumentHelp("Only time forwarded TIOCGWINSZ against this running backend (it must export /dev/ptmx).", valueName: "url"))
     var backend: String?
+    @Option(help: ArgumentHelp("With --backend over TLS: this frontend's certificate, key and CA.", valueName: "file")) var tlsCert: String?
+    @Option(help: ArgumentHelp("", visibility: .hidden)) var tlsKey: String?
+    @Option(help: ArgumentHelp("", visibility: .hidden)) var tlsCa: String?
+    @Option(help: ArgumentHelp("With --backend over TLS: a pre-shared key file.", valueName: "file")) var pskFile: String?
+    @Flag(help: "With --backend: plain TCP.") var plainTcp = false
 
     func run() throws {
         if let backend {
-            let client = try ParadiceClient.connect(backend, name: "bench")
+            let security = TransportSecurity(certificate: tlsCert, key: tlsKey, authority: tlsCa, presharedKeys: pskFile, plainTCP: plainTcp)
+            let client = try ParadiceClient.connect(backend, name: "bench", security: security)
             let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
             let ws = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
             defer { ws.deallocate() }
@@ -39,11 +45,15 @@ struct Bench: ParsableCommand {
         let folder = try temporaryFolder()
         let backendPath = programFolder() + "/paradice-backend"
         guard let specFolder = specs ?? SpecLocator.defaultFolder() else { throw ValidationError("no spec folder found; pass --specs DIR") }
-        let backend = try Child(backendPath, ["--listen", "unix:\(folder)/backend.sock", "--listen", "tcp://127.0.0.1:0",
-                                              "--device", "/dev/ptmx", "--device", "/dev/pts/*", "--device", "/dev/kvm",
-                                              "--specs", specFolder, "--log-level", "warning"], listeners: 2)
-        let echo = try Child(backendPath, ["--echo", "--listen", "unix:\(folder)/echo.sock", "--listen", "tcp://127.0.0.1:0"], listeners: 2)
-        defer { backend.stop(); echo.stop(); rmdir(folder) }
+        let exported = ["--device", "/dev/ptmx", "--device", "/dev/pts/*", "--device", "/dev/kvm", "--specs", specFolder, "--log-level", "warning"]
+        let backend = try Child(backendPath, ["--listen", "unix:\(folder)/backend.sock", "--listen", "tcp://127.0.0.1:0", "--plain-tcp"] + exported,
+                                listeners: 2)
+        let echo = try Child(backendPath, ["--echo", "--listen", "unix:\(folder)/echo.sock", "--listen", "tcp://127.0.0.1:0", "--plain-tcp"], listeners: 2)
+        // The same over TLS: a backend and an echo peer that want a certificate of the run's own CA, or its PSK.
+        let credentials = try TLSCredentials(folder)
+        let tlsBackend = try Child(backendPath, ["--listen", "tcp://127.0.0.1:0"] + credentials.backendOptions + exported, listeners: 1)
+        let tlsEcho = try Child(backendPath, ["--echo", "--listen", "tcp://127.0.0.1:0"] + credentials.backendOptions, listeners: 1)
+        defer { backend.stop(); echo.stop(); tlsBackend.stop(); tlsEcho.stop(); credentials.remove(); rmdir(folder) }
 
         print("paradice-bench: \(iterations) iterations per small operation, \(bulkBytes >> 20) MiB per throughput run")
         print("machine: \(cpuModel()), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores\n")
@@ -81,22 +91,40 @@ struct Bench: ParsableCommand {
             close(kvm)
         }
 
-        for (name, backendURL, echoURL) in [("unix", backend.endpoints[0], echo.endpoints[0]), ("tcp", backend.endpoints[1], echo.endpoints[1])] {
+        let plainTCP = TransportSecurity(plainTCP: true)
+        let transports: [(String, String, String, TransportSecurity)] = [
+            ("unix", backend.endpoints[0], echo.endpoints[0], TransportSecurity()),
+            ("tcp", backend.endpoints[1], echo.endpoints[1], plainTCP),
+            ("tls (certificates)", tlsBackend.endpoints[0], tlsEcho.endpoints[0], credentials.guest),
+            ("tls (psk)", tlsBackend.endpoints[0], tlsEcho.endpoints[0], credentials.psk),
+        ]
+        // Connecting: TCP, the TLS handshake, PD_HELLO and its reply, then goodbye.
+        var plainConnect: Stats?
+        for (name, backendURL, _, security) in transports.dropFirst() {
+            let connecting = measure(200) { (try? ParadiceClient.connect(backendURL, name: "bench", security: security))?.disconnect() }
+            if plainConnect == nil { plainConnect = connecting }
+            table.add("\(name): connect and handshake", connecting, versus: [("tcp", plainConnect!)])
+        }
+        var tcpRaw: Stats?, tcpForwarded: Stats?
+        for (name, backendURL, echoURL, security) in transports {
 
-            let socket = try FrameSocket.connect(Endpoint(echoURL))
+            let socket = try FrameSocket.connect(Endpoint(echoURL), security: security)
             let probe = Frame(op: PD_IOCTL.code, request: 1, handle: 1, body: [UInt8](repeating: 0, count: 40))
             let raw = measure(iterations) {
                 try? socket.send(probe)
                 _ = try? socket.receive()
             }
             socket.close()
-            table.add("\(name): raw round trip (echo, 40-byte frame)", raw)
+            table.add("\(name): raw round trip (echo, 40-byte frame)", raw, versus: tcpRaw.map { [("tcp", $0)] } ?? [])
             if name == "unix" { rawUnix = raw }
+            if name == "tcp" { tcpRaw = raw }
 
-            let client = try ParadiceClient.connect(backendURL, name: "bench")
+            let client = try ParadiceClient.connect(backendURL, name: "bench", security: security)
             let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
             let forwarded = measure(iterations) { _ = try? master.ioctl(0x5413, ws) }
-            table.add("\(name): forwarded TIOCGWINSZ", forwarded, versus: [("native", native), ("raw", raw)])
+            table.add("\(name): forwarded TIOCGWINSZ", forwarded,
+                      versus: [("native", native), ("raw", raw)] + (tcpForwarded.map { [("plain tcp", $0)] } ?? []))
+            if name == "tcp" { tcpForwarded = forwarded }
 
             if let nativeCpuid {
                 let remoteKvm = try client.open("/dev/kvm", flags: O_RDWR)
@@ -281,13 +309,14 @@ func compileProgram(_ source: String, named name: String, in folder: String) thr
 
 /// Runs a program to completion; its standard output when it exits 0.
 @discardableResult
-func runAndRead(_ path: String, _ argv: [String]) -> String? {
+func runAndRead(_ path: String, _ argv: [String], quiet: Bool = false) -> String? {
     var pipeFDs: [Int32] = [0, 0]
     guard pipe(&pipeFDs) == 0 else { return nil }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
     posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+    if quiet { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
     let args = argv.map { strdup($0) } + [nil]
     defer { args.forEach { free($0) } }
     var child: pid_t = 0
@@ -432,4 +461,54 @@ func cpuModel() -> String {
         }
     }
     return "unknown cpu"
+}
+
+/// A CA, a backend's and a guest's certificate and a PSK, made for one run with the openssl CLI.
+struct TLSCredentials {
+    let folder: String
+
+    init(_ parent: String) throws {
+        folder = parent + "/tls"
+        mkdir(folder, 0o700)
+        let f = folder
+        func openssl(_ arguments: [String]) throws {
+            guard runAndRead("/usr/bin/openssl", ["openssl"] + arguments, quiet: true) != nil else {
+                throw ValidationError("openssl \(arguments.first ?? ""): failed (is the openssl CLI installed?)")
+            }
+        }
+        func key(_ name: String) throws { try openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "\(f)/\(name).key"]) }
+        func issue(_ name: String, _ extensions: String) throws {
+            try key(name)
+            try openssl(["req", "-new", "-key", "\(f)/\(name).key", "-subj", "/CN=\(name)", "-out", "\(f)/\(name).csr"])
+            guard let ext = fopen("\(f)/\(name).ext", "w") else { throw Errno.current }
+            fputs(extensions, ext)
+            fclose(ext)
+            try openssl(["x509", "-req", "-in", "\(f)/\(name).csr", "-CA", "\(f)/ca.pem", "-CAkey", "\(f)/ca.key", "-CAcreateserial",
+                         "-days", "2", "-extfile", "\(f)/\(name).ext", "-out", "\(f)/\(name).pem"])
+        }
+        try key("ca")
+        try openssl(["req", "-new", "-x509", "-key", "\(f)/ca.key", "-out", "\(f)/ca.pem", "-days", "2", "-subj", "/CN=paradice-bench CA",
+                     "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
+        try issue("backend", "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+        try issue("guest", "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:guest\n")
+        guard let key = runAndRead("/usr/bin/openssl", ["openssl", "rand", "-hex", "32"]), let psk = fopen("\(f)/psk", "w") else {
+            throw ValidationError("openssl rand: failed")
+        }
+        fputs("bench:" + key.trimmingWhitespace + "\n", psk)
+        fclose(psk)
+    }
+
+    var backendOptions: [String] {
+        ["--tls-cert", "\(folder)/backend.pem", "--tls-key", "\(folder)/backend.key", "--tls-ca", "\(folder)/ca.pem", "--psk-file", "\(folder)/psk"]
+    }
+    var guest: TransportSecurity {
+        TransportSecurity(certificate: "\(folder)/guest.pem", key: "\(folder)/guest.key", authority: "\(folder)/ca.pem")
+    }
+    var psk: TransportSecurity { TransportSecurity(presharedKeys: "\(folder)/psk") }
+
+    func remove() {
+        for name in ["ca.key", "ca.pem", "ca.srl", "backend.key", "backend.csr", "backend.ext", "backend.pem",
+                     "guest.key", "guest.csr", "guest.ext", "guest.pem", "psk"] { unlink("\(folder)/\(name)") }
+        rmdir(folder)
+    }
 }

@@ -71,8 +71,8 @@ struct gd_file *gd_file_remove(uint32_t handle) {
 /* The backend keeps one watch per handle, and each PD_WATCH replaces it: what it is sent names every event
  * a module file asked for since the last event, so that a later, narrower WATCH (another module file's,
  * or one served out of order) does not drop what an earlier one still waits for. */
-int gd_file_watch(uint32_t handle, uint64_t module_file, short events, short *all) {
-    int r = -1;
+int gd_file_watch(uint32_t handle, uint64_t module_file, short events, short *all, struct gd_watch_mark *mark) {
+    int r = -1, added = 0;
     pthread_mutex_lock(&files_lock);
     for (struct entry *e = table[handle % BUCKETS]; e; e = e->next) {
         struct gd_file *f = e->file;
@@ -82,13 +82,32 @@ int gd_file_watch(uint32_t handle, uint64_t module_file, short events, short *al
         if (known) r = 0;
         else if (f->watcher_count < (int)(sizeof f->watchers / sizeof f->watchers[0])) {
             f->watchers[f->watcher_count++] = module_file;
+            added = 1;
             r = 0;
         }
+        if (r == 0 && mark) *mark = (struct gd_watch_mark){ module_file, added, f->watch_events, f->events_heard };
         if (r == 0) *all = f->watch_events |= events;
         break;
     }
     pthread_mutex_unlock(&files_lock);
     return r;
+}
+
+void gd_file_unwatch(uint32_t handle, const struct gd_watch_mark *mark) {
+    pthread_mutex_lock(&files_lock);
+    for (struct entry *e = table[handle % BUCKETS]; e; e = e->next) {
+        struct gd_file *f = e->file;
+        if (f->handle != handle) continue;
+        if (f->events_heard != mark->heard) break;
+        f->watch_events = mark->events_before;
+        for (int i = 0; mark->added && i < f->watcher_count; i++) {
+            if (f->watchers[i] != mark->module_file) continue;
+            f->watchers[i] = f->watchers[--f->watcher_count];
+            break;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&files_lock);
 }
 
 /* The backend's readiness of a handle: each module file that waited for it hears once. */
@@ -102,6 +121,7 @@ void gd_file_event(uint32_t handle, short revents) {
         for (int i = 0; i < n; i++) waiting[i] = e->file->watchers[i];
         e->file->watcher_count = 0;
         e->file->watch_events = 0;   /* the backend's watch fired: it holds none now */
+        e->file->events_heard++;
         break;
     }
     pthread_mutex_unlock(&files_lock);

@@ -59,6 +59,7 @@ struct gd_file {
     uint64_t watchers[8];         /* module files waiting for a PDK_NOTIFY of this handle */
     int watcher_count;
     short watch_events;           /* the events they asked for since the last event: the backend's watch */
+    uint64_t events_heard;        /* the backend's events of this handle so far */
     pthread_mutex_t watch_lock;   /* PD_WATCHes of the handle go one at a time, each naming all of them */
     int shared;                   /* the device's own descriptor (PD_SHARE), -1 not asked, -2 refused */
 };
@@ -66,8 +67,14 @@ struct gd_file *gd_file_add(uint32_t handle, uint64_t cookie, int flags);
 struct gd_file *gd_file_get(uint32_t handle);   /* a reference, or NULL */
 void gd_file_put(struct gd_file *f);
 struct gd_file *gd_file_remove(uint32_t handle); /* the table's reference, or NULL */
-/* 0 and *all = every event asked since the last event, or -1: no room / no file. */
-int gd_file_watch(uint32_t handle, uint64_t module_file, short events, short *all);
+/* What one registration changed, so that a watch the backend answered at once can be taken back. */
+struct gd_watch_mark { uint64_t module_file; int added; short events_before; uint64_t heard; };
+/* 0 and *all = every event asked since the last event, or -1: no room / no file. `mark` (or NULL) keeps
+ * what it changed. */
+int gd_file_watch(uint32_t handle, uint64_t module_file, short events, short *all, struct gd_watch_mark *mark);
+/* The backend answered the level at once and armed nothing: the registration goes, unless an event of
+ * the handle came since (it ended every registration itself). */
+void gd_file_unwatch(uint32_t handle, const struct gd_watch_mark *mark);
 void gd_file_event(uint32_t handle, short revents);
 /* The device's own descriptor for a same-host mmap (asked once, kept with the file), or -1 with errno. */
 int gd_file_shared(struct gd_file *f);

@@ -44,7 +44,7 @@ static void on_event(void *unused, uint32_t handle, short revents) {
 
 static void usage(void) {
     fprintf(stderr, "usage: paradice-guestd --backend URL [--map GUEST=BACKEND]... [--control PATH] [--status PATH] "
-                    "[--name NAME]\n");
+                    "[--name NAME] [--tls-cert FILE --tls-key FILE --tls-ca FILE | --psk-file FILE | --plain-tcp]\n");
     exit(2);
 }
 
@@ -52,16 +52,22 @@ int main(int argc, char **argv) {
     const char *control = "/dev/" PDK_CONTROL_NODE, *status = NULL, *name = NULL;
     struct gd_mapping *maps = calloc((size_t)argc, sizeof *maps);
     int map_count = 0;
+    struct pd_security security = { 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) usage();
+        if (strcmp(a, "--plain-tcp") == 0) { security.plain_tcp = 1; continue; }
         if (!value) { fprintf(stderr, "paradice-guestd: %s needs a value\n", a); usage(); }
         i++;
         if (strcmp(a, "--backend") == 0) gd.backend = value;
         else if (strcmp(a, "--control") == 0) control = value;
         else if (strcmp(a, "--status") == 0) status = value;
         else if (strcmp(a, "--name") == 0) name = value;
+        else if (strcmp(a, "--tls-cert") == 0) security.cert = value;
+        else if (strcmp(a, "--tls-key") == 0) security.key = value;
+        else if (strcmp(a, "--tls-ca") == 0) security.ca = value;
+        else if (strcmp(a, "--psk-file") == 0) security.psk_file = value;
         else if (strcmp(a, "--map") == 0) {
             const char *eq = strchr(value, '=');
             if (!eq || eq == value || !eq[1] || value[0] != '/' || eq[1] != '/') {
@@ -99,7 +105,13 @@ int main(int argc, char **argv) {
     gd.connection->on_event = on_event;
     gd.connection->address = gd.backend;
     struct pd_stream stream;
-    if (pd_conn_dial(gd.backend, &stream) != 0) { gd_log("cannot reach the backend at %s: %m", gd.backend); return 1; }
+    if (security.plain_tcp && strncmp(gd.backend, "tcp:", 4) == 0)
+        gd_log("warning: plain TCP to %s: the connection is neither authenticated nor encrypted", gd.backend);
+    if (pd_conn_dial_secure(gd.connection, gd.backend, &security, &stream) != 0) {
+        if (gd.connection->why[0]) gd_log("cannot reach the backend at %s: %s", gd.backend, gd.connection->why);
+        else gd_log("cannot reach the backend at %s: %m", gd.backend);
+        return 1;
+    }
     struct pd_hello hello = { PD_MAGIC, PD_VERSION_MAJOR, PD_VERSION_MINOR, PD_CAP_EVENTS | PD_CAP_FD_SLOTS | PD_CAP_INTERRUPT,
                               (uint32_t)getpid(), 0, 0 };
     struct pd_frame reply;

@@ -160,7 +160,7 @@ static void serve_watch(struct gd_call *call, struct gd_file *f) {
     struct pdk_notify notify = { r->file, POLLERR, 0 };
     short events = 0;
     pthread_mutex_lock(&f->watch_lock);
-    if (gd.lost || gd_file_watch(f->handle, r->file, (short)(r->arg[0] & 0xffff), &events) != 0) {
+    if (gd.lost || gd_file_watch(f->handle, r->file, (short)(r->arg[0] & 0xffff), &events, NULL) != 0) {
         pthread_mutex_unlock(&f->watch_lock);
         notify.revents = POLLERR | POLLHUP;
         (void)ioctl(gd.control, PDK_NOTIFY, &notify);
@@ -173,30 +173,31 @@ static void serve_watch(struct gd_call *call, struct gd_file *f) {
     if (result < 0) gd_file_event(f->handle, gd.lost ? POLLERR | POLLHUP : POLLERR);
 }
 
-/* PDK_OP_POLL: the level now; when none of the events holds, the WATCH is made before the answer, so
- * that nothing coming in between goes unreported (the backend's watch reports a level already there). */
+/* PDK_OP_POLL: the level now; when none of the events holds, the WATCH is armed before the answer, so
+ * that nothing coming in between goes unreported. One round trip (pd_file_watch_level): the backend looks
+ * at this waiter's events alone (a driver's answer depends on them) and, not ready, arms the watch for
+ * every event asked since the last event. The module file is a watcher before the request goes, as the
+ * WATCH's event may come before its reply is taken; a level that holds takes that back. */
 static void serve_poll(struct gd_call *call, struct gd_file *f) {
     const struct pdk_request *r = &call->request;
     short asked = (short)(r->arg[0] & 0xffff), events = 0;
-    struct pd_poll now = { (int32_t)(uint16_t)asked, 0 };
+    struct gd_watch_mark mark;
     int broken;
     pthread_mutex_lock(&f->watch_lock);
-    int64_t revents = gd.lost ? -1 : pd_file_simple(gd.connection, f->handle, PD_POLL, &now, sizeof now, NULL, 0, &broken);
-    if (revents < 0 || (revents & (asked | POLLERR | POLLHUP | POLLNVAL))) {
+    if (gd.lost) {
         pthread_mutex_unlock(&f->watch_lock);
-        reply(r, revents < 0 ? (gd.lost ? POLLERR | POLLHUP : POLLERR) : revents & 0xffff, 0);
+        reply(r, POLLERR | POLLHUP, 0);
         return;
     }
-    if (gd_file_watch(f->handle, r->file, asked, &events) != 0) {
+    if (gd_file_watch(f->handle, r->file, asked, &events, &mark) != 0) {
         pthread_mutex_unlock(&f->watch_lock);
         reply(r, POLLERR, 0);
         return;
     }
-    struct pd_poll p = { (int32_t)(uint16_t)events, -1 };
-    int64_t result = pd_file_simple(gd.connection, f->handle, PD_WATCH, &p, sizeof p, NULL, 0, &broken);
+    int64_t revents = pd_file_watch_level(gd.connection, f->handle, events, asked, &broken);
+    if (revents != 0) gd_file_unwatch(f->handle, &mark);   /* ready, or no watch was made */
     pthread_mutex_unlock(&f->watch_lock);
-    reply(r, 0, 0);
-    if (result < 0) gd_file_event(f->handle, gd.lost ? POLLERR | POLLHUP : POLLERR);
+    reply(r, revents < 0 ? (gd.lost ? POLLERR | POLLHUP : POLLERR) : revents & 0xffff, 0);
 }
 
 /* The memory of an mmap request: the caller's, and the view of its area as the mirror's memory. */

@@ -35,9 +35,12 @@ struct GuestStart: ParsableCommand {
     @Flag(help: "Run the daemon in this process's place (its log on standard error) instead of detaching it.")
     var foreground = false
 
+    @OptionGroup var tls: SecurityOptions
+
     func validate() throws {
         do {
             try GuestSetup.checkBackend(backend)
+            try tls.check(backend: backend)
             for map in maps { _ = try GuestSetup.checkMap(map) }
         } catch let failure as GuestSetup.Failure {
             throw ValidationError(failure.description)
@@ -48,7 +51,7 @@ struct GuestStart: ParsableCommand {
         let daemon = programFolder() + "/paradice-guestd"
         guard access(daemon, X_OK) == 0 else { fail("no paradice-guestd beside \(programFolder())") }
         if access("/dev/paradice", F_OK) != 0 { try loadModule() }
-        var arguments = [daemon, "--backend", backend]
+        var arguments = [daemon, "--backend", backend] + tls.daemonArguments
         for map in maps { arguments += ["--map", map] }
         if foreground {
             let argv = arguments.map { strdup($0) } + [nil]

@@ -9,9 +9,14 @@ struct BackendOption: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The backend: unix:/path, tcp://host:port, vsock://cid:port or serial:/path.", valueName: "url"))
     var backend: String
 
+    @OptionGroup var tls: SecurityOptions
+
+    func validate() throws { try tls.check(backend: backend) }
+
     func connect() throws -> ParadiceClient {
         do {
-            return try ParadiceClient.connect(backend, name: "paradice \(CommandLine.arguments.dropFirst().first ?? "")")
+            return try ParadiceClient.connect(backend, name: "paradice \(CommandLine.arguments.dropFirst().first ?? "")",
+                                              security: tls.security)
         } catch {
             printError("paradice: cannot reach the backend at \(backend): \(error)")
             throw ExitCode(1)

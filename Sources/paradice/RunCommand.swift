@@ -15,6 +15,7 @@ struct Run: ParsableCommand {
             Opens of the paths the backend exports (and of those given with --map) go to the backend; \
             everything else is untouched. Example:
               paradice run --backend unix:/run/paradice.sock -- stty -F /dev/pts/3 -a
+              paradice run --backend tcp://10.0.0.1:7000 --tls-cert me.pem --tls-key me.key --tls-ca ca.pem -- stty -a
             """)
 
     @OptionGroup var options: BackendOption
@@ -35,7 +36,7 @@ struct Run: ParsableCommand {
         }
         var patterns: [String]
         do {
-            patterns = try ParadiceClient.connect(options.backend, name: "paradice run").devices.map(\.path)
+            patterns = try ParadiceClient.connect(options.backend, name: "paradice run", security: options.tls.security).devices.map(\.path)
         } catch {
             // The program still runs; its opens of device paths fail with a clear message from the frontend.
             printError("paradice: cannot reach the backend at \(options.backend): \(error)")
@@ -46,6 +47,7 @@ struct Run: ParsableCommand {
             patterns.append(String(map[map.index(after: eq)...]))
         }
         setenv("PARADICE_BACKEND", options.backend, 1)
+        options.tls.exportForPreload()
         setenv("PARADICE_FORWARD", patterns.joined(separator: ":"), 1)
         setenv("PARADICE_MAP", maps.joined(separator: ":"), 1)
         let existing = getenv("LD_PRELOAD").map { String(cString: $0) }

@@ -1,6 +1,7 @@
 import CParadice
 import Foundation
 import ParadiceClient
+import ParadiceTransport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -31,15 +32,18 @@ final class BackendProcess: @unchecked Sendable {
     private let output = Pipe()
     private let errors: FileHandle
 
-    /// Starts a backend exporting `devices`, listening on a fresh unix socket (and TCP port 0 when `tcp`).
+    /// Starts a backend exporting `devices`, listening on a fresh unix socket (and TCP port 0 when `tcp`: plain
+    /// TCP unless `security` gives the backend's TLS options).
     /// `namespace` runs it inside a network namespace (ip netns exec).
     /// `sessionLeader` runs it as a service manager would, leading a session of its own (setsid).
-    init(devices: [String], tcp: Bool = false, namespace: String? = nil, sessionLeader: Bool = false, extra: [String] = []) throws {
+    init(devices: [String], tcp: Bool = false, namespace: String? = nil, sessionLeader: Bool = false, extra: [String] = [],
+         security: [String] = []) throws {
         folder = NSTemporaryDirectory() + "paradice-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let socketPath = folder + "/backend.sock"
         var arguments = ["--listen", "unix:" + socketPath, "--specs", repositorySpecFolder, "--log-level", "debug"]
-        if tcp { arguments += ["--listen", "tcp://127.0.0.1:0"] }
+        if tcp { arguments += ["--listen", "tcp://127.0.0.1:0"] + (security.isEmpty ? ["--plain-tcp"] : security) }
+        plainTCP = tcp && security.isEmpty
         for d in devices { arguments += ["--device", d] }
         arguments += extra
         if let namespace {
@@ -84,6 +88,8 @@ final class BackendProcess: @unchecked Sendable {
     }
 
     let unixEndpoint: String
+    /// Its TCP listener is plain (no TLS).
+    let plainTCP: Bool
     /// The backend's own pid when it runs detached from `process` (sessionLeader).
     private var detachedPid: Int32?
 
@@ -112,7 +118,9 @@ final class BackendProcess: @unchecked Sendable {
 
     var log: String { (try? String(contentsOfFile: folder + "/backend.log", encoding: .utf8)) ?? "" }
 
-    func connect(_ name: String = "test") throws -> ParadiceClient { try ParadiceClient.connect(endpoint, name: name) }
+    func connect(_ name: String = "test") throws -> ParadiceClient {
+        try ParadiceClient.connect(endpoint, name: name, security: TransportSecurity(plainTCP: plainTCP && endpoint.hasPrefix("tcp")))
+    }
 
     deinit {
         if let detachedPid, kill(detachedPid, 0) == 0 {

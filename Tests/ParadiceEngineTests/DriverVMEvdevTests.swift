@@ -71,7 +71,7 @@ final class EvdevForwardedClient {
         self.output = output
         _ = FileManager.default.createFile(atPath: output, contents: nil)
         process.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
-        process.arguments = ["run", "--backend", vm.endpoint, "--"] + command
+        process.arguments = ["run", "--backend", vm.endpoint, "--plain-tcp", "--"] + command
         let file = FileHandle(forWritingAtPath: output)!
         process.standardOutput = file
         process.standardError = file

@@ -31,7 +31,7 @@ struct Uinput {
         _ = FileManager.default.createFile(atPath: output, contents: nil)
         let player = Process()
         player.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
-        player.arguments = ["run", "--backend", vm.endpoint, "--", "evemu-play", recording]
+        player.arguments = ["run", "--backend", vm.endpoint, "--plain-tcp", "--", "evemu-play", recording]
         let enter = Pipe()
         let file = FileHandle(forWritingAtPath: output)!
         player.standardInput = enter

@@ -35,7 +35,7 @@ final class GuestVM: @unchecked Sendable {
         driver = try DriverVM.require()
         driverBackend = "tcp://10.0.2.2:" + (driver.endpoint.split(separator: ":").last.map(String.init) ?? "")
         let boot = try ParadiceEngineTests.run("/usr/bin/env", ["python3", driver.controller, "--port", "auto", "--role", "guest", "boot",
-                                            "--daemon=--backend \(driverBackend)", "--expect", Self.driverNodes.joined(separator: " ")])
+                                            "--daemon=--backend \(driverBackend) --plain-tcp", "--expect", Self.driverNodes.joined(separator: " ")])
         let lines = boot.output.split(separator: "\n")
         guard boot.status == 0, let dir = lines.first(where: { $0.hasPrefix("dir=") }) else {
             throw BackendFailure(log: "the guest VM did not boot:\n\(boot.output)")
@@ -85,7 +85,9 @@ final class GuestFrontend {
     init(_ vm: GuestVM, backend: String, waitingFor nodes: [String], extra: String = "") throws {
         self.vm = vm
         tag = "frontend-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let started = try vm.run("cd / && setsid sh -c 'echo $$ > /share/\(tag).pid; exec /share/bin/paradice-frontend --backend \(backend) \(extra)' "
+        // The test backends the guest VM reaches over TCP are plain ones unless `extra` brings TLS options.
+        let plain = backend.hasPrefix("tcp") && !extra.contains("--tls-") && !extra.contains("--psk-file") ? "--plain-tcp" : ""
+        let started = try vm.run("cd / && setsid sh -c 'echo $$ > /share/\(tag).pid; exec /share/bin/paradice-frontend --backend \(backend) \(plain) \(extra)' "
                                  + "> /share/\(tag).log 2>&1 < /dev/null &", timeout: 60)
         guard started.status == 0 else { throw BackendFailure(log: "paradice guest did not start: \(started.output)") }
         let check = nodes.map { "[ -e \($0) ]" }.joined(separator: " && ")

@@ -11,11 +11,13 @@ let programSources: String = {
     return "/" + parts.joined(separator: "/") + "/Programs"
 }()
 
-/// `paradice run --backend URL [extra] -- command…`, with its output.
+/// `paradice run --backend URL [extra] -- command…`, with its output. A TCP backend is a plain one (the test
+/// backends and the driver VM's) unless `extra` brings TLS options.
 func paradiceRun(_ backend: String, _ command: [String], extra: [String] = [], timeout: Double = 30) throws -> (status: Int32, output: String, errors: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
-    p.arguments = ["run", "--backend", backend] + extra + ["--"] + command
+    let plain = backend.hasPrefix("tcp") && !extra.contains { $0.hasPrefix("--tls-") || $0 == "--psk-file" } ? ["--plain-tcp"] : []
+    p.arguments = ["run", "--backend", backend] + plain + extra + ["--"] + command
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
@@ -390,7 +392,7 @@ struct PreloadTests {
             """
         let p = Process()
         p.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
-        p.arguments = ["run", "--backend", endpoint, "--", "python3", "-c", script]
+        p.arguments = ["run", "--backend", endpoint] + (endpoint.hasPrefix("tcp") ? ["--plain-tcp"] : []) + ["--", "python3", "-c", script]
         let input = Pipe(), out = Pipe(), err = Pipe()
         p.standardInput = input
         p.standardOutput = out

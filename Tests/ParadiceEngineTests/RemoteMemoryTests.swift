@@ -20,8 +20,10 @@ func compileWithCore(_ name: String, into folder: String) throws -> String {
     // clang as the script finds it (on PATH), gcc as the other programs are built.
     let compiler = sanitized ? ["clang"] : ["gcc"]
     let flags = compiler + (sanitized ? ["-g", "-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"] : ["-O1"])
+    let tls = repositorySourceFolder + "/ParadiceTLS"
     let r = try run("/usr/bin/env", flags + ["-pthread", "-I", core + "/include", "-I", repositorySourceFolder + "/CParadice/include",
-                                       "-o", output, programSources + "/\(name).c"] + sources + [repositorySourceFolder + "/CParadice/cparadice.c"])
+                                             "-I", tls + "/include", "-o", output, programSources + "/\(name).c"] + sources
+                                    + [repositorySourceFolder + "/CParadice/cparadice.c", tls + "/tls.c", "-lssl", "-lcrypto"])
     guard r.status == 0 else { throw BackendFailure(log: "\(compiler[0]) \(name): \(r.output)") }
     return output
 }

@@ -101,4 +101,70 @@ struct WatcherTests {
         let seen = try #require(events.until(pty.master.handle))
         #expect(seen.last!.revents & Int16(POLLIN) != 0)
     }
+
+    /// PD_WATCH_LEVEL on a ready file: the reply is the level, and no watch is armed (nor the event that
+    /// would repeat it). Two files ready at once are watched after it, one after the other: a watch armed by
+    /// the level watch would fire in the same round as the first, so its event would come before the
+    /// second's.
+    @Test func aLevelThatHoldsIsTheReplyAndArmsNoWatch() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*", "/dev/zero"])
+        let client = try backend.connect()
+        let pty = try ForwardedPty(client)
+        defer { pty.closeSlave() }
+        let events = OrderedEvents()
+        client.onEvent = { handle, revents in events.add(handle, revents) }
+        #expect(write(pty.slave, "x", 1) == 1)
+        #expect(backend.waitUntil(seconds: 10) { (try? pty.master.poll(events: Int16(POLLIN), timeout: 0)) ?? 0 != 0 })
+
+        let level = try pty.master.watch(events: Int16(POLLIN), unlessReady: Int16(POLLIN))
+        #expect(level & Int16(POLLIN) != 0, "the reply is not the level: \(level)")
+        let first = try client.open("/dev/zero", flags: O_RDONLY), second = try client.open("/dev/zero", flags: O_RDONLY)
+        try first.watch(events: Int16(POLLIN))
+        _ = try #require(events.until(first.handle), "no event for a ready file")
+        try second.watch(events: Int16(POLLIN))
+        let all = try #require(events.until(second.handle), "no event for a ready file")
+        #expect(!all.contains { $0.handle == pty.master.handle }, "an event repeats the level the reply said: \(all)")
+    }
+
+    /// PD_WATCH_LEVEL on a file that is not ready: 0, and the watch is armed, so that what comes next is
+    /// an event. The level looked at is the caller's own: the watch's other events do not answer it (a
+    /// pty master is writable, not readable), they fire as the watch's event.
+    @Test func aLevelThatDoesNotHoldArmsTheWatch() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let client = try backend.connect()
+        let pty = try ForwardedPty(client)
+        defer { pty.closeSlave() }
+        let events = OrderedEvents()
+        client.onEvent = { handle, revents in events.add(handle, revents) }
+        #expect(try pty.master.watch(events: Int16(POLLIN), unlessReady: Int16(POLLIN)) == 0)
+        #expect(write(pty.slave, "x", 1) == 1)
+        let seen = try #require(events.until(pty.master.handle), "no event after the level watch")
+        #expect(seen.last!.revents & Int16(POLLIN) != 0)
+
+        let other = try ForwardedPty(client)
+        defer { other.closeSlave() }
+        #expect(try other.master.watch(events: Int16(POLLIN | POLLOUT), unlessReady: Int16(POLLIN)) == 0)
+        let fired = try #require(events.until(other.master.handle), "no event for the watch's other events")
+        #expect(fired.last!.revents & Int16(POLLOUT) != 0)
+    }
+
+    /// A PD_WATCH_LEVEL body too short for pd_watch (a plain pd_poll) ends the session; an unknown handle is
+    /// EBADF, as for a plain watch.
+    @Test func aLevelWatchIsCheckedLikeAnyFrame() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
+        let guest = try RawGuest(backend.unixEndpoint)
+        #expect(guest.hello())
+        let (handle, error) = guest.open("/dev/ptmx")
+        #expect(error == 0)
+        let watch = bytes(of: pd_watch(events: Int32(POLLIN), timeout_ms: -1, level: Int32(POLLIN), reserved: 0))
+        let unknown = guest.result(PD_WATCH, flags: UInt16(PD_WATCH_LEVEL), handle: handle + 40, body: watch)
+        #expect(unknown?.error == EBADF)
+        let writable = guest.result(PD_WATCH, flags: UInt16(PD_WATCH_LEVEL), handle: handle,
+                                    body: bytes(of: pd_watch(events: Int32(POLLOUT), timeout_ms: -1, level: Int32(POLLOUT), reserved: 0)))
+        #expect(writable.map { $0.result & Int64(POLLOUT) != 0 && $0.error == 0 } == true, "\(String(describing: writable))")
+        guest.send(RawGuest.frame(op: PD_WATCH.code, flags: UInt16(PD_WATCH_LEVEL), request: 9, handle: handle,
+                                  body: bytes(of: pd_poll(events: Int32(POLLIN), timeout_ms: -1))))
+        #expect(guest.closedByBackend())
+        #expect(backend.waitUntil { backend.log.contains("reason=body too short for pd_watch") }, "\(backend.log)")
+    }
 }

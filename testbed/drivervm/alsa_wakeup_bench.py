@@ -42,7 +42,7 @@ def main():
             if rc != 0:
                 sys.exit(f"native run failed: {err.decode(errors='replace')}")
             rows.append(("native (in the VM)", figures(out.decode())))
-            r = subprocess.run([a.paradice, "run", "--backend", vm.endpoint, "--", program] + arguments,
+            r = subprocess.run([a.paradice, "run", "--backend", vm.endpoint, "--plain-tcp", "--", program] + arguments,
                                capture_output=True, text=True, timeout=300)
             if r.returncode != 0:
                 sys.exit(f"forwarded run failed: {r.stderr}")

@@ -362,7 +362,7 @@ class VMPair:
         t0 = time.monotonic()
         threads = [threading.Thread(target=one, args=(self.driver,)),
                    threading.Thread(target=one, args=(self.guest,),
-                                    kwargs=dict(daemons=[f"--backend {self.guest_backend}"], expect=PAIR_EXPECT))]
+                                    kwargs=dict(daemons=[f"--backend {self.guest_backend} --plain-tcp"], expect=PAIR_EXPECT))]
         for t in threads:
             t.start()
         for t in threads:

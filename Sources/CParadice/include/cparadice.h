@@ -18,6 +18,8 @@ long paradice_ioctl(int fd, unsigned long command, unsigned long argument);
 int paradice_accept(int fd, void *address, unsigned int *length);
 /// The pid and uid of a unix socket's peer (SO_PEERCRED). Returns 0 on success.
 int paradice_peer_credentials(int fd, int *pid, unsigned int *uid);
+/// The pid, uid and gid of a unix socket's peer (SO_PEERCRED). Returns 0 on success.
+int paradice_peer_ucred(int fd, int *pid, unsigned int *uid, unsigned int *gid);
 
 /// Sends bytes with a descriptor attached to the first of them (SCM_RIGHTS). 0, or -1 with errno.
 int paradice_send_with_descriptor(int socket, const void *bytes, size_t length, int descriptor);

@@ -27,7 +27,9 @@ enum pd_op {
     PD_FSYNC   = 9,   /* (handle)                                     → result */
     PD_FASYNC  = 10,  /* pd_flags (on/off)                            → result */
     PD_SETFL   = 11,  /* pd_flags (O_NONBLOCK, O_APPEND, …)           → result */
-    PD_WATCH   = 12,  /* pd_poll (events; timeout ignored)            → result 0; later one PD_EVENT */
+    PD_WATCH   = 12,  /* pd_poll (events; timeout ignored)            → result 0; later one PD_EVENT. With
+                                                                         PD_WATCH_LEVEL: pd_watch → result =
+                                                                         the level's revents, or 0 and armed */
     PD_PREAD   = 13,  /* pd_io                                        → like PD_READ */
     PD_PWRITE  = 14,  /* pd_io + data                                 → like PD_WRITE */
     PD_FSTAT   = 15,  /* (handle)                                     → pd_stat */
@@ -65,6 +67,7 @@ struct pd_header {
 #define PD_CAP_EVENTS     0x1u   /* PD_WATCH / PD_EVENT */
 #define PD_CAP_FD_SLOTS   0x2u   /* the frontend translates descriptors named in PD_NEED */
 #define PD_CAP_INTERRUPT  0x4u   /* the backend ends a request early on PD_INTERRUPT (a signal in the guest) */
+#define PD_CAP_WATCH_LEVEL 0x8u  /* PD_WATCH answers PD_WATCH_LEVEL: the level now, the watch only if none holds */
 
 struct pd_hello {
     uint32_t magic;
@@ -195,6 +198,20 @@ struct pd_mapping_count {
 struct pd_poll {
     int32_t  events;
     int32_t  timeout_ms;       /* -1: wait for ever */
+};
+
+/* PD_WATCH's header flag: the body is a pd_watch, and the reply's result is poll(level) now. When one of
+ * those events (or POLLERR/POLLHUP/POLLNVAL) holds, the reply says it and no watch is made: the handle's
+ * watch stays as it was. Otherwise the result is 0 and the watch for `events` is armed, as a plain
+ * PD_WATCH's; what comes after the look at the level is reported by its PD_EVENT. One round trip does what
+ * PD_POLL (timeout 0) and PD_WATCH did in two, nothing arriving in between unreported. */
+#define PD_WATCH_LEVEL  0x1u
+
+struct pd_watch {
+    int32_t  events;           /* to watch, as pd_poll.events */
+    int32_t  timeout_ms;       /* ignored, as pd_poll's: pd_poll is this structure's head */
+    int32_t  level;            /* the events whose level the reply reports (a waiter's own, a subset) */
+    uint32_t reserved;
 };
 
 struct pd_llseek {

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 #include "paradice_wire.h"
 #include "paradice_frontend_parse.h"
+#include "paradice_tls.h"
 
 /* ---- frames ---- */
 
@@ -140,6 +141,8 @@ void pd_stream_socket(struct pd_stream *s, int fd);
 /* A stream over a Xen vchan: `rest` is "DOMID:XENSTORE-PATH" of the backend's server. 0, or -1 with errno
  * and *why. */
 int pd_stream_vchan(struct pd_stream *s, const char *rest, const char **why);
+/* Why a TLS stream's last read failed in TLS itself (the backend's alert), or NULL (none, or no TLS stream). */
+const char *pd_stream_tls_failure(const struct pd_stream *s);
 
 /* ---- the connection ---- */
 
@@ -198,6 +201,8 @@ struct pd_connection {
     void (*log)(void *context, const char *line);                 /* one line, no newline */
     void (*release)(void *context);                               /* the connection is freed */
     const char *address;       /* the backend's address as dialed, for log lines (may be NULL; not owned) */
+    int plain_tcp;             /* dialed plain TCP on purpose (pd_conn_dial_secure) */
+    char why[320];             /* a failed dial's or handshake's reason, when it is more than an errno */
     struct pd_shape shapes[PD_SHAPES];
     struct pd_mirror mirrors[PD_MIRRORS];
 };
@@ -210,6 +215,19 @@ struct pd_connection *pd_conn_new(void);
 void pd_conn_release(struct pd_connection *c);
 /* A stream to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/) in *stream: 0, or -1. */
 int pd_conn_dial(const char *url, struct pd_stream *stream);
+/* How a frontend secures TCP: certificate, key and CA, or a PSK file (paradice_tls.h), or plain TCP when
+ * asked for. Unix sockets need none. */
+struct pd_security {
+    const char *cert, *key, *ca, *psk_file;
+    int plain_tcp;
+};
+/* From the environment the CLI sets for the preload: PARADICE_TLS_CERT, PARADICE_TLS_KEY, PARADICE_TLS_CA,
+ * PARADICE_PSK_FILE, PARADICE_PLAIN_TCP=1. */
+struct pd_security pd_security_from_environment(void);
+/* pd_conn_dial, then on TCP the TLS handshake `s` asks for: the stream is then a TLS one. 0, or -1 with
+ * errno (EACCES: no TLS settings and no plain TCP asked for, or the TLS handshake failed) and c->why saying
+ * why. */
+int pd_conn_dial_secure(struct pd_connection *c, const char *url, const struct pd_security *s, struct pd_stream *stream);
 /* Shakes hands over *stream (taken either way): pd_hello with `name` after it. On success the connection
  * uses the stream, and *reply holds the backend's answer (pd_hello_reply and its devices, checked; free it). */
 int pd_conn_start(struct pd_connection *c, const struct pd_stream *stream, const struct pd_hello *hello, const char *name,
@@ -305,6 +323,12 @@ int64_t pd_file_simple(struct pd_connection *c, uint32_t handle, uint16_t op, co
 /* The same on t's file, interruptible by t->interruption (PD_POLL with a timeout, PD_FSYNC, ...). */
 int64_t pd_target_simple(const struct pd_target *t, uint16_t op, const void *body, size_t length, void *out,
                          size_t out_length, int *broken);
+/* The level of `level` on the file now and, when none of it (nor POLLERR/POLLHUP/POLLNVAL) holds, a
+ * one-shot watch for `events`, armed before the answer, so that whatever comes after the look arrives as
+ * a PD_EVENT: the revents (> 0), 0 when the watch is armed, or -1. A level that holds arms nothing: the
+ * file's watch stays as it was. One round trip with a backend that grants PD_CAP_WATCH_LEVEL; PD_POLL
+ * (timeout 0), then PD_WATCH when not ready, otherwise. */
+int64_t pd_file_watch_level(struct pd_connection *c, uint32_t handle, short events, short level, int *broken);
 /* ioctl through the backend's memory plan: the result, or -1. */
 int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argument, int *broken);
 /* mmap as a mirror: PD_MMAP, then guest memory from t->memory->map filled with what the device holds;

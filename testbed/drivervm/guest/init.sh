@@ -148,7 +148,7 @@ if [ "$ROLE" != guest ] && [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/para
   more=""
   [ -d /sys/module/vsock_loopback ] && more="--listen vsock://any:7000"
   [ -e /dev/virtio-ports/paradice ] && more="$more --listen serial:/dev/virtio-ports/paradice"
-  hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 $more --specs /share/Specs \
+  hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 --plain-tcp $more --specs /share/Specs \
     --device /dev/video0 --device '/dev/video*' --device '/dev/vbi*' --device '/dev/radio*' --device '/dev/swradio*' \
     --device '/dev/v4l-touch*' --device '/dev/v4l-subdev*' --device '/dev/media*' \
     --device '/dev/dri/*' --device '/dev/snd/*' --device '/dev/input/event*' --device /dev/uinput \

@@ -12,7 +12,7 @@ public final class Listener: @unchecked Sendable {
 
     public init(_ endpoint: Endpoint) throws {
         switch endpoint {
-        case .unix(let path):
+        case .unix(let path), .shm(let path):
             let fd: Int32
             do throws(Errno) { fd = try Syscall.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
                 throw TransportError.system("socket", error)
@@ -98,8 +98,14 @@ public final class Listener: @unchecked Sendable {
                 var uid: UInt32 = 0
                 if paradice_peer_credentials(fd, &pid, &uid) == 0 { peer = "pid \(pid) uid \(uid)" }
             }
-            if case .unix = endpoint { return FrameSocket(channel: SocketChannel(fd: fd), peer: peer, isLocal: true) }
-            return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
+            switch endpoint {
+            case .unix: return FrameSocket(channel: SocketChannel(fd: fd), peer: peer, isLocal: true)
+            case .tcp: return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
+            case .shm:
+                // A peer that went before its region could be offered is skipped, as an abandoned connection is.
+                guard let ring = try? RingChannel(offeringOn: fd) else { continue }
+                return FrameSocket(channel: ring, peer: peer, isLocal: true)
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 #define CPARADICE_H
 #include <stddef.h>
 #include <sys/types.h>
+#include "paradice_ring.h"
 
 /// process_vm_readv on one contiguous range of a process (the caller's own, for frontends).
 ssize_t paradice_read_process(pid_t pid, void *local, unsigned long remote, size_t length);

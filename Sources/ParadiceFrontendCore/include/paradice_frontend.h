@@ -137,6 +137,9 @@ struct pd_stream {
 
 /* A stream over the connected socket `fd`, which it takes. */
 void pd_stream_socket(struct pd_stream *s, int fd);
+/* A stream over the shared-memory rings a backend offers on the connected unix socket `setup_fd`, which
+ * it takes (and keeps, for liveness and descriptors). 0, or -1 with errno. */
+int pd_stream_ring(struct pd_stream *s, int setup_fd);
 
 /* ---- the connection ---- */
 
@@ -205,7 +208,7 @@ struct pd_connection {
 struct pd_connection *pd_conn_new(void);
 /* Drops a reference; the last closes the stream and frees the connection. */
 void pd_conn_release(struct pd_connection *c);
-/* A stream to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/) in *stream: 0, or -1. */
+/* A stream to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/, shm:PATH) in *stream: 0, or -1. */
 int pd_conn_dial(const char *url, struct pd_stream *stream);
 /* Shakes hands over *stream (taken either way): pd_hello with `name` after it. On success the connection
  * uses the stream, and *reply holds the backend's answer (pd_hello_reply and its devices, checked; free it). */

@@ -40,9 +40,11 @@ struct Bench: ParsableCommand {
         let backendPath = programFolder() + "/paradice-backend"
         guard let specFolder = specs ?? SpecLocator.defaultFolder() else { throw ValidationError("no spec folder found; pass --specs DIR") }
         let backend = try Child(backendPath, ["--listen", "unix:\(folder)/backend.sock", "--listen", "tcp://127.0.0.1:0",
+                                              "--listen", "shm:\(folder)/backend-ring.sock",
                                               "--device", "/dev/ptmx", "--device", "/dev/pts/*", "--device", "/dev/kvm",
-                                              "--specs", specFolder, "--log-level", "warning"], listeners: 2)
-        let echo = try Child(backendPath, ["--echo", "--listen", "unix:\(folder)/echo.sock", "--listen", "tcp://127.0.0.1:0"], listeners: 2)
+                                              "--specs", specFolder, "--log-level", "warning"], listeners: 3)
+        let echo = try Child(backendPath, ["--echo", "--listen", "unix:\(folder)/echo.sock", "--listen", "tcp://127.0.0.1:0",
+                                           "--listen", "shm:\(folder)/echo-ring.sock"], listeners: 3)
         defer { backend.stop(); echo.stop(); rmdir(folder) }
 
         print("paradice-bench: \(iterations) iterations per small operation, \(bulkBytes >> 20) MiB per throughput run")
@@ -81,7 +83,9 @@ struct Bench: ParsableCommand {
             close(kvm)
         }
 
-        for (name, backendURL, echoURL) in [("unix", backend.endpoints[0], echo.endpoints[0]), ("tcp", backend.endpoints[1], echo.endpoints[1])] {
+        var rawShm: Stats?
+        for (name, backendURL, echoURL) in [("unix", backend.endpoints[0], echo.endpoints[0]), ("tcp", backend.endpoints[1], echo.endpoints[1]),
+                                            ("shm", backend.endpoints[2], echo.endpoints[2])] {
 
             let socket = try FrameSocket.connect(Endpoint(echoURL))
             let probe = Frame(op: PD_IOCTL.code, request: 1, handle: 1, body: [UInt8](repeating: 0, count: 40))
@@ -92,6 +96,10 @@ struct Bench: ParsableCommand {
             socket.close()
             table.add("\(name): raw round trip (echo, 40-byte frame)", raw)
             if name == "unix" { rawUnix = raw }
+            if name == "shm" {
+                rawShm = raw
+                if let rawUnix { table.add("shm: raw round trip against unix's", raw, versus: [("unix raw", rawUnix)]) }
+            }
 
             let client = try ParadiceClient.connect(backendURL, name: "bench")
             let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
@@ -119,6 +127,10 @@ struct Bench: ParsableCommand {
                    .flatMap(Stats.init(line:)) {
                 table.add("C program: native TIOCGWINSZ", native)
                 table.add("C program through paradice run (unix)", forwarded, versus: [("native", native), ("raw", rawUnix ?? native)])
+                if let overShm = runAndRead(paradice, [paradice, "run", "--backend", backend.endpoints[2], "--", loop, String(iterations)])
+                    .flatMap(Stats.init(line:)) {
+                    table.add("C program through paradice run (shm)", overShm, versus: [("native", native), ("raw", rawShm ?? native)])
+                }
             }
             unlink(loop)
         }

@@ -14,7 +14,7 @@ mkdir -p "$out" "$reports"
 clang -shared -fPIC -g -O1 -fno-omit-frame-pointer -shared-libsan \
     -fsanitize=address,undefined -fno-sanitize-recover=undefined \
     -I Sources/CParadice/include -I Sources/ParadiceFrontendCore/include -I Sources/ParadicePreload \
-    -o "$out/libParadicePreload.so" Sources/ParadicePreload/*.c Sources/ParadiceFrontendCore/*.c Sources/CParadice/cparadice.c -ldl -lpthread
+    -o "$out/libParadicePreload.so" Sources/ParadicePreload/*.c Sources/ParadiceFrontendCore/*.c Sources/CParadice/*.c -ldl -lpthread
 # The runtime the library was linked against: it must come first in LD_PRELOAD.
 runtime=$(clang -print-file-name="$(readelf -d "$out/libParadicePreload.so" | sed -n 's/.*Shared library: \[\(libclang_rt.asan[^]]*\)\].*/\1/p')")
 [ -f "$runtime" ] || { echo "sanitize-preload: no ASan runtime found for $out/libParadicePreload.so" >&2; exit 1; }

@@ -43,6 +43,25 @@ static long now_ns(void) {
     return t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
+/* How long a wait spins before it sleeps, learned per wait (paradice_ring.spin): a spin that found
+ * its bytes doubles the next one (up to spin_ns), one that ran out halves it. On a loaded machine a side
+ * that spins can keep its peer off the core it needs, and every spin runs out: the spin falls to nothing
+ * and the side sleeps at once (a poll round trip, a few µs), trying a short spin now and then to learn
+ * when spinning pays again. */
+static long spin_budget(struct paradice_ring *r, int which) {
+    struct paradice_spin *s = &r->spin[which];
+    if (s->budget == 0 && (++s->since_probe & 127) == 0) return r->spin_ns < 2000 ? r->spin_ns : 2000;
+    return s->budget;
+}
+
+static void spin_learn(struct paradice_ring *r, int which, int found) {
+    struct paradice_spin *s = &r->spin[which];
+    if (found) s->budget = s->budget == 0 ? 2000 : s->budget * 2;
+    else s->budget /= 2;
+    if (s->budget > r->spin_ns) s->budget = r->spin_ns;
+    if (s->budget < 1000 && !found) s->budget = 0;
+}
+
 int paradice_ring_attach(struct paradice_ring *r, void *region, size_t size, int side, int initialize, uint32_t capacity) {
     struct paradice_ring_header *h = region;
     if (initialize) {
@@ -70,6 +89,7 @@ int paradice_ring_attach(struct paradice_ring *r, void *region, size_t size, int
     r->tail = 0;
     r->timeout_ms = -1;
     r->spin_ns = 50000;
+    r->spin[0].budget = r->spin[1].budget = r->spin_ns;
     r->setup_fd = -1;
     for (int i = 0; i < PARADICE_BELLS; i++) r->bells[i] = -1;
     r->pending_descriptor = -1;
@@ -80,7 +100,7 @@ static int is_shut(struct paradice_ring *r) { return __atomic_load_n(&r->shut, _
 
 long paradice_ring_send(struct paradice_ring *r, const void *bytes, size_t n) {
     if (n == 0) return 0;
-    long spin_until = 0;
+    long spin_until = 0, budget = 0;
     for (;;) {
         if (is_shut(r) || __atomic_load_n(&r->peer_gone, __ATOMIC_RELAXED)) { errno = EPIPE; return -1; }
         if (__atomic_load_n(&r->broken, __ATOMIC_RELAXED)) { errno = EPROTO; return -1; }
@@ -98,12 +118,14 @@ long paradice_ring_send(struct paradice_ring *r, const void *bytes, size_t n) {
             STORE(&r->out->head, r->head);
             FENCE();   /* the head before the look at the waiting word, as the waiter sets it before its last look */
             if (__atomic_load_n(&r->out->consumer_waiting, __ATOMIC_RELAXED)) r->doorbell->ring(r, PARADICE_BELL_DATA(r->side));
+            if (spin_until > 0 && budget > 0) spin_learn(r, 1, 1);
             return (long)k;
         }
         /* Full: spin a little, then sleep until the consumer makes room. */
         long now = now_ns();
-        if (spin_until == 0) spin_until = now + r->spin_ns;
+        if (spin_until == 0) { budget = spin_budget(r, 1); spin_until = now + budget; }
         if (now < spin_until) { relax(); continue; }
+        if (budget > 0) { spin_learn(r, 1, 0); budget = 0; }
         __atomic_store_n(&r->out->producer_waiting, 1, __ATOMIC_SEQ_CST);
         FENCE();
         uint32_t again = LOAD(&r->out->tail);
@@ -121,7 +143,7 @@ long paradice_ring_send(struct paradice_ring *r, const void *bytes, size_t n) {
 
 long paradice_ring_recv(struct paradice_ring *r, void *bytes, size_t n) {
     if (n == 0) return 0;
-    long spin_until = 0;
+    long spin_until = 0, budget = 0;
     for (;;) {
         if (__atomic_load_n(&r->broken, __ATOMIC_RELAXED)) { errno = EPROTO; return -1; }
         uint32_t head = LOAD(&r->in->head);   /* the peer's: read once, checked */
@@ -138,12 +160,14 @@ long paradice_ring_recv(struct paradice_ring *r, void *bytes, size_t n) {
             STORE(&r->in->tail, r->tail);
             FENCE();
             if (__atomic_load_n(&r->in->producer_waiting, __ATOMIC_RELAXED)) r->doorbell->ring(r, PARADICE_BELL_SPACE(1 - r->side));
+            if (spin_until > 0 && budget > 0) spin_learn(r, 0, 1);
             return (long)k;
         }
         if (is_shut(r) || __atomic_load_n(&r->peer_gone, __ATOMIC_RELAXED) || LOAD(&r->in->finished)) return 0;
         long now = now_ns();
-        if (spin_until == 0) spin_until = now + r->spin_ns;
+        if (spin_until == 0) { budget = spin_budget(r, 0); spin_until = now + budget; }
         if (now < spin_until) { relax(); continue; }
+        if (budget > 0) { spin_learn(r, 0, 0); budget = 0; }
         __atomic_store_n(&r->in->consumer_waiting, 1, __ATOMIC_SEQ_CST);
         FENCE();
         if (LOAD(&r->in->head) == r->tail && !LOAD(&r->in->finished) && !is_shut(r)) {

@@ -21,7 +21,8 @@ func compileWithCore(_ name: String, into folder: String) throws -> String {
     let compiler = sanitized ? ["clang"] : ["gcc"]
     let flags = compiler + (sanitized ? ["-g", "-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"] : ["-O1"])
     let r = try run("/usr/bin/env", flags + ["-pthread", "-I", core + "/include", "-I", repositorySourceFolder + "/CParadice/include",
-                                       "-o", output, programSources + "/\(name).c"] + sources + [repositorySourceFolder + "/CParadice/cparadice.c"])
+                                       "-o", output, programSources + "/\(name).c"] + sources
+                                       + ["cparadice.c", "ring.c"].map { repositorySourceFolder + "/CParadice/" + $0 })
     guard r.status == 0 else { throw BackendFailure(log: "\(compiler[0]) \(name): \(r.output)") }
     return output
 }

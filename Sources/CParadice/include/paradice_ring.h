@@ -54,6 +54,12 @@ struct paradice_doorbell_ops {
     void (*close)(struct paradice_ring *r);
 };
 
+/* What one kind of wait (0: receive, 1: send) learned of spinning (ring.c, spin_budget). */
+struct paradice_spin {
+    long budget;                       /* ns */
+    unsigned since_probe;
+};
+
 /* One side's end of a region. */
 struct paradice_ring {
     uint8_t *region;
@@ -68,7 +74,8 @@ struct paradice_ring {
     int broken;                        /* the peer broke the ring's rules: the stream is over */
     int shut;                          /* atomic: shutdown came */
     int timeout_ms;                    /* of each receive wait; -1: none */
-    long spin_ns;                      /* how long a side spins before it sleeps */
+    long spin_ns;                      /* the longest a wait spins before it sleeps */
+    struct paradice_spin spin[2];      /* each touched only by its own kind of wait's thread */
     const struct paradice_doorbell_ops *doorbell;
     /* The eventfd doorbell's: the setup socket (liveness, descriptors), the four eventfds. */
     int setup_fd;

@@ -41,6 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (paradice_ring_attach(&r, region, SIZE, 0, 1, CAPACITY) != 0) __builtin_trap();
     r.doorbell = &doorbell;
     r.spin_ns = 0;
+    r.spin[0].budget = r.spin[1].budget = 0;
     struct paradice_ring_header *h = (struct paradice_ring_header *)region;
     uint8_t *buffer = NULL;
     uint8_t op;

@@ -28,8 +28,20 @@
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define FENCE() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
-/* close(2) itself: inside a program whose close a frontend wraps, the wrapper is not for the ring. */
-static void close_descriptor(int fd) { if (fd >= 0) syscall(SYS_close, fd); }
+/* The system calls themselves: inside a program whose close, read, write, poll, fcntl, fstat, mmap and
+ * munmap the preload wraps, the wrappers are not for the ring (and may take the connection's locks). */
+static void close_descriptor(int fd) { if (fd >= 0) syscall(SYS_close, (long)fd); }
+static long raw_read(int fd, void *p, size_t n) { return syscall(SYS_read, (long)fd, p, (long)n); }
+static long raw_write(int fd, const void *p, size_t n) { return syscall(SYS_write, (long)fd, p, (long)n); }
+static int raw_poll(struct pollfd *fds, nfds_t n, int timeout_ms) { return (int)syscall(SYS_poll, fds, (long)n, (long)timeout_ms); }
+static int raw_fcntl(int fd, int command, long argument) { return (int)syscall(SYS_fcntl, (long)fd, (long)command, argument); }
+static int raw_fstat(int fd, struct stat *st) { return (int)syscall(SYS_fstat, (long)fd, st); }
+static void *raw_mmap(size_t size, int fd) {
+    /* syscall is variadic: every argument goes as a long, or its register's upper half is garbage. */
+    long r = syscall(SYS_mmap, (long)0, (long)size, (long)(PROT_READ | PROT_WRITE), (long)MAP_SHARED, (long)fd, (long)0);
+    return r < 0 && r > -4096 ? MAP_FAILED : (void *)r;
+}
+static void raw_munmap(void *p, size_t size) { syscall(SYS_munmap, p, (long)size); }
 
 static void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -197,7 +209,7 @@ void paradice_ring_shutdown(struct paradice_ring *r) {
 void paradice_ring_close(struct paradice_ring *r) {
     if (r->doorbell) r->doorbell->close(r);
     r->doorbell = NULL;
-    if (r->unmap && r->region) munmap(r->region, r->size);
+    if (r->unmap && r->region) raw_munmap(r->region, r->size);
     r->region = NULL;
 }
 
@@ -211,19 +223,19 @@ void paradice_ring_poke(struct paradice_ring *r, int ring, uint32_t head, uint32
 
 static void eventfd_ring(struct paradice_ring *r, int bell) {
     uint64_t one = 1;
-    ssize_t ignored = write(r->bells[bell], &one, sizeof one);   /* a full counter has woken its waiter already */
+    long ignored = raw_write(r->bells[bell], &one, sizeof one);   /* a full counter has woken its waiter already */
     (void)ignored;
 }
 
 static int eventfd_wait(struct paradice_ring *r, int bell, int timeout_ms) {
     /* Events 0 on the socket: only its hang-up wakes this wait, not a descriptor arriving on it. */
     struct pollfd fds[2] = { { .fd = r->bells[bell], .events = POLLIN }, { .fd = r->setup_fd, .events = 0 } };
-    int n = poll(fds, 2, timeout_ms);
+    int n = raw_poll(fds, 2, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -1;
     if (n == 0) { errno = EAGAIN; return -1; }
     if (fds[0].revents & POLLIN) {
         uint64_t count;
-        ssize_t ignored = read(r->bells[bell], &count, sizeof count);   /* non-blocking: a peer's drain is no hang */
+        long ignored = raw_read(r->bells[bell], &count, sizeof count);   /* non-blocking: a peer's drain is no hang */
         (void)ignored;
     }
     if (fds[1].revents & (POLLHUP | POLLERR | POLLNVAL)) { errno = EPIPE; return -1; }
@@ -255,8 +267,8 @@ int paradice_ring_offer(struct paradice_ring *r, int setup_fd, uint32_t capacity
     if (memfd < 0) return -1;
     /* Sealed at its size: a peer that could shrink it would make this side's next access a SIGBUS. */
     if (ftruncate(memfd, (off_t)size) != 0
-        || fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) goto fail;
-    region = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+        || raw_fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) goto fail;
+    region = raw_mmap(size, memfd);
     if (region == MAP_FAILED) goto fail;
     for (int i = 0; i < PARADICE_BELLS; i++)
         if ((bells[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) goto fail;
@@ -283,12 +295,18 @@ int paradice_ring_offer(struct paradice_ring *r, int setup_fd, uint32_t capacity
     return 0;
 fail: {
         int e = errno;
-        if (region != MAP_FAILED) munmap(region, size);
+        if (region != MAP_FAILED) raw_munmap(region, size);
         close_descriptor(memfd);
         for (int i = 0; i < PARADICE_BELLS; i++) close_descriptor(bells[i]);
         errno = e;
         return -1;
     }
+}
+
+/* A region its maker can no longer shrink under this side's feet (a SIGBUS at the next access). */
+static int sealed_at_its_size(int memfd) {
+    int seals = raw_fcntl(memfd, F_GET_SEALS, 0);
+    return seals >= 0 && (seals & F_SEAL_SHRINK) && (seals & F_SEAL_SEAL);
 }
 
 int paradice_ring_accept_offer(struct paradice_ring *r, int setup_fd) {
@@ -317,13 +335,13 @@ int paradice_ring_accept_offer(struct paradice_ring *r, int setup_fd) {
              && offer.magic == PARADICE_RING_MAGIC && offer.version == PARADICE_RING_VERSION
              && offer.capacity >= PARADICE_RING_MIN_CAPACITY && offer.capacity <= PARADICE_RING_MAX_CAPACITY
              && !(offer.capacity & (offer.capacity - 1)) && size == PARADICE_RING_DATA_OFFSET + 2 * (size_t)offer.capacity
-             && fstat(passed[0], &st) == 0 && st.st_size == (off_t)size
-             && (fcntl(passed[0], F_GET_SEALS) & F_SEAL_SHRINK);
-    if (ok) ok = (region = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, passed[0], 0)) != MAP_FAILED;
+             && raw_fstat(passed[0], &st) == 0 && st.st_size == (off_t)size
+             && sealed_at_its_size(passed[0]);
+    if (ok) ok = (region = raw_mmap(size, passed[0])) != MAP_FAILED;
     if (ok) ok = paradice_ring_attach(r, region, size, 0, 0, 0) == 0 && r->capacity == offer.capacity;
     if (count > 0) close_descriptor(passed[0]);
     if (!ok) {
-        if (region != MAP_FAILED) munmap(region, size);
+        if (region != MAP_FAILED) raw_munmap(region, size);
         for (int i = 1; i < count; i++) close_descriptor(passed[i]);
         errno = n == 0 ? ECONNRESET : EPROTO;
         return -1;

@@ -1,6 +1,8 @@
-/// Where a backend listens or a frontend connects: `unix:/path` or `tcp://host:port`.
+/// Where a backend listens or a frontend connects: `unix:/path`, `tcp://host:port`, or `shm:/path` (frames
+/// through shared-memory rings, set up over a unix socket at the path).
 public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
+    case shm(path: String)
     case tcp(host: String, port: UInt16)
 
     public init(_ url: String) throws {
@@ -11,9 +13,16 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
             self = .unix(path: path)
             return
         }
+        if url.hasPrefix("shm:") {
+            var path = String(url.dropFirst(4))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a shm endpoint needs the path of its setup socket") }
+            self = .shm(path: path)
+            return
+        }
         var rest: Substring
         if url.hasPrefix("tcp://") { rest = url.dropFirst(6) } else if url.hasPrefix("tcp:") { rest = url.dropFirst(4) } else {
-            throw TransportError.badEndpoint(url, "use unix:/path or tcp://host:port")
+            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port or shm:/path")
         }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else {
@@ -32,6 +41,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unix(let path): return "unix:\(path)"
+        case .shm(let path): return "shm:\(path)"
         case .tcp(let host, let port): return host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
         }
     }

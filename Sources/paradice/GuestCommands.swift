@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 struct BackendOption: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The backend: unix:/path or tcp://host:port.", valueName: "url"))
+    @Option(name: .long, help: ArgumentHelp("The backend: unix:/path, tcp://host:port or shm:/path.", valueName: "url"))
     var backend: String
 
     @OptionGroup var tls: SecurityOptions

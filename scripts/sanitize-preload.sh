@@ -15,7 +15,7 @@ clang -shared -fPIC -g -O1 -fno-omit-frame-pointer -shared-libsan \
     -fsanitize=address,undefined -fno-sanitize-recover=undefined \
     -I Sources/CParadice/include -I Sources/ParadiceFrontendCore/include -I Sources/ParadiceTLS/include -I Sources/ParadicePreload \
     -o "$out/libParadicePreload.so" Sources/ParadicePreload/*.c Sources/ParadiceFrontendCore/*.c Sources/ParadiceTLS/tls.c \
-    Sources/CParadice/cparadice.c -ldl -lpthread -lssl -lcrypto
+    Sources/CParadice/*.c -ldl -lpthread -lssl -lcrypto
 # The runtime the library was linked against: it must come first in LD_PRELOAD.
 runtime=$(clang -print-file-name="$(readelf -d "$out/libParadicePreload.so" | sed -n 's/.*Shared library: \[\(libclang_rt.asan[^]]*\)\].*/\1/p')")
 [ -f "$runtime" ] || { echo "sanitize-preload: no ASan runtime found for $out/libParadicePreload.so" >&2; exit 1; }

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "paradice_frontend.h"
 #include "cparadice.h"
+#include "paradice_ring.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/vm_sockets.h>
@@ -9,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -55,6 +57,42 @@ static void device_shutdown(struct pd_stream *s) { (void)s; }
 static void device_close(struct pd_stream *s) { close_descriptor(s->fd); }
 
 static const struct pd_stream_ops device_ops = { device_send, device_recv, device_shutdown, device_close };
+/* ---- a shared-memory ring (paradice_ring.h), set up over a unix socket ---- */
+
+static long ring_send(struct pd_stream *s, const void *bytes, size_t n) { return paradice_ring_send(s->state, bytes, n); }
+
+static long ring_recv(struct pd_stream *s, void *bytes, size_t n, int *descriptor) {
+    struct paradice_ring *r = s->state;
+    uint32_t position = r->tail;
+    long k = paradice_ring_recv(r, bytes, n);
+    /* A descriptor comes over the setup socket, named by the position of its frame's first byte. */
+    if (descriptor) *descriptor = k > 0 ? paradice_ring_take_descriptor(r, position) : -1;
+    return k;
+}
+
+static void ring_shutdown(struct pd_stream *s) { paradice_ring_shutdown(s->state); }
+
+/* Unmaps and closes this process's copies: the region is not written, so a parent's stream goes on. */
+static void ring_close(struct pd_stream *s) {
+    paradice_ring_close(s->state);
+    free(s->state);
+}
+
+static const struct pd_stream_ops ring_ops = { ring_send, ring_recv, ring_shutdown, ring_close };
+
+int pd_stream_ring(struct pd_stream *s, int setup_fd) {
+    struct paradice_ring *r = malloc(sizeof *r);
+    if (!r) { close_descriptor(setup_fd); errno = ENOMEM; return -1; }
+    if (paradice_ring_accept_offer(r, setup_fd) != 0) {
+        int e = errno;
+        free(r);
+        close_descriptor(setup_fd);
+        errno = e;
+        return -1;
+    }
+    *s = (struct pd_stream){ .ops = &ring_ops, .fd = -1, .state = r };
+    return 0;
+}
 
 /* ---- dialing ---- */
 
@@ -161,6 +199,9 @@ int pd_conn_dial(const char *url, struct pd_stream *stream) {
             *stream = (struct pd_stream){ .ops = &device_ops, .fd = fd, .state = NULL };
             return 0;
         }
+    } else if (strncmp(url, "shm:", 4) == 0) {
+        fd = dial_unix(url + 4);
+        return fd < 0 ? -1 : pd_stream_ring(stream, fd);
     } else {
         const char *rest = strncmp(url, "tcp://", 6) == 0 ? url + 6 : strncmp(url, "tcp:", 4) == 0 ? url + 4 : NULL;
         if (!rest) { errno = EINVAL; return -1; }

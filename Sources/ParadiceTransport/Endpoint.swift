@@ -1,8 +1,10 @@
-/// Where a backend listens or a frontend connects: `unix:/path`, `tcp://host:port`, `vsock://cid:port`
-/// (AF_VSOCK; a listener's cid may be `any`) or `serial:/path` (a virtio-serial port: the character device
-/// in a VM, or the unix socket of QEMU's chardev on the host; one peer at a time, see docs/transports.md).
+/// Where a backend listens or a frontend connects: `unix:/path`, `tcp://host:port`, `shm:/path` (frames
+/// through shared-memory rings, set up over a unix socket at the path), `vsock://cid:port` (AF_VSOCK; a
+/// listener's cid may be `any`) or `serial:/path` (a virtio-serial port: the character device in a VM, or
+/// the unix socket of QEMU's chardev on the host; one peer at a time, see docs/transports.md).
 public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
+    case shm(path: String)
     case tcp(host: String, port: UInt16)
     case vsock(cid: UInt32, port: UInt32)
     case serial(path: String)
@@ -46,9 +48,16 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
             self = .unix(path: path)
             return
         }
+        if url.hasPrefix("shm:") {
+            var path = String(url.dropFirst(4))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a shm endpoint needs the path of its setup socket") }
+            self = .shm(path: path)
+            return
+        }
         var rest: Substring
         if url.hasPrefix("tcp://") { rest = url.dropFirst(6) } else if url.hasPrefix("tcp:") { rest = url.dropFirst(4) } else {
-            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port, vsock://cid:port or serial:/path")
+            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port, shm:/path, vsock://cid:port or serial:/path")
         }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else {
@@ -67,6 +76,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unix(let path): return "unix:\(path)"
+        case .shm(let path): return "shm:\(path)"
         case .tcp(let host, let port): return host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
         case .vsock(let cid, let port): return "vsock://\(cid == Endpoint.anyCID ? "any" : String(cid)):\(port)"
         case .serial(let path): return "serial:\(path)"

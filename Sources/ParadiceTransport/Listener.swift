@@ -56,7 +56,7 @@ public final class Listener: @unchecked Sendable {
             }
             self.fd = fd
             self.endpoint = endpoint
-        case .unix(let path):
+        case .unix(let path), .shm(let path):
             let fd: Int32
             do throws(Errno) { fd = try Syscall.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
                 throw TransportError.system("socket", error)
@@ -155,9 +155,16 @@ public final class Listener: @unchecked Sendable {
                     identity = .local(uid: uid, gid: gid, pid: pid)
                 }
             }
-            if case .unix = endpoint { return FrameSocket(channel: SocketChannel(fd: fd), peer: peer, isLocal: true, identity: identity) }
-            if let tls { return FrameSocket(channel: TLSChannel(fd: fd, context: tls), peer: peer) }
-            return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
+            switch endpoint {
+            case .unix: return FrameSocket(channel: SocketChannel(fd: fd), peer: peer, isLocal: true, identity: identity)
+            case .tcp:
+                if let tls { return FrameSocket(channel: TLSChannel(fd: fd, context: tls), peer: peer) }
+                return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
+            case .shm:
+                // A peer that went before its region could be offered is skipped, as an abandoned connection is.
+                guard let ring = try? RingChannel(offeringOn: fd) else { continue }
+                return FrameSocket(channel: ring, peer: peer, isLocal: true, identity: identity)
+            }
         }
     }
 

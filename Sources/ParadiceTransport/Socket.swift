@@ -274,7 +274,7 @@ public final class FrameSocket: @unchecked Sendable {
     /// Unix, vsock and serial endpoints.
     private static func connectUnix(_ endpoint: Endpoint) throws -> FrameSocket {
         switch endpoint {
-        case .unix(let path):
+        case .unix(let path), .shm(let path):
             let fd: Int32
             do throws(Errno) { fd = try Syscall.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
                 throw TransportError.system("socket", error)
@@ -285,6 +285,7 @@ public final class FrameSocket: @unchecked Sendable {
                 try? Syscall.close(fd)
                 throw TransportError.system("connect \(endpoint)", error)
             }
+            if case .shm = endpoint { return FrameSocket(channel: try RingChannel(acceptingOfferOn: fd), peer: endpoint.description, isLocal: true) }
             return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description, isLocal: true)
         case .tcp:
             return try connect(endpoint)

@@ -27,7 +27,7 @@ struct BackendCommand: ParsableCommand {
             """
     )
 
-    @Option(name: .long, help: ArgumentHelp("Where to accept guests: unix:/path, tcp://host:port, vsock://cid:port or serial:/path (repeatable).", valueName: "url"))
+    @Option(name: .long, help: ArgumentHelp("Where to accept guests: unix:/path, tcp://host:port, shm:/path, vsock://cid:port or serial:/path (repeatable).", valueName: "url"))
     var listen: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("Plug-ins to enable, comma-separated (repeatable).", valueName: "list"))

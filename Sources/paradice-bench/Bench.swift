@@ -46,9 +46,10 @@ struct Bench: ParsableCommand {
         let backendPath = programFolder() + "/paradice-backend"
         guard let specFolder = specs ?? SpecLocator.defaultFolder() else { throw ValidationError("no spec folder found; pass --specs DIR") }
         let exported = ["--device", "/dev/ptmx", "--device", "/dev/pts/*", "--device", "/dev/kvm", "--specs", specFolder, "--log-level", "warning"]
-        let backend = try Child(backendPath, ["--listen", "unix:\(folder)/backend.sock", "--listen", "tcp://127.0.0.1:0", "--plain-tcp"] + exported,
-                                listeners: 2)
-        let echo = try Child(backendPath, ["--echo", "--listen", "unix:\(folder)/echo.sock", "--listen", "tcp://127.0.0.1:0", "--plain-tcp"], listeners: 2)
+        let backend = try Child(backendPath, ["--listen", "unix:\(folder)/backend.sock", "--listen", "tcp://127.0.0.1:0", "--plain-tcp",
+                                              "--listen", "shm:\(folder)/backend-ring.sock"] + exported, listeners: 3)
+        let echo = try Child(backendPath, ["--echo", "--listen", "unix:\(folder)/echo.sock", "--listen", "tcp://127.0.0.1:0", "--plain-tcp",
+                                           "--listen", "shm:\(folder)/echo-ring.sock"], listeners: 3)
         // The same over TLS: a backend and an echo peer that want a certificate of the run's own CA, or its PSK.
         let credentials = try TLSCredentials(folder)
         let tlsBackend = try Child(backendPath, ["--listen", "tcp://127.0.0.1:0"] + credentials.backendOptions + exported, listeners: 1)
@@ -95,6 +96,7 @@ struct Bench: ParsableCommand {
         let transports: [(String, String, String, TransportSecurity)] = [
             ("unix", backend.endpoints[0], echo.endpoints[0], TransportSecurity()),
             ("tcp", backend.endpoints[1], echo.endpoints[1], plainTCP),
+            ("shm", backend.endpoints[2], echo.endpoints[2], TransportSecurity()),
             ("tls (certificates)", tlsBackend.endpoints[0], tlsEcho.endpoints[0], credentials.guest),
             ("tls (psk)", tlsBackend.endpoints[0], tlsEcho.endpoints[0], credentials.psk),
         ]
@@ -105,7 +107,7 @@ struct Bench: ParsableCommand {
             if plainConnect == nil { plainConnect = connecting }
             table.add("\(name): connect and handshake", connecting, versus: [("tcp", plainConnect!)])
         }
-        var tcpRaw: Stats?, tcpForwarded: Stats?
+        var tcpRaw: Stats?, tcpForwarded: Stats?, rawShm: Stats?
         for (name, backendURL, echoURL, security) in transports {
 
             let socket = try FrameSocket.connect(Endpoint(echoURL), security: security)
@@ -118,6 +120,10 @@ struct Bench: ParsableCommand {
             table.add("\(name): raw round trip (echo, 40-byte frame)", raw, versus: tcpRaw.map { [("tcp", $0)] } ?? [])
             if name == "unix" { rawUnix = raw }
             if name == "tcp" { tcpRaw = raw }
+            if name == "shm" {
+                rawShm = raw
+                if let rawUnix { table.add("shm: raw round trip against unix's", raw, versus: [("unix raw", rawUnix)]) }
+            }
 
             let client = try ParadiceClient.connect(backendURL, name: "bench", security: security)
             let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
@@ -147,6 +153,10 @@ struct Bench: ParsableCommand {
                    .flatMap(Stats.init(line:)) {
                 table.add("C program: native TIOCGWINSZ", native)
                 table.add("C program through paradice run (unix)", forwarded, versus: [("native", native), ("raw", rawUnix ?? native)])
+                if let overShm = runAndRead(paradice, [paradice, "run", "--backend", backend.endpoints[2], "--", loop, String(iterations)])
+                    .flatMap(Stats.init(line:)) {
+                    table.add("C program through paradice run (shm)", overShm, versus: [("native", native), ("raw", rawShm ?? native)])
+                }
             }
             unlink(loop)
         }

@@ -23,7 +23,7 @@ struct GuestStart: ParsableCommand {
             Example: paradice guest --backend tcp://10.0.2.2:17000 --map /dev/pdk/video0=/dev/video0
             """)
 
-    @Option(name: .long, help: ArgumentHelp("The backend: unix:/path, tcp://host:port, vsock://cid:port or serial:/path.", valueName: "url"))
+    @Option(name: .long, help: ArgumentHelp("The backend: unix:/path, tcp://host:port, shm:/path, vsock://cid:port or serial:/path.", valueName: "url"))
     var backend: String
 
     @Option(name: .customLong("map"), help: ArgumentHelp("Put the backend's BACKEND node at GUEST (repeatable).", valueName: "guest=backend"))

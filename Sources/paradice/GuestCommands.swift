@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 struct BackendOption: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The backend: unix:/path, tcp://host:port, vsock://cid:port or serial:/path.", valueName: "url"))
+    @Option(name: .long, help: ArgumentHelp("The backend: unix:/path, tcp://host:port, shm:/path, vsock://cid:port or serial:/path.", valueName: "url"))
     var backend: String
 
     @OptionGroup var tls: SecurityOptions

@@ -36,14 +36,16 @@ final class BackendProcess: @unchecked Sendable {
     /// TCP unless `security` gives the backend's TLS options).
     /// `namespace` runs it inside a network namespace (ip netns exec).
     /// `sessionLeader` runs it as a service manager would, leading a session of its own (setsid).
-    init(devices: [String], tcp: Bool = false, namespace: String? = nil, sessionLeader: Bool = false, extra: [String] = [],
-         security: [String] = []) throws {
+    /// `shm` listens on shared-memory rings too (shm:PATH), and makes that the endpoint.
+    init(devices: [String], tcp: Bool = false, shm: Bool = false, namespace: String? = nil, sessionLeader: Bool = false,
+         extra: [String] = [], security: [String] = []) throws {
         folder = NSTemporaryDirectory() + "paradice-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let socketPath = folder + "/backend.sock"
         var arguments = ["--listen", "unix:" + socketPath, "--specs", repositorySpecFolder, "--log-level", "debug"]
         if tcp { arguments += ["--listen", "tcp://127.0.0.1:0"] + (security.isEmpty ? ["--plain-tcp"] : security) }
         plainTCP = tcp && security.isEmpty
+        if shm { arguments += ["--listen", "shm:" + folder + "/ring.sock"] }
         for d in devices { arguments += ["--device", d] }
         arguments += extra
         if let namespace {
@@ -65,7 +67,7 @@ final class BackendProcess: @unchecked Sendable {
         // The backend prints one "listening on" line per listener once it accepts.
         var lines: [String] = []
         var pending = Data()
-        let wanted = tcp ? 2 : 1
+        let wanted = 1 + (tcp ? 1 : 0) + (shm ? 1 : 0)
         while lines.count < wanted {
             let chunk = output.fileHandleForReading.availableData
             if chunk.isEmpty { throw BackendFailure(log: (try? String(contentsOfFile: folder + "/backend.log", encoding: .utf8)) ?? "") }
@@ -76,7 +78,7 @@ final class BackendProcess: @unchecked Sendable {
             }
         }
         let endpoints = lines.compactMap { $0.components(separatedBy: "listening on ").last }
-        endpoint = tcp ? endpoints.first { $0.hasPrefix("tcp") }! : endpoints[0]
+        endpoint = shm ? endpoints.first { $0.hasPrefix("shm") }! : tcp ? endpoints.first { $0.hasPrefix("tcp") }! : endpoints[0]
         unixEndpoint = "unix:" + socketPath
         if sessionLeader {
             // setsid forked (the child leads its process group): the backend is who answers on the socket.

@@ -19,9 +19,10 @@ final class HostileBench {
     /// Resident memory the allocator may keep after a burst: its arenas and their fragments.
     static let residentSlackKiB = 8 << 10
 
-    init(devices: [String] = ["/dev/ptmx", "/dev/pts/*", "/dev/zero"], tcp: Bool = false, sessionLeader: Bool = false,
-         extra: [String] = []) throws {
-        backend = try BackendProcess(devices: devices, tcp: tcp, sessionLeader: sessionLeader, extra: extra + ["--log-level", "info"])
+    init(devices: [String] = ["/dev/ptmx", "/dev/pts/*", "/dev/zero"], tcp: Bool = false, shm: Bool = false,
+         sessionLeader: Bool = false, extra: [String] = []) throws {
+        backend = try BackendProcess(devices: devices, tcp: tcp, shm: shm, sessionLeader: sessionLeader,
+                                     extra: extra + ["--log-level", "info"])
         witness = try backend.connect("witness")
         witnessPty = try ForwardedPty(witness)
         baseline = Footprint(pid: backend.pid)

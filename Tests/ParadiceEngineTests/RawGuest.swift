@@ -12,10 +12,16 @@ final class RawGuest {
     let fd: Int32
     private var pending: [UInt8] = []
     private var nextRequest: UInt32 = 1
+    /// Over shm: the rings, pumped to and from `fd` (the test's raw bytes travel through the real rings).
+    private(set) var bridge: RingBridge?
 
-    /// Connects to `unix:/path` or `tcp://host:port`.
+    /// Connects to `unix:/path`, `tcp://host:port` or `shm:/path`.
     init(_ endpoint: String) throws {
-        if endpoint.hasPrefix("unix:") {
+        if endpoint.hasPrefix("shm:") {
+            let bridge = try RingBridge(String(endpoint.dropFirst(4)))
+            self.bridge = bridge
+            fd = bridge.guestSide
+        } else if endpoint.hasPrefix("unix:") {
             fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
@@ -39,7 +45,10 @@ final class RawGuest {
         }
     }
 
-    deinit { close(fd) }
+    deinit {
+        close(fd)
+        bridge?.finish()
+    }
 
     // MARK: bytes
 
@@ -165,6 +174,90 @@ final class RawGuest {
         guard let r = result(PD_OPEN, body: bytes(of: pd_open(flags: flags, mode: 0)) + Array(path.utf8)) else { return (0, -1) }
         return (UInt32(truncatingIfNeeded: r.result), r.error)
     }
+}
+
+/// A shm guest's rings pumped to and from one end of a socket pair, so that a raw guest's bytes go through
+/// the real rings, and a guest that stops reading stops the pump and so fills the backend's ring. Closing
+/// the guest's end ends the pump and hangs the rings up, as a guest that dies does.
+final class RingBridge: @unchecked Sendable {
+    let ring: UnsafeMutablePointer<paradice_ring>
+    let guestSide: Int32
+    private let pumpSide: Int32
+    private let pumps = ConditionCounter()
+
+    init(_ path: String) throws {
+        let setup = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+        let r = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(setup, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if r != 0 { let e = errno; close(setup); throw Errno(e) }
+        ring = .allocate(capacity: 1)
+        ring.initialize(to: paradice_ring())
+        guard paradice_ring_accept_offer(ring, setup) == 0 else { let e = Errno.current; close(setup); ring.deallocate(); throw e }
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            let e = Errno.current
+            paradice_ring_close(ring)
+            ring.deallocate()
+            throw e
+        }
+        guestSide = pair[0]
+        pumpSide = pair[1]
+        pumps.add(2)
+        Thread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            outer: while true {
+                let n = buffer.withUnsafeMutableBytes { paradice_ring_recv(ring, $0.baseAddress!, $0.count) }
+                if n <= 0 { break }
+                var sent = 0
+                while sent < n {
+                    let k = buffer.withUnsafeBytes { Glibc.send(pumpSide, $0.baseAddress! + sent, n - sent, Int32(MSG_NOSIGNAL)) }
+                    if k < 0 && errno == EINTR { continue }
+                    if k <= 0 { break outer }
+                    sent += k
+                }
+            }
+            Glibc.shutdown(pumpSide, Int32(SHUT_WR))
+            pumps.done()
+        }.start()
+        Thread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            outer: while true {
+                let n = recv(pumpSide, &buffer, buffer.count, 0)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                var sent = 0
+                while sent < n {
+                    let k = buffer.withUnsafeBytes { paradice_ring_send(ring, $0.baseAddress! + sent, n - sent) }
+                    if k <= 0 { break outer }
+                    sent += k
+                }
+            }
+            paradice_ring_shutdown(ring)
+            pumps.done()
+        }.start()
+    }
+
+    /// Called once the guest's end is closed: waits for both pumps, then releases the rings.
+    func finish() {
+        pumps.wait()
+        paradice_ring_close(ring)
+        ring.deallocate()
+        close(pumpSide)
+    }
+}
+
+/// A count of running threads that one can wait to reach zero.
+final class ConditionCounter: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var running = 0
+    func add(_ n: Int) { condition.lock(); running += n; condition.unlock() }
+    func done() { condition.lock(); running -= 1; condition.broadcast(); condition.unlock() }
+    func wait() { condition.lock(); while running > 0 { condition.wait() }; condition.unlock() }
 }
 
 /// The bytes of a C struct, as they travel.

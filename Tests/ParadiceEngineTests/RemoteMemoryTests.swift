@@ -23,7 +23,8 @@ func compileWithCore(_ name: String, into folder: String) throws -> String {
     let tls = repositorySourceFolder + "/ParadiceTLS"
     let r = try run("/usr/bin/env", flags + ["-pthread", "-I", core + "/include", "-I", repositorySourceFolder + "/CParadice/include",
                                              "-I", tls + "/include", "-o", output, programSources + "/\(name).c"] + sources
-                                    + [repositorySourceFolder + "/CParadice/cparadice.c", tls + "/tls.c", "-lssl", "-lcrypto"])
+                                    + ["cparadice.c", "ring.c", "vchan.c"].map { repositorySourceFolder + "/CParadice/" + $0 }
+                                    + [tls + "/tls.c", "-lssl", "-lcrypto"])
     guard r.status == 0 else { throw BackendFailure(log: "\(compiler[0]) \(name): \(r.output)") }
     return output
 }

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 #include "paradice_vchan.h"
+#include "paradice_ring.h"
 
 /// process_vm_readv on one contiguous range of a process (the caller's own, for frontends).
 ssize_t paradice_read_process(pid_t pid, void *local, unsigned long remote, size_t length);

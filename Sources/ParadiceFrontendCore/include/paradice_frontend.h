@@ -143,6 +143,9 @@ void pd_stream_socket(struct pd_stream *s, int fd);
 int pd_stream_vchan(struct pd_stream *s, const char *rest, const char **why);
 /* Why a TLS stream's last read failed in TLS itself (the backend's alert), or NULL (none, or no TLS stream). */
 const char *pd_stream_tls_failure(const struct pd_stream *s);
+/* A stream over the shared-memory rings a backend offers on the connected unix socket `setup_fd`, which
+ * it takes (and keeps, for liveness and descriptors). 0, or -1 with errno. */
+int pd_stream_ring(struct pd_stream *s, int setup_fd);
 
 /* ---- the connection ---- */
 
@@ -213,7 +216,7 @@ struct pd_connection {
 struct pd_connection *pd_conn_new(void);
 /* Drops a reference; the last closes the stream and frees the connection. */
 void pd_conn_release(struct pd_connection *c);
-/* A stream to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/) in *stream: 0, or -1. */
+/* A stream to `url` (unix:PATH, unix://PATH, tcp:HOST:PORT, tcp://HOST:PORT/, shm:PATH) in *stream: 0, or -1. */
 int pd_conn_dial(const char *url, struct pd_stream *stream);
 /* How a frontend secures TCP: certificate, key and CA, or a PSK file (paradice_tls.h), or plain TCP when
  * asked for. Unix sockets need none. */

@@ -160,6 +160,8 @@ public final class Listener: @unchecked Sendable {
             case .tcp:
                 if let tls { return FrameSocket(channel: TLSChannel(fd: fd, context: tls), peer: peer) }
                 return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
+            case .vsock, .serial:   // (serial ports are not accepted here: acceptSerial)
+                return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
             case .shm:
                 // A peer that went before its region could be offered is skipped, as an abandoned connection is.
                 guard let ring = try? RingChannel(offeringOn: fd) else { continue }

@@ -71,14 +71,19 @@ int paradice_vchan_parse(const char *rest, int *domain, char *path, size_t path_
     return 0;
 }
 
-struct paradice_vchan *paradice_vchan_open(int server, int domain, const char *path, const char **why) {
+int paradice_vchan_probe(int server, const char **why) {
     pthread_once(&xv_once, load);
-    if (!xv_loaded) { *why = "libxenvchan.so.4.17 is not installed here (Debian: libxenmisc4.17)"; errno = ENOSYS; return NULL; }
+    if (!xv_loaded) { *why = "libxenvchan.so.4.17 is not installed here (Debian: libxenmisc4.17)"; errno = ENOSYS; return -1; }
     if (access("/dev/xen/evtchn", F_OK) != 0 || access(server ? "/dev/xen/gntalloc" : "/dev/xen/gntdev", F_OK) != 0) {
         *why = "Xen is not running here (no /dev/xen/evtchn, gntalloc or gntdev)";
         errno = ENODEV;
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+struct paradice_vchan *paradice_vchan_open(int server, int domain, const char *path, const char **why) {
+    if (paradice_vchan_probe(server, why) != 0) return NULL;
     struct paradice_vchan *v = calloc(1, sizeof *v);
     if (!v) { *why = "out of memory"; errno = ENOMEM; return NULL; }
     v->stop = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

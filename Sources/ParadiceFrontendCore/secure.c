@@ -68,6 +68,15 @@ int pd_conn_dial_secure(struct pd_connection *c, const char *url, const struct p
         return -1;
     }
     c->plain_tcp = tcp && !tls;
+    if (strncmp(url, "vchan:", 6) == 0) {
+        const char *why = "no vchan";
+        *stream = (struct pd_stream)PD_STREAM_NONE;
+        if (pd_stream_vchan(stream, url + 6, &why) == 0) return 0;
+        int e = errno;
+        snprintf(c->why, sizeof c->why, "%s", why);
+        errno = e;
+        return -1;
+    }
     if (pd_conn_dial(url, stream) != 0) return -1;
     if (!tcp || !tls) return 0;
     struct pd_tls_settings settings = { s->cert, s->key, s->ca, s->psk_file };

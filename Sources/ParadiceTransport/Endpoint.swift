@@ -1,18 +1,26 @@
 /// Where a backend listens or a frontend connects: `unix:/path`, `tcp://host:port`, `shm:/path` (frames
 /// through shared-memory rings, set up over a unix socket at the path), `vsock://cid:port` (AF_VSOCK; a
 /// listener's cid may be `any`) or `serial:/path` (a virtio-serial port: the character device in a VM, or
-/// the unix socket of QEMU's chardev on the host; one peer at a time, see docs/transports.md).
+/// the unix socket of QEMU's chardev on the host; one peer at a time, see docs/transports.md) or
+/// `vchan:DOMID:/xenstore/path` (a Xen vchan to or from domain DOMID; one peer at a time).
 public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
     case shm(path: String)
     case tcp(host: String, port: UInt16)
     case vsock(cid: UInt32, port: UInt32)
     case serial(path: String)
+    /// A Xen vchan: the peer's domain and the xenstore path its rings are published under.
+    case vchan(domain: Int32, path: String)
 
     /// VMADDR_CID_ANY: a listener on every CID of this machine.
     public static let anyCID: UInt32 = 0xFFFF_FFFF
 
     public init(_ url: String) throws {
+        if url.hasPrefix("vchan:") {
+            let (domain, path) = try VchanChannel.parse(String(url.dropFirst(6)), endpoint: url)
+            self = .vchan(domain: domain, path: path)
+            return
+        }
         if url.hasPrefix("vsock:") {
             var rest = url.dropFirst(6)
             if rest.hasPrefix("//") { rest = rest.dropFirst(2) }
@@ -57,7 +65,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         }
         var rest: Substring
         if url.hasPrefix("tcp://") { rest = url.dropFirst(6) } else if url.hasPrefix("tcp:") { rest = url.dropFirst(4) } else {
-            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port, shm:/path, vsock://cid:port or serial:/path")
+            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port, shm:/path, vsock://cid:port, serial:/path or vchan:domid:/xenstore/path")
         }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else {
@@ -80,6 +88,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         case .tcp(let host, let port): return host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
         case .vsock(let cid, let port): return "vsock://\(cid == Endpoint.anyCID ? "any" : String(cid)):\(port)"
         case .serial(let path): return "serial:\(path)"
+        case .vchan(let domain, let path): return "vchan:\(domain):\(path)"
         }
     }
 }

@@ -17,6 +17,8 @@ public final class Listener: @unchecked Sendable {
         var open = false
         var ending = FrameSocket.Ending.peerGone
     }
+    /// A vchan: whether its one session is open (the next server is made once it ended).
+    private let vchanSession = ConditionLock(false)
     /// TCP connections' TLS (nil: unix, or plain TCP when asked for).
     public let tls: TLSContext?
 
@@ -37,6 +39,13 @@ public final class Listener: @unchecked Sendable {
         self.tls = tls
         switch endpoint {
         case .serial:
+            self.fd = -1
+            self.endpoint = endpoint
+        case .vchan:
+            var why: UnsafePointer<CChar>? = nil
+            guard paradice_vchan_probe(1, &why) == 0 else {
+                throw TransportError.badEndpoint(endpoint.description, why.map { String(cString: $0) } ?? "no vchan here")
+            }
             self.fd = -1
             self.endpoint = endpoint
         case .vsock(let cid, let port):
@@ -121,6 +130,7 @@ public final class Listener: @unchecked Sendable {
     /// Blocks for the next connection (on a serial port: until the last session ended and a host side sends).
     public func accept() throws -> FrameSocket {
         if case .serial(let path) = endpoint { return try acceptSerial(path) }
+        if case .vchan(let domain, let path) = endpoint { return try acceptVchan(domain, path) }
         while true {
             var storage = sockaddr_storage()
             var length = UInt32(MemoryLayout<sockaddr_storage>.size)
@@ -160,7 +170,7 @@ public final class Listener: @unchecked Sendable {
             case .tcp:
                 if let tls { return FrameSocket(channel: TLSChannel(fd: fd, context: tls), peer: peer) }
                 return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
-            case .vsock, .serial:   // (serial ports are not accepted here: acceptSerial)
+            case .vsock, .serial, .vchan:   // (serial ports and vchans are not accepted here)
                 return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
             case .shm:
                 // A peer that went before its region could be offered is skipped, as an abandoned connection is.
@@ -208,5 +218,17 @@ public final class Listener: @unchecked Sendable {
             serialSession.withLock { $0.channel = nil; $0.ending = .peerGone }
             throw error
         }
+    }
+
+    /// The vchan's next session, once the last one ended: a server made anew, and the guest that connected to it.
+    private func acceptVchan(_ domain: Int32, _ path: String) throws -> FrameSocket {
+        vchanSession.withLock(waitingFor: { open in open ? nil : () })
+        let channel = try VchanChannel(server: true, domain: domain, path: path, endpoint: endpoint.description)
+        vchanSession.withLock { $0 = true }
+        return FrameSocket(channel: channel, peer: "vchan domain \(domain)", pending: [], restartsOnHello: false,
+                           onClose: { [vchanSession] _ in
+                               vchanSession.withLock { $0 = false }
+                               vchanSession.broadcast()
+                           })
     }
 }

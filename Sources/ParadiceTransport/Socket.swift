@@ -271,7 +271,7 @@ public final class FrameSocket: @unchecked Sendable {
         throw TransportError.system("connect \(endpoint)", lastError)
     }
 
-    /// Unix, vsock and serial endpoints.
+    /// Unix, shm, vsock, serial and vchan endpoints.
     private static func connectUnix(_ endpoint: Endpoint) throws -> FrameSocket {
         switch endpoint {
         case .unix(let path), .shm(let path):
@@ -303,6 +303,9 @@ public final class FrameSocket: @unchecked Sendable {
             return FrameSocket(channel: SocketChannel(fd: fd), peer: endpoint.description)
         case .serial(let path):
             return try SerialPort.open(path)
+        case .vchan(let domain, let path):
+            return FrameSocket(channel: try VchanChannel(server: false, domain: domain, path: path, endpoint: endpoint.description),
+                               peer: endpoint.description)
         }
     }
 

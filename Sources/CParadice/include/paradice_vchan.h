@@ -15,6 +15,10 @@ struct paradice_vchan;
  * server publishes its rings under. 0, or -1 with *why (a static string). */
 int paradice_vchan_parse(const char *rest, int *domain, char *path, size_t path_size, const char **why);
 
+/* Whether vchans can be opened here (libxenvchan loaded, Xen's devices present): 0, or -1 with errno and
+ * *why as paradice_vchan_open gives them. */
+int paradice_vchan_probe(int server, const char **why);
+
 /* A server for domain `domain` at `path` (the backend: it waits for the guest to connect), or a client of
  * the server in `domain` at `path` (a guest). NULL with errno and *why: ENOSYS (no libxenvchan here),
  * ENODEV (Xen is not running here), or the library's error. */

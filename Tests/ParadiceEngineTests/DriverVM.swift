@@ -44,10 +44,7 @@ final class DriverVM: @unchecked Sendable {
     /// The same client on this machine through `paradice run`.
     func forwarded(_ command: [String], timeout: Double = 600) throws -> (status: Int32, output: String) {
         let r = try paradiceRun(endpoint, command, timeout: timeout)
-        // The CLI's own line about plain TCP (the VM's backend is reached so) is not the client's output.
-        let errors = r.errors.split(separator: "\n", omittingEmptySubsequences: false)
-            .filter { !$0.hasPrefix("paradice: warning: plain TCP") }.joined(separator: "\n")
-        return (r.status, r.output + errors)
+        return (r.status, r.output + r.errors)
     }
 
     static func require() throws -> DriverVM {

@@ -80,7 +80,7 @@ final class EvdevForwardedClient {
         try process.run()
     }
 
-    var text: String { evdevFileText(output) }
+    var text: String { withoutThePlainTCPWarning(evdevFileText(output)) }
 
     /// Waits for the end (killing the client after `seconds`); its exit status.
     func finish(seconds: Double = 60) -> Int32 {

@@ -42,11 +42,11 @@ struct Uinput {
         defer { if player.isRunning { kill(player.processIdentifier, SIGKILL) }; player.waitUntilExit() }
 
         // "Paradice Test Tablet: /dev/input/eventN", found through the backend's sysfs (UI_GET_SYSNAME).
-        #expect(evdevWait(seconds: 60) { evdevFileText(output).contains("Hit enter") }, "\(evdevFileText(output))")
-        let announced = evdevFileText(output).split(separator: "\n").first.map(String.init) ?? ""
+        #expect(evdevWait(seconds: 60) { playerText(output).contains("Hit enter") }, "\(playerText(output))")
+        let announced = playerText(output).split(separator: "\n").first.map(String.init) ?? ""
         let node = try #require(announced.components(separatedBy: "Paradice Test Tablet: ").last.flatMap {
             $0.hasPrefix("/dev/input/event") ? String($0.prefix { !$0.isWhitespace }) : nil
-        }, "\(evdevFileText(output))")
+        }, "\(playerText(output))")
 
         let described = try vm.native("evemu-describe \(node)")
         #expect(described.status == 0, "\(described.output)")
@@ -117,3 +117,6 @@ struct Uinput {
     }
 }
 }
+
+/// What the player printed, without `paradice run --plain-tcp`'s own line.
+private func playerText(_ path: String) -> String { withoutThePlainTCPWarning(evdevFileText(path)) }

@@ -15,6 +15,8 @@ swift build -c release --static-swift-stdlib --product paradice-backend 2>&1 | t
 # its share: release builds that need nothing of the host beyond /usr.
 swift build -c release --static-swift-stdlib --product paradice 2>&1 | tail -1
 swift build -c release --product paradice-guestd 2>&1 | tail -1
+# The preload for programs that the VMs run through `paradice run` from their share (C: libc alone).
+swift build -c release --product ParadicePreload 2>&1 | tail -1
 swift build --build-tests 2>&1 | tail -3
 swift test --skip-build 2>&1
 echo "== the Paradice module's interface (abi-test in a driver VM)"

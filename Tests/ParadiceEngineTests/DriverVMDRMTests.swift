@@ -162,35 +162,52 @@ struct DRM {
 
     /// vkms (card2) completes a flip at its next 60 Hz vblank, so the native rate is a display's and not the
     /// syscall speed: forwarded flips, three round trips each, must keep up with it. Native runs come before
-    /// and after the forwarded one, and the forwarded rate is compared with theirs. On a shared host the VM
-    /// itself falls behind 60 Hz at times: an attempt that fails while the VM did not hold 90 % of the
+    /// and after the forwarded one, and the forwarded rate is compared with theirs. The bound is 80 % of the
+    /// lower of native and what the forwarded chain allows: a frame takes as many vblank periods as its three
+    /// round trips need, the round trips sampled while modetest runs (forwarded-round-trips.py on another node
+    /// through the same frontend, every 10 ms), so a host too loaded for the chain to fit in a frame does not
+    /// fail the test, while a lost or late wake-up still does (it costs a period the round trips do not explain). On a shared host the
+    /// VM itself falls behind 60 Hz at times: an attempt that fails while the VM did not hold 90 % of the
     /// refresh rate natively, or while the host's CPU time was being stolen, is taken again.
     @Test func vkmsPageFlipRateIsWithinTwentyPercentOfNative() throws {
         let vm = try DriverVM.require()
         let listing = try vm.native("modetest -M vkms -c -p")
         let pipe = try #require(kmsPipe(listing.output), "\(listing.output)")
         let command = "sleep 12 | modetest -M vkms -s \(pipe.connector)@\(pipe.crtc):\(pipe.mode) -v 2>&1"
-        typealias Attempt = (native: [[Double]], forwarded: [Double], outputs: [String])
-        let within = { (a: Attempt) in
+        // Sampled on virtio-gpu's node while modetest flips vkms's: what round trips cost meanwhile.
+        let roundTrips = "python3 \(GuestVM.repository)/testbed/drivervm/forwarded-round-trips.py /dev/dri/card0 --for 12 --every 10"
+        typealias Attempt = (native: [[Double]], forwarded: [Double], roundTrips: [Double], outputs: [String])
+        let bound = { (a: Attempt) -> (native: Double, allowed: Double) in
             let native = median(a.native.flatMap { $0 })
-            return a.forwarded.count >= 3 && abs(median(a.forwarded) - native) <= 0.2 * native
+            return (native, min(native, chainAllows(native: native, roundTripsMicroseconds: a.roundTrips)))
         }
-        let (native, forwarded, outputs) = try unlessTheHostWasBusy(
+        let within = { (a: Attempt) in
+            let (native, allowed) = bound(a)
+            let rate = median(a.forwarded)
+            return a.forwarded.count >= 3 && rate >= 0.8 * allowed && rate <= 1.2 * native
+        }
+        let attempt = try unlessTheHostWasBusy(
             "vkms page flips", failed: { !within($0) }, disturbed: { $0.native.contains { median($0) < 54 } }
         ) { () throws -> Attempt in
             let before = try vm.native(command, timeout: 120)
-            let through = try vm.forwarded(["sh", "-c", command], timeout: 120)
+            let through = try vm.forwarded(["sh", "-c", "\(roundTrips) & \(command); wait"], timeout: 180)
             let after = try vm.native(command, timeout: 120)
-            return ([flipRates(before.output), flipRates(after.output)], flipRates(through.output), [before.output, through.output, after.output])
+            let lines = through.output.split(separator: "\n")
+            let times = lines.filter { $0.hasPrefix("round_trip_us ") }.flatMap { $0.split(separator: " ").dropFirst().compactMap { Double($0) } }
+            return ([flipRates(before.output), flipRates(after.output)], flipRates(through.output), times,
+                    [before.output, through.output, after.output])
         }
-        let nativeRates = native.flatMap { $0 }
-        print("vkms page flips, modetest -v for 12 s at \(pipe.mode): native median \(median(nativeRates)) Hz over "
-              + "\(nativeRates.count) reports (before and after), forwarded median \(median(forwarded)) Hz over \(forwarded.count) reports")
+        let nativeRates = attempt.native.flatMap { $0 }
+        let (native, allowed) = bound(attempt)
+        print("vkms page flips, modetest -v for 12 s at \(pipe.mode): native median \(native) Hz over "
+              + "\(nativeRates.count) reports (before and after), forwarded median \(median(attempt.forwarded)) Hz over "
+              + "\(attempt.forwarded.count) reports; forwarded round trip median \(median(attempt.roundTrips)) us over "
+              + "\(attempt.roundTrips.count), the chain allows \(allowed) Hz")
         // The vblank clock paces native flips: at most 60 Hz, not the thousands virtio-gpu allows (a busy host
         // slows the VM below it).
-        #expect(nativeRates.count >= 8 && median(nativeRates) > 30 && median(nativeRates) < 75, "\(outputs)")
-        #expect(forwarded.count >= 3, "\(outputs)")
-        #expect(within((native, forwarded, outputs)), "native \(native) Hz, forwarded \(forwarded) Hz")
+        #expect(nativeRates.count >= 8 && native > 30 && native < 75, "\(attempt.outputs)")
+        #expect(attempt.forwarded.count >= 3 && attempt.roundTrips.count >= 100, "\(attempt.outputs)")
+        #expect(within(attempt), "native \(attempt.native) Hz, forwarded \(attempt.forwarded) Hz, bound 80 % of \(allowed) Hz")
     }
 
     /// Dumb buffers kept mapped: the device has the program's pixels at ADDFB, SETCRTC, DIRTYFB and PAGE_FLIP;

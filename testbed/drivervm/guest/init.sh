@@ -56,7 +56,9 @@ if [ -d /host/usr/bin ]; then
   for d in bin sbin lib lib64; do ln -s usr/$d /host/$d; done
   mkdir -p /host/dev /host/proc /host/sys /host/tmp /host/run /host/etc /host/root /host/share
   mount -o bind /dev /host/dev
-  mount -o bind /dev/pts /host/dev/pts               # ptys for host programs (a bind of /dev leaves it out)
+  # ptys for host programs (a bind of /dev leaves devpts out); not in a guest VM, whose forwarded /dev/pts/N
+  # nodes the module makes in devtmpfs, which devpts there would hide
+  [ "$ROLE" = guest ] || mount -o bind /dev/pts /host/dev/pts
   mount -o bind /proc /host/proc
   mount -o bind /sys /host/sys
   mount -o bind /share /host/share

@@ -429,10 +429,12 @@ static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
         for (nfds_t i = 0; i < n; i++) {
             PD_HOLD(f, fds[i].fd);
             if (!f) { fds[i].revents = local[i].revents; continue; }
-            /* The event carries what the backend found ready when it fired. */
-            short revents = pd_end_poll(f);
-            if (watched[i] && local[watched[i]].revents)
-                fds[i].revents = revents & (fds[i].events | POLLERR | POLLHUP | POLLNVAL);
+            /* The event says what the backend found ready when it fired, but it may be an earlier watch's
+             * (the one an epoll set keeps, fired for a change this program has already taken through another
+             * wait): the level is asked again, and a wake-up the device no longer stands behind is none. */
+            short revents = pd_end_poll(f), now = 0;
+            if (watched[i] && local[watched[i]].revents && (revents & (fds[i].events | POLLERR | POLLHUP | POLLNVAL)))
+                fds[i].revents = pd_poll_one(f, fds[i].events, 0, &now) == 0 ? now : revents;
             /* The backend keeps one watch per file: this poll's replaced the one an epoll set relies on. */
             pd_rearm(f);
         }

@@ -76,6 +76,7 @@ final class Session: @unchecked Sendable {
                 }
                 identity = socket.identity
                 logger[metadataKey: "identity"] = "\(identity)"
+                policyCache.withLock { $0 = nil }   // found for the address alone, before TLS proved who it is
             }
             setReceiveTimeout(seconds: limits.handshakeSeconds)
             let first: Frame?

@@ -129,6 +129,37 @@ struct PolicyTests {
         #expect(backend.isRunning)
     }
 
+    @Test func aReloadThatMakesADeviceReadOnlyRefusesWritesOnFilesAlreadyOpen() throws {
+        let files = try PolicyFiles()
+        func policy(_ access: String) -> String {
+            "rules:\n  - name: zero\n    match: { uid: \(getuid()) }\n    devices: [\"/dev/zero\"]\n    access: \(access)\n"
+        }
+        try files.write(policy("read-write"))
+        let backend = try BackendProcess(devices: ["/dev/zero"], extra: ["--policy", files.path("policy.yaml")])
+        let client = try backend.connect()
+        let zero = try client.open("/dev/zero", flags: O_RDWR)
+        #expect(try zero.write([1, 2, 3]) == 3)
+
+        try files.write(policy("read-only"))
+        kill(backend.pid, SIGHUP)
+        #expect(backend.waitUntil(seconds: 60) { backend.log.contains("policy reloaded") }, "\(backend.log)")
+        #expect(throws: Errno(EACCES)) { try zero.write([1, 2, 3]) }
+        #expect(denials(backend.log, "op=write", "path=/dev/zero", "rule=rule 1 (zero) at \(files.path("policy.yaml")):2") == 1)
+        #expect(try zero.read(count: 2) == [0, 0])
+        #expect(throws: Errno(EACCES)) { try client.open("/dev/zero", flags: O_WRONLY) }
+        _ = try client.open("/dev/zero", flags: O_RDONLY)
+    }
+
+    @Test func aRuleSetsTheGuestsLimits() throws {
+        let files = try PolicyFiles()
+        try files.write("rules:\n  - match: { uid: \(getuid()) }\n    devices: [\"/dev/zero\"]\n    limits: { max-open-files: 2 }\n")
+        let backend = try BackendProcess(devices: ["/dev/zero"], extra: ["--policy", files.path("policy.yaml")])
+        let client = try backend.connect()
+        let kept = try (0..<2).map { _ in try client.open("/dev/zero", flags: O_RDONLY) }
+        #expect(throws: Errno(EMFILE)) { try client.open("/dev/zero", flags: O_RDONLY) }
+        #expect(kept.count == 2)
+    }
+
     @Test func theConfigFileNamesThePolicy() throws {
         let files = try PolicyFiles()
         try files.write("rules:\n  - match: { any: true }\n    devices: [\"/dev/ptmx\"]\n    access: read-only\n")

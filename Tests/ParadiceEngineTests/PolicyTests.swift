@@ -85,6 +85,20 @@ struct PolicyTests {
         try zero.unmap(mapped, length: 4096)
     }
 
+    @Test func certificatesMatchByCommonNameAndAlternativeName() throws {
+        let tls = try TLSFiles()
+        let files = try PolicyFiles()
+        try files.write("rules:\n  - match: { cn: \"guest-*\", san: \"DNS:guest-1\" }\n    devices: [\"/dev/ptmx\", \"/dev/pts/*\"]\n")
+        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"], tcp: true,
+                                         security: tls.backendOptions + ["--policy", files.path("policy.yaml")])
+        let certified = try ParadiceClient.connect(backend.endpoint, name: "cert", security: tls.guest)
+        _ = try certified.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
+        let keyed = try ParadiceClient.connect(backend.endpoint, name: "psk", security: TransportSecurity(presharedKeys: tls.path("guest.psk")))
+        #expect(throws: Errno(EACCES)) { try keyed.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY) }
+        #expect(denials(backend.log, "who=psk guest-psk", "op=open O_RDWR", "rule=no rule matches") == 1, "\(backend.log)")
+        #expect(denials(backend.log, "who=cert") == 0)
+    }
+
     @Test func aGuestNoRuleMatchesMayOpenNothing() throws {
         let files = try PolicyFiles()
         try files.write(Self.twoGuests)

@@ -64,7 +64,7 @@ public enum PolicyFile {
             return "\(file):\(mark.line):\(mark.column): \(problem)\(context.map { " (\($0.text) at \($0.mark.line):\($0.mark.column))" } ?? "")"
         case .reader(let problem, _, _, _): return "\(file): \(problem)"
         case .duplicatedKeysInMapping(let duplicates, let context):
-            return "\(file):\(context.mark.line):\(context.mark.column): duplicate key \(duplicates.sorted().joined(separator: ", "))"
+            return "\(file):\(context.mark.line):\(context.mark.column): duplicate key \(duplicates.sorted().map { "'\($0)'" }.joined(separator: ", "))"
         default: return "\(file): \(error)"
         }
     }

@@ -210,6 +210,7 @@ struct PolicyTests {
                 == "policy.yaml:3:31: max-open-files is a count above 0")
         #expect(try startupError("rules:\n  - match: { any: true }\n    ioctls: { allow: [A], deny: [B] }\n")
                 == "policy.yaml:3:13: ioctls has either 'allow' or 'deny'")
+        #expect(try startupError("rules:\n  - match: { any: true }\n    match: { psk: a }\n") == "policy.yaml:2:5: duplicate key 'match'")
         #expect(try startupError("rule:\n  - match: { any: true }\n") == "policy.yaml:1:1: unknown key 'rule' (a policy has 'rules')")
     }
 }

@@ -140,13 +140,13 @@ extension Session {
     /// PD_SHARE: the device's descriptor for a same-host guest's mmap.
     func share(_ request: UInt32, _ handle: UInt32) {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
-        // The guest gets the descriptor itself: one open for writing it may map for writing.
-        let writable = ((try? Syscall.fcntl(file.fd, F_GETFL)) ?? O_RDWR) & O_ACCMODE != O_RDONLY
-        if let refused = refusal("mmap (shared descriptor)", path: file.path, writes: writable) { return fail(request, refused) }
         guard backend.configuration.shareMappings, socket.isLocal else {
             logger.notice("mmap refused: descriptors are not shared with this guest", metadata: ["path": "\(file.path)"])
             return fail(request, .noSuchDevice)
         }
+        // The guest gets the descriptor itself: one open for writing it may map for writing.
+        let writable = ((try? Syscall.fcntl(file.fd, F_GETFL)) ?? O_RDWR) & O_ACCMODE != O_RDONLY
+        if let refused = refusal("mmap (shared descriptor)", path: file.path, writes: writable) { return fail(request, refused) }
         do { try socket.sendRaw(Reply.frame(request, .success(0)), passing: file.fd) } catch { socket.shutdownBoth() }
     }
 }

@@ -23,6 +23,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // The policy file's YAML (libyaml inside): every node keeps its line and column for error messages.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // Specs (data) → spec compiler: lexer, parser, type checker, layout.
@@ -45,7 +47,7 @@ let package = Package(
         .target(
             name: "ParadiceEngine",
             dependencies: ["ParadiceSpec", "ParadicePlan", "ParadiceWire", "ParadiceTransport", "ParadiceSystem", "CParadice",
-                           .product(name: "Logging", package: "swift-log")],
+                           .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams")],
             swiftSettings: hotPath
         ),
         // The frontend core (C): connection, request/reply matching, ioctl plan execution, descriptor slots,

@@ -25,6 +25,9 @@ public struct BackendConfiguration: Sendable {
     public var trees: [String] = []
     /// What one guest may hold, and how many guests at once.
     public var limits = GuestLimits()
+    /// The policy file (PolicyFile.swift): which guest may open which device, how, and which ioctls. Without
+    /// one every guest may use every export. SIGHUP reads it again.
+    public var policyFile: String?
 
     public init(specsDirectory: String) { self.specsDirectory = specsDirectory }
 }
@@ -80,6 +83,9 @@ public final class Backend: @unchecked Sendable {
     private let sessionsLock = Lock()
     private var sessions: [UInt32: Session] = [:]
     private var nextSession: UInt32 = 1
+    /// The policy in force: replaced whole by a reload, read by every session's checks.
+    private let policyLock = Lock()
+    private var currentPolicy: Policy?
 
     public init(configuration: BackendConfiguration, availablePlugins: [any DevicePlugin.Type], logger: Logger) throws {
         self.configuration = configuration
@@ -98,7 +104,9 @@ public final class Backend: @unchecked Sendable {
         }
         plugins = enabled
         guard !configuration.listen.isEmpty else { throw BackendError.noListener }
+        if let file = configuration.policyFile { currentPolicy = try PolicyFile.load(file) }
         installInterruptHandler()
+        if configuration.policyFile != nil { startPolicyReloads() }
         // Large buffers (reads, frames) come from and go back to the system: glibc's sliding threshold would
         // otherwise keep a burst's buffers in its heap, and a hostile guest's peak would stay the backend's size.
         _ = paradice_fix_mmap_threshold(64 << 10)
@@ -163,6 +171,35 @@ public final class Backend: @unchecked Sendable {
     func pluginState(for specClass: SpecClass?, path: String, descriptor: Int32) -> (any DeviceFileState)? {
         guard let name = specClass?.plugin, let plugin = plugins[name] else { return nil }
         return plugin.state(for: DeviceFile(path: path, descriptor: descriptor, specs: specs))
+    }
+
+    /// The policy decisions use now; nil lets every guest use every export.
+    public var policy: Policy? { policyLock.withLock { currentPolicy } }
+
+    /// Reads the policy file again: sessions decide by the new one from their next call on. A file that
+    /// does not load leaves the old policy in force.
+    public func reloadPolicy() {
+        guard let file = configuration.policyFile else { return }
+        do {
+            let policy = try PolicyFile.load(file)
+            policyLock.withLock { currentPolicy = policy }
+            logger.notice("policy reloaded", metadata: ["file": "\(file)", "rules": "\(policy.rules.count)"])
+        } catch {
+            logger.error("policy reload failed: the old policy stays in force", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// SIGHUP reloads the policy, on a thread of its own (a signal handler can only note that it came).
+    private func startPolicyReloads() {
+        guard let wake = try? Syscall.eventfd() else {
+            logger.error("no eventfd for SIGHUP: the policy cannot be reloaded")
+            return
+        }
+        installHangupHandler(notifying: wake)
+        startThread { [self] in
+            var count: UInt64 = 0
+            while (try? Syscall.read(wake, &count, 8, retryOnInterrupt: true)) == 8 { reloadPolicy() }
+        }
     }
 
     public var activeSessions: Int { sessionsLock.withLock { sessions.count } }

@@ -44,7 +44,9 @@ final class Session: @unchecked Sendable {
     var mappings: [UInt32: DeviceMapping] = [:]
     var mappedBytes = 0
     var nextMapping: UInt32 = 1
-    var limits: GuestLimits { backend.configuration.limits }
+    /// The policy rule found for this guest (SessionPolicy.swift), with a lock of its own: `limits` reads it
+    /// under `lock`.
+    let policyCache = LockedValue<(policy: Policy, rule: Policy.Rule?)?>(nil)
     /// Made with the session, before any other thread sees it (a lazy var is no safe first use from two).
     private(set) var watcher: Watcher!
 
@@ -74,6 +76,7 @@ final class Session: @unchecked Sendable {
                 }
                 identity = socket.identity
                 logger[metadataKey: "identity"] = "\(identity)"
+                policyCache.withLock { $0 = nil }   // found for the address alone, before TLS proved who it is
             }
             setReceiveTimeout(seconds: limits.handshakeSeconds)
             let first: Frame?

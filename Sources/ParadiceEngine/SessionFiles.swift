@@ -17,10 +17,16 @@ extension Session {
             // A file of an exported tree, or a folder of exported nodes, for reading only.
             let folder = backend.exports.holdsDevices(path)
             if let resolved = resolveInTree(path) ?? (folder ? path : nil) {
+                if let refused = treeRefusal(path) { return fail(request, refused) }
                 return openInTree(request, resolved, flags: flags, folder: folder)
             }
             logger.notice("open of a path that is not exported", metadata: ["path": "\(path)"])
             return fail(request, .noSuchFileOrDirectory)
+        }
+        let access = flags & O_ACCMODE
+        if let refused = refusal(access == O_RDONLY ? "open O_RDONLY" : access == O_WRONLY ? "open O_WRONLY" : "open O_RDWR",
+                                 path: path, writes: access != O_RDONLY) {
+            return fail(request, refused)
         }
         // The guest's own flags, minus what only makes sense in the guest's process.
         let allowed = O_ACCMODE | O_NONBLOCK | O_APPEND | O_SYNC | O_DSYNC | O_NOCTTY | O_EXCL | paradice_o_direct()
@@ -72,6 +78,7 @@ extension Session {
 
     func write(_ request: UInt32, _ handle: UInt32, _ data: ArraySlice<UInt8>, offset: Int64?) {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
+        if let refused = refusal("write", path: file.path, writes: true) { return fail(request, refused) }
         let work: @Sendable (DriverWindow) -> Void = { [self] window in
             reply(request, window.run { Executor.write(file.fd, data, offset: offset) })
             watcher.rearm(handle)
@@ -137,6 +144,9 @@ extension Session {
             logger.notice("mmap refused: descriptors are not shared with this guest", metadata: ["path": "\(file.path)"])
             return fail(request, .noSuchDevice)
         }
+        // The guest gets the descriptor itself: one open for writing it may map for writing.
+        let writable = ((try? Syscall.fcntl(file.fd, F_GETFL)) ?? O_RDWR) & O_ACCMODE != O_RDONLY
+        if let refused = refusal("mmap (shared descriptor)", path: file.path, writes: writable) { return fail(request, refused) }
         do { try socket.sendRaw(Reply.frame(request, .success(0)), passing: file.fd) } catch { socket.shutdownBoth() }
     }
 }

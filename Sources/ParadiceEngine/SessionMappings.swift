@@ -14,6 +14,8 @@ extension Session {
         guard length > 0, length <= 1 << 30, offset <= UInt64(Int64.max) - length else {
             return fail(request, .invalidArgument)
         }
+        let writable = protection & PROT_WRITE != 0
+        if let refused = refusal(writable ? "mmap PROT_WRITE" : "mmap", path: file.path, writes: writable) { return fail(request, refused) }
         if let specClass = file.specClass, let refusal = backend.specs.mmapRefusal(in: specClass, offset: offset, length: length) {
             logger.debug("mmap refused by the spec", metadata: ["path": "\(file.path)", "offset": "\(offset)"])
             return fail(request, Errno(refusal))

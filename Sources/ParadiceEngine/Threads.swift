@@ -21,6 +21,23 @@ func installInterruptHandler() {
     signal(SIGPIPE, SIG_IGN)
 }
 
+/// Where the SIGHUP handler notes that the signal came (an eventfd the reload thread reads).
+nonisolated(unsafe) private var hangupNotification: Int32 = -1
+
+/// SIGHUP writes to `eventfd`, the only thing a handler may safely do; SA_RESTART keeps driver calls
+/// the signal happens to land in going.
+func installHangupHandler(notifying eventfd: Int32) {
+    hangupNotification = eventfd
+    var action = sigaction()
+    action.__sigaction_handler.sa_handler = { _ in
+        var one: UInt64 = 1
+        _ = write(hangupNotification, &one, 8)
+    }
+    sigemptyset(&action.sa_mask)
+    action.sa_flags = SA_RESTART
+    sigaction(SIGHUP, &action, nil)
+}
+
 /// Takes the interrupt signal if one was sent to this thread and not yet delivered: blocked, dequeued
 /// without waiting, unblocked. A thread that was signalled inside a driver call goes on clean.
 func takePendingInterrupt() {

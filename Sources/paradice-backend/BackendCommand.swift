@@ -39,7 +39,7 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The spec folder.", valueName: "dir"))
     var specs: String?
 
-    @Option(name: .long, help: ArgumentHelp("A config file with the same settings: listen, plugins, device, specs, log-level, tls-cert, tls-key, tls-ca, psk-file, plain-tcp.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("A config file with the same settings: listen, plugins, device, specs, log-level, tls-cert, tls-key, tls-ca, psk-file, plain-tcp, policy.", valueName: "file"))
     var config: String?
 
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
@@ -86,6 +86,9 @@ struct BackendCommand: ParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Pre-shared keys guests may use instead: IDENTITY:HEXKEY lines (16 to 64 bytes).", valueName: "file"))
     var pskFile: String?
+
+    @Option(name: .long, help: ArgumentHelp("Which guest may open which devices, how, and which ioctls (YAML, docs/policy.md); SIGHUP reloads it. Without one every guest may use every export.", valueName: "file"))
+    var policy: String?
 
     @Flag(name: .long, help: "Serve TCP listeners without TLS: guests are neither authenticated nor encrypted.")
     var plainTcp = false
@@ -137,12 +140,16 @@ struct BackendCommand: ParsableCommand {
         configuration.shareMappings = shareMappings || settings.shareMappings
         configuration.trees = settings.trees + tree
         configuration.limits = try limits(settings.limits)
+        configuration.policyFile = policy ?? settings.policy
 
         let backend: Backend
         do {
             backend = try Backend(configuration: configuration, availablePlugins: AvailablePlugins.all, logger: logger)
         } catch let errors as SpecErrors {
             for d in errors.diagnostics { printError("\(d)") }
+            throw ExitCode(1)
+        } catch let failure as PolicyFile.Failure {
+            printError("\(failure)")
             throw ExitCode(1)
         } catch {
             printError("paradice-backend: \(error)")

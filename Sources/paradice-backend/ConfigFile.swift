@@ -14,6 +14,7 @@ import Glibc
 ///     tls-ca   = "/etc/paradice/ca.pem"
 ///     max-open-files = 4096            # per guest session; also max-requests-in-flight, max-workers,
 ///     max-mapped-bytes = "8G"          # max-read-bytes-in-flight, max-frame, max-sessions (see --help)
+///     policy = "/etc/paradice/policy.yaml"   # who may open what (docs/policy.md)
 enum ConfigFile {
     struct Settings {
         var listen: [String] = []
@@ -27,6 +28,7 @@ enum ConfigFile {
         var tlsKey: String?
         var tlsCA: String?
         var pskFile: String?
+        var policy: String?
         var plainTCP = false
         /// Limit settings (max-…), as written: the command checks them with its own options.
         var limits: [String: String] = [:]
@@ -68,6 +70,7 @@ enum ConfigFile {
             case "tls-key", "tls_key": settings.tlsKey = values.last
             case "tls-ca", "tls_ca": settings.tlsCA = values.last
             case "psk-file", "psk_file": settings.pskFile = values.last
+            case "policy": settings.policy = values.last
             case "plain-tcp", "plain_tcp":
                 guard values.last == "true" || values.last == "false" else {
                     throw Failure(description: "\(path):\(lineNumber):\(line.distance(from: line.startIndex, to: eq) + 3): plain-tcp is true or false")

@@ -177,15 +177,8 @@ struct DRM {
         // Sampled on virtio-gpu's node while modetest flips vkms's: what round trips cost meanwhile.
         let roundTrips = "python3 \(GuestVM.repository)/testbed/drivervm/forwarded-round-trips.py /dev/dri/card0 --for 12 --every 10"
         typealias Attempt = (native: [[Double]], forwarded: [Double], roundTrips: [Double], outputs: [String])
-        let bound = { (a: Attempt) -> (native: Double, allowed: Double) in
-            let native = median(a.native.flatMap { $0 })
-            return (native, min(native, chainAllows(native: native, roundTripsMicroseconds: a.roundTrips)))
-        }
-        let within = { (a: Attempt) in
-            let (native, allowed) = bound(a)
-            let rate = median(a.forwarded)
-            return a.forwarded.count >= 3 && rate >= 0.8 * allowed && rate <= 1.2 * native
-        }
+        let pace = { (a: Attempt) in flipPace(native: a.native, forwarded: a.forwarded, roundTrips: a.roundTrips) }
+        let within = { (a: Attempt) in pace(a).kept }
         let attempt = try unlessTheHostWasBusy(
             "vkms page flips", failed: { !within($0) }, disturbed: { $0.native.contains { median($0) < 54 } }
         ) { () throws -> Attempt in
@@ -198,7 +191,7 @@ struct DRM {
                     [before.output, through.output, after.output])
         }
         let nativeRates = attempt.native.flatMap { $0 }
-        let (native, allowed) = bound(attempt)
+        let (native, allowed, _) = pace(attempt)
         print("vkms page flips, modetest -v for 12 s at \(pipe.mode): native median \(native) Hz over "
               + "\(nativeRates.count) reports (before and after), forwarded median \(median(attempt.forwarded)) Hz over "
               + "\(attempt.forwarded.count) reports; forwarded round trip median \(median(attempt.roundTrips)) us over "

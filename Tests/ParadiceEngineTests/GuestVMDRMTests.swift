@@ -114,15 +114,8 @@ struct DRM {
         try FileManager.default.copyItem(atPath: GuestVM.repository + "/testbed/drivervm/" + script, toPath: guest.share + "/" + script)
         let roundTrips = "python3 /share/\(script) /dev/dri/card0 150"
         typealias Attempt = (native: [[Double]], guest: [Double], roundTrips: [Double], outputs: [String])
-        let bound = { (a: Attempt) -> (native: Double, allowed: Double) in
-            let native = median(a.native.flatMap { $0 })
-            return (native, min(native, chainAllows(native: native, roundTripsMicroseconds: a.roundTrips)))
-        }
-        let within = { (a: Attempt) in
-            let (native, allowed) = bound(a)
-            let rate = median(a.guest)
-            return a.guest.count >= 3 && rate >= 0.8 * allowed && rate <= 1.2 * native
-        }
+        let pace = { (a: Attempt) in flipPace(native: a.native, forwarded: a.guest, roundTrips: a.roundTrips) }
+        let within = { (a: Attempt) in pace(a).kept }
         let attempt = try unlessTheHostWasBusy(
             "vkms page flips in the guest VM", failed: { !within($0) }, disturbed: { $0.native.contains { median($0) < 54 } }
         ) { () throws -> Attempt in
@@ -135,7 +128,7 @@ struct DRM {
                     [before.output, through.output, after.output])
         }
         let nativeRates = attempt.native.flatMap { $0 }
-        let (native, allowed) = bound(attempt)
+        let (native, allowed, _) = pace(attempt)
         let rate = median(attempt.guest)
         print("vkms page flips in the guest VM, modetest -v for 12 s at \(pipe.mode): native median \(native) Hz, "
               + "guest VM median \(rate) Hz over \(attempt.guest.count) reports; forwarded round trip median "
@@ -145,6 +138,16 @@ struct DRM {
         #expect(within(attempt), "native \(attempt.native) Hz, guest VM \(attempt.guest) Hz, bound 80 % of \(allowed) Hz")
     }
 }
+}
+
+/// A forwarded flip rate against native: the native median and the rate the forwarded chain allows (the
+/// lower of native and chainAllows), and whether `rate` keeps the pace: at least 80 % of what is allowed,
+/// at most 120 % of native, over three reports at least.
+func flipPace(native runs: [[Double]], forwarded rates: [Double], roundTrips: [Double]) -> (native: Double, allowed: Double, kept: Bool) {
+    let native = median(runs.flatMap { $0 })
+    let allowed = min(native, chainAllows(native: native, roundTripsMicroseconds: roundTrips))
+    let rate = median(rates)
+    return (native, allowed, rates.count >= 3 && rate >= 0.8 * allowed && rate <= 1.2 * native)
 }
 
 /// The flip rate the forwarded chain allows at `native` Hz: the round trips in order, three to a frame (the

@@ -173,14 +173,28 @@ struct PreloadTests {
         let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"])
         let program = try compile("events", into: backend.folder)
         let pty = try NativePty()
-        let writer = Thread {
-            usleep(800_000)
-            _ = write(pty.master, "evented\n", 8)
-            usleep(800_000)
-            _ = write(pty.master, "abcdefg\n", 8)
+        // Each line goes in once the program says it waits for it ("ready", "second"): however slow its start,
+        // the first wait finds nothing and the later ones find their line.
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
+        client.arguments = ["run", "--backend", backend.endpoint, "--", program, pty.slavePath]
+        let out = Pipe(), err = Pipe()
+        client.standardOutput = out
+        client.standardError = err
+        try client.run()
+        var output = ""
+        for (cue, line) in [("ready\n", "evented\n"), ("second\n", "abcdefg\n")] {
+            while !output.contains(cue) {
+                let chunk = out.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                output += String(decoding: chunk, as: UTF8.self)
+            }
+            _ = write(pty.master, line, line.utf8.count)
         }
-        writer.start()
-        let result = try paradiceRun(backend.endpoint, [program, pty.slavePath])
+        output += String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        client.waitUntilExit()
+        let result = (status: client.terminationStatus, output: output,
+                      errors: String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
         #expect(result.status == 0, "\(result.output)\(result.errors)")
         #expect(result.output.contains("before: 0"))
         #expect(result.output.contains("after: 1 ready, forwarded yes"))

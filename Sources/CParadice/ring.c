@@ -11,6 +11,7 @@
  * ioeventfd and irqfd of the BAR), so the same ops serve it. */
 #define _GNU_SOURCE
 #include "paradice_ring.h"
+#include "cparadice.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -356,19 +357,7 @@ int paradice_ring_accept_offer(struct paradice_ring *r, int setup_fd) {
 /* The descriptor travels over the setup socket with the ring position of its frame's first byte. */
 int paradice_ring_send_descriptor(struct paradice_ring *r, int descriptor) {
     uint32_t position = r->head;
-    char control[CMSG_SPACE(sizeof(int))];
-    memset(control, 0, sizeof control);
-    struct iovec iov = { &position, sizeof position };
-    struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&message);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &descriptor, sizeof(int));
-    ssize_t sent;
-    do { sent = sendmsg(r->setup_fd, &message, MSG_NOSIGNAL); } while (sent < 0 && errno == EINTR);
-    if (sent != (ssize_t)sizeof position) { if (sent >= 0) errno = EPIPE; return -1; }
-    return 0;
+    return paradice_send_with_descriptor(r->setup_fd, &position, sizeof position, descriptor);
 }
 
 int paradice_ring_take_descriptor(struct paradice_ring *r, uint32_t position) {

@@ -1,4 +1,4 @@
-// fuzz-build: Sources/CParadice/ring.c
+// fuzz-build: Sources/CParadice/ring.c Sources/CParadice/cparadice.c
 /*
  * The shared-memory ring reader and writer (paradice_ring.h) against a hostile peer: the input is a script
  * of what the peer does to the shared region (its head and tail words, its waiting words, the data bytes,

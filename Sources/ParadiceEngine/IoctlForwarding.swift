@@ -40,8 +40,9 @@ extension Session {
             logger.notice("ioctl on a file no spec class serves", metadata: ["path": "\(file.path)", "command": "\(hex(request.command))"])
             return fail(frame.request, .inappropriateIOCTLForDevice)
         }
-        // By the spec's name; one no spec names fails below as it would without a policy (ENOTTY).
-        if let name = backend.specs.match(command: request.command, in: specClass)?.ioctl.name,
+        // By the spec's name; one no spec names fails below as it would without a policy (ENOTTY). The name
+        // is looked up only under a policy: without one the call's path stays as it was.
+        if backend.policy != nil, let name = backend.specs.match(command: request.command, in: specClass)?.ioctl.name,
            let refused = refusal("ioctl", path: file.path, writes: false, ioctl: name) {
             return fail(frame.request, refused)
         }

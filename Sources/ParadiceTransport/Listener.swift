@@ -49,40 +49,14 @@ public final class Listener: @unchecked Sendable {
             self.fd = -1
             self.endpoint = endpoint
         case .vsock(let cid, let port):
-            let fd: Int32
-            do throws(Errno) { fd = try Syscall.socket(AF_VSOCK, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
-                throw TransportError.system("socket", error)
+            self.fd = try vsockAddress(cid: cid, port: port).withUnsafeBytes { address in
+                try Listener.listeningSocket(AF_VSOCK, address, endpoint)
             }
-            let listening = vsockAddress(cid: cid, port: port).withUnsafeBytes { address in
-                attempt { () throws(Errno) in
-                    try Syscall.bind(fd, address)
-                    try Syscall.listen(fd, backlog: 64)
-                }
-            }
-            if case .failure(let error) = listening {
-                try? Syscall.close(fd)
-                throw TransportError.system("listen on \(endpoint)", error)
-            }
-            self.fd = fd
             self.endpoint = endpoint
         case .unix(let path), .shm(let path):
-            let fd: Int32
-            do throws(Errno) { fd = try Syscall.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
-                throw TransportError.system("socket", error)
-            }
             try? Syscall.unlink(path)   // a stale socket from an earlier run
             let addr = try FrameSocket.unixAddress(path)
-            let listening = withUnsafeBytes(of: addr) { address in
-                attempt { () throws(Errno) in
-                    try Syscall.bind(fd, address)
-                    try Syscall.listen(fd, backlog: 64)
-                }
-            }
-            if case .failure(let error) = listening {
-                try? Syscall.close(fd)
-                throw TransportError.system("listen on \(endpoint)", error)
-            }
-            self.fd = fd
+            self.fd = try withUnsafeBytes(of: addr) { address in try Listener.listeningSocket(AF_UNIX, address, endpoint) }
             self.endpoint = endpoint
         case .tcp(let host, let port):
             var lastError = Errno.addressNotAvailable
@@ -111,6 +85,22 @@ public final class Listener: @unchecked Sendable {
             }
             throw TransportError.system("listen on \(endpoint)", lastError)
         }
+    }
+
+    /// A stream socket of `family` bound to `address` and listening (closed again if either fails).
+    private static func listeningSocket(_ family: Int32, _ address: UnsafeRawBufferPointer, _ endpoint: Endpoint) throws -> Int32 {
+        let fd: Int32
+        do throws(Errno) { fd = try Syscall.socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+            throw TransportError.system("socket", error)
+        }
+        do throws(Errno) {
+            try Syscall.bind(fd, address)
+            try Syscall.listen(fd, backlog: 64)
+        } catch {
+            try? Syscall.close(fd)
+            throw TransportError.system("listen on \(endpoint)", error)
+        }
+        return fd
     }
 
     deinit {

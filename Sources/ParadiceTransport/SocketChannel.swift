@@ -5,13 +5,11 @@ import ParadiceSystem
 
 /// A byte channel over a connected stream socket (unix or TCP). Socket I/O retries EINTR; a reset peer
 /// is a closed one.
-public final class SocketChannel: ByteChannel, @unchecked Sendable {
+public final class SocketChannel: SocketBackedChannel, @unchecked Sendable {
     public let fd: Int32
 
     /// Takes `fd`: `close` closes it.
     public init(fd: Int32) { self.fd = fd }
-
-    public var descriptor: Int32? { fd }
 
     public func send(_ bytes: UnsafeRawBufferPointer) throws(TransportError) -> Int {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
@@ -30,6 +28,15 @@ public final class SocketChannel: ByteChannel, @unchecked Sendable {
             throw error == .connectionReset ? .closed : .system("recv", error)
         }
     }
+}
+
+/// A byte channel whose stream is one connected socket it owns: timeouts, shutdown and close act on it.
+public protocol SocketBackedChannel: ByteChannel {
+    var fd: Int32 { get }
+}
+
+extension SocketBackedChannel {
+    public var descriptor: Int32? { fd }
 
     public func setReceiveTimeout(seconds: Int) {
         try? Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval(tv_sec: seconds, tv_usec: 0))

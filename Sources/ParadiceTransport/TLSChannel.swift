@@ -5,7 +5,7 @@ import ParadiceSystem
 
 /// A byte channel over TLS on a connected TCP socket (ParadiceTLS). The handshake is `establish`, done by
 /// the thread that will receive, before any frame; until then nothing moves. Descriptors cannot travel.
-public final class TLSChannel: ByteChannel, @unchecked Sendable {
+public final class TLSChannel: SocketBackedChannel, @unchecked Sendable {
     public let fd: Int32
     private let context: TLSContext
     /// Set once by `establish`, before any other thread uses the channel.
@@ -16,8 +16,6 @@ public final class TLSChannel: ByteChannel, @unchecked Sendable {
         self.fd = fd
         self.context = context
     }
-
-    public var descriptor: Int32? { fd }
 
     /// The TLS handshake; what the peer proved.
     public func establish(timeoutSeconds: Int) throws -> PeerIdentity {
@@ -48,14 +46,4 @@ public final class TLSChannel: ByteChannel, @unchecked Sendable {
         let error = Errno(errno)
         throw error == .connectionReset ? .closed : .system("recv", error)
     }
-
-    public func setReceiveTimeout(seconds: Int) {
-        try? Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval(tv_sec: seconds, tv_usec: 0))
-    }
-
-    public func finishSending() { try? Syscall.shutdown(fd, Int32(SHUT_WR)) }
-
-    public func shutdown() { try? Syscall.shutdown(fd, Int32(SHUT_RDWR)) }
-
-    public func close() { try? Syscall.close(fd) }
 }

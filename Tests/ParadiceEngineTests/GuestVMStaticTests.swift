@@ -36,21 +36,8 @@ struct Unreachable {
     /// size set there is the pty's here.
     @Test func sttyOnAForwardedPtyOfThisMachine() throws {
         let guest = try GuestVM.require()
-        // A pty pair held open here while the test runs (by a helper: its end closes them).
-        let holder = Process(), control = Pipe(), named = Pipe()
-        holder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        holder.arguments = ["-c", "import os, sys; m, s = os.openpty(); print(os.ttyname(s), flush=True); sys.stdin.read()"]
-        holder.standardInput = control
-        holder.standardOutput = named
-        try holder.run()
-        defer { try? control.fileHandleForWriting.close(); holder.waitUntilExit() }
-        var line = Data()
-        while !line.contains(10) {
-            let chunk = named.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
-        }
-        let slave = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let pty = try HeldPty()
+        let slave = pty.slave
         #expect(slave.hasPrefix("/dev/pts/"), "\(slave)")
         #expect(try run("/usr/bin/stty", ["-F", slave, "rows", "33", "cols", "77", "-echo", "-icanon", "min", "3"]).status == 0)
         let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"], tcp: true)

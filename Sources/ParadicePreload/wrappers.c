@@ -619,7 +619,11 @@ static void *mmap_common(void *address, size_t length, int protection, int flags
 
 int munmap(void *address, size_t length) {
     REAL(munmap);
+    /* The mirror's release is a call to the backend, whose transport may leave errno set (a TLS read that
+     * waited); munmap that succeeds leaves errno as the program had it. */
+    int e = errno;
     pd_mirror_unmap(address);
+    errno = e;
     return real_munmap(address, length);
 }
 

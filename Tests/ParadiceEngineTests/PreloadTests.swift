@@ -12,12 +12,20 @@ let programSources: String = {
 }()
 
 /// `paradice run --backend URL [extra] -- command…`, with its output. A TCP backend is a plain one (the test
-/// backends and the driver VM's) unless `extra` brings TLS options.
-func paradiceRun(_ backend: String, _ command: [String], extra: [String] = [], timeout: Double = 30) throws -> (status: Int32, output: String, errors: String) {
+/// backends and the driver VM's) unless `extra` brings TLS options. `namespace`: run inside that network
+/// namespace (ip netns exec), to reach a backend listening on TCP there.
+func paradiceRun(_ backend: String, _ command: [String], extra: [String] = [], namespace: String? = nil,
+                 timeout: Double = 30) throws -> (status: Int32, output: String, errors: String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
     let plain = backend.hasPrefix("tcp") && !extra.contains { $0.hasPrefix("--tls-") || $0 == "--psk-file" } ? ["--plain-tcp"] : []
-    p.arguments = ["run", "--backend", backend] + plain + extra + ["--"] + command
+    let arguments = ["run", "--backend", backend] + plain + extra + ["--"] + command
+    if let namespace {
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", namespace, productsFolder + "/paradice"] + arguments
+    } else {
+        p.executableURL = URL(fileURLWithPath: productsFolder + "/paradice")
+        p.arguments = arguments
+    }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err

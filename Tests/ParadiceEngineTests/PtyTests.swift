@@ -148,20 +148,6 @@ struct PtyTests {
         #expect(throws: Errno(EBADF)) { try client.adopt(handle: 9999).ioctl(Ioctl.TIOCGWINSZ, Buffer(8).pointer) }
         #expect(throws: Errno(EFAULT)) { try master.ioctl(Ioctl.TIOCSWINSZ, UnsafeMutableRawPointer(bitPattern: 0x10)) }
     }
-
-    @Test func tcpTransportWorksToo() throws {
-        let backend = try BackendProcess(devices: ["/dev/ptmx", "/dev/pts/*"], tcp: true)
-        #expect(backend.endpoint.hasPrefix("tcp://127.0.0.1:"))
-        let client = try backend.connect()
-        let pty = try ForwardedPty(client)
-        defer { pty.closeSlave() }
-        let ws = Buffer(8)
-        ws[0, as: UInt16.self] = 7
-        try pty.master.ioctl(Ioctl.TIOCSWINSZ, ws.pointer)
-        let back = Buffer(8)
-        try pty.master.ioctl(Ioctl.TIOCGWINSZ, back.pointer)
-        #expect(back[0, as: UInt16.self] == 7)
-    }
 }
 
 final class EventLog: @unchecked Sendable {

@@ -8,12 +8,13 @@ import Testing
 import Glibc
 #endif
 
-/// The same-host transports besides the unix socket that the device suites use: shared-memory rings (shm:PATH)
-/// and TLS over TCP (with a pre-shared key). The client library and the preload dial both through the frontend core.
+/// The same-host transports besides the unix socket that the device suites use: shared-memory rings (shm:PATH),
+/// TLS over TCP (with a pre-shared key) and plain TCP. The client library and the preload dial them through the
+/// frontend core.
 enum OtherTransport: String, CaseIterable, CustomTestStringConvertible, Sendable {
-    case shm, tls
+    case shm, tls, plainTCP
 
-    var testDescription: String { self == .shm ? "shm: rings" : "TLS (PSK) over TCP" }
+    var testDescription: String { ["shm": "shm: rings", "tls": "TLS (PSK) over TCP", "plainTCP": "plain TCP"][rawValue]! }
 
     /// One PSK file for this test process, shared by its backends and guests (no key is kept in the repository).
     static let presharedKeys: String = {
@@ -29,6 +30,7 @@ enum OtherTransport: String, CaseIterable, CustomTestStringConvertible, Sendable
         switch self {
         case .shm: try BackendProcess(devices: devices, shm: true, namespace: namespace, extra: extra)
         case .tls: try BackendProcess(devices: devices, tcp: true, namespace: namespace, extra: extra, security: ["--psk-file", Self.presharedKeys])
+        case .plainTCP: try BackendProcess(devices: devices, tcp: true, namespace: namespace, extra: extra)
         }
     }
 
@@ -37,18 +39,18 @@ enum OtherTransport: String, CaseIterable, CustomTestStringConvertible, Sendable
 
     func connect(_ backend: BackendProcess) throws -> ParadiceClient {
         switch self {
-        case .shm: try backend.connect()
+        case .shm, .plainTCP: try backend.connect()
         case .tls: try ParadiceClient.connect(backend.endpoint, name: "test", security: TransportSecurity(presharedKeys: Self.presharedKeys))
         }
     }
 }
 
 /// The device tests (pty, tun, kvm, loop, descriptors across fork and exec) on every other transport.
-@Suite("devices over shared-memory rings and TLS", .serialized)
+@Suite("devices over shared-memory rings, TLS and TCP", .serialized)
 struct TransportDeviceTests {
     @Test(arguments: OtherTransport.allCases) func aPtyThroughTheClientAndStty(_ transport: OtherTransport) throws {
         let backend = try transport.backend(devices: ["/dev/ptmx", "/dev/pts/*"])
-        #expect(backend.endpoint.hasPrefix(transport == .shm ? "shm:" : "tcp:"))
+        #expect(backend.endpoint.hasPrefix(transport == .shm ? "shm:" : "tcp://127.0.0.1:"))
         let client = try transport.connect(backend)
         let pty = try ForwardedPty(client)
         defer { pty.closeSlave() }
@@ -73,7 +75,7 @@ struct TransportDeviceTests {
         defer { _ = try? run("/usr/sbin/ip", ["netns", "del", namespace]) }
         // A backend's TCP listener in the namespace is on its loopback: the guest runs there too.
         try #require(run("/usr/sbin/ip", ["-n", namespace, "link", "set", "lo", "up"]).status == 0)
-        let guestNamespace = transport == .tls ? namespace : nil
+        let guestNamespace = transport == .shm ? nil : namespace
         let backend = try transport.backend(devices: ["/dev/net/tun"], namespace: namespace)
         let add = try paradiceRun(backend.endpoint, ["ip", "tuntap", "add", "dev", "pds0", "mode", "tun"], extra: transport.runOptions,
                                   namespace: guestNamespace)

@@ -134,9 +134,11 @@ final class FlinkNameFile: Sendable {
     func refusal(before call: CallView) -> Errno? {
         switch layout.ioctls(call) {
         case .open?:
-            guard !guest.mayOpen(call.load(layout.openName) ?? 0, on: device) else { return nil }
-            // What the driver answers for a name that does not exist on this file (0 is never one): ENOENT,
-            // or the EACCES of a file that may not open names at all.
+            // Name 0 is never one: the driver answers it itself.
+            let name = call.load(layout.openName) ?? 0
+            guard name != 0, !guest.mayOpen(name, on: device) else { return nil }
+            // What the driver answers for a name that does not exist on this file (asked with name 0):
+            // ENOENT, or the EACCES of a file that may not open names at all.
             var probe = [UInt8](repeating: 0, count: layout.openSize)
             do throws(Errno) { try file.ioctl(layout.openCommand, &probe) } catch { return error }
             close(probe.withUnsafeBytes { layout.openHandle.load(from: $0) } ?? 0)

@@ -95,7 +95,7 @@ extension Session {
         }
         // A device object of another guest's is, for this one, an object that does not exist.
         if let refused = file.state?.refusal(before: call.before) {
-            logger.notice("ioctl refused: another guest's object", metadata: ["ioctl": "\(call.plan.ioctl)", "errno": "\(refused.rawValue)"])
+            logger.notice("ioctl refused: an object this guest may not reach", metadata: ["ioctl": "\(call.plan.ioctl)", "errno": "\(refused.rawValue)"])
             return fail(frame.request, refused)
         }
         let work: @Sendable (DriverWindow) -> Void = { [self, mirrored] window in

@@ -72,7 +72,7 @@ let package = Package(
         .target(name: "V4L2Plugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "ParadiceSystem"], path: "Plugins/V4L2"),
         .target(name: "EvdevPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/Evdev"),
         .target(name: "ALSAPlugin", dependencies: ["ParadiceEngine"], path: "Plugins/ALSA"),
-        .target(name: "DRMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/DRM"),
+        .target(name: "DRMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "ParadiceSystem", "CParadice"], path: "Plugins/DRM"),
         .executableTarget(
             name: "paradice-backend",
             dependencies: ["ParadiceEngine", "ParadiceSpec", "ParadiceTransport", "KVMPlugin", "V4L2Plugin",

@@ -4,6 +4,7 @@ import Glibc
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
 
 /// DRM: what drm.h's spec cannot say. Which mmap'd buffer objects a call reads: a guest's mirror of a
 /// dumb buffer reaches the device before the framebuffer made of it is created, shown, flipped to or
@@ -14,13 +15,18 @@ import ParadiceSpec
 public final class DRMPlugin: DevicePlugin {
     public static let name = "drm"
     private let layouts = SpecDerived(DRMLayout.init)
+    private let flinkLayouts = SpecDerived(FlinkLayout.init)
 
     public init() {}
 
-    public func check(_ specs: SpecSet) throws { try layouts.check(specs) }
+    public func check(_ specs: SpecSet) throws {
+        try layouts.check(specs)
+        try flinkLayouts.check(specs)
+    }
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
-        layouts(file.specs).map(DRMFile.init)
+        guard let layout = layouts(file.specs), let flink = flinkLayouts(file.specs) else { return nil }
+        return DRMFile(layout: layout, names: FlinkNameFile(layout: flink, file: file))
     }
 }
 
@@ -70,10 +76,17 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
     }
 
     private let buffers = LockedValue(Buffers())
+    /// The guest's own GEM flink names (DRMFlinkNames.swift).
+    let names: FlinkNameFile
 
-    init(layout: DRMLayout) {
+    init(layout: DRMLayout, names: FlinkNameFile) {
         self.layout = layout
+        self.names = names
     }
+
+    func refusal(before call: CallView) -> Errno? { names.refusal(before: call) }
+
+    func willClose() { names.willClose() }
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 
@@ -82,6 +95,7 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
     }
 
     func ioctlCompleted(_ call: CallView, result: Int64) {
+        names.completed(call, result: result)
         guard result >= 0 else { return }
         switch layout.ioctls(call) {
         case .mapDumb?:

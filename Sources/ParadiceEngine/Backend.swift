@@ -168,9 +168,9 @@ public final class Backend: @unchecked Sendable {
     }
 
     /// The plug-in state for a newly opened file of a class, if the class's plug-in is enabled.
-    func pluginState(for specClass: SpecClass?, path: String, descriptor: Int32) -> (any DeviceFileState)? {
+    func pluginState(for specClass: SpecClass?, path: String, descriptor: Int32, guest: GuestScope) -> (any DeviceFileState)? {
         guard let name = specClass?.plugin, let plugin = plugins[name] else { return nil }
-        return plugin.state(for: DeviceFile(path: path, descriptor: descriptor, specs: specs))
+        return plugin.state(for: DeviceFile(path: path, descriptor: descriptor, specs: specs, guest: guest))
     }
 
     /// The policy decisions use now; nil lets every guest use every export.

@@ -93,6 +93,11 @@ extension Session {
             let slots = inSlots.map { pd_slot(address: call.plan.regions[$0.region].address + UInt64($0.offset), width: UInt32($0.width), direction: 1) }
             return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: slots, argumentFD: argumentFD)
         }
+        // A device object of another guest's is, for this one, an object that does not exist.
+        if let refused = file.state?.refusal(before: call.before) {
+            logger.notice("ioctl refused: an object this guest may not reach", metadata: ["ioctl": "\(call.plan.ioctl)", "errno": "\(refused.rawValue)"])
+            return fail(frame.request, refused)
+        }
         let work: @Sendable (DriverWindow) -> Void = { [self, mirrored] window in
             for m in mirrored {
                 // Only inside a mapping this guest holds on this file.
@@ -251,7 +256,7 @@ extension Session {
         let resultUnwrapped = plan.returnsDescriptor && r >= 0 && overFileLimit   // no OpenFile owns it yet
         if plan.returnsDescriptor && r >= 0 && !overFileLimit {
             let created = OpenFile(fd: Int32(r), path: "\(file.path) (fd from \(plan.ioctl))", specClass: file.specClass,
-                                   state: backend.pluginState(for: file.specClass, path: file.path, descriptor: Int32(r)),
+                                   state: backend.pluginState(for: file.specClass, path: file.path, descriptor: Int32(r), guest: guest),
                                    nonBlocking: false)
             if let handle = register(created) {
                 result = Int64(handle)

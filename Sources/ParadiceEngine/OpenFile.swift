@@ -41,7 +41,10 @@ final class OpenFile: @unchecked Sendable {
         }
     }
 
-    deinit { try? Syscall.close(fd) }
+    deinit {
+        state?.willClose()
+        try? Syscall.close(fd)
+    }
 }
 
 /// A device mapping the backend holds for a guest that keeps a mirror of it.

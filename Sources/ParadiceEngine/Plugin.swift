@@ -25,11 +25,34 @@ public struct DeviceFile: Sendable {
     public let path: String
     public let descriptor: Int32
     public let specs: SpecSet
+    /// What the plug-in keeps for the guest that opened the file, across its files (and its forked
+    /// children's): what one guest may reach of the device and another may not.
+    public let guest: GuestScope
 
-    public init(path: String, descriptor: Int32, specs: SpecSet) {
+    public init(path: String, descriptor: Int32, specs: SpecSet, guest: GuestScope = GuestScope()) {
         self.path = path
         self.descriptor = descriptor
         self.specs = specs
+        self.guest = guest
+    }
+}
+
+/// One guest's values, one per type, made at first use and shared by all of the guest's files. It lives
+/// as long as a session of the guest or a plug-in state holding a value does: a guest that is gone
+/// leaves nothing behind for the next one.
+public final class GuestScope: @unchecked Sendable {
+    private let values = LockedValue<[ObjectIdentifier: AnyObject]>([:])
+
+    public init() {}
+
+    /// The guest's value of type `T`, made by `make` the first time.
+    public func value<T: AnyObject & Sendable>(_ type: T.Type = T.self, make: () -> T) -> T {
+        values.withLock { values in
+            if let value = values[ObjectIdentifier(T.self)] as? T { return value }
+            let value = make()
+            values[ObjectIdentifier(T.self)] = value
+            return value
+        }
     }
 }
 
@@ -70,6 +93,12 @@ public protocol DeviceFileState: AnyObject, PlanVariables {
     /// pointer the spec marks `kept`: V4L2's USERPTR). The guest's bytes are copied in before the call;
     /// nil refuses the call (EINVAL).
     func lend(guestAddress: UInt64, length: Int, for call: CallView) -> UnsafeMutableRawBufferPointer?
+    /// An errno that refuses the call before the driver sees it (an object of another guest's that this
+    /// guest may not reach): the errno the driver gives when the object does not exist. nil forwards it.
+    func refusal(before call: CallView) -> Errno?
+    /// Called once, before the backend closes the file's descriptor: the last moment the plug-in may still
+    /// use it, and the one to forget what the file held.
+    func willClose()
 }
 
 extension DeviceFileState {
@@ -80,6 +109,8 @@ extension DeviceFileState {
     public func mayMap(offset: UInt64, length: UInt64) -> Errno? { nil }
     public func mappedToGuest(mapping range: Range<UInt64>) -> [Range<UInt64>] { [] }
     public func lend(guestAddress: UInt64, length: Int, for call: CallView) -> UnsafeMutableRawBufferPointer? { nil }
+    public func refusal(before call: CallView) -> Errno? { nil }
+    public func willClose() {}
 }
 
 /// What a plug-in changes in a call's reply.

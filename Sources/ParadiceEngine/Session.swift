@@ -28,6 +28,8 @@ final class Session: @unchecked Sendable {
     let lock = Lock()
     /// Shared with the sessions of forked children that joined it.
     var handles = HandleTable()
+    /// What plug-ins keep for this guest across its files; shared, like `handles`, with its forked children.
+    var guest = GuestScope()
     /// The calls on worker threads, with the thread once one runs it (SessionWorkers.swift).
     var workers: [UInt64: WorkerCall] = [:]
     var nextWorker: UInt64 = 0

@@ -33,7 +33,7 @@ extension Session {
             | paradice_o_path()   // stat on a forwarded path: no open side effects
         let opened = Executor.open(path, flags: (flags & Int32(allowed)) | O_CLOEXEC | O_NOCTTY, mode: mode)
         guard case .success(let fd) = opened else { return reply(request, opened.map(Int64.init)) }
-        let file = OpenFile(fd: fd, path: path, specClass: specClass, state: backend.pluginState(for: specClass, path: path, descriptor: fd),
+        let file = OpenFile(fd: fd, path: path, specClass: specClass, state: backend.pluginState(for: specClass, path: path, descriptor: fd, guest: guest),
                             nonBlocking: flags & O_NONBLOCK != 0)
         guard let handle = register(file) else { return fail(request, .tooManyOpenFiles) }
         logger.debug("opened", metadata: ["path": "\(path)", "handle": "\(handle)", "class": "\(specClass?.name ?? "-")"])

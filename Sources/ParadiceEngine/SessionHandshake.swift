@@ -32,6 +32,7 @@ extension Session {
                 throw ProtocolError("join across identities")
             }
             handles = parent.handles
+            guest = parent.guest
             handles.join(id, from: parent.id)
             logger.info("forked guest joined its parent's session", metadata: ["parent": "\(parent.id)"])
         } else {

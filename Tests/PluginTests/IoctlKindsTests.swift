@@ -14,6 +14,7 @@ import Testing
         Kind.allCases.map(\.rawValue).filter { specs.ioctl(named: $0) == nil }
     }
     #expect(missing(DRMIoctl.self) == [])
+    #expect(missing(FlinkIoctl.self) == [])
     #expect(missing(V4L2Ioctl.self) == [])
 }
 

@@ -17,7 +17,10 @@ public final class DRMPlugin: DevicePlugin {
 
     public init() {}
 
-    public func check(_ specs: SpecSet) throws { try layouts.check(specs) }
+    public func check(_ specs: SpecSet) throws {
+        try layouts.check(specs)
+        try DRMMaster.numbers.check(specs)
+    }
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
         layouts(file.specs).map(DRMFile.init)

@@ -181,7 +181,7 @@ public final class Backend: @unchecked Sendable {
     func guests(named name: String) -> [PeerIdentity] {
         let identities = sessionsLock.withLock { sessions.values.map(\.establishedIdentity) }
         var found: [PeerIdentity] = []
-        for case let identity? in identities where identity.isNamed(name) && !found.contains(where: identity.isSamePrincipal) {
+        for case let identity? in identities where identity.isNamed(name) && !found.contains(where: identity.isSameGuest) {
             found.append(identity)
         }
         return found

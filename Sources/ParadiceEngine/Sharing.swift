@@ -43,7 +43,7 @@ final class DeviceSharing: @unchecked Sendable {
             nextClaim += 1
             foregroundFiles[nextClaim] = ForegroundFile(file: file, plugin: plugin, owner: owner)
             if foreground == nil { foreground = owner }
-            plugin?.foregroundChanged(file, isForeground: owner.isSamePrincipal(as: foreground!))
+            plugin?.foregroundChanged(file, isForeground: owner.isSameGuest(as: foreground!))
             return nextClaim
         }
         return SharingClaim { [self] in lock.withLock { _ = foregroundFiles.removeValue(forKey: id) } }
@@ -55,7 +55,7 @@ final class DeviceSharing: @unchecked Sendable {
         lock.withLock {
             foreground = guest
             let files = foregroundFiles.sorted { $0.key < $1.key }.map(\.value)
-            let (front, back) = (files.filter { $0.owner.isSamePrincipal(as: guest) }, files.filter { !$0.owner.isSamePrincipal(as: guest) })
+            let (front, back) = (files.filter { $0.owner.isSameGuest(as: guest) }, files.filter { !$0.owner.isSameGuest(as: guest) })
             for f in back { f.plugin?.foregroundChanged(f.file, isForeground: false) }
             for f in front { f.plugin?.foregroundChanged(f.file, isForeground: true) }
             return front.count
@@ -78,6 +78,10 @@ final class SharingClaim: @unchecked Sendable {
 }
 
 extension PeerIdentity {
+    /// Whether a file of `other` is the foreground's when `self` is: the same principal, or on plain TCP,
+    /// which proves no one, the same connection (its address and port).
+    func isSameGuest(as other: PeerIdentity) -> Bool { isSamePrincipal(as: other) || (!isAuthenticated && self == other) }
+
     /// Whether `name` names this guest as `paradice focus` takes it: the PSK identity, the certificate's
     /// subject or CN, `uid N`, or the whole of what the session's log lines show as its identity.
     func isNamed(_ name: String) -> Bool {

@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension DriverVMSuites {
+/// A `foreground` input export in the driver VM: a second backend there serves a uinput keyboard with
+/// sharing=foreground on a unix socket, and two guests (uid 1000 and uid 1001) read it with evtest through
+/// `paradice run`. Only the foreground guest gets the keys; `paradice focus` moves them.
+@Suite("foreground: input follows paradice focus")
+struct DriverVMForegroundTests {
+    @Test func evtestInTheForegroundGuestGetsTheKeysAndAfterAFocusTheOtherDoes() throws {
+        let vm = try DriverVM.require()
+        let keyboard = try EvdevKeyboard(vm, "focus")
+        defer { try? keyboard.unplug() }
+        let socket = "/tmp/paradice-focus-\(getpid()).sock"
+        try keyboard.startNative("/share/bin/paradice-backend --listen unix:\(socket) --specs /share/Specs --plugins evdev"
+                                 + " --device \"/dev/input/event*,sharing=foreground\" --log-level debug", output: "backend.txt")
+        let backendLog = { evdevFileText(keyboard.folder + "/backend.txt") }
+        #expect(evdevWait(seconds: 60) { backendLog().contains("listening") }, "\(backendLog())")
+        _ = try vm.native("chmod 666 \(socket)")
+        defer { _ = try? vm.native("pkill -f 'paradice-focus-\(getpid()).sock' ; rm -f \(socket)") }
+        func guest(_ uid: Int, _ output: String) throws {
+            try keyboard.startNative("timeout 240 setpriv --reuid \(uid) --regid \(uid) --clear-groups /share/bin/paradice run"
+                                     + " --backend unix:\(socket) -- stdbuf -oL evtest \(keyboard.node)", output: output)
+        }
+        let a = { evdevFileText(keyboard.folder + "/a.txt") }, b = { evdevFileText(keyboard.folder + "/b.txt") }
+        // A opens first: the first guest to open a foreground device is the foreground.
+        try guest(1000, "a.txt")
+        #expect(evdevWait(seconds: 90) { a().contains("Testing ...") }, "\(a())\n\(backendLog())")
+        try guest(1001, "b.txt")
+        #expect(evdevWait(seconds: 90) { b().contains("Testing ...") }, "\(b())\n\(backendLog())")
+
+        try keyboard.emit(["1 30 1", "0 0 0", "1 30 0", "0 0 0"])   // KEY_A
+        #expect(evdevWait(seconds: 60) { a().contains("(KEY_A), value 0") }, "\(a())")
+
+        let focus = try vm.native("/share/bin/paradice focus --backend unix:\(socket) 'uid 1001'")
+        #expect(focus.status == 0 && focus.output.contains("is the foreground (1 open file"), "\(focus.output)\n\(backendLog())")
+
+        try keyboard.emit(["1 48 1", "0 0 0", "1 48 0", "0 0 0"])   // KEY_B
+        #expect(evdevWait(seconds: 60) { b().contains("(KEY_B), value 0") }, "\(b())")
+        // Events keep their order: had B got KEY_A, it would show before its KEY_B; A's KEY_B would have come
+        // by the time B's did (the driver passes an event to every reader at once). evtest's capability list
+        // names both keys too: only event lines count.
+        #expect(!b().contains("(KEY_A), value"), "\(b())")
+        #expect(!a().contains("(KEY_B), value"), "\(a())")
+    }
+}
+}

@@ -46,5 +46,33 @@ struct DriverVMForegroundTests {
         #expect(!b().contains("(KEY_A), value"), "\(b())")
         #expect(!a().contains("(KEY_B), value"), "\(a())")
     }
+
+    /// DRM master with the foreground on vkms: the foreground guest's modetest sets a mode; a background
+    /// guest's gets the driver's EACCES even on a masterless device (its file is dropped from master).
+    @Test func modeSettingIsTheForegroundGuests() throws {
+        let vm = try DriverVM.require()
+        let pipe = try #require(kmsPipe(try vm.native("modetest -M vkms -c -p").output))
+        let set = "\(pipe.connector)@\(pipe.crtc):\(pipe.mode)"
+        let keyboard = try EvdevKeyboard(vm, "drmfocus")   // its folder and background commands; no keys
+        defer { try? keyboard.unplug() }
+        let socket = "/tmp/paradice-drmfocus-\(getpid()).sock"
+        try keyboard.startNative("/share/bin/paradice-backend --listen unix:\(socket) --specs /share/Specs --plugins drm"
+                                 + " --device \"/dev/dri/card*,sharing=foreground\" --tree /sys --log-level debug", output: "backend.txt")
+        let backendLog = { evdevFileText(keyboard.folder + "/backend.txt") }
+        #expect(evdevWait(seconds: 60) { backendLog().contains("listening") }, "\(backendLog())")
+        _ = try vm.native("chmod 666 \(socket)")
+        defer { _ = try? vm.native("pkill -f 'paradice-drmfocus-\(getpid()).sock' ; rm -f \(socket)") }
+        func modetest(_ uid: Int, seconds: Int) -> String {
+            "setpriv --reuid \(uid) --regid \(uid) --clear-groups /share/bin/paradice run --backend unix:\(socket) --"
+                + " sh -c \"sleep \(seconds) | modetest -M vkms -s \(set)\""
+        }
+        // A opens first: it is the foreground, and sets its mode. Then it exits: the device has no master.
+        let first = try vm.native(modetest(1000, seconds: 1), timeout: 120)
+        #expect(first.output.contains("setting mode") && !first.output.contains("failed to set mode"), "\(first.output)\n\(backendLog())")
+        // B in the background opens the masterless device, which the kernel makes its master at open; the
+        // backend drops it, so its mode set is the driver's EACCES, as for a program on an inactive VT.
+        let background = try vm.native(modetest(1001, seconds: 1), timeout: 120)
+        #expect(background.output.contains("failed to set mode: Permission denied"), "\(background.output)")
+    }
 }
 }

@@ -14,13 +14,8 @@ struct DriverVMForegroundTests {
         let vm = try DriverVM.require()
         let keyboard = try EvdevKeyboard(vm, "focus")
         defer { try? keyboard.unplug() }
-        let socket = "/tmp/paradice-focus-\(getpid()).sock"
-        try keyboard.startNative("/share/bin/paradice-backend --listen unix:\(socket) --specs /share/Specs --plugins evdev"
-                                 + " --device \"/dev/input/event*,sharing=foreground\" --log-level debug", output: "backend.txt")
-        let backendLog = { evdevFileText(keyboard.folder + "/backend.txt") }
-        #expect(evdevWait(seconds: 60) { backendLog().contains("listening") }, "\(backendLog())")
-        _ = try vm.native("chmod 666 \(socket)")
-        defer { _ = try? vm.native("pkill -f 'paradice-focus-\(getpid()).sock' ; rm -f \(socket)") }
+        let (socket, backendLog) = try foregroundBackend(vm, keyboard, "--plugins evdev --device \"/dev/input/event*,sharing=foreground\"")
+        defer { stopForegroundBackend(vm, keyboard, socket) }
         func guest(_ uid: Int, _ output: String) throws {
             try keyboard.startNative("timeout 240 setpriv --reuid \(uid) --regid \(uid) --clear-groups /share/bin/paradice run"
                                      + " --backend unix:\(socket) -- stdbuf -oL evtest \(keyboard.node)", output: output)
@@ -55,13 +50,8 @@ struct DriverVMForegroundTests {
         let set = "\(pipe.connector)@\(pipe.crtc):\(pipe.mode)"
         let keyboard = try EvdevKeyboard(vm, "drmfocus")   // its folder and background commands; no keys
         defer { try? keyboard.unplug() }
-        let socket = "/tmp/paradice-drmfocus-\(getpid()).sock"
-        try keyboard.startNative("/share/bin/paradice-backend --listen unix:\(socket) --specs /share/Specs --plugins drm"
-                                 + " --device \"/dev/dri/card*,sharing=foreground\" --tree /sys --log-level debug", output: "backend.txt")
-        let backendLog = { evdevFileText(keyboard.folder + "/backend.txt") }
-        #expect(evdevWait(seconds: 60) { backendLog().contains("listening") }, "\(backendLog())")
-        _ = try vm.native("chmod 666 \(socket)")
-        defer { _ = try? vm.native("pkill -f 'paradice-drmfocus-\(getpid()).sock' ; rm -f \(socket)") }
+        let (socket, backendLog) = try foregroundBackend(vm, keyboard, "--plugins drm --device \"/dev/dri/card*,sharing=foreground\" --tree /sys")
+        defer { stopForegroundBackend(vm, keyboard, socket) }
         func modetest(_ uid: Int, seconds: Int) -> String {
             "setpriv --reuid \(uid) --regid \(uid) --clear-groups /share/bin/paradice run --backend unix:\(socket) --"
                 + " sh -c \"sleep \(seconds) | modetest -M vkms -s \(set)\""
@@ -75,4 +65,20 @@ struct DriverVMForegroundTests {
         #expect(background.output.contains("failed to set mode: Permission denied"), "\(background.output)")
     }
 }
+}
+
+/// A second backend in the VM, on a unix socket any uid may reach, run from `keyboard`'s folder; its log.
+private func foregroundBackend(_ vm: DriverVM, _ keyboard: EvdevKeyboard, _ options: String) throws -> (String, () -> String) {
+    let socket = "/tmp/paradice-foreground-\(getpid()).sock"
+    try keyboard.startNative("echo $$ > \(keyboard.guestFolder)/backend.pid; exec /share/bin/paradice-backend --listen unix:\(socket)"
+                             + " --specs /share/Specs \(options) --log-level debug", output: "backend.txt")
+    let log = { evdevFileText(keyboard.folder + "/backend.txt") }
+    #expect(evdevWait(seconds: 60) { log().contains("listening") }, "\(log())")
+    _ = try vm.native("chmod 666 \(socket)")
+    return (socket, log)
+}
+
+/// Ends that backend by its own pid.
+private func stopForegroundBackend(_ vm: DriverVM, _ keyboard: EvdevKeyboard, _ socket: String) {
+    _ = try? vm.native("kill $(cat \(keyboard.guestFolder)/backend.pid); rm -f \(socket)")
 }

@@ -85,7 +85,7 @@ let package = Package(
         .executableTarget(
             name: "paradice",
             dependencies: [
-                "ParadiceSpec", "ParadicePlan", "ParadiceVerify", "ParadiceClient", "ParadiceTransport", "ParadiceWire", "CParadice",
+                "ParadiceSpec", "ParadicePlan", "ParadiceVerify", "ParadiceClient", "ParadiceTransport", "ParadiceWire", "ParadiceSystem", "CParadice",
                 "ParadiceToolSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -22,6 +22,7 @@ public final class DRMPlugin: DevicePlugin {
     public func check(_ specs: SpecSet) throws {
         try layouts.check(specs)
         try flinkLayouts.check(specs)
+        try DRMMaster.numbers.check(specs)
     }
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {

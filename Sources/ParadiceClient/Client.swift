@@ -151,6 +151,19 @@ public final class ParadiceClient: Sendable {
         return RemoteFile(client: self, handle: UInt32(handle), path: path, mode: st.mode, rdev: st.rdev)
     }
 
+    /// PD_FOCUS: makes the guest `name` names (its PSK identity, certificate subject or CN, `uid N`) the
+    /// foreground of the backend's `foreground` exports. Returns how many files that guest has open on them.
+    /// EPERM: the backend's policy does not let this client; ENOENT: no session is that guest; EINVAL: the
+    /// name is more than one guest's.
+    @discardableResult
+    public func focus(_ name: String) throws -> Int {
+        var broken: Int32 = 0
+        let bytes = Array(name.utf8)
+        let result = pd_file_simple(core.pointer, 0, UInt16(PD_FOCUS.rawValue), bytes, bytes.count, nil, 0, &broken)
+        guard result >= 0 else { throw failure(broken) }
+        return Int(result)
+    }
+
     /// A file the backend created for this client (an ioctl that returns a descriptor).
     public func adopt(handle: UInt32, path: String = "") -> RemoteFile {
         RemoteFile(client: self, handle: handle, path: path, mode: 0, rdev: 0)

@@ -83,6 +83,8 @@ public final class Backend: @unchecked Sendable {
     private let sessionsLock = Lock()
     private var sessions: [UInt32: Session] = [:]
     private var nextSession: UInt32 = 1
+    /// Who holds the exclusive exports, and which guest is the foreground of the foreground ones.
+    let sharing = DeviceSharing()
     /// The policy in force: replaced whole by a reload, read by every session's checks.
     private let policyLock = Lock()
     private var currentPolicy: Policy?
@@ -167,10 +169,22 @@ public final class Backend: @unchecked Sendable {
         socket.close()
     }
 
+    /// The plug-in of a class, if it is enabled.
+    func plugin(for specClass: SpecClass?) -> (any DevicePlugin)? { specClass?.plugin.flatMap { plugins[$0] } }
+
     /// The plug-in state for a newly opened file of a class, if the class's plug-in is enabled.
     func pluginState(for specClass: SpecClass?, path: String, descriptor: Int32, guest: GuestScope) -> (any DeviceFileState)? {
-        guard let name = specClass?.plugin, let plugin = plugins[name] else { return nil }
-        return plugin.state(for: DeviceFile(path: path, descriptor: descriptor, specs: specs, guest: guest))
+        plugin(for: specClass)?.state(for: DeviceFile(path: path, descriptor: descriptor, specs: specs, guest: guest))
+    }
+
+    /// The guests connected now that `name` names (`paradice focus`), one entry per principal.
+    func guests(named name: String) -> [PeerIdentity] {
+        let identities = sessionsLock.withLock { sessions.values.map(\.establishedIdentity) }
+        var found: [PeerIdentity] = []
+        for case let identity? in identities where identity.isNamed(name) && !found.contains(where: identity.isSameGuest) {
+            found.append(identity)
+        }
+        return found
     }
 
     /// The policy decisions use now; nil lets every guest use every export.

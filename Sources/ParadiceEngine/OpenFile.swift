@@ -16,9 +16,13 @@ final class OpenFile: @unchecked Sendable {
     /// O_NONBLOCK as the descriptor has it. The file's own state, not a session's: the sessions of forked
     /// children share the file and may set it while another reads it.
     private let statusFlags: LockedValue<Bool>
+    /// Its hold on an exclusive export, or its place among a foreground export's files.
+    let sharing: SharingClaim?
 
-    init(fd: Int32, path: String, specClass: SpecClass?, state: (any DeviceFileState)?, nonBlocking: Bool) {
+    init(fd: Int32, path: String, specClass: SpecClass?, state: (any DeviceFileState)?, nonBlocking: Bool,
+         sharing: SharingClaim? = nil) {
         self.fd = fd
+        self.sharing = sharing
         self.path = path
         self.specClass = specClass
         self.state = state
@@ -42,6 +46,7 @@ final class OpenFile: @unchecked Sendable {
     }
 
     deinit {
+        sharing?.release()   // first: no foreground switch may use the descriptor once it closes
         state?.willClose()
         try? Syscall.close(fd)
     }

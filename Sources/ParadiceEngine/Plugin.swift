@@ -13,10 +13,16 @@ public protocol DevicePlugin: AnyObject, Sendable {
     func check(_ specs: SpecSet) throws
     /// State for one open file of the plug-in's class; nil when the plug-in keeps none.
     func state(for file: DeviceFile) -> (any DeviceFileState)?
+    /// A file of a `foreground` export now belongs to the foreground guest (true) or to a background one
+    /// (false): give it, or take from it, what the active VT's program has (input events, DRM master).
+    /// Called once when the file opens and at every switch, background files first, so that what the
+    /// foreground takes is free. Quick driver calls only: opens and switches wait for it.
+    func foregroundChanged(_ file: DeviceFile, isForeground: Bool)
 }
 
 extension DevicePlugin {
     public func check(_ specs: SpecSet) throws {}
+    public func foregroundChanged(_ file: DeviceFile, isForeground: Bool) {}
 }
 
 /// An open device file as a plug-in sees it: it may ask the driver things itself (through the
@@ -65,6 +71,12 @@ extension DeviceFile {
             Result { () throws(Errno) in try Syscall.ioctl(descriptor, UInt(number), raw.baseAddress) }
         }
         return try outcome.get()
+    }
+
+    /// Ioctl `number` whose argument is a value, not a pointer (EVIOCGRAB's 1 or 0, DRM's SET_MASTER's none).
+    @discardableResult
+    public func ioctl(_ number: UInt32, value: Int) throws(Errno) -> Int32 {
+        try Syscall.ioctl(descriptor, UInt(number), value: UInt(bitPattern: value))
     }
 }
 

@@ -30,6 +30,8 @@ public final class Policy: Sendable {
         public var ioctls: IoctlFilter
         /// Per-session limits that override the backend's own.
         public var limits: LimitOverrides
+        /// Whether the guest may switch the foreground guest (`paradice focus`).
+        public var mayFocus = false
 
         public func mayOpen(_ path: String) -> Bool { devices.contains { fnmatch($0, path, FNM_PATHNAME) == 0 } }
     }

@@ -13,6 +13,7 @@ import Yams
 ///         access: read-only             # or read-write (the default)
 ///         ioctls: { deny: [VIDIOC_S_CTRL] }   # or { allow: [VIDIOC_QUERYCAP, "VIDIOC_G_*"] }
 ///         limits: { max-open-files: 16, max-mapped-bytes: 64M }
+///         may-focus: true               # may switch the foreground guest (paradice focus)
 ///
 /// Errors read `file:line:col: message`, at the position YAML's parser or the offending node gives.
 public enum PolicyFile {
@@ -128,8 +129,9 @@ public enum PolicyFile {
                     }
                 case "ioctls": rule.ioctls = try ioctls(value)
                 case "limits": rule.limits = try limits(value)
+                case "may-focus": rule.mayFocus = try flag(value, "may-focus")
                 default:
-                    throw failure(key, "unknown key '\(key.string ?? "?")' in a rule (name, match, devices, access, ioctls, limits)")
+                    throw failure(key, "unknown key '\(key.string ?? "?")' in a rule (name, match, devices, access, ioctls, limits, may-focus)")
                 }
             }
             guard matched else { throw failure(node, "rule \(index) has no 'match'") }

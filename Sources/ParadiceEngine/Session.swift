@@ -23,6 +23,9 @@ final class Session: @unchecked Sendable {
     /// its address on plain TCP (unauthenticated). Final once the connection is established, before the
     /// first frame is read; every log line of the session carries it.
     private(set) var identity: PeerIdentity
+    /// `identity` for other threads (a focus request), once the handshake has made it final.
+    private let established = LockedValue<PeerIdentity?>(nil)
+    var establishedIdentity: PeerIdentity? { established.withLock { $0 } }
 
     /// Guards the state below that more than the session's own thread reaches: workers, mappings, budgets.
     let lock = Lock()
@@ -91,6 +94,7 @@ final class Session: @unchecked Sendable {
                 return
             }
             try handshake(hello)
+            established.withLock { $0 = identity }
             setReceiveTimeout(seconds: 0)   // a guest may be silent as long as it likes once it is one
             while let frame = try socket.receive() {
                 if frame.op == PD_BYE.code { farewell = frame.request; break }

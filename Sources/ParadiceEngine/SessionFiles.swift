@@ -31,10 +31,23 @@ extension Session {
         // The guest's own flags, minus what only makes sense in the guest's process.
         let allowed = O_ACCMODE | O_NONBLOCK | O_APPEND | O_SYNC | O_DSYNC | O_NOCTTY | O_EXCL | paradice_o_direct()
             | paradice_o_path()   // stat on a forwarded path: no open side effects
+        let sharing = flags & paradice_o_path() != 0 ? .shared : backend.exports.sharing(of: path)
+        var claim: SharingClaim?   // an exclusive hold before the open, given back if it fails
+        if sharing == .exclusive {
+            guard let held = backend.sharing.claimExclusive(path, by: handles) else {
+                logger.info("open refused: another guest holds the exclusive device", metadata: ["path": "\(path)"])
+                return fail(request, .resourceBusy)
+            }
+            claim = held
+        }
         let opened = Executor.open(path, flags: (flags & Int32(allowed)) | O_CLOEXEC | O_NOCTTY, mode: mode)
         guard case .success(let fd) = opened else { return reply(request, opened.map(Int64.init)) }
+        if sharing == .foreground {
+            claim = backend.sharing.joinForeground(DeviceFile(path: path, descriptor: fd, specs: backend.specs, guest: guest),
+                                                   plugin: backend.plugin(for: specClass), owner: identity)
+        }
         let file = OpenFile(fd: fd, path: path, specClass: specClass, state: backend.pluginState(for: specClass, path: path, descriptor: fd, guest: guest),
-                            nonBlocking: flags & O_NONBLOCK != 0)
+                            nonBlocking: flags & O_NONBLOCK != 0, sharing: claim)
         guard let handle = register(file) else { return fail(request, .tooManyOpenFiles) }
         logger.debug("opened", metadata: ["path": "\(path)", "handle": "\(handle)", "class": "\(specClass?.name ?? "-")"])
         reply(request, result: Int64(handle), data: Executor.stat(fd))

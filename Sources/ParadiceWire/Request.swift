@@ -35,6 +35,8 @@ public enum Request: Sendable {
     case listDirectory(path: GuestPath)
     /// PD_INTERRUPT: the guest's caller of that request (of this session) got a signal. No reply.
     case interrupt(request: UInt32)
+    /// PD_FOCUS: make the guest so named the foreground of the `foreground` exports (a control request).
+    case focus(guest: GuestPath)
     /// An op no frontend sends (PD_HELLO again, a reply's op, a number past the protocol's): ENOSYS.
     case unknown(op: UInt16)
 }
@@ -106,6 +108,7 @@ public struct RequestFrame: Sendable {
         case PD_READLINK.code: return .readLink(path: guestPath(frame.body[...]))
         case PD_LISTDIR.code: return .listDirectory(path: guestPath(frame.body[...]))
         case PD_INTERRUPT.code: return .interrupt(request: try reader.read(pd_interrupt_request.self).request)
+        case PD_FOCUS.code: return .focus(guest: guestPath(frame.body[...]))
         default: return .unknown(op: frame.op)
         }
     }

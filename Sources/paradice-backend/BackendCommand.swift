@@ -33,7 +33,7 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Plug-ins to enable, comma-separated (repeatable).", valueName: "list"))
     var plugins: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("A device (or glob) to export, with its spec class if the specs do not claim it (repeatable).", valueName: "path[=class]"))
+    @Option(name: .long, help: ArgumentHelp("A device (or glob) to export, with its spec class if the specs do not claim it and how guests share it (repeatable).", valueName: "path[=class][,sharing=shared|exclusive|foreground]"))
     var device: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("The spec folder.", valueName: "dir"))
@@ -136,7 +136,7 @@ struct BackendCommand: ParsableCommand {
         configuration.listen = endpoints
         configuration.security = security
         configuration.plugins = plugins
-        configuration.devices = devices.map(DeviceExport.init)
+        do { configuration.devices = try devices.map(DeviceExport.parse) } catch { throw ValidationError("\(error)") }
         configuration.shareMappings = shareMappings || settings.shareMappings
         configuration.trees = settings.trees + tree
         configuration.limits = try limits(settings.limits)

@@ -6,7 +6,7 @@ import Glibc
 ///
 ///     listen  = ["unix:/run/paradice.sock", "tcp://127.0.0.1:7000"]
 ///     plugins = ["alsa", "v4l2"]
-///     device  = ["/dev/ptmx", "/dev/pts/*", "/dev/kvm"]
+///     device  = ["/dev/ptmx", "/dev/pts/*", "/dev/kvm", "/dev/input/event*,sharing=foreground"]
 ///     specs   = "/usr/local/share/paradice/Specs"
 ///     log-level = "info"
 ///     tls-cert = "/etc/paradice/backend.pem"   # TLS on TCP listeners: tls-cert, tls-key, tls-ca,

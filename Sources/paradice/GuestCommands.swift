@@ -1,5 +1,6 @@
 import ArgumentParser
 import ParadiceClient
+import ParadiceSystem
 import ParadiceToolSupport
 #if canImport(Glibc)
 import Glibc
@@ -34,6 +35,30 @@ struct Devices: ParsableCommand {
             var line = pad(d.path, 24) + pad(d.className.isEmpty ? "-" : d.className, 8)
             if d.mode != 0 { line += "char \(d.rdev >> 8 & 0xfff):\(d.rdev & 0xff | (d.rdev >> 12) & 0xfff00)" }
             print(line)
+        }
+    }
+}
+
+struct Focus: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make a guest the foreground of the backend's foreground devices (input events, DRM master).",
+        discussion: "GUEST is a connected guest's PSK identity, certificate subject or CN, or 'uid N'. The backend's policy must allow it (may-focus); without a policy only uid 0 or the backend's own user, over a unix socket.")
+    @OptionGroup var options: BackendOption
+    @Argument(help: "The guest to bring to the foreground.") var guest: String
+
+    func run() throws {
+        let client = try options.connect()
+        do {
+            let files = try client.focus(guest)
+            print("\(guest) is the foreground (\(files) open file\(files == 1 ? "" : "s") of foreground devices)")
+        } catch let error as Errno {
+            switch error {
+            case .notPermitted: printError("paradice: focus: the backend's policy does not let this client switch the foreground")
+            case .noSuchFileOrDirectory: printError("paradice: focus: no guest named '\(guest)' is connected to the backend")
+            case .invalidArgument: printError("paradice: focus: '\(guest)' names more than one connected guest")
+            default: printError("paradice: focus: \(error)")
+            }
+            throw ExitCode(1)
         }
     }
 }

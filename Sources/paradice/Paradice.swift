@@ -5,6 +5,6 @@ struct Paradice: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "paradice",
         abstract: "I/O paravirtualization at the device-file boundary.",
-        subcommands: [SpecCommand.self, Run.self, Devices.self, Cat.self, Guest.self, Lines.self]
+        subcommands: [SpecCommand.self, Run.self, Devices.self, Focus.self, Cat.self, Guest.self, Lines.self]
     )
 }

@@ -280,10 +280,15 @@ struct HostileGuestTests {
         let guest = try RawGuest(bench.backend.unixEndpoint)
         #expect(guest.hello())
         // Ops no frontend sends: ENOSYS, and the session goes on.
-        for op: UInt16 in [0, 23, 99, 0x7F, PD_REPLY.code, PD_NEED.code, PD_EVENT.code, 0xFFFF, PD_HELLO.code] {
+        for op: UInt16 in [0, 24, 99, 0x7F, PD_REPLY.code, PD_NEED.code, PD_EVENT.code, 0xFFFF, PD_HELLO.code] {
             guest.send(RawGuest.frame(op: op, request: 5, body: [1, 2, 3]))
             let reply = guest.receive()
             #expect(reply.flatMap(RawGuest.decode)?.error == ENOSYS, "op \(op)")
+        }
+        // A focus on a name no guest has, an empty one, or one with a NUL: ENOENT, ENOENT, EINVAL; the session goes on.
+        for (body, error) in [([UInt8](repeating: 0xFF, count: 300), ENOENT), ([], ENOENT), ([0x61, 0, 0x62], EINVAL)] {
+            guest.send(RawGuest.frame(op: PD_FOCUS.code, request: 6, body: body))
+            #expect(guest.receive().flatMap(RawGuest.decode)?.error == error, "\(body.prefix(4))")
         }
         // Handles this guest never had, and one it closed: EBADF for every op on a file.
         let (stale, _) = guest.open("/dev/ptmx")

@@ -200,7 +200,7 @@ struct PolicyTests {
     @Test func malformedPoliciesAreFileLineColumnErrorsAtStartup() throws {
         #expect(try startupError("rules:\n  - match: { psk: [a\n") == "policy.yaml:3:1: did not find expected ',' or ']' (while parsing a flow sequence at 2:19)")
         #expect(try startupError("rules:\n  - match: { psk: a }\n    devics: [\"/dev/x\"]\n")
-                == "policy.yaml:3:5: unknown key 'devics' in a rule (name, match, devices, access, ioctls, limits)")
+                == "policy.yaml:3:5: unknown key 'devics' in a rule (name, match, devices, access, ioctls, limits, may-focus)")
         #expect(try startupError("rules:\n  - match: { psk: a }\n    access: rw\n") == "policy.yaml:3:13: access is read-only or read-write")
         #expect(try startupError("rules:\n  - devices: [\"/dev/x\"]\n") == "policy.yaml:2:5: rule 1 has no 'match'")
         #expect(try startupError("rules:\n  - match: { uid: -1 }\n") == "policy.yaml:2:19: uid is a number from 0 to 4294967295")

@@ -49,6 +49,10 @@ enum pd_op {
     PD_INTERRUPT = 22, /* pd_interrupt_request: end that request early → no reply of its own; the request is
                                                                          answered EINTR if it waits in the
                                                                          driver or has not started (PD_CAP_INTERRUPT) */
+    PD_FOCUS   = 23,  /* guest name (handle 0), a control request     → result 0 once that guest is the foreground
+                                                                         of every `foreground` export; EPERM when
+                                                                         the policy does not let the sender, ENOENT
+                                                                         when no session is that guest */
 
     PD_REPLY   = 0x80, /* pd_reply + op-specific data */
     PD_NEED    = 0x81, /* pd_need: an ioctl needs more guest memory; resend PD_IOCTL with it */

@@ -88,9 +88,16 @@ extension Session {
         let inSlots = call.plan.descriptors.filter { $0.direction.reads }
         var argumentFD = false
         if case .descriptor = call.plan.argument { argumentFD = true }
-        if (!inSlots.isEmpty || argumentFD) && !request.translated {
-            // The frontend rewrites its descriptor numbers as handles, then sends again.
-            let slots = inSlots.map { pd_slot(address: call.plan.regions[$0.region].address + UInt64($0.offset), width: UInt32($0.width), direction: 1) }
+        var slots: [pd_slot] {
+            inSlots.map { pd_slot(address: call.plan.regions[$0.region].address + UInt64($0.offset), width: UInt32($0.width), direction: 1) }
+        }
+        // Descriptors the frontend translated ahead count only when they are exactly the plan's: a guess from an
+        // earlier call that missed one (or translated a field that holds no descriptor this time) is asked again.
+        let ahead = request.slotsAhead.map {
+            $0 == IoctlRequest.SlotsAhead(slots: slots.map { ($0.address, Int($0.width)) }, argument: argumentFD)
+        }
+        if ahead == false || ((!inSlots.isEmpty || argumentFD) && !request.translated && ahead != true) {
+            // The frontend rewrites its descriptor numbers as handles (its own numbers again, for a guess), then sends again.
             return need(frame.request, gathered.map { ($0.address, $0.bytes.count) }, slots: slots, argumentFD: argumentFD)
         }
         // A device object of another guest's is, for this one, an object that does not exist.

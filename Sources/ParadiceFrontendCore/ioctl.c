@@ -81,6 +81,45 @@ static void store(uint8_t *p, uint32_t width, int64_t value) {
     memcpy(p, &v, 4);
 }
 
+/* Rewrites the program's descriptor number at `address` (in a gathered region) as its handle, or -1 when it
+ * is not one of the backend's, noting the original for after the reply. 0: the slot lies in no gathered
+ * region; 1: it is a handle now (or was one already, or holds no descriptor: a negative number stays). */
+static int translate_slot(const struct pd_descriptors *descriptors, struct region *regions, int count, uint64_t address,
+                          uint32_t width, struct restore **restores, int *restoreCount) {
+    for (int k = 0; k < count; k++) {
+        struct region *g = &regions[k];
+        if (!g->bytes || address < g->address || address - g->address > g->length || g->length - (address - g->address) < width)
+            continue;
+        uint8_t *at = g->bytes + (address - g->address);
+        int64_t local = load(at, width);
+        /* Already a handle from an earlier round: the restore list knows the original. */
+        for (int j = 0; j < *restoreCount; j++) if ((*restores)[j].address == address) return 1;
+        if (local < 0) return 1;
+        uint32_t handle;
+        /* Not one of ours: the driver gets an invalid descriptor and answers as locally. */
+        int64_t translated = descriptors->handle_for(descriptors->context, local, &handle) == 0 ? (int64_t)handle : -1;
+        store(at, width, translated);
+        *restores = realloc(*restores, sizeof **restores * (*restoreCount + 1));
+        (*restores)[(*restoreCount)++] = (struct restore){ address, width, local, translated };
+        return 1;
+    }
+    return 0;
+}
+
+/* The program's numbers back where translate_slot put handles: a guess the backend did not take. */
+static void untranslate(struct region *regions, int count, struct restore *restores, int *restoreCount) {
+    for (int j = 0; j < *restoreCount; j++)
+        for (int k = 0; k < count; k++) {
+            struct region *g = &regions[k];
+            uint64_t address = restores[j].address;
+            if (!g->bytes || address < g->address || address - g->address > g->length
+                || g->length - (address - g->address) < restores[j].width) continue;
+            store(g->bytes + (address - g->address), restores[j].width, restores[j].value);
+            break;
+        }
+    *restoreCount = 0;
+}
+
 /* A reply that breaks the protocol: released unused, named in one line; the call fails with EPROTO. */
 static int refuse_reply(struct pd_connection *c, struct pd_frame *reply, uint32_t command, const char *why) {
     pd_frame_release(c, reply);
@@ -146,6 +185,10 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
     int pulled = 0;
     int translated = descriptors->numbers_are_handles;
     struct pd_shape asked = { command, 0 };
+    /* Descriptors translated ahead (PD_IOCTL_SLOTS_AHEAD), as the shape of an earlier call says. */
+    struct pd_slot ahead[PD_SHAPE_PARTS];
+    struct pd_slot_count aheadCount = { 0, 0 };
+    int guessed = 0;
 
     if (argument != 0) {
         pthread_mutex_lock(&c->shapes_lock);
@@ -167,6 +210,20 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
             if (known.mirrors) {
                 changeCount += pd_mirror_file_changes(c, memory, &changes, t->handle);
                 pulled = 1;
+            }
+            if ((known.slots > 0 || known.argument_fd) && !descriptors->numbers_are_handles
+                && (c->capabilities & PD_CAP_SLOTS_AHEAD)) {
+                for (int i = 0; i < known.slots; i++) {
+                    uint64_t address = argument + known.slot_offset[i];
+                    if (translate_slot(descriptors, regions, count, address, known.slot_width[i], &restores, &restoreCount))
+                        ahead[aheadCount.count++] = (struct pd_slot){ address, known.slot_width[i], 1 };
+                }
+                if (known.argument_fd) {
+                    uint32_t handle;
+                    sentArgument = descriptors->handle_for(descriptors->context, (int64_t)argument, &handle) == 0 ? handle : (uint64_t)-1;
+                    aheadCount.flags |= PD_NEED_ARGUMENT_FD;
+                }
+                guessed = 1;
             }
         }
     }
@@ -192,8 +249,12 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
             pd_buffer_append(&b, &n, sizeof n);
             pd_buffer_append(&b, changes.data + sizeof(struct pd_header), changes.length - sizeof(struct pd_header));
         }
+        if (guessed) {
+            pd_buffer_append(&b, &aheadCount, sizeof aheadCount);
+            pd_buffer_append(&b, ahead, sizeof *ahead * aheadCount.count);
+        }
         struct pd_frame reply = { .descriptor = -1 };
-        uint16_t flags = (translated ? PD_IOCTL_TRANSLATED : 0) | (pulled ? PD_IOCTL_MAPPINGS : 0);
+        uint16_t flags = (translated ? PD_IOCTL_TRANSLATED : 0) | (pulled ? PD_IOCTL_MAPPINGS : 0) | (guessed ? PD_IOCTL_SLOTS_AHEAD : 0);
         int r = pd_conn_call_interruptible(c, PD_IOCTL, flags, t->handle, &b, &reply, t->interruption);
         pd_buffer_free(&b);
         if (r != 0) { error = errno; break; }
@@ -219,6 +280,12 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
             }
             struct pd_need need = view.need;
             int failed = 0;
+            if (guessed) {
+                /* The backend did not take the guess: it sees the program's numbers again, as without one. */
+                untranslate(regions, count, restores, &restoreCount);
+                sentArgument = argument;
+                guessed = 0;
+            }
             for (uint32_t i = 0; i < need.region_count && !failed; i++) {
                 struct pd_region want;
                 memcpy(&want, view.regions + (size_t)i * sizeof want, sizeof want);
@@ -249,23 +316,11 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
             for (uint32_t i = 0; i < need.slot_count && !failed && !descriptors->numbers_are_handles; i++) {
                 struct pd_slot slot;
                 memcpy(&slot, view.slots + (size_t)i * sizeof slot, sizeof slot);
-                for (int k = 0; k < count; k++) {
-                    struct region *g = &regions[k];
-                    if (!g->bytes || slot.address < g->address || slot.address - g->address > g->length
-                        || g->length - (slot.address - g->address) < slot.width) continue;
-                    uint8_t *at = g->bytes + (slot.address - g->address);
-                    int64_t local = load(at, slot.width);
-                    /* Already a handle from an earlier round: the restore list knows the original. */
-                    int done = 0;
-                    for (int j = 0; j < restoreCount; j++) if (restores[j].address == slot.address) done = 1;
-                    if (done || local < 0) break;
-                    uint32_t handle;
-                    /* Not one of ours: the driver gets an invalid descriptor and answers as locally. */
-                    int64_t translatedValue = descriptors->handle_for(descriptors->context, local, &handle) == 0 ? (int64_t)handle : -1;
-                    store(at, slot.width, translatedValue);
-                    restores = realloc(restores, sizeof *restores * (restoreCount + 1));
-                    restores[restoreCount++] = (struct restore){ slot.address, slot.width, local, translatedValue };
-                    break;
+                if (translate_slot(descriptors, regions, count, slot.address, slot.width, &restores, &restoreCount)
+                    && slot.address >= argument && slot.address - argument < 65536 && asked.slots < PD_SHAPE_PARTS
+                    && (slot.width == 4 || slot.width == 8)) {
+                    asked.slot_offset[asked.slots] = slot.address - argument;
+                    asked.slot_width[asked.slots++] = slot.width;
                 }
             }
             for (uint32_t i = 0; i < need.mapping_count && !failed; i++) {
@@ -279,6 +334,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
             if (!failed && (need.flags & PD_NEED_ARGUMENT_FD) && sentArgument == argument && !descriptors->numbers_are_handles) {
                 uint32_t handle;
                 sentArgument = descriptors->handle_for(descriptors->context, (int64_t)argument, &handle) == 0 ? handle : (uint64_t)-1;
+                asked.argument_fd = 1;
             }
             pd_frame_release(c, &reply);
             if (failed) { error = failed; break; }
@@ -364,7 +420,7 @@ int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argu
             value = descriptors->adopt(descriptors->context, (uint32_t)value);
         result = value;
         error = callError;
-        if (asked.parts > 0 || asked.mirrors) {
+        if (asked.parts > 0 || asked.mirrors || asked.slots > 0 || asked.argument_fd) {
             pthread_mutex_lock(&c->shapes_lock);
             c->shapes[command % PD_SHAPES] = asked;
             pthread_mutex_unlock(&c->shapes_lock);

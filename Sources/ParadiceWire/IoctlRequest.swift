@@ -14,6 +14,22 @@ public struct IoctlRequest: Sendable {
     public var mirrored: [MirrorBytes]?
     /// PD_IOCTL_TRANSLATED: descriptors in the regions and the argument are handles already.
     public var translated: Bool
+    /// PD_IOCTL_SLOTS_AHEAD: where the frontend says it translated descriptors without being asked; nil without.
+    public var slotsAhead: SlotsAhead?
+
+    public struct SlotsAhead: Sendable, Equatable {
+        public var slots: [(address: UInt64, width: Int)]
+        public var argument: Bool
+
+        public init(slots: [(address: UInt64, width: Int)], argument: Bool) {
+            self.slots = slots
+            self.argument = argument
+        }
+
+        public static func == (a: Self, b: Self) -> Bool {
+            a.argument == b.argument && a.slots.elementsEqual(b.slots) { $0.address == $1.address && $0.width == $1.width }
+        }
+    }
 
     /// `maxRegions`: a frontend sends at most the regions the backend asked for, a few rounds of a plan's;
     /// many more is no frontend's request (and every planner read would scan them).
@@ -39,5 +55,20 @@ public struct IoctlRequest: Sendable {
         } catch let error as ProtocolError { throw error } catch { throw ProtocolError("\(error)") }
         mirrored = frame.flags & UInt16(PD_IOCTL_MAPPINGS) != 0 ? try mirrorBytes(&reader, optional: false) : nil
         translated = frame.flags & UInt16(PD_IOCTL_TRANSLATED) != 0
+        slotsAhead = nil
+        if frame.flags & UInt16(PD_IOCTL_SLOTS_AHEAD) != 0 {
+            do {
+                let count = try reader.read(pd_slot_count.self)
+                try reader.expect(Int(count.count), of: pd_slot.self)
+                guard Int(count.count) <= maxRegions else { throw ProtocolError("\(count.count) slots ahead, over \(maxRegions)") }
+                var slots: [(address: UInt64, width: Int)] = []
+                slots.reserveCapacity(Int(count.count))
+                for _ in 0..<count.count {
+                    let slot = try reader.read(pd_slot.self)
+                    slots.append((slot.address, Int(slot.width)))
+                }
+                slotsAhead = SlotsAhead(slots: slots, argument: count.flags & PD_NEED_ARGUMENT_FD != 0)
+            } catch let error as ProtocolError { throw error } catch { throw ProtocolError("\(error)") }
+        }
     }
 }

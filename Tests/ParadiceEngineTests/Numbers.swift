@@ -16,6 +16,7 @@ enum Ioctl {
     static let KVM_GET_API_VERSION = number("KVM_GET_API_VERSION")
     static let KVM_CREATE_VM = number("KVM_CREATE_VM")
     static let KVM_CHECK_EXTENSION = number("KVM_CHECK_EXTENSION")
+    static let KVM_IRQFD = number("KVM_IRQFD")
     static let KVM_GET_SUPPORTED_CPUID = number("KVM_GET_SUPPORTED_CPUID")
     static let KVM_SET_USER_MEMORY_REGION = number("KVM_SET_USER_MEMORY_REGION")
     static let LOOP_CTL_GET_FREE = number("LOOP_CTL_GET_FREE")

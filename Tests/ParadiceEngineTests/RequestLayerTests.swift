@@ -130,6 +130,12 @@ struct RequestDecodingTests {
                 + bytes(of: pd_mapping_count(count: 1, reserved: 0)) + bytes(of: pd_mapping_range(mapping: 1, length: 1 << 30, offset: 0))),
             (UInt16(PD_IOCTL_MAPPINGS), bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 0, argument: 0x1000))),
             (0, [UInt8](repeating: 0, count: MemoryLayout<pd_ioctl>.size - 1)),
+            // Slots translated ahead: a count past the frame, past the bound, or no count at all.
+            (UInt16(PD_IOCTL_SLOTS_AHEAD), bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 0, argument: 0x1000))
+                + bytes(of: pd_slot_count(count: .max, flags: 0))),
+            (UInt16(PD_IOCTL_SLOTS_AHEAD), bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 0, argument: 0x1000))
+                + bytes(of: pd_slot_count(count: 65, flags: 0)) + [UInt8](repeating: 0, count: 65 * 16)),
+            (UInt16(PD_IOCTL_SLOTS_AHEAD), bytes(of: pd_ioctl(command: tiocgwinsz, region_count: 0, argument: 0x1000))),
         ]
         for (flags, body) in malformed {
             #expect(throws: ProtocolError.self) {
@@ -146,6 +152,13 @@ struct RequestDecodingTests {
         #expect(ioctl.gathered.count == 1 && ioctl.gathered[0].address == 0x1000 && Array(ioctl.gathered[0].bytes) == [1, 2, 3])
         #expect(ioctl.named.count == 1 && ioctl.named[0].address == 0x2000 && ioctl.named[0].length == 8)
         #expect(ioctl.mirrored?.count == 1 && ioctl.mirrored?[0].mapping == 4 && ioctl.mirrored.map { Array($0[0].bytes) } == [5, 6])
+        #expect(ioctl.slotsAhead == nil)
+        // Descriptors translated ahead come last, after the mirror bytes.
+        let ahead = try IoctlRequest(Frame(op: PD_IOCTL.code, flags: UInt16(PD_IOCTL_MAPPINGS | PD_IOCTL_SLOTS_AHEAD),
+                                           body: body + [0, 0, 0, 0, 0, 0] + bytes(of: pd_slot_count(count: 1, flags: PD_NEED_ARGUMENT_FD))
+                                               + bytes(of: pd_slot(address: 0x1004, width: 4, direction: 1))), maxRegions: 64)
+        #expect(ahead.slotsAhead == IoctlRequest.SlotsAhead(slots: [(0x1004, 4)], argument: true))
+        #expect(!ahead.translated && ahead.mirrored?.count == 1)
     }
 
     @Test func anInterruptNamesItsRequestAndIgnoresWhatFollows() throws {

@@ -72,6 +72,7 @@ struct pd_header {
 #define PD_CAP_FD_SLOTS   0x2u   /* the frontend translates descriptors named in PD_NEED */
 #define PD_CAP_INTERRUPT  0x4u   /* the backend ends a request early on PD_INTERRUPT (a signal in the guest) */
 #define PD_CAP_WATCH_LEVEL 0x8u  /* PD_WATCH answers PD_WATCH_LEVEL: the level now, the watch only if none holds */
+#define PD_CAP_SLOTS_AHEAD 0x10u /* PD_IOCTL may carry PD_IOCTL_SLOTS_AHEAD: descriptors translated without a PD_NEED round */
 
 struct pd_hello {
     uint32_t magic;
@@ -129,6 +130,16 @@ struct pd_io {
 #define PD_IOCTL_TRANSLATED  0x1u  /* descriptors in the regions and argument are handles already */
 #define PD_IOCTL_MAPPINGS    0x2u  /* after the regions: pd_mapping_count, then the mirrored bytes that
                                       changed; the asked ranges count as answered */
+#define PD_IOCTL_SLOTS_AHEAD 0x4u  /* last in the body: pd_slot_count, then pd_slot × n: the descriptors the
+                                      frontend translated into handles before sending (where an earlier call of the
+                                      command had them). The backend takes them as handles only when they are
+                                      exactly its plan's; otherwise it answers PD_NEED and the frontend sends the
+                                      program's numbers again (PD_CAP_SLOTS_AHEAD) */
+
+struct pd_slot_count {
+    uint32_t count;
+    uint32_t flags;            /* PD_NEED_ARGUMENT_FD: the argument was translated too */
+};
 
 struct pd_ioctl {
     uint32_t command;

@@ -162,6 +162,12 @@ struct pd_shape {
     int via[PD_SHAPE_PARTS];   /* -1: at argument + offset; else the offset of the pointer in the argument */
     int out[PD_SHAPE_PARTS];   /* named as written (PD_REGION_OUT), not sent */
     int mirrors;               /* the backend asked for mapped bytes: send the file's changed pages ahead */
+    /* Descriptors the backend asked to have translated, at argument + slot_offset: translated ahead next time
+       (PD_IOCTL_SLOTS_AHEAD), so a call that passes a descriptor takes one round trip, not two. */
+    int slots;
+    uint64_t slot_offset[PD_SHAPE_PARTS];
+    uint32_t slot_width[PD_SHAPE_PARTS];
+    int argument_fd;           /* the argument itself is a descriptor */
 };
 
 /* Mirrors of device mappings a backend on another machine holds. */

@@ -1,0 +1,144 @@
+import CParadice
+import Foundation
+import ParadiceClient
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Round trips an unmodified program's calls take, counted on the wire: a relay between `paradice run` and
+/// the backend counts the frontend's frames of each op.
+@Suite("round trips of unmodified programs", .serialized)
+struct PreloadRoundTripTests {
+    /// A descriptor inside an ioctl's argument: the first call learns where it is (PD_NEED names the slot), every
+    /// later call of the command sends it translated (PD_IOCTL_SLOTS_AHEAD) and takes one round trip, not two.
+    @Test func aKnownDescriptorSlotGoesWithoutANeedRound() throws {
+        let backend = try BackendProcess(devices: ["/dev/kvm"])
+        let program = try compile("irqfdslots", into: backend.folder)
+        let relay = try FrameCountingRelay(to: backend.unixEndpoint, at: backend.folder + "/relay.sock")
+        var ioctls: [Int] = []
+        for calls in [2, 6] {
+            let before = relay.count(of: PD_IOCTL.code)
+            let result = try paradiceRun(relay.endpoint, [program, String(calls)])
+            #expect(result.status == 0, "\(result.errors)")
+            // The program sees its own descriptor number after each call, however it was sent.
+            #expect(result.output.contains("kept \(calls)"), "\(result.output) \(result.errors)")
+            ioctls.append(relay.count(of: PD_IOCTL.code) - before)
+        }
+        // Four more KVM_IRQFD calls: four more PD_IOCTL frames (eight with a PD_NEED round each).
+        #expect(ioctls.count == 2 && ioctls[1] - ioctls[0] == 4, "PD_IOCTL frames for 2 and 6 calls: \(ioctls)")
+    }
+}
+
+/// Relays unix-socket connections to a backend, counting the frames each guest sends by op.
+final class FrameCountingRelay: @unchecked Sendable {
+    let endpoint: String
+    private let listener: Int32
+    private let target: String
+    private let counts = NSLock()
+    private var byOp: [UInt16: Int] = [:]
+
+    init(to backend: String, at path: String) throws {
+        target = String(backend.dropFirst("unix:".count))
+        endpoint = "unix:" + path
+        listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = unixAddress(path)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, listen(listener, 16) == 0 else { let e = errno; close(listener); throw Errno(e) }
+        Thread.detachNewThread { [self] in acceptForever() }
+    }
+
+    deinit { shutdown(listener, Int32(SHUT_RDWR)); close(listener) }
+
+    func count(of op: UInt16) -> Int { counts.withLock { byOp[op] ?? 0 } }
+
+    private func acceptForever() {
+        while true {
+            let guest = accept(listener, nil, nil)
+            if guest < 0 { if errno == EINTR { continue } else { return } }
+            _ = fcntl(guest, F_SETFD, FD_CLOEXEC)
+            let backend = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            var address = unixAddress(target)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(backend, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard connected == 0 else { close(guest); close(backend); continue }
+            Thread.detachNewThread { [self] in pump(from: guest, to: backend, counting: true) }
+            Thread.detachNewThread { [self] in pump(from: backend, to: guest, counting: false) }
+        }
+    }
+
+    /// Copies bytes until either side ends; the guest's side is cut into frames and counted.
+    private func pump(from source: Int32, to sink: Int32, counting: Bool) {
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        defer { shutdown(sink, Int32(SHUT_RDWR)); shutdown(source, Int32(SHUT_RDWR)) }
+        while true {
+            let n = read(source, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }
+            var sent = 0
+            while sent < n {
+                let k = chunk[sent..<n].withUnsafeBytes { write(sink, $0.baseAddress, $0.count) }
+                if k < 0 && errno == EINTR { continue }
+                guard k > 0 else { return }
+                sent += k
+            }
+            guard counting else { continue }
+            pending += chunk[0..<n]
+            let headerSize = MemoryLayout<pd_header>.size
+            while pending.count >= headerSize {
+                let header = pending.withUnsafeBytes { $0.loadUnaligned(as: pd_header.self) }
+                guard pending.count >= headerSize + Int(header.length) else { break }
+                counts.withLock { byOp[header.op, default: 0] += 1 }
+                pending.removeFirst(headerSize + Int(header.length))
+            }
+        }
+    }
+}
+
+private func unixAddress(_ path: String) -> sockaddr_un {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in path.utf8.enumerated() where i < raw.count - 1 { raw[i] = b } }
+    return address
+}
+
+/// The backend's side of PD_IOCTL_SLOTS_AHEAD: descriptors a frontend translated without being asked count as
+/// handles only when they are exactly where the plan has descriptors; any other guess is asked again.
+@Suite("Session: descriptors translated ahead")
+struct SessionSlotsAheadTests {
+    @Test func aGuessCountsOnlyWhenItIsThePlansSlots() throws {
+        let backend = try BackendProcess(devices: ["/dev/kvm"])
+        let guest = try RawGuest(backend.unixEndpoint)
+        #expect(guest.hello())
+        let (kvm, error) = guest.open("/dev/kvm")
+        try #require(error == 0)
+        let created = try #require(guest.result(PD_IOCTL, flags: UInt16(PD_IOCTL_TRANSLATED), handle: kvm,
+                                                body: bytes(of: pd_ioctl(command: Ioctl.KVM_CREATE_VM, region_count: 0, argument: 0))))
+        try #require(created.error == 0 && created.result > 0)
+        let vm = UInt32(created.result)
+        // KVM_IRQFD: struct kvm_irqfd (32 bytes), its descriptor `fd` first; here the VM's own handle.
+        let argument: UInt64 = 0x10_0000
+        var irqfd = [UInt8](repeating: 0, count: 32)
+        irqfd.withUnsafeMutableBytes { $0.storeBytes(of: vm, as: UInt32.self) }
+        let request = bytes(of: pd_ioctl(command: Ioctl.KVM_IRQFD, region_count: 1, argument: argument))
+            + bytes(of: pd_region(address: argument, length: 32, reserved: 0)) + irqfd
+        func ahead(_ slots: [UInt64]) -> [UInt8] {
+            request + bytes(of: pd_slot_count(count: UInt32(slots.count), flags: 0))
+                + slots.flatMap { bytes(of: pd_slot(address: $0, width: 4, direction: 1)) }
+        }
+        func answer(_ flags: UInt32, _ body: [UInt8]) throws -> UInt16 {
+            try #require(guest.call(PD_IOCTL, flags: UInt16(flags), handle: vm, body: body)).op
+        }
+        // The plan's one slot: answered at once (the driver refuses a VM as an eventfd, as it would locally).
+        #expect(try answer(PD_IOCTL_SLOTS_AHEAD, ahead([argument])) == PD_REPLY.code)
+        // Elsewhere, one too many, none: asked again, as a frontend that translated nothing is.
+        #expect(try answer(PD_IOCTL_SLOTS_AHEAD, ahead([argument + 4])) == PD_NEED.code)
+        #expect(try answer(PD_IOCTL_SLOTS_AHEAD, ahead([argument, argument + 8])) == PD_NEED.code)
+        #expect(try answer(PD_IOCTL_SLOTS_AHEAD, ahead([])) == PD_NEED.code)
+        #expect(try answer(0, request) == PD_NEED.code)
+    }
+}

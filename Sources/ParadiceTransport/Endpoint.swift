@@ -2,10 +2,13 @@
 /// through shared-memory rings, set up over a unix socket at the path), `vsock://cid:port` (AF_VSOCK; a
 /// listener's cid may be `any`) or `serial:/path` (a virtio-serial port: the character device in a VM, or
 /// the unix socket of QEMU's chardev on the host; one peer at a time, see docs/transports.md) or
-/// `vchan:DOMID:/xenstore/path` (a Xen vchan to or from domain DOMID; one peer at a time).
+/// `vchan:DOMID:/xenstore/path` (a Xen vchan to or from domain DOMID; one peer at a time) or
+/// `ivshmem:/path` (rings in a region QEMU's ivshmem-plain shares with a VM: the host's file, or the
+/// guest's `/sys/bus/pci/devices/BDF/resource2`, or `ivshmem:auto`; one peer at a time).
 public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
     case shm(path: String)
+    case ivshmem(path: String)
     case tcp(host: String, port: UInt16)
     case vsock(cid: UInt32, port: UInt32)
     case serial(path: String)
@@ -56,6 +59,13 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
             self = .unix(path: path)
             return
         }
+        if url.hasPrefix("ivshmem:") {
+            var path = String(url.dropFirst(8))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "an ivshmem endpoint needs the region's file, its PCI resource file or 'auto'") }
+            self = .ivshmem(path: path)
+            return
+        }
         if url.hasPrefix("shm:") {
             var path = String(url.dropFirst(4))
             if path.hasPrefix("//") { path.removeFirst(2) }
@@ -65,7 +75,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         }
         var rest: Substring
         if url.hasPrefix("tcp://") { rest = url.dropFirst(6) } else if url.hasPrefix("tcp:") { rest = url.dropFirst(4) } else {
-            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port, shm:/path, vsock://cid:port, serial:/path or vchan:domid:/xenstore/path")
+            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port, shm:/path, ivshmem:/path, vsock://cid:port, serial:/path or vchan:domid:/xenstore/path")
         }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else {
@@ -85,6 +95,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .unix(let path): return "unix:\(path)"
         case .shm(let path): return "shm:\(path)"
+        case .ivshmem(let path): return "ivshmem:\(path)"
         case .tcp(let host, let port): return host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
         case .vsock(let cid, let port): return "vsock://\(cid == Endpoint.anyCID ? "any" : String(cid)):\(port)"
         case .serial(let path): return "serial:\(path)"

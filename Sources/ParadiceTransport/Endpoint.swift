@@ -45,31 +45,19 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
             self = .vsock(cid: cid, port: port)
             return
         }
-        if url.hasPrefix("serial:") {
-            var path = String(url.dropFirst(7))
-            if path.hasPrefix("//") { path.removeFirst(2) }
-            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a serial endpoint needs the port's path") }
+        if let path = try Endpoint.path(of: url, after: "serial:", else: "a serial endpoint needs the port's path") {
             self = .serial(path: path)
             return
         }
-        if url.hasPrefix("unix:") {
-            var path = String(url.dropFirst(5))
-            if path.hasPrefix("//") { path.removeFirst(2) }
-            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a unix endpoint needs a path") }
+        if let path = try Endpoint.path(of: url, after: "unix:", else: "a unix endpoint needs a path") {
             self = .unix(path: path)
             return
         }
-        if url.hasPrefix("ivshmem:") {
-            var path = String(url.dropFirst(8))
-            if path.hasPrefix("//") { path.removeFirst(2) }
-            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "an ivshmem endpoint needs the region's file, its PCI resource file or 'auto'") }
+        if let path = try Endpoint.path(of: url, after: "ivshmem:", else: "an ivshmem endpoint needs the region's file, its PCI resource file or 'auto'") {
             self = .ivshmem(path: path)
             return
         }
-        if url.hasPrefix("shm:") {
-            var path = String(url.dropFirst(4))
-            if path.hasPrefix("//") { path.removeFirst(2) }
-            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a shm endpoint needs the path of its setup socket") }
+        if let path = try Endpoint.path(of: url, after: "shm:", else: "a shm endpoint needs the path of its setup socket") {
             self = .shm(path: path)
             return
         }
@@ -84,6 +72,15 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         var host = String(rest[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         self = .tcp(host: host.isEmpty ? "127.0.0.1" : host, port: port)
+    }
+
+    /// The path of a `PREFIX/path` or `PREFIX///path` endpoint; nil when `url` has another prefix.
+    private static func path(of url: String, after prefix: String, else why: String) throws -> String? {
+        guard url.hasPrefix(prefix) else { return nil }
+        var path = String(url.dropFirst(prefix.count))
+        if path.hasPrefix("//") { path.removeFirst(2) }
+        guard !path.isEmpty else { throw TransportError.badEndpoint(url, why) }
+        return path
     }
 
     public var isTCP: Bool {

@@ -113,6 +113,7 @@ static int is_shut(struct paradice_ring *r) { return __atomic_load_n(&r->shut, _
 
 long paradice_ring_send(struct paradice_ring *r, const void *bytes, size_t n) {
     if (n == 0) return 0;
+    r->rounds[1]++;
     long spin_until = 0, budget = 0;
     for (;;) {
         if (is_shut(r) || __atomic_load_n(&r->peer_gone, __ATOMIC_RELAXED)) { errno = EPIPE; return -1; }
@@ -156,6 +157,7 @@ long paradice_ring_send(struct paradice_ring *r, const void *bytes, size_t n) {
 
 long paradice_ring_recv(struct paradice_ring *r, void *bytes, size_t n) {
     if (n == 0) return 0;
+    r->rounds[0]++;
     long spin_until = 0, budget = 0;
     for (;;) {
         if (__atomic_load_n(&r->broken, __ATOMIC_RELAXED)) { errno = EPROTO; return -1; }
@@ -356,11 +358,13 @@ int paradice_ring_accept_offer(struct paradice_ring *r, int setup_fd) {
 
 /* The descriptor travels over the setup socket with the ring position of its frame's first byte. */
 int paradice_ring_send_descriptor(struct paradice_ring *r, int descriptor) {
+    if (r->setup_fd < 0) { errno = ENOTSUP; return -1; }   /* a region with a VM: no descriptor travels */
     uint32_t position = r->head;
     return paradice_send_with_descriptor(r->setup_fd, &position, sizeof position, descriptor);
 }
 
 int paradice_ring_take_descriptor(struct paradice_ring *r, uint32_t position) {
+    if (r->setup_fd < 0) return -1;
     /* Sent before its frame's bytes went into the ring: by the time they are read, it is queued. */
     for (;;) {
         if (r->pending_descriptor < 0) {

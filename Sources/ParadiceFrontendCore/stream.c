@@ -94,6 +94,20 @@ int pd_stream_ring(struct pd_stream *s, int setup_fd) {
     return 0;
 }
 
+/* A region shared with a VM (ivshmem.c): `path` is the host's file, the guest's PCI resource file, or "auto". */
+static int stream_ivshmem(struct pd_stream *s, const char *path) {
+    struct paradice_ring *r = malloc(sizeof *r);
+    if (!r) { errno = ENOMEM; return -1; }
+    if (paradice_ivshmem_connect(r, path) != 0) {
+        int e = errno;
+        free(r);
+        errno = e;
+        return -1;
+    }
+    *s = (struct pd_stream){ .ops = &ring_ops, .fd = -1, .state = r };
+    return 0;
+}
+
 /* ---- dialing ---- */
 
 static int dial_unix(const char *path) {
@@ -199,6 +213,8 @@ int pd_conn_dial(const char *url, struct pd_stream *stream) {
             *stream = (struct pd_stream){ .ops = &device_ops, .fd = fd, .state = NULL };
             return 0;
         }
+    } else if (strncmp(url, "ivshmem:", 8) == 0) {
+        return stream_ivshmem(stream, url + 8);
     } else if (strncmp(url, "shm:", 4) == 0) {
         fd = dial_unix(url + 4);
         return fd < 0 ? -1 : pd_stream_ring(stream, fd);

@@ -2,10 +2,13 @@
 /// through shared-memory rings, set up over a unix socket at the path), `vsock://cid:port` (AF_VSOCK; a
 /// listener's cid may be `any`) or `serial:/path` (a virtio-serial port: the character device in a VM, or
 /// the unix socket of QEMU's chardev on the host; one peer at a time, see docs/transports.md) or
-/// `vchan:DOMID:/xenstore/path` (a Xen vchan to or from domain DOMID; one peer at a time).
+/// `vchan:DOMID:/xenstore/path` (a Xen vchan to or from domain DOMID; one peer at a time) or
+/// `ivshmem:/path` (rings in a region QEMU's ivshmem-plain shares with a VM: the host's file, or the
+/// guest's `/sys/bus/pci/devices/BDF/resource2`, or `ivshmem:auto`; one peer at a time).
 public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
     case shm(path: String)
+    case ivshmem(path: String)
     case tcp(host: String, port: UInt16)
     case vsock(cid: UInt32, port: UInt32)
     case serial(path: String)
@@ -42,30 +45,25 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
             self = .vsock(cid: cid, port: port)
             return
         }
-        if url.hasPrefix("serial:") {
-            var path = String(url.dropFirst(7))
-            if path.hasPrefix("//") { path.removeFirst(2) }
-            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a serial endpoint needs the port's path") }
+        if let path = try Endpoint.path(of: url, after: "serial:", else: "a serial endpoint needs the port's path") {
             self = .serial(path: path)
             return
         }
-        if url.hasPrefix("unix:") {
-            var path = String(url.dropFirst(5))
-            if path.hasPrefix("//") { path.removeFirst(2) }
-            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a unix endpoint needs a path") }
+        if let path = try Endpoint.path(of: url, after: "unix:", else: "a unix endpoint needs a path") {
             self = .unix(path: path)
             return
         }
-        if url.hasPrefix("shm:") {
-            var path = String(url.dropFirst(4))
-            if path.hasPrefix("//") { path.removeFirst(2) }
-            guard !path.isEmpty else { throw TransportError.badEndpoint(url, "a shm endpoint needs the path of its setup socket") }
+        if let path = try Endpoint.path(of: url, after: "ivshmem:", else: "an ivshmem endpoint needs the region's file, its PCI resource file or 'auto'") {
+            self = .ivshmem(path: path)
+            return
+        }
+        if let path = try Endpoint.path(of: url, after: "shm:", else: "a shm endpoint needs the path of its setup socket") {
             self = .shm(path: path)
             return
         }
         var rest: Substring
         if url.hasPrefix("tcp://") { rest = url.dropFirst(6) } else if url.hasPrefix("tcp:") { rest = url.dropFirst(4) } else {
-            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port, shm:/path, vsock://cid:port, serial:/path or vchan:domid:/xenstore/path")
+            throw TransportError.badEndpoint(url, "use unix:/path, tcp://host:port, shm:/path, ivshmem:/path, vsock://cid:port, serial:/path or vchan:domid:/xenstore/path")
         }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else {
@@ -74,6 +72,15 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         var host = String(rest[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         self = .tcp(host: host.isEmpty ? "127.0.0.1" : host, port: port)
+    }
+
+    /// The path of a `PREFIX/path` or `PREFIX///path` endpoint; nil when `url` has another prefix.
+    private static func path(of url: String, after prefix: String, else why: String) throws -> String? {
+        guard url.hasPrefix(prefix) else { return nil }
+        var path = String(url.dropFirst(prefix.count))
+        if path.hasPrefix("//") { path.removeFirst(2) }
+        guard !path.isEmpty else { throw TransportError.badEndpoint(url, why) }
+        return path
     }
 
     public var isTCP: Bool {
@@ -85,6 +92,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .unix(let path): return "unix:\(path)"
         case .shm(let path): return "shm:\(path)"
+        case .ivshmem(let path): return "ivshmem:\(path)"
         case .tcp(let host, let port): return host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
         case .vsock(let cid, let port): return "vsock://\(cid == Endpoint.anyCID ? "any" : String(cid)):\(port)"
         case .serial(let path): return "serial:\(path)"

@@ -17,7 +17,7 @@ public final class Listener: @unchecked Sendable {
         var open = false
         var ending = FrameSocket.Ending.peerGone
     }
-    /// A vchan: whether its one session is open (the next server is made once it ended).
+    /// A vchan or an ivshmem region: whether its one session is open (the next one is set up once it ended).
     private let vchanSession = ConditionLock(false)
     /// TCP connections' TLS (nil: unix, or plain TCP when asked for).
     public let tls: TLSContext?
@@ -38,7 +38,7 @@ public final class Listener: @unchecked Sendable {
     private init(_ endpoint: Endpoint, tls: TLSContext?) throws {
         self.tls = tls
         switch endpoint {
-        case .serial:
+        case .serial, .ivshmem:
             self.fd = -1
             self.endpoint = endpoint
         case .vchan:
@@ -121,6 +121,7 @@ public final class Listener: @unchecked Sendable {
     public func accept() throws -> FrameSocket {
         if case .serial(let path) = endpoint { return try acceptSerial(path) }
         if case .vchan(let domain, let path) = endpoint { return try acceptVchan(domain, path) }
+        if case .ivshmem(let path) = endpoint { return try acceptIvshmem(path) }
         while true {
             var storage = sockaddr_storage()
             var length = UInt32(MemoryLayout<sockaddr_storage>.size)
@@ -160,7 +161,7 @@ public final class Listener: @unchecked Sendable {
             case .tcp:
                 if let tls { return FrameSocket(channel: TLSChannel(fd: fd, context: tls), peer: peer) }
                 return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
-            case .vsock, .serial, .vchan:   // (serial ports and vchans are not accepted here)
+            case .vsock, .serial, .vchan, .ivshmem:   // (serial ports, vchans and regions are not accepted here)
                 return FrameSocket(channel: SocketChannel(fd: fd), peer: peer)
             case .shm:
                 // A peer that went before its region could be offered is skipped, as an abandoned connection is.
@@ -212,10 +213,21 @@ public final class Listener: @unchecked Sendable {
 
     /// The vchan's next session, once the last one ended: a server made anew, and the guest that connected to it.
     private func acceptVchan(_ domain: Int32, _ path: String) throws -> FrameSocket {
+        try oneSessionAtATime(peer: "vchan domain \(domain)") {
+            try VchanChannel(server: true, domain: domain, path: path, endpoint: endpoint.description)
+        }
+    }
+
+    /// The region's next session, once the last one ended: set up anew in the region, and claimed by a connector.
+    private func acceptIvshmem(_ path: String) throws -> FrameSocket {
+        try oneSessionAtATime(peer: endpoint.description) { try RingChannel(ivshmem: path, listening: true) }
+    }
+
+    private func oneSessionAtATime(peer: String, _ open: () throws -> any ByteChannel) throws -> FrameSocket {
         vchanSession.withLock(waitingFor: { open in open ? nil : () })
-        let channel = try VchanChannel(server: true, domain: domain, path: path, endpoint: endpoint.description)
+        let channel = try open()
         vchanSession.withLock { $0 = true }
-        return FrameSocket(channel: channel, peer: "vchan domain \(domain)", pending: [], restartsOnHello: false,
+        return FrameSocket(channel: channel, peer: peer, pending: [], restartsOnHello: false,
                            onClose: { [vchanSession] _ in
                                vchanSession.withLock { $0 = false }
                                vchanSession.broadcast()

@@ -35,6 +35,18 @@ public final class RingChannel: ByteChannel, @unchecked Sendable {
         }
     }
 
+    /// A region shared with a VM (ivshmem.c): `listening`, the backend's side, which waits for a connector.
+    public init(ivshmem path: String, listening: Bool) throws(TransportError) {
+        ring = .allocate(capacity: 1)
+        ring.initialize(to: paradice_ring())
+        let status = listening ? paradice_ivshmem_listen(ring, path) : paradice_ivshmem_connect(ring, path)
+        guard status == 0 else {
+            let error = Errno.current
+            ring.deallocate()
+            throw .system(listening ? "ivshmem listen on \(path)" : "ivshmem connect to \(path)", error)
+        }
+    }
+
     deinit { ring.deallocate() }
 
     public var descriptor: Int32? { nil }

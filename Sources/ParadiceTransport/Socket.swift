@@ -271,7 +271,7 @@ public final class FrameSocket: @unchecked Sendable {
         throw TransportError.system("connect \(endpoint)", lastError)
     }
 
-    /// Unix, shm, vsock, serial and vchan endpoints.
+    /// Unix, shm, ivshmem, vsock, serial and vchan endpoints.
     private static func connectUnix(_ endpoint: Endpoint) throws -> FrameSocket {
         switch endpoint {
         case .unix(let path), .shm(let path):
@@ -306,6 +306,8 @@ public final class FrameSocket: @unchecked Sendable {
         case .vchan(let domain, let path):
             return FrameSocket(channel: try VchanChannel(server: false, domain: domain, path: path, endpoint: endpoint.description),
                                peer: endpoint.description)
+        case .ivshmem(let path):
+            return FrameSocket(channel: try RingChannel(ivshmem: path, listening: false), peer: endpoint.description)
         }
     }
 

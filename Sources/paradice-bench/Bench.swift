@@ -22,8 +22,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed repetitions of each small operation.") var iterations = 20000
     @Option(help: "Bytes to move in each throughput run.") var bulkBytes = 64 << 20
     @Option(help: "The spec folder for the backend.") var specs: String?
-    @Option(help: ArgumentHelp("Only time forwarded TIOCGWINSZ against this running backend (it must export /dev/ptmx).", valueName: "url"))
-    var backend: String?
+    @Option(help: ArgumentHelp("Only time forwarded TIOCGWINSZ against this running backend (it must export /dev/ptmx); repeated: each in the same run, with its ratio to the first's.", valueName: "url"))
+    var backend: [String] = []
     @Option(help: ArgumentHelp("With --backend over TLS: this frontend's certificate, key and CA.", valueName: "file")) var tlsCert: String?
     @Option(help: ArgumentHelp("", visibility: .hidden)) var tlsKey: String?
     @Option(help: ArgumentHelp("", visibility: .hidden)) var tlsCa: String?
@@ -31,14 +31,20 @@ struct Bench: ParsableCommand {
     @Flag(help: "With --backend: plain TCP.") var plainTcp = false
 
     func run() throws {
-        if let backend {
+        if !backend.isEmpty {
             let security = TransportSecurity(certificate: tlsCert, key: tlsKey, authority: tlsCa, presharedKeys: pskFile, plainTCP: plainTcp)
-            let client = try ParadiceClient.connect(backend, name: "bench", security: security)
-            let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
             let ws = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
             defer { ws.deallocate() }
             var table = Table()
-            table.add("\(backend): forwarded TIOCGWINSZ", measure(iterations) { _ = try? master.ioctl(0x5413, ws) })
+            var first: (String, Stats)?
+            for url in backend {
+                let client = try ParadiceClient.connect(url, name: "bench", security: security)
+                let master = try client.open("/dev/ptmx", flags: O_RDWR | O_NOCTTY)
+                let stats = measure(iterations) { _ = try? master.ioctl(0x5413, ws) }
+                client.disconnect()
+                table.add("\(url): forwarded TIOCGWINSZ", stats, versus: first.map { [$0] } ?? [])
+                if first == nil { first = (url, stats) }
+            }
             table.print()
             return
         }

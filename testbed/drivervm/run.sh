@@ -77,7 +77,7 @@ DIR=$(cd "$DIR" && pwd)
 if [ -f "$DIR/qemu.pid" ] && kill -0 "$(cat "$DIR/qemu.pid")" 2>/dev/null; then
   die "a VM is already running with state dir $DIR (pid $(cat "$DIR/qemu.pid")); run: DVM_DIR=$DIR $0 stop"
 fi
-rm -f "$DIR"/{qmp.sock,ctl.sock,serial.sock,qemu.pid,console.log}
+rm -f "$DIR"/{qmp.sock,ctl.sock,serial.sock,ivshmem,qemu.pid,console.log}
 
 # The share folder (guest /share) carries what the VM needs from the host besides /usr: a fresh copy of the
 # backend and the specs on every boot, so the VM always runs what was just built.
@@ -176,6 +176,8 @@ qemu=(qemu-system-x86_64
   -chardev "socket,id=ctl,path=$DIR/ctl.sock,server=on,wait=off" -device virtserialport,chardev=ctl,name=dvm.ctl
   # frames over virtio-serial: guest /dev/virtio-ports/paradice <-> host serial.sock (a client connects)
   -chardev "socket,id=pd,path=$DIR/serial.sock,server=on,wait=off" -device virtserialport,chardev=pd,name=paradice
+  # frames through shared-memory rings: the guest's ivshmem BAR 2 <-> host file $DIR/ivshmem (ivshmem:FILE)
+  -object "memory-backend-file,id=pdshm,mem-path=$DIR/ivshmem,share=on,size=4M" -device ivshmem-plain,memdev=pdshm
   -qmp "unix:$DIR/qmp.sock,server=on,wait=off"
   -pidfile "$DIR/qemu.pid"
 )

@@ -83,6 +83,8 @@ struct paradice_ring {
     int pending_descriptor;            /* came over the setup socket for a frame not read yet (-1: none) */
     uint32_t pending_position;
     int unmap;                         /* the region is this end's mapping (munmap at close) */
+    unsigned rounds[2];                /* per kind of wait: counts its send or receive calls (a doorbell's fresh wait) */
+    void *doorbell_state;              /* the ivshmem doorbell's (ivshmem.c) */
 };
 
 /* Puts an end over a region already mapped (`size` bytes, header checked here); no doorbell yet. 0, or
@@ -119,6 +121,44 @@ int paradice_ring_send_descriptor(struct paradice_ring *r, int descriptor);
 /* The descriptor passed with the frame whose first byte is at `position` of the stream received (the
  * end's tail before that byte was read; ask once the byte came), or -1. */
 int paradice_ring_take_descriptor(struct paradice_ring *r, uint32_t position);
+
+/* ---- with a VM: a region QEMU's ivshmem-plain shares (ivshmem.c) ---- */
+
+/* Page 0 of an ivshmem region: the session setup, each word on its own cache line where both sides write.
+ * The listener writes the header and `session`, then `state` LISTENING; a connector claims the session by
+ * setting `claim` from 0 to a token of its own, and the listener answers with `accepted` = that token and
+ * `state` CONNECTED. The rings (struct paradice_ring_header) follow at PARADICE_IVSHMEM_RING_OFFSET. Each
+ * side bumps its `beat` every PARADICE_IVSHMEM_BEAT_MS and sets its `gone` when it closes: a peer whose beat
+ * stood still for PARADICE_IVSHMEM_LIVENESS_MS is gone (its process or its VM died or stopped). */
+#define PARADICE_IVSHMEM_MAGIC 0x68737669u   /* "ivsh" */
+#define PARADICE_IVSHMEM_VERSION 1u
+#define PARADICE_IVSHMEM_RING_OFFSET 4096u
+#define PARADICE_IVSHMEM_LISTENING 1u
+#define PARADICE_IVSHMEM_CONNECTED 2u
+#define PARADICE_IVSHMEM_BEAT_MS 50
+#define PARADICE_IVSHMEM_LIVENESS_MS 6000
+struct paradice_ivshmem_header {
+    uint32_t magic, version, state, session;
+    uint8_t pad0[48];
+    uint32_t claim; uint8_t pad1[60];
+    uint32_t accepted; uint8_t pad2[60];
+    struct { uint32_t beat, gone; uint8_t pad[56]; } side[2];
+};
+
+/* The region at `path`: a file QEMU's memory-backend-file shares (the host), a PCI BAR's sysfs resource
+ * file (the guest), or "auto": the BAR of the first ivshmem device (PCI 1af4:1110). Maps it into *region,
+ * *size; 0, or -1 with errno. `found` (may be NULL, PATH_MAX bytes) gets the path used. */
+int paradice_ivshmem_map(const char *path, void **region, size_t *size, char *found);
+/* The listener's side (the backend): a fresh session on the region, waiting until a connector claims
+ * it. 0, or -1 with errno. */
+int paradice_ivshmem_listen(struct paradice_ring *r, const char *path);
+/* The connector's side: claims the session a listener offers. 0, or -1 with errno (ECONNREFUSED: no
+ * listener waits on the region; EBUSY: another connector claimed it; ETIMEDOUT: the listener did not
+ * answer; EPROTO: a header that is not a ring's). */
+int paradice_ivshmem_connect(struct paradice_ring *r, const char *path);
+/* Over a region already mapped: the setup without the mapping (the fuzz harness's way in). `wait_ms`
+ * bounds the connector's wait for the listener's answer. */
+int paradice_ivshmem_connect_region(struct paradice_ring *r, void *region, size_t size, int wait_ms);
 
 /* The fuzz harness's and tests' way in: sets the ring's shared words as a hostile peer would. */
 void paradice_ring_poke(struct paradice_ring *r, int ring, uint32_t head, uint32_t tail);

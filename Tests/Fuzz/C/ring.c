@@ -1,4 +1,4 @@
-// fuzz-build: Sources/CParadice/ring.c Sources/CParadice/cparadice.c
+// fuzz-build: Sources/CParadice/ring.c Sources/CParadice/ivshmem.c Sources/CParadice/cparadice.c -lpthread
 /*
  * The shared-memory ring reader and writer (paradice_ring.h) against a hostile peer: the input is a script
  * of what the peer does to the shared region (its head and tail words, its waiting words, the data bytes,
@@ -10,6 +10,8 @@
  *     2 u16 offset, u8 n, n bytes: data bytes anywhere in the region
  *     3 u16 n: a receive of n bytes                           4 u16 n: a send of n bytes
  *     5 u32: the peer's waiting and finished words            6 u32 capacity, u32 size: a header the peer wrote, attached
+ *     7 u32 magic, version, state, session, accepted, capacity: an ivshmem setup page (ivshmem.c) the
+ *       listener wrote, connected to (the connector's claim taken, its token answered only when `accepted` is it)
  */
 #include <errno.h>
 #include <stdint.h>
@@ -46,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *buffer = NULL;
     uint8_t op;
     while (take(&data, &size, &op, 1)) {
-        switch (op % 7) {
+        switch (op % 8) {
         case 0: { uint32_t v; if (!take(&data, &size, &v, 4)) goto done; h->ring[1].head = v; break; }
         case 1: { uint32_t v; if (!take(&data, &size, &v, 4)) goto done; h->ring[0].tail = v; break; }
         case 2: {
@@ -63,9 +65,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             size_t want = n % (2 * CAPACITY) + 1;
             buffer = malloc(want);   /* exactly what is asked: a longer copy is ASan's */
             memset(buffer, 0xA5, want);
-            uint32_t before = op % 7 == 3 ? r.tail : r.head;
-            long got = op % 7 == 3 ? paradice_ring_recv(&r, buffer, want) : paradice_ring_send(&r, buffer, want);
-            uint32_t after = op % 7 == 3 ? r.tail : r.head;
+            uint32_t before = op % 8 == 3 ? r.tail : r.head;
+            long got = op % 8 == 3 ? paradice_ring_recv(&r, buffer, want) : paradice_ring_send(&r, buffer, want);
+            uint32_t after = op % 8 == 3 ? r.tail : r.head;
             if (got > (long)want || got > (long)CAPACITY) __builtin_trap();
             if (got > 0 && after - before != (uint32_t)got) __builtin_trap();
             if (got <= 0 && after != before) __builtin_trap();
@@ -89,6 +91,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 && (other.capacity > CAPACITY || PARADICE_RING_DATA_OFFSET + 2 * (size_t)other.capacity > SIZE)) __builtin_trap();
             h->capacity = CAPACITY;
             (void)claimed;
+            break;
+        }
+        case 7: {
+            uint32_t words[6];
+            if (!take(&data, &size, words, sizeof words)) goto done;
+            size_t total = PARADICE_IVSHMEM_RING_OFFSET + SIZE;
+            uint8_t *shared = calloc(1, total);
+            struct paradice_ivshmem_header *setup = (struct paradice_ivshmem_header *)shared;
+            setup->magic = words[0]; setup->version = words[1]; setup->state = words[2]; setup->session = words[3];
+            setup->accepted = words[4];
+            ((struct paradice_ring_header *)(shared + PARADICE_IVSHMEM_RING_OFFSET))->magic = PARADICE_RING_MAGIC;
+            ((struct paradice_ring_header *)(shared + PARADICE_IVSHMEM_RING_OFFSET))->version = PARADICE_RING_VERSION;
+            ((struct paradice_ring_header *)(shared + PARADICE_IVSHMEM_RING_OFFSET))->capacity = words[5];
+            struct paradice_ring other;
+            if (paradice_ivshmem_connect_region(&other, shared, total, 0) == 0) {
+                if (other.capacity > CAPACITY || PARADICE_RING_DATA_OFFSET + 2 * (size_t)other.capacity > SIZE) __builtin_trap();
+                paradice_ring_close(&other);
+            }
+            free(shared);
             break;
         }
         }

@@ -150,6 +150,16 @@ if [ "$ROLE" != guest ] && [ "$(opt dvm.backend)" != 0 ] && [ -x /share/bin/para
   more=""
   [ -d /sys/module/vsock_loopback ] && more="--listen vsock://any:7000"
   [ -e /dev/virtio-ports/paradice ] && more="$more --listen serial:/dev/virtio-ports/paradice"
+  # and on the ivshmem region (run.sh's $DIR/ivshmem on the host); its BAR is enabled first, no driver binds it
+  set +f
+  for d in /sys/bus/pci/devices/*; do
+    if [ "$(cat $d/vendor)" = 0x1af4 ] && [ "$(cat $d/device)" = 0x1110 ]; then
+      echo 1 > $d/enable 2>/dev/null
+      more="$more --listen ivshmem:$d/resource2"
+      break
+    fi
+  done
+  set -f
   hostrun /share/bin/paradice-backend --listen tcp://0.0.0.0:7000 --plain-tcp $more --specs /share/Specs \
     --device /dev/video0 --device '/dev/video*' --device '/dev/vbi*' --device '/dev/radio*' --device '/dev/swradio*' \
     --device '/dev/v4l-touch*' --device '/dev/v4l-subdev*' --device '/dev/media*' \

@@ -13,6 +13,8 @@ public final class V4L2Plugin: DevicePlugin {
     public static let name = "v4l2"
 
     private let layouts = SpecDerived(V4L2Layout.init)
+    /// Which guests' files own each device's buffer queue (V4L2QueueOwners.swift).
+    private let owners = V4L2QueueOwners()
 
     public init() {}
 
@@ -20,14 +22,14 @@ public final class V4L2Plugin: DevicePlugin {
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
         guard let layout = layouts(file.specs) else { return nil }
-        return V4L2File(file: file, layout: layout)
+        return V4L2File(file: file, layout: layout, owners: owners)
     }
 }
 
 /// The ioctls the plug-in acts on.
 enum V4L2Ioctl: String, CaseIterable, Sendable {
     case requestBuffers = "VIDIOC_REQBUFS", queryBuffer = "VIDIOC_QUERYBUF", queue = "VIDIOC_QBUF"
-    case dequeue = "VIDIOC_DQBUF", prepare = "VIDIOC_PREPARE_BUF"
+    case dequeue = "VIDIOC_DQBUF", prepare = "VIDIOC_PREPARE_BUF", createBuffers = "VIDIOC_CREATE_BUFS"
 }
 
 /// Fields, numbers and buffer types from the verified specs, so that nothing here restates the header.
@@ -36,6 +38,7 @@ struct V4L2Layout: Sendable {
     let type, index, memory, length, m, bytesUsed: SpecField<UInt32>    // in struct v4l2_buffer (m.offset)
     let planeSize: Int, planeLength, planeOffset, planeBytesUsed: SpecField<UInt32>   // struct v4l2_plane (m.mem_offset)
     let userPointer, planeUserPointer: SpecField<UInt64>                               // m.userptr of each
+    let requestType, requestCount, createType, createCount: SpecField<UInt32>          // REQBUFS, CREATE_BUFS
     let queryExtCtrl: UInt32, queryExtCtrlSize: Int, controlID, controlFlags: SpecField<UInt32>
     let hasPayload, memoryMMAP, memoryUserPointer: Int64
     let enumEntities: UInt32, entitySize: Int, entityID: SpecField<UInt32>, entityPads, entityLinks: SpecField<UInt16>
@@ -52,6 +55,8 @@ struct V4L2Layout: Sendable {
                                                        buffer("m.offset"), buffer("bytesused"))
         (userPointer, planeUserPointer) = (l.field("v4l2_buffer", "m.userptr"), l.field("v4l2_plane", "m.userptr"))
         planeSize = l.size(of: "v4l2_plane")
+        (requestType, requestCount) = (l.field("v4l2_requestbuffers", "type"), l.field("v4l2_requestbuffers", "count"))
+        (createType, createCount) = (l.field("v4l2_create_buffers", "format.type"), l.field("v4l2_create_buffers", "count"))
         (planeLength, planeOffset, planeBytesUsed) = (l.field("v4l2_plane", "length"), l.field("v4l2_plane", "m.mem_offset"),
                                                       l.field("v4l2_plane", "bytesused"))
         (queryExtCtrl, queryExtCtrlSize) = (l.command("VIDIOC_QUERY_EXT_CTRL"), l.size(of: "v4l2_query_ext_ctrl"))
@@ -82,11 +87,25 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     private var buffers: [UInt64: [Range<UInt64>]] = [:]
     /// USERPTR buffers: the guest's address → the memory lent to the driver in its place.
     private var lent: [UInt64: UnsafeMutableRawBufferPointer] = [:]
+    /// The buffer types this file allocated, which make it an owner of its device's queue.
+    private var queues = V4L2QueueUse()
+    let owners: V4L2QueueOwners
+    /// Queues are per device: the device number of the node.
+    let device: UInt64
 
-    init(file: DeviceFile, layout: V4L2Layout) {
+    init(file: DeviceFile, layout: V4L2Layout, owners: V4L2QueueOwners) {
         self.file = file
         self.layout = layout
+        self.owners = owners
+        device = (try? Syscall.fstat(file.descriptor)).map { UInt64($0.st_rdev) } ?? 0
     }
+
+    /// An mmap of a device whose queue another guest's file owns: EBUSY, as that queue's other calls get.
+    func mayMap(offset: UInt64, length: UInt64) -> Errno? {
+        owners.mayMap(self) ? nil : .resourceBusy
+    }
+
+    func willClose() { owners.set(self, owning: false) }
 
     deinit {
         lent.values.forEach(Self.unmap)
@@ -183,7 +202,12 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
 
     func ioctlCompleted(_ call: CallView, result: Int64) {
         guard result >= 0, let ioctl = layout.ioctls(call) else { return }
+        // Under the file's lock, so that two calls on the file leave the registry as the last one says.
+        locked {
+            if queues.record(call, ioctl, layout: layout) { owners.set(self, owning: !queues.allocated.isEmpty) }
+        }
         if ioctl == .requestBuffers { return releaseLent() }
+        if ioctl == .createBuffers { return }
         if Int64(field(call, layout.memory)) == layout.memoryUserPointer { return }
         let found = ranges(of: call)
         guard !found.isEmpty else { return }
@@ -239,7 +263,7 @@ final class V4L2File: DeviceFileState, @unchecked Sendable {
     /// prepared buffer with no pointer reports it too): the guest sees its own. After DQBUF of a capture
     /// buffer the frame goes to the guest's buffer.
     func edits(after call: CallView, result: Int64) -> CallEdits {
-        guard result >= 0, let ioctl = layout.ioctls(call), ioctl != .requestBuffers,
+        guard result >= 0, let ioctl = layout.ioctls(call), ioctl != .requestBuffers, ioctl != .createBuffers,
               Int64(field(call, layout.memory)) == layout.memoryUserPointer else { return CallEdits() }
         let type = field(call, layout.type)
         let captured = layout.ioctls(call) == .dequeue && layout.capture.contains(type)

@@ -96,7 +96,9 @@ public protocol DeviceFileState: AnyObject, PlanVariables {
     /// DQBUF).
     func mappedToGuest(after call: CallView, result: Int64) -> [Range<UInt64>]
     /// An errno for a mapping that a guest's mirror cannot serve (a page the driver updates by itself, which
-    /// a mirror would show stale), so that the guest's program takes its fallback; nil to map it.
+    /// a mirror would show stale), so that the guest's program takes its fallback, or that the guest may not
+    /// have (another guest's buffer); nil to map it. Asked for every mapping the backend makes for a guest;
+    /// a descriptor handed to a same-host guest (`--share-mappings`) is mapped by the guest, unasked.
     func mayMap(offset: UInt64, length: UInt64) -> Errno?
     /// Device mmap offsets, within a mapping being made, that the guest's new mirror starts with (a buffer
     /// that already holds data, such as one imported from another file); the rest starts zeroed.

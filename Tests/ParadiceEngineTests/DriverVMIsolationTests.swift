@@ -23,13 +23,7 @@ struct Isolation {
 
         let a = Background { try vm.forwarded([program.host, "make", "/dev/dri/card1", nameFile, doneFile], timeout: 900) }
         defer { FileManager.default.createFile(atPath: doneFile, contents: Data()) }
-        // A writes its name once it holds the buffer: waited for up to 10 minutes (the VM is emulated).
-        var written: String?
-        for _ in 0..<6000 {
-            if let text = try? String(contentsOfFile: nameFile, encoding: .utf8) { written = text; break }
-            usleep(100_000)
-        }
-        let fields = try #require(written, "guest A never named its buffer").split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        let fields = try #require(fieldsWritten(to: nameFile), "guest A never named its buffer")
         try #require(fields.count == 2)
         let (name, fd) = (fields[0], fields[1])
 
@@ -57,4 +51,61 @@ struct Isolation {
         #expect(native.output.contains("PRIME_FD_TO_HANDLE of a descriptor it does not hold: -1 Bad file descriptor"), "\(native.output)")
     }
 }
+
+/// Two guests on one vivid capture node: one guest's buffer queue is, for another, a queue it may not use.
+@Suite("Isolation between guests: vivid")
+struct IsolationV4L2 {
+    /// Guest A allocates MMAP buffers (REQBUFS), so its file owns the queue, and holds them; its own second
+    /// file maps A's buffer. Guest B, another `paradice run`, gets EBUSY for QBUF of A's buffer (the
+    /// driver's rule, passed through) and EBUSY for its mmap (the backend's: a program in the VM itself,
+    /// outside Paradice, maps it, while its QBUF gets the driver's EBUSY too).
+    @Test func aGuestCannotMapAnotherGuestsBuffers() throws {
+        let vm = try DriverVM.require()
+        let program = try compileForDriverVM(vm, "v4l2iso")
+        let folder = NSTemporaryDirectory() + "v4l2iso-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let infoFile = folder + "/buffer", doneFile = folder + "/done"
+
+        let a = Background { try vm.forwarded([program.host, "own", "/dev/video0", infoFile, doneFile], timeout: 900) }
+        defer { FileManager.default.createFile(atPath: doneFile, contents: Data()) }
+        let fields = try #require(fieldsWritten(to: infoFile), "guest A never allocated its buffers")
+        try #require(fields.count == 2)
+        let (offset, length) = (fields[0], fields[1])
+
+        let b = try vm.forwarded([program.host, "other", "/dev/video0", offset, length])
+        let native = try vm.native("\(program.guest) other /dev/video0 \(offset) \(length)")
+        FileManager.default.createFile(atPath: doneFile, contents: Data())
+        let aRun = a.wait()
+
+        #expect(aRun.status == 0, "\(aRun.output)")
+        #expect(aRun.output.contains("REQBUFS: ok"), "\(aRun.output)")
+        #expect(aRun.output.contains("mmap of its own buffer: ok"), "\(aRun.output)")
+        #expect(aRun.output.contains("mmap of its own buffer in its second file: ok"), "\(aRun.output)")
+        #expect(aRun.output.contains("done"), "\(aRun.output)")
+
+        #expect(b.status == 0, "\(b.output)")
+        #expect(b.output.contains("QUERYBUF of the other's buffer: ok"), "\(b.output)")
+        #expect(b.output.contains("its offset: the same"), "\(b.output)")
+        #expect(b.output.contains("QBUF of the other's buffer: -1 Device or resource busy"), "\(b.output)")
+        #expect(b.output.contains("mmap of the other's buffer: -1 Device or resource busy"), "\(b.output)")
+
+        // Natively the buffer maps: only the backend keeps it from guest B. The queue stays A's.
+        #expect(native.status == 0, "\(native.output)")
+        #expect(native.output.contains("QBUF of the other's buffer: -1 Device or resource busy"), "\(native.output)")
+        #expect(native.output.contains("mmap of the other's buffer: ok"), "\(native.output)")
+    }
+}
+}
+
+/// The words a guest program writes to `path` once (by a rename) when it holds what it made: waited for up
+/// to 10 minutes (the VM is emulated).
+private func fieldsWritten(to path: String) -> [String]? {
+    for _ in 0..<6000 {
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            return text.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        }
+        usleep(100_000)
+    }
+    return nil
 }

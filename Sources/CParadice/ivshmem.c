@@ -235,14 +235,23 @@ int paradice_ivshmem_listen(struct paradice_ring *r, const char *path) {
 int paradice_ivshmem_connect_region(struct paradice_ring *r, void *region, size_t size, int wait_ms) {
     struct paradice_ivshmem_header *h = region;
     if (size < PARADICE_IVSHMEM_RING_OFFSET + PARADICE_RING_DATA_OFFSET + 2 * PARADICE_RING_MIN_CAPACITY) { errno = EINVAL; return -1; }
-    if (LOAD(&h->magic) != PARADICE_IVSHMEM_MAGIC || LOAD(&h->version) != PARADICE_IVSHMEM_VERSION) { errno = ECONNREFUSED; return -1; }
-    if (LOAD(&h->state) != PARADICE_IVSHMEM_LISTENING) { errno = ECONNREFUSED; return -1; }
-    uint32_t session = LOAD(&h->session);
     uint32_t token = (uint32_t)now_ns() ^ ((uint32_t)getpid() << 16);
     if (token == 0) token = 1;
-    uint32_t free_claim = 0;
-    if (!__atomic_compare_exchange_n(&h->claim, &free_claim, token, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) { errno = EBUSY; return -1; }
     long deadline = now_ns() + wait_ms * 1000000L, pause = IVSHMEM_NAP_MIN_NS;
+    /* A region serves one session at a time: a connector waits its turn (as one queued on a listening
+     * socket does) while the last session ends and the listener publishes the next, up to the bound. */
+    uint32_t session;
+    for (;;) {
+        int listening = LOAD(&h->magic) == PARADICE_IVSHMEM_MAGIC && LOAD(&h->version) == PARADICE_IVSHMEM_VERSION
+            && LOAD(&h->state) == PARADICE_IVSHMEM_LISTENING;
+        session = LOAD(&h->session);
+        uint32_t free_claim = 0;
+        if (listening && __atomic_compare_exchange_n(&h->claim, &free_claim, token, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) break;
+        if (now_ns() > deadline) { errno = listening ? EBUSY : ECONNREFUSED; return -1; }
+        nap(pause);
+        if (pause < IVSHMEM_NAP_MAX_NS) pause *= 2;
+    }
+    pause = IVSHMEM_NAP_MIN_NS;
     while (!(LOAD(&h->state) == PARADICE_IVSHMEM_CONNECTED && LOAD(&h->accepted) == token)) {
         if (LOAD(&h->session) != session || LOAD(&h->claim) != token) { errno = EBUSY; return -1; }
         if (now_ns() > deadline) {

@@ -45,6 +45,7 @@ struct Ivshmem {
         let r = try Self.forwarded(vm, command)
         var forwarded = complianceVerdict(r.output + r.errors)
         print("v4l2-compliance -d /dev/video0 over ivshmem: \(forwarded.totals) (native \(native.totals))")
+        #expect(forwarded.totals.hasPrefix("Total for "), "status \(r.status): \(r.output.suffix(2000))\n\(r.errors.suffix(2000))")
         // One session at a time on a region (as on a serial port): the Disconnect test's forked child cannot
         // open a session of its own while its parent holds the region's, so its select fails. That one
         // test may fail, as a counted success; every other verdict must be native's.

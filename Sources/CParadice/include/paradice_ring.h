@@ -152,12 +152,12 @@ int paradice_ivshmem_map(const char *path, void **region, size_t *size, char *fo
 /* The listener's side (the backend): a fresh session on the region, waiting until a connector claims
  * it. 0, or -1 with errno. */
 int paradice_ivshmem_listen(struct paradice_ring *r, const char *path);
-/* The connector's side: claims the session a listener offers. 0, or -1 with errno (ECONNREFUSED: no
- * listener waits on the region; EBUSY: another connector claimed it; ETIMEDOUT: the listener did not
- * answer; EPROTO: a header that is not a ring's). */
+/* The connector's side: claims the session a listener offers, waiting its turn while another holds the
+ * region or the last one ends. 0, or -1 with errno (ECONNREFUSED: no listener on the region; EBUSY: another
+ * session held it throughout; ETIMEDOUT: the listener did not answer; EPROTO: a header that is not a ring's). */
 int paradice_ivshmem_connect(struct paradice_ring *r, const char *path);
 /* Over a region already mapped: the setup without the mapping (the fuzz harness's way in). `wait_ms`
- * bounds the connector's wait for the listener's answer. */
+ * bounds the connector's waits for its turn and for the listener's answer. */
 int paradice_ivshmem_connect_region(struct paradice_ring *r, void *region, size_t size, int wait_ms);
 
 /* The fuzz harness's and tests' way in: sets the ring's shared words as a hostile peer would. */

@@ -55,32 +55,55 @@ final class DriverVM: @unchecked Sendable {
     }
 }
 
-/// CPU time the hypervisor gave to others while `body` ran, as a fraction of this machine's (the `steal`
-/// column of /proc/stat). On a shared host the emulated VM stalls for tens or hundreds of milliseconds
-/// when it is high, natively and forwarded alike, but a forwarded client, which needs the VM for every
-/// call, feels it first.
-func stolenFraction<T>(during body: () throws -> T) rethrows -> (result: T, stolen: Double) {
+/// How busy this machine was while `body` ran, as fractions of its wall time: `stolen`, CPU time the
+/// hypervisor gave to others (the `steal` column of /proc/stat, as a fraction of all CPU time), and
+/// `waiting`, time in which some runnable task here waited for a CPU (/proc/pressure/cpu, "some"): other
+/// tenants show in the first, other work on this machine (a second VM, a parallel build) in the second.
+/// Either way the emulated VM stalls for tens or hundreds of milliseconds, natively and forwarded alike,
+/// but a forwarded client, which needs the VM for every call, feels it first.
+struct HostBusyness: CustomStringConvertible {
+    var stolen = 0.0, waiting = 0.0
+    /// Over 5 % stolen, or a task kept waiting for a CPU a third of the time.
+    var wasBusy: Bool { stolen > 0.05 || waiting > 0.33 }
+    var description: String { "\(Int(stolen * 100)) % of its CPU time stolen, a task waiting for a CPU \(Int(waiting * 100)) % of the time" }
+}
+
+func busyness<T>(during body: () throws -> T) rethrows -> (result: T, busy: HostBusyness) {
     func ticks() -> (steal: Double, total: Double) {
         guard let line = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8))?.split(separator: "\n").first else { return (0, 0) }
         let fields = line.split(separator: " ").dropFirst().compactMap { Double($0) }
         return (fields.count > 7 ? fields[7] : 0, fields.prefix(8).reduce(0, +))
     }
-    let before = ticks()
+    /// Microseconds in which some task waited for a CPU, since boot; nil without PSI.
+    func pressure() -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/pressure/cpu", encoding: .utf8),
+              let some = text.split(separator: "\n").first(where: { $0.hasPrefix("some ") }),
+              let total = some.split(separator: " ").first(where: { $0.hasPrefix("total=") }) else { return nil }
+        return Double(total.dropFirst("total=".count))
+    }
+    let (before, waitedBefore, started) = (ticks(), pressure(), DispatchTime.now().uptimeNanoseconds)
     let result = try body()
-    let after = ticks()
+    let (after, waitedAfter, ended) = (ticks(), pressure(), DispatchTime.now().uptimeNanoseconds)
+    var busy = HostBusyness()
     let total = after.total - before.total
-    return (result, total > 0 ? (after.steal - before.steal) / total : 0)
+    if total > 0 { busy.stolen = (after.steal - before.steal) / total }
+    if let a = waitedAfter, let b = waitedBefore, ended > started { busy.waiting = (a - b) * 1000 / Double(ended - started) }
+    return (result, busy)
 }
 
-/// A timing comparison on a shared host: an attempt that `failed` while the host was visibly busy (over 5 %
-/// of its CPU time stolen during it, or whatever `disturbed` says of the native reference) is taken again,
-/// three attempts at most. The last is returned, and judged by the caller either way.
+/// A timing comparison on a shared host: an attempt that `failed` while the host was visibly busy (see
+/// `HostBusyness.wasBusy`, or whatever `disturbed` says of the native reference) is taken again, three
+/// attempts at most. The last is returned, and judged by the caller either way.
 func unlessTheHostWasBusy<T>(_ what: String, failed: (T) -> Bool, disturbed: (T) -> Bool = { _ in false },
                              _ attempt: () throws -> T) rethrows -> T {
-    var last = try stolenFraction(during: attempt)
-    for _ in 1..<3 where failed(last.result) && (last.stolen > 0.05 || disturbed(last.result)) {
-        print("\(what): failed while the host was busy (\(Int(last.stolen * 100)) % of its CPU time stolen); once more")
-        last = try stolenFraction(during: attempt)
+    var last = try busyness(during: attempt)
+    for _ in 1..<3 where failed(last.result) {
+        guard last.busy.wasBusy || disturbed(last.result) else {
+            print("\(what): failed on a host that was not busy (\(last.busy))")
+            break
+        }
+        print("\(what): failed while the host was busy (\(last.busy)); once more")
+        last = try busyness(during: attempt)
     }
     return last.result
 }

@@ -24,6 +24,8 @@ struct Bench: ParsableCommand {
     @Option(help: "The spec folder for the backend.") var specs: String?
     @Option(help: ArgumentHelp("Only time forwarded TIOCGWINSZ against this running backend (it must export /dev/ptmx); repeated: each in the same run, with its ratio to the first's.", valueName: "url"))
     var backend: [String] = []
+    @Option(help: ArgumentHelp("Only time the raw round trip (a 40-byte frame) against this running echo peer (`paradice-backend --echo`); repeated: each in the same run, with its ratio to the first's; with --backend too.", valueName: "url"))
+    var echo: [String] = []
     @Option(help: ArgumentHelp("With --backend over TLS: this frontend's certificate, key and CA.", valueName: "file")) var tlsCert: String?
     @Option(help: ArgumentHelp("", visibility: .hidden)) var tlsKey: String?
     @Option(help: ArgumentHelp("", visibility: .hidden)) var tlsCa: String?
@@ -31,11 +33,17 @@ struct Bench: ParsableCommand {
     @Flag(help: "With --backend: plain TCP.") var plainTcp = false
 
     func run() throws {
-        if !backend.isEmpty {
+        if !backend.isEmpty || !echo.isEmpty {
             let security = TransportSecurity(certificate: tlsCert, key: tlsKey, authority: tlsCa, presharedKeys: pskFile, plainTCP: plainTcp)
             let ws = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
             defer { ws.deallocate() }
             var table = Table()
+            var firstEcho: (String, Stats)?
+            for url in echo {
+                let stats = try rawRoundTrip(Endpoint(url), security: security)
+                table.add("\(url): raw round trip (echo, 40-byte frame)", stats, versus: firstEcho.map { [$0] } ?? [])
+                if firstEcho == nil { firstEcho = (url, stats) }
+            }
             var first: (String, Stats)?
             for url in backend {
                 let client = try ParadiceClient.connect(url, name: "bench", security: security)
@@ -116,13 +124,7 @@ struct Bench: ParsableCommand {
         var tcpRaw: Stats?, tcpForwarded: Stats?, rawShm: Stats?
         for (name, backendURL, echoURL, security) in transports {
 
-            let socket = try FrameSocket.connect(Endpoint(echoURL), security: security)
-            let probe = Frame(op: PD_IOCTL.code, request: 1, handle: 1, body: [UInt8](repeating: 0, count: 40))
-            let raw = measure(iterations) {
-                try? socket.send(probe)
-                _ = try? socket.receive()
-            }
-            socket.close()
+            let raw = try rawRoundTrip(Endpoint(echoURL), security: security)
             table.add("\(name): raw round trip (echo, 40-byte frame)", raw, versus: tcpRaw.map { [("tcp", $0)] } ?? [])
             if name == "unix" { rawUnix = raw }
             if name == "tcp" { tcpRaw = raw }
@@ -251,6 +253,19 @@ func now() -> UInt64 {
 }
 
 /// Times each call separately after a warm-up; the median is what the ratios use.
+extension Bench {
+    /// A 40-byte frame to an echo peer and back: the transport alone, no engine.
+    func rawRoundTrip(_ endpoint: Endpoint, security: TransportSecurity) throws -> Stats {
+        let socket = try FrameSocket.connect(endpoint, security: security)
+        defer { socket.close() }
+        let probe = Frame(op: PD_IOCTL.code, request: 1, handle: 1, body: [UInt8](repeating: 0, count: 40))
+        return measure(iterations) {
+            try? socket.send(probe)
+            _ = try? socket.receive()
+        }
+    }
+}
+
 func measure(_ iterations: Int, _ body: () -> Void) -> Stats {
     for _ in 0..<max(iterations / 10, 100) { body() }
     var samples = [UInt64](repeating: 0, count: iterations)

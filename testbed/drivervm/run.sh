@@ -29,6 +29,8 @@
 #   DVM_SPECS=dir         spec folder (default <repo>/Specs)
 #   DVM_BACKEND_ARGS=...  extra backend arguments (e.g. "--log-level debug")
 #   DVM_MEM=1024 DVM_SMP=1 DVM_LIFETIME=0 (seconds before QEMU is killed; 0 = never) DVM_QEMU_EXTRA=...
+#   DVM_HOSTFWD_EXTRA=,hostfwd=tcp:127.0.0.1:P-:7001   more of the network's forwarded ports (e.g. for an
+#                         echo peer in the VM: BENCHMARKS.md, "Raw round trips into the VM")
 #   DVM_CACHE=dir         where setup.sh put the kernel and initramfs (default <repo>/.cache/drivervm)
 #   DVM_ROLE=driver|guest the VM's role (--role)
 # Guest role only:
@@ -153,7 +155,7 @@ if [ "$ROLE" = driver ]; then
     -device virtio-gpu-pci                  # DRM card0 (virtio_gpu, KMS)
     -device virtio-keyboard-pci             # an evdev keyboard; keys can be injected over QMP (input-send-event)
     # user networking with no way out (restrict=on); only the backend port comes in, on the host's loopback
-    -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:7000"
+    -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:7000${DVM_HOSTFWD_EXTRA:-}"
   )
 else
   # No virtual devices. The frontends connect out to backends on the host's loopback (10.0.2.2 is the host

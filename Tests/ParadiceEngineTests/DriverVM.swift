@@ -109,6 +109,7 @@ func unlessTheHostWasBusy<T>(_ what: String, failed: (T) -> Bool, disturbed: (T)
 }
 
 /// Every suite on the driver VM nests in this one, so they run one at a time: the VM has one emulated CPU,
-/// and rate comparisons with native need it otherwise idle.
+/// and rate comparisons with native need it otherwise idle. So does HostileGuest, whose stress (thousands of
+/// connections and dying guests) beside them starved a forwarded speaker-test into underruns.
 @Suite("Real drivers in the driver VM", .serialized)
 struct DriverVMSuites {}

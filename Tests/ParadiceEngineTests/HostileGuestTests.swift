@@ -133,6 +133,9 @@ func rawPty(_ guest: RawGuest) throws -> (handle: UInt32, slave: Int32) {
     return (handle, slave)
 }
 
+// In the serialized chain of the driver-VM suites: its thousands of connections, forks and floods would
+// otherwise run beside their timing comparisons with native and starve the VM (DriverVMSuites).
+extension DriverVMSuites {
 @Suite("HostileGuest", .serialized)
 struct HostileGuestTests {
     /// The body sizes of each op's structure.
@@ -706,6 +709,7 @@ struct HostileGuestTests {
             if n < 0 { return errno == EAGAIN || errno == EINTR }
         }
     }
+}
 }
 
 /// Frames a real client sent to a real backend, recorded by a relay between them.

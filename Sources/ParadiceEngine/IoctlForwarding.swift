@@ -70,8 +70,7 @@ extension Session {
         // The frontend writes back only regions its request carried (docs/protocol.md, "Trust"): one the call
         // may write that it neither sent nor named, it is asked to name.
         let unnamed = call.plan.regions.filter { region in
-            region.direction.writes && region.length > 0
-                && !covered(region.address, region.length, gathered.map { ($0.address, $0.bytes.count) } + named)
+            region.direction.writes && region.length > 0 && !covered(region.address, region.length, gathered, named)
         }
         if !unnamed.isEmpty {
             return need(frame.request, [], slots: [], argumentFD: false, out: unnamed.map { ($0.address, $0.length) })
@@ -105,26 +104,40 @@ extension Session {
             logger.notice("ioctl refused: an object this guest may not reach", metadata: ["ioctl": "\(call.plan.ioctl)", "errno": "\(refused.rawValue)"])
             return fail(frame.request, refused)
         }
-        let work: @Sendable (DriverWindow) -> Void = { [self, mirrored] window in
-            for m in mirrored {
-                // Only inside a mapping this guest holds on this file.
-                guard let target = lock.withLock({ mappings[m.mapping] }), target.file === file,
-                      m.bytes.count <= target.length, m.offset <= UInt64(target.length - m.bytes.count) else { continue }
-                m.bytes.withUnsafeBytes { (target.address + Int(m.offset)).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            }
-            execute(call, on: file, request: frame.request, window: window)
-            watcher.rearm(frame.handle)
+        let id = frame.request, handle = frame.handle
+        if call.plan.blocking {
+            offload(id) { [self, mirrored] window in run(call, mirrored: mirrored, on: file, handle: handle, request: id, window: window) }
+        } else {
+            // On this thread, with no closure to allocate and fill.
+            run(call, mirrored: mirrored, on: file, handle: handle, request: id, window: .inline)
         }
-        call.plan.blocking ? offload(frame.request, work) : work(.inline)
     }
 
-    /// Whether [address, address + length) lies inside the union of `spans`.
-    private func covered(_ address: UInt64, _ length: Int, _ spans: [(address: UInt64, length: Int)]) -> Bool {
+    /// The call once it may go: the mirrors' bytes into the device's mappings, the driver call and its reply.
+    private func run(_ call: PlannedCall, mirrored: [MirrorBytes], on file: OpenFile, handle: UInt32, request: UInt32, window: DriverWindow) {
+        for m in mirrored {
+            // Only inside a mapping this guest holds on this file.
+            guard let target = lock.withLock({ mappings[m.mapping] }), target.file === file,
+                  m.bytes.count <= target.length, m.offset <= UInt64(target.length - m.bytes.count) else { continue }
+            m.bytes.withUnsafeBytes { (target.address + Int(m.offset)).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+        execute(call, on: file, request: request, window: window)
+        watcher.rearm(handle)
+    }
+
+    /// Whether [address, address + length) lies inside the union of the regions sent and named, read in
+    /// place (no joined list per call).
+    private func covered(_ address: UInt64, _ length: Int, _ sent: [(address: UInt64, bytes: ArraySlice<UInt8>)],
+                         _ named: [(address: UInt64, length: Int)]) -> Bool {
+        func span(holding at: UInt64) -> (address: UInt64, length: Int)? {
+            if let s = sent.first(where: { at >= $0.address && at - $0.address < UInt64($0.bytes.count) }) { return (s.address, s.bytes.count) }
+            return named.first(where: { at >= $0.address && at - $0.address < UInt64($0.length) })
+        }
         var at = address
         let (end, wraps) = address.addingReportingOverflow(UInt64(length))
         if wraps { return false }
         while at < end {
-            guard let span = spans.first(where: { at >= $0.address && at - $0.address < UInt64($0.length) }) else { return false }
+            guard let span = span(holding: at) else { return false }
             let (next, top) = span.address.addingReportingOverflow(UInt64(span.length))
             if top { return true }
             at = next

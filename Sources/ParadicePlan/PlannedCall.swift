@@ -1,9 +1,10 @@
 import ParadiceSpec
 
 /// A plan with what the backend needs around it: the guest's bytes for each region, as gathered, and the
-/// rules that size the copy back once the driver has answered. A value: the engine runs the call in
-/// buffers of its own, and plug-ins read the call through a `CallView`.
-public struct PlannedCall: Sendable {
+/// rules that size the copy back once the driver has answered. Immutable: the engine runs the call in
+/// buffers of its own, and plug-ins read the call through a `CallView`. A class, so that handing it on
+/// (to the call's thread, into each `CallView`) is one reference, not a copy of every field per hand-off.
+public final class PlannedCall: Sendable {
     public let plan: MemoryPlan
     public let ioctl: Ioctl
     /// One buffer per region: the guest's bytes for in/inout regions (and for out regions whose copy back

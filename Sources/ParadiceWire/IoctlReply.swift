@@ -16,6 +16,21 @@ public struct WrittenRegions {
         while bytes.count % 8 != 0 { bytes.append(0) }
         count += 1
     }
+
+    /// The same for bytes in memory (the engine's call buffers): compiled for them here, where the generic
+    /// one, called from another module, appends byte by byte.
+    public mutating func append(address: UInt64, _ data: UnsafeRawBufferPointer) {
+        var header = pd_region(address: address, length: UInt32(data.count), reserved: 0)
+        withUnsafeBytes(of: &header) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: data)
+        let padding = (8 - bytes.count % 8) % 8
+        if padding > 0 { bytes.append(contentsOf: repeatElement(0, count: padding)) }
+        count += 1
+    }
+
+    public mutating func append(address: UInt64, _ data: ArraySlice<UInt8>) {
+        data.withUnsafeBytes { append(address: address, $0) }
+    }
 }
 
 extension Reply {

@@ -31,6 +31,8 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("", visibility: .hidden)) var tlsCa: String?
     @Option(help: ArgumentHelp("With --backend over TLS: a pre-shared key file.", valueName: "file")) var pskFile: String?
     @Flag(help: "With --backend: plain TCP.") var plainTcp = false
+    @Option(help: ArgumentHelp("Only the in-process, native and per-transport rows of this transport (unix, tcp, shm, tls (certificates), tls (psk)), and the C program's; repeated for several. Skips connecting, start-up and throughput: a quick run to repeat on a loaded machine.", valueName: "name"))
+    var only: [String] = []
 
     func run() throws {
         if !backend.isEmpty || !echo.isEmpty {
@@ -116,13 +118,13 @@ struct Bench: ParsableCommand {
         ]
         // Connecting: TCP, the TLS handshake, PD_HELLO and its reply, then goodbye.
         var plainConnect: Stats?
-        for (name, backendURL, _, security) in transports.dropFirst() {
+        for (name, backendURL, _, security) in transports.dropFirst() where only.isEmpty {
             let connecting = measure(200) { (try? ParadiceClient.connect(backendURL, name: "bench", security: security))?.disconnect() }
             if plainConnect == nil { plainConnect = connecting }
             table.add("\(name): connect and handshake", connecting, versus: [("tcp", plainConnect!)])
         }
         var tcpRaw: Stats?, tcpForwarded: Stats?, rawShm: Stats?
-        for (name, backendURL, echoURL, security) in transports {
+        for (name, backendURL, echoURL, security) in transports where only.isEmpty || only.contains(name) {
 
             let raw = try rawRoundTrip(Endpoint(echoURL), security: security)
             table.add("\(name): raw round trip (echo, 40-byte frame)", raw, versus: tcpRaw.map { [("tcp", $0)] } ?? [])
@@ -167,6 +169,10 @@ struct Bench: ParsableCommand {
                 }
             }
             unlink(loop)
+        }
+        if !only.isEmpty {
+            table.print()
+            return
         }
         // Start-up: a program that does nothing, plainly and under paradice run.
         let paradice = programFolder() + "/paradice"

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "paradice_frontend.h"
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -216,6 +217,56 @@ int64_t pd_file_watch_level(struct pd_connection *c, uint32_t handle, short even
     if (pd_reply_broken(&reply) || result > 0xffff) {
         pd_conn_log(c, "paradice: the backend answered a watch with no revents");
         return refuse(c, &reply, broken);
+    }
+    return finish(c, &reply, result);
+}
+
+int64_t pd_file_poll_read(struct pd_connection *c, uint32_t handle, short events, int timeout_ms, uint32_t read_max,
+                          uint32_t read_unit, uint8_t **ahead, size_t *ahead_length, int *broken) {
+    int ignored;
+    if (!broken) broken = &ignored;
+    *broken = 0;
+    *ahead = NULL;
+    *ahead_length = 0;
+    struct pd_poll p = { (int32_t)(uint16_t)events, timeout_ms };
+    if (!(c->capabilities & PD_CAP_READ_AHEAD) || read_unit == 0 || read_max < read_unit)
+        return file_simple(c, handle, PD_POLL, &p, sizeof p, NULL, 0, broken, NULL);
+    if (read_max > PD_MAX_READ_AHEAD) read_max = PD_MAX_READ_AHEAD;
+    struct pd_read_ahead r = { read_max, 0 };
+    struct pd_buffer b;
+    pd_buffer_init(&b, sizeof p + sizeof r);
+    pd_buffer_append(&b, &p, sizeof p);
+    pd_buffer_append(&b, &r, sizeof r);
+    struct pd_frame reply = { .descriptor = -1 };
+    int sent = pd_conn_call(c, PD_POLL, PD_READ_AHEAD, handle, &b, &reply);
+    pd_buffer_free(&b);
+    if (sent != 0) return -1;
+    const uint8_t *data;
+    size_t n;
+    int64_t result = pd_reply_result(&reply, &data, &n);
+    if (pd_reply_broken(&reply) || result > 0xffff) {
+        pd_conn_log(c, "paradice: the backend answered a poll with no revents");
+        return refuse(c, &reply, broken);
+    }
+    if (result < 0) return finish(c, &reply, -1);
+    struct pd_read_ahead_done done;
+    if (n < sizeof done) {
+        pd_conn_log(c, "paradice: poll: the backend's reply has no read-ahead");
+        return refuse(c, &reply, broken);
+    }
+    memcpy(&done, data, sizeof done);
+    /* No more than asked, than the frame carries, nor a part of a record: the bytes stand for reads. */
+    if (done.length > read_max || done.length > n - sizeof done || done.length % read_unit != 0 ||
+        (done.length > 0 && !(result & POLLIN))) {
+        pd_conn_log(c, "paradice: poll: the backend read ahead %u bytes for %u asked, %zu sent", done.length, read_max,
+                    n - sizeof done);
+        return refuse(c, &reply, broken);
+    }
+    if (done.length > 0) {
+        *ahead = malloc(done.length);
+        if (!*ahead) { errno = ENOMEM; return refuse(c, &reply, broken); }
+        memcpy(*ahead, data + sizeof done, done.length);
+        *ahead_length = done.length;
     }
     return finish(c, &reply, result);
 }

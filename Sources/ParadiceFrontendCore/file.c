@@ -3,7 +3,6 @@
 #define _GNU_SOURCE
 #include "paradice_frontend.h"
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -249,24 +248,19 @@ int64_t pd_file_poll_read(struct pd_connection *c, uint32_t handle, short events
         return refuse(c, &reply, broken);
     }
     if (result < 0) return finish(c, &reply, -1);
-    struct pd_read_ahead_done done;
-    if (n < sizeof done) {
-        pd_conn_log(c, "paradice: poll: the backend's reply has no read-ahead");
-        return refuse(c, &reply, broken);
-    }
-    memcpy(&done, data, sizeof done);
     /* No more than asked, than the frame carries, nor a part of a record: the bytes stand for reads. */
-    if (done.length > read_max || done.length > n - sizeof done || done.length % read_unit != 0 ||
-        (done.length > 0 && !(result & POLLIN))) {
-        pd_conn_log(c, "paradice: poll: the backend read ahead %u bytes for %u asked, %zu sent", done.length, read_max,
-                    n - sizeof done);
+    const uint8_t *bytes;
+    uint32_t count;
+    const char *why;
+    if (pd_parse_read_ahead(data, n, result, read_max, read_unit, &bytes, &count, &why) != 0) {
+        pd_conn_log(c, "paradice: poll: %s", why);
         return refuse(c, &reply, broken);
     }
-    if (done.length > 0) {
-        *ahead = malloc(done.length);
+    if (count > 0) {
+        *ahead = malloc(count);
         if (!*ahead) { errno = ENOMEM; return refuse(c, &reply, broken); }
-        memcpy(*ahead, data + sizeof done, done.length);
-        *ahead_length = done.length;
+        memcpy(*ahead, bytes, count);
+        *ahead_length = count;
     }
     return finish(c, &reply, result);
 }

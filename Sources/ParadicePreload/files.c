@@ -184,6 +184,16 @@ static void drain_locked(struct pd_file *f) {
     (void)ignored;
 }
 
+/* Under the lock: bytes read ahead make the file readable for an epoll set too, where the device's own
+ * readiness, already taken, will not. */
+static void show_ahead_locked(struct pd_file *f) {
+    if (!f->watch || f->ahead_length == f->ahead_taken || f->placeholder < 0) return;
+    f->revents |= POLLIN;
+    uint64_t one = 1;
+    ssize_t ignored = pd_real.write(f->placeholder, &one, sizeof one);   /* non-blocking */
+    (void)ignored;
+}
+
 static void send_watch(struct pd_file *f, short events, struct pd_frame *reply, int *r) {
     struct pd_buffer b;
     pd_buffer_init(&b, sizeof(struct pd_poll));
@@ -203,6 +213,7 @@ void pd_rearm(struct pd_file *f) {
     if (watch) {
         f->revents = 0;
         drain_locked(f);
+        show_ahead_locked(f);
     }
     pthread_mutex_unlock(&files_lock);
     if (!watch) return;
@@ -245,6 +256,7 @@ short pd_end_poll(struct pd_file *f) {
 void pd_set_watch(struct pd_file *f, short events) {
     pthread_mutex_lock(&files_lock);
     f->watch = events;
+    show_ahead_locked(f);
     pthread_mutex_unlock(&files_lock);
 }
 
@@ -460,8 +472,10 @@ ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, o
         int served;
         ssize_t taken = take_ahead_locked(f, buffer, count, &served);
         int e = errno;
+        int emptied = served && f->ahead_length == 0;
         if (!served) f->reads_in_flight++;
         pthread_mutex_unlock(&files_lock);
+        if (emptied) pd_rearm(f);   /* an epoll set sees the device's own readiness again */
         if (served) { errno = e; return taken; }
     }
     int64_t n = pd_file_read(&pd_conn, f->handle, buffer, count, positional, offset, NULL);
@@ -523,6 +537,7 @@ int pd_poll_one(struct pd_file *f, short events, int timeout_ms, short *revents)
         pthread_mutex_lock(&files_lock);
         if (bytes) { f->ahead = bytes; f->ahead_length = length; f->ahead_taken = 0; }
         f->ahead_pending = 0;
+        show_ahead_locked(f);
         pthread_cond_broadcast(&ahead_answered);
         pthread_mutex_unlock(&files_lock);
         errno = e;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 
@@ -464,17 +465,49 @@ static ssize_t take_ahead_locked(struct pd_file *f, void *buffer, size_t count, 
     return (ssize_t)n;
 }
 
+static long monotonic_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* A read that comes within this long of the poll's answer gets what the device held then, as a local
+ * program reading that soon could have got no more; a later one that has room for more asks the device
+ * for the rest without sleeping (a poll with timeout 0 that reads ahead), as a local read would take
+ * whatever came in between. */
+#define PD_READ_AHEAD_FRESH_NS 1000000L
+
 ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, off_t offset) {
     if (!pd_usable(f)) return -1;
     if (!positional) {
         pthread_mutex_lock(&files_lock);
         while (f->ahead_pending) pthread_cond_wait(&ahead_answered, &files_lock);
+        long taken_at = f->ahead_at;
         int served;
         ssize_t taken = take_ahead_locked(f, buffer, count, &served);
         int e = errno;
         int emptied = served && f->ahead_length == 0;
+        size_t room = taken > 0 ? count - (size_t)taken : 0;
+        int top_up = emptied && taken > 0 && room >= f->read_unit && monotonic_ns() - taken_at > PD_READ_AHEAD_FRESH_NS;
+        if (top_up) f->ahead_pending = 1;   /* other reads and polls of the file wait for the rest */
         if (!served) f->reads_in_flight++;
         pthread_mutex_unlock(&files_lock);
+        if (top_up) {
+            uint8_t *more;
+            size_t length;
+            uint32_t want = room < PD_MAX_READ_AHEAD ? (uint32_t)room : PD_MAX_READ_AHEAD;
+            /* Its failure leaves the read what it took: a short read, which the next read or poll asks again. */
+            (void)pd_file_poll_read(&pd_conn, f->handle, POLLIN, 0, want, f->read_unit, &more, &length, NULL);
+            pthread_mutex_lock(&files_lock);
+            if (more) {   /* no more than `want`, whole units: pd_file_poll_read checked it */
+                memcpy((uint8_t *)buffer + taken, more, length);
+                taken += (ssize_t)length;
+                free(more);
+            }
+            f->ahead_pending = 0;
+            pthread_cond_broadcast(&ahead_answered);
+            pthread_mutex_unlock(&files_lock);
+        }
         if (emptied) pd_rearm(f);   /* an epoll set sees the device's own readiness again */
         if (served) { errno = e; return taken; }
     }
@@ -535,7 +568,7 @@ int pd_poll_one(struct pd_file *f, short events, int timeout_ms, short *revents)
         r = pd_file_poll_read(&pd_conn, f->handle, events, timeout_ms, PD_MAX_READ_AHEAD, f->read_unit, &bytes, &length, NULL);
         int e = errno;
         pthread_mutex_lock(&files_lock);
-        if (bytes) { f->ahead = bytes; f->ahead_length = length; f->ahead_taken = 0; }
+        if (bytes) { f->ahead = bytes; f->ahead_length = length; f->ahead_taken = 0; f->ahead_at = monotonic_ns(); }
         f->ahead_pending = 0;
         show_ahead_locked(f);
         pthread_cond_broadcast(&ahead_answered);

@@ -42,6 +42,7 @@ struct pd_file {
     uint32_t read_unit;       /* pd_stat.read_unit: how its reads may be split (0: no read-ahead) */
     uint8_t *ahead;           /* bytes a poll read ahead, the file's next ones: reads take them first */
     size_t ahead_length, ahead_taken;
+    long ahead_at;            /* when they came (CLOCK_MONOTONIC, ns) */
     int reads_in_flight;      /* forwarded reads not yet answered */
     int ahead_pending;        /* a poll that may read ahead is in flight: reads wait for its answer */
 };

@@ -46,8 +46,8 @@ enum Executor {
     }
 
     /// What the guest's stat of an open file shows (zeros if fstat fails).
-    static func stat(_ fd: Int32) -> [UInt8] {
-        Reply.stat(attempt { () throws(Errno) in try Syscall.fstat(fd) })
+    static func stat(_ fd: Int32, readUnit: Int = 0) -> [UInt8] {
+        Reply.stat(attempt { () throws(Errno) in try Syscall.fstat(fd) }, readUnit: readUnit)
     }
 
     static func open(_ path: String, flags: Int32, mode: UInt32 = 0) -> Result<Int32, Errno> {

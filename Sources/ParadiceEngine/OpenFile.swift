@@ -13,9 +13,10 @@ final class OpenFile: @unchecked Sendable {
     let state: (any DeviceFileState)?
     /// What the file remembers between calls (the spec's `state`s), one slot per state its class declares.
     let states: FileStates
-    /// O_NONBLOCK as the descriptor has it. The file's own state, not a session's: the sessions of forked
-    /// children share the file and may set it while another reads it.
-    private let statusFlags: LockedValue<Bool>
+    /// O_NONBLOCK as the descriptor has it, and the reads and writes that may sleep in the driver now. The
+    /// file's own state, not a session's: the sessions of forked children share the file and may set it
+    /// while another reads it.
+    private let statusFlags: LockedValue<(nonBlocking: Bool, sleepingCalls: Int)>
     /// Its hold on an exclusive export, or its place among a foreground export's files.
     let sharing: SharingClaim?
 
@@ -27,20 +28,56 @@ final class OpenFile: @unchecked Sendable {
         self.specClass = specClass
         self.state = state
         self.states = FileStates(specClass, path: path)
-        self.statusFlags = LockedValue(nonBlocking)
+        self.statusFlags = LockedValue((nonBlocking, 0))
     }
 
     /// Whether a read or write returns at once (EAGAIN) rather than sleeping in the driver.
-    var nonBlocking: Bool { statusFlags.withLock { $0 } }
+    var nonBlocking: Bool { statusFlags.withLock { $0.nonBlocking } }
+
+    /// How the class's reads may be split (pd_stat.read_unit): 0 for no read-ahead.
+    var readUnit: Int { specClass?.readUnit ?? 0 }
+
+    /// A read or write that may sleep in the driver: a read-ahead does not make the descriptor
+    /// non-blocking under it (see `readAhead`).
+    func sleepingCall<T>(_ body: () -> T) -> T {
+        statusFlags.withLock { $0.sleepingCalls += 1 }
+        defer { statusFlags.withLock { $0.sleepingCalls -= 1 } }
+        return body()
+    }
+
+    /// Up to `count` bytes (whole read units) that the file has now, read without sleeping, or nothing.
+    /// A blocking descriptor is made non-blocking for this one read, under the lock that every sleeping
+    /// read and write takes to start, and only while none is in the driver: no call of any session sees
+    /// the flag change (the device's poll said it is readable, but another reader of the device, a
+    /// native process or another open, may have taken the bytes since, so a plain read might sleep).
+    func readAhead(_ count: Int) -> [UInt8] {
+        let unit = readUnit
+        let wanted = unit > 0 ? count / unit * unit : 0
+        guard wanted > 0 else { return [] }
+        return statusFlags.withLock { flags -> [UInt8] in
+            guard flags.nonBlocking || flags.sleepingCalls == 0 else { return [] }
+            var restore: Int32?
+            if !flags.nonBlocking {
+                guard let current = try? Syscall.fcntl(fd, F_GETFL),
+                      (try? Syscall.fcntl(fd, F_SETFL, current | O_NONBLOCK)) != nil else { return [] }
+                restore = current
+            }
+            defer { if let restore { _ = try? Syscall.fcntl(fd, F_SETFL, restore) } }
+            var bytes = [UInt8](repeating: 0, count: wanted)
+            let n = bytes.withUnsafeMutableBytes { (try? Syscall.read(fd, $0.baseAddress!, wanted)) ?? 0 }
+            bytes.removeSubrange(max(0, n)...)
+            return bytes
+        }
+    }
 
     /// F_SETFL of the flags in `settable`: the descriptor and `nonBlocking` change together.
     func setStatusFlags(_ flags: Int32, settable: Int32) -> Result<Void, Errno> {
-        statusFlags.withLock { nonBlocking in
+        statusFlags.withLock { state in
             attempt { () throws(Errno) in
                 let current = try Syscall.fcntl(fd, F_GETFL)
                 let wanted = (current & ~settable) | (flags & settable)
                 _ = try Syscall.fcntl(fd, F_SETFL, wanted)
-                nonBlocking = wanted & O_NONBLOCK != 0
+                state.nonBlocking = wanted & O_NONBLOCK != 0
             }
         }
     }

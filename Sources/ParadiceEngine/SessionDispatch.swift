@@ -15,13 +15,14 @@ extension Session {
             case .read(let count, let offset): read(request, frame.handle, count: count, offset: offset)
             case .write(let data, let offset): write(request, frame.handle, data, offset: offset)
             case .ioctl(let raw): try ioctl(raw)
-            case .poll(let events, let timeout): poll(request, frame.handle, events: events, timeoutMilliseconds: timeout)
+            case .poll(let events, let timeout, let readAhead):
+                poll(request, frame.handle, events: events, timeoutMilliseconds: timeout, readAhead: readAhead)
             case .seek(let offset, let whence): seek(request, frame.handle, offset: offset, whence: whence)
             case .fsync: fsync(request, frame.handle)
             case .fstat: fstat(request, frame.handle)
             case .setStatusFlags(let flags): setStatusFlags(request, frame.handle, flags)
             case .fasync(let enabled): fasync(request, frame.handle, enabled: enabled)
-            case .watch(let events, let level): watch(request, frame.handle, events: events, level: level)
+            case .watch(let events, let level, let readAhead): watch(request, frame.handle, events: events, level: level, readAhead: readAhead)
             case .share: share(request, frame.handle)
             case .map(let offset, let length, let protection):
                 guard let file = file(frame.handle) else { return fail(request, .badFileDescriptor) }

@@ -50,7 +50,7 @@ extension Session {
                             nonBlocking: flags & O_NONBLOCK != 0, sharing: claim)
         guard let handle = register(file) else { return fail(request, .tooManyOpenFiles) }
         logger.debug("opened", metadata: ["path": "\(path)", "handle": "\(handle)", "class": "\(specClass?.name ?? "-")"])
-        reply(request, result: Int64(handle), data: Executor.stat(fd))
+        reply(request, result: Int64(handle), data: Executor.stat(fd, readUnit: file.readUnit))
     }
 
     func close(_ request: UInt32, _ handle: UInt32) {
@@ -61,7 +61,7 @@ extension Session {
 
     func fstat(_ request: UInt32, _ handle: UInt32) {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
-        reply(request, result: 0, data: Executor.stat(file.fd))
+        reply(request, result: 0, data: Executor.stat(file.fd, readUnit: file.readUnit))
     }
 
     func read(_ request: UInt32, _ handle: UInt32, count asked: UInt64, offset: Int64?) {
@@ -83,7 +83,11 @@ extension Session {
         let reservation = ReadReservation(self, count)
         let work: @Sendable (DriverWindow) -> Void = { [self] window in
             withExtendedLifetime(reservation) {}
-            send(window.run { Executor.read(file.fd, count: count, offset: offset, request: request) })
+            let blocking = !file.nonBlocking
+            send(window.run {
+                blocking ? file.sleepingCall { Executor.read(file.fd, count: count, offset: offset, request: request) }
+                    : Executor.read(file.fd, count: count, offset: offset, request: request)
+            })
             watcher.rearm(handle)
         }
         file.nonBlocking ? work(.inline) : offload(request, work)
@@ -93,16 +97,21 @@ extension Session {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
         if let refused = refusal("write", path: file.path, writes: true) { return fail(request, refused) }
         let work: @Sendable (DriverWindow) -> Void = { [self] window in
-            reply(request, window.run { Executor.write(file.fd, data, offset: offset) })
+            let blocking = !file.nonBlocking
+            reply(request, window.run {
+                blocking ? file.sleepingCall { Executor.write(file.fd, data, offset: offset) } : Executor.write(file.fd, data, offset: offset)
+            })
             watcher.rearm(handle)
         }
         file.nonBlocking ? work(.inline) : offload(request, work)
     }
 
-    func poll(_ request: UInt32, _ handle: UInt32, events: Int16, timeoutMilliseconds: Int32) {
+    func poll(_ request: UInt32, _ handle: UInt32, events: Int16, timeoutMilliseconds: Int32, readAhead: Int?) {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
         let work: @Sendable (DriverWindow) -> Void = { [self] window in
-            reply(request, window.run { Executor.poll(file.fd, events: events, timeoutMilliseconds: timeoutMilliseconds) })
+            let outcome = window.run { Executor.poll(file.fd, events: events, timeoutMilliseconds: timeoutMilliseconds) }
+            guard let readAhead else { return reply(request, outcome) }
+            reply(request, outcome, data: self.readAhead(file, handle, readAhead, after: outcome))
         }
         timeoutMilliseconds == 0 ? work(.inline) : offload(request, work)
     }
@@ -137,17 +146,29 @@ extension Session {
     /// poll that does not wait): a level that holds is the reply, and the handle's watch is left as it
     /// was, so no PD_EVENT repeats what the reply said. Otherwise the watch is armed after the look, and
     /// its own poll reports what came in between.
-    func watch(_ request: UInt32, _ handle: UInt32, events: Int16, level: Int16?) {
+    func watch(_ request: UInt32, _ handle: UInt32, events: Int16, level: Int16?, readAhead: Int?) {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
+        let nothingAhead = readAhead == nil ? [] : Reply.readAhead([])
         if let level {
-            switch Executor.poll(file.fd, events: level, timeoutMilliseconds: 0) {
-            case .failure(let error): return fail(request, error)
-            case .success(let revents) where revents != 0: return reply(request, result: revents)
+            let outcome = Executor.poll(file.fd, events: level, timeoutMilliseconds: 0)
+            switch outcome {
+            case .failure(let error): return reply(request, .failure(error), data: nothingAhead)
+            case .success(let revents) where revents != 0:
+                return reply(request, outcome, data: readAhead.map { self.readAhead(file, handle, $0, after: outcome) } ?? [])
             case .success: break
             }
         }
         watcher.watch(handle, events: events, persistent: false)
-        reply(request, result: 0)
+        reply(request, result: 0, data: nothingAhead)
+    }
+
+    /// PD_READ_AHEAD's pd_read_ahead_done and bytes: a read only when the level found POLLIN, of a file
+    /// whose class declares how its reads split. It counts as the guest's read (a FASYNC watch re-arms).
+    private func readAhead(_ file: OpenFile, _ handle: UInt32, _ count: Int, after level: Result<Int64, Errno>) -> [UInt8] {
+        guard case .success(let revents) = level, revents & Int64(POLLIN) != 0 else { return Reply.readAhead([]) }
+        let bytes = file.readAhead(count)
+        if !bytes.isEmpty { watcher.rearm(handle) }
+        return Reply.readAhead(bytes)
     }
 
     /// PD_SHARE: the device's descriptor for a same-host guest's mmap.

@@ -43,7 +43,7 @@ extension Session {
             DeviceExport(pattern: $0.hasSuffix("/") ? $0 : $0 + "/", className: nil)
         }
         w.append(pd_hello_reply(magic: PD_MAGIC, major: UInt16(PD_VERSION_MAJOR), minor: UInt16(PD_VERSION_MINOR),
-                                capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS | PD_CAP_INTERRUPT | PD_CAP_WATCH_LEVEL | PD_CAP_SLOTS_AHEAD, session: id,
+                                capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS | PD_CAP_INTERRUPT | PD_CAP_WATCH_LEVEL | PD_CAP_SLOTS_AHEAD | PD_CAP_READ_AHEAD, session: id,
                                 device_count: UInt32(exports.count), token: handles.token))
         for export in exports {
             let path = Array(export.pattern.utf8)

@@ -220,6 +220,51 @@ int64_t pd_file_watch_level(struct pd_connection *c, uint32_t handle, short even
     return finish(c, &reply, result);
 }
 
+int64_t pd_file_poll_read(struct pd_connection *c, uint32_t handle, short events, int timeout_ms, uint32_t read_max,
+                          uint32_t read_unit, uint8_t **ahead, size_t *ahead_length, int *broken) {
+    int ignored;
+    if (!broken) broken = &ignored;
+    *broken = 0;
+    *ahead = NULL;
+    *ahead_length = 0;
+    struct pd_poll p = { (int32_t)(uint16_t)events, timeout_ms };
+    if (!(c->capabilities & PD_CAP_READ_AHEAD) || read_unit == 0 || read_max < read_unit)
+        return file_simple(c, handle, PD_POLL, &p, sizeof p, NULL, 0, broken, NULL);
+    if (read_max > PD_MAX_READ_AHEAD) read_max = PD_MAX_READ_AHEAD;
+    struct pd_read_ahead r = { read_max, 0 };
+    struct pd_buffer b;
+    pd_buffer_init(&b, sizeof p + sizeof r);
+    pd_buffer_append(&b, &p, sizeof p);
+    pd_buffer_append(&b, &r, sizeof r);
+    struct pd_frame reply = { .descriptor = -1 };
+    int sent = pd_conn_call(c, PD_POLL, PD_READ_AHEAD, handle, &b, &reply);
+    pd_buffer_free(&b);
+    if (sent != 0) return -1;
+    const uint8_t *data;
+    size_t n;
+    int64_t result = pd_reply_result(&reply, &data, &n);
+    if (pd_reply_broken(&reply) || result > 0xffff) {
+        pd_conn_log(c, "paradice: the backend answered a poll with no revents");
+        return refuse(c, &reply, broken);
+    }
+    if (result < 0) return finish(c, &reply, -1);
+    /* No more than asked, than the frame carries, nor a part of a record: the bytes stand for reads. */
+    const uint8_t *bytes;
+    uint32_t count;
+    const char *why;
+    if (pd_parse_read_ahead(data, n, result, read_max, read_unit, &bytes, &count, &why) != 0) {
+        pd_conn_log(c, "paradice: poll: %s", why);
+        return refuse(c, &reply, broken);
+    }
+    if (count > 0) {
+        *ahead = malloc(count);
+        if (!*ahead) { errno = ENOMEM; return refuse(c, &reply, broken); }
+        memcpy(*ahead, bytes, count);
+        *ahead_length = count;
+    }
+    return finish(c, &reply, result);
+}
+
 void pd_lent_init(struct pd_lent *l) {
     memset(l, 0, sizeof *l);
     pthread_mutex_init(&l->lock, NULL);

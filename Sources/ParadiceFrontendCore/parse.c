@@ -2,6 +2,7 @@
  * checked against the bytes left before anything is read. */
 #include "paradice_frontend.h"
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 
 #define FAIL(reason) do { *why = (reason); return EPROTO; } while (0)
@@ -147,6 +148,20 @@ int pd_parse_mmap_contents(const uint8_t *data, size_t length, uint32_t id, uint
     if (r != 0) return r;
     *count = n.count;
     *ranges = data + sizeof n;
+    return 0;
+}
+
+int pd_parse_read_ahead(const uint8_t *data, size_t length, int64_t revents, uint32_t read_max, uint32_t read_unit,
+                        const uint8_t **bytes, uint32_t *count, const char **why) {
+    struct pd_read_ahead_done done;
+    if (length < sizeof done) FAIL("a poll's reply without its read-ahead");
+    memcpy(&done, data, sizeof done);
+    if (done.length > length - sizeof done) FAIL("read-ahead bytes past the reply");
+    if (done.length > read_max) FAIL("more bytes read ahead than asked");
+    if (read_unit == 0 || done.length % read_unit != 0) FAIL("bytes read ahead that are not whole read units");
+    if (done.length > 0 && !(revents & POLLIN)) FAIL("bytes read ahead of a file not readable");
+    *bytes = data + sizeof done;
+    *count = done.length;
     return 0;
 }
 

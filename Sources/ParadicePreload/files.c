@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 
@@ -68,6 +69,7 @@ static int finish(struct pd_file *f) {
     if (pd_usable(f)) close_remote(f->handle, &r);
     if (f->shared >= 0) pd_real.close(f->shared);
     pd_lent_destroy(&f->lent);
+    free(f->ahead);
     free(f);
     return r;
 }
@@ -183,6 +185,16 @@ static void drain_locked(struct pd_file *f) {
     (void)ignored;
 }
 
+/* Under the lock: bytes read ahead make the file readable for an epoll set too, where the device's own
+ * readiness, already taken, will not. */
+static void show_ahead_locked(struct pd_file *f) {
+    if (!f->watch || f->ahead_length == f->ahead_taken || f->placeholder < 0) return;
+    f->revents |= POLLIN;
+    uint64_t one = 1;
+    ssize_t ignored = pd_real.write(f->placeholder, &one, sizeof one);   /* non-blocking */
+    (void)ignored;
+}
+
 static void send_watch(struct pd_file *f, short events, struct pd_frame *reply, int *r) {
     struct pd_buffer b;
     pd_buffer_init(&b, sizeof(struct pd_poll));
@@ -202,6 +214,7 @@ void pd_rearm(struct pd_file *f) {
     if (watch) {
         f->revents = 0;
         drain_locked(f);
+        show_ahead_locked(f);
     }
     pthread_mutex_unlock(&files_lock);
     if (!watch) return;
@@ -244,6 +257,7 @@ short pd_end_poll(struct pd_file *f) {
 void pd_set_watch(struct pd_file *f, short events) {
     pthread_mutex_lock(&files_lock);
     f->watch = events;
+    show_ahead_locked(f);
     pthread_mutex_unlock(&files_lock);
 }
 
@@ -406,6 +420,7 @@ int pd_open(const char *path, int flags, mode_t mode) {
     f->owner = pd_session_token();
     f->shared = -1;
     f->mode = st.mode;
+    f->read_unit = st.read_unit;
     f->rdev = st.rdev;
     pd_lent_init(&f->lent);
     int fd = pd_install(f, flags & O_CLOEXEC);
@@ -426,13 +441,93 @@ int pd_usable(struct pd_file *f) {
     return 1;
 }
 
+/* A poll's answer and a read of the same file from another thread: the read waits for bytes the poll may
+ * bring, which come before any it could forward. */
+static pthread_cond_t ahead_answered = PTHREAD_COND_INITIALIZER;
+
+/* Under the lock: what a read of count bytes takes from the read-ahead, as the device's read would: up to
+ * count bytes of a stream, whole records of a record file (fewer bytes than one: EINVAL). -1 with
+ * errno, or the bytes; *served is 0 when nothing is ahead. */
+static ssize_t take_ahead_locked(struct pd_file *f, void *buffer, size_t count, int *served) {
+    size_t left = f->ahead_length - f->ahead_taken;
+    *served = left > 0;
+    if (!*served) return 0;
+    if (count > 0 && count < f->read_unit) { errno = EINVAL; return -1; }
+    size_t n = count < left ? count : left;
+    n -= n % f->read_unit;
+    memcpy(buffer, f->ahead + f->ahead_taken, n);
+    f->ahead_taken += n;
+    if (f->ahead_taken == f->ahead_length) {
+        free(f->ahead);
+        f->ahead = NULL;
+        f->ahead_length = f->ahead_taken = 0;
+    }
+    return (ssize_t)n;
+}
+
+static long monotonic_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* A read that comes within this long of the poll's answer gets what the device held then, as a local
+ * program reading that soon could have got no more; a later one that has room for more asks the device
+ * for the rest without sleeping (a poll with timeout 0 that reads ahead), as a local read would take
+ * whatever came in between. */
+#define PD_READ_AHEAD_FRESH_NS 1000000L
+
 ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, off_t offset) {
     if (!pd_usable(f)) return -1;
+    if (!positional) {
+        pthread_mutex_lock(&files_lock);
+        while (f->ahead_pending) pthread_cond_wait(&ahead_answered, &files_lock);
+        long taken_at = f->ahead_at;
+        int served;
+        ssize_t taken = take_ahead_locked(f, buffer, count, &served);
+        int e = errno;
+        int emptied = served && f->ahead_length == 0;
+        size_t room = taken > 0 ? count - (size_t)taken : 0;
+        int top_up = emptied && taken > 0 && room >= f->read_unit && monotonic_ns() - taken_at > PD_READ_AHEAD_FRESH_NS;
+        if (top_up) f->ahead_pending = 1;   /* other reads and polls of the file wait for the rest */
+        if (!served) f->reads_in_flight++;
+        pthread_mutex_unlock(&files_lock);
+        if (top_up) {
+            uint8_t *more;
+            size_t length;
+            uint32_t want = room < PD_MAX_READ_AHEAD ? (uint32_t)room : PD_MAX_READ_AHEAD;
+            /* Its failure leaves the read what it took: a short read, which the next read or poll asks again. */
+            (void)pd_file_poll_read(&pd_conn, f->handle, POLLIN, 0, want, f->read_unit, &more, &length, NULL);
+            pthread_mutex_lock(&files_lock);
+            if (more) {   /* no more than `want`, whole units: pd_file_poll_read checked it */
+                memcpy((uint8_t *)buffer + taken, more, length);
+                taken += (ssize_t)length;
+                free(more);
+            }
+            f->ahead_pending = 0;
+            pthread_cond_broadcast(&ahead_answered);
+            pthread_mutex_unlock(&files_lock);
+        }
+        if (emptied) pd_rearm(f);   /* an epoll set sees the device's own readiness again */
+        if (served) { errno = e; return taken; }
+    }
     int64_t n = pd_file_read(&pd_conn, f->handle, buffer, count, positional, offset, NULL);
     int e = errno;
+    if (!positional) {
+        pthread_mutex_lock(&files_lock);
+        f->reads_in_flight--;
+        pthread_mutex_unlock(&files_lock);
+    }
     pd_rearm(f);
     errno = e;
     return (ssize_t)n;
+}
+
+int pd_has_read_ahead(struct pd_file *f) {
+    pthread_mutex_lock(&files_lock);
+    int ahead = f->ahead_length > f->ahead_taken;
+    pthread_mutex_unlock(&files_lock);
+    return ahead;
 }
 
 ssize_t pd_write(struct pd_file *f, const void *buffer, size_t count, int positional, off_t offset) {
@@ -449,10 +544,41 @@ static int64_t simple(struct pd_file *f, uint16_t op, const void *body, size_t l
     return pd_file_simple(&pd_conn, f->handle, op, body, length, out, outLength, NULL);
 }
 
+/* A poll of a file that may be read ahead asks the backend to read what it finds readable, so that the
+ * read that follows takes no round trip; a file with bytes ahead is readable without asking. */
 int pd_poll_one(struct pd_file *f, short events, int timeout_ms, short *revents) {
-    struct pd_poll p = { events, timeout_ms };
-    int64_t r = simple(f, PD_POLL, &p, sizeof p, NULL, 0);
+    if (!pd_usable(f)) return -1;
+    const short input = POLLIN | POLLRDNORM;
+    pthread_mutex_lock(&files_lock);
+    int ahead = f->ahead_length > f->ahead_taken;
+    /* Only one thread's bytes ahead at a time, and none while a forwarded read may be taking earlier ones. */
+    int reads_ahead = !ahead && f->read_unit && (events & input) && !f->ahead_pending && f->reads_in_flight == 0 &&
+                      (f->flags & O_ACCMODE) != O_WRONLY;
+    if (reads_ahead) f->ahead_pending = 1;
+    pthread_mutex_unlock(&files_lock);
+    if (ahead && !(events & ~input)) {   /* the program asks only what the bytes answer */
+        *revents = events & input;
+        return 1;
+    }
+    struct pd_poll p = { events, ahead ? 0 : timeout_ms };
+    int64_t r;
+    if (reads_ahead) {
+        uint8_t *bytes;
+        size_t length;
+        r = pd_file_poll_read(&pd_conn, f->handle, events, timeout_ms, PD_MAX_READ_AHEAD, f->read_unit, &bytes, &length, NULL);
+        int e = errno;
+        pthread_mutex_lock(&files_lock);
+        if (bytes) { f->ahead = bytes; f->ahead_length = length; f->ahead_taken = 0; f->ahead_at = monotonic_ns(); }
+        f->ahead_pending = 0;
+        show_ahead_locked(f);
+        pthread_cond_broadcast(&ahead_answered);
+        pthread_mutex_unlock(&files_lock);
+        errno = e;
+    } else {
+        r = pd_file_simple(&pd_conn, f->handle, PD_POLL, &p, sizeof p, NULL, 0, NULL);
+    }
     if (r < 0) return -1;
+    if (ahead) r |= events & input;
     *revents = (short)r;
     return r != 0;
 }

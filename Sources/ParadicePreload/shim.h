@@ -39,6 +39,12 @@ struct pd_file {
     struct pd_file *next_by_handle;   /* the handle index's chain */
     int indexed;
     struct pd_lent lent;      /* memory the program handed the device through it (the core fills it) */
+    uint32_t read_unit;       /* pd_stat.read_unit: how its reads may be split (0: no read-ahead) */
+    uint8_t *ahead;           /* bytes a poll read ahead, the file's next ones: reads take them first */
+    size_t ahead_length, ahead_taken;
+    long ahead_at;            /* when they came (CLOCK_MONOTONIC, ns) */
+    int reads_in_flight;      /* forwarded reads not yet answered */
+    int ahead_pending;        /* a poll that may read ahead is in flight: reads wait for its answer */
 };
 
 /* The file a descriptor names, held until pd_put (NULL: not forwarded). A close racing the call only
@@ -60,6 +66,7 @@ int pd_close_descriptor(int fd);
 int pd_dup_onto(int fd, int target, int flags, int three);
 int pd_handle_for_fd(int fd, uint32_t *handle);
 int pd_file_flags(struct pd_file *f);
+int pd_has_read_ahead(struct pd_file *f);   /* 1 when a poll read bytes its next reads take */
 
 /* Readiness for epoll: the backend's events mirrored into the placeholder eventfd. */
 void pd_start_event_reader(void);

@@ -399,6 +399,10 @@ static int poll_mixed(struct pollfd *fds, nfds_t n, int timeout) {
         }
         ready = real_poll(local, n, 0);
         if (ready < 0) break;
+        for (nfds_t i = 0; i < n && ready == 0; i++) {
+            PD_HOLD(f, fds[i].fd);
+            if (f && pd_has_read_ahead(f)) ready = 1;   /* readable without asking: answered below */
+        }
         long long left = deadline < 0 ? -1 : deadline - now_ms();
         if (ready > 0 || (deadline >= 0 && left <= 0)) {
             for (nfds_t i = 0; i < n && ready >= 0; i++) {

@@ -337,6 +337,10 @@ public final class SpecClass: @unchecked Sendable {
     public internal(set) var mmapRefusals: [MmapRefusal] = []
     /// What each open file of the class remembers (spec `state`); ioctls name them by index.
     public internal(set) var states: [StateVariable] = []
+    /// How a read may be split, so that the backend may read ahead for the guest (spec `read`): 1 for a
+    /// byte stream (any split is the device's own), N for whole records of N bytes (a read of fewer is
+    /// EINVAL), 0 when undeclared (no read-ahead).
+    public internal(set) var readUnit: Int = 0
     /// Variables fixed at open by the file's path (spec `path`).
     public internal(set) var pathVariables: [PathVariable] = []
     public let file: String

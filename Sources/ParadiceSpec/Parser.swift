@@ -152,10 +152,11 @@ public struct Parser {
         var mmapRefusals: [MmapRefusalSyntax] = []
         var states: [StateSyntax] = []
         var paths: [PathVariableSyntax] = []
+        var readShape: ReadShapeSyntax?
         while true {
             skipNewlines()
             if isPunct("}") { _ = advance(); break }
-            let (item, itemLoc) = try identifier("'devices', 'plugin', 'mmap', 'state' or 'path'")
+            let (item, itemLoc) = try identifier("'devices', 'plugin', 'mmap', 'state', 'path' or 'read'")
             switch item {
             case "devices":
                 while case .string(let s) = current.kind { devices.append(s); _ = advance() }
@@ -182,14 +183,21 @@ public struct Parser {
                 while case .string(let s) = current.kind { globs.append(s); _ = advance() }
                 guard !globs.isEmpty else { throw fail("'path' takes NAME and one or more globs", at: nameLoc) }
                 paths.append(PathVariableSyntax(name: name, globs: globs, location: nameLoc))
+            case "read":
+                let (word, wordLoc) = try identifier("'stream' or 'records'")
+                switch word {
+                case "stream": readShape = .stream(itemLoc)
+                case "records": readShape = .records(try identifier("a struct name").0, itemLoc)
+                default: throw fail("'read' takes stream, or records STRUCT", at: wordLoc)
+                }
             default:
-                throw fail("unknown class item '\(item)'; expected 'devices', 'plugin', 'mmap', 'state' or 'path'", at: itemLoc)
+                throw fail("unknown class item '\(item)'; expected 'devices', 'plugin', 'mmap', 'state', 'path' or 'read'", at: itemLoc)
             }
             try endStatement()
         }
         try endStatement()
         _ = loc
-        return .specClass(name: name, devices: devices, plugin: plugin, mmapRefusals: mmapRefusals, states: states, paths: paths, nameLoc)
+        return .specClass(name: name, devices: devices, plugin: plugin, mmapRefusals: mmapRefusals, states: states, paths: paths, readShape: readShape, nameLoc)
     }
 
     private mutating func enumeration(isFlags: Bool, _ loc: SourceLocation) throws -> DeclarationSyntax {

@@ -22,7 +22,7 @@ extension SpecSet {
                 case .headers(let h, _): file.headers += h
                 case .cflags(let c, _): file.cflags += c
                 case .facts(let f, _): file.facts = f
-                case .specClass(let name, let devices, let plugin, _, let states, let paths, let loc):
+                case .specClass(let name, let devices, let plugin, _, let states, let paths, _, let loc):
                     if file.specClass != nil { error(loc, "a spec file declares at most one class"); continue }
                     if let other = classes.first(where: { $0.name == name }) {
                         error(loc, "class '\(name)' is already declared at \(other.location)"); continue

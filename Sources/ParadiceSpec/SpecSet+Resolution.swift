@@ -31,14 +31,26 @@ extension SpecSet {
                         }
                         resolveStateChanges(syntax, of: ioctl, in: file.specClass)
                     }
-                case .specClass(_, _, _, let refusals, _, _, _):
+                case .specClass(_, _, _, let refusals, _, _, let readShape, _):
                     file.specClass?.mmapRefusals = refusals.compactMap(resolveMmapRefusal)
+                    file.specClass?.readUnit = readShape.map(resolveReadUnit) ?? 0
                 default: break
                 }
             }
             file.specClass?.records = file.records
         }
         indexCommands()
+    }
+
+    /// The bytes one read returns a multiple of: 1 for a stream, a record's size for records.
+    private func resolveReadUnit(_ shape: ReadShapeSyntax) -> Int {
+        switch shape {
+        case .stream: return 1
+        case .records(let name, let loc):
+            guard let record = records[name] else { error(loc, "'read records' names no struct '\(name)'"); return 0 }
+            layout(record)
+            return record.size
+        }
     }
 
     static let scalarTypes: [String: IntegerType] = [

@@ -227,11 +227,17 @@ public struct EnumMemberSyntax: Sendable {
     public var location: SourceLocation
 }
 
+/// `read stream` or `read records TYPE`: how the class's reads may be split (ReadShape).
+public enum ReadShapeSyntax: Sendable {
+    case stream(SourceLocation)
+    case records(String, SourceLocation)
+}
+
 public enum DeclarationSyntax: Sendable {
     case headers([String], SourceLocation)
     case cflags([String], SourceLocation)
     case facts(String, SourceLocation)
-    case specClass(name: String, devices: [String], plugin: String?, mmapRefusals: [MmapRefusalSyntax], states: [StateSyntax], paths: [PathVariableSyntax], SourceLocation)
+    case specClass(name: String, devices: [String], plugin: String?, mmapRefusals: [MmapRefusalSyntax], states: [StateSyntax], paths: [PathVariableSyntax], readShape: ReadShapeSyntax?, SourceLocation)
     case constant(name: String, value: Expr, verify: Bool, SourceLocation)
     case enumeration(name: String, isFlags: Bool, members: [EnumMemberSyntax], SourceLocation)
     case alias(name: String, type: TypeSyntax, SourceLocation)

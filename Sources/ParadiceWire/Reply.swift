@@ -41,13 +41,23 @@ public enum Reply {
     }
 
     /// What a file is, after pd_reply (PD_OPEN, PD_FSTAT): zeros when fstat failed.
-    public static func stat(_ st: Result<stat, Errno>) -> [UInt8] {
+    /// `readUnit`: pd_stat.read_unit, how the file's reads may be split (0: not declared).
+    public static func stat(_ st: Result<stat, Errno>, readUnit: Int = 0) -> [UInt8] {
         var w = BodyWriter()
         if case .success(let st) = st {
-            w.append(pd_stat(mode: st.st_mode, reserved: 0, rdev: UInt64(st.st_rdev), size: UInt64(st.st_size)))
+            w.append(pd_stat(mode: st.st_mode, read_unit: UInt32(readUnit), rdev: UInt64(st.st_rdev), size: UInt64(st.st_size)))
         } else {
             w.append(pd_stat())
         }
+        return w.bytes
+    }
+
+    /// PD_READ_AHEAD's data after pd_reply: pd_read_ahead_done, then the bytes padded to 8.
+    public static func readAhead(_ bytes: [UInt8]) -> [UInt8] {
+        var w = BodyWriter()
+        w.append(pd_read_ahead_done(length: UInt32(bytes.count), reserved: 0))
+        w.append(bytes: bytes)
+        w.pad()
         return w.bytes
     }
 

@@ -17,14 +17,16 @@ public enum Request: Sendable {
     case write(data: ArraySlice<UInt8>, offset: Int64?)
     /// PD_IOCTL: decoded where its regions are planned (the planner's limits bound their count).
     case ioctl(Frame)
-    case poll(events: Int16, timeoutMilliseconds: Int32)
+    /// PD_POLL; with PD_READ_AHEAD, at most how many bytes to read when the file is readable.
+    case poll(events: Int16, timeoutMilliseconds: Int32, readAhead: Int?)
     case seek(offset: Int64, whence: Int32)
     case fsync
     case fstat
     case setStatusFlags(Int32)
     case fasync(enabled: Bool)
     /// PD_WATCH; with PD_WATCH_LEVEL, the events whose level the reply reports first.
-    case watch(events: Int16, level: Int16?)
+    /// With PD_READ_AHEAD as well, at most how many bytes to read when the level is readable.
+    case watch(events: Int16, level: Int16?, readAhead: Int?)
     case share
     case map(offset: UInt64, length: UInt64, protection: Int32)
     /// PD_MUNMAP with the final contents of the guest's writable mirror. Those are checked here too, but
@@ -85,7 +87,8 @@ public struct RequestFrame: Sendable {
         case PD_IOCTL.code: return .ioctl(frame)
         case PD_POLL.code:
             let poll = try reader.read(pd_poll.self)
-            return .poll(events: Int16(truncatingIfNeeded: poll.events), timeoutMilliseconds: poll.timeout_ms)
+            return .poll(events: Int16(truncatingIfNeeded: poll.events), timeoutMilliseconds: poll.timeout_ms,
+                         readAhead: try readAhead(&reader, frame.flags))
         case PD_LLSEEK.code:
             let seek = try reader.read(pd_llseek.self)
             return .seek(offset: seek.offset, whence: seek.whence)
@@ -95,8 +98,9 @@ public struct RequestFrame: Sendable {
         case PD_FASYNC.code: return .fasync(enabled: try reader.read(pd_flags.self).flags != 0)
         case PD_WATCH.code where frame.flags & UInt16(PD_WATCH_LEVEL) != 0:
             let watch = try reader.read(pd_watch.self)
-            return .watch(events: Int16(truncatingIfNeeded: watch.events), level: Int16(truncatingIfNeeded: watch.level))
-        case PD_WATCH.code: return .watch(events: Int16(truncatingIfNeeded: try reader.read(pd_poll.self).events), level: nil)
+            return .watch(events: Int16(truncatingIfNeeded: watch.events), level: Int16(truncatingIfNeeded: watch.level),
+                          readAhead: try readAhead(&reader, frame.flags))
+        case PD_WATCH.code: return .watch(events: Int16(truncatingIfNeeded: try reader.read(pd_poll.self).events), level: nil, readAhead: nil)
         case PD_SHARE.code: return .share
         case PD_MMAP.code:
             let map = try reader.read(pd_mmap.self)
@@ -111,6 +115,13 @@ public struct RequestFrame: Sendable {
         case PD_FOCUS.code: return .focus(guest: guestPath(frame.body[...]))
         default: return .unknown(op: frame.op)
         }
+    }
+
+    /// PD_READ_AHEAD's pd_read_ahead, which the flag says follows (a body without it is malformed), capped
+    /// at PD_MAX_READ_AHEAD.
+    private static func readAhead(_ reader: inout BodyReader, _ flags: UInt16) throws -> Int? {
+        guard flags & UInt16(PD_READ_AHEAD) != 0 else { return nil }
+        return Int(min(try reader.read(pd_read_ahead.self).read_max, PD_MAX_READ_AHEAD))
     }
 
     /// A guest path as a local open would take it, or the errno such an open gives.

@@ -28,6 +28,43 @@ struct PreloadRoundTripTests {
         // Four more KVM_IRQFD calls: four more PD_IOCTL frames (eight with a PD_NEED round each).
         #expect(ioctls.count == 2 && ioctls[1] - ioctls[0] == 4, "PD_IOCTL frames for 2 and 6 calls: \(ioctls)")
     }
+
+    /// A poll that finds a pty master (a `read stream` class) readable brings its bytes (PD_READ_AHEAD): the
+    /// program's reads that follow, smaller than what came, take no round trip, and its later polls none
+    /// while bytes are left. What it reads, and the hangup after, is what it reads natively.
+    @Test func aPollThatFindsBytesBringsThem() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx"])
+        let program = try compile("readahead", into: backend.folder)
+        let relay = try FrameCountingRelay(to: backend.unixEndpoint, at: backend.folder + "/relay.sock")
+        var trips: [Int] = []
+        for rounds in [2, 6] {
+            let native = try run(program, ["pty", String(rounds)])
+            #expect(native.status == 0 && native.output.contains("hangup poll 1 POLLHUP, read -1 Input/output error"), "\(native.output)")
+            let before = relay.count(of: PD_POLL.code) + relay.count(of: PD_READ.code)
+            let forwarded = try paradiceRun(relay.endpoint, [program, "pty", String(rounds)])
+            #expect(forwarded.status == 0, "\(forwarded.errors)")
+            #expect(forwarded.output == native.output, "forwarded \(forwarded.output) native \(native.output)")
+            trips.append(relay.count(of: PD_POLL.code) + relay.count(of: PD_READ.code) - before)
+        }
+        // Four more chunks of five reads of 3 bytes, each read after a poll: four polls (forty frames without).
+        #expect(trips.count == 2 && trips[1] - trips[0] == 4, "PD_POLL and PD_READ frames for 2 and 6 chunks: \(trips)")
+    }
+
+    /// A file whose class declares no read shape (here /dev/zero, of no class) is never read ahead: a poll and
+    /// the read after it are two round trips.
+    @Test func aFileWithoutAReadShapeIsNotReadAhead() throws {
+        let backend = try BackendProcess(devices: ["/dev/zero"])
+        let program = try compile("readahead", into: backend.folder)
+        let relay = try FrameCountingRelay(to: backend.unixEndpoint, at: backend.folder + "/relay.sock")
+        var trips: [Int] = []
+        for rounds in [2, 6] {
+            let before = relay.count(of: PD_POLL.code) + relay.count(of: PD_READ.code)
+            let result = try paradiceRun(relay.endpoint, [program, "file", "/dev/zero", String(rounds)])
+            #expect(result.status == 0 && result.output.contains("read \(rounds)"), "\(result.output) \(result.errors)")
+            trips.append(relay.count(of: PD_POLL.code) + relay.count(of: PD_READ.code) - before)
+        }
+        #expect(trips.count == 2 && trips[1] - trips[0] == 8, "PD_POLL and PD_READ frames for 2 and 6 rounds: \(trips)")
+    }
 }
 
 /// Relays unix-socket connections to a backend, counting the frames each guest sends by op.

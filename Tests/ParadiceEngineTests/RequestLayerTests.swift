@@ -231,7 +231,7 @@ struct RequestExecutionTests {
         try #require(pipe(&fds) == 0)
         defer { close(fds[0]); close(fds[1]) }
         let request = try RequestFrame(frame(PD_POLL, bytes(of: pd_poll(events: Int32(POLLIN), timeout_ms: 0))))
-        guard case .poll(let events, let timeout) = request.request else { throw Errno.ioError }
+        guard case .poll(let events, let timeout, nil) = request.request else { throw Errno.ioError }
         #expect(try DecodedReply(ParadiceWire.Reply.frame(request.id, Executor.poll(fds[0], events: events, timeoutMilliseconds: timeout))).result == 0)
         #expect(Glibc.write(fds[1], "x", 1) == 1)
         let ready = try DecodedReply(ParadiceWire.Reply.frame(request.id, Executor.poll(fds[0], events: events, timeoutMilliseconds: timeout)))

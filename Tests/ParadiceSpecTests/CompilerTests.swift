@@ -19,6 +19,32 @@ struct CompilerTests {
         #expect(syncs.map { $0.condition == nil } == [false, true])
     }
 
+    @Test func readShapesGiveTheReadUnit() throws {
+        func unit(_ item: String) throws -> Int {
+            let specs = try compile("""
+                struct event {
+                  time u64[2]
+                  code u16
+                  value s32
+                }
+                class c {
+                  devices "/dev/x"
+                  \(item)
+                }
+                """)
+            return try #require(specs.specClass(named: "c")).readUnit
+        }
+        #expect(try unit("read stream") == 1)
+        #expect(try unit("read records event") == 24)   // padded to its alignment, as C lays it out
+        #expect(try unit("") == 0)
+        #expect(throws: (any Error).self) { try unit("read records nosuch") }
+        #expect(throws: (any Error).self) { try unit("read lines") }
+        // The repository's: a tty is a stream, evdev's reads whole struct input_events (24 bytes on x86-64).
+        #expect(repositorySpecs.specClass(named: "tty")?.readUnit == 1)
+        #expect(repositorySpecs.specClass(named: "evdev")?.readUnit == 24)
+        #expect(repositorySpecs.specClass(named: "kvm")?.readUnit == 0)
+    }
+
     @Test func mmapRefusalsAnswerInOrderOverOffsetAndLength() throws {
         let specs = try compile("""
             const STATUS = 0x80000000

@@ -73,6 +73,7 @@ struct pd_header {
 #define PD_CAP_INTERRUPT  0x4u   /* the backend ends a request early on PD_INTERRUPT (a signal in the guest) */
 #define PD_CAP_WATCH_LEVEL 0x8u  /* PD_WATCH answers PD_WATCH_LEVEL: the level now, the watch only if none holds */
 #define PD_CAP_SLOTS_AHEAD 0x10u /* PD_IOCTL may carry PD_IOCTL_SLOTS_AHEAD: descriptors translated without a PD_NEED round */
+#define PD_CAP_READ_AHEAD 0x20u  /* PD_POLL and PD_WATCH (with PD_WATCH_LEVEL) may carry PD_READ_AHEAD */
 
 struct pd_hello {
     uint32_t magic;
@@ -110,7 +111,8 @@ struct pd_open {
 
 struct pd_stat {
     uint32_t mode;
-    uint32_t reserved;
+    uint32_t read_unit;        /* how reads may be split (the class's spec `read`): 1 a byte stream, N whole
+                                  records of N bytes, 0 not declared (no read-ahead) */
     uint64_t rdev;
     uint64_t size;
 };
@@ -226,6 +228,26 @@ struct pd_watch {
     int32_t  events;           /* to watch, as pd_poll.events */
     int32_t  timeout_ms;       /* ignored, as pd_poll's: pd_poll is this structure's head */
     int32_t  level;            /* the events whose level the reply reports (a waiter's own, a subset) */
+    uint32_t reserved;
+};
+
+/* PD_POLL's and (with PD_WATCH_LEVEL) PD_WATCH's header flag: after the body's pd_poll or pd_watch, a
+ * pd_read_ahead. When the level found POLLIN, the backend also reads up to read_max bytes from the file
+ * (a whole number of records of its read_unit), without sleeping, and the reply carries them: after
+ * pd_reply, always a pd_read_ahead_done, then `length` bytes padded to 8. Length 0 when nothing was read
+ * (not ready, end of file, an error, or a read that could have slept): the next read is forwarded as
+ * ever. The frontend serves the program's next reads from those bytes, in order, before forwarding any
+ * (PD_CAP_READ_AHEAD; only for files whose pd_stat.read_unit is not 0). */
+#define PD_READ_AHEAD    0x2u
+#define PD_MAX_READ_AHEAD (64u << 10)   /* a larger read_max is read as this much */
+
+struct pd_read_ahead {
+    uint32_t read_max;
+    uint32_t reserved;
+};
+
+struct pd_read_ahead_done {
+    uint32_t length;           /* bytes read ahead, which follow, padded to 8 */
     uint32_t reserved;
 };
 

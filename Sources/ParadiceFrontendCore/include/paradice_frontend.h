@@ -338,6 +338,12 @@ int64_t pd_target_simple(const struct pd_target *t, uint16_t op, const void *bod
  * file's watch stays as it was. One round trip with a backend that grants PD_CAP_WATCH_LEVEL; PD_POLL
  * (timeout 0), then PD_WATCH when not ready, otherwise. */
 int64_t pd_file_watch_level(struct pd_connection *c, uint32_t handle, short events, short level, int *broken);
+/* PD_POLL (timeout_ms as poll's) that, with a backend granting PD_CAP_READ_AHEAD and a file whose
+ * read_unit (pd_stat) is not 0, also reads up to read_max bytes when the file is readable (PD_READ_AHEAD):
+ * the revents (0 at the timeout) or -1, and *ahead (malloc'd, *ahead_length bytes, a whole number of
+ * read units) or NULL. The bytes are the file's next ones: the caller serves its reads from them first. */
+int64_t pd_file_poll_read(struct pd_connection *c, uint32_t handle, short events, int timeout_ms, uint32_t read_max,
+                          uint32_t read_unit, uint8_t **ahead, size_t *ahead_length, int *broken);
 /* ioctl through the backend's memory plan: the result, or -1. */
 int64_t pd_file_ioctl(const struct pd_target *t, uint32_t command, uint64_t argument, int *broken);
 /* mmap as a mirror: PD_MMAP, then guest memory from t->memory->map filled with what the device holds;

@@ -61,6 +61,12 @@ int pd_parse_mmap_contents(const uint8_t *data, size_t length, uint32_t id, uint
 /* The handshake's reply body: pd_hello_reply, then its device list, every entry inside the body. */
 int pd_parse_hello(const uint8_t *body, size_t length, struct pd_hello_reply *out, const char **why);
 
+/* PD_READ_AHEAD's reply data after pd_reply (revents its result): pd_read_ahead_done and its bytes, inside
+ * the data, no more than read_max, a whole number of read_unit (> 0) and only when revents has POLLIN.
+ * *bytes and *count: the bytes read ahead. */
+int pd_parse_read_ahead(const uint8_t *data, size_t length, int64_t revents, uint32_t read_max, uint32_t read_unit,
+                        const uint8_t **bytes, uint32_t *count, const char **why);
+
 /* PD_LISTDIR's reply data: `count` entries of (pd_dirent, name, padding to 8), every name inside the data,
  * 1 to PD_MAX_NAME_LENGTH bytes without a NUL. Checks them all, then calls `each` for every entry: a
  * listing is taken whole or not at all. */

@@ -1,0 +1,72 @@
+/* poll then read, as an event loop does. `pty ROUNDS`: ROUNDS times, a chunk written to the slave of a
+ * pty master (the master forwarded, the slave local), one poll of the master, then reads of 3 bytes until
+ * the chunk is in; then the slave closes and one poll and one read show the hangup. Prints every byte
+ * read and each read's errno after the hangup, the same natively and forwarded. `file PATH ROUNDS`: a
+ * poll and a read of 16 bytes, ROUNDS times. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+static int wait_readable(int fd) {
+    struct pollfd p = { fd, POLLIN, 0 };
+    int r = poll(&p, 1, 10000);
+    return r == 1 && (p.revents & POLLIN) ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "file") == 0) {
+        int fd = open(argv[2], O_RDONLY);
+        if (fd < 0) { perror("open"); return 1; }
+        for (int i = 0; i < atoi(argv[3]); i++) {
+            char b[16];
+            if (wait_readable(fd) != 0 || read(fd, b, sizeof b) != sizeof b) { perror("poll/read"); return 1; }
+        }
+        printf("read %d\n", atoi(argv[3]));
+        return 0;
+    }
+    if (argc != 3 || strcmp(argv[1], "pty") != 0) return 2;
+    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY);
+    int unlock = 0;   /* unlockpt without grantpt: devpts gives the slave to its opener already */
+    if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) != 0) { perror("ptmx"); return 1; }
+    int number;
+    if (ioctl(master, TIOCGPTN, &number) != 0) { perror("TIOCGPTN"); return 1; }
+    char path[64];
+    snprintf(path, sizeof path, "/dev/pts/%d", number);
+    int slave = open(path, O_RDWR | O_NOCTTY);
+    struct termios t;
+    if (slave < 0 || tcgetattr(slave, &t) != 0) { perror("slave"); return 1; }
+    cfmakeraw(&t);   /* the bytes pass as written */
+    tcsetattr(slave, TCSANOW, &t);
+    int rounds = atoi(argv[2]);
+    for (int i = 0; i < rounds; i++) {
+        char chunk[32];
+        int length = snprintf(chunk, sizeof chunk, "chunk %d of %d;", i, rounds);
+        if (write(slave, chunk, length) != length) { perror("write"); return 1; }
+        int got = 0;
+        while (got < length) {
+            if (wait_readable(master) != 0) { fprintf(stderr, "not readable after %d of round %d\n", got, i); return 1; }
+            char b[3];
+            ssize_t n = read(master, b, sizeof b);
+            if (n <= 0) { perror("read"); return 1; }
+            fwrite(b, 1, (size_t)n, stdout);
+            got += (int)n;
+        }
+    }
+    close(slave);
+    struct pollfd p = { master, POLLIN, 0 };
+    int polled = poll(&p, 1, 10000);
+    char b[16];
+    ssize_t n = read(master, b, sizeof b);
+    int e = errno;
+    ssize_t again = read(master, b, sizeof b);
+    printf("\nhangup poll %d %s, read %zd %s, again %zd %s\n", polled, p.revents & POLLHUP ? "POLLHUP" : "-", n,
+           n < 0 ? strerror(e) : "-", again, again < 0 ? strerror(errno) : "-");
+    return 0;
+}

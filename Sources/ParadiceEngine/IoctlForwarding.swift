@@ -105,6 +105,13 @@ extension Session {
             logger.notice("ioctl refused: an object this guest may not reach", metadata: ["ioctl": "\(call.plan.ioctl)", "errno": "\(refused.rawValue)"])
             return fail(frame.request, refused)
         }
+        if let answer = file.state?.answer(instead: call.before) {
+            logger.debug("ioctl answered by the plug-in", metadata: ["ioctl": "\(call.plan.ioctl)", "answer": "\(answer)"])
+            switch answer {
+            case .success(let result): return reply(frame.request, result: result)
+            case .failure(let errno): return fail(frame.request, errno)
+            }
+        }
         let work: @Sendable (DriverWindow) -> Void = { [self, mirrored] window in
             for m in mirrored {
                 // Only inside a mapping this guest holds on this file.
@@ -263,7 +270,7 @@ extension Session {
         let resultUnwrapped = plan.returnsDescriptor && r >= 0 && overFileLimit   // no OpenFile owns it yet
         if plan.returnsDescriptor && r >= 0 && !overFileLimit {
             let created = OpenFile(fd: Int32(r), path: "\(file.path) (fd from \(plan.ioctl))", specClass: file.specClass,
-                                   state: backend.pluginState(for: file.specClass, path: file.path, descriptor: Int32(r), guest: guest),
+                                   state: backend.pluginState(for: file.specClass, path: file.path, descriptor: Int32(r), guest: guest, sharing: .shared),
                                    nonBlocking: false)
             if let handle = register(created) {
                 result = Int64(handle)

@@ -107,10 +107,7 @@ extension Session {
         }
         if let answer = file.state?.answer(instead: call.before) {
             logger.debug("ioctl answered by the plug-in", metadata: ["ioctl": "\(call.plan.ioctl)", "answer": "\(answer)"])
-            switch answer {
-            case .success(let result): return reply(frame.request, result: result)
-            case .failure(let errno): return fail(frame.request, errno)
-            }
+            return send(Reply.ioctl(frame.request, answer, flags: 0, written: WrittenRegions(), slots: [], mirrors: []))
         }
         let work: @Sendable (DriverWindow) -> Void = { [self, mirrored] window in
             for m in mirrored {

@@ -40,7 +40,7 @@ public final class EvdevPlugin: DevicePlugin {
 }
 
 enum EvdevIoctl: String, CaseIterable, Sendable {
-    case grab = "EVIOCGRAB"
+    case grab = "EVIOCGRAB", revoke = "EVIOCREVOKE"
 }
 
 /// One guest's grabs on `foreground` input exports, per device path. Two kinds:
@@ -58,6 +58,7 @@ final class ForegroundGrabs: @unchecked Sendable {
         var foreground: [DeviceFile] = []   // the guest's files of the device that are the foreground's
         var backendGrab: Int32?             // the descriptor the backend's EVIOCGRAB is on
         var guestGrab: Int32?               // the descriptor whose guest holds an EVIOCGRAB, as the guest sees it
+        var revoked: Set<Int32> = []        // files the guest's EVIOCREVOKE made dead: they receive nothing again
     }
     private let grabNumber: UInt32
     private let devices = LockedValue<[String: Device]>([:])
@@ -68,7 +69,7 @@ final class ForegroundGrabs: @unchecked Sendable {
         devices.withLock { devices in
             var device = devices[file.path, default: Device()]
             device.foreground.removeAll { $0.descriptor == file.descriptor }
-            if isForeground {
+            if isForeground && !device.revoked.contains(file.descriptor) {
                 device.foreground.append(file)
                 settle(&device)
             } else if device.backendGrab == file.descriptor {
@@ -96,18 +97,33 @@ final class ForegroundGrabs: @unchecked Sendable {
         }
     }
 
+    /// The guest's EVIOCREVOKE on `file` succeeded: the driver dropped the file's grab with it (evdev_revoke
+    /// ungrabs), so the backend's grab passes to another of the guest's foreground files, if it has one.
+    func revoked(_ file: DeviceFile) {
+        devices.withLock { devices in
+            var device = devices[file.path, default: Device()]
+            device.revoked.insert(file.descriptor)
+            if device.guestGrab == file.descriptor { device.guestGrab = nil }
+            device.foreground.removeAll { $0.descriptor == file.descriptor }
+            if device.backendGrab == file.descriptor { device.backendGrab = nil }
+            settle(&device)
+            devices[file.path] = device
+        }
+    }
+
     /// Before `file`'s descriptor closes: what it held goes, and the backend's grab passes on.
     func closing(_ file: DeviceFile) {
         devices.withLock { devices in
             guard var device = devices[file.path] else { return }
             device.foreground.removeAll { $0.descriptor == file.descriptor }
             if device.guestGrab == file.descriptor { device.guestGrab = nil }
+            device.revoked.remove(file.descriptor)
             if device.backendGrab == file.descriptor {
                 _ = try? file.ioctl(grabNumber, value: 0)
                 device.backendGrab = nil
             }
             settle(&device)
-            devices[file.path] = device.foreground.isEmpty && device.guestGrab == nil ? nil : device
+            devices[file.path] = device.foreground.isEmpty && device.guestGrab == nil && device.revoked.isEmpty ? nil : device
         }
     }
 
@@ -128,7 +144,8 @@ final class ForegroundGrabs: @unchecked Sendable {
     }
 }
 
-/// A file of a `foreground` input export: the guest's EVIOCGRAB is answered by its guest's ForegroundGrabs.
+/// A file of a `foreground` input export: the guest's EVIOCGRAB is answered by its guest's ForegroundGrabs,
+/// and its EVIOCREVOKE reported to them.
 final class ForegroundInputFile: DeviceFileState, @unchecked Sendable {
     private let file: DeviceFile
     private let ioctls: IoctlKinds<EvdevIoctl>
@@ -144,6 +161,10 @@ final class ForegroundInputFile: DeviceFileState, @unchecked Sendable {
         guard ioctls(call) == .grab else { return nil }
         guard case .value(let value) = call.plan.argument else { return .failure(.invalidArgument) }
         return grabs.guestGrab(file, value)
+    }
+
+    func ioctlCompleted(_ call: CallView, result: Int64) {
+        if result == 0, ioctls(call) == .revoke { grabs.revoked(file) }
     }
 
     func willClose() { grabs.closing(file) }

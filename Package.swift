@@ -70,7 +70,7 @@ let package = Package(
         // Plug-ins: per-class code for what a spec cannot say (Plugins/<Class>/).
         .target(name: "KVMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan"], path: "Plugins/KVM"),
         .target(name: "V4L2Plugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "ParadiceSystem"], path: "Plugins/V4L2"),
-        .target(name: "EvdevPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "CParadice"], path: "Plugins/Evdev"),
+        .target(name: "EvdevPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "ParadiceSystem", "ParadiceTransport", "CParadice"], path: "Plugins/Evdev"),
         .target(name: "ALSAPlugin", dependencies: ["ParadiceEngine"], path: "Plugins/ALSA"),
         .target(name: "DRMPlugin", dependencies: ["ParadiceEngine", "ParadicePlan", "ParadiceSpec", "ParadiceSystem", "CParadice"], path: "Plugins/DRM"),
         .executableTarget(

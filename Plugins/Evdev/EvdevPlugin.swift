@@ -1,37 +1,171 @@
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
+import ParadiceSystem
+import ParadiceTransport
 
-/// evdev: what input.h's spec cannot say, which turns out to be nothing the engine does not already do.
+/// evdev: what input.h's spec cannot say, which turns out to be little the engine does not already do.
 /// - Reads and writes in whole input_event units: the backend reads and writes the guest's own open file
 ///   with the guest's own count, so the driver itself gives EINVAL under one event, rounds down to whole
 ///   events, and EAGAIN or sleeps on an empty queue (DriverVMEvdevTests checks each against native).
 /// - EVIOCGRAB per guest: a grab belongs to the open file, and each guest opens its own; the backend closes
 ///   a guest's files when it exits or its connection drops, which releases the grab.
-/// So no per-file state is kept; the plug-in stays registered so that the spec's `plugin evdev` names it.
 /// - A `foreground` export: the foreground guest's file holds an EVIOCGRAB, which makes the driver pass
 ///   every event to it alone (evdev.c, evdev_events: a grabbing client is the only one served); a
 ///   background guest's files receive nothing, as a program of an inactive VT under a grabbing display
 ///   server. Events already queued in a file stay its own: they came while it was the foreground.
+///   The guest's own EVIOCGRAB there never reaches the driver (ForegroundGrabs).
 public final class EvdevPlugin: DevicePlugin {
     public static let name = "evdev"
     private let grab = SpecDerived { specs throws in
         let l = SpecLayout(specs)
         let number = l.command("EVIOCGRAB")
         try l.check()
-        return number
+        return (number: number, ioctls: IoctlKinds<EvdevIoctl>(specs))
     }
 
     public init() {}
 
     public func check(_ specs: SpecSet) throws { try grab.check(specs) }
 
-    public func state(for file: DeviceFile) -> (any DeviceFileState)? { nil }
+    public func state(for file: DeviceFile) -> (any DeviceFileState)? {
+        guard file.sharing == .foreground, let grab = grab(file.specs) else { return nil }
+        return ForegroundInputFile(file, ioctls: grab.ioctls, grabs: file.guest.value { ForegroundGrabs(grab.number) })
+    }
 
     public func foregroundChanged(_ file: DeviceFile, isForeground: Bool) {
-        guard let number = grab(file.specs) else { return }
-        // A second file of the foreground guest finds the grab taken (EBUSY); a background file that holds
-        // none gets EINVAL on release. Neither changes who receives the events.
-        _ = try? file.ioctl(number, value: isForeground ? 1 : 0)
+        guard let grab = grab(file.specs) else { return }
+        file.guest.value { ForegroundGrabs(grab.number) }.foregroundChanged(file, isForeground: isForeground)
     }
+}
+
+enum EvdevIoctl: String, CaseIterable, Sendable {
+    case grab = "EVIOCGRAB", revoke = "EVIOCREVOKE"
+}
+
+/// One guest's grabs on `foreground` input exports, per device path. Two kinds:
+/// - the backend's: a real EVIOCGRAB on one of the guest's files while it is the foreground, so that the
+///   driver serves that file alone;
+/// - the guest's: what the guest's own EVIOCGRAB calls hold, kept here and answered as evdev_grab and
+///   evdev_ungrab answer (EBUSY while any of the guest's files of the device holds one, EINVAL to release
+///   one the file does not hold). Forwarded, a guest's grab would find the backend's (EBUSY) and its
+///   release would drop the backend's, letting background guests read the keys.
+/// The backend's grab goes to the file holding the guest's grab, if any (a local grabbing program is the
+/// one served), and passes to another of the guest's foreground files when the file holding it closes.
+/// Per guest process tree (GuestScope): another tree of the same principal keeps its own.
+final class ForegroundGrabs: @unchecked Sendable {
+    private struct Device {
+        var foreground: [DeviceFile] = []   // the guest's files of the device that are the foreground's
+        var backendGrab: Int32?             // the descriptor the backend's EVIOCGRAB is on
+        var guestGrab: Int32?               // the descriptor whose guest holds an EVIOCGRAB, as the guest sees it
+        var revoked: Set<Int32> = []        // files the guest's EVIOCREVOKE made dead: they receive nothing again
+    }
+    private let grabNumber: UInt32
+    private let devices = LockedValue<[String: Device]>([:])
+
+    init(_ grabNumber: UInt32) { self.grabNumber = grabNumber }
+
+    func foregroundChanged(_ file: DeviceFile, isForeground: Bool) {
+        devices.withLock { devices in
+            var device = devices[file.path, default: Device()]
+            device.foreground.removeAll { $0.descriptor == file.descriptor }
+            if isForeground && !device.revoked.contains(file.descriptor) {
+                device.foreground.append(file)
+                settle(&device)
+            } else if device.backendGrab == file.descriptor {
+                _ = try? file.ioctl(grabNumber, value: 0)
+                device.backendGrab = nil
+            }
+            devices[file.path] = device
+        }
+    }
+
+    /// The guest's EVIOCGRAB on `file`: any value but 0 grabs, as evdev_ioctl_handler takes it.
+    func guestGrab(_ file: DeviceFile, _ value: UInt64) -> Result<Int64, Errno> {
+        devices.withLock { devices in
+            var device = devices[file.path, default: Device()]
+            defer { devices[file.path] = device }
+            if value != 0 {
+                guard device.guestGrab == nil else { return .failure(.resourceBusy) }
+                device.guestGrab = file.descriptor
+                settle(&device)
+            } else {
+                guard device.guestGrab == file.descriptor else { return .failure(.invalidArgument) }
+                device.guestGrab = nil   // the backend's grab stays where it is: still one of this guest's files
+            }
+            return .success(0)
+        }
+    }
+
+    /// The guest's EVIOCREVOKE on `file` succeeded: the driver dropped the file's grab with it (evdev_revoke
+    /// ungrabs), so the backend's grab passes to another of the guest's foreground files, if it has one.
+    func revoked(_ file: DeviceFile) {
+        devices.withLock { devices in
+            var device = devices[file.path, default: Device()]
+            device.revoked.insert(file.descriptor)
+            if device.guestGrab == file.descriptor { device.guestGrab = nil }
+            device.foreground.removeAll { $0.descriptor == file.descriptor }
+            if device.backendGrab == file.descriptor { device.backendGrab = nil }
+            settle(&device)
+            devices[file.path] = device
+        }
+    }
+
+    /// Before `file`'s descriptor closes: what it held goes, and the backend's grab passes on.
+    func closing(_ file: DeviceFile) {
+        devices.withLock { devices in
+            guard var device = devices[file.path] else { return }
+            device.foreground.removeAll { $0.descriptor == file.descriptor }
+            if device.guestGrab == file.descriptor { device.guestGrab = nil }
+            device.revoked.remove(file.descriptor)
+            if device.backendGrab == file.descriptor {
+                _ = try? file.ioctl(grabNumber, value: 0)
+                device.backendGrab = nil
+            }
+            settle(&device)
+            devices[file.path] = device.foreground.isEmpty && device.guestGrab == nil && device.revoked.isEmpty ? nil : device
+        }
+    }
+
+    /// Puts the backend's grab on the foreground file holding the guest's grab, or keeps it where it is, or
+    /// takes it on the first foreground file. A grab that fails (EBUSY: another process tree of the same
+    /// principal holds the device) leaves none here.
+    private func settle(_ device: inout Device) {
+        let foreground = device.foreground.map(\.descriptor)
+        let wanted = [device.guestGrab, device.backendGrab, foreground.first].compactMap { $0 }.first { foreground.contains($0) }
+        guard wanted != device.backendGrab else { return }
+        if let held = device.foreground.first(where: { $0.descriptor == device.backendGrab }) {
+            _ = try? held.ioctl(grabNumber, value: 0)
+        }
+        device.backendGrab = nil
+        if let file = device.foreground.first(where: { $0.descriptor == wanted }), (try? file.ioctl(grabNumber, value: 1)) != nil {
+            device.backendGrab = file.descriptor
+        }
+    }
+}
+
+/// A file of a `foreground` input export: the guest's EVIOCGRAB is answered by its guest's ForegroundGrabs,
+/// and its EVIOCREVOKE reported to them.
+final class ForegroundInputFile: DeviceFileState, @unchecked Sendable {
+    private let file: DeviceFile
+    private let ioctls: IoctlKinds<EvdevIoctl>
+    private let grabs: ForegroundGrabs
+
+    init(_ file: DeviceFile, ioctls: IoctlKinds<EvdevIoctl>, grabs: ForegroundGrabs) {
+        (self.file, self.ioctls, self.grabs) = (file, ioctls, grabs)
+    }
+
+    func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
+
+    func answer(instead call: CallView) -> Result<Int64, Errno>? {
+        guard ioctls(call) == .grab else { return nil }
+        guard case .value(let value) = call.plan.argument else { return .failure(.invalidArgument) }
+        return grabs.guestGrab(file, value)
+    }
+
+    func ioctlCompleted(_ call: CallView, result: Int64) {
+        if result == 0, ioctls(call) == .revoke { grabs.revoked(file) }
+    }
+
+    func willClose() { grabs.closing(file) }
 }

@@ -173,8 +173,9 @@ public final class Backend: @unchecked Sendable {
     func plugin(for specClass: SpecClass?) -> (any DevicePlugin)? { specClass?.plugin.flatMap { plugins[$0] } }
 
     /// The plug-in state for a newly opened file of a class, if the class's plug-in is enabled.
-    func pluginState(for specClass: SpecClass?, path: String, descriptor: Int32, guest: GuestScope) -> (any DeviceFileState)? {
-        plugin(for: specClass)?.state(for: DeviceFile(path: path, descriptor: descriptor, specs: specs, guest: guest))
+    func pluginState(for specClass: SpecClass?, path: String, descriptor: Int32, guest: GuestScope,
+                     sharing: SharingMode) -> (any DeviceFileState)? {
+        plugin(for: specClass)?.state(for: DeviceFile(path: path, descriptor: descriptor, specs: specs, guest: guest, sharing: sharing))
     }
 
     /// The guests connected now that `name` names (`paradice focus`), one entry per principal.

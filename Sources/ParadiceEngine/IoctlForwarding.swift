@@ -104,6 +104,10 @@ extension Session {
             logger.notice("ioctl refused: an object this guest may not reach", metadata: ["ioctl": "\(call.plan.ioctl)", "errno": "\(refused.rawValue)"])
             return fail(frame.request, refused)
         }
+        if let answer = file.state?.answer(instead: call.before) {
+            logger.debug("ioctl answered by the plug-in", metadata: ["ioctl": "\(call.plan.ioctl)", "answer": "\(answer)"])
+            return send(Reply.ioctl(frame.request, answer, flags: 0, written: WrittenRegions(), slots: [], mirrors: []))
+        }
         let id = frame.request, handle = frame.handle
         if call.plan.blocking {
             offload(id) { [self, mirrored] window in run(call, mirrored: mirrored, on: file, handle: handle, request: id, window: window) }
@@ -276,7 +280,7 @@ extension Session {
         let resultUnwrapped = plan.returnsDescriptor && r >= 0 && overFileLimit   // no OpenFile owns it yet
         if plan.returnsDescriptor && r >= 0 && !overFileLimit {
             let created = OpenFile(fd: Int32(r), path: "\(file.path) (fd from \(plan.ioctl))", specClass: file.specClass,
-                                   state: backend.pluginState(for: file.specClass, path: file.path, descriptor: Int32(r), guest: guest),
+                                   state: backend.pluginState(for: file.specClass, path: file.path, descriptor: Int32(r), guest: guest, sharing: .shared),
                                    nonBlocking: false)
             if let handle = register(created) {
                 result = Int64(handle)

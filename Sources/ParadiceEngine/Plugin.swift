@@ -34,12 +34,16 @@ public struct DeviceFile: Sendable {
     /// What the plug-in keeps for the guest that opened the file, across its files (and its forked
     /// children's): what one guest may reach of the device and another may not.
     public let guest: GuestScope
+    /// How guests share the file's export: a plug-in may keep, for a `foreground` export, what the guest
+    /// asks of the driver apart from what the backend itself holds on the file.
+    public let sharing: SharingMode
 
-    public init(path: String, descriptor: Int32, specs: SpecSet, guest: GuestScope = GuestScope()) {
+    public init(path: String, descriptor: Int32, specs: SpecSet, guest: GuestScope = GuestScope(), sharing: SharingMode = .shared) {
         self.path = path
         self.descriptor = descriptor
         self.specs = specs
         self.guest = guest
+        self.sharing = sharing
     }
 }
 
@@ -110,6 +114,11 @@ public protocol DeviceFileState: AnyObject, PlanVariables {
     /// An errno that refuses the call before the driver sees it (an object of another guest's that this
     /// guest may not reach): the errno the driver gives when the object does not exist. nil forwards it.
     func refusal(before call: CallView) -> Errno?
+    /// The plug-in's own answer to a call the driver must not see (a request on something the backend
+    /// holds for the guest, such as a `foreground` file's grab), given as the driver would give it: the
+    /// result, or the errno. Only for calls whose reply is the result alone: no region is written back.
+    /// nil forwards it.
+    func answer(instead call: CallView) -> Result<Int64, Errno>?
     /// Called once, before the backend closes the file's descriptor: the last moment the plug-in may still
     /// use it, and the one to forget what the file held.
     func willClose()
@@ -124,6 +133,7 @@ extension DeviceFileState {
     public func mappedToGuest(mapping range: Range<UInt64>) -> [Range<UInt64>] { [] }
     public func lend(guestAddress: UInt64, length: Int, for call: CallView) -> UnsafeMutableRawBufferPointer? { nil }
     public func refusal(before call: CallView) -> Errno? { nil }
+    public func answer(instead call: CallView) -> Result<Int64, Errno>? { nil }
     public func willClose() {}
 }
 

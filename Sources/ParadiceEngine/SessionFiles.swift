@@ -43,10 +43,11 @@ extension Session {
         let opened = Executor.open(path, flags: (flags & Int32(allowed)) | O_CLOEXEC | O_NOCTTY, mode: mode)
         guard case .success(let fd) = opened else { return reply(request, opened.map(Int64.init)) }
         if sharing == .foreground {
-            claim = backend.sharing.joinForeground(DeviceFile(path: path, descriptor: fd, specs: backend.specs, guest: guest),
+            claim = backend.sharing.joinForeground(DeviceFile(path: path, descriptor: fd, specs: backend.specs, guest: guest, sharing: sharing),
                                                    plugin: backend.plugin(for: specClass), owner: identity)
         }
-        let file = OpenFile(fd: fd, path: path, specClass: specClass, state: backend.pluginState(for: specClass, path: path, descriptor: fd, guest: guest),
+        let state = backend.pluginState(for: specClass, path: path, descriptor: fd, guest: guest, sharing: sharing)
+        let file = OpenFile(fd: fd, path: path, specClass: specClass, state: state,
                             nonBlocking: flags & O_NONBLOCK != 0, sharing: claim)
         guard let handle = register(file) else { return fail(request, .tooManyOpenFiles) }
         logger.debug("opened", metadata: ["path": "\(path)", "handle": "\(handle)", "class": "\(specClass?.name ?? "-")"])

@@ -64,11 +64,116 @@ struct DriverVMForegroundTests {
         let background = try vm.native(modetest(1001, seconds: 1), timeout: 120)
         #expect(background.output.contains("failed to set mode: Permission denied"), "\(background.output)")
     }
+
+    /// DRM master moving with `paradice focus` while both guests keep the vkms card open: A (Programs/drmmaster.c)
+    /// holds its file throughout; after a focus to B, A is no longer master (AUTH_MAGIC and a SETCRTC give
+    /// EACCES) and B's modetest sets its mode; after a focus back, A is master again and may set modes.
+    @Test func drmMasterMovesWithTheFocusWhileBothGuestsKeepTheirFilesOpen() throws {
+        let vm = try DriverVM.require()
+        let pipe = try #require(kmsPipe(try vm.native("modetest -M vkms -c -p").output))
+        let set = "\(pipe.connector)@\(pipe.crtc):\(pipe.mode)"
+        let program = try compileForDriverVM(vm, "drmmaster")
+        let keyboard = try EvdevKeyboard(vm, "drmmaster")   // its folder and background commands; no keys
+        defer { try? keyboard.unplug() }
+        let (socket, backendLog) = try foregroundBackend(vm, keyboard, "--plugins drm --device \"/dev/dri/card*,sharing=foreground\" --tree /sys")
+        defer { stopForegroundBackend(vm, keyboard, socket) }
+        let folder = keyboard.guestFolder
+        let a = { evdevFileText(keyboard.folder + "/A.txt") }, b = { evdevFileText(keyboard.folder + "/B.txt") }
+        func check(_ n: Int) -> Bool {
+            try? "".write(toFile: keyboard.folder + "/A.check\(n)", atomically: true, encoding: .utf8)
+            return evdevWait(seconds: 60) { a().contains("check \(n): ") }
+        }
+        func focus(_ guest: String) -> String {
+            var output = ""
+            _ = evdevWait(seconds: 60) {
+                let r = try? vm.native("/share/bin/paradice focus --backend unix:\(socket) '\(guest)'")
+                output = r?.output ?? ""
+                return r?.status == 0
+            }
+            return output
+        }
+
+        // A opens first, so it is the foreground and its file master.
+        try keyboard.startNative("timeout 300 " + asGuest(1000, socket, "\(program.guest) vkms \(folder) A"), output: "A.txt")
+        #expect(evdevWait(seconds: 90) { a().contains("open: master=1") }, "\(a())\n\(backendLog())")
+        // B is connected (a file of the exported /sys, no card) so that it may be named.
+        try keyboard.startNative("timeout 300 " + asGuest(1001, socket, "\(program.guest) /sys/class/drm/version \(folder) B"), output: "anchor.txt")
+        #expect(evdevWait(seconds: 90) { evdevFileText(keyboard.folder + "/anchor.txt").contains("holding") },
+                "\(evdevFileText(keyboard.folder + "/anchor.txt"))\n\(backendLog())")
+        let toB = focus("uid 1001")
+        #expect(toB.contains("is the foreground (0 open file"), "\(toB)\n\(backendLog())")
+        #expect(check(1) && a().contains("check 1: master=0 setcrtc=EACCES"), "\(a())\n\(backendLog())")
+
+        // B's modetest opens the card with A's file still open, and sets its mode.
+        try keyboard.startNative("timeout 200 " + asGuest(1001, socket, "sh -c \"sleep 60 | modetest -M vkms -s \(set)\""), output: "B.txt")
+        #expect(evdevWait(seconds: 90) { b().contains("setting mode") }, "\(b())\n\(backendLog())")
+        #expect(!b().contains("failed to set mode"), "\(b())\n\(backendLog())")
+        #expect(check(2) && a().contains("check 2: master=0 setcrtc=EACCES"), "\(a())\n\(backendLog())")
+
+        // Back to A while B's modetest still holds its file: B is dropped, A is master and sets modes again.
+        let toA = focus("uid 1000")
+        #expect(toA.contains("is the foreground (1 open file"), "\(toA)\n\(backendLog())")
+        #expect(check(3) && a().contains("check 3: master=1 setcrtc=0"), "\(a())\n\(backendLog())")
+        try "".write(toFile: keyboard.folder + "/A.exit", atomically: true, encoding: .utf8)
+        try "".write(toFile: keyboard.folder + "/B.exit", atomically: true, encoding: .utf8)
+        #expect(evdevWait(seconds: 60) { a().contains("exit 0") }, "\(a())")
+    }
+
+    /// The foreground guest's own EVIOCGRAB: `evtest --grab` runs there and gets the keys; the grab answers
+    /// as on a local device (Programs/evdev.py grab and grab-two, in the foreground and a background guest),
+    /// and no guest's release gives the background guests the keys.
+    @Test func theForegroundGuestsOwnGrabAnswersAsLocallyAndKeepsTheKeysItsOwn() throws {
+        let vm = try DriverVM.require()
+        let keyboard = try EvdevKeyboard(vm, "guestgrab")
+        defer { try? keyboard.unplug() }
+        let (socket, backendLog) = try foregroundBackend(vm, keyboard, "--plugins evdev --device \"/dev/input/event*,sharing=foreground\"")
+        defer { stopForegroundBackend(vm, keyboard, socket) }
+        let a = { evdevFileText(keyboard.folder + "/a.txt") }, b = { evdevFileText(keyboard.folder + "/b.txt") }
+        try keyboard.startNative("timeout 240 " + asGuest(1000, socket, "stdbuf -oL evtest --grab \(keyboard.node)"), output: "a.txt")
+        #expect(evdevWait(seconds: 90) { a().contains("Testing ...") }, "\(a())\n\(backendLog())")
+        try keyboard.startNative("timeout 240 " + asGuest(1001, socket, "stdbuf -oL evtest \(keyboard.node)"), output: "b.txt")
+        #expect(evdevWait(seconds: 90) { b().contains("Testing ...") }, "\(b())\n\(backendLog())")
+        // evtest tries a grab at its start, and says so when it fails; --grab keeps it.
+        #expect(!a().contains("This device is grabbed by another process"), "\(a())")
+        #expect(!b().contains("This device is grabbed by another process"), "\(b())")
+
+        try keyboard.emit(["1 30 1", "0 0 0", "1 30 0", "0 0 0"])   // KEY_A
+        #expect(evdevWait(seconds: 60) { a().contains("(KEY_A), value 0") }, "\(a())")
+
+        // Each guest's grab calls, while evtest holds its grab: what a local program gets on a device no one
+        // has grabbed (each guest sees its own), not the backend's grab.
+        let one = "EVIOCGRAB 1: 0\nEVIOCGRAB 1: EBUSY\nEVIOCGRAB 0: 0\nEVIOCGRAB 0: EINVAL\n"
+        let two = "EVIOCGRAB 1 on the first file: 0\nEVIOCGRAB 1 on the second file: EBUSY\n"
+            + "EVIOCGRAB 0 on the second file: EINVAL\nEVIOCGRAB 0 on the first file: 0\n"
+        for uid in [1000, 1001] {
+            let grab = try vm.native(asGuest(uid, socket, "python3 /share/evdev.py grab \(keyboard.node)"), timeout: 120)
+            #expect(grab.output == one, "uid \(uid): \(grab.output)\n\(backendLog())")
+            let grabTwo = try vm.native(asGuest(uid, socket, "python3 /share/evdev.py grab-two \(keyboard.node)"), timeout: 120)
+            #expect(grabTwo.output == two, "uid \(uid): \(grabTwo.output)\n\(backendLog())")
+        }
+        // The backend's grab is still on evtest's file: the keys are A's alone.
+        try keyboard.emit(["1 48 1", "0 0 0", "1 48 0", "0 0 0"])   // KEY_B
+        #expect(evdevWait(seconds: 60) { a().contains("(KEY_B), value 0") }, "\(a())")
+
+        // A focus takes the keys from A although its evtest holds a grab of its own.
+        let focus = try vm.native("/share/bin/paradice focus --backend unix:\(socket) 'uid 1001'")
+        #expect(focus.status == 0 && focus.output.contains("is the foreground (1 open file"), "\(focus.output)\n\(backendLog())")
+        try keyboard.emit(["1 46 1", "0 0 0", "1 46 0", "0 0 0"])   // KEY_C
+        #expect(evdevWait(seconds: 60) { b().contains("(KEY_C), value 0") }, "\(b())")
+        // Had B got KEY_A or KEY_B, they would show before its KEY_C; A's KEY_C would have come with B's.
+        #expect(!b().contains("(KEY_A), value") && !b().contains("(KEY_B), value"), "\(b())")
+        #expect(!a().contains("(KEY_C), value"), "\(a())")
+    }
 }
 }
 
+/// `command` as guest `uid` of the second backend: a `paradice run` under that uid.
+func asGuest(_ uid: Int, _ socket: String, _ command: String) -> String {
+    "setpriv --reuid \(uid) --regid \(uid) --clear-groups /share/bin/paradice run --backend unix:\(socket) -- \(command)"
+}
+
 /// A second backend in the VM, on a unix socket any uid may reach, run from `keyboard`'s folder; its log.
-private func foregroundBackend(_ vm: DriverVM, _ keyboard: EvdevKeyboard, _ options: String) throws -> (String, () -> String) {
+func foregroundBackend(_ vm: DriverVM, _ keyboard: EvdevKeyboard, _ options: String) throws -> (String, () -> String) {
     let socket = "/tmp/paradice-foreground-\(getpid()).sock"
     try keyboard.startNative("echo $$ > \(keyboard.guestFolder)/backend.pid; exec /share/bin/paradice-backend --listen unix:\(socket)"
                              + " --specs /share/Specs \(options) --log-level debug", output: "backend.txt")
@@ -79,6 +184,6 @@ private func foregroundBackend(_ vm: DriverVM, _ keyboard: EvdevKeyboard, _ opti
 }
 
 /// Ends that backend by its own pid.
-private func stopForegroundBackend(_ vm: DriverVM, _ keyboard: EvdevKeyboard, _ socket: String) {
+func stopForegroundBackend(_ vm: DriverVM, _ keyboard: EvdevKeyboard, _ socket: String) {
     _ = try? vm.native("kill $(cat \(keyboard.guestFolder)/backend.pid); rm -f \(socket)")
 }

@@ -7,6 +7,9 @@
   evdev.py reads NODE DIR NAME     read sizes, EAGAIN, select/poll/epoll and blocking-read wake-ups, unplug;
                                    before each wait it creates DIR/NAME.K so that the host emits event K
   evdev.py grab NODE               EVIOCGRAB on one open file: grab, grab again, release, release again
+  evdev.py grab-two NODE           EVIOCGRAB on two open files: grab on the first, then on the second, release
+                                   on the second, then on the first
+  evdev.py fork-open NODE          open, fork, and open again in the child: each open's result
   evdev.py hold NODE DIR NAME      grab and keep the grab: DIR/NAME.grabbed, then the events it alone gets,
                                    then DIR/NAME.read; it exits when DIR/NAME.exit appears
   evdev.py wait-grab NODE DIR NAME open before the events, try a grab (EBUSY while another holds it), create
@@ -177,6 +180,23 @@ def grab(node):
         out("EVIOCGRAB %d:" % value, attempt(lambda: fcntl.ioctl(fd, EVIOCGRAB, value)))
 
 
+def grab_two(node):
+    first, second = os.open(node, os.O_RDONLY), os.open(node, os.O_RDONLY)
+    for name, fd, value in (("first", first, 1), ("second", second, 1), ("second", second, 0), ("first", first, 0)):
+        out("EVIOCGRAB %d on the %s file:" % (value, name), attempt(lambda: fcntl.ioctl(fd, EVIOCGRAB, value)))
+
+
+def fork_open(node):
+    fd = attempt(lambda: os.open(node, os.O_RDONLY))
+    out("parent open:", "ok" if isinstance(fd, int) else fd)
+    child = os.fork()
+    if child == 0:
+        again = attempt(lambda: os.open(node, os.O_RDONLY))
+        out("child open:", "ok" if isinstance(again, int) else again)
+        os._exit(0)
+    os.waitpid(child, 0)
+
+
 def hold(node, folder, name):
     fd = os.open(node, os.O_RDONLY)
     out("grab:", attempt(lambda: fcntl.ioctl(fd, EVIOCGRAB, 1)))
@@ -217,6 +237,10 @@ if __name__ == "__main__":
         reads(*args)
     elif command == "grab":
         grab(*args)
+    elif command == "grab-two":
+        grab_two(*args)
+    elif command == "fork-open":
+        fork_open(*args)
     elif command == "hold":
         hold(*args)
     elif command == "wait-grab":

@@ -37,11 +37,15 @@ final class OpenFile: @unchecked Sendable {
     /// How the class's reads may be split (pd_stat.read_unit): 0 for no read-ahead.
     var readUnit: Int { specClass?.readUnit ?? 0 }
 
-    /// A read or write that may sleep in the driver: a read-ahead does not make the descriptor
-    /// non-blocking under it (see `readAhead`).
+    /// A read or write, counted while it may sleep in the driver (the descriptor is blocking as it
+    /// starts): a read-ahead does not make the descriptor non-blocking under it (see `readAhead`).
     func sleepingCall<T>(_ body: () -> T) -> T {
-        statusFlags.withLock { $0.sleepingCalls += 1 }
-        defer { statusFlags.withLock { $0.sleepingCalls -= 1 } }
+        let counted = statusFlags.withLock { state -> Bool in
+            if state.nonBlocking { return false }
+            state.sleepingCalls += 1
+            return true
+        }
+        defer { if counted { statusFlags.withLock { $0.sleepingCalls -= 1 } } }
         return body()
     }
 

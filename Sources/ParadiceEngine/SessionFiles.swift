@@ -84,11 +84,7 @@ extension Session {
         let reservation = ReadReservation(self, count)
         let work: @Sendable (DriverWindow) -> Void = { [self] window in
             withExtendedLifetime(reservation) {}
-            let blocking = !file.nonBlocking
-            send(window.run {
-                blocking ? file.sleepingCall { Executor.read(file.fd, count: count, offset: offset, request: request) }
-                    : Executor.read(file.fd, count: count, offset: offset, request: request)
-            })
+            send(window.run { file.sleepingCall { Executor.read(file.fd, count: count, offset: offset, request: request) } })
             watcher.rearm(handle)
         }
         file.nonBlocking ? work(.inline) : offload(request, work)
@@ -98,10 +94,7 @@ extension Session {
         guard let file = file(handle) else { return fail(request, .badFileDescriptor) }
         if let refused = refusal("write", path: file.path, writes: true) { return fail(request, refused) }
         let work: @Sendable (DriverWindow) -> Void = { [self] window in
-            let blocking = !file.nonBlocking
-            reply(request, window.run {
-                blocking ? file.sleepingCall { Executor.write(file.fd, data, offset: offset) } : Executor.write(file.fd, data, offset: offset)
-            })
+            reply(request, window.run { file.sleepingCall { Executor.write(file.fd, data, offset: offset) } })
             watcher.rearm(handle)
         }
         file.nonBlocking ? work(.inline) : offload(request, work)

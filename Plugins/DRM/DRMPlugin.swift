@@ -11,7 +11,8 @@ import ParadiceSystem
 /// marked dirty, and before the buffer is exported as a PRIME fd; a new mirror starts with what the
 /// buffer holds (one imported from another file, say). Handles, their mmap offsets (MAP_DUMB) and
 /// framebuffers are learnt from completed calls. Events, PRIME fds and master state need nothing here:
-/// they are the backend's own file's, read, passed and held as a local program's would be.
+/// they are the backend's own file's, read, passed and held as a local program's would be (but for a
+/// `foreground` export's master: DRMForeground.swift).
 public final class DRMPlugin: DevicePlugin {
     public static let name = "drm"
     private let layouts = SpecDerived(DRMLayout.init)
@@ -27,7 +28,7 @@ public final class DRMPlugin: DevicePlugin {
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
         guard let layout = layouts(file.specs), let flink = flinkLayouts(file.specs) else { return nil }
-        return DRMFile(layout: layout, names: FlinkNameFile(layout: flink, file: file))
+        return DRMFile(layout: layout, names: FlinkNameFile(layout: flink, file: file), foreground: DRMForegroundFile(file))
     }
 }
 
@@ -38,6 +39,7 @@ enum DRMIoctl: String, CaseIterable, Sendable {
     case setCRTC = "DRM_IOCTL_MODE_SETCRTC", pageFlip = "DRM_IOCTL_MODE_PAGE_FLIP", dirtyFB = "DRM_IOCTL_MODE_DIRTYFB"
     case setPlane = "DRM_IOCTL_MODE_SETPLANE", cursor = "DRM_IOCTL_MODE_CURSOR", cursor2 = "DRM_IOCTL_MODE_CURSOR2"
     case primeExport = "DRM_IOCTL_PRIME_HANDLE_TO_FD", atomic = "DRM_IOCTL_MODE_ATOMIC"
+    case setMaster = "DRM_IOCTL_SET_MASTER"
 }
 
 /// Fields from the verified specs, so that nothing here restates the header.
@@ -79,15 +81,25 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
     private let buffers = LockedValue(Buffers())
     /// The guest's own GEM flink names (DRMFlinkNames.swift).
     let names: FlinkNameFile
+    /// What a file of a `foreground` export answers itself (DRMForeground.swift); nil on other exports.
+    let foreground: DRMForegroundFile?
 
-    init(layout: DRMLayout, names: FlinkNameFile) {
+    init(layout: DRMLayout, names: FlinkNameFile, foreground: DRMForegroundFile?) {
         self.layout = layout
         self.names = names
+        self.foreground = foreground
     }
 
     func refusal(before call: CallView) -> Errno? { names.refusal(before: call) }
 
-    func willClose() { names.willClose() }
+    func answer(instead call: CallView) -> Result<Int64, Errno>? {
+        layout.ioctls(call) == .setMaster ? foreground?.answer(setMaster: call) : nil
+    }
+
+    func willClose() {
+        names.willClose()
+        foreground?.willClose()
+    }
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 
@@ -99,6 +111,8 @@ final class DRMFile: DeviceFileState, @unchecked Sendable {
         names.completed(call, result: result)
         guard result >= 0 else { return }
         switch layout.ioctls(call) {
+        case .setMaster?:
+            foreground?.completed(setMaster: call, result: result)
         case .mapDumb?:
             guard let offset = call.load(layout.mapDumbOffset) else { return }
             let handle = u32(call, layout.mapDumbHandle)

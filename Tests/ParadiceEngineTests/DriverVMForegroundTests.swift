@@ -119,6 +119,41 @@ struct DriverVMForegroundTests {
         #expect(evdevWait(seconds: 60) { a().contains("exit 0") }, "\(a())")
     }
 
+    /// A background guest's own SET_MASTER on vkms (Programs/drmmaster.c in both guests): after the foreground
+    /// guest drops master itself, no file is master and the driver would grant it to the backend; the
+    /// background file is refused (EACCES) and stays without master, and the foreground guest takes it back.
+    @Test func aBackgroundGuestsSetMasterIsRefusedEvenWhenNoFileIsMaster() throws {
+        let vm = try DriverVM.require()
+        let program = try compileForDriverVM(vm, "drmmaster")
+        let keyboard = try EvdevKeyboard(vm, "drmsetmaster")   // its folder and background commands; no keys
+        defer { try? keyboard.unplug() }
+        let (socket, backendLog) = try foregroundBackend(vm, keyboard, "--plugins drm --device \"/dev/dri/card*,sharing=foreground\"")
+        defer { stopForegroundBackend(vm, keyboard, socket) }
+        let folder = keyboard.guestFolder
+        func text(_ name: String) -> String { evdevFileText(keyboard.folder + "/\(name).txt") }
+        func check(_ name: String, _ n: Int, _ action: String) -> String {
+            try? action.write(toFile: keyboard.folder + "/\(name).check\(n)", atomically: true, encoding: .utf8)
+            _ = evdevWait(seconds: 60) { text(name).contains("check \(n): ") }
+            return text(name)
+        }
+
+        // A opens first: the foreground, and master. B opens while A is master, so the kernel does not make it one.
+        try keyboard.startNative("timeout 300 " + asGuest(1000, socket, "\(program.guest) vkms \(folder) A"), output: "A.txt")
+        #expect(evdevWait(seconds: 90) { text("A").contains("open: master=1") }, "\(text("A"))\n\(backendLog())")
+        try keyboard.startNative("timeout 300 " + asGuest(1001, socket, "\(program.guest) vkms \(folder) B"), output: "B.txt")
+        #expect(evdevWait(seconds: 90) { text("B").contains("open: master=0") }, "\(text("B"))\n\(backendLog())")
+
+        let dropped = check("A", 1, "drop")
+        #expect(dropped.contains("check 1: drop=0 master=0 setcrtc=EACCES"), "\(dropped)\n\(backendLog())")
+        let refused = check("B", 1, "set")
+        #expect(refused.contains("check 1: set=EACCES master=0 setcrtc=EACCES"), "\(refused)\n\(backendLog())")
+        let taken = check("A", 2, "set")
+        #expect(taken.contains("check 2: set=0 master=1 setcrtc=0"), "\(taken)\n\(backendLog())")
+        try "".write(toFile: keyboard.folder + "/A.exit", atomically: true, encoding: .utf8)
+        try "".write(toFile: keyboard.folder + "/B.exit", atomically: true, encoding: .utf8)
+        #expect(evdevWait(seconds: 60) { text("A").contains("exit 0") && text("B").contains("exit 0") }, "\(text("A"))\n\(text("B"))")
+    }
+
     /// The foreground guest's own EVIOCGRAB: `evtest --grab` runs there and gets the keys; the grab answers
     /// as on a local device (Programs/evdev.py grab and grab-two, in the foreground and a background guest),
     /// and no guest's release gives the background guests the keys.

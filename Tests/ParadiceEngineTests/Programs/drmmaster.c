@@ -3,7 +3,8 @@
  *   drmmaster DRIVER FOLDER NAME
  *     opens the first /dev/dri/card* whose driver is DRIVER (DRM_IOCTL_VERSION's name) and prints "open: master=M"; then, for N = 1, 2, ..., waits for FOLDER/NAME.checkN and
  *     prints "check N: master=M setcrtc=R" (it may not write FOLDER: it runs as a guest's uid); it exits when
- *     FOLDER/NAME.exit exists.
+ *     FOLDER/NAME.exit exists. A checkN file that says "set" or "drop" first calls DRM_IOCTL_SET_MASTER or
+ *     DRM_IOCTL_DROP_MASTER, and the line starts "check N: set=R" or "check N: drop=R".
  *   drmmaster PATH FOLDER NAME
  *     (PATH starting with "/") opens PATH, prints "holding PATH", and keeps it open until FOLDER/NAME.exit
  *     exists: a guest connected to the backend without a file of the card.
@@ -85,8 +86,17 @@ int main(int argc, char **argv) {
             if (exists(argv[2], argv[3], "exit", 0) || access(argv[2], F_OK) != 0) return 0;
             usleep(50000);
         }
+        char path[4096], action[16] = { 0 }, said[64] = "";
+        snprintf(path, sizeof path, "%s/%s.check%d", argv[2], argv[3], n);
+        FILE *f = fopen(path, "r");
+        if (f) { if (!fgets(action, sizeof action, f)) action[0] = 0; fclose(f); }
+        if (strncmp(action, "set", 3) == 0 || strncmp(action, "drop", 4) == 0) {
+            int drop = action[0] == 'd';
+            int r = ioctl(fd, drop ? DRM_IOCTL_DROP_MASTER : DRM_IOCTL_SET_MASTER, 0) == 0 ? 0 : errno;
+            snprintf(said, sizeof said, "%s=%s ", drop ? "drop" : "set", name_of(r));
+        }
         struct drm_mode_crtc off = { .crtc_id = crtc };
         int set = ioctl(fd, DRM_IOCTL_MODE_SETCRTC, &off) == 0 ? 0 : errno;
-        printf("check %d: master=%d setcrtc=%s\n", n, is_master(fd), name_of(set));
+        printf("check %d: %smaster=%d setcrtc=%s\n", n, said, is_master(fd), name_of(set));
     }
 }

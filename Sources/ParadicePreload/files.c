@@ -26,7 +26,8 @@ static struct pd_file *by_handle[HANDLE_BUCKETS];   /* the files with descriptor
 /* A fork while another thread holds the lock would leave it held in the child for ever. */
 static void lock_for_fork(void) { pthread_mutex_lock(&files_lock); }
 static void unlock_after_fork(void) { pthread_mutex_unlock(&files_lock); }
-__attribute__((constructor)) static void guard_fork(void) { pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork); }
+static void child_after_fork(void);
+__attribute__((constructor)) static void guard_fork(void) { pthread_atfork(lock_for_fork, unlock_after_fork, child_after_fork); }
 
 static void index_file(struct pd_file *f) {
     if (f->indexed) return;
@@ -444,6 +445,24 @@ int pd_usable(struct pd_file *f) {
 /* A poll's answer and a read of the same file from another thread: the read waits for bytes the poll may
  * bring, which come before any it could forward. */
 static pthread_cond_t ahead_answered = PTHREAD_COND_INITIALIZER;
+
+/* The child of a fork has only the forking thread, and a copy of the parent's memory. Bytes read ahead
+ * stay the parent's: the device gave them once, and a copy in the child would be read twice. Polls and
+ * reads in flight were other threads' and will never be answered here, nor put the files they held. */
+static void child_after_fork(void) {
+    for (int bucket = 0; bucket < HANDLE_BUCKETS; bucket++)
+        for (struct pd_file *f = by_handle[bucket]; f; f = f->next_by_handle) {
+            free(f->ahead);
+            f->ahead = NULL;
+            f->ahead_length = f->ahead_taken = 0;
+            f->ahead_pending = 0;
+            f->reads_in_flight = 0;
+            f->polling = 0;
+            if (f->descriptors > 0) f->refs = f->descriptors;   /* one closed mid-call stays unreachable */
+        }
+    pthread_cond_init(&ahead_answered, NULL);   /* its waiters were other threads */
+    pthread_mutex_unlock(&files_lock);
+}
 
 /* Under the lock: what a read of count bytes takes from the read-ahead, as the device's read would: up to
  * count bytes of a stream, whole records of a record file (fewer bytes than one: EINVAL). -1 with

@@ -50,6 +50,18 @@ struct PreloadRoundTripTests {
         #expect(trips.count == 2 && trips[1] - trips[0] == 4, "PD_POLL and PD_READ frames for 2 and 6 chunks: \(trips)")
     }
 
+    /// Bytes a poll read ahead stay the parent's across fork: a copy in the child would be read twice. The
+    /// parent reads part of a chunk, forks and reads the rest; the child reads only the next chunk, as natively.
+    @Test func bytesReadAheadAreReadOnceAcrossFork() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx"])
+        let program = try compile("readahead", into: backend.folder)
+        let expected = "parent: read \"abc\"\nparent: read \"defghij\"\nchild: read \"klm\"\n"
+        let native = try run(program, ["fork"])
+        #expect(native.status == 0 && native.output == expected, "\(native.output)")
+        let forwarded = try paradiceRun(backend.unixEndpoint, [program, "fork"])
+        #expect(forwarded.status == 0 && forwarded.output == expected, "\(forwarded.output) \(forwarded.errors)")
+    }
+
     /// A file whose class declares no read shape (here /dev/zero, of no class) is never read ahead: a poll and
     /// the read after it are two round trips.
     @Test func aFileWithoutAReadShapeIsNotReadAhead() throws {

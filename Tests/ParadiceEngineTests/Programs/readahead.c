@@ -2,7 +2,9 @@
  * pty master (the master forwarded, the slave local), one poll of the master, then reads of 3 bytes until
  * the chunk is in; then the slave closes and one poll and one read show the hangup. Prints every byte
  * read and each read's errno after the hangup, the same natively and forwarded. `file PATH ROUNDS`: a
- * poll and a read of 16 bytes, ROUNDS times. */
+ * poll and a read of 16 bytes, ROUNDS times. `fork`: the parent polls the master and reads part of a
+ * chunk, forks, and reads the rest; then the slave writes another chunk and the child reads it: each
+ * byte is read once, by one of them. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -18,6 +21,44 @@ static int wait_readable(int fd) {
     struct pollfd p = { fd, POLLIN, 0 };
     int r = poll(&p, 1, 10000);
     return r == 1 && (p.revents & POLLIN) ? 0 : -1;
+}
+
+static void print_read(const char *who, int fd, size_t count) {
+    char b[64];
+    ssize_t n = read(fd, b, count < sizeof b ? count : sizeof b);
+    if (n < 0) printf("%s: read %s\n", who, strerror(errno));
+    else printf("%s: read \"%.*s\"\n", who, (int)n, b);
+    fflush(stdout);
+}
+
+static int fork_between_reads(int master, int slave) {
+    const char *first = "abcdefghij", *second = "klm";
+    int go[2];
+    if (pipe(go) != 0 || write(slave, first, strlen(first)) != (ssize_t)strlen(first) || wait_readable(master) != 0) {
+        perror("first chunk");
+        return 1;
+    }
+    print_read("parent", master, 3);
+    pid_t child = fork();
+    if (child < 0) { perror("fork"); return 1; }
+    if (child == 0) {
+        char c;
+        if (read(go[0], &c, 1) != 1) _exit(1);
+        if (wait_readable(master) != 0) { printf("child: not readable\n"); _exit(1); }
+        print_read("child", master, 64);
+        _exit(0);
+    }
+    print_read("parent", master, 7);
+    if (write(slave, second, strlen(second)) != (ssize_t)strlen(second) || write(go[1], "g", 1) != 1) {
+        perror("second chunk");
+        return 1;
+    }
+    int status;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        printf("parent: the child failed\n");
+        return 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -31,7 +72,8 @@ int main(int argc, char **argv) {
         printf("read %d\n", atoi(argv[3]));
         return 0;
     }
-    if (argc != 3 || strcmp(argv[1], "pty") != 0) return 2;
+    int forks = argc == 2 && strcmp(argv[1], "fork") == 0;
+    if (!forks && (argc != 3 || strcmp(argv[1], "pty") != 0)) return 2;
     int master = open("/dev/ptmx", O_RDWR | O_NOCTTY);
     int unlock = 0;   /* unlockpt without grantpt: devpts gives the slave to its opener already */
     if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) != 0) { perror("ptmx"); return 1; }
@@ -44,6 +86,7 @@ int main(int argc, char **argv) {
     if (slave < 0 || tcgetattr(slave, &t) != 0) { perror("slave"); return 1; }
     cfmakeraw(&t);   /* the bytes pass as written */
     tcsetattr(slave, TCSANOW, &t);
+    if (forks) return fork_between_reads(master, slave);
     int rounds = atoi(argv[2]);
     for (int i = 0; i < rounds; i++) {
         char chunk[32];

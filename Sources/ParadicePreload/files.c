@@ -26,8 +26,9 @@ static struct pd_file *by_handle[HANDLE_BUCKETS];   /* the files with descriptor
 /* A fork while another thread holds the lock would leave it held in the child for ever. */
 static void lock_for_fork(void) { pthread_mutex_lock(&files_lock); }
 static void unlock_after_fork(void) { pthread_mutex_unlock(&files_lock); }
+static void parent_after_fork(void);
 static void child_after_fork(void);
-__attribute__((constructor)) static void guard_fork(void) { pthread_atfork(lock_for_fork, unlock_after_fork, child_after_fork); }
+__attribute__((constructor)) static void guard_fork(void) { pthread_atfork(lock_for_fork, parent_after_fork, child_after_fork); }
 
 static void index_file(struct pd_file *f) {
     if (f->indexed) return;
@@ -446,10 +447,24 @@ int pd_usable(struct pd_file *f) {
  * bring, which come before any it could forward. */
 static pthread_cond_t ahead_answered = PTHREAD_COND_INITIALIZER;
 
+/* Under the lock: the files a fork shares between two processes. A poll of one reads nothing ahead from
+ * then on, in either: the bytes would be one process's, while natively a poll takes nothing and the other
+ * process may be the one to read them. */
+static void mark_forked_locked(void) {
+    for (int bucket = 0; bucket < HANDLE_BUCKETS; bucket++)
+        for (struct pd_file *f = by_handle[bucket]; f; f = f->next_by_handle) f->forked = 1;
+}
+
+static void parent_after_fork(void) {
+    mark_forked_locked();
+    pthread_mutex_unlock(&files_lock);
+}
+
 /* The child of a fork has only the forking thread, and a copy of the parent's memory. Bytes read ahead
  * stay the parent's: the device gave them once, and a copy in the child would be read twice. Polls and
  * reads in flight were other threads' and will never be answered here, nor put the files they held. */
 static void child_after_fork(void) {
+    mark_forked_locked();
     for (int bucket = 0; bucket < HANDLE_BUCKETS; bucket++)
         for (struct pd_file *f = by_handle[bucket]; f; f = f->next_by_handle) {
             free(f->ahead);
@@ -571,7 +586,7 @@ int pd_poll_one(struct pd_file *f, short events, int timeout_ms, short *revents)
     pthread_mutex_lock(&files_lock);
     int ahead = f->ahead_length > f->ahead_taken;
     /* Only one thread's bytes ahead at a time, and none while a forwarded read may be taking earlier ones. */
-    int reads_ahead = !ahead && f->read_unit && (events & input) && !f->ahead_pending && f->reads_in_flight == 0 &&
+    int reads_ahead = !ahead && f->read_unit && !f->forked && (events & input) && !f->ahead_pending && f->reads_in_flight == 0 &&
                       (f->flags & O_ACCMODE) != O_WRONLY;
     if (reads_ahead) f->ahead_pending = 1;
     pthread_mutex_unlock(&files_lock);

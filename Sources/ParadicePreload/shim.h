@@ -45,6 +45,7 @@ struct pd_file {
     long ahead_at;            /* when they came (CLOCK_MONOTONIC, ns) */
     int reads_in_flight;      /* forwarded reads not yet answered */
     int ahead_pending;        /* a poll that may read ahead is in flight: reads wait for its answer */
+    int forked;               /* held across a fork: another process may read it, so nothing is read ahead */
 };
 
 /* The file a descriptor names, held until pd_put (NULL: not forwarded). A close racing the call only

@@ -3,8 +3,9 @@
  * the chunk is in; then the slave closes and one poll and one read show the hangup. Prints every byte
  * read and each read's errno after the hangup, the same natively and forwarded. `file PATH ROUNDS`: a
  * poll and a read of 16 bytes, ROUNDS times. `fork`: the parent polls the master and reads part of a
- * chunk, forks, and reads the rest; then the slave writes another chunk and the child reads it: each
- * byte is read once, by one of them. */
+ * chunk, forks, and reads the rest; the child reads the next chunk; then the parent polls while the child
+ * reads part of a third, and the parent the rest: each byte is read once, by the process that reads it
+ * natively. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -32,9 +33,10 @@ static void print_read(const char *who, int fd, size_t count) {
 }
 
 static int fork_between_reads(int master, int slave) {
-    const char *first = "abcdefghij", *second = "klm";
-    int go[2];
-    if (pipe(go) != 0 || write(slave, first, strlen(first)) != (ssize_t)strlen(first) || wait_readable(master) != 0) {
+    const char *first = "abcdefghij", *second = "klm", *third = "xyz!";
+    int go[2], polling[2];
+    if (pipe(go) != 0 || pipe(polling) != 0 || write(slave, first, strlen(first)) != (ssize_t)strlen(first) ||
+        wait_readable(master) != 0) {
         perror("first chunk");
         return 1;
     }
@@ -44,20 +46,31 @@ static int fork_between_reads(int master, int slave) {
     if (child == 0) {
         char c;
         if (read(go[0], &c, 1) != 1) _exit(1);
-        if (wait_readable(master) != 0) { printf("child: not readable\n"); _exit(1); }
+        if (wait_readable(master) != 0) { printf("child: not readable\n"); fflush(stdout); _exit(1); }
         print_read("child", master, 64);
+        /* While the parent polls the master too: its poll takes none of the bytes the child reads. */
+        if (read(polling[0], &c, 1) != 1) _exit(1);
+        usleep(200000);
+        if (write(slave, third, strlen(third)) != (ssize_t)strlen(third)) _exit(1);
+        if (wait_readable(master) != 0) { printf("child: not readable\n"); fflush(stdout); _exit(1); }
+        print_read("child", master, 3);
         _exit(0);
     }
     print_read("parent", master, 7);
-    if (write(slave, second, strlen(second)) != (ssize_t)strlen(second) || write(go[1], "g", 1) != 1) {
+    if (write(slave, second, strlen(second)) != (ssize_t)strlen(second) || write(go[1], "g", 1) != 1 ||
+        write(polling[1], "p", 1) != 1) {
         perror("second chunk");
         return 1;
     }
+    struct pollfd p = { master, POLLIN, 0 };
+    int polled = poll(&p, 1, 10000);
     int status;
     if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         printf("parent: the child failed\n");
         return 1;
     }
+    printf("parent: poll %d%s\n", polled, p.revents & POLLIN ? " POLLIN" : "");
+    print_read("parent", master, 64);
     return 0;
 }
 

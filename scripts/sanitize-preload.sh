@@ -2,10 +2,10 @@
 # The preload frontend's tests (real programs under `paradice run`) with the frontend built by clang under
 # AddressSanitizer and UndefinedBehaviorSanitizer. Any sanitizer report fails the run, whether or not the
 # program's exit status shows it: reports go to files, which must stay empty.
-#   scripts/sanitize-preload.sh [test filter]     (default: the preload, conformance, remote-memory and interrupt suites)
+#   scripts/sanitize-preload.sh [test filter]     (default: the preload, round-trip, conformance, remote-memory and interrupt suites)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-filter="${1:-PreloadTests|ConformanceTests|RemoteMemoryTests|InterruptTests}"
+filter="${1:-PreloadTests|PreloadRoundTripTests|ConformanceTests|RemoteMemoryTests|InterruptTests}"
 out=.build/sanitize
 reports="$out/reports"
 rm -rf "$reports"

@@ -52,6 +52,11 @@ public struct GuestLimits: Sendable, Equatable {
     public var sessions = 1024
     /// Seconds a new connection has to complete its handshake: a silent one would hold a session for ever.
     public var handshakeSeconds = 10
+    /// Seconds a forked child has to claim the files its parent held at the fork (PD_FORK's ticket); an
+    /// unclaimed ticket's references are dropped then, as a child that died before it connected.
+    public var forkTicketSeconds = 60
+    /// PD_FORK tickets one process's files may have unclaimed at once (EAGAIN beyond, as fork past RLIMIT_NPROC).
+    public var forkTickets = 64
 
     public init() {}
 }
@@ -83,6 +88,10 @@ public final class Backend: @unchecked Sendable {
     private let sessionsLock = Lock()
     private var sessions: [UInt32: Session] = [:]
     private var nextSession: UInt32 = 1
+    /// Forked children's files, held from the parent's PD_FORK until the child claims them (by ticket id,
+    /// from the sessions' id space).
+    private var forkTickets: [UInt32: ForkTicket] = [:]
+    private var ticketExpiryStarted = false
     /// Who holds the exclusive exports, and which guest is the foreground of the foreground ones.
     let sharing = DeviceSharing()
     /// The policy in force: replaced whole by a reload, read by every session's checks.
@@ -137,9 +146,7 @@ public final class Backend: @unchecked Sendable {
                 socket.maxFrameLength = min(configuration.limits.maxFrame, Int(PD_MAX_FRAME))
                 let admitted = sessionsLock.withLock { () -> Session? in
                     guard sessions.count < configuration.limits.sessions else { return nil }
-                    var id = nextSession
-                    while id == 0 || sessions[id] != nil { id &+= 1 }
-                    nextSession = id &+ 1
+                    let id = newSessionID()
                     let s = Session(id: id, socket: socket, backend: self)
                     sessions[id] = s
                     return s
@@ -220,4 +227,77 @@ public final class Backend: @unchecked Sendable {
     public var activeSessions: Int { sessionsLock.withLock { sessions.count } }
 
     func session(_ id: UInt32) -> Session? { sessionsLock.withLock { sessions[id] } }
+
+    /// Under sessionsLock: an id neither a session nor a ticket has.
+    private func newSessionID() -> UInt32 {
+        var id = nextSession
+        while id == 0 || sessions[id] != nil || forkTickets[id] != nil { id &+= 1 }
+        nextSession = id &+ 1
+        return id
+    }
+
+    /// PD_FORK: a ticket holding a reference to each file the session's table holds now, for the child
+    /// about to be forked; nil past the limit of unclaimed tickets.
+    func issueForkTicket(for session: Session) -> UInt32? {
+        let issued = sessionsLock.withLock { () -> UInt32? in
+            guard forkTickets.values.filter({ $0.handles === session.handles }).count < configuration.limits.forkTickets else { return nil }
+            let id = newSessionID()
+            session.handles.join(id, from: session.id)
+            forkTickets[id] = ForkTicket(handles: session.handles, guest: session.guest, identity: session.identity,
+                                         expires: monotonicSeconds() + Double(configuration.limits.forkTicketSeconds))
+            return id
+        }
+        if issued != nil { startTicketExpiry() }
+        return issued
+    }
+
+    /// The child's claim in its handshake: the ticket, if the token is its table's and the claimant is the
+    /// principal that forked (a ticket another principal names stays for its child).
+    func claimForkTicket(_ id: UInt32, token: UInt32, by identity: PeerIdentity) -> ForkTicket? {
+        sessionsLock.withLock {
+            guard let ticket = forkTickets[id], ticket.handles.token == token,
+                  !ticket.identity.isAuthenticated || ticket.identity.isSamePrincipal(as: identity) else { return nil }
+            forkTickets[id] = nil
+            return ticket
+        }
+    }
+
+    /// Drops the references of tickets no child claimed in time, every second while any is out.
+    private func startTicketExpiry() {
+        let start = sessionsLock.withLock { () -> Bool in
+            defer { ticketExpiryStarted = true }
+            return !ticketExpiryStarted
+        }
+        guard start else { return }
+        startThread { [self] in
+            while true {
+                sleep(1)
+                let now = monotonicSeconds()
+                let expired = sessionsLock.withLock { () -> [(UInt32, ForkTicket)] in
+                    let gone = forkTickets.filter { $0.value.expires <= now }
+                    for id in gone.keys { forkTickets[id] = nil }
+                    return gone.map { ($0.key, $0.value) }
+                }
+                for (id, ticket) in expired {
+                    let count = ticket.handles.releaseAll(for: id)
+                    logger.notice("a forked child did not claim its parent's files: dropped", metadata: ["ticket": "\(id)", "files": "\(count)"])
+                }
+            }
+        }
+    }
+}
+
+/// What a forked child claims: the table its parent's files are in, the ticket's references in it, and the
+/// parent's guest.
+struct ForkTicket {
+    let handles: HandleTable
+    let guest: GuestScope
+    let identity: PeerIdentity
+    let expires: Double
+}
+
+private func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }

@@ -55,6 +55,16 @@ final class HandleTable: @unchecked Sendable {
         }
     }
 
+    /// The references one session holds become another's: a forked child claiming its ticket.
+    func transfer(from holder: UInt32, to session: UInt32) {
+        lock.withLock {
+            for h in holders.indices where holders[h].remove(holder) != nil {
+                if holders[h].insert(session).inserted { held[session, default: 0] += 1 }
+            }
+            held[holder] = nil
+        }
+    }
+
     /// Every reference of a session that ended; returns how many files it held.
     func releaseAll(for session: UInt32) -> Int {
         lock.withLock {

@@ -32,6 +32,7 @@ extension Session {
             case .listDirectory(let path): listDirectory(request, path)
             case .interrupt(let target): interrupt(target)   // no reply of its own
             case .focus(let guest): focus(request, guest: guest)
+            case .fork: fork(request)
             case .unknown(let op):
                 logger.warning("unknown operation", metadata: ["op": "\(op)"])
                 fail(request, .noFunction)
@@ -59,7 +60,7 @@ struct MalformedFrame: Error {
             PD_FASYNC.code: "FASYNC", PD_SETFL.code: "SETFL", PD_WATCH.code: "WATCH", PD_PREAD.code: "PREAD",
             PD_PWRITE.code: "PWRITE", PD_FSTAT.code: "FSTAT", PD_MMAP.code: "MMAP", PD_MUNMAP.code: "MUNMAP",
             PD_READLINK.code: "READLINK", PD_LISTDIR.code: "LISTDIR", PD_BYE.code: "BYE", PD_SHARE.code: "SHARE",
-            PD_INTERRUPT.code: "INTERRUPT", PD_FOCUS.code: "FOCUS",
+            PD_INTERRUPT.code: "INTERRUPT", PD_FOCUS.code: "FOCUS", PD_FORK.code: "FORK",
         ]
         return names[op].map { "PD_" + $0 } ?? "\(op)"
     }

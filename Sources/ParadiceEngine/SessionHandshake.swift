@@ -17,8 +17,16 @@ extension Session {
             throw ProtocolError("version \(hello.header.major).\(hello.header.minor)")
         }
         logger[metadataKey: "guest"] = "\(hello.name.isEmpty ? "?" : hello.name) pid \(hello.header.pid)"
-        if hello.header.join_session != 0 {
-            // A forked child: it shares its parent's files, each with a reference of its own.
+        if hello.header.join_session != 0,
+           let ticket = backend.claimForkTicket(hello.header.join_session, token: hello.header.join_token, by: identity) {
+            // A forked child with its PD_FORK ticket: the files its parent held at the fork become its own.
+            handles = ticket.handles
+            guest = ticket.guest
+            handles.transfer(from: hello.header.join_session, to: id)
+            logger.info("forked guest claimed its parent's files", metadata: ["ticket": "\(hello.header.join_session)"])
+        } else if hello.header.join_session != 0 {
+            // A forked child without a ticket: it shares its parent's files as they are now, each with a
+            // reference of its own.
             guard let parent = backend.session(hello.header.join_session), parent.handles.token == hello.header.join_token else {
                 logger.warning("refused a join of an unknown session", metadata: ["session": "\(hello.header.join_session)"])
                 try socket.sendRaw(Reply.frame(frame.request, .failure(.notPermitted)))
@@ -56,5 +64,17 @@ extension Session {
             w.pad()
         }
         try socket.sendRaw(w.frame(op: PD_REPLY.code, request: frame.request))
+    }
+}
+
+extension Session {
+    /// PD_FORK: the guest process is about to fork. The ticket holds what the session's table holds now, so
+    /// its child keeps the files it inherits whatever the parent closes or opens meanwhile, or if it exits.
+    func fork(_ request: UInt32) {
+        guard let ticket = backend.issueForkTicket(for: self) else {
+            reachedLimit("fork tickets", backend.configuration.limits.forkTickets, .resourceTemporarilyUnavailable)
+            return fail(request, .resourceTemporarilyUnavailable)
+        }
+        reply(request, result: Int64(ticket))
     }
 }

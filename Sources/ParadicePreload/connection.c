@@ -11,6 +11,24 @@
 struct pd_connection pd_conn = PD_CONNECTION_INIT;
 static pthread_mutex_t connect_lock = PTHREAD_MUTEX_INITIALIZER;
 static int complained;
+static uint32_t fork_ticket;   /* a forked child's PD_FORK ticket, until its handshake names it */
+
+/* A fork while another thread connects, or holds the connection's state, would leave the child a lock
+ * held for ever; a send in flight (which may block) leaves its lock to the parent's stream, not the
+ * child's new one. */
+static void lock_for_fork(void) {
+    pthread_mutex_lock(&connect_lock);
+    pthread_mutex_lock(&pd_conn.lock);
+}
+static void unlock_after_fork(void) {
+    pthread_mutex_unlock(&pd_conn.lock);
+    pthread_mutex_unlock(&connect_lock);
+}
+static void child_after_fork(void) {
+    pthread_mutex_init(&pd_conn.send_lock, NULL);
+    unlock_after_fork();
+}
+__attribute__((constructor)) static void guard_fork(void) { pthread_atfork(lock_for_fork, unlock_after_fork, child_after_fork); }
 
 void pd_log(const char *format, ...) {
     char line[512];
@@ -49,6 +67,8 @@ int pd_connect(void) {
         /* Inherited across fork: the parent's connection is not ours to use, but its files are: the child
          * joins the parent's session with a connection of its own. */
         pd_conn_forget(&pd_conn, &join_session, &join_token);
+        if (fork_ticket) join_session = fork_ticket;   /* what the parent held at the fork, not now */
+        fork_ticket = 0;
     }
     const char *url = getenv("PARADICE_BACKEND");
     if (!url) { pthread_mutex_unlock(&connect_lock); errno = ENOENT; return -1; }
@@ -92,6 +112,43 @@ __attribute__((destructor)) static void pd_goodbye(void) {
     if (!pd_conn_live(&pd_conn)) return;
     fflush(NULL);   /* stdio streams over forwarded files write while their session lives */
     pd_conn_goodbye(&pd_conn);
+}
+
+/* Transports that carry one session at a time: a child cannot connect beside its parent. */
+static int one_session_at_a_time(const char *address) {
+    static const char *const schemes[] = { "serial:", "ivshmem:", "vchan:" };
+    for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
+        if (address && strncmp(address, schemes[i], strlen(schemes[i])) == 0) return 1;
+    return 0;
+}
+
+/* As the process forks (the parent, before): a ticket that holds every file of the process's table for
+ * the child, whatever the parent closes or opens meanwhile; 0 without files, over a transport the child
+ * cannot connect by, or from a backend that has no PD_FORK (the child then joins the parent's session as
+ * it is when it connects). */
+uint32_t pd_fork_ticket(void) {
+    if (!pd_conn_live(&pd_conn) || !pd_has_files() || one_session_at_a_time(pd_conn.address)) return 0;
+    int e = errno;
+    struct pd_buffer b;
+    pd_buffer_init(&b, 0);
+    struct pd_frame reply = { .descriptor = -1 };
+    uint32_t ticket = 0;
+    if (pd_conn_call(&pd_conn, PD_FORK, 0, 0, &b, &reply) == 0) {
+        int64_t r = pd_reply_result(&reply, NULL, NULL);
+        if (r > 0 && r <= UINT32_MAX) ticket = (uint32_t)r;
+        pd_frame_release(&pd_conn, &reply);
+    }
+    pd_buffer_free(&b);
+    errno = e;
+    return ticket;
+}
+
+/* The child, just forked: it claims its ticket at once, since the backend keeps it only so long. */
+void pd_claim_fork_ticket(uint32_t ticket) {
+    int e = errno;
+    fork_ticket = ticket;
+    (void)pd_connect();
+    errno = e;
 }
 
 int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request, struct pd_frame *reply) {

@@ -557,6 +557,14 @@ ssize_t pd_read(struct pd_file *f, void *buffer, size_t count, int positional, o
     return (ssize_t)n;
 }
 
+int pd_has_files(void) {
+    pthread_mutex_lock(&files_lock);
+    int any = 0;
+    for (int bucket = 0; bucket < HANDLE_BUCKETS && !any; bucket++) any = by_handle[bucket] != NULL;
+    pthread_mutex_unlock(&files_lock);
+    return any;
+}
+
 int pd_has_read_ahead(struct pd_file *f) {
     pthread_mutex_lock(&files_lock);
     int ahead = f->ahead_length > f->ahead_taken;

@@ -68,6 +68,9 @@ int pd_dup_onto(int fd, int target, int flags, int three);
 int pd_handle_for_fd(int fd, uint32_t *handle);
 int pd_file_flags(struct pd_file *f);
 int pd_has_read_ahead(struct pd_file *f);   /* 1 when a poll read bytes its next reads take */
+int pd_has_files(void);                    /* 1 when some descriptor names a forwarded file */
+uint32_t pd_fork_ticket(void);             /* the parent, as it forks: the child's PD_FORK ticket, or 0 */
+void pd_claim_fork_ticket(uint32_t ticket);   /* the child, just forked: joins with it */
 
 /* Readiness for epoll: the backend's events mirrored into the placeholder eventfd. */
 void pd_start_event_reader(void);

@@ -40,6 +40,18 @@ __attribute__((constructor)) void pd_resolve_real(void) {
 
 #define REAL(fn) static __typeof__(&fn) real_##fn; if (!real_##fn) real_##fn = next(#fn)
 
+/* ---- fork ---- */
+
+/* The child keeps what it inherits: the backend holds the parent's files for it from before the fork
+ * until the child's connection claims them (PD_FORK). vfork and posix_spawn children exec at once. */
+pid_t fork(void) {
+    REAL(fork);
+    uint32_t ticket = pd_fork_ticket();
+    pid_t pid = real_fork();
+    if (pid == 0 && ticket) pd_claim_fork_ticket(ticket);
+    return pid;
+}
+
 /* ---- opening ---- */
 
 static int open_common(int dirfd, const char *path, int flags, mode_t mode, int at) {

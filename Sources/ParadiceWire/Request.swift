@@ -39,6 +39,8 @@ public enum Request: Sendable {
     case interrupt(request: UInt32)
     /// PD_FOCUS: make the guest so named the foreground of the `foreground` exports (a control request).
     case focus(guest: GuestPath)
+    /// PD_FORK: the guest process is forking; the reply's ticket lets its child hold what it holds now.
+    case fork
     /// An op no frontend sends (PD_HELLO again, a reply's op, a number past the protocol's): ENOSYS.
     case unknown(op: UInt16)
 }
@@ -113,6 +115,7 @@ public struct RequestFrame: Sendable {
         case PD_LISTDIR.code: return .listDirectory(path: guestPath(frame.body[...]))
         case PD_INTERRUPT.code: return .interrupt(request: try reader.read(pd_interrupt_request.self).request)
         case PD_FOCUS.code: return .focus(guest: guestPath(frame.body[...]))
+        case PD_FORK.code: return .fork
         default: return .unknown(op: frame.op)
         }
     }

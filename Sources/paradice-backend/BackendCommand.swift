@@ -75,6 +75,9 @@ struct BackendCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seconds a new connection has to send its handshake before it is closed (default 10).", valueName: "s"))
     var handshakeTimeout: Int?
 
+    @Option(name: .long, help: ArgumentHelp("Seconds a forked guest process has to claim the files its parent held at the fork; then they are dropped (default 60).", valueName: "s"))
+    var forkTimeout: Int?
+
     @Option(name: .long, help: ArgumentHelp("The backend's certificate (PEM, with its chain) for TLS on TCP listeners.", valueName: "file"))
     var tlsCert: String?
 
@@ -177,6 +180,7 @@ struct BackendCommand: ParsableCommand {
         try set("max-frame", maxFrame, \.maxFrame, bytes: true, most: GuestLimits().maxFrame)
         try set("max-sessions", maxSessions.map(String.init), \.sessions)
         try set("handshake-timeout", handshakeTimeout.map(String.init), \.handshakeSeconds)
+        try set("fork-timeout", forkTimeout.map(String.init), \.forkTicketSeconds)
         return limits
     }
 

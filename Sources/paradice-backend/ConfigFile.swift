@@ -35,7 +35,8 @@ enum ConfigFile {
     }
 
     static let limitKeys: Set<String> = ["max-open-files", "max-requests-in-flight", "max-workers", "max-mapped-bytes",
-                                         "max-read-bytes-in-flight", "max-frame", "max-sessions", "handshake-timeout"]
+                                         "max-read-bytes-in-flight", "max-frame", "max-sessions", "handshake-timeout",
+                                         "fork-timeout"]
 
     struct Failure: Error, CustomStringConvertible {
         var description: String

@@ -40,7 +40,8 @@ struct ConfigTests {
     @Test func limitsAreSettingsOfTheCommandLineAndTheConfigFile() throws {
         let help = try run(productsFolder + "/paradice-backend", ["--help"])
         for option in ["--max-open-files", "--max-requests-in-flight", "--max-workers", "--max-mapped-bytes",
-                       "--max-read-bytes-in-flight", "--max-frame", "--max-sessions", "--handshake-timeout"] {
+                       "--max-read-bytes-in-flight", "--max-frame", "--max-sessions", "--handshake-timeout",
+                       "--fork-timeout"] {
             #expect(help.output.contains(option), "\(option)")
         }
         let path = NSTemporaryDirectory() + "paradice-limits-\(getpid()).toml"

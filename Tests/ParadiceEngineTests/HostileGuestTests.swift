@@ -283,7 +283,7 @@ struct HostileGuestTests {
         let guest = try RawGuest(bench.backend.unixEndpoint)
         #expect(guest.hello())
         // Ops no frontend sends: ENOSYS, and the session goes on.
-        for op: UInt16 in [0, 24, 99, 0x7F, PD_REPLY.code, PD_NEED.code, PD_EVENT.code, 0xFFFF, PD_HELLO.code] {
+        for op: UInt16 in [0, 25, 99, 0x7F, PD_REPLY.code, PD_NEED.code, PD_EVENT.code, 0xFFFF, PD_HELLO.code] {
             guest.send(RawGuest.frame(op: op, request: 5, body: [1, 2, 3]))
             let reply = guest.receive()
             #expect(reply.flatMap(RawGuest.decode)?.error == ENOSYS, "op \(op)")
@@ -341,6 +341,44 @@ struct HostileGuestTests {
         guest.send(RawGuest.frame(op: PD_BYE.code, request: guest.newRequest()))
         #expect(guest.closedByBackend())
         try bench.expectBackToBaseline("unknown ops and bad handles")
+    }
+
+    /// PD_FORK's tickets: one is claimed once, with its table's token, and holds the files the parent held
+    /// when it was issued; one nobody claims is dropped after --fork-timeout; a process has at most 64 out.
+    @Test func forkTicketsAreClaimedOnceWithTheirTokenAndExpire() throws {
+        let bench = try HostileBench(extra: ["--fork-timeout", "2"])
+        let parent = try RawGuest(bench.backend.unixEndpoint)
+        let session = try #require(parent.handshake("parent"))
+        let (handle, error) = parent.open("/dev/ptmx")
+        try #require(error == 0)
+        let ticket = try #require(parent.result(PD_FORK))
+        #expect(ticket.error == 0 && ticket.result > 0 && ticket.result != Int64(session.session))
+        let id = UInt32(truncatingIfNeeded: ticket.result)
+        // The file the parent closes after the fork stays the child's.
+        #expect(parent.result(PD_CLOSE, handle: handle)?.error == 0)
+        // Another token, or a guessed ticket: refused, and the ticket is still there for the child.
+        #expect(try RawGuest(bench.backend.unixEndpoint).handshake(join: id, token: session.token ^ 1) == nil)
+        #expect(try RawGuest(bench.backend.unixEndpoint).handshake(join: id &+ 1000, token: session.token) == nil)
+        let child = try RawGuest(bench.backend.unixEndpoint)
+        #expect(child.handshake("child", join: id, token: session.token) != nil)
+        #expect(child.result(PD_FSTAT, handle: handle)?.error == 0)
+        #expect(try RawGuest(bench.backend.unixEndpoint).handshake(join: id, token: session.token) == nil, "claimed twice")
+        // Without a ticket (a child forked past the frontend's fork), a child joins the live session as it is.
+        let late = try RawGuest(bench.backend.unixEndpoint)
+        #expect(late.handshake("late child", join: session.session, token: session.token) != nil)
+        #expect(late.result(PD_FSTAT, handle: handle)?.error == EBADF)
+        // A ticket no child claims: its references go after the timeout.
+        let (second, _) = parent.open("/dev/ptmx")
+        let unclaimed = try #require(parent.result(PD_FORK))
+        #expect(parent.result(PD_CLOSE, handle: second)?.error == 0)
+        #expect(bench.backend.waitUntil(seconds: 20) { bench.backend.log.contains("a forked child did not claim its parent's files: dropped") },
+                "\(bench.backend.log)")
+        #expect(try RawGuest(bench.backend.unixEndpoint).handshake(join: UInt32(truncatingIfNeeded: unclaimed.result), token: session.token) == nil)
+        // At most 64 out at once: EAGAIN after, and the session goes on.
+        let errors = (0..<65).map { _ in parent.result(PD_FORK)?.error }
+        #expect(errors.prefix(64).allSatisfy { $0 == 0 } && errors.last == EAGAIN, "\(errors)")
+        #expect(parent.result(PD_FSTAT, handle: handle)?.error == EBADF)
+        try bench.expectServed()
     }
 
     @Test func hugeReadCountsReserveButDoNotTakeMemory() throws {

@@ -161,12 +161,18 @@ final class RawGuest {
 
     /// The handshake; true once the backend answered with a session.
     @discardableResult
-    func hello(_ name: String = "raw") -> Bool {
+    func hello(_ name: String = "raw") -> Bool { handshake(name) != nil }
+
+    /// The handshake, joining a session or claiming a fork ticket when asked: the backend's answer, or nil
+    /// when it answered with an error (or not at all).
+    func handshake(_ name: String = "raw", join session: UInt32 = 0, token: UInt32 = 0) -> pd_hello_reply? {
         var body = bytes(of: pd_hello(magic: PD_MAGIC, major: UInt16(PD_VERSION_MAJOR), minor: UInt16(PD_VERSION_MINOR),
-                                      capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS, pid: UInt32(getpid()), join_session: 0, join_token: 0))
+                                      capabilities: PD_CAP_EVENTS | PD_CAP_FD_SLOTS, pid: UInt32(getpid()), join_session: session, join_token: token))
         body += Array(name.utf8)
-        guard send(Self.frame(op: PD_HELLO.code, request: 0, body: body)), let reply = receive() else { return false }
-        return reply.op == PD_REPLY.code && reply.body.count >= MemoryLayout<pd_hello_reply>.size
+        guard send(Self.frame(op: PD_HELLO.code, request: 0, body: body)), let reply = receive(), reply.op == PD_REPLY.code else { return nil }
+        var reader = BodyReader(reply.body)
+        guard reply.body.count >= MemoryLayout<pd_hello_reply>.size else { return nil }
+        return try? reader.read(pd_hello_reply.self)
     }
 
     /// Opens an exported path: the handle, or the errno.

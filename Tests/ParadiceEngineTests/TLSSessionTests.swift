@@ -105,7 +105,7 @@ struct TLSSessionTests {
             """
         let r = try paradiceRun(backend.endpoint, ["python3", "-c", script], extra: files.guestOptions)
         #expect(r.output == "child True\nparent True\n", "\(r.output)\(r.errors)")
-        #expect(backend.waitUntil(seconds: 30) { backend.log.contains("forked guest joined its parent's session") }, "\(backend.log)")
+        #expect(backend.waitUntil(seconds: 30) { backend.log.contains("forked guest claimed its parent's files") }, "\(backend.log)")
     }
 
     @Test func aJoinNeedsTheParentsPrincipal() {

@@ -53,6 +53,11 @@ enum pd_op {
                                                                          of every `foreground` export; EPERM when
                                                                          the policy does not let the sender, ENOENT
                                                                          when no session is that guest */
+    PD_FORK    = 24,  /* (handle 0), as the guest process forks       → result = a ticket: a session id the
+                                                                         child names in pd_hello.join_session
+                                                                         (with the table's token) to hold what
+                                                                         the parent held at the fork, whatever
+                                                                         the parent closes or opens after it */
 
     PD_REPLY   = 0x80, /* pd_reply + op-specific data */
     PD_NEED    = 0x81, /* pd_need: an ioctl needs more guest memory; resend PD_IOCTL with it */
@@ -80,7 +85,8 @@ struct pd_hello {
     uint16_t major, minor;
     uint32_t capabilities;
     uint32_t pid;              /* the guest process, for logs */
-    uint32_t join_session;     /* a forked child: the parent's session, whose handles it shares, or 0 */
+    uint32_t join_session;     /* a forked child: its PD_FORK ticket, or the parent's session (whose
+                                  handles it then shares as they are when it joins), or 0 */
     uint32_t join_token;       /* that session's token (pd_hello_reply) */
     /* then the guest's name (UTF-8), to the end of the body */
 };

@@ -15,7 +15,7 @@ static uint32_t fork_ticket;   /* a forked child's PD_FORK ticket, until its han
 
 /* A fork while another thread connects, or holds the connection's state, would leave the child a lock
  * held for ever; a send in flight (which may block) leaves its lock to the parent's stream, not the
- * child's new one. */
+ * child's new one, and the threads waiting for replies are not the child's. */
 static void lock_for_fork(void) {
     pthread_mutex_lock(&connect_lock);
     pthread_mutex_lock(&pd_conn.lock);
@@ -26,6 +26,7 @@ static void unlock_after_fork(void) {
 }
 static void child_after_fork(void) {
     pthread_mutex_init(&pd_conn.send_lock, NULL);
+    pthread_cond_init(&pd_conn.cond, NULL);
     unlock_after_fork();
 }
 __attribute__((constructor)) static void guard_fork(void) { pthread_atfork(lock_for_fork, unlock_after_fork, child_after_fork); }

@@ -43,7 +43,8 @@ __attribute__((constructor)) void pd_resolve_real(void) {
 /* ---- fork ---- */
 
 /* The child keeps what it inherits: the backend holds the parent's files for it from before the fork
- * until the child's connection claims them (PD_FORK). vfork and posix_spawn children exec at once. */
+ * until the child's connection claims them (PD_FORK). vfork and posix_spawn children exec at once. A
+ * fork that fails leaves its ticket to expire (fork-timeout). */
 pid_t fork(void) {
     REAL(fork);
     uint32_t ticket = pd_fork_ticket();

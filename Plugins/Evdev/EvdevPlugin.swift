@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ParadiceEngine
 import ParadicePlan
 import ParadiceSpec
@@ -14,7 +17,8 @@ import ParadiceTransport
 ///   every event to it alone (evdev.c, evdev_events: a grabbing client is the only one served); a
 ///   background guest's files receive nothing, as a program of an inactive VT under a grabbing display
 ///   server. Events already queued in a file stay its own: they came while it was the foreground.
-///   The guest's own EVIOCGRAB there never reaches the driver (ForegroundGrabs).
+///   The guest's own EVIOCGRAB there never reaches the driver (ForegroundGrabs). While the foreground
+///   guest has no file of the device, the backend's own file of it holds the grab (IdleGrabs).
 public final class EvdevPlugin: DevicePlugin {
     public static let name = "evdev"
     private let grab = SpecDerived { specs throws in
@@ -24,18 +28,26 @@ public final class EvdevPlugin: DevicePlugin {
         return (number: number, ioctls: IoctlKinds<EvdevIoctl>(specs))
     }
 
+    private let idle = IdleGrabs()
+
     public init() {}
 
     public func check(_ specs: SpecSet) throws { try grab.check(specs) }
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
         guard file.sharing == .foreground, let grab = grab(file.specs) else { return nil }
-        return ForegroundInputFile(file, ioctls: grab.ioctls, grabs: file.guest.value { ForegroundGrabs(grab.number) })
+        // After the sharing bookkeeping: a foreground guest's file holds its grab already.
+        idle.opened(file, grabNumber: grab.number)
+        return ForegroundInputFile(file, ioctls: grab.ioctls, grabs: grabs(file, grab.number), idle: idle)
     }
 
     public func foregroundChanged(_ file: DeviceFile, isForeground: Bool) {
         guard let grab = grab(file.specs) else { return }
-        file.guest.value { ForegroundGrabs(grab.number) }.foregroundChanged(file, isForeground: isForeground)
+        grabs(file, grab.number).foregroundChanged(file, isForeground: isForeground)
+    }
+
+    private func grabs(_ file: DeviceFile, _ number: UInt32) -> ForegroundGrabs {
+        file.guest.value { [idle] in ForegroundGrabs(number, idle: idle) }
     }
 }
 
@@ -61,9 +73,10 @@ final class ForegroundGrabs: @unchecked Sendable {
         var revoked: Set<Int32> = []        // files the guest's EVIOCREVOKE made dead: they receive nothing again
     }
     private let grabNumber: UInt32
+    private let idle: IdleGrabs
     private let devices = LockedValue<[String: Device]>([:])
 
-    init(_ grabNumber: UInt32) { self.grabNumber = grabNumber }
+    init(_ grabNumber: UInt32, idle: IdleGrabs) { (self.grabNumber, self.idle) = (grabNumber, idle) }
 
     func foregroundChanged(_ file: DeviceFile, isForeground: Bool) {
         devices.withLock { devices in
@@ -71,10 +84,9 @@ final class ForegroundGrabs: @unchecked Sendable {
             device.foreground.removeAll { $0.descriptor == file.descriptor }
             if isForeground && !device.revoked.contains(file.descriptor) {
                 device.foreground.append(file)
-                settle(&device)
+                settle(&device, file.path)
             } else if device.backendGrab == file.descriptor {
-                _ = try? file.ioctl(grabNumber, value: 0)
-                device.backendGrab = nil
+                release(&device, file, ungrab: true)
             }
             devices[file.path] = device
         }
@@ -88,7 +100,7 @@ final class ForegroundGrabs: @unchecked Sendable {
             if value != 0 {
                 guard device.guestGrab == nil else { return .failure(.resourceBusy) }
                 device.guestGrab = file.descriptor
-                settle(&device)
+                settle(&device, file.path)
             } else {
                 guard device.guestGrab == file.descriptor else { return .failure(.invalidArgument) }
                 device.guestGrab = nil   // the backend's grab stays where it is: still one of this guest's files
@@ -105,8 +117,8 @@ final class ForegroundGrabs: @unchecked Sendable {
             device.revoked.insert(file.descriptor)
             if device.guestGrab == file.descriptor { device.guestGrab = nil }
             device.foreground.removeAll { $0.descriptor == file.descriptor }
-            if device.backendGrab == file.descriptor { device.backendGrab = nil }
-            settle(&device)
+            if device.backendGrab == file.descriptor { release(&device, file, ungrab: false) }
+            settle(&device, file.path)
             devices[file.path] = device
         }
     }
@@ -118,11 +130,8 @@ final class ForegroundGrabs: @unchecked Sendable {
             device.foreground.removeAll { $0.descriptor == file.descriptor }
             if device.guestGrab == file.descriptor { device.guestGrab = nil }
             device.revoked.remove(file.descriptor)
-            if device.backendGrab == file.descriptor {
-                _ = try? file.ioctl(grabNumber, value: 0)
-                device.backendGrab = nil
-            }
-            settle(&device)
+            if device.backendGrab == file.descriptor { release(&device, file, ungrab: true) }
+            settle(&device, file.path)
             devices[file.path] = device.foreground.isEmpty && device.guestGrab == nil && device.revoked.isEmpty ? nil : device
         }
     }
@@ -130,16 +139,72 @@ final class ForegroundGrabs: @unchecked Sendable {
     /// Puts the backend's grab on the foreground file holding the guest's grab, or keeps it where it is, or
     /// takes it on the first foreground file. A grab that fails (EBUSY: another process tree of the same
     /// principal holds the device) leaves none here.
-    private func settle(_ device: inout Device) {
+    private func settle(_ device: inout Device, _ path: String) {
         let foreground = device.foreground.map(\.descriptor)
         let wanted = [device.guestGrab, device.backendGrab, foreground.first].compactMap { $0 }.first { foreground.contains($0) }
         guard wanted != device.backendGrab else { return }
+        let target = device.foreground.first { $0.descriptor == wanted }
+        // Counted before the old grab goes: the idle grab does not come between, and lets go before this
+        // one is taken (it would be EBUSY).
+        if target != nil { idle.guestGrabStarts(path) }
         if let held = device.foreground.first(where: { $0.descriptor == device.backendGrab }) {
-            _ = try? held.ioctl(grabNumber, value: 0)
+            release(&device, held, ungrab: true)
+        } else if device.backendGrab != nil {
+            device.backendGrab = nil
+            idle.guestGrabEnded(path)
         }
-        device.backendGrab = nil
-        if let file = device.foreground.first(where: { $0.descriptor == wanted }), (try? file.ioctl(grabNumber, value: 1)) != nil {
+        guard let file = target else { return }
+        if (try? file.ioctl(grabNumber, value: 1)) != nil {
             device.backendGrab = file.descriptor
+        } else {
+            idle.guestGrabEnded(path)
+        }
+    }
+
+    /// The backend's grab leaves `file` (ungrabbed here, or already by the driver): the idle grab may take it.
+    private func release(_ device: inout Device, _ file: DeviceFile, ungrab: Bool) {
+        if ungrab { _ = try? file.ioctl(grabNumber, value: 0) }
+        device.backendGrab = nil
+        idle.guestGrabEnded(file.path)
+    }
+}
+
+/// The backend's own file of each `foreground` input device, grabbed while guests have files of it open and
+/// none of their files holds the backend's grab (the foreground guest has none open): the events then reach
+/// no one, as on a console whose active VT has no reader, instead of every background guest. It closes with
+/// the last guest file of the device.
+final class IdleGrabs: @unchecked Sendable {
+    private struct Device {
+        var files = 0           // guests' open files of the device
+        var guestGrabs = 0      // of them, the ones holding the backend's grab
+        var own: Int32?         // the backend's grabbed descriptor
+    }
+    private let devices = LockedValue<[String: Device]>([:])
+    /// EVIOCGRAB's number, learnt from the first file's specs.
+    private let grabNumber = LockedValue<UInt32?>(nil)
+
+    func opened(_ file: DeviceFile, grabNumber number: UInt32) {
+        grabNumber.withLock { $0 = number }
+        update(file.path) { $0.files += 1 }
+    }
+    func closed(_ path: String) { update(path) { $0.files -= 1 } }
+    func guestGrabStarts(_ path: String) { update(path) { $0.guestGrabs += 1 } }
+    func guestGrabEnded(_ path: String) { update(path) { $0.guestGrabs -= 1 } }
+
+    private func update(_ path: String, _ change: (inout Device) -> Void) {
+        let number = grabNumber.withLock { $0 }
+        devices.withLock { devices in
+            var device = devices[path, default: Device()]
+            change(&device)
+            let wanted = device.files > 0 && device.guestGrabs == 0
+            if !wanted, let own = device.own {
+                try? Syscall.close(own)   // the grab goes with the file
+                device.own = nil
+            } else if wanted, device.own == nil, let number,
+                      let fd = try? Syscall.open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC) {
+                if (try? Syscall.ioctl(fd, UInt(number), value: 1)) != nil { device.own = fd } else { try? Syscall.close(fd) }
+            }
+            devices[path] = device.files == 0 && device.guestGrabs == 0 && device.own == nil ? nil : device
         }
     }
 }
@@ -150,9 +215,10 @@ final class ForegroundInputFile: DeviceFileState, @unchecked Sendable {
     private let file: DeviceFile
     private let ioctls: IoctlKinds<EvdevIoctl>
     private let grabs: ForegroundGrabs
+    private let idle: IdleGrabs
 
-    init(_ file: DeviceFile, ioctls: IoctlKinds<EvdevIoctl>, grabs: ForegroundGrabs) {
-        (self.file, self.ioctls, self.grabs) = (file, ioctls, grabs)
+    init(_ file: DeviceFile, ioctls: IoctlKinds<EvdevIoctl>, grabs: ForegroundGrabs, idle: IdleGrabs) {
+        (self.file, self.ioctls, self.grabs, self.idle) = (file, ioctls, grabs, idle)
     }
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
@@ -167,5 +233,8 @@ final class ForegroundInputFile: DeviceFileState, @unchecked Sendable {
         if result == 0, ioctls(call) == .revoke { grabs.revoked(file) }
     }
 
-    func willClose() { grabs.closing(file) }
+    func willClose() {
+        idle.closed(file.path)   // first: the backend's idle grab need not come for this file's last moment
+        grabs.closing(file)
+    }
 }

@@ -42,6 +42,32 @@ struct DriverVMForegroundTests {
         #expect(!a().contains("(KEY_B), value"), "\(a())")
     }
 
+    /// While the foreground guest has no file of the device open, the keys go to no one: not to a background
+    /// guest's evtest (the backend's own file holds the grab), until a focus makes that guest the foreground.
+    @Test func aForegroundGuestWithoutAFileLeavesTheKeysToNoOne() throws {
+        let vm = try DriverVM.require()
+        let keyboard = try EvdevKeyboard(vm, "idle")
+        defer { try? keyboard.unplug() }
+        let (socket, backendLog) = try foregroundBackend(vm, keyboard, "--plugins evdev --device \"/dev/input/event*,sharing=foreground\"")
+        defer { stopForegroundBackend(vm, keyboard, socket) }
+        func paradice(_ uid: Int) -> String {
+            "setpriv --reuid \(uid) --regid \(uid) --clear-groups /share/bin/paradice run --backend unix:\(socket) --"
+        }
+        // A opens first, so it is the foreground, and exits: it has no file of the keyboard open.
+        let query = try vm.native("\(paradice(1000)) evtest --query \(keyboard.node) EV_KEY KEY_A; echo status $?", timeout: 120)
+        #expect(query.output.contains("status 0"), "\(query.output)\n\(backendLog())")
+        try keyboard.startNative("timeout 240 \(paradice(1001)) stdbuf -oL evtest \(keyboard.node)", output: "b.txt")
+        let b = { evdevFileText(keyboard.folder + "/b.txt") }
+        #expect(evdevWait(seconds: 90) { b().contains("Testing ...") }, "\(b())\n\(backendLog())")
+        try keyboard.emit(["1 30 1", "0 0 0", "1 30 0", "0 0 0"])   // KEY_A, while A has no file
+        let focus = try vm.native("/share/bin/paradice focus --backend unix:\(socket) 'uid 1001'")
+        #expect(focus.status == 0 && focus.output.contains("is the foreground (1 open file"), "\(focus.output)\n\(backendLog())")
+        try keyboard.emit(["1 48 1", "0 0 0", "1 48 0", "0 0 0"])   // KEY_B, B the foreground
+        #expect(evdevWait(seconds: 60) { b().contains("(KEY_B), value 0") }, "\(b())")
+        // In order: had B got KEY_A, it would show before KEY_B.
+        #expect(!b().contains("(KEY_A), value"), "\(b())")
+    }
+
     /// DRM master with the foreground on vkms: the foreground guest's modetest sets a mode; a background
     /// guest's gets the driver's EACCES even on a masterless device (its file is dropped from master).
     @Test func modeSettingIsTheForegroundGuests() throws {

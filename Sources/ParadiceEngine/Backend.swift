@@ -237,10 +237,14 @@ public final class Backend: @unchecked Sendable {
     }
 
     /// PD_FORK: a ticket holding a reference to each file the session's table holds now, for the child
-    /// about to be forked; nil past the limit of unclaimed tickets.
+    /// about to be forked; nil past the limit of unclaimed tickets. A ticket outlives its session (a parent
+    /// may exit before its child connects), so unclaimed tickets count with the sessions toward
+    /// max-sessions: a guest that connects, opens, forks and goes, again and again, holds no more files
+    /// than that many sessions could.
     func issueForkTicket(for session: Session) -> UInt32? {
         let issued = sessionsLock.withLock { () -> UInt32? in
-            guard forkTickets.values.filter({ $0.handles === session.handles }).count < configuration.limits.forkTickets else { return nil }
+            guard sessions.count + forkTickets.count < configuration.limits.sessions,
+                  forkTickets.values.filter({ $0.handles === session.handles }).count < configuration.limits.forkTickets else { return nil }
             let id = newSessionID()
             session.handles.join(id, from: session.id)
             forkTickets[id] = ForkTicket(handles: session.handles, guest: session.guest, identity: session.identity,

@@ -381,6 +381,26 @@ struct HostileGuestTests {
         try bench.expectServed()
     }
 
+    /// A ticket outlives its session, so unclaimed ones count with the sessions toward --max-sessions: a
+    /// guest that opens, forks and goes, again and again, holds no more than that many sessions could.
+    @Test func unclaimedForkTicketsCountAsSessions() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx"], extra: ["--max-sessions", "4"])
+        func forking() throws -> (RawGuest, Int32?) {
+            let guest = try RawGuest(backend.unixEndpoint)
+            #expect(guest.hello())
+            _ = guest.open("/dev/ptmx")
+            return (guest, guest.result(PD_FORK)?.error)
+        }
+        // Sessions 1 and 2 get a ticket each; the third session would make five of four.
+        var guests = [try forking(), try forking(), try forking()]
+        #expect(guests.map(\.1) == [0, 0, EAGAIN], "\(backend.log)")
+        // The first two go, their tickets stay: a fourth guest's PD_FORK is EAGAIN still.
+        guests.removeFirst(2)
+        let fourth = try forking()
+        #expect(fourth.1 == EAGAIN, "\(backend.log)")
+        _ = guests
+    }
+
     @Test func hugeReadCountsReserveButDoNotTakeMemory() throws {
         let bench = try HostileBench()
         let guest = try RawGuest(bench.backend.unixEndpoint)

@@ -48,6 +48,8 @@ let fuzzBackend: FuzzBackend = {
     configuration.devices = [DeviceExport("/dev/ptmx"), DeviceExport("/dev/null")]
     configuration.trees = [tree]
     configuration.shareMappings = true
+    // A PD_FORK ticket outlives its session: dropped at the next second's expiry, it stays this input's.
+    configuration.limits.forkTicketSeconds = 1
     let logger = Logger(label: "paradice.fuzz", factory: { _ in SwiftLogNoOpLogHandler() })
     do {
         // Its listener is never served: each input's session is made here.

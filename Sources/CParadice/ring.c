@@ -351,7 +351,7 @@ int paradice_ring_accept_offer(struct paradice_ring *r, int setup_fd) {
     }
     r->unmap = 1;
     r->setup_fd = setup_fd;
-    memcpy(r->bells, passed + 1, sizeof r->bells);
+    for (int i = 0; i < PARADICE_BELLS; i++) r->bells[i] = paradice_descriptor_out_of_the_way(passed[1 + i]);
     r->doorbell = &eventfd_doorbell;
     return 0;
 }

@@ -208,7 +208,7 @@ int pd_conn_dial(const char *url, struct pd_stream *stream) {
         fd = dial_vsock(url + 6);
     } else if (strncmp(url, "serial:", 7) == 0) {
         int device = 0;
-        fd = dial_serial(url + 7, &device);
+        fd = paradice_descriptor_out_of_the_way(dial_serial(url + 7, &device));
         if (fd >= 0 && device) {
             *stream = (struct pd_stream){ .ops = &device_ops, .fd = fd, .state = NULL };
             return 0;
@@ -216,7 +216,7 @@ int pd_conn_dial(const char *url, struct pd_stream *stream) {
     } else if (strncmp(url, "ivshmem:", 8) == 0) {
         return stream_ivshmem(stream, url + 8);
     } else if (strncmp(url, "shm:", 4) == 0) {
-        fd = dial_unix(url + 4);
+        fd = paradice_descriptor_out_of_the_way(dial_unix(url + 4));
         return fd < 0 ? -1 : pd_stream_ring(stream, fd);
     } else {
         const char *rest = strncmp(url, "tcp://", 6) == 0 ? url + 6 : strncmp(url, "tcp:", 4) == 0 ? url + 4 : NULL;
@@ -224,6 +224,6 @@ int pd_conn_dial(const char *url, struct pd_stream *stream) {
         fd = dial_tcp(rest);
     }
     if (fd < 0) return -1;
-    pd_stream_socket(stream, fd);
+    pd_stream_socket(stream, paradice_descriptor_out_of_the_way(fd));
     return 0;
 }

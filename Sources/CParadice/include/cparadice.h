@@ -29,6 +29,11 @@ long paradice_recv_with_descriptor(int socket, void *bytes, size_t length, int *
 
 /// eventfd(0, EFD_CLOEXEC): a wake-up channel for poll loops.
 int paradice_eventfd(void);
+/* A descriptor a frontend keeps for itself (its connection, a ring's doorbells), moved to the top of the
+ * descriptor table, close-on-exec: the program's own numbers stay where they would be without it (a shell's
+ * `exec 3< FILE` makes 3 by dup2, onto whatever 3 is), and the lowest free one stays the program's next.
+ * Returns the new number, or fd itself when the top is taken. */
+int paradice_descriptor_out_of_the_way(int fd);
 /// O_DIRECT and O_PATH, which glibc hides without _GNU_SOURCE.
 int paradice_o_direct(void);
 int paradice_o_path(void);

@@ -54,10 +54,12 @@ enum pd_op {
                                                                          the policy does not let the sender, ENOENT
                                                                          when no session is that guest */
     PD_FORK    = 24,  /* (handle 0), as the guest process forks       → result = a ticket: a session id the
-                                                                         child names in pd_hello.join_session
+                          or execs                                       child names in pd_hello.join_session
                                                                          (with the table's token) to hold what
                                                                          the parent held at the fork, whatever
-                                                                         the parent closes or opens after it */
+                                                                         the parent closes or opens after it;
+                          (handle = a ticket): the fork or exec failed → result 0, its references dropped
+                                                                         (EINVAL: not a ticket of this table) */
 
     PD_REPLY   = 0x80, /* pd_reply + op-specific data */
     PD_NEED    = 0x81, /* pd_need: an ioctl needs more guest memory; resend PD_IOCTL with it */

@@ -266,6 +266,17 @@ public final class Backend: @unchecked Sendable {
         }
     }
 
+    /// A ticket whose fork or exec failed, given back by a session of its table: its references go now
+    /// rather than at expiry. Returns how many files it held; nil for a ticket that table does not have.
+    func returnForkTicket(_ id: UInt32, to session: Session) -> Int? {
+        let ticket = sessionsLock.withLock { () -> ForkTicket? in
+            guard let ticket = forkTickets[id], ticket.handles === session.handles else { return nil }
+            forkTickets[id] = nil
+            return ticket
+        }
+        return ticket.map { $0.handles.releaseAll(for: id) }
+    }
+
     /// Drops the references of tickets no child claimed in time, every second while any is out.
     private func startTicketExpiry() {
         let start = sessionsLock.withLock { () -> Bool in

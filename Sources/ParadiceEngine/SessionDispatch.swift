@@ -32,7 +32,7 @@ extension Session {
             case .listDirectory(let path): listDirectory(request, path)
             case .interrupt(let target): interrupt(target)   // no reply of its own
             case .focus(let guest): focus(request, guest: guest)
-            case .fork: fork(request)
+            case .fork: fork(request, returning: frame.handle)
             case .unknown(let op):
                 logger.warning("unknown operation", metadata: ["op": "\(op)"])
                 fail(request, .noFunction)

@@ -68,9 +68,15 @@ extension Session {
 }
 
 extension Session {
-    /// PD_FORK: the guest process is about to fork. The ticket holds what the session's table holds now, so
-    /// its child keeps the files it inherits whatever the parent closes or opens meanwhile, or if it exits.
-    func fork(_ request: UInt32) {
+    /// PD_FORK: the guest process is about to fork or exec. The ticket holds what the session's table holds
+    /// now, so its child (or the new program) keeps the files it inherits whatever the parent closes or opens
+    /// meanwhile, or if it exits. With a ticket in the handle: the fork or exec failed, the ticket goes back.
+    func fork(_ request: UInt32, returning returned: UInt32) {
+        if returned != 0 {
+            guard let count = backend.returnForkTicket(returned, to: self) else { return fail(request, .invalidArgument) }
+            logger.debug("a fork ticket came back", metadata: ["ticket": "\(returned)", "files": "\(count)"])
+            return reply(request, result: 0)
+        }
         guard let ticket = backend.issueForkTicket(for: self) else {
             reachedLimit("fork tickets", backend.configuration.limits.forkTickets, .resourceTemporarilyUnavailable)
             return fail(request, .resourceTemporarilyUnavailable)

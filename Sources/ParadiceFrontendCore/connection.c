@@ -87,6 +87,14 @@ uint32_t pd_conn_token(struct pd_connection *c) {
     return t;
 }
 
+pid_t pd_conn_owner(struct pd_connection *c, uint32_t *token) {
+    pthread_mutex_lock(&c->lock);
+    pid_t owner = connected(c) && !c->dead ? c->owner : 0;
+    *token = owner ? c->token : 0;
+    pthread_mutex_unlock(&c->lock);
+    return owner;
+}
+
 void pd_conn_forget(struct pd_connection *c, uint32_t *session, uint32_t *token) {
     pthread_mutex_lock(&c->lock);
     *session = c->session;

@@ -12,6 +12,8 @@ struct pd_connection pd_conn = PD_CONNECTION_INIT;
 static pthread_mutex_t connect_lock = PTHREAD_MUTEX_INITIALIZER;
 static int complained;
 static uint32_t fork_ticket;   /* a forked child's PD_FORK ticket, until its handshake names it */
+static uint32_t exec_ticket, exec_token;   /* a new program's ticket from the image before it, likewise */
+static pid_t process_pid;      /* this process, as fork's child handler last saw it */
 
 /* A fork while another thread connects, or holds the connection's state, would leave the child a lock
  * held for ever; a send in flight (which may block) leaves its lock to the parent's stream, not the
@@ -25,11 +27,15 @@ static void unlock_after_fork(void) {
     pthread_mutex_unlock(&connect_lock);
 }
 static void child_after_fork(void) {
+    process_pid = getpid();
     pthread_mutex_init(&pd_conn.send_lock, NULL);
     pthread_cond_init(&pd_conn.cond, NULL);
     unlock_after_fork();
 }
-__attribute__((constructor)) static void guard_fork(void) { pthread_atfork(lock_for_fork, unlock_after_fork, child_after_fork); }
+__attribute__((constructor)) static void guard_fork(void) {
+    process_pid = getpid();
+    pthread_atfork(lock_for_fork, unlock_after_fork, child_after_fork);
+}
 
 void pd_log(const char *format, ...) {
     char line[512];
@@ -70,6 +76,10 @@ int pd_connect(void) {
         pd_conn_forget(&pd_conn, &join_session, &join_token);
         if (fork_ticket) join_session = fork_ticket;   /* what the parent held at the fork, not now */
         fork_ticket = 0;
+    } else if (exec_ticket) {
+        join_session = exec_ticket;   /* what the image before this one held as it exec'ed */
+        join_token = exec_token;
+        exec_ticket = exec_token = 0;
     }
     const char *url = getenv("PARADICE_BACKEND");
     if (!url) { pthread_mutex_unlock(&connect_lock); errno = ENOENT; return -1; }
@@ -127,8 +137,7 @@ static int one_session_at_a_time(const char *address) {
  * the child, whatever the parent closes or opens meanwhile; 0 without files, over a transport the child
  * cannot connect by, or from a backend that has no PD_FORK (the child then joins the parent's session as
  * it is when it connects). */
-uint32_t pd_fork_ticket(void) {
-    if (!pd_conn_live(&pd_conn) || !pd_has_files() || one_session_at_a_time(pd_conn.address)) return 0;
+static uint32_t ask_ticket(void) {
     int e = errno;
     struct pd_buffer b;
     pd_buffer_init(&b, 0);
@@ -142,6 +151,39 @@ uint32_t pd_fork_ticket(void) {
     pd_buffer_free(&b);
     errno = e;
     return ticket;
+}
+
+uint32_t pd_fork_ticket(void) {
+    if (!pd_conn_live(&pd_conn) || !pd_has_files() || one_session_at_a_time(pd_conn.address)) return 0;
+    return ask_ticket();
+}
+
+/* A child of vfork (or of clone with CLONE_VM, as posix_spawn makes) runs in its parent's memory until it
+ * execs, without fork's handlers: to the connection it is one more thread of the parent. */
+int pd_in_parents_memory(void) { return getpid() != process_pid; }
+
+uint32_t pd_exec_ticket(uint32_t *token) {
+    pid_t owner = pd_conn_owner(&pd_conn, token);
+    if (!owner || owner != process_pid || one_session_at_a_time(pd_conn.address)) return 0;
+    return ask_ticket();
+}
+
+void pd_return_ticket(uint32_t ticket) {
+    int e = errno;
+    struct pd_buffer b;
+    pd_buffer_init(&b, 0);
+    struct pd_frame reply = { .descriptor = -1 };
+    if (pd_conn_call(&pd_conn, PD_FORK, 0, ticket, &b, &reply) == 0) pd_frame_release(&pd_conn, &reply);
+    pd_buffer_free(&b);
+    errno = e;
+}
+
+int pd_claim_exec_ticket(uint32_t ticket, uint32_t token) {
+    exec_ticket = ticket;
+    exec_token = token;
+    int connected = pd_connect() == 0;
+    exec_ticket = exec_token = 0;   /* claimed, or gone: a later connection starts afresh */
+    return connected && pd_session_token() == token;
 }
 
 /* The child, just forked: it claims its ticket at once, since the backend keeps it only so long. */

@@ -6,10 +6,12 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -651,4 +653,179 @@ int pd_fstat(struct pd_file *f, struct stat *st) {
     st->st_uid = getuid();
     st->st_gid = getgid();
     return 0;
+}
+
+/* ---- exec ----
+ * An exec keeps the descriptors without FD_CLOEXEC, placeholders included, but not this library's memory.
+ * The image that execs describes the forwarded ones in PARADICE_INHERIT, and the new one adopts them:
+ *   "PID TICKET TOKEN AHEAD_MEMORY" then " f:FD:HANDLE:FLAGS:MODE:RDEV:READ_UNIT:FORKED:AHEAD_BYTES" for each
+ *   such descriptor and " d:HANDLE" for each file none of them names (the new program closes it: its
+ *   descriptors closed with the exec).
+ * A file's bytes read ahead are in the memfd AHEAD_MEMORY, in the order of the entries. */
+
+/* Under the lock: 1 when fd's placeholder survives an exec (the program may have closed it behind the
+ * table's back, with close_range). */
+static int survives_exec_locked(int fd) {
+    int flags = pd_real.fcntl(fd, F_GETFD);
+    return flags >= 0 && !(flags & FD_CLOEXEC);
+}
+
+size_t pd_inheritance_size(void) {
+    size_t size = 0;
+    pthread_mutex_lock(&files_lock);
+    for (int bucket = 0; bucket < HANDLE_BUCKETS; bucket++)
+        for (struct pd_file *f = by_handle[bucket]; f; f = f->next_by_handle) size += 112 * (size_t)f->descriptors + 16;
+    pthread_mutex_unlock(&files_lock);
+    return size ? size + 64 : 0;
+}
+
+static int append(char *out, size_t size, size_t *length, const char *format, ...) __attribute__((format(printf, 4, 5)));
+static int append(char *out, size_t size, size_t *length, const char *format, ...) {
+    va_list ap;
+    va_start(ap, format);
+    int n = *length < size ? vsnprintf(out + *length, size - *length, format, ap) : -1;
+    va_end(ap);
+    if (n < 0 || (size_t)n >= size - *length) return -1;
+    *length += (size_t)n;
+    return 0;
+}
+
+/* A vfork child shares its parent's memory and files: both hold them from now on, so nothing more is read
+ * ahead of them, and bytes already read ahead stay the parent's (the child cannot take them back from it
+ * if its exec fails). */
+size_t pd_describe_inheritance(char *out, size_t size, int parents_memory, int *ahead_memory) {
+    *ahead_memory = -1;
+    size_t length = 0;
+    int carried = 0, failed = 0;
+    pthread_mutex_lock(&files_lock);
+    for (int fd = 0; fd < MAX_FDS && !failed; fd++) {
+        struct pd_file *f = table[fd];
+        if (!f || !survives_exec_locked(fd)) continue;
+        size_t ahead = !f->described && !parents_memory ? f->ahead_length - f->ahead_taken : 0;
+        if (ahead > 0) {
+            if (*ahead_memory < 0) *ahead_memory = memfd_create("paradice-read-ahead", 0);
+            failed = *ahead_memory < 0 || pd_real.write(*ahead_memory, f->ahead + f->ahead_taken, ahead) != (ssize_t)ahead;
+        }
+        if (parents_memory) f->forked = 1;
+        failed = failed || append(out, size, &length, " f:%d:%u:%d:%u:%llu:%u:%d:%zu", fd, f->handle, f->flags, f->mode,
+                                  (unsigned long long)f->rdev, f->read_unit, f->forked, ahead) != 0;
+        f->described = 1;
+        carried++;
+    }
+    for (int bucket = 0; bucket < HANDLE_BUCKETS; bucket++)
+        for (struct pd_file *f = by_handle[bucket]; f; f = f->next_by_handle) {
+            if (!f->described && !failed) failed = append(out, size, &length, " d:%u", f->handle) != 0;
+            f->described = 0;
+        }
+    pthread_mutex_unlock(&files_lock);
+    if (failed || carried == 0) {
+        if (*ahead_memory >= 0) pd_real.close(*ahead_memory);
+        *ahead_memory = -1;
+        return 0;
+    }
+    return length;
+}
+
+/* Whether fd is what the image before made: "anon_inode:[eventfd]" for a placeholder. */
+static int links_to(int fd, const char *prefix) {
+    char path[64], target[96];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = fd >= 0 ? readlink(path, target, sizeof target - 1) : -1;
+    if (n < 0) return 0;
+    target[n] = 0;
+    return strncmp(target, prefix, strlen(prefix)) == 0;
+}
+
+static struct pd_file *adopted_file(uint32_t handle) {
+    for (struct pd_file *f = by_handle[handle % HANDLE_BUCKETS]; f; f = f->next_by_handle)
+        if (f->handle == handle) return f;
+    return NULL;
+}
+
+/* One " f:…" entry: its descriptor named by its file (made by the first entry of the handle). */
+static int adopt_entry(const char *entry, uint32_t token, int ahead_memory, off_t *ahead_offset, unsigned *handle_named) {
+    int fd, flags, forked;
+    unsigned handle = 0, mode, unit;
+    unsigned long long rdev;
+    size_t ahead;
+    int used = 0;
+    *handle_named = 0;
+    if (sscanf(entry, "f:%d:%u:%d:%u:%llu:%u:%d:%zu%n", &fd, &handle, &flags, &mode, &rdev, &unit, &forked, &ahead, &used) != 8
+        || (entry[used] != 0 && entry[used] != ' ') || fd < 0 || fd >= MAX_FDS || handle == 0 || ahead > PD_MAX_READ_AHEAD
+        || (ahead > 0 && (ahead_memory < 0 || unit == 0)) || !links_to(fd, "anon_inode:[eventfd]"))
+        return -1;
+    *handle_named = handle;
+    uint8_t *bytes = NULL;
+    if (ahead > 0) {
+        bytes = malloc(ahead);
+        if (!bytes || pread(ahead_memory, bytes, ahead, *ahead_offset) != (ssize_t)ahead) { free(bytes); return -1; }
+        *ahead_offset += (off_t)ahead;
+    }
+    pthread_mutex_lock(&files_lock);
+    struct pd_file *f = adopted_file(handle);
+    int made = f == NULL && table[fd] == NULL;
+    if (made) {
+        f = calloc(1, sizeof *f);
+        if (f) {
+            f->handle = handle;
+            f->flags = flags & (O_ACCMODE | O_NONBLOCK | O_APPEND);
+            f->mode = mode;
+            f->rdev = rdev;
+            f->read_unit = unit;
+            f->forked = forked != 0;
+            f->owner = token;
+            f->shared = -1;
+            f->placeholder = -1;
+            pd_lent_init(&f->lent);
+            f->ahead = bytes;   /* ahead_at 0: the first read that empties them asks the device for more */
+            f->ahead_length = bytes ? ahead : 0;
+            bytes = NULL;
+        }
+    }
+    int ok = f != NULL && table[fd] == NULL;
+    if (ok) bind_locked(fd, f);
+    pthread_mutex_unlock(&files_lock);
+    free(bytes);
+    return ok ? 0 : -1;
+}
+
+void pd_adopt_inheritance(void) {
+    const char *variable = getenv("PARADICE_INHERIT");
+    if (!variable) return;
+    char *description = strdup(variable);
+    unsetenv("PARADICE_INHERIT");   /* this program's children inherit through it only if it execs */
+    if (!description) return;
+    int pid, ahead_memory, used = 0;
+    unsigned ticket, token;
+    if (sscanf(description, "%d %u %u %d%n", &pid, &ticket, &token, &ahead_memory, &used) != 4 || pid != getpid()
+        || ticket == 0 || token == 0) {
+        free(description);   /* another process's description: its descriptor numbers are not ours */
+        return;
+    }
+    if (ahead_memory >= 0 && !links_to(ahead_memory, "/memfd:paradice-read-ahead")) ahead_memory = -1;
+    int rejected = 0;
+    off_t ahead_offset = 0;
+    uint32_t dropped[1024];   /* files the new program has no descriptor of: closed once they are its own */
+    size_t drops = 0;
+    for (char *entry = description + used; (entry = strchr(entry, ' ')) != NULL;) {
+        entry++;
+        unsigned handle = 0;
+        int bad = entry[0] == 'f' ? adopt_entry(entry, token, ahead_memory, &ahead_offset, &handle) != 0
+                                  : sscanf(entry, "d:%u", &handle) != 1;
+        rejected += bad;
+        if (handle != 0 && (entry[0] == 'd' || bad) && drops < sizeof dropped / sizeof *dropped) dropped[drops++] = handle;
+    }
+    free(description);
+    if (ahead_memory >= 0) pd_real.close(ahead_memory);
+    if (rejected) pd_log("paradice: %d inherited descriptors not adopted", rejected);
+    if (!pd_claim_exec_ticket(ticket, token)) {
+        pd_log("paradice: the files inherited across exec are not this program's: %s", strerror(errno));
+        return;
+    }
+    for (size_t i = 0; i < drops; i++) {
+        pthread_mutex_lock(&files_lock);
+        int named = adopted_file(dropped[i]) != NULL;   /* a rejected entry of a file another entry made */
+        pthread_mutex_unlock(&files_lock);
+        if (!named) close_remote(dropped[i], NULL);
+    }
 }

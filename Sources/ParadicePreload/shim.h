@@ -46,6 +46,7 @@ struct pd_file {
     int reads_in_flight;      /* forwarded reads not yet answered */
     int ahead_pending;        /* a poll that may read ahead is in flight: reads wait for its answer */
     int forked;               /* held across a fork: another process may read it, so nothing is read ahead */
+    int described;            /* an exec's description names it already (pd_describe_inheritance) */
 };
 
 /* The file a descriptor names, held until pd_put (NULL: not forwarded). A close racing the call only
@@ -71,6 +72,17 @@ int pd_has_read_ahead(struct pd_file *f);   /* 1 when a poll read bytes its next
 int pd_has_files(void);                    /* 1 when some descriptor names a forwarded file */
 uint32_t pd_fork_ticket(void);             /* the parent, as it forks: the child's PD_FORK ticket, or 0 */
 void pd_claim_fork_ticket(uint32_t ticket);   /* the child, just forked: joins with it */
+/* As the process execs: a ticket for the new program (0: none) and the table's token. A vfork child asks on
+ * its parent's connection. */
+uint32_t pd_exec_ticket(uint32_t *token);
+int pd_in_parents_memory(void);              /* 1 in a vfork child, until it execs */
+void pd_return_ticket(uint32_t ticket);      /* the fork or exec failed: the backend drops the ticket */
+int pd_claim_exec_ticket(uint32_t ticket, uint32_t token);   /* the new program: 1 when its files are its own */
+/* As the process execs: the files the new program keeps, for PARADICE_INHERIT (see files.c); the length
+ * the description needs (0: no forwarded descriptor survives the exec). */
+size_t pd_describe_inheritance(char *out, size_t size, int parents_memory, int *ahead_memory);
+size_t pd_inheritance_size(void);
+void pd_adopt_inheritance(void);             /* the new program, as it starts */
 
 /* Readiness for epoll: the backend's events mirrored into the placeholder eventfd. */
 void pd_start_event_reader(void);

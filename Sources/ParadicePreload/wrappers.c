@@ -43,14 +43,130 @@ __attribute__((constructor)) void pd_resolve_real(void) {
 /* ---- fork ---- */
 
 /* The child keeps what it inherits: the backend holds the parent's files for it from before the fork
- * until the child's connection claims them (PD_FORK). vfork and posix_spawn children exec at once. A
- * fork that fails leaves its ticket to expire (fork-timeout). */
+ * until the child's connection claims them (PD_FORK). vfork and posix_spawn children exec at once. */
 pid_t fork(void) {
     REAL(fork);
     uint32_t ticket = pd_fork_ticket();
     pid_t pid = real_fork();
     if (pid == 0 && ticket) pd_claim_fork_ticket(ticket);
+    if (pid < 0 && ticket) pd_return_ticket(ticket);
     return pid;
+}
+
+/* ---- exec ----
+ * The new program keeps the forwarded descriptors that survive the exec: a PD_FORK ticket holds their
+ * files for it, and PARADICE_INHERIT, added to the environment it gets, names them (files.c). An exec
+ * that fails gives the ticket back. Everything lives on the stack: in a vfork child this memory is the
+ * parent's, and a successful exec frees nothing. */
+
+#define INHERIT "PARADICE_INHERIT="
+
+/* The new program, as it starts: the descriptors the image before it kept for it. */
+__attribute__((constructor)) static void adopt_inherited(void) {
+    pd_resolve_real();
+    pd_adopt_inheritance();
+}
+
+static size_t environment_length(char *const envp[]) {
+    size_t n = 0;
+    while (envp && envp[n]) n++;
+    return n;
+}
+
+/* Runs `exec` with envp, plus the description when forwarded descriptors survive the exec. */
+static int exec_keeping_files(char *const envp[], int (*exec)(char *const envp[], void *context), void *context) {
+    pd_resolve_real();
+    size_t size = pd_has_files() ? pd_inheritance_size() : 0;
+    size_t entries = environment_length(envp);
+    if (size == 0 || size > (64u << 10) || entries > (16u << 10)) return exec(envp, context);
+    char variable[sizeof INHERIT + 48 + size];
+    int ahead_memory;
+    char *files = variable + sizeof INHERIT + 48;
+    size_t length = pd_describe_inheritance(files, size, pd_in_parents_memory(), &ahead_memory);
+    uint32_t token, ticket = length ? pd_exec_ticket(&token) : 0;
+    if (ticket == 0) {
+        if (ahead_memory >= 0) pd_real.close(ahead_memory);
+        return exec(envp, context);
+    }
+    int head = snprintf(variable, sizeof INHERIT + 48, INHERIT "%d %u %u %d", (int)getpid(), ticket, token, ahead_memory);
+    memmove(variable + head, files, length + 1);
+    char *environment[entries + 2];
+    size_t n = 0;
+    for (size_t i = 0; i < entries; i++)
+        if (strncmp(envp[i], INHERIT, sizeof INHERIT - 1) != 0) environment[n++] = envp[i];
+    environment[n++] = variable;
+    environment[n] = NULL;
+    int r = exec(environment, context);
+    int e = errno;
+    pd_return_ticket(ticket);
+    if (ahead_memory >= 0) pd_real.close(ahead_memory);
+    errno = e;
+    return r;
+}
+
+struct exec_call { int dirfd; const char *path; char *const *argv; int flags; int search; };
+
+static int exec_path(char *const envp[], void *context) {
+    const struct exec_call *c = context;
+    REAL(execve);
+    REAL(execvpe);
+    REAL(execveat);
+    if (c->search) return real_execvpe(c->path, c->argv, envp);
+    if (c->dirfd != AT_FDCWD || c->flags) return real_execveat(c->dirfd, c->path, c->argv, envp, c->flags);
+    return real_execve(c->path, c->argv, envp);
+}
+
+static int exec_descriptor(char *const envp[], void *context) {
+    const struct exec_call *c = context;
+    REAL(fexecve);
+    return real_fexecve(c->dirfd, c->argv, envp);
+}
+
+int execve(const char *path, char *const argv[], char *const envp[]) {
+    struct exec_call c = { AT_FDCWD, path, argv, 0, 0 };
+    return exec_keeping_files(envp, exec_path, &c);
+}
+int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags) {
+    struct exec_call c = { dirfd, path, argv, flags, 0 };
+    return exec_keeping_files(envp, exec_path, &c);
+}
+int fexecve(int fd, char *const argv[], char *const envp[]) {
+    struct exec_call c = { fd, NULL, argv, 0, 0 };
+    return exec_keeping_files(envp, exec_descriptor, &c);
+}
+int execvpe(const char *file, char *const argv[], char *const envp[]) {
+    struct exec_call c = { AT_FDCWD, file, argv, 0, 1 };
+    return exec_keeping_files(envp, exec_path, &c);
+}
+int execv(const char *path, char *const argv[]) { return execve(path, argv, environ); }
+int execvp(const char *file, char *const argv[]) { return execvpe(file, argv, environ); }
+
+/* execl, execlp, execle: the arguments as a vector (on the stack), then as above. */
+#define ARGUMENTS(first, last_named, extra) \
+    size_t count = 1; \
+    va_list ap; \
+    va_start(ap, last_named); \
+    while (va_arg(ap, char *) != NULL) count++; \
+    va_end(ap); \
+    char *argv[count + 1]; \
+    argv[0] = (char *)(first); \
+    va_start(ap, last_named); \
+    for (size_t i = 1; i <= count; i++) argv[i] = va_arg(ap, char *); \
+    extra; \
+    va_end(ap)
+
+int execl(const char *path, const char *arg, ...) {
+    ARGUMENTS(arg, arg, (void)0);
+    return execve(path, argv, environ);
+}
+int execlp(const char *file, const char *arg, ...) {
+    ARGUMENTS(arg, arg, (void)0);
+    return execvpe(file, argv, environ);
+}
+int execle(const char *path, const char *arg, ...) {
+    char *const *envp;
+    ARGUMENTS(arg, arg, envp = va_arg(ap, char *const *));
+    return execve(path, argv, envp);
 }
 
 /* ---- opening ---- */

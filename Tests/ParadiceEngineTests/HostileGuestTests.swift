@@ -381,6 +381,30 @@ struct HostileGuestTests {
         try bench.expectServed()
     }
 
+    /// A fork or exec that failed gives its ticket back: the files only it held close at once, no child can
+    /// claim it after, and a ticket of another table, or one given back already, is EINVAL.
+    @Test func aForkTicketGivenBackReleasesItsFiles() throws {
+        let bench = try HostileBench()
+        let parent = try RawGuest(bench.backend.unixEndpoint)
+        let session = try #require(parent.handshake("parent"))
+        let pty = try rawPty(parent)
+        defer { close(pty.slave) }
+        let ticket = try #require(parent.result(PD_FORK))
+        try #require(ticket.error == 0)
+        let id = UInt32(truncatingIfNeeded: ticket.result)
+        #expect(parent.result(PD_CLOSE, handle: pty.handle)?.error == 0)
+        var slave = pollfd(fd: pty.slave, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&slave, 1, 200) == 0, "the ticket holds the master")
+        let other = try RawGuest(bench.backend.unixEndpoint)
+        #expect(other.hello())
+        #expect(other.result(PD_FORK, handle: id)?.error == EINVAL, "another table's ticket")
+        #expect(parent.result(PD_FORK, handle: id)?.error == 0)
+        #expect(poll(&slave, 1, 10_000) == 1 && slave.revents & Int16(POLLHUP) != 0, "the master closed with the ticket")
+        #expect(parent.result(PD_FORK, handle: id)?.error == EINVAL, "given back twice")
+        #expect(try RawGuest(bench.backend.unixEndpoint).handshake(join: id, token: session.token) == nil)
+        try bench.expectServed()
+    }
+
     /// A ticket outlives its session, so unclaimed ones count with the sessions toward --max-sessions: a
     /// guest that opens, forks and goes, again and again, holds no more than that many sessions could.
     @Test func unclaimedForkTicketsCountAsSessions() throws {

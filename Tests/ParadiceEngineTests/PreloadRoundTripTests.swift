@@ -67,6 +67,40 @@ struct PreloadRoundTripTests {
         #expect(forwarded.status == 0 && forwarded.output == expected, "\(forwarded.output) \(forwarded.errors)")
     }
 
+    /// An exec keeps the forwarded descriptors without FD_CLOEXEC, with the bytes a poll read ahead of them,
+    /// and closes the others: the new program reads the rest of a chunk and one written after, and the slave of
+    /// a master opened O_CLOEXEC is hung up; an exec that fails first changes nothing. The same natively.
+    @Test func descriptorsAndBytesReadAheadSurviveExec() throws {
+        let backend = try BackendProcess(devices: ["/dev/ptmx"])
+        let program = try compile("readahead", into: backend.folder)
+        let expected = "before exec: read \"abc\"\nexec of a missing program: No such file or directory\n"
+            + "before exec: read \"de\"\nafter exec: read \"fghij\"\nafter exec: read \"klm\"\n"
+            + "after exec: the slave of the close-on-exec master: hung up\n"
+        let native = try run(program, ["exec"])
+        #expect(native.status == 0 && native.output == expected, "\(native.output)")
+        let forwarded = try paradiceRun(backend.unixEndpoint, [program, "exec"])
+        #expect(forwarded.status == 0 && forwarded.output == expected, "\(forwarded.output) \(forwarded.errors)")
+    }
+
+    /// Shells' redirections hand a forwarded file to the program they start: dash execs from a vfork child,
+    /// bash from a fork, and `exec 3< FILE` makes descriptor 3 by dup2 whatever the connection's number is.
+    @Test func shellRedirectionsHandForwardedFilesToPrograms() throws {
+        let backend = try BackendProcess(devices: ["/dev/zero"])
+        let scripts = [
+            ["/bin/dash", "-c", "exec 3< /dev/zero; head -c 5 <&3 | od -An -c"],
+            ["/bin/dash", "-c", "head -c 5 < /dev/zero | od -An -c"],
+            ["/bin/dash", "-c", "exec 3< /dev/zero; /nonexistent/program 2>/dev/null; exec 4<&3 3<&-; head -c 5 <&4 | od -An -c"],
+            ["/bin/bash", "-c", "exec 3< /dev/zero; head -c 5 <&3 | od -An -c"],
+            ["/bin/bash", "-c", "exec 3< /dev/zero; (head -c 5 <&3) | od -An -c"],
+        ]
+        for script in scripts {
+            let native = try run(script[0], Array(script.dropFirst()))
+            #expect(native.status == 0 && native.output.contains("\\0"), "\(script) natively: \(native.output)")
+            let forwarded = try paradiceRun(backend.unixEndpoint, script)
+            #expect(forwarded.status == 0 && forwarded.output == native.output, "\(script): \(forwarded.output) \(forwarded.errors)")
+        }
+    }
+
     /// A forked child keeps the files it inherited, as descriptors: when its parent closes its copy first,
     /// when its parent exits first; and a file the parent opens after the fork is not the child's, so its close
     /// releases the device at once. The same natively and forwarded (PD_FORK's ticket).

@@ -247,6 +247,8 @@ int pd_conn_inherited(struct pd_connection *c);
 int pd_conn_live(struct pd_connection *c);
 /* The handle table this process's connection names (0: none). */
 uint32_t pd_conn_token(struct pd_connection *c);
+/* The process that made the live connection (0: none) and its table's token, whoever asks. */
+pid_t pd_conn_owner(struct pd_connection *c, uint32_t *token);
 /* Inherited across fork: forgets the parent's connection (closing the child's copy of its stream) and
  * hands back what the child needs to join its session. */
 void pd_conn_forget(struct pd_connection *c, uint32_t *session, uint32_t *token);

@@ -5,7 +5,10 @@
  * poll and a read of 16 bytes, ROUNDS times. `fork`: the parent polls the master and reads part of a
  * chunk, forks, and reads the rest; the child reads the next chunk; then the parent polls while the child
  * reads part of a third, and the parent the rest: each byte is read once, by the process that reads it
- * natively. */
+ * natively. `exec`: the parent reads part of a chunk, an exec of a missing program fails, it reads a little
+ * more and execs itself (`exec-child`), keeping the master, while a second master opened with O_CLOEXEC
+ * goes with the exec: the new program reads the rest of the chunk and one written after, and finds the
+ * second master's slave hung up. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -74,7 +77,60 @@ static int fork_between_reads(int master, int slave) {
     return 0;
 }
 
+static int open_pty(int flags, int *slave);
+
+static int exec_between_reads(const char *self, int master, int slave) {
+    int second_slave;
+    if (open_pty(O_CLOEXEC, &second_slave) < 0) return 1;
+    const char *chunk = "abcdefghij";
+    if (write(slave, chunk, strlen(chunk)) != (ssize_t)strlen(chunk) || wait_readable(master) != 0) {
+        perror("chunk");
+        return 1;
+    }
+    print_read("before exec", master, 3);
+    execl("/nonexistent/program", "program", (char *)NULL);
+    printf("exec of a missing program: %s\n", strerror(errno));
+    print_read("before exec", master, 2);
+    char m[16], s[16], s2[16];
+    snprintf(m, sizeof m, "%d", master);
+    snprintf(s, sizeof s, "%d", slave);
+    snprintf(s2, sizeof s2, "%d", second_slave);
+    fflush(stdout);
+    execl(self, self, "exec-child", m, s, s2, (char *)NULL);
+    perror("exec");
+    return 1;
+}
+
+static int after_exec(int master, int slave, int second_slave) {
+    if (wait_readable(master) != 0) { printf("after exec: not readable\n"); return 1; }
+    print_read("after exec", master, 64);
+    if (write(slave, "klm", 3) != 3 || wait_readable(master) != 0) { printf("after exec: not readable\n"); return 1; }
+    print_read("after exec", master, 64);
+    struct pollfd p = { second_slave, POLLIN, 0 };
+    int polled = poll(&p, 1, 10000);
+    printf("after exec: the slave of the close-on-exec master: %s\n", polled == 1 && (p.revents & POLLHUP) ? "hung up" : "open");
+    return 0;
+}
+
+/* A pty master (forwarded) and its slave (local, raw), or -1. */
+static int open_pty(int flags, int *slave) {
+    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | flags);
+    int unlock = 0;   /* unlockpt without grantpt: devpts gives the slave to its opener already */
+    if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) != 0) { perror("ptmx"); return -1; }
+    int number;
+    if (ioctl(master, TIOCGPTN, &number) != 0) { perror("TIOCGPTN"); return -1; }
+    char path[64];
+    snprintf(path, sizeof path, "/dev/pts/%d", number);
+    *slave = open(path, O_RDWR | O_NOCTTY);
+    struct termios t;
+    if (*slave < 0 || tcgetattr(*slave, &t) != 0) { perror("slave"); return -1; }
+    cfmakeraw(&t);   /* the bytes pass as written */
+    tcsetattr(*slave, TCSANOW, &t);
+    return master;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "exec-child") == 0) return after_exec(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
     if (argc == 4 && strcmp(argv[1], "file") == 0) {
         int fd = open(argv[2], O_RDONLY);
         if (fd < 0) { perror("open"); return 1; }
@@ -85,21 +141,12 @@ int main(int argc, char **argv) {
         printf("read %d\n", atoi(argv[3]));
         return 0;
     }
-    int forks = argc == 2 && strcmp(argv[1], "fork") == 0;
-    if (!forks && (argc != 3 || strcmp(argv[1], "pty") != 0)) return 2;
-    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY);
-    int unlock = 0;   /* unlockpt without grantpt: devpts gives the slave to its opener already */
-    if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) != 0) { perror("ptmx"); return 1; }
-    int number;
-    if (ioctl(master, TIOCGPTN, &number) != 0) { perror("TIOCGPTN"); return 1; }
-    char path[64];
-    snprintf(path, sizeof path, "/dev/pts/%d", number);
-    int slave = open(path, O_RDWR | O_NOCTTY);
-    struct termios t;
-    if (slave < 0 || tcgetattr(slave, &t) != 0) { perror("slave"); return 1; }
-    cfmakeraw(&t);   /* the bytes pass as written */
-    tcsetattr(slave, TCSANOW, &t);
+    int forks = argc == 2 && strcmp(argv[1], "fork") == 0, execs = argc == 2 && strcmp(argv[1], "exec") == 0;
+    if (!forks && !execs && (argc != 3 || strcmp(argv[1], "pty") != 0)) return 2;
+    int slave, master = open_pty(0, &slave);
+    if (master < 0) return 1;
     if (forks) return fork_between_reads(master, slave);
+    if (execs) return exec_between_reads(argv[0], master, slave);
     int rounds = atoi(argv[2]);
     for (int i = 0; i < rounds; i++) {
         char chunk[32];

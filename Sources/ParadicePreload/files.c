@@ -466,9 +466,9 @@ static void parent_after_fork(void) {
  * stay the parent's: the device gave them once, and a copy in the child would be read twice. Polls and
  * reads in flight were other threads' and will never be answered here, nor put the files they held. */
 static void child_after_fork(void) {
-    mark_forked_locked();
     for (int bucket = 0; bucket < HANDLE_BUCKETS; bucket++)
         for (struct pd_file *f = by_handle[bucket]; f; f = f->next_by_handle) {
+            f->forked = 1;
             free(f->ahead);
             f->ahead = NULL;
             f->ahead_length = f->ahead_taken = 0;

@@ -13,22 +13,19 @@ import ParadiceTransport
 ///   events, and EAGAIN or sleeps on an empty queue (DriverVMEvdevTests checks each against native).
 /// - EVIOCGRAB per guest: a grab belongs to the open file, and each guest opens its own; the backend closes
 ///   a guest's files when it exits or its connection drops, which releases the grab.
-/// - A `foreground` export: the foreground guest's file holds an EVIOCGRAB, which makes the driver pass
-///   every event to it alone (evdev.c, evdev_events: a grabbing client is the only one served); a
-///   background guest's files receive nothing, as a program of an inactive VT under a grabbing display
-///   server. Events already queued in a file stay its own: they came while it was the foreground.
-///   The guest's own EVIOCGRAB there never reaches the driver (ForegroundGrabs). While the foreground
-///   guest has no file of the device, the backend's own file of it holds the grab (IdleGrabs).
+/// - A `foreground` export: a background guest's files have an empty event type mask (EVIOCSMASK), so the
+///   driver passes them nothing, as a program of an inactive VT under a grabbing display server gets; the
+///   foreground guest's files have the masks the guest set, so every one of them receives. Events already
+///   queued in a file stay its own: they came while it was the foreground. The guest's own EVIOCGRAB and
+///   type mask there never reach the driver as such (ForegroundGrabs).
 public final class EvdevPlugin: DevicePlugin {
     public static let name = "evdev"
     private let grab = SpecDerived { specs throws in
         let l = SpecLayout(specs)
-        let number = l.command("EVIOCGRAB")
+        let numbers = ForegroundGrabs.Numbers(grab: l.command("EVIOCGRAB"), setMask: l.command("EVIOCSMASK"))
         try l.check()
-        return (number: number, ioctls: IoctlKinds<EvdevIoctl>(specs))
+        return (numbers: numbers, ioctls: IoctlKinds<EvdevIoctl>(specs))
     }
-
-    private let idle = IdleGrabs()
 
     public init() {}
 
@@ -36,58 +33,71 @@ public final class EvdevPlugin: DevicePlugin {
 
     public func state(for file: DeviceFile) -> (any DeviceFileState)? {
         guard file.sharing == .foreground, let grab = grab(file.specs) else { return nil }
-        // After the sharing bookkeeping: a foreground guest's file holds its grab already.
-        idle.opened(file, grabNumber: grab.number)
-        return ForegroundInputFile(file, ioctls: grab.ioctls, grabs: grabs(file, grab.number), idle: idle)
+        return ForegroundInputFile(file, ioctls: grab.ioctls, grabs: grabs(file, grab.numbers))
     }
 
     public func foregroundChanged(_ file: DeviceFile, isForeground: Bool) {
         guard let grab = grab(file.specs) else { return }
-        grabs(file, grab.number).foregroundChanged(file, isForeground: isForeground)
+        grabs(file, grab.numbers).foregroundChanged(file, isForeground: isForeground)
     }
 
-    private func grabs(_ file: DeviceFile, _ number: UInt32) -> ForegroundGrabs {
-        file.guest.value { [idle] in ForegroundGrabs(number, idle: idle) }
+    private func grabs(_ file: DeviceFile, _ numbers: ForegroundGrabs.Numbers) -> ForegroundGrabs {
+        file.guest.value { ForegroundGrabs(numbers) }
     }
 }
 
 enum EvdevIoctl: String, CaseIterable, Sendable {
-    case grab = "EVIOCGRAB", revoke = "EVIOCREVOKE"
+    case grab = "EVIOCGRAB", revoke = "EVIOCREVOKE", setMask = "EVIOCSMASK"
 }
 
-/// One guest's grabs on `foreground` input exports, per device path. Two kinds:
-/// - the backend's: a real EVIOCGRAB on one of the guest's files while it is the foreground, so that the
-///   driver serves that file alone;
-/// - the guest's: what the guest's own EVIOCGRAB calls hold, kept here and answered as evdev_grab and
+/// One guest's files of `foreground` input exports, per device path:
+/// - each file's event type mask: the driver's is empty while the file is a background one, and the guest's
+///   own (EVIOCSMASK of type 0, kept here; all types until it sets one) while it is the foreground's. A
+///   mask filters per file (evdev.c, __evdev_is_filtered: EV_SYN passes, and a SYN_REPORT with nothing
+///   before it is dropped), so every file of the foreground guest receives, and no other guest's;
+/// - the guest's grabs: what its own EVIOCGRAB calls hold, kept here and answered as evdev_grab and
 ///   evdev_ungrab answer (EBUSY while any of the guest's files of the device holds one, EINVAL to release
-///   one the file does not hold). Forwarded, a guest's grab would find the backend's (EBUSY) and its
-///   release would drop the backend's, letting background guests read the keys.
-/// The backend's grab goes to the file holding the guest's grab, if any (a local grabbing program is the
-/// one served), and passes to another of the guest's foreground files when the file holding it closes.
+///   one the file does not hold). While the guest is the foreground, the file holding its grab also holds
+///   a real EVIOCGRAB, so that it alone of the guest's files receives, as a local grabbing program is the
+///   one served; a background guest's grab never reaches the driver, where it would take the keys.
 /// Per guest process tree (GuestScope): another tree of the same principal keeps its own.
 final class ForegroundGrabs: @unchecked Sendable {
+    struct Numbers: Sendable {
+        let grab: UInt32
+        let setMask: UInt32
+    }
     private struct Device {
         var foreground: [DeviceFile] = []   // the guest's files of the device that are the foreground's
         var backendGrab: Int32?             // the descriptor the backend's EVIOCGRAB is on
         var guestGrab: Int32?               // the descriptor whose guest holds an EVIOCGRAB, as the guest sees it
         var revoked: Set<Int32> = []        // files the guest's EVIOCREVOKE made dead: they receive nothing again
+        var typeMasks: [Int32: [UInt8]] = [:]   // the guest's EVIOCSMASK of type 0, per file
+        var known: Set<Int32> = []          // files whose mask is set as their standing says
     }
-    private let grabNumber: UInt32
-    private let idle: IdleGrabs
+    private let numbers: Numbers
     private let devices = LockedValue<[String: Device]>([:])
 
-    init(_ grabNumber: UInt32, idle: IdleGrabs) { (self.grabNumber, self.idle) = (grabNumber, idle) }
+    init(_ numbers: Numbers) { self.numbers = numbers }
 
+    /// At the file's open (before the guest can read it) and at each switch.
     func foregroundChanged(_ file: DeviceFile, isForeground: Bool) {
         devices.withLock { devices in
             var device = devices[file.path, default: Device()]
+            let opening = device.known.insert(file.descriptor).inserted
             device.foreground.removeAll { $0.descriptor == file.descriptor }
             if isForeground && !device.revoked.contains(file.descriptor) {
                 device.foreground.append(file)
-                settle(&device, file.path)
-            } else if device.backendGrab == file.descriptor {
-                release(&device, file, ungrab: true)
+                applyMask(device, file)
+            } else {
+                if device.backendGrab == file.descriptor {
+                    _ = try? file.ioctl(numbers.grab, value: 0)
+                    device.backendGrab = nil
+                }
+                applyMask(device, file)
+                // What came between its open and its mask was never a background file's to read.
+                if opening { drain(file) }
             }
+            settle(&device)
             devices[file.path] = device
         }
     }
@@ -100,141 +110,134 @@ final class ForegroundGrabs: @unchecked Sendable {
             if value != 0 {
                 guard device.guestGrab == nil else { return .failure(.resourceBusy) }
                 device.guestGrab = file.descriptor
-                settle(&device, file.path)
             } else {
                 guard device.guestGrab == file.descriptor else { return .failure(.invalidArgument) }
-                device.guestGrab = nil   // the backend's grab stays where it is: still one of this guest's files
+                device.guestGrab = nil
             }
+            settle(&device)
             return .success(0)
         }
     }
 
+    /// The guest's EVIOCSMASK of type 0 on `file`: kept, and the driver's while the file is a foreground one.
+    /// A mask the driver refuses (a size not whole longs: bits_from_user's EINVAL) is refused here too.
+    func guestTypeMask(_ file: DeviceFile, _ mask: [UInt8]) -> Result<Int64, Errno> {
+        guard mask.count % MemoryLayout<Int>.size == 0 else { return .failure(.invalidArgument) }
+        return devices.withLock { devices in
+            var device = devices[file.path, default: Device()]
+            device.typeMasks[file.descriptor] = mask
+            let applied = applyMask(device, file)
+            devices[file.path] = device
+            return applied
+        }
+    }
+
     /// The guest's EVIOCREVOKE on `file` succeeded: the driver dropped the file's grab with it (evdev_revoke
-    /// ungrabs), so the backend's grab passes to another of the guest's foreground files, if it has one.
+    /// ungrabs), and the file receives nothing again.
     func revoked(_ file: DeviceFile) {
         devices.withLock { devices in
             var device = devices[file.path, default: Device()]
             device.revoked.insert(file.descriptor)
             if device.guestGrab == file.descriptor { device.guestGrab = nil }
             device.foreground.removeAll { $0.descriptor == file.descriptor }
-            if device.backendGrab == file.descriptor { release(&device, file, ungrab: false) }
-            settle(&device, file.path)
+            if device.backendGrab == file.descriptor { device.backendGrab = nil }
+            settle(&device)
             devices[file.path] = device
         }
     }
 
-    /// Before `file`'s descriptor closes: what it held goes, and the backend's grab passes on.
+    /// Before `file`'s descriptor closes: what it held goes.
     func closing(_ file: DeviceFile) {
         devices.withLock { devices in
             guard var device = devices[file.path] else { return }
             device.foreground.removeAll { $0.descriptor == file.descriptor }
             if device.guestGrab == file.descriptor { device.guestGrab = nil }
             device.revoked.remove(file.descriptor)
-            if device.backendGrab == file.descriptor { release(&device, file, ungrab: true) }
-            settle(&device, file.path)
-            devices[file.path] = device.foreground.isEmpty && device.guestGrab == nil && device.revoked.isEmpty ? nil : device
-        }
-    }
-
-    /// Puts the backend's grab on the foreground file holding the guest's grab, or keeps it where it is, or
-    /// takes it on the first foreground file. A grab that fails (EBUSY: another process tree of the same
-    /// principal holds the device) leaves none here.
-    private func settle(_ device: inout Device, _ path: String) {
-        let foreground = device.foreground.map(\.descriptor)
-        let wanted = [device.guestGrab, device.backendGrab, foreground.first].compactMap { $0 }.first { foreground.contains($0) }
-        guard wanted != device.backendGrab else { return }
-        let target = device.foreground.first { $0.descriptor == wanted }
-        // Counted before the old grab goes: the idle grab does not come between, and lets go before this
-        // one is taken (it would be EBUSY).
-        if target != nil { idle.guestGrabStarts(path) }
-        if let held = device.foreground.first(where: { $0.descriptor == device.backendGrab }) {
-            release(&device, held, ungrab: true)
-        } else if device.backendGrab != nil {
-            device.backendGrab = nil
-            idle.guestGrabEnded(path)
-        }
-        guard let file = target else { return }
-        if (try? file.ioctl(grabNumber, value: 1)) != nil {
-            device.backendGrab = file.descriptor
-        } else {
-            idle.guestGrabEnded(path)
-        }
-    }
-
-    /// The backend's grab leaves `file` (ungrabbed here, or already by the driver): the idle grab may take it.
-    private func release(_ device: inout Device, _ file: DeviceFile, ungrab: Bool) {
-        if ungrab { _ = try? file.ioctl(grabNumber, value: 0) }
-        device.backendGrab = nil
-        idle.guestGrabEnded(file.path)
-    }
-}
-
-/// The backend's own file of each `foreground` input device, grabbed while guests have files of it open and
-/// none of their files holds the backend's grab (the foreground guest has none open): the events then reach
-/// no one, as on a console whose active VT has no reader, instead of every background guest. It closes with
-/// the last guest file of the device.
-final class IdleGrabs: @unchecked Sendable {
-    private struct Device {
-        var files = 0           // guests' open files of the device
-        var guestGrabs = 0      // of them, the ones holding the backend's grab
-        var own: Int32?         // the backend's grabbed descriptor
-    }
-    private let devices = LockedValue<[String: Device]>([:])
-    /// EVIOCGRAB's number, learnt from the first file's specs.
-    private let grabNumber = LockedValue<UInt32?>(nil)
-
-    func opened(_ file: DeviceFile, grabNumber number: UInt32) {
-        grabNumber.withLock { $0 = number }
-        update(file.path) { $0.files += 1 }
-    }
-    func closed(_ path: String) { update(path) { $0.files -= 1 } }
-    func guestGrabStarts(_ path: String) { update(path) { $0.guestGrabs += 1 } }
-    func guestGrabEnded(_ path: String) { update(path) { $0.guestGrabs -= 1 } }
-
-    private func update(_ path: String, _ change: (inout Device) -> Void) {
-        let number = grabNumber.withLock { $0 }
-        devices.withLock { devices in
-            var device = devices[path, default: Device()]
-            change(&device)
-            let wanted = device.files > 0 && device.guestGrabs == 0
-            if !wanted, let own = device.own {
-                try? Syscall.close(own)   // the grab goes with the file
-                device.own = nil
-            } else if wanted, device.own == nil, let number,
-                      let fd = try? Syscall.open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC) {
-                if (try? Syscall.ioctl(fd, UInt(number), value: 1)) != nil { device.own = fd } else { try? Syscall.close(fd) }
+            device.typeMasks[file.descriptor] = nil
+            device.known.remove(file.descriptor)
+            if device.backendGrab == file.descriptor {
+                _ = try? file.ioctl(numbers.grab, value: 0)
+                device.backendGrab = nil
             }
-            devices[path] = device.files == 0 && device.guestGrabs == 0 && device.own == nil ? nil : device
+            settle(&device)
+            devices[file.path] = device.known.isEmpty ? nil : device
+        }
+    }
+
+    /// The backend's grab on the foreground file holding the guest's grab, and on no file otherwise. A grab
+    /// that fails (EBUSY: another process tree of the same principal holds the device) leaves none here.
+    private func settle(_ device: inout Device) {
+        let wanted = device.foreground.first { $0.descriptor == device.guestGrab }
+        guard wanted?.descriptor != device.backendGrab else { return }
+        if let held = device.foreground.first(where: { $0.descriptor == device.backendGrab }) {
+            _ = try? held.ioctl(numbers.grab, value: 0)
+        }
+        device.backendGrab = nil
+        if let file = wanted, (try? file.ioctl(numbers.grab, value: 1)) != nil { device.backendGrab = file.descriptor }
+    }
+
+    /// The driver's type mask of `file`: the guest's (all types without one) in the foreground, none in
+    /// the background. The driver takes masks in whole longs.
+    @discardableResult
+    private func applyMask(_ device: Device, _ file: DeviceFile) -> Result<Int64, Errno> {
+        let foreground = device.foreground.contains { $0.descriptor == file.descriptor }
+        var codes = foreground ? device.typeMasks[file.descriptor] ?? [UInt8](repeating: 0xff, count: MemoryLayout<Int>.size) : []
+        return codes.withUnsafeMutableBytes { codes in
+            var mask = input_mask(type: 0, codes_size: UInt32(codes.count), codes_ptr: UInt64(UInt(bitPattern: codes.baseAddress)))
+            return withUnsafeMutableBytes(of: &mask) { mask in
+                Result { () throws(Errno) in Int64(try Syscall.ioctl(file.descriptor, UInt(numbers.setMask), mask.baseAddress)) }
+            }
+        }
+    }
+
+    /// Reads away what a file queued before its mask was set (a poll of 0 ms before each read: never blocks).
+    private func drain(_ file: DeviceFile) {
+        var buffer = [UInt8](repeating: 0, count: 24 * 64)
+        var ready = pollfd(fd: file.descriptor, events: Int16(POLLIN), revents: 0)
+        while poll(&ready, 1, 0) == 1, ready.revents & Int16(POLLIN) != 0 {
+            guard buffer.withUnsafeMutableBytes({ read(file.descriptor, $0.baseAddress, $0.count) }) > 0 else { return }
         }
     }
 }
 
-/// A file of a `foreground` input export: the guest's EVIOCGRAB is answered by its guest's ForegroundGrabs,
-/// and its EVIOCREVOKE reported to them.
+/// struct input_mask (linux/input.h), as EVIOCSMASK reads it.
+private struct input_mask {
+    var type: UInt32
+    var codes_size: UInt32
+    var codes_ptr: UInt64
+}
+
+/// A file of a `foreground` input export: the guest's EVIOCGRAB and EVIOCSMASK of type 0 are answered by its
+/// guest's ForegroundGrabs, and its EVIOCREVOKE reported to them.
 final class ForegroundInputFile: DeviceFileState, @unchecked Sendable {
     private let file: DeviceFile
     private let ioctls: IoctlKinds<EvdevIoctl>
     private let grabs: ForegroundGrabs
-    private let idle: IdleGrabs
 
-    init(_ file: DeviceFile, ioctls: IoctlKinds<EvdevIoctl>, grabs: ForegroundGrabs, idle: IdleGrabs) {
-        (self.file, self.ioctls, self.grabs, self.idle) = (file, ioctls, grabs, idle)
+    init(_ file: DeviceFile, ioctls: IoctlKinds<EvdevIoctl>, grabs: ForegroundGrabs) {
+        (self.file, self.ioctls, self.grabs) = (file, ioctls, grabs)
     }
 
     func value(of name: String, arguments: [Int64]) throws -> Int64? { nil }
 
     func answer(instead call: CallView) -> Result<Int64, Errno>? {
-        guard ioctls(call) == .grab else { return nil }
-        guard case .value(let value) = call.plan.argument else { return .failure(.invalidArgument) }
-        return grabs.guestGrab(file, value)
+        switch ioctls(call) {
+        case .grab:
+            guard case .value(let value) = call.plan.argument else { return .failure(.invalidArgument) }
+            return grabs.guestGrab(file, value)
+        case .setMask:
+            // Type 0 (the types) only; a mask of codes filters within a type and goes to the driver.
+            guard call.load(UInt32.self, at: 0) == 0 else { return nil }
+            let codes = call.target(ofPointerAt: 8).map { call.bytes[$0] } ?? []
+            return grabs.guestTypeMask(file, codes)
+        default:
+            return nil
+        }
     }
 
     func ioctlCompleted(_ call: CallView, result: Int64) {
         if result == 0, ioctls(call) == .revoke { grabs.revoked(file) }
     }
 
-    func willClose() {
-        idle.closed(file.path)   // first: the backend's idle grab need not come for this file's last moment
-        grabs.closing(file)
-    }
+    func willClose() { grabs.closing(file) }
 }

@@ -10,6 +10,8 @@
   evdev.py grab-two NODE           EVIOCGRAB on two open files: grab on the first, then on the second, release
                                    on the second, then on the first
   evdev.py fork-open NODE          open, fork, and open again in the child: each open's result
+  evdev.py mask NODE               EVIOCGMASK and EVIOCSMASK of the event types: the mask of a new file, a set of
+                                   4 bytes (not whole longs), a set of EV_SYN and EV_MSC, the mask after
   evdev.py hold NODE DIR NAME      grab and keep the grab: DIR/NAME.grabbed, then the events it alone gets,
                                    then DIR/NAME.read; it exits when DIR/NAME.exit appears
   evdev.py wait-grab NODE DIR NAME open before the events, try a grab (EBUSY while another holds it), create
@@ -18,6 +20,7 @@
 
 Standard library only: the driver VM runs the host's /usr/bin/python3.
 """
+import ctypes
 import errno
 import fcntl
 import os
@@ -28,6 +31,7 @@ import time
 
 EVENT = struct.Struct("qqHHi")          # struct input_event on LP64: timeval, type, code, value
 EVIOCGRAB = 0x40044590
+EVIOCGMASK, EVIOCSMASK = 0x80104592, 0x40104593   # struct input_mask { u32 type, codes_size; u64 codes_ptr }
 UI_SET_EVBIT, UI_SET_KEYBIT, UI_SET_MSCBIT, UI_SET_LEDBIT = 0x40045564, 0x40045565, 0x40045568, 0x40045569
 UI_SET_PHYS, UI_DEV_SETUP, UI_DEV_CREATE, UI_DEV_DESTROY = 0x4008556C, 0x405C5503, 0x5501, 0x5502
 UI_GET_SYSNAME_64 = 0x8040552C
@@ -186,6 +190,29 @@ def grab_two(node):
         out("EVIOCGRAB %d on the %s file:" % (value, name), attempt(lambda: fcntl.ioctl(fd, EVIOCGRAB, value)))
 
 
+def mask(node):
+    fd = os.open(node, os.O_RDONLY)
+    codes = ctypes.create_string_buffer(8)
+
+    def call(number, size):
+        r = attempt(lambda: fcntl.ioctl(fd, number, struct.pack("IIQ", 0, size, ctypes.addressof(codes))))
+        return 0 if isinstance(r, bytes) else r
+
+    def get():
+        struct.pack_into("Q", codes, 0, 0)
+        r = call(EVIOCGMASK, 8)
+        return "0x%x" % struct.unpack_from("Q", codes)[0] if r == 0 else r
+
+    def set_mask(size, bits):
+        struct.pack_into("Q", codes, 0, bits)
+        return call(EVIOCSMASK, size)
+
+    out("EVIOCGMASK of the types:", get())
+    out("EVIOCSMASK of the types, 4 bytes:", set_mask(4, 0xffffffff))
+    out("EVIOCSMASK of the types, EV_SYN and EV_MSC:", set_mask(8, (1 << EV_SYN) | (1 << EV_MSC)))
+    out("EVIOCGMASK of the types:", get())
+
+
 def fork_open(node):
     fd = attempt(lambda: os.open(node, os.O_RDONLY))
     out("parent open:", "ok" if isinstance(fd, int) else fd)
@@ -239,6 +266,8 @@ if __name__ == "__main__":
         grab(*args)
     elif command == "grab-two":
         grab_two(*args)
+    elif command == "mask":
+        mask(*args)
     elif command == "fork-open":
         fork_open(*args)
     elif command == "hold":

@@ -60,6 +60,31 @@ struct IsolationV4L2 {
     /// driver's rule, passed through) and EBUSY for its mmap (the backend's: a program in the VM itself,
     /// outside Paradice, maps it, while its QBUF gets the driver's EBUSY too).
     @Test func aGuestCannotMapAnotherGuestsBuffers() throws {
+        let (a, b, native) = try otherGuestTries("own")
+        #expect(a.output.contains("REQBUFS: ok"), "\(a.output)")
+        #expect(a.output.contains("mmap of its own buffer: ok"), "\(a.output)")
+        #expect(a.output.contains("mmap of its own buffer in its second file: ok"), "\(a.output)")
+        expectRefused(b)
+        // Natively the buffer maps: only the backend keeps it from guest B. The queue stays A's.
+        #expect(native.status == 0, "\(native.output)")
+        #expect(native.output.contains("QBUF of the other's buffer: -1 Device or resource busy"), "\(native.output)")
+        #expect(native.output.contains("mmap of the other's buffer: ok"), "\(native.output)")
+    }
+
+    /// When guest A's file owns the queue by reading frames with read() (videobuf2's file I/O, which makes
+    /// the buffers itself), the driver refuses every mmap of the queue (vb2_mmap: "file io in progress"),
+    /// natively too: B gets EBUSY from the driver, and the backend has nothing to add.
+    @Test func noOneMapsTheBuffersAGuestReadsFramesInto() throws {
+        let (a, b, native) = try otherGuestTries("reader")
+        #expect(a.output.contains("read of a frame: ok") && a.output.contains("QUERYBUF: ok"), "\(a.output)")
+        expectRefused(b)
+        #expect(native.status == 0 && native.output == b.output, "\(native.output)")
+    }
+
+    /// Guest A's program in `mode` holding the queue of /dev/video0 while guest B's and a native program's
+    /// `other` try buffer 0: their outputs.
+    private func otherGuestTries(_ mode: String) throws -> (a: (status: Int32, output: String), b: (status: Int32, output: String),
+                                                             native: (status: Int32, output: String)) {
         let vm = try DriverVM.require()
         let program = try compileForDriverVM(vm, "v4l2iso")
         let folder = NSTemporaryDirectory() + "v4l2iso-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -67,9 +92,9 @@ struct IsolationV4L2 {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let infoFile = folder + "/buffer", doneFile = folder + "/done"
 
-        let a = Background { try vm.forwarded([program.host, "own", "/dev/video0", infoFile, doneFile], timeout: 900) }
+        let a = Background { try vm.forwarded([program.host, mode, "/dev/video0", infoFile, doneFile], timeout: 900) }
         defer { FileManager.default.createFile(atPath: doneFile, contents: Data()) }
-        let fields = try #require(fieldsWritten(to: infoFile), "guest A never allocated its buffers")
+        let fields = try #require(fieldsWritten(to: infoFile), "guest A never made its buffers")
         try #require(fields.count == 2)
         let (offset, length) = (fields[0], fields[1])
 
@@ -77,23 +102,16 @@ struct IsolationV4L2 {
         let native = try vm.native("\(program.guest) other /dev/video0 \(offset) \(length)")
         FileManager.default.createFile(atPath: doneFile, contents: Data())
         let aRun = a.wait()
+        #expect(aRun.status == 0 && aRun.output.contains("done"), "\(aRun.output)")
+        return (aRun, b, native)
+    }
 
-        #expect(aRun.status == 0, "\(aRun.output)")
-        #expect(aRun.output.contains("REQBUFS: ok"), "\(aRun.output)")
-        #expect(aRun.output.contains("mmap of its own buffer: ok"), "\(aRun.output)")
-        #expect(aRun.output.contains("mmap of its own buffer in its second file: ok"), "\(aRun.output)")
-        #expect(aRun.output.contains("done"), "\(aRun.output)")
-
+    private func expectRefused(_ b: (status: Int32, output: String)) {
         #expect(b.status == 0, "\(b.output)")
         #expect(b.output.contains("QUERYBUF of the other's buffer: ok"), "\(b.output)")
         #expect(b.output.contains("its offset: the same"), "\(b.output)")
         #expect(b.output.contains("QBUF of the other's buffer: -1 Device or resource busy"), "\(b.output)")
         #expect(b.output.contains("mmap of the other's buffer: -1 Device or resource busy"), "\(b.output)")
-
-        // Natively the buffer maps: only the backend keeps it from guest B. The queue stays A's.
-        #expect(native.status == 0, "\(native.output)")
-        #expect(native.output.contains("QBUF of the other's buffer: -1 Device or resource busy"), "\(native.output)")
-        #expect(native.output.contains("mmap of the other's buffer: ok"), "\(native.output)")
     }
 }
 }

@@ -266,6 +266,40 @@ struct ALSA {
         }
     }
 
+    /// Two guests on one PCM device: each open file is a substream of its own, as for two programs of the
+    /// VM. While guest A plays into hw:Loopback,0,0, guest B's aplay of that subdevice is EBUSY, as a VM
+    /// program's is, and B's aplay of hw:Loopback,0,2 plays into the substream it asked for (not the first
+    /// free one: alsa-lib names it through the control device, SNDRV_CTL_IOCTL_PCM_PREFER_SUBDEVICE).
+    @Test func twoGuestsGetSubstreamsOfTheirOwn() throws {
+        let vm = try DriverVM.require()
+        @Sendable func aplay(_ device: String, seconds: Int) -> String {
+            "aplay -D \(device) -t raw -f S16_LE -r 48000 -c 2 -d \(seconds) /dev/zero; echo status $?"
+        }
+        let status = { (sub: Int) in (try? vm.native("cat /proc/asound/card1/pcm0p/sub\(sub)/status").output) ?? "" }
+        let a = Background { try vm.forwarded(["sh", "-c", aplay("hw:Loopback,0,0", seconds: 20)], timeout: 120) }
+        var holding = false
+        for _ in 0..<600 where !holding {
+            holding = status(0).contains("RUNNING")
+            if !holding { usleep(100_000) }
+        }
+        #expect(holding, "guest A never played: \(status(0))")
+        let native = try vm.native(aplay("hw:Loopback,0,0", seconds: 1), timeout: 120)
+        let b = try vm.forwarded(["sh", "-c", aplay("hw:Loopback,0,0", seconds: 1)], timeout: 120)
+        #expect(native.output.contains("Device or resource busy") && native.output.contains("status 1"), "\(native.output)")
+        #expect(b.output.contains("Device or resource busy") && b.output.contains("status 1"), "\(b.output)")
+        let other = Background { try vm.forwarded(["sh", "-c", aplay("hw:Loopback,0,2", seconds: 3)], timeout: 120) }
+        var playing = false
+        for _ in 0..<300 where !playing {
+            playing = status(2).contains("RUNNING")
+            if !playing { usleep(100_000) }
+        }
+        #expect(playing && !status(1).contains("RUNNING"), "guest B's aplay of subdevice 2: \(status(2)) \(status(1))")
+        let otherRun = other.wait()
+        #expect(otherRun.output.contains("status 0"), "\(otherRun.output)")
+        let aRun = a.wait()
+        #expect(aRun.output.contains("status 0"), "\(aRun.output)")
+    }
+
     @Test func refusedCallsGetTheDriversErrno() throws {
         let vm = try DriverVM.require()
         let binary = vm.folder + "/share/alsaraw"

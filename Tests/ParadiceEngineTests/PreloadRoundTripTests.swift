@@ -57,28 +57,26 @@ struct PreloadRoundTripTests {
     /// From the fork on nothing is read ahead, in either process: the parent's polls take none of the bytes the
     /// child then reads.
     @Test func bytesReadAheadAreReadOnceAcrossFork() throws {
-        let backend = try BackendProcess(devices: ["/dev/ptmx"])
-        let program = try compile("readahead", into: backend.folder)
-        let expected = "parent: read \"abc\"\nparent: read \"defghij\"\nchild: read \"klm\"\nchild: read \"xyz\"\n"
-            + "parent: poll 1 POLLIN\nparent: read \"!\"\n"
-        let native = try run(program, ["fork"])
-        #expect(native.status == 0 && native.output == expected, "\(native.output)")
-        let forwarded = try paradiceRun(backend.unixEndpoint, [program, "fork"])
-        #expect(forwarded.status == 0 && forwarded.output == expected, "\(forwarded.output) \(forwarded.errors)")
+        try expectReadAhead("fork", printsNativelyAndForwarded: "parent: read \"abc\"\nparent: read \"defghij\"\n"
+            + "child: read \"klm\"\nchild: read \"xyz\"\nparent: poll 1 POLLIN\nparent: read \"!\"\n")
     }
 
     /// An exec keeps the forwarded descriptors without FD_CLOEXEC, with the bytes a poll read ahead of them,
     /// and closes the others: the new program reads the rest of a chunk and one written after, and the slave of
     /// a master opened O_CLOEXEC is hung up; an exec that fails first changes nothing. The same natively.
     @Test func descriptorsAndBytesReadAheadSurviveExec() throws {
+        try expectReadAhead("exec", printsNativelyAndForwarded: "before exec: read \"abc\"\n"
+            + "exec of a missing program: No such file or directory\nbefore exec: read \"de\"\n"
+            + "after exec: read \"fghij\"\nafter exec: read \"klm\"\nafter exec: the slave of the close-on-exec master: hung up\n")
+    }
+
+    /// Programs/readahead.c in `mode` on a pty master: exactly `expected`, natively and forwarded.
+    private func expectReadAhead(_ mode: String, printsNativelyAndForwarded expected: String) throws {
         let backend = try BackendProcess(devices: ["/dev/ptmx"])
         let program = try compile("readahead", into: backend.folder)
-        let expected = "before exec: read \"abc\"\nexec of a missing program: No such file or directory\n"
-            + "before exec: read \"de\"\nafter exec: read \"fghij\"\nafter exec: read \"klm\"\n"
-            + "after exec: the slave of the close-on-exec master: hung up\n"
-        let native = try run(program, ["exec"])
+        let native = try run(program, [mode])
         #expect(native.status == 0 && native.output == expected, "\(native.output)")
-        let forwarded = try paradiceRun(backend.unixEndpoint, [program, "exec"])
+        let forwarded = try paradiceRun(backend.unixEndpoint, [program, mode])
         #expect(forwarded.status == 0 && forwarded.output == expected, "\(forwarded.output) \(forwarded.errors)")
     }
 

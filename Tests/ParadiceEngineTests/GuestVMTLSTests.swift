@@ -49,6 +49,10 @@ struct GuestVMTLS {
         }
         try "guest-vm-psk:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n"
             .write(toFile: dir + "/guest.psk", atomically: true, encoding: .utf8)
+        // The certificates start now, by this machine's clock; the guest VM's, read from its emulated RTC at
+        // boot and kept by an emulated CPU, may be behind it, and would find them "not yet valid".
+        let clock = try guest.run("date -u -s @\(Int(Date().timeIntervalSince1970.rounded(.up)))", timeout: 60)
+        guard clock.status == 0 else { throw BackendFailure(log: "setting the guest VM's clock: \(clock.output)") }
     }
 
     /// stty in the guest VM, through the daemon's node of a pty of this machine, reads what was set here, and a

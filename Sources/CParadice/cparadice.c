@@ -4,6 +4,12 @@
 #include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
+#include <string.h>
+#include <errno.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "cparadice.h"
 
 ssize_t paradice_read_process(pid_t pid, void *local, unsigned long remote, size_t length) {
@@ -17,8 +23,6 @@ ssize_t paradice_write_process(pid_t pid, const void *local, unsigned long remot
     struct iovec r = { (void *)remote, length };
     return process_vm_writev(pid, &l, 1, &r, 1, 0);
 }
-
-#include <sys/ioctl.h>
 
 long paradice_ioctl(int fd, unsigned long command, unsigned long argument) {
     return ioctl(fd, command, argument);
@@ -53,9 +57,6 @@ int paradice_peer_ucred(int fd, int *pid, unsigned int *uid, unsigned int *gid) 
 int paradice_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 int paradice_o_direct(void) { return O_DIRECT; }
 int paradice_o_path(void) { return O_PATH; }
-
-#include <string.h>
-#include <errno.h>
 
 int paradice_send_with_descriptor(int sock, const void *bytes, size_t length, int descriptor) {
     char control[CMSG_SPACE(sizeof(int))];
@@ -96,13 +97,7 @@ long paradice_recv_with_descriptor(int sock, void *bytes, size_t length, int *de
 
 int paradice_fix_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
 
-#include <sys/syscall.h>
-#include <unistd.h>
 int paradice_finit_module(int fd) { return (int)syscall(SYS_finit_module, fd, "", 0); }
-
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 /* The system calls themselves: in a frontend, fcntl and close are the program's wrapped ones. */
 int paradice_descriptor_out_of_the_way(int fd) {

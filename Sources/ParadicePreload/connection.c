@@ -11,8 +11,9 @@
 struct pd_connection pd_conn = PD_CONNECTION_INIT;
 static pthread_mutex_t connect_lock = PTHREAD_MUTEX_INITIALIZER;
 static int complained;
-static uint32_t fork_ticket;   /* a forked child's PD_FORK ticket, until its handshake names it */
-static uint32_t exec_ticket, exec_token;   /* a new program's ticket from the image before it, likewise */
+/* A PD_FORK ticket for the next handshake to claim: a forked child's (its token is then the parent's
+ * connection's), or a new program's from the image before it, with that image's token. */
+static uint32_t claim_ticket, claim_token;
 static pid_t process_pid;      /* this process, as fork's child handler last saw it */
 
 /* A fork while another thread connects, or holds the connection's state, would leave the child a lock
@@ -74,13 +75,12 @@ int pd_connect(void) {
         /* Inherited across fork: the parent's connection is not ours to use, but its files are: the child
          * joins the parent's session with a connection of its own. */
         pd_conn_forget(&pd_conn, &join_session, &join_token);
-        if (fork_ticket) join_session = fork_ticket;   /* what the parent held at the fork, not now */
-        fork_ticket = 0;
-    } else if (exec_ticket) {
-        join_session = exec_ticket;   /* what the image before this one held as it exec'ed */
-        join_token = exec_token;
-        exec_ticket = exec_token = 0;
     }
+    if (claim_ticket) {   /* what the parent held at the fork, or the image before this one at its exec */
+        join_session = claim_ticket;
+        if (claim_token) join_token = claim_token;
+    }
+    claim_ticket = claim_token = 0;
     const char *url = getenv("PARADICE_BACKEND");
     if (!url) { pthread_mutex_unlock(&connect_lock); errno = ENOENT; return -1; }
     pd_conn.address = url;   /* the environment's string: it outlives the connection */
@@ -133,29 +133,22 @@ static int one_session_at_a_time(const char *address) {
     return 0;
 }
 
+/* A PD_FORK: 0 asks a ticket, a ticket gives it back. Returns the ticket asked, or 0; errno is kept. */
+static uint32_t fork_call(uint32_t ticket) {
+    if (!pd_conn_live(&pd_conn)) return 0;   /* a ticket is of the live connection's session: never reconnect */
+    int e = errno;
+    int64_t r = pd_call_without_body(PD_FORK, ticket);
+    errno = e;
+    return ticket == 0 && r > 0 && r <= UINT32_MAX ? (uint32_t)r : 0;
+}
+
 /* As the process forks (the parent, before): a ticket that holds every file of the process's table for
  * the child, whatever the parent closes or opens meanwhile; 0 without files, over a transport the child
  * cannot connect by, or from a backend that has no PD_FORK (the child then joins the parent's session as
  * it is when it connects). */
-static uint32_t ask_ticket(void) {
-    int e = errno;
-    struct pd_buffer b;
-    pd_buffer_init(&b, 0);
-    struct pd_frame reply = { .descriptor = -1 };
-    uint32_t ticket = 0;
-    if (pd_conn_call(&pd_conn, PD_FORK, 0, 0, &b, &reply) == 0) {
-        int64_t r = pd_reply_result(&reply, NULL, NULL);
-        if (r > 0 && r <= UINT32_MAX) ticket = (uint32_t)r;
-        pd_frame_release(&pd_conn, &reply);
-    }
-    pd_buffer_free(&b);
-    errno = e;
-    return ticket;
-}
-
 uint32_t pd_fork_ticket(void) {
     if (!pd_conn_live(&pd_conn) || !pd_has_files() || one_session_at_a_time(pd_conn.address)) return 0;
-    return ask_ticket();
+    return fork_call(0);
 }
 
 /* A child of vfork (or of clone with CLONE_VM, as posix_spawn makes) runs in its parent's memory until it
@@ -165,31 +158,23 @@ int pd_in_parents_memory(void) { return getpid() != process_pid; }
 uint32_t pd_exec_ticket(uint32_t *token) {
     pid_t owner = pd_conn_owner(&pd_conn, token);
     if (!owner || owner != process_pid || one_session_at_a_time(pd_conn.address)) return 0;
-    return ask_ticket();
+    return fork_call(0);
 }
 
-void pd_return_ticket(uint32_t ticket) {
-    int e = errno;
-    struct pd_buffer b;
-    pd_buffer_init(&b, 0);
-    struct pd_frame reply = { .descriptor = -1 };
-    if (pd_conn_call(&pd_conn, PD_FORK, 0, ticket, &b, &reply) == 0) pd_frame_release(&pd_conn, &reply);
-    pd_buffer_free(&b);
-    errno = e;
-}
+void pd_return_ticket(uint32_t ticket) { (void)fork_call(ticket); }
 
 int pd_claim_exec_ticket(uint32_t ticket, uint32_t token) {
-    exec_ticket = ticket;
-    exec_token = token;
+    claim_ticket = ticket;
+    claim_token = token;
     int connected = pd_connect() == 0;
-    exec_ticket = exec_token = 0;   /* claimed, or gone: a later connection starts afresh */
+    claim_ticket = claim_token = 0;   /* claimed, or gone: a later connection starts afresh */
     return connected && pd_session_token() == token;
 }
 
 /* The child, just forked: it claims its ticket at once, since the backend keeps it only so long. */
 void pd_claim_fork_ticket(uint32_t ticket) {
     int e = errno;
-    fork_ticket = ticket;
+    claim_ticket = ticket;
     (void)pd_connect();
     errno = e;
 }
@@ -197,6 +182,19 @@ void pd_claim_fork_ticket(uint32_t ticket) {
 int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request, struct pd_frame *reply) {
     if (pd_connect() != 0) return -1;
     return pd_conn_call(&pd_conn, op, flags, handle, request, reply);
+}
+
+int64_t pd_call_without_body(uint16_t op, uint32_t handle) {
+    struct pd_buffer b;
+    pd_buffer_init(&b, 0);
+    struct pd_frame reply = { .descriptor = -1 };
+    int64_t r = -1;
+    if (pd_call(op, 0, handle, &b, &reply) == 0) {
+        r = pd_reply_result(&reply, NULL, NULL);
+        pd_frame_release(&pd_conn, &reply);
+    }
+    pd_buffer_free(&b);
+    return r;
 }
 
 void pd_frame_free(struct pd_frame *f) { pd_frame_release(&pd_conn, f); }

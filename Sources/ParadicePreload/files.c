@@ -57,14 +57,7 @@ static void forget_descriptor(struct pd_file *f, int fd) {
 }
 
 static void close_remote(uint32_t handle, int *result) {
-    struct pd_buffer b;
-    pd_buffer_init(&b, 0);
-    struct pd_frame reply = { .descriptor = -1 };
-    if (pd_call(PD_CLOSE, 0, handle, &b, &reply) == 0) {
-        if (pd_reply_result(&reply, NULL, NULL) < 0 && result) *result = -1;
-        pd_frame_free(&reply);
-    }
-    pd_buffer_free(&b);
+    if (pd_call_without_body(PD_CLOSE, handle) < 0 && result) *result = -1;
 }
 
 /* The last reference is gone: the remote file closes (when its session is this process's) and f is freed. */

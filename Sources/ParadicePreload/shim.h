@@ -18,6 +18,7 @@ extern struct pd_connection pd_conn;
 int pd_connect(void);                       /* 0, or -1 with errno */
 uint32_t pd_session_token(void);           /* this process's handle table (0: not connected) */
 int pd_call(uint16_t op, uint16_t flags, uint32_t handle, struct pd_buffer *request, struct pd_frame *reply);
+int64_t pd_call_without_body(uint16_t op, uint32_t handle);   /* the reply's result, or -1 with errno */
 void pd_frame_free(struct pd_frame *f);
 
 /* A forwarded file, shared by the local descriptors that dup'ed it and by the calls using it. Every

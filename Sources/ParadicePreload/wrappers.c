@@ -76,7 +76,7 @@ static size_t environment_length(char *const envp[]) {
 /* Runs `exec` with envp, plus the description when forwarded descriptors survive the exec. */
 static int exec_keeping_files(char *const envp[], int (*exec)(char *const envp[], void *context), void *context) {
     pd_resolve_real();
-    size_t size = pd_has_files() ? pd_inheritance_size() : 0;
+    size_t size = pd_inheritance_size();   /* 0 without files */
     size_t entries = environment_length(envp);
     if (size == 0 || size > (64u << 10) || entries > (16u << 10)) return exec(envp, context);
     char variable[sizeof INHERIT + 48 + size];

@@ -2,6 +2,7 @@
  * file is held locally by an eventfd placeholder: a real descriptor number, closed by close/exec like any
  * other, so the program's descriptor bookkeeping stays true. */
 #include "shim.h"
+#include "inheritance.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -17,6 +18,7 @@
 
 
 #define MAX_FDS 65536
+_Static_assert(PD_INHERIT_MAX_FD == MAX_FDS - 1, "an inherited descriptor is one of the table's");
 #define HANDLE_BUCKETS 256
 /* One lock guards the descriptor table, the handle index, and each file's references, event state
  * (watch, revents, polling, placeholder) and flags. Nothing blocking runs under it: a
@@ -736,23 +738,17 @@ static struct pd_file *adopted_file(uint32_t handle) {
 }
 
 /* One " f:…" entry: its descriptor named by its file (made by the first entry of the handle). */
-static int adopt_entry(const char *entry, uint32_t token, int ahead_memory, off_t *ahead_offset, unsigned *handle_named) {
-    int fd, flags, forked;
-    unsigned handle = 0, mode, unit;
-    unsigned long long rdev;
-    size_t ahead;
-    int used = 0;
-    *handle_named = 0;
-    if (sscanf(entry, "f:%d:%u:%d:%u:%llu:%u:%d:%zu%n", &fd, &handle, &flags, &mode, &rdev, &unit, &forked, &ahead, &used) != 8
-        || (entry[used] != 0 && entry[used] != ' ') || fd < 0 || fd >= MAX_FDS || handle == 0 || ahead > PD_MAX_READ_AHEAD
-        || (ahead > 0 && (ahead_memory < 0 || unit == 0)) || !links_to(fd, "anon_inode:[eventfd]"))
-        return -1;
-    *handle_named = handle;
+static int adopt_entry(const struct pd_inherited_entry *e, uint32_t token, int ahead_memory, off_t *ahead_offset) {
+    size_t ahead = e->ahead;
+    off_t at = *ahead_offset;
+    *ahead_offset += (off_t)ahead;   /* the next entry's bytes follow, whether or not this one is adopted */
+    if ((ahead > 0 && ahead_memory < 0) || !links_to(e->fd, "anon_inode:[eventfd]")) return -1;
+    int fd = e->fd;
+    unsigned handle = e->handle;
     uint8_t *bytes = NULL;
     if (ahead > 0) {
         bytes = malloc(ahead);
-        if (!bytes || pread(ahead_memory, bytes, ahead, *ahead_offset) != (ssize_t)ahead) { free(bytes); return -1; }
-        *ahead_offset += (off_t)ahead;
+        if (!bytes || pread(ahead_memory, bytes, ahead, at) != (ssize_t)ahead) { free(bytes); return -1; }
     }
     pthread_mutex_lock(&files_lock);
     struct pd_file *f = adopted_file(handle);
@@ -761,11 +757,11 @@ static int adopt_entry(const char *entry, uint32_t token, int ahead_memory, off_
         f = calloc(1, sizeof *f);
         if (f) {
             f->handle = handle;
-            f->flags = flags & (O_ACCMODE | O_NONBLOCK | O_APPEND);
-            f->mode = mode;
-            f->rdev = rdev;
-            f->read_unit = unit;
-            f->forked = forked != 0;
+            f->flags = e->flags & (O_ACCMODE | O_NONBLOCK | O_APPEND);
+            f->mode = e->mode;
+            f->rdev = e->rdev;
+            f->read_unit = e->read_unit;
+            f->forked = e->forked;
             f->owner = token;
             f->shared = -1;
             f->placeholder = -1;
@@ -788,25 +784,25 @@ void pd_adopt_inheritance(void) {
     char *description = strdup(variable);
     unsetenv("PARADICE_INHERIT");   /* this program's children inherit through it only if it execs */
     if (!description) return;
-    int pid, ahead_memory, used = 0;
-    unsigned ticket, token;
-    if (sscanf(description, "%d %u %u %d%n", &pid, &ticket, &token, &ahead_memory, &used) != 4 || pid != getpid()
-        || ticket == 0 || token == 0) {
+    struct pd_inherited_head head;
+    const char *cursor = pd_parse_inherited_head(description, &head);
+    if (!cursor || head.pid != getpid()) {
         free(description);   /* another process's description: its descriptor numbers are not ours */
         return;
     }
+    uint32_t ticket = head.ticket, token = head.token;
+    int ahead_memory = head.ahead_memory;
     if (ahead_memory >= 0 && !links_to(ahead_memory, "/memfd:paradice-read-ahead")) ahead_memory = -1;
     int rejected = 0;
     off_t ahead_offset = 0;
     uint32_t dropped[1024];   /* files the new program has no descriptor of: closed once they are its own */
     size_t drops = 0;
-    for (char *entry = description + used; (entry = strchr(entry, ' ')) != NULL;) {
-        entry++;
-        unsigned handle = 0;
-        int bad = entry[0] == 'f' ? adopt_entry(entry, token, ahead_memory, &ahead_offset, &handle) != 0
-                                  : sscanf(entry, "d:%u", &handle) != 1;
+    struct pd_inherited_entry entry;
+    while ((cursor = pd_parse_inherited_entry(cursor, &entry)) != NULL) {
+        int bad = entry.kind == 0 || (entry.kind == 'f' && adopt_entry(&entry, token, ahead_memory, &ahead_offset) != 0);
         rejected += bad;
-        if (handle != 0 && (entry[0] == 'd' || bad) && drops < sizeof dropped / sizeof *dropped) dropped[drops++] = handle;
+        if (entry.handle != 0 && (entry.kind == 'd' || bad) && drops < sizeof dropped / sizeof *dropped)
+            dropped[drops++] = entry.handle;
     }
     free(description);
     if (ahead_memory >= 0) pd_real.close(ahead_memory);

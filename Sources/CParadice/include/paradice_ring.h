@@ -58,6 +58,8 @@ struct paradice_doorbell_ops {
 struct paradice_spin {
     long budget;                       /* ns */
     unsigned since_probe;
+    int beside;                        /* the peer seems to share this CPU: yield at every turn */
+    unsigned since_pause;
 };
 
 /* One side's end of a region. */
@@ -76,6 +78,7 @@ struct paradice_ring {
     int timeout_ms;                    /* of each receive wait; -1: none */
     long spin_ns;                      /* the longest a wait spins before it sleeps */
     struct paradice_spin spin[2];      /* each touched only by its own kind of wait's thread */
+    int woke_peer;                     /* atomic: a send rang the peer's data bell since the last receive */
     const struct paradice_doorbell_ops *doorbell;
     /* The eventfd doorbell's: the setup socket (liveness, descriptors), the four eventfds. */
     int setup_fd;

@@ -47,7 +47,7 @@ public final class EvdevPlugin: DevicePlugin {
 }
 
 enum EvdevIoctl: String, CaseIterable, Sendable {
-    case grab = "EVIOCGRAB", revoke = "EVIOCREVOKE", setMask = "EVIOCSMASK"
+    case grab = "EVIOCGRAB", revoke = "EVIOCREVOKE", setMask = "EVIOCSMASK", getMask = "EVIOCGMASK"
 }
 
 /// One guest's files of `foreground` input exports, per device path:
@@ -102,7 +102,10 @@ final class ForegroundGrabs: @unchecked Sendable {
         }
     }
 
-    /// The guest's EVIOCGRAB on `file`: any value but 0 grabs, as evdev_ioctl_handler takes it.
+    /// The guest's EVIOCGRAB on `file`: any value but 0 grabs, as evdev_ioctl_handler takes it. On a
+    /// foreground file the grab must also be the driver's: while another process tree of the guest (or a
+    /// program of this machine) holds one, evdev_grab's EBUSY is the guest's answer, as a second local
+    /// program's would be.
     func guestGrab(_ file: DeviceFile, _ value: UInt64) -> Result<Int64, Errno> {
         devices.withLock { devices in
             var device = devices[file.path, default: Device()]
@@ -110,6 +113,13 @@ final class ForegroundGrabs: @unchecked Sendable {
             if value != 0 {
                 guard device.guestGrab == nil else { return .failure(.resourceBusy) }
                 device.guestGrab = file.descriptor
+                settle(&device)
+                let foreground = device.foreground.contains { $0.descriptor == file.descriptor }
+                if foreground && device.backendGrab != file.descriptor {
+                    device.guestGrab = nil
+                    return .failure(.resourceBusy)
+                }
+                return .success(0)
             } else {
                 guard device.guestGrab == file.descriptor else { return .failure(.invalidArgument) }
                 device.guestGrab = nil
@@ -129,6 +139,16 @@ final class ForegroundGrabs: @unchecked Sendable {
             let applied = applyMask(device, file)
             devices[file.path] = device
             return applied
+        }
+    }
+
+    /// What the guest's EVIOCGMASK of type 0 on `file` shows in its first long, whatever the driver's mask
+    /// is (empty in the background): the mask the guest set, or all types until it set one, as
+    /// evdev_get_mask answers for a client without a mask.
+    func guestTypeMaskBits(_ file: DeviceFile) -> UInt64 {
+        devices.withLock { devices in
+            guard let mask = devices[file.path]?.typeMasks[file.descriptor] else { return ~0 }
+            return mask.prefix(8).enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         }
     }
 
@@ -208,7 +228,8 @@ private struct input_mask {
 }
 
 /// A file of a `foreground` input export: the guest's EVIOCGRAB and EVIOCSMASK of type 0 are answered by its
-/// guest's ForegroundGrabs, and its EVIOCREVOKE reported to them.
+/// guest's ForegroundGrabs, its EVIOCGMASK of type 0 shows the mask kept there, and its EVIOCREVOKE is
+/// reported to them.
 final class ForegroundInputFile: DeviceFileState, @unchecked Sendable {
     private let file: DeviceFile
     private let ioctls: IoctlKinds<EvdevIoctl>
@@ -237,6 +258,14 @@ final class ForegroundInputFile: DeviceFileState, @unchecked Sendable {
 
     func ioctlCompleted(_ call: CallView, result: Int64) {
         if result == 0, ioctls(call) == .revoke { grabs.revoked(file) }
+    }
+
+    /// EVIOCGMASK of type 0 shows the guest's own mask, not the driver's. A buffer under one long keeps the
+    /// driver's bytes (those of the background's empty mask).
+    func edits(after call: CallView, result: Int64) -> CallEdits {
+        guard result == 0, ioctls(call) == .getMask, call.load(UInt32.self, at: 0) == 0,
+              let codes = call.target(ofPointerAt: 8), call.bytes[codes].count >= 8 else { return CallEdits() }
+        return CallEdits(values: [(region: codes, offset: 0, value: grabs.guestTypeMaskBits(file))])
     }
 
     func willClose() { grabs.closing(file) }

@@ -34,7 +34,7 @@ let package = Package(
         // Small C wrappers for calls Swift cannot import (process_vm_readv, …).
         .target(name: "CParadice"),
         // TLS 1.3 (mutual certificates or a pre-shared key) on OpenSSL, shared by the backend and the frontend core.
-        .target(name: "ParadiceTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto"), .linkedLibrary("pthread")]),
+        .target(name: "ParadiceTLS", dependencies: ["CParadice"], linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto"), .linkedLibrary("pthread")]),
         // Checks spec layouts and numbers against the real C headers.
         .target(name: "ParadiceVerify", dependencies: ["ParadiceSpec"]),
         // Raw system calls behind one small layer, and a typed Errno (the EINTR policy lives there).

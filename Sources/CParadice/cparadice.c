@@ -83,11 +83,15 @@ int paradice_send_with_descriptor(int sock, const void *bytes, size_t length, in
 }
 
 long paradice_recv_with_descriptor(int sock, void *bytes, size_t length, int *descriptor) {
+    return paradice_recv_with_descriptor_flags(sock, bytes, length, descriptor, 0);
+}
+
+long paradice_recv_with_descriptor_flags(int sock, void *bytes, size_t length, int *descriptor, int flags) {
     char control[CMSG_SPACE(sizeof(int))];
     struct iovec iov = { bytes, length };
     struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
     *descriptor = -1;
-    ssize_t n = recvmsg(sock, &message, MSG_CMSG_CLOEXEC);
+    ssize_t n = recvmsg(sock, &message, MSG_CMSG_CLOEXEC | flags);
     if (n > 0) {
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c; c = CMSG_NXTHDR(&message, c))
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(descriptor, CMSG_DATA(c), sizeof(int));

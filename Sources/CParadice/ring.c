@@ -44,79 +44,12 @@ static void *raw_mmap(size_t size, int fd) {
 }
 static void raw_munmap(void *p, size_t size) { syscall(SYS_munmap, p, (long)size); }
 
-static void relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-static long now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1000000000L + t.tv_nsec;
-}
-
-/* One turn of a spin: a pause, or a sched_yield when one is due. The peer may be waiting for this very CPU:
- * the scheduler's wake-affine placement puts a woken peer beside its waker, and a spin that never yields
- * keeps it off the core until the spin runs out, so every spin fails and both sides learn to sleep
- * (measured on a 2-core VM: 65-75 µs a round trip of a 30 µs call instead of 31). So a spin yields after
- * PARADICE_SPIN_YIELD_NS; and once the bytes came right after a yield that ran someone else (it took more
- * than a µs), the spins of that kind yield at every turn (`beside`), which turns a round trip on one core
- * into two context switches (2 µs instead of 11 with the other core busy). Every 16th spin pauses first
- * again, to find out whether the peer moved to another core, where pausing is faster. */
-#define PARADICE_SPIN_YIELD_NS 4000L
-struct spin_state { long until, budget, next_yield; int ran_someone; };
-
-static void spin_start(struct paradice_spin *s, struct spin_state *t, long now, long budget) {
-    t->budget = budget;
-    t->until = now + budget;
-    t->next_yield = s->beside && (s->since_pause++ & 15) != 0 ? now : now + PARADICE_SPIN_YIELD_NS;
-    t->ran_someone = 0;
-}
-
-static void spin_turn(struct paradice_spin *s, struct spin_state *t, long now) {
-    if (now < t->next_yield) { relax(); t->ran_someone = 0; return; }
-    syscall(SYS_sched_yield);
-    long after = now_ns();
-    t->ran_someone = after - now > 1000;
-    t->next_yield = s->beside ? after : after + PARADICE_SPIN_YIELD_NS;
-}
-
-/* How long a wait spins before it sleeps, learned per wait (paradice_ring.spin): a spin that found its
- * bytes lengthens the next one (to twice the last, and at least four times what this one took, up to
- * spin_ns), one that ran out halves it. On a loaded machine a side that spins can keep its peer off the
- * core it needs, and every spin runs out: the spin falls to nothing and the side sleeps at once, probing
- * with a short spin now and then to learn when spinning pays again.
- * A receive that follows a send which woke a sleeping peer learns nothing from running out: its wait holds
- * the peer's wake-up, which on a virtual CPU that halted costs tens of µs, far more than a call. Counting
- * it would drive both sides to sleep for good, each then waiting for the other's wake-up (measured on a
- * 2-core VM: a 40-byte ping-pong at 97 µs a round trip instead of 0.8 µs), and no short probe escapes that,
- * since the peer it probes is asleep. So a side whose peer sleeps keeps spinning; the peer's own probe
- * then finds its bytes at once, and both spin again. */
-static long spin_budget(struct paradice_ring *r, int which) {
-    struct paradice_spin *s = &r->spin[which];
-    if (s->budget == 0 && (++s->since_probe & 127) == 0) return r->spin_ns < 10000 ? r->spin_ns : 10000;
-    return s->budget;
-}
-
-static void spin_learn(struct paradice_ring *r, int which, int found, long waited) {
-    struct paradice_spin *s = &r->spin[which];
-    if (found) {
-        long longer = s->budget == 0 ? 2000 : s->budget * 2;
-        s->budget = longer > 4 * waited ? longer : 4 * waited;
-    } else {
-        s->budget /= 2;
-    }
-    if (s->budget > r->spin_ns) s->budget = r->spin_ns;
-    if (s->budget < 1000 && !found) s->budget = 0;
-}
-
-/* The bytes came during the spin: it learns how long it took, and whether they came right after a yield
- * that let someone run. */
-static void spin_found_bytes(struct paradice_ring *r, int which, const struct spin_state *t) {
-    spin_learn(r, which, 1, t->budget - (t->until - now_ns()));
-    r->spin[which].beside = t->ran_someone;
-}
+/* A receive that follows a send which woke a sleeping peer learns nothing from a spin that ran out: its
+ * wait holds the peer's wake-up, which on a virtual CPU that halted costs tens of µs, far more than a call.
+ * Counting it would drive both sides to sleep for good, each then waiting for the other's wake-up
+ * (measured on a 2-core VM: a 40-byte ping-pong at 97 µs a round trip instead of 0.8 µs), and no short
+ * probe escapes that, since the peer it probes is asleep. So a side whose peer sleeps keeps spinning; the
+ * peer's own probe then finds its bytes at once, and both spin again. */
 
 int paradice_ring_attach(struct paradice_ring *r, void *region, size_t size, int side, int initialize, uint32_t capacity) {
     struct paradice_ring_header *h = region;
@@ -144,8 +77,9 @@ int paradice_ring_attach(struct paradice_ring *r, void *region, size_t size, int
     r->head = 0;
     r->tail = 0;
     r->timeout_ms = -1;
-    r->spin_ns = 200000;
-    r->spin[0].budget = r->spin[1].budget = r->spin_ns;
+    r->spin_ns = PARADICE_SPIN_CEILING_NS;
+    paradice_spin_init(&r->spin[0], r->spin_ns);
+    paradice_spin_init(&r->spin[1], r->spin_ns);
     r->setup_fd = -1;
     for (int i = 0; i < PARADICE_BELLS; i++) r->bells[i] = -1;
     r->pending_descriptor = -1;
@@ -157,7 +91,7 @@ static int is_shut(struct paradice_ring *r) { return __atomic_load_n(&r->shut, _
 long paradice_ring_send(struct paradice_ring *r, const void *bytes, size_t n) {
     if (n == 0) return 0;
     r->rounds[1]++;
-    struct spin_state spin = { 0 };
+    struct paradice_spin_wait spin = { 0 };
     for (;;) {
         if (is_shut(r) || __atomic_load_n(&r->peer_gone, __ATOMIC_RELAXED)) { errno = EPIPE; return -1; }
         if (__atomic_load_n(&r->broken, __ATOMIC_RELAXED)) { errno = EPROTO; return -1; }
@@ -178,14 +112,11 @@ long paradice_ring_send(struct paradice_ring *r, const void *bytes, size_t n) {
                 __atomic_store_n(&r->woke_peer, 1, __ATOMIC_RELAXED);
                 r->doorbell->ring(r, PARADICE_BELL_DATA(r->side));
             }
-            if (spin.budget > 0) spin_found_bytes(r, 1, &spin);
+            paradice_spin_found(&r->spin[1], &spin, r->spin_ns);
             return (long)k;
         }
         /* Full: spin a little, then sleep until the consumer makes room. */
-        long now = now_ns();
-        if (spin.until == 0) spin_start(&r->spin[1], &spin, now, spin_budget(r, 1));
-        if (now < spin.until) { spin_turn(&r->spin[1], &spin, now); continue; }
-        if (spin.budget > 0) { spin_learn(r, 1, 0, spin.budget); spin.budget = 0; }
+        if (paradice_spin_turn(&r->spin[1], &spin, r->spin_ns, 1)) continue;
         __atomic_store_n(&r->out->producer_waiting, 1, __ATOMIC_SEQ_CST);
         FENCE();
         uint32_t again = LOAD(&r->out->tail);
@@ -204,7 +135,7 @@ long paradice_ring_send(struct paradice_ring *r, const void *bytes, size_t n) {
 long paradice_ring_recv(struct paradice_ring *r, void *bytes, size_t n) {
     if (n == 0) return 0;
     r->rounds[0]++;
-    struct spin_state spin = { 0 };
+    struct paradice_spin_wait spin = { 0 };
     int peer_woken = __atomic_exchange_n(&r->woke_peer, 0, __ATOMIC_RELAXED);
     for (;;) {
         if (__atomic_load_n(&r->broken, __ATOMIC_RELAXED)) { errno = EPROTO; return -1; }
@@ -222,17 +153,11 @@ long paradice_ring_recv(struct paradice_ring *r, void *bytes, size_t n) {
             STORE(&r->in->tail, r->tail);
             FENCE();
             if (__atomic_load_n(&r->in->producer_waiting, __ATOMIC_RELAXED)) r->doorbell->ring(r, PARADICE_BELL_SPACE(1 - r->side));
-            if (spin.budget > 0) spin_found_bytes(r, 0, &spin);
+            paradice_spin_found(&r->spin[0], &spin, r->spin_ns);
             return (long)k;
         }
         if (is_shut(r) || __atomic_load_n(&r->peer_gone, __ATOMIC_RELAXED) || LOAD(&r->in->finished)) return 0;
-        long now = now_ns();
-        if (spin.until == 0) spin_start(&r->spin[0], &spin, now, spin_budget(r, 0));
-        if (now < spin.until) { spin_turn(&r->spin[0], &spin, now); continue; }
-        if (spin.budget > 0) {
-            if (!peer_woken) spin_learn(r, 0, 0, spin.budget);
-            spin.budget = 0;
-        }
+        if (paradice_spin_turn(&r->spin[0], &spin, r->spin_ns, !peer_woken)) continue;
         __atomic_store_n(&r->in->consumer_waiting, 1, __ATOMIC_SEQ_CST);
         FENCE();
         if (LOAD(&r->in->head) == r->tail && !LOAD(&r->in->finished) && !is_shut(r)) {

@@ -94,6 +94,7 @@ int pd_conn_dial_secure(struct pd_connection *c, const char *url, const struct p
         errno = EACCES;
         return -1;
     }
+    free(stream->state);   /* the socket stream's own (its receives' spin): TLS reads the socket itself */
     *stream = (struct pd_stream){ .ops = &tls_ops, .fd = stream->fd, .state = state };
     return 0;
 }

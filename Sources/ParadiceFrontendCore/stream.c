@@ -3,6 +3,7 @@
 #include "paradice_frontend.h"
 #include "cparadice.h"
 #include "paradice_ring.h"
+#include "paradice_spin.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/vm_sockets.h>
@@ -25,20 +26,32 @@ static void close_descriptor(int fd) { syscall(SYS_close, fd); }
 
 static long socket_send(struct pd_stream *s, const void *bytes, size_t n) { return send(s->fd, bytes, n, MSG_NOSIGNAL); }
 
+/* A descriptor, when one is passed, comes with the first byte of its frame. The receive spins before it
+ * sleeps (paradice_spin.h): on a virtual CPU that halted, a reply that wakes a sleeping reader costs it
+ * tens of µs. */
 static long socket_recv(struct pd_stream *s, void *bytes, size_t n, int *descriptor) {
-    /* A descriptor, when one is passed, comes with the first byte of its frame. */
-    if (descriptor) return paradice_recv_with_descriptor(s->fd, bytes, n, descriptor);
-    return recv(s->fd, bytes, n, 0);
+    if (!s->state) return descriptor ? paradice_recv_with_descriptor(s->fd, bytes, n, descriptor) : recv(s->fd, bytes, n, 0);
+    return paradice_recv_spinning(s->fd, bytes, n, descriptor, s->state);
 }
 
 static void socket_shutdown(struct pd_stream *s) { shutdown(s->fd, SHUT_RDWR); }
 
 /* The child's copy of an inherited socket closes without touching the parent's. */
-static void socket_close(struct pd_stream *s) { close_descriptor(s->fd); }
+static void socket_close(struct pd_stream *s) {
+    close_descriptor(s->fd);
+    free(s->state);
+    s->state = NULL;
+}
 
 static const struct pd_stream_ops socket_ops = { socket_send, socket_recv, socket_shutdown, socket_close };
 
-void pd_stream_socket(struct pd_stream *s, int fd) { *s = (struct pd_stream){ .ops = &socket_ops, .fd = fd, .state = NULL }; }
+/* The spin's state is shared by the stream's copies (each call takes one), as the reading is: one thread
+ * at a time. Without memory for it, receives sleep at once. */
+void pd_stream_socket(struct pd_stream *s, int fd) {
+    struct paradice_spin *spin = malloc(sizeof *spin);
+    if (spin) paradice_spin_init(spin, PARADICE_SPIN_CEILING_NS);
+    *s = (struct pd_stream){ .ops = &socket_ops, .fd = fd, .state = spin };
+}
 
 /* ---- a character device (a virtio-serial port in a VM) ---- */
 
@@ -225,5 +238,9 @@ int pd_conn_dial(const char *url, struct pd_stream *stream) {
     }
     if (fd < 0) return -1;
     pd_stream_socket(stream, paradice_descriptor_out_of_the_way(fd));
+    if (strncmp(url, "serial:", 7) == 0) {   /* a chardev socket's receives sleep at once, as a port device's do */
+        free(stream->state);
+        stream->state = NULL;
+    }
     return 0;
 }

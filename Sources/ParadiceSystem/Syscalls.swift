@@ -249,6 +249,13 @@ public enum Syscall {
         try valueOrErrno(retryOnInterrupt: retryOnInterrupt) { Glibc.recv(fd, buffer, count, flags) }.get()
     }
 
+    /// recv, spinning first on non-blocking receives as `spin` learned (paradice_spin.h), then blocking.
+    @inlinable
+    public static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int,
+                            spinning spin: UnsafeMutablePointer<paradice_spin>) throws(Errno) -> Int {
+        try valueOrErrno(retryOnInterrupt: true) { paradice_recv_spinning(fd, buffer, UInt(count), nil, spin) }.get()
+    }
+
     /// Every byte of `buffer` with `descriptor` attached (SCM_RIGHTS), in one sendmsg.
     @inlinable
     public static func send(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, passing descriptor: Int32) throws(Errno) {

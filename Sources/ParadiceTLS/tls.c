@@ -3,6 +3,7 @@
  * or PSK required, no session tickets) and moves bytes with raw system calls. */
 #define _GNU_SOURCE
 #include "paradice_tls.h"
+#include "paradice_spin.h"
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -48,6 +49,7 @@ struct pd_tls {
     unsigned char *incoming;
     size_t incoming_start, incoming_end;
     int incoming_ended;     /* the peer's end of stream came after them */
+    struct paradice_spin spin;   /* the reading thread's receives: how long they spin before they sleep */
     struct pd_tls_context *context;
     char kind[8];
     char *subject, *names;
@@ -412,6 +414,7 @@ struct pd_tls *pd_tls_handshake(struct pd_tls_context *c, int fd, int timeout_ms
     t->context = c;
     t->handshaking = 1;
     t->incoming = malloc(PD_TLS_INCOMING);
+    paradice_spin_init(&t->spin, PARADICE_SPIN_CEILING_NS);
     char reason[256];
     ERR_clear_error();
     t->ssl = SSL_new(c->ssl);
@@ -484,10 +487,11 @@ long pd_tls_read(struct pd_tls *t, void *buffer, size_t length) {
         case SSL_ERROR_ZERO_RETURN: return 0;
         case SSL_ERROR_WANT_READ: {
             if (!room) { errno = EIO; return -1; }   /* cannot happen: OpenSSL took what was there */
-            /* The one reader waits for the peer here, in a blocking recv, holding no lock. */
+            /* The one reader waits for the peer here, in a receive that spins before it blocks (as a plain
+             * socket's does), holding no lock. */
             unsigned char chunk[16 << 10];
             long got;
-            do got = syscall(SYS_recvfrom, t->fd, chunk, sizeof chunk, 0, NULL, NULL);
+            do got = paradice_recv_spinning(t->fd, chunk, sizeof chunk, NULL, &t->spin);
             while (got < 0 && errno == EINTR);
             if (got < 0) { if (errno == EPIPE) errno = ECONNRESET; return -1; }   /* EAGAIN: the read timeout */
             pthread_mutex_lock(&t->lock);

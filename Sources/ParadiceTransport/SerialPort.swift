@@ -29,7 +29,9 @@ enum SerialPort {
 
     /// A byte channel over what `openChannel` opened; it takes `fd` (closed here if that fails).
     static func channel(_ fd: Int32, isDevice: Bool) throws -> any ByteChannel {
-        guard isDevice else { return SocketChannel(fd: fd) }
+        // A chardev socket's receives sleep at once, as the port's device's do (below): see docs/transports.md,
+        // "Waiting for bytes".
+        guard isDevice else { return SocketChannel(fd: fd, spins: false) }
         do { return try DeviceChannel(fd: fd) } catch {
             try? Syscall.close(fd)
             throw error

@@ -23,7 +23,7 @@ func compileWithCore(_ name: String, into folder: String) throws -> String {
     let tls = repositorySourceFolder + "/ParadiceTLS"
     let r = try run("/usr/bin/env", flags + ["-pthread", "-I", core + "/include", "-I", repositorySourceFolder + "/CParadice/include",
                                              "-I", tls + "/include", "-o", output, programSources + "/\(name).c"] + sources
-                                    + ["cparadice.c", "ring.c", "ivshmem.c", "vchan.c"].map { repositorySourceFolder + "/CParadice/" + $0 }
+                                    + ["cparadice.c", "ring.c", "spin.c", "ivshmem.c", "vchan.c"].map { repositorySourceFolder + "/CParadice/" + $0 }
                                     + [tls + "/tls.c", "-lssl", "-lcrypto"])
     guard r.status == 0 else { throw BackendFailure(log: "\(compiler[0]) \(name): \(r.output)") }
     return output

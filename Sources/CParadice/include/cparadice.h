@@ -26,6 +26,7 @@ int paradice_peer_ucred(int fd, int *pid, unsigned int *uid, unsigned int *gid);
 int paradice_send_with_descriptor(int socket, const void *bytes, size_t length, int descriptor);
 /// recv that also takes a descriptor passed with the bytes (*descriptor = -1 when none).
 long paradice_recv_with_descriptor(int socket, void *bytes, size_t length, int *descriptor);
+long paradice_recv_with_descriptor_flags(int socket, void *bytes, size_t length, int *descriptor, int flags);
 
 /// eventfd(0, EFD_CLOEXEC): a wake-up channel for poll loops.
 int paradice_eventfd(void);

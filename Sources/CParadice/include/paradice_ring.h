@@ -8,6 +8,7 @@
 #define PARADICE_RING_H
 #include <stddef.h>
 #include <stdint.h>
+#include "paradice_spin.h"
 
 #define PARADICE_RING_MAGIC 0x676e6972u   /* "ring" */
 #define PARADICE_RING_VERSION 1u
@@ -54,14 +55,6 @@ struct paradice_doorbell_ops {
     void (*close)(struct paradice_ring *r);
 };
 
-/* What one kind of wait (0: receive, 1: send) learned of spinning (ring.c, spin_budget). */
-struct paradice_spin {
-    long budget;                       /* ns */
-    unsigned since_probe;
-    int beside;                        /* the peer seems to share this CPU: yield at every turn */
-    unsigned since_pause;
-};
-
 /* One side's end of a region. */
 struct paradice_ring {
     uint8_t *region;
@@ -77,7 +70,7 @@ struct paradice_ring {
     int shut;                          /* atomic: shutdown came */
     int timeout_ms;                    /* of each receive wait; -1: none */
     long spin_ns;                      /* the longest a wait spins before it sleeps */
-    struct paradice_spin spin[2];      /* each touched only by its own kind of wait's thread */
+    struct paradice_spin spin[2];      /* per kind of wait (0: receive, 1: send), each its own thread's */
     int woke_peer;                     /* atomic: a send rang the peer's data bell since the last receive */
     const struct paradice_doorbell_ops *doorbell;
     /* The eventfd doorbell's: the setup socket (liveness, descriptors), the four eventfds. */

@@ -132,7 +132,7 @@ struct pd_stream_ops {
 struct pd_stream {
     const struct pd_stream_ops *ops;   /* NULL: no stream */
     int fd;                            /* the socket under the stream (-1: none) */
-    void *state;                       /* the transport's own */
+    void *state;                       /* the transport's own (a socket's: what its receives learned of spinning) */
 };
 #define PD_STREAM_NONE { .ops = NULL, .fd = -1, .state = NULL }
 

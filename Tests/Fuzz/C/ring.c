@@ -1,4 +1,4 @@
-// fuzz-build: Sources/CParadice/ring.c Sources/CParadice/ivshmem.c Sources/CParadice/cparadice.c -lpthread
+// fuzz-build: Sources/CParadice/ring.c Sources/CParadice/spin.c Sources/CParadice/ivshmem.c Sources/CParadice/cparadice.c -lpthread
 /*
  * The shared-memory ring reader and writer (paradice_ring.h) against a hostile peer: the input is a script
  * of what the peer does to the shared region (its head and tail words, its waiting words, the data bytes,

@@ -203,16 +203,29 @@ guestd_expect "every node has no open file left" \
 # SIGTERM: the nodes go, the daemon says so and exits 0.
 guestd_expect "SIGTERM removes the nodes" \
   'p=$(sed -n "s/^pid //p" /run/paradice/guest-*.status); kill -TERM $p; for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/video9 ] || break; sleep 1; done; ! [ -e /dev/video9 ] && ! [ -e /dev/pdk/dri/card0 ] && cat /share/guestd.log /run/paradice/guestd-*.log 2>/dev/null | grep -q "signal 15: leaving"'
-# The backend's end: a call in flight and new calls fail with EIO, the daemon exits 1 and the nodes go.
-guestd_start $V=/dev/video0 || exit 1
+# The backend's end: a call in flight and new calls fail with EIO, the daemon exits 1 and the nodes go. The
+# call surely in flight is a read of an input node that has no events; a streaming v4l2-ctl must end too (its
+# DQBUF or, if the backend went between two frames, its QBUF fails: v4l2-ctl names errno only for the first).
+guestd_start $V=/dev/video0 /dev/pdk/input/event0=/dev/input/event0 || exit 1
 vm --timeout 10 'setsid v4l2-ctl -d /dev/video9 --stream-mmap --stream-count=100000 > /tmp/stream.out 2>&1 < /dev/null & echo $! > /tmp/stream.pid'
+vm --timeout 10 "setsid python3 -c '
+import errno, os, sys
+fd = os.open(\"/dev/pdk/input/event0\", os.O_RDONLY)
+print(\"reading\", flush=True)
+try: os.read(fd, 24); print(\"read\")
+except OSError as e: print(errno.errorcode[e.errno])
+' > /tmp/blocked.out 2>&1 < /dev/null &"
+vm --timeout 30 'for i in $(seq 1 100); do grep -q reading /tmp/blocked.out && break; sleep 0.2; done; grep -q reading /tmp/blocked.out' ||
+  { log "FAIL the blocked reader did not start"; failures=$((failures + 1)); }
 sleep 3
 vm --init --timeout 10 'kill $(pidof paradice-backend)'
-guestd_expect "a lost backend: the call in flight fails, the daemon exits, the nodes go" \
+guestd_expect "a lost backend: the call in flight fails with EIO, the clients end, the daemon exits, the nodes go" \
   'for i in $(seq 1 30); do [ -e /dev/video9 ] || ! kill -0 $(cat /tmp/stream.pid) 2>/dev/null || { sleep 1; continue; }; break; done
    for i in $(seq 1 30); do [ -e /dev/video9 ] || break; sleep 1; done
-   ! kill -0 $(cat /tmp/stream.pid) 2>/dev/null && ! [ -e /dev/video9 ] && grep -q "is gone" /share/guestd.log &&
-     grep -q "Input/output error" /tmp/stream.out || { tail -5 /tmp/stream.out; exit 1; }'
+   for i in $(seq 1 30); do [ $(wc -l < /tmp/blocked.out) -ge 2 ] && break; sleep 1; done
+   ! kill -0 $(cat /tmp/stream.pid) 2>/dev/null && ! [ -e /dev/video9 ] && ! [ -e /dev/pdk/input/event0 ] &&
+     grep -q "is gone" /share/guestd.log && [ "$(tail -1 /tmp/blocked.out)" = EIO ] &&
+     grep -q "Input/output error\|qbuf error" /tmp/stream.out || { tail -3 /tmp/stream.out; cat /tmp/blocked.out; exit 1; }'
 
 guestd_shared_mappings
 

@@ -1,14 +1,14 @@
 /* Shared-memory byte rings (paradice_ring.h).
  *
- * Notification: a side that finds nothing to do spins for spin_ns, then says it sleeps (a word in the
- * region), checks once more, and sleeps on its doorbell; the other side rings only when that word is set,
- * so while both are busy no system call is made. The doorbell between processes is an eventfd per bell,
- * waited on with poll together with the setup socket rather than a futex in the region: one poll sees the
- * bell, the peer's death (POLLHUP when its last descriptor of the socket closes) and this side's own
- * shutdown (shutdown(2) of the socket hangs it up both ways), where a futex sees none of the latter two
- * and would need a watching thread per session and a timed wait. A sleep costs a poll and a read instead
- * of one futex call; only a side that already waited pays it. An ivshmem doorbell is eventfds too (the
- * ioeventfd and irqfd of the BAR), so the same ops serve it. */
+ * Notification: a side that finds nothing to do spins as long as its kind of wait learned to (spin.c), then
+ * says it sleeps (a word in the region), checks once more, and sleeps on its doorbell; the other side rings
+ * only when that word is set, so while both are busy no system call is made. The doorbell between processes
+ * is an eventfd per bell, waited on with poll together with the setup socket rather than a futex in the
+ * region: one poll sees the bell, the peer's death (POLLHUP when its last descriptor of the socket closes)
+ * and this side's own shutdown (shutdown(2) of the socket hangs it up both ways), where a futex sees none of
+ * the latter two and would need a watching thread per session and a timed wait. A sleep costs a poll and a
+ * read instead of one futex call; only a side that already waited pays it. An ivshmem doorbell is eventfds
+ * too (the ioeventfd and irqfd of the BAR), so the same ops serve it. */
 #define _GNU_SOURCE
 #include "paradice_ring.h"
 #include "cparadice.h"
@@ -22,7 +22,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)

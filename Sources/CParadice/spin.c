@@ -54,16 +54,23 @@ static void learn(struct paradice_spin *s, int found, long waited, long ceiling)
     if (s->budget < 1000 && !found) s->budget = 0;
 }
 
+static long begin(struct paradice_spin *s, struct paradice_spin_wait *w, long ceiling, long now) {
+    w->started = 1;
+    w->budget = s->budget;
+    if (w->budget == 0 && (++s->since_probe & 127) == 0) w->budget = ceiling < PARADICE_SPIN_PROBE_NS ? ceiling : PARADICE_SPIN_PROBE_NS;
+    w->until = now + w->budget;
+    w->next_yield = s->beside && (s->since_pause++ & 15) != 0 ? now : now + PARADICE_SPIN_YIELD_NS;
+    w->ran_someone = 0;
+    return w->budget;
+}
+
+int paradice_spin_begin(struct paradice_spin *s, struct paradice_spin_wait *w, long ceiling) {
+    return w->started ? w->budget > 0 : begin(s, w, ceiling, now_ns()) > 0;
+}
+
 int paradice_spin_turn(struct paradice_spin *s, struct paradice_spin_wait *w, long ceiling, int learns) {
     long now = now_ns();
-    if (!w->started) {
-        w->started = 1;
-        w->budget = s->budget;
-        if (w->budget == 0 && (++s->since_probe & 127) == 0) w->budget = ceiling < PARADICE_SPIN_PROBE_NS ? ceiling : PARADICE_SPIN_PROBE_NS;
-        w->until = now + w->budget;
-        w->next_yield = s->beside && (s->since_pause++ & 15) != 0 ? now : now + PARADICE_SPIN_YIELD_NS;
-        w->ran_someone = 0;
-    }
+    if (!w->started) (void)begin(s, w, ceiling, now);
     if (w->budget == 0) return 0;
     if (now >= w->until) {
         if (learns) learn(s, 0, w->budget, ceiling);
@@ -90,6 +97,9 @@ void paradice_spin_found(struct paradice_spin *s, const struct paradice_spin_wai
 
 long paradice_recv_spinning(int fd, void *bytes, unsigned long n, int *descriptor, struct paradice_spin *s) {
     struct paradice_spin_wait w = { 0 };
+    /* A wait that does not spin (the spin fell to nothing, and this is no probe) sleeps at once. */
+    if (!paradice_spin_begin(s, &w, PARADICE_SPIN_CEILING_NS))
+        return descriptor ? paradice_recv_with_descriptor(fd, bytes, n, descriptor) : (long)recv(fd, bytes, n, 0);
     for (;;) {
         long k = descriptor ? paradice_recv_with_descriptor_flags(fd, bytes, n, descriptor, MSG_DONTWAIT)
                             : (long)recv(fd, bytes, n, MSG_DONTWAIT);

@@ -23,6 +23,8 @@ struct paradice_spin_wait {
 
 /* A fresh kind of wait: it spins up to `ceiling` ns at first. */
 void paradice_spin_init(struct paradice_spin *s, long ceiling);
+/* Begins wait w (its first turn does, if this does not): whether it spins at all. */
+int paradice_spin_begin(struct paradice_spin *s, struct paradice_spin_wait *w, long ceiling);
 /* One turn of wait w (begun at its first turn): 1 after a pause or a yield while the spin lasts, 0 once it
  * ran out (the caller then sleeps). A spin that runs out halves the next one unless `learn` is 0 (the
  * wait holds a wake-up of a sleeping peer, which says nothing of spinning). */

@@ -218,17 +218,21 @@ final class ClientEvents: Sendable {
         handler?(handle, revents)
     }
 
-    /// A line of the core's: the first breach of the protocol is said, once per connection.
+    /// A line of the core's: the first breach of the protocol is said, once per connection; a handshake
+    /// made again on a new connection is said as it is.
     func tell(_ line: String) {
         guard !line.hasPrefix("paradice: lost the backend") else { return }
+        if line.hasPrefix("paradice: no answer to PD_HELLO") { return say(line) }
         let first = state.withLock { s -> Bool in
             defer { s.told = true }
             return !s.told
         }
-        if first {
-            let text = Array("\(line) (the backend broke the protocol; such calls fail with EIO)\n".utf8)
-            _ = text.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
-        }
+        if first { say("\(line) (the backend broke the protocol; such calls fail with EIO)") }
+    }
+
+    private func say(_ line: String) {
+        let text = Array("\(line)\n".utf8)
+        _ = text.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
     }
 }
 

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "paradice_frontend.h"
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,6 +192,14 @@ static int finish_send(struct pd_connection *c, struct pd_stream *s, uint16_t op
 }
 
 /* Under the caller's care: no other thread uses c until it returns. */
+/* Whether the stream's socket has bytes (or its end) within `ms`. */
+static int answered_within(const struct pd_stream *s, int ms) {
+    struct pollfd p = { s->fd, POLLIN, 0 };
+    int n;
+    do n = poll(&p, 1, ms); while (n < 0 && errno == EINTR);
+    return n != 0;
+}
+
 int pd_conn_start(struct pd_connection *c, const struct pd_stream *stream, const struct pd_hello *hello, const char *name,
                   size_t name_length, struct pd_frame *reply, const char **why) {
     struct pd_stream s = *stream;
@@ -200,7 +209,16 @@ int pd_conn_start(struct pd_connection *c, const struct pd_stream *stream, const
     pd_buffer_append(&b, name, name_length);
     *reply = (struct pd_frame){ .descriptor = -1 };
     *why = "the backend closed the connection or answered no PD_REPLY";
-    int ok = finish_send(c, &s, PD_HELLO, 0, 0, 0, &b) == 0 && read_frame(c, &s, reply) == 0 && reply->header.op == PD_REPLY;
+    int sent = finish_send(c, &s, PD_HELLO, 0, 0, 0, &b) == 0;
+    /* A stream that can lose its first frame is connected anew while PD_HELLO gets no answer (the last
+       attempt waits as long as it takes). An earlier attempt's answer later than that would reach the new
+       connection first (a port in a VM keeps a write until a host side is connected): this frontend would
+       hold that attempt's session number and token, whose session ended at the next PD_HELLO. */
+    for (int attempt = 1; sent && s.ops->redial && attempt < PD_HELLO_ATTEMPTS && !answered_within(&s, PD_HELLO_SILENCE_MS); attempt++) {
+        pd_conn_log(c, "paradice: no answer to PD_HELLO within %d ms: connecting again (attempt %d)", PD_HELLO_SILENCE_MS, attempt + 1);
+        sent = s.ops->redial(&s) == 0 && finish_send(c, &s, PD_HELLO, 0, 0, 0, &b) == 0;
+    }
+    int ok = sent && read_frame(c, &s, reply) == 0 && reply->header.op == PD_REPLY;
     int failure = errno;
     pd_buffer_free(&b);
     const uint8_t *first = (const uint8_t *)&reply->header;

@@ -53,6 +53,33 @@ void pd_stream_socket(struct pd_stream *s, int fd) {
     *s = (struct pd_stream){ .ops = &socket_ops, .fd = fd, .state = spin };
 }
 
+/* ---- QEMU's chardev socket of a virtio-serial port (on the host) ---- */
+
+/* A socket whose receives sleep at once, and which can connect again: a client that connects within a
+ * moment of the last one's close sometimes has its first frame lost on the way to the port in the VM
+ * (docs/transports.md, "serial"). The state is the socket's path. */
+static long chardev_recv(struct pd_stream *s, void *bytes, size_t n, int *descriptor) {
+    return descriptor ? paradice_recv_with_descriptor(s->fd, bytes, n, descriptor) : recv(s->fd, bytes, n, 0);
+}
+
+static void chardev_close(struct pd_stream *s) {
+    close_descriptor(s->fd);
+    free(s->state);
+    s->state = NULL;
+}
+
+static int dial_unix(const char *path);
+
+static int chardev_redial(struct pd_stream *s) {
+    int fd = paradice_descriptor_out_of_the_way(dial_unix(s->state));
+    if (fd < 0) return -1;
+    close_descriptor(s->fd);
+    s->fd = fd;
+    return 0;
+}
+
+static const struct pd_stream_ops chardev_ops = { socket_send, chardev_recv, socket_shutdown, chardev_close, chardev_redial };
+
 /* ---- a character device (a virtio-serial port in a VM) ---- */
 
 /* Read and written, as send and recv are for sockets; the system calls themselves, as close_descriptor's:
@@ -222,10 +249,17 @@ int pd_conn_dial(const char *url, struct pd_stream *stream) {
     } else if (strncmp(url, "serial:", 7) == 0) {
         int device = 0;
         fd = paradice_descriptor_out_of_the_way(dial_serial(url + 7, &device));
-        if (fd >= 0 && device) {
+        if (fd < 0) return -1;
+        if (device) {
             *stream = (struct pd_stream){ .ops = &device_ops, .fd = fd, .state = NULL };
             return 0;
         }
+        const char *path = url + 7;
+        if (path[0] == '/' && path[1] == '/') path += 2;
+        char *kept = strdup(path);
+        if (!kept) { close_descriptor(fd); errno = ENOMEM; return -1; }
+        *stream = (struct pd_stream){ .ops = &chardev_ops, .fd = fd, .state = kept };
+        return 0;
     } else if (strncmp(url, "ivshmem:", 8) == 0) {
         return stream_ivshmem(stream, url + 8);
     } else if (strncmp(url, "shm:", 4) == 0) {
@@ -238,9 +272,5 @@ int pd_conn_dial(const char *url, struct pd_stream *stream) {
     }
     if (fd < 0) return -1;
     pd_stream_socket(stream, paradice_descriptor_out_of_the_way(fd));
-    if (strncmp(url, "serial:", 7) == 0) {   /* a chardev socket's receives sleep at once, as a port device's do */
-        free(stream->state);
-        stream->state = NULL;
-    }
     return 0;
 }

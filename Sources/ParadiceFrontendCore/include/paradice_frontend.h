@@ -128,6 +128,11 @@ struct pd_stream_ops {
     /* Releases the stream's resources without a word to the peer: a forked child drops its copy of the
      * parent's stream this way and the parent's stream goes on. */
     void (*close)(struct pd_stream *s);
+    /* Optional: the stream's connection made anew (what was unsent or unread on the old one is gone); 0, or
+     * -1 with errno. A transport that can lose a connection's first frame has it (a virtio-serial port's
+     * chardev socket: docs/transports.md, "serial"): pd_conn_start then says PD_HELLO again on a new
+     * connection when the last got no answer for PD_HELLO_SILENCE_MS. */
+    int (*redial)(struct pd_stream *s);
 };
 struct pd_stream {
     const struct pd_stream_ops *ops;   /* NULL: no stream */
@@ -135,6 +140,8 @@ struct pd_stream {
     void *state;                       /* the transport's own (a socket's: what its receives learned of spinning) */
 };
 #define PD_STREAM_NONE { .ops = NULL, .fd = -1, .state = NULL }
+#define PD_HELLO_SILENCE_MS 2000
+#define PD_HELLO_ATTEMPTS 5   /* the last waits as long as the backend takes */
 
 /* A stream over the connected socket `fd`, which it takes. */
 void pd_stream_socket(struct pd_stream *s, int fd);

@@ -191,7 +191,6 @@ static int finish_send(struct pd_connection *c, struct pd_stream *s, uint16_t op
     return r;
 }
 
-/* Under the caller's care: no other thread uses c until it returns. */
 /* Whether the stream's socket has bytes (or its end) within `ms`. */
 static int answered_within(const struct pd_stream *s, int ms) {
     struct pollfd p = { s->fd, POLLIN, 0 };
@@ -199,6 +198,8 @@ static int answered_within(const struct pd_stream *s, int ms) {
     do n = poll(&p, 1, ms); while (n < 0 && errno == EINTR);
     return n != 0;
 }
+
+/* Under the caller's care: no other thread uses c until it returns. */
 
 int pd_conn_start(struct pd_connection *c, const struct pd_stream *stream, const struct pd_hello *hello, const char *name,
                   size_t name_length, struct pd_frame *reply, const char **why) {

@@ -26,11 +26,15 @@ static void close_descriptor(int fd) { syscall(SYS_close, fd); }
 
 static long socket_send(struct pd_stream *s, const void *bytes, size_t n) { return send(s->fd, bytes, n, MSG_NOSIGNAL); }
 
-/* A descriptor, when one is passed, comes with the first byte of its frame. The receive spins before it
- * sleeps (paradice_spin.h): on a virtual CPU that halted, a reply that wakes a sleeping reader costs it
- * tens of µs. */
+/* A receive that sleeps at once. A descriptor, when one is passed, comes with the first byte of its frame. */
+static long recv_sleeping(struct pd_stream *s, void *bytes, size_t n, int *descriptor) {
+    return descriptor ? paradice_recv_with_descriptor(s->fd, bytes, n, descriptor) : recv(s->fd, bytes, n, 0);
+}
+
+/* The receive spins before it sleeps (paradice_spin.h): on a virtual CPU that halted, a reply that wakes a
+ * sleeping reader costs it tens of µs. */
 static long socket_recv(struct pd_stream *s, void *bytes, size_t n, int *descriptor) {
-    if (!s->state) return descriptor ? paradice_recv_with_descriptor(s->fd, bytes, n, descriptor) : recv(s->fd, bytes, n, 0);
+    if (!s->state) return recv_sleeping(s, bytes, n, descriptor);
     return paradice_recv_spinning(s->fd, bytes, n, descriptor, s->state);
 }
 
@@ -58,10 +62,6 @@ void pd_stream_socket(struct pd_stream *s, int fd) {
 /* A socket whose receives sleep at once, and which can connect again: a client that connects within a
  * moment of the last one's close sometimes has its first frame lost on the way to the port in the VM
  * (docs/transports.md, "serial"). The state is the socket's path. */
-static long chardev_recv(struct pd_stream *s, void *bytes, size_t n, int *descriptor) {
-    return descriptor ? paradice_recv_with_descriptor(s->fd, bytes, n, descriptor) : recv(s->fd, bytes, n, 0);
-}
-
 static void chardev_close(struct pd_stream *s) {
     close_descriptor(s->fd);
     free(s->state);
@@ -78,7 +78,7 @@ static int chardev_redial(struct pd_stream *s) {
     return 0;
 }
 
-static const struct pd_stream_ops chardev_ops = { socket_send, chardev_recv, socket_shutdown, chardev_close, chardev_redial };
+static const struct pd_stream_ops chardev_ops = { socket_send, recv_sleeping, socket_shutdown, chardev_close, chardev_redial };
 
 /* ---- a character device (a virtio-serial port in a VM) ---- */
 
@@ -229,7 +229,6 @@ static int dial_vsock(const char *rest) {
 /* serial:PATH: a virtio-serial port's character device (in a VM), or QEMU's chardev socket for it (on the
  * host). openat itself: a frontend may wrap open. */
 static int dial_serial(const char *path, int *device) {
-    if (path[0] == '/' && path[1] == '/') path += 2;
     struct stat st;
     if (!path[0]) { errno = EINVAL; return -1; }
     if (stat(path, &st) != 0) return -1;
@@ -247,15 +246,15 @@ int pd_conn_dial(const char *url, struct pd_stream *stream) {
     } else if (strncmp(url, "vsock:", 6) == 0) {
         fd = dial_vsock(url + 6);
     } else if (strncmp(url, "serial:", 7) == 0) {
+        const char *path = url + 7;
+        if (path[0] == '/' && path[1] == '/') path += 2;   /* serial:///path */
         int device = 0;
-        fd = paradice_descriptor_out_of_the_way(dial_serial(url + 7, &device));
+        fd = paradice_descriptor_out_of_the_way(dial_serial(path, &device));
         if (fd < 0) return -1;
         if (device) {
             *stream = (struct pd_stream){ .ops = &device_ops, .fd = fd, .state = NULL };
             return 0;
         }
-        const char *path = url + 7;
-        if (path[0] == '/' && path[1] == '/') path += 2;
         char *kept = strdup(path);
         if (!kept) { close_descriptor(fd); errno = ENOMEM; return -1; }
         *stream = (struct pd_stream){ .ops = &chardev_ops, .fd = fd, .state = kept };
